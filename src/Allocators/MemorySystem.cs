@@ -1,0 +1,53 @@
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators;
+
+/// <summary>Configuration of a whole <see cref="MemorySystem"/>.</summary>
+public sealed class MemorySystemOptions
+{
+    /// <summary>The arena and its NUMA/zone layout.</summary>
+    public PhysicalMemoryOptions Physical { get; init; } = new();
+
+    /// <summary>Page allocator tunables.</summary>
+    public PageAllocatorOptions PageAllocator { get; init; } = new();
+}
+
+/// <summary>
+/// One memory system: owns the arena and composes the allocators built on it (layers flow down only).
+/// Every layer is also usable on its own through its own type.
+/// </summary>
+public sealed class MemorySystem : IDisposable
+{
+    /// <summary>Builds the default system (256 MiB NativeMemory arena, one node) or the one described.</summary>
+    public MemorySystem(MemorySystemOptions? options = null)
+    {
+        Options = options ?? new MemorySystemOptions();
+        Memory = new PhysicalMemory(Options.Physical);
+        try
+        {
+            Pages = new PageAllocator(Memory, Options.PageAllocator);
+        }
+        catch
+        {
+            Memory.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The options the system was built with.</summary>
+    public MemorySystemOptions Options { get; }
+
+    /// <summary>The physical arena.</summary>
+    public PhysicalMemory Memory { get; }
+
+    /// <summary>The buddy page allocator.</summary>
+    public PageAllocator Pages { get; }
+
+    /// <summary>Releases every layer and the arena.</summary>
+    public void Dispose()
+    {
+        Pages.Dispose();
+        Memory.Dispose();
+    }
+}

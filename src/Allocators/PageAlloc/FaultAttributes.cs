@@ -1,0 +1,72 @@
+namespace Allocators.PageAlloc;
+
+/// <summary>
+/// Fault injection like the kernel's <c>fail_page_alloc</c> / <c>failslab</c> (struct fault_attr): makes
+/// allocations fail on purpose so that callers' failure paths can be tested. Disabled until
+/// <see cref="Probability"/> is set above zero. Thread-safe.
+/// </summary>
+public sealed class FaultAttributes
+{
+    private readonly Lock _lock = new();
+    private Random _random = new(12345);
+    private long _count;
+    private volatile bool _enabled;
+    private int _probability;
+    private int _times = -1;
+
+    /// <summary>Percent chance (0..100) that an eligible call fails. 0 disables injection.</summary>
+    public int Probability
+    {
+        get => _probability;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 0);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 100);
+            lock (_lock) { _probability = value; _enabled = value > 0 && _times != 0; }
+        }
+    }
+
+    /// <summary>Only every Interval-th eligible call may fail (1 = every call).</summary>
+    public int Interval { get; set; } = 1;
+
+    /// <summary>How many failures to inject in total; -1 for no limit.</summary>
+    public int Times
+    {
+        get => _times;
+        set { lock (_lock) { _times = value; _enabled = _probability > 0 && value != 0; } }
+    }
+
+    /// <summary>Bytes of allocations to let through before failures start.</summary>
+    public long Space { get; set; }
+
+    /// <summary>Only allocations of at least this order may fail (page allocator only).</summary>
+    public int MinOrder { get; set; }
+
+    /// <summary>Do not fail allocations that may sleep (ignore-gfp-wait).</summary>
+    public bool IgnoreGfpWait { get; set; }
+
+    /// <summary>Failures injected so far.</summary>
+    public long Injected => Interlocked.Read(ref _injected);
+    private long _injected;
+
+    /// <summary>Seeds the random source so a test run is repeatable.</summary>
+    public void Seed(int seed) { lock (_lock) _random = new Random(seed); }
+
+    internal bool Enabled => _enabled;
+
+    internal bool ShouldFail(long size, int order, Gfp gfp)
+    {
+        if ((gfp & Gfp.NoFail) != 0 || order < MinOrder) return false;
+        if (IgnoreGfpWait && gfp.AllowsBlocking()) return false;
+        lock (_lock)
+        {
+            if (_times == 0) return false;
+            if (Space > size) { Space -= size; return false; }
+            if (Interval > 1 && ++_count % Interval != 0) return false;
+            if (_probability <= _random.Next(100)) return false;
+            if (_times > 0 && --_times == 0) _enabled = false;
+            _injected++;
+            return true;
+        }
+    }
+}

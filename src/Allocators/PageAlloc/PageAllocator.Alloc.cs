@@ -1,0 +1,247 @@
+using System.Runtime.CompilerServices;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.PageAlloc;
+
+public sealed unsafe partial class PageAllocator
+{
+    private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode;
+    private long _allocFailures;
+    private long _allocFailuresInjected;
+    private long _warnings;
+
+    /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
+    /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* AllocPages(Gfp gfp, int order) => AllocPagesNode(-1, gfp, order);
+
+    /// <summary>Allocates 2^<paramref name="order"/> pages preferring <paramref name="node"/> (-1: the current node) (alloc_pages_node).</summary>
+    public PageFrame* AllocPagesNode(int node, Gfp gfp, int order)
+    {
+        int cpuNode = CurrentNode;
+        if (node < 0) node = cpuNode;
+        if ((uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && (uint)node < (uint)_nodeCount && !FaultInjection.Enabled)
+        {
+            ThreadCacheHeader* cache = _pcp.Current;
+            if (cache != null && ThreadCacheHeader.TryEnter(cache))
+            {
+                int zoneId = _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
+                ZoneData* zone = _zones + zoneId;
+                PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
+                if (zoneId >= 0 && list->Head != null && zone->FreePages > zone->WatermarkLow)
+                {
+                    PageFrame* page = list->PopHead();
+                    ZoneEventCounters* counters = Counters(cache) + zoneId;
+                    counters->PgAlloc += 1L << order;
+                    counters->NumaHit++;
+                    if (node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
+                    ThreadCacheHeader.Exit(cache);
+                    PrepNewPage(page, order, gfp);
+                    return page;
+                }
+                ThreadCacheHeader.Exit(cache);
+            }
+        }
+        return AllocPagesSlow(gfp, order, node, cpuNode);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrepNewPage(PageFrame* page, int order, Gfp gfp)
+    {
+        page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Allocated;
+        page->Order = order;
+        page->RefCount = 1;
+        page->MapCount = 0;
+        page->Private = 0;
+        page->Next = page->Prev = null;
+        if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0) PrepNewPageSlow(page, order, gfp);
+    }
+
+    private void PrepNewPageSlow(PageFrame* page, int order, Gfp gfp)
+    {
+        if ((gfp & Gfp.Zero) != 0) System.Runtime.InteropServices.NativeMemory.Clear(PageAddress(page), (nuint)PageFrame.PageSize << order);
+        if ((gfp & Gfp.Comp) != 0 && order > 0)
+        {
+            page->FlagsAndZone |= (uint)PageFlags.Head;
+            long n = 1L << order;
+            for (long i = 1; i < n; i++)
+            {
+                PageFrame* tail = page + i;
+                tail->FlagsAndZone = (tail->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Tail;
+                tail->Private = (nuint)page;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private PageFrame* AllocPagesSlow(Gfp gfp, int order, int node, int cpuNode)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if ((uint)order > MaxOrder)
+        {
+            ReportFailure(gfp, order, $"order {order} exceeds MAX_PAGE_ORDER {MaxOrder}");
+            return null;
+        }
+        if ((uint)node >= (uint)_nodeCount)
+            throw new ArgumentOutOfRangeException(nameof(node), node, $"There are {_nodeCount} nodes.");
+        if (FaultInjection.Enabled && FaultInjection.ShouldFail((long)PageFrame.PageSize << order, order, gfp))
+        {
+            Interlocked.Increment(ref _allocFailuresInjected);
+            ReportFailure(gfp, order, "fail_page_alloc injected failure");
+            return null;
+        }
+
+        int highest = (int)gfp.HighestZone();
+        bool thisNode = (gfp & Gfp.ThisNode) != 0;
+
+        // First attempt against the low watermark, as the fast path does.
+        PageFrame* page = GetPageFromFreelist(gfp, order, AllocFlags.WmarkLow, node, highest, thisNode, cpuNode);
+        if (page != null) return page;
+
+        AllocFlags flags = GfpToAllocFlags(gfp);
+        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow;
+        while (true)
+        {
+            page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
+            if (page != null) return page;
+
+            // Pages sitting on per-thread lists may merge into what we need.
+            DrainAllPages();
+            page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
+            if (page != null) return page;
+
+            if (mayGrow && TryGrow(node)) continue;
+
+            if ((gfp & Gfp.MemAlloc) != 0 && (gfp & Gfp.NoMemAlloc) == 0)
+            {
+                page = GetPageFromFreelist(gfp, order, AllocFlags.NoWatermarks, node, highest, thisNode, cpuNode);
+                if (page != null)
+                {
+                    page->FlagsAndZone |= (uint)PageFlags.PfMemAlloc;
+                    return page;
+                }
+            }
+
+            if ((gfp & Gfp.NoFail) == 0) break;
+            WaitForFreedPages();
+            flags |= AllocFlags.MinReserve;
+        }
+
+        ReportFailure(gfp, order, null);
+        return null;
+    }
+
+    private static AllocFlags GfpToAllocFlags(Gfp gfp)
+    {
+        AllocFlags flags = AllocFlags.WmarkMin;
+        if ((gfp & Gfp.High) != 0) flags |= AllocFlags.MinReserve;
+        if ((gfp & Gfp.DirectReclaim) == 0 && (gfp & Gfp.NoMemAlloc) == 0) flags |= AllocFlags.NonBlock;
+        return flags;
+    }
+
+    private PageFrame* GetPageFromFreelist(Gfp gfp, int order, AllocFlags flags, int node, int highest, bool thisNode, int cpuNode)
+    {
+        ZonelistSet set = _zonelists;
+        int[] zonelist = set.Lists[node * ZonesPerNode + highest];
+        int count = thisNode ? set.LocalCount[node * ZonesPerNode + highest] : zonelist.Length;
+        int preferredZoneId = count > 0 ? zonelist[0] : -1;
+        for (int i = 0; i < count; i++)
+        {
+            ZoneData* zone = _zones + zonelist[i];
+            if ((flags & AllocFlags.NoWatermarks) == 0)
+            {
+                long mark = (flags & AllocFlags.WmarkLow) != 0 ? zone->WatermarkLow : zone->WatermarkMin;
+                if (!ZoneWatermarkOk(zone, order, mark, flags)) continue;
+            }
+            PageFrame* page = Rmqueue(zone, order, usePcp: (flags & (AllocFlags.NoWatermarks | AllocFlags.MinReserve)) == 0);
+            if (page == null) continue;
+            CountAllocation(zone, preferredZoneId, order, node, cpuNode);
+            PrepNewPage(page, order, gfp);
+            return page;
+        }
+        return null;
+    }
+
+    private PageFrame* Rmqueue(ZoneData* zone, int order, bool usePcp)
+    {
+        if (usePcp && order <= PcpMaxOrder)
+        {
+            ThreadCacheHeader* cache = _pcp.GetOrCreateCurrent();
+            if (ThreadCacheHeader.TryEnter(cache))
+            {
+                PcpList* list = PcpLists(cache) + zone->Id * PcpOrders + order;
+                if (list->Head == null) RefillPcpList(zone, list, order);
+                PageFrame* fromList = list->Head != null ? list->PopHead() : null;
+                ThreadCacheHeader.Exit(cache);
+                return fromList;
+            }
+        }
+        NativeSpinLock.Acquire(&zone->Lock);
+        PageFrame* page = RmqueueSmallest(zone, order);
+        NativeSpinLock.Release(&zone->Lock);
+        return page;
+    }
+
+    private void RefillPcpList(ZoneData* zone, PcpList* list, int order)
+    {
+        int batch = _pcpBatch[order];
+        NativeSpinLock.Acquire(&zone->Lock);
+        for (int i = 0; i < batch; i++)
+        {
+            PageFrame* page = RmqueueSmallest(zone, order);
+            if (page == null) break;
+            page->FlagsAndZone |= (uint)PageFlags.Pcp;
+            page->Order = order;
+            // Oldest at the tail: append so that the batch is used in address order.
+            page->Next = null;
+            page->Prev = list->Tail;
+            if (list->Tail != null) list->Tail->Next = page; else list->Head = page;
+            list->Tail = page;
+            list->Count++;
+        }
+        NativeSpinLock.Release(&zone->Lock);
+        Interlocked.Increment(ref _pcpRefills);
+    }
+
+    private void CountAllocation(ZoneData* zone, int preferredZoneId, int order, int node, int cpuNode)
+    {
+        ZoneEventCounters* counters = Counters(_pcp.GetOrCreateCurrent());
+        ZoneEventCounters* z = counters + zone->Id;
+        z->PgAlloc += 1L << order;
+        if (preferredZoneId >= 0 && zone->Node != _zones[preferredZoneId].Node)
+        {
+            z->NumaMiss++;
+            counters[preferredZoneId].NumaForeign++;
+        }
+        else
+        {
+            z->NumaHit++;
+        }
+        if (zone->Node == cpuNode) z->NumaLocal++; else z->NumaOther++;
+        _ = node;
+    }
+
+    private void WaitForFreedPages()
+    {
+        Interlocked.Increment(ref _noFailWaiters);
+        try
+        {
+            lock (_freeSignal) Monitor.Wait(_freeSignal, 5);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _noFailWaiters);
+        }
+    }
+
+    private void ReportFailure(Gfp gfp, int order, string? why)
+    {
+        Interlocked.Increment(ref _allocFailures);
+        if ((gfp & Gfp.NoWarn) != 0) return;
+        Interlocked.Increment(ref _warnings);
+        _options.Warn?.Invoke(
+            $"allocators: page allocation failure: order:{order}, mode:0x{(uint)gfp:x}({gfp.Describe()}), nodemask=(null)"
+            + (why is null ? "" : $" [{why}]"));
+    }
+}

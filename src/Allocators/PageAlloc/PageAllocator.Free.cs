@@ -1,0 +1,158 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using Allocators.Diagnostics;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.PageAlloc;
+
+public sealed unsafe partial class PageAllocator
+{
+    private const PageFlags FreeCheckMask = PageFlags.Allocated | PageFlags.Buddy | PageFlags.Pcp | PageFlags.Tail
+        | PageFlags.Offline | PageFlags.Slab | PageFlags.PageTable;
+
+    /// <summary>
+    /// Drops a reference to a block of 2^<paramref name="order"/> pages and frees it when it was the last (__free_pages).
+    /// Throws <see cref="BadPageException"/> (changing nothing) when the page is not a live allocation of that order.
+    /// </summary>
+    public void FreePages(PageFrame* page, int order)
+    {
+        if (page == null) throw new ArgumentNullException(nameof(page));
+        if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order
+            || _memory.PfnToPage(page->Pfn) != page)
+        {
+            ThrowBadFree(page, order, "free_pages");
+        }
+        if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
+        int refs = page->RefCount;
+        if (refs != 1)
+        {
+            if (refs <= 0) ThrowBadFree(page, order, "free_pages");
+            if (Interlocked.Decrement(ref page->RefCount) != 0) return;
+        }
+        page->RefCount = 0;
+        FreePagesPrepared(page, order);
+    }
+
+    /// <summary>Frees the block that starts at <paramref name="address"/> (free_pages with an address).</summary>
+    public void FreePages(void* address, int order)
+    {
+        if (address == null) return;
+        PageFrame* page = _memory.VirtToPage(address);
+        if (page == null)
+            throw new MemoryCorruptionException($"free_pages: address 0x{(nuint)address:x} is not in the arena.", (nuint)address);
+        if (PageAddress(page) != address)
+            throw new BadPageException($"free_pages: address 0x{(nuint)address:x} is not page aligned (interior pointer).",
+                page->Pfn, page->Describe(), (nuint)address);
+        FreePages(page, order);
+    }
+
+    /// <summary>Returns a block whose last reference is gone; its state was validated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FreePagesPrepared(PageFrame* page, int order)
+    {
+        if (page->Has(PageFlags.Head)) ClearCompound(page, order);
+        if (order <= PcpMaxOrder)
+        {
+            ThreadCacheHeader* cache = _pcp.Current;
+            if (cache != null && ThreadCacheHeader.TryEnter(cache))
+            {
+                int zoneId = page->ZoneId;
+                page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Pcp;
+                PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
+                list->PushHead(page);
+                (Counters(cache) + zoneId)->PgFree += 1L << order;
+                if (list->Count > _pcpHigh[order]) FlushPcpBatch(list, _zones + zoneId, order, _pcpBatch[order]);
+                ThreadCacheHeader.Exit(cache);
+                return;
+            }
+        }
+        FreeToZone(page, order);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeToZone(PageFrame* page, int order)
+    {
+        ZoneData* zone = _zones + page->ZoneId;
+        (Counters(_pcp.GetOrCreateCurrent()) + zone->Id)->PgFree += 1L << order;
+        page->FlagsAndZone &= ~(ulong)(uint)(PageFlags.Allocated | PageFlags.PfMemAlloc);
+        NativeSpinLock.Acquire(&zone->Lock);
+        FreeOneBlock(zone, page, order);
+        NativeSpinLock.Release(&zone->Lock);
+        AfterZoneFree(zone);
+    }
+
+    /// <summary>Gives the oldest <paramref name="count"/> pages of a per-thread list back to the zone (free_pcppages_bulk).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FlushPcpBatch(PcpList* list, ZoneData* zone, int order, int count)
+    {
+        if (list->Count == 0) return;
+        NativeSpinLock.Acquire(&zone->Lock);
+        for (int i = 0; i < count && list->Tail != null; i++)
+        {
+            PageFrame* page = list->PopTail();
+            page->FlagsAndZone &= ~(ulong)(uint)PageFlags.Pcp;
+            FreeOneBlock(zone, page, order);
+        }
+        NativeSpinLock.Release(&zone->Lock);
+        Interlocked.Increment(ref _pcpFlushes);
+        AfterZoneFree(zone);
+    }
+
+    private void AfterZoneFree(ZoneData* zone)
+    {
+        if (Volatile.Read(ref _noFailWaiters) != 0)
+        {
+            lock (_freeSignal) Monitor.PulseAll(_freeSignal);
+        }
+        if (_options.ReleaseFreeMemory && ShouldReportFreePages(zone)) ReportFreePages(zone);
+    }
+
+    private static void ValidateCompound(PageFrame* head, int order)
+    {
+        long n = 1L << order;
+        for (long i = 1; i < n; i++)
+        {
+            PageFrame* tail = head + i;
+            if (!tail->Has(PageFlags.Tail) || tail->Private != (nuint)head)
+                throw new BadPageException($"free_pages: compound page pfn 0x{head->Pfn:x} has a corrupted tail at pfn 0x{tail->Pfn:x}.",
+                    tail->Pfn, tail->Describe());
+        }
+    }
+
+    private static void ClearCompound(PageFrame* head, int order)
+    {
+        long n = 1L << order;
+        for (long i = 1; i < n; i++)
+        {
+            PageFrame* tail = head + i;
+            tail->FlagsAndZone &= ~(ulong)(uint)PageFlags.Tail;
+            tail->Private = 0;
+        }
+        head->FlagsAndZone &= ~(ulong)(uint)PageFlags.Head;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [DoesNotReturn]
+    private void ThrowBadFree(PageFrame* page, int order, string operation)
+    {
+        PageFrame* expected = _memory.PfnToPage(page->Pfn);
+        if (expected != page)
+            throw new MemoryCorruptionException($"{operation}: 0x{(nuint)page:x} is not a page frame of this allocator.", (nuint)page);
+        PageFlags flags = page->Flags;
+        string state = page->Describe();
+        string reason =
+            (order < 0 || order > MaxOrder) ? $"order {order} is outside 0..{MaxOrder}" :
+            (flags & PageFlags.Buddy) != 0 ? "double free: the page is already free in the buddy lists" :
+            (flags & PageFlags.Pcp) != 0 ? "double free: the page is already free on a per-CPU page list" :
+            (flags & PageFlags.Tail) != 0 ? "the page is a tail page of a compound page; free its head" :
+            (flags & PageFlags.Offline) != 0 ? "the page is offline" :
+            (flags & PageFlags.Slab) != 0 ? "the page belongs to the slab allocator" :
+            (flags & PageFlags.PageTable) != 0 ? "the page is a page-table page" :
+            (flags & PageFlags.Allocated) == 0 ? "the page is not the start of an allocation (never allocated, or an interior page)" :
+            page->Order != order ? $"freed with order {order} but allocated with order {page->Order}" :
+            page->RefCount <= 0 ? $"bad refcount {page->RefCount}" :
+            "bad page state";
+        throw new BadPageException($"BUG: Bad page state in {operation}: pfn 0x{page->Pfn:x}: {reason}.", page->Pfn, state, (nuint)PageAddress(page));
+    }
+}

@@ -1,0 +1,213 @@
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.PageAlloc;
+
+public sealed unsafe partial class PageAllocator
+{
+    private long _sectionsAdded;
+    private long _sectionsRemoved;
+
+    /// <summary>Sections hot-added since start (explicitly or by growth).</summary>
+    public long SectionsAdded => Interlocked.Read(ref _sectionsAdded);
+
+    /// <summary>Sections taken offline since start.</summary>
+    public long SectionsRemoved => Interlocked.Read(ref _sectionsRemoved);
+
+    /// <summary>
+    /// Hot-adds one section of memory (sparse model) to the Normal zone of <paramref name="node"/>
+    /// (-1: the node with the least memory). Returns the section index, or -1 when the arena is at its maximum.
+    /// </summary>
+    public int AddMemory(int node = -1)
+    {
+        lock (_hotplugLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_memory.Model != MemoryModel.Sparse)
+                throw new InvalidOperationException("AddMemory needs MemoryModel.Sparse.");
+            if (node >= _nodeCount) throw new ArgumentOutOfRangeException(nameof(node), node, $"There are {_nodeCount} nodes.");
+            int index = -1;
+            for (int s = 0; s < _memory.MaxSections; s++)
+            {
+                if (!_memory.IsSectionOnline(s)) { index = s; break; }
+            }
+            if (index < 0) return -1;
+            if (node < 0) node = SmallestNode();
+            _memory.OnlineSection(index, node);
+            int zoneId = node * ZonesPerNode + (int)ZoneType.Normal;
+            OnlineSectionPages(index, _ => zoneId);
+            RebuildZonelists();
+            SetupWatermarks();
+            Interlocked.Increment(ref _sectionsAdded);
+            return index;
+        }
+    }
+
+    /// <summary>
+    /// Takes a fully free section offline and gives its memory back to the host. Throws (changing nothing) when a
+    /// page of the section is in use.
+    /// </summary>
+    public void RemoveMemory(int section)
+    {
+        lock (_hotplugLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_memory.IsSectionOnline(section))
+                throw new ArgumentException($"Section {section} is not online.", nameof(section));
+            DrainAllPages();
+            ulong start = _memory.SectionStartPfn(section);
+            long pages = _memory.PagesPerSection;
+            PageFrame* frames = _memory.PfnToPage(start);
+
+            for (int z = 0; z < _zoneCount; z++) NativeSpinLock.Acquire(&_zones[z].Lock);
+            try
+            {
+                for (long i = 0; i < pages;)
+                {
+                    PageFrame* page = frames + i;
+                    if (!page->Has(PageFlags.Buddy))
+                        throw new InvalidOperationException(
+                            $"Section {section} cannot go offline: pfn 0x{page->Pfn:x} is in use ({page->Describe()}).");
+                    i += 1L << page->Order;
+                }
+                for (long i = 0; i < pages;)
+                {
+                    PageFrame* page = frames + i;
+                    int order = page->Order;
+                    ZoneData* zone = _zones + page->ZoneId;
+                    DelFromFreeArea(zone, page, order);
+                    zone->PresentPages -= 1L << order;
+                    zone->ManagedPages -= 1L << order;
+                    i += 1L << order;
+                }
+            }
+            finally
+            {
+                for (int z = _zoneCount - 1; z >= 0; z--) NativeSpinLock.Release(&_zones[z].Lock);
+            }
+            for (long i = 0; i < pages; i++) frames[i].FlagsAndZone = (0xFFUL << PageFrame.ZoneShift) | (uint)PageFlags.Offline;
+            _memory.OfflineSection(section);
+            RecomputeZoneSpans();
+            RebuildZonelists();
+            SetupWatermarks();
+            Interlocked.Increment(ref _sectionsRemoved);
+        }
+    }
+
+    /// <summary>Grows the arena by one section when the sparse model allows it (called when an allocation would fail).</summary>
+    private bool TryGrow(int node)
+    {
+        if (_memory.Model != MemoryModel.Sparse) return false;
+        try
+        {
+            return AddMemory(node) >= 0;
+        }
+        catch (OutOfMemoryException)
+        {
+            return false;
+        }
+    }
+
+    private int SmallestNode()
+    {
+        int best = 0;
+        long bestPages = long.MaxValue;
+        for (int n = 0; n < _nodeCount; n++)
+        {
+            long present = 0;
+            for (int t = 0; t < ZonesPerNode; t++) present += _zones[n * ZonesPerNode + t].PresentPages;
+            if (present < bestPages) { bestPages = present; best = n; }
+        }
+        return best;
+    }
+
+    private void OnlineSectionPages(int section, ZoneLayout layout) => OnlineSectionPages(section, layout.ZoneOf);
+
+    /// <summary>Assigns every page of an online section to its zone and frees it in max-order blocks, marked reported (never touched).</summary>
+    private void OnlineSectionPages(int section, Func<long, int> zoneOf)
+    {
+        ulong start = _memory.SectionStartPfn(section);
+        long pages = _memory.PagesPerSection;
+        PageFrame* frames = _memory.PfnToPage(start);
+        for (long block = 0; block < pages; block += MaxOrderPages)
+        {
+            int zoneId = zoneOf((long)start + block);
+            ZoneData* zone = _zones + zoneId;
+            for (long i = 0; i < MaxOrderPages; i++)
+                frames[block + i].FlagsAndZone = (ulong)zoneId << PageFrame.ZoneShift;
+            NativeSpinLock.Acquire(&zone->Lock);
+            long pfn = (long)start + block;
+            zone->StartPfn = Math.Min(zone->StartPfn, pfn);
+            zone->EndPfn = Math.Max(zone->EndPfn, pfn + MaxOrderPages);
+            zone->PresentPages += MaxOrderPages;
+            zone->ManagedPages += MaxOrderPages;
+            AddToFreeArea(zone, frames + block, MaxOrder, reported: true, atTail: true);
+            NativeSpinLock.Release(&zone->Lock);
+        }
+    }
+
+    private void RecomputeZoneSpans()
+    {
+        var start = new long[_zoneCount];
+        var end = new long[_zoneCount];
+        Array.Fill(start, long.MaxValue);
+        for (int s = 0; s < _memory.MaxSections; s++)
+        {
+            if (!_memory.IsSectionOnline(s)) continue;
+            ulong first = _memory.SectionStartPfn(s);
+            PageFrame* frames = _memory.PfnToPage(first);
+            for (long block = 0; block < _memory.PagesPerSection; block += MaxOrderPages)
+            {
+                int z = frames[block].ZoneId;
+                long pfn = (long)first + block;
+                start[z] = Math.Min(start[z], pfn);
+                end[z] = Math.Max(end[z], pfn + MaxOrderPages);
+            }
+        }
+        for (int z = 0; z < _zoneCount; z++)
+        {
+            NativeSpinLock.Acquire(&_zones[z].Lock);
+            _zones[z].StartPfn = start[z];
+            _zones[z].EndPfn = start[z] == long.MaxValue ? 0 : end[z];
+            NativeSpinLock.Release(&_zones[z].Lock);
+        }
+    }
+
+    /// <summary>
+    /// Builds the zonelists (node order): for each node and highest zone, the node's own populated zones from the
+    /// highest allowed down, then the other nodes' in order of distance (next node first).
+    /// </summary>
+    private void RebuildZonelists()
+    {
+        var lists = new int[_nodeCount * ZonesPerNode][];
+        var local = new int[_nodeCount * ZonesPerNode];
+        for (int node = 0; node < _nodeCount; node++)
+        {
+            for (int highest = 0; highest < ZonesPerNode; highest++)
+            {
+                var list = new List<int>();
+                for (int d = 0; d < _nodeCount; d++)
+                {
+                    int n = (node + d) % _nodeCount;
+                    for (int t = highest; t >= 0; t--)
+                    {
+                        int id = n * ZonesPerNode + t;
+                        if (_zones[id].PresentPages > 0) list.Add(id);
+                    }
+                    if (d == 0) local[node * ZonesPerNode + highest] = list.Count;
+                }
+                lists[node * ZonesPerNode + highest] = list.ToArray();
+            }
+        }
+        Volatile.Write(ref _zonelists, new ZonelistSet(lists, local));
+        for (int node = 0; node < _nodeCount; node++)
+        {
+            for (int mod = 0; mod < 4; mod++)
+            {
+                int highest = (int)((Gfp)mod).HighestZone();
+                int[] list = lists[node * ZonesPerNode + highest];
+                _preferredZone[node * 4 + mod] = list.Length > 0 ? list[0] : -1;
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+using System.Runtime.CompilerServices;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.PageAlloc;
+
+public sealed unsafe partial class PageAllocator
+{
+    private readonly long[] _retiredCounters;
+    private long _pcpRefills;
+    private long _pcpFlushes;
+    private long _pcpDrains;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private PcpList* PcpLists(ThreadCacheHeader* cache) => (PcpList*)((byte*)cache + _pcpListsOffset);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ZoneEventCounters* Counters(ThreadCacheHeader* cache) => (ZoneEventCounters*)((byte*)cache + _pcpCountersOffset);
+
+    /// <summary>
+    /// Returns every page on every thread's page lists to the buddy lists, where they merge (drain_all_pages).
+    /// Safe to call from any thread at any time; runs automatically before an allocation would fail.
+    /// </summary>
+    public void DrainAllPages()
+    {
+        _pcp.DrainAll();
+        Interlocked.Increment(ref _pcpDrains);
+    }
+
+    /// <summary>Pages currently held on per-thread page lists (they are free but not in the buddy lists).</summary>
+    public long PcpPages
+    {
+        get
+        {
+            long total = 0;
+            _pcp.ForEach(p =>
+            {
+                PcpList* lists = PcpLists((ThreadCacheHeader*)p);
+                for (int i = 0; i < _zoneCount * PcpOrders; i++) total += (long)lists[i].Count << (i % PcpOrders);
+            });
+            return total;
+        }
+    }
+
+    /// <summary>Number of threads that have page lists.</summary>
+    public int PcpThreadCount => _pcp.Count;
+
+    void IThreadCacheOwner.FlushCache(ThreadCacheHeader* cache)
+    {
+        PcpList* lists = PcpLists(cache);
+        for (int zoneId = 0; zoneId < _zoneCount; zoneId++)
+        {
+            for (int order = 0; order < PcpOrders; order++)
+            {
+                PcpList* list = lists + zoneId * PcpOrders + order;
+                if (list->Count > 0) FlushPcpBatch(list, _zones + zoneId, order, list->Count);
+            }
+        }
+    }
+
+    void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
+    {
+        long* counters = (long*)Counters(cache);
+        for (int i = 0; i < _retiredCounters.Length; i++) _retiredCounters[i] += counters[i];
+    }
+
+    /// <summary>Sum of one per-zone event counter over all threads, live and exited.</summary>
+    private long SumZoneEvent(int zoneId, ZoneEvent ev)
+    {
+        int index = zoneId * ZoneEventCounters.Count + (int)ev;
+        long total = 0;
+        _pcp.ForEach(p => total += ((long*)Counters((ThreadCacheHeader*)p))[index]);
+        lock (_retiredCounters) total += _retiredCounters[index];
+        return total;
+    }
+
+    private long SumZoneEvent(ZoneEvent ev)
+    {
+        long total = 0;
+        for (int z = 0; z < _zoneCount; z++) total += SumZoneEvent(z, ev);
+        return total;
+    }
+}

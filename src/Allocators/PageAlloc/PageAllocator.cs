@@ -1,0 +1,197 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.PageAlloc;
+
+/// <summary>
+/// The buddy page allocator over a <see cref="PhysicalMemory"/> arena: nodes, zones, free_area[0..10], watermarks,
+/// per-thread page lists for orders 0..3 in front of the zones, memory hotplug and statistics in the kernel's formats.
+/// </summary>
+/// <remarks>
+/// Thread-safe. The fast path (orders 0..3) serves from the calling thread's page lists without any lock or atomic
+/// instruction; zone locks are taken only to refill or flush a batch and on the slow path.
+/// Allocation failure returns null (never with <see cref="Gfp.NoFail"/>); misuse throws a
+/// <see cref="Diagnostics.MemoryCorruptionException"/> and changes nothing.
+/// </remarks>
+public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwner
+{
+    /// <summary>Largest order (MAX_PAGE_ORDER): 2^10 pages = 4 MiB.</summary>
+    public const int MaxOrder = 10;
+
+    /// <summary>Orders served by the per-thread page lists (0..PAGE_ALLOC_COSTLY_ORDER).</summary>
+    public const int PcpMaxOrder = 3;
+
+    private const int PcpOrders = PcpMaxOrder + 1;
+    internal const int ZonesPerNode = ZoneTypeExtensions.Count;
+
+    private readonly PhysicalMemory _memory;
+    private readonly PageAllocatorOptions _options;
+    private readonly ZoneData* _zones;
+    private readonly int _zoneCount;
+    private readonly int _nodeCount;
+    private readonly Zone[] _zoneViews;
+    private readonly int[] _cpuToNode;
+    private readonly int* _preferredZone;        // [node * 4 + (gfp & 3)] -> first zone of the zonelist
+    private ZonelistSet _zonelists;              // replaced whole on hotplug; readers take one snapshot
+    private readonly ThreadCacheRegistry _pcp;
+    private readonly int _pcpListsOffset;
+    private readonly int _pcpCountersOffset;
+    private readonly int* _pcpHigh;
+    private readonly int* _pcpBatch;
+    private readonly Lock _hotplugLock = new();
+    private readonly object _freeSignal = new();
+    private int _noFailWaiters;
+    private bool _disposed;
+
+    /// <summary>Builds the allocator and hands it every page of the arena's online sections.</summary>
+    public PageAllocator(PhysicalMemory memory, PageAllocatorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        _memory = memory;
+        _options = options ?? new PageAllocatorOptions();
+        if (_options.PcpBatch < 1 || _options.PcpHigh < _options.PcpBatch)
+            throw new ArgumentException("PcpBatch must be >= 1 and PcpHigh >= PcpBatch.");
+        FaultInjection = new FaultAttributes();
+
+        var physical = memory.Options;
+        _nodeCount = physical.Nodes;
+        _zoneCount = _nodeCount * ZonesPerNode;
+        _zones = (ZoneData*)NativeMemory.AlignedAlloc((nuint)(_zoneCount * sizeof(ZoneData)), 64);
+        NativeMemory.Clear(_zones, (nuint)(_zoneCount * sizeof(ZoneData)));
+        _zoneViews = new Zone[_zoneCount];
+        for (int i = 0; i < _zoneCount; i++)
+        {
+            _zones[i].Id = i;
+            _zones[i].Node = i / ZonesPerNode;
+            _zones[i].Type = (ZoneType)(i % ZonesPerNode);
+            _zones[i].StartPfn = long.MaxValue;
+            _zoneViews[i] = new Zone(_zones + i);
+        }
+
+        _cpuToNode = BuildCpuToNode(physical);
+        _preferredZone = (int*)NativeMemory.AllocZeroed((nuint)(_nodeCount * 4), sizeof(int));
+        _pcpHigh = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
+        _pcpBatch = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
+        for (int o = 0; o < PcpOrders; o++)
+        {
+            _pcpBatch[o] = Math.Max(1, _options.PcpBatch >> o);
+            _pcpHigh[o] = Math.Max(_pcpBatch[o], _options.PcpHigh >> o);
+        }
+
+        _pcpListsOffset = sizeof(ThreadCacheHeader);
+        _pcpCountersOffset = _pcpListsOffset + _zoneCount * PcpOrders * sizeof(PcpList);
+        _pcp = new ThreadCacheRegistry(this, _pcpCountersOffset + _zoneCount * sizeof(ZoneEventCounters));
+        _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
+
+        var layout = new ZoneLayout(physical, memory.PagesPerSection);
+        for (int s = 0; s < memory.MaxSections; s++)
+        {
+            if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);
+        }
+        _zonelists = new ZonelistSet([], []);
+        RebuildZonelists();
+        SetupWatermarks();
+    }
+
+    /// <summary>The arena this allocator hands out.</summary>
+    public PhysicalMemory Memory => _memory;
+
+    /// <summary>The tunables.</summary>
+    public PageAllocatorOptions Options => _options;
+
+    /// <summary>Fault injection (fail_page_alloc); disabled by default.</summary>
+    public FaultAttributes FaultInjection { get; }
+
+    /// <summary>Number of NUMA nodes.</summary>
+    public int NodeCount => _nodeCount;
+
+    /// <summary>All zones, including unpopulated ones, indexed by zone id.</summary>
+    public IReadOnlyList<Zone> Zones => _zoneViews;
+
+    /// <summary>The zone of a node.</summary>
+    public Zone GetZone(int node, ZoneType type) => _zoneViews[node * ZonesPerNode + (int)type];
+
+    /// <summary>The node of the CPU the calling thread runs on (numa_node_id).</summary>
+    public int CurrentNode
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            if (_nodeCount == 1) return 0;
+            int cpu = Thread.GetCurrentProcessorId();
+            int[] map = _cpuToNode;
+            return (uint)cpu < (uint)map.Length ? map[cpu] : cpu % _nodeCount;
+        }
+    }
+
+    /// <summary>The home node of <paramref name="cpu"/> (cpu_to_node).</summary>
+    public int CpuToNode(int cpu) => (uint)cpu < (uint)_cpuToNode.Length ? _cpuToNode[cpu] : cpu % _nodeCount;
+
+    /// <summary>The zone fallback order for allocations preferring <paramref name="node"/> up to <paramref name="highest"/>.</summary>
+    public IReadOnlyList<Zone> Zonelist(int node, ZoneType highest)
+        => Array.ConvertAll(_zonelists.Lists[node * ZonesPerNode + (int)highest], id => _zoneViews[id]);
+
+    /// <summary>Free pages in the buddy lists of all zones (pages on per-thread lists not included).</summary>
+    public long NrFreePages
+    {
+        get
+        {
+            long sum = 0;
+            for (int i = 0; i < _zoneCount; i++) sum += Volatile.Read(ref _zones[i].FreePages);
+            return sum;
+        }
+    }
+
+    /// <summary>Pages managed by all zones.</summary>
+    public long ManagedPages
+    {
+        get
+        {
+            long sum = 0;
+            for (int i = 0; i < _zoneCount; i++) sum += _zones[i].ManagedPages;
+            return sum;
+        }
+    }
+
+    /// <summary>The frame of a pfn, or null (pfn_to_page).</summary>
+    public PageFrame* PfnToPage(ulong pfn) => _memory.PfnToPage(pfn);
+
+    /// <summary>The bytes of a page (page_address).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* PageAddress(PageFrame* page) => _memory.PageAddress(page);
+
+    /// <summary>The frame of the page holding an address, or null (virt_to_page).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* VirtToPage(void* address) => _memory.VirtToPage(address);
+
+    /// <summary>Zonelists per (node, highest zone): zone ids with the node's own first, and how many are its own.</summary>
+    private sealed record ZonelistSet(int[][] Lists, int[] LocalCount);
+
+    private static int[] BuildCpuToNode(PhysicalMemoryOptions physical)
+    {
+        if (physical.CpuToNode is { } map)
+        {
+            foreach (int n in map)
+                if ((uint)n >= (uint)physical.Nodes) throw new ArgumentException($"CpuToNode names node {n}, but there are {physical.Nodes} nodes.");
+            return (int[])map.Clone();
+        }
+        int cpus = Math.Max(Environment.ProcessorCount, 1);
+        var result = new int[cpus];
+        for (int c = 0; c < cpus; c++) result[c] = (int)((long)c * physical.Nodes / cpus);
+        return result;
+    }
+
+    /// <summary>Gives the arena-independent metadata back; the arena itself belongs to the caller.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _pcp.Dispose();
+        NativeMemory.AlignedFree(_zones);
+        NativeMemory.Free(_preferredZone);
+        NativeMemory.Free(_pcpHigh);
+        NativeMemory.Free(_pcpBatch);
+    }
+}

@@ -1,0 +1,26 @@
+namespace Allocators.PageAlloc;
+
+/// <summary>Tunables of the page allocator.</summary>
+public sealed class PageAllocatorOptions
+{
+    /// <summary>Pages moved between a per-thread list and the zone at a time (pcp batch). Default 16.</summary>
+    public int PcpBatch { get; init; } = 16;
+
+    /// <summary>Most order-0 pages a per-thread list keeps before it gives a batch back (pcp high). Default 64.</summary>
+    public int PcpHigh { get; init; } = 64;
+
+    /// <summary>Overrides min_free_kbytes (otherwise sqrt(lowmem_kbytes * 16) clamped to 128..262144).</summary>
+    public long? MinFreeKbytes { get; init; }
+
+    /// <summary>watermark_scale_factor in 1/10000 of managed memory. Default 10.</summary>
+    public int WatermarkScaleFactor { get; init; } = 10;
+
+    /// <summary>Give free max-order blocks above the high watermark back to the host. Default true.</summary>
+    public bool ReleaseFreeMemory { get; init; } = true;
+
+    /// <summary>In the sparse model, hot-add a section when an allocation would fail. Default true.</summary>
+    public bool AutoGrow { get; init; } = true;
+
+    /// <summary>Receives allocation-failure warnings (the kernel's "page allocation failure" report). Default: none.</summary>
+    public Action<string>? Warn { get; init; }
+}

@@ -1,0 +1,50 @@
+using Allocators.Physical;
+
+namespace Allocators.PageAlloc;
+
+/// <summary>Where nodes and zones start in pfn space at boot: node 0 holds DMA, DMA32 and Normal, other nodes Normal.</summary>
+internal sealed class ZoneLayout
+{
+    private const long BlockPages = PhysicalMemoryOptions.BlockBytes >> PageFrame.PageShift;
+    private readonly long[] _nodeStart;
+    private readonly long _dmaEnd;
+    private readonly long _dma32End;
+
+    public ZoneLayout(PhysicalMemoryOptions options, long pagesPerSection)
+    {
+        long pages = options.Size >> PageFrame.PageShift;
+        int nodes = options.Nodes;
+        _nodeStart = new long[nodes + 1];
+        for (int n = 0; n <= nodes; n++) _nodeStart[n] = pages * n / nodes / BlockPages * BlockPages;
+        if (nodes > 1 && options.Model == MemoryModel.Sparse && pages / pagesPerSection >= nodes)
+        {
+            long sections = pages / pagesPerSection;
+            for (int n = 0; n <= nodes; n++) _nodeStart[n] = sections * n / nodes * pagesPerSection;
+        }
+        for (int n = 0; n < nodes; n++)
+        {
+            if (_nodeStart[n + 1] <= _nodeStart[n])
+                throw new ArgumentException($"Size {options.Size} is too small for {nodes} nodes (each needs at least 4 MiB).");
+        }
+
+        long node0 = _nodeStart[1] << PageFrame.PageShift;
+        long dma = options.DmaZoneSize ?? (node0 >= 32L << 20 ? Math.Clamp(node0 / 64 / PhysicalMemoryOptions.BlockBytes * PhysicalMemoryOptions.BlockBytes, PhysicalMemoryOptions.BlockBytes, 16L << 20) : 0);
+        long dma32 = options.Dma32ZoneSize ?? (node0 >= 32L << 20 ? node0 / 4 / PhysicalMemoryOptions.BlockBytes * PhysicalMemoryOptions.BlockBytes : 0);
+        if (dma + dma32 > node0)
+            throw new ArgumentException($"DMA ({dma}) and DMA32 ({dma32}) zones do not fit in node 0 ({node0} bytes).");
+        _dmaEnd = dma >> PageFrame.PageShift;
+        _dma32End = _dmaEnd + (dma32 >> PageFrame.PageShift);
+    }
+
+    /// <summary>The zone id (node * 3 + type) of a boot-time pfn; pfns beyond boot memory belong to the last node's Normal zone.</summary>
+    public int ZoneOf(long pfn)
+    {
+        int node = _nodeStart.Length - 2;
+        for (int n = 0; n < _nodeStart.Length - 1; n++)
+        {
+            if (pfn < _nodeStart[n + 1]) { node = n; break; }
+        }
+        ZoneType type = node != 0 ? ZoneType.Normal : pfn < _dmaEnd ? ZoneType.Dma : pfn < _dma32End ? ZoneType.Dma32 : ZoneType.Normal;
+        return node * PageAllocator.ZonesPerNode + (int)type;
+    }
+}

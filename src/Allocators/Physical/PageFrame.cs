@@ -1,0 +1,133 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Allocators.Physical;
+
+/// <summary>
+/// The metadata of one 4 KiB page frame: the kernel's <c>struct page</c>. Frames live in one native array per
+/// memory section (the "mem_map"), never as managed objects, so a page's metadata is found from its pfn or its
+/// address in O(1) and can be read by an out-of-process inspector.
+/// </summary>
+/// <remarks>
+/// 64 bytes like the kernel's (1.6 % of memory). <see cref="Next"/>/<see cref="Prev"/> link the frame into
+/// whatever list currently owns it (buddy free list, per-CPU page list, slab partial list).
+/// The three union words are interpreted by the subsystem that owns the page (see <see cref="Flags"/>).
+/// </remarks>
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+public unsafe struct PageFrame
+{
+    /// <summary>Size of one page in bytes.</summary>
+    public const int PageSize = 4096;
+
+    /// <summary>log2 of <see cref="PageSize"/>.</summary>
+    public const int PageShift = 12;
+
+    /// <summary>Page flags (low 32 bits) and the zone id (bits 48..55).</summary>
+    public ulong FlagsAndZone;
+
+    /// <summary>Next frame in the list that owns this frame.</summary>
+    public PageFrame* Next;
+
+    /// <summary>Previous frame in the list that owns this frame.</summary>
+    public PageFrame* Prev;
+
+    /// <summary>Buddy: unused. Tail page: the compound head. Slab: the owning cache.</summary>
+    public nuint Private;
+
+    /// <summary>Reference count (page_ref_count); 0 while the page is free.</summary>
+    public int RefCount;
+
+    /// <summary>Number of page-table entries that map this page (page_mapcount).</summary>
+    public int MapCount;
+
+    /// <summary>The order of a free block (head) or of a live allocation (head).</summary>
+    public int Order;
+
+    /// <summary>This frame's page frame number.</summary>
+    public uint Pfn;
+
+    /// <summary>Subsystem-defined word (slab: freelist; page tables: used-entry count).</summary>
+    public ulong Data0;
+
+    /// <summary>Subsystem-defined word (slab: in-use/object counts).</summary>
+    public ulong Data1;
+
+    internal const int ZoneShift = 48;
+    internal const ulong FlagMask = 0xFFFF_FFFFUL;
+
+    /// <summary>The page flags.</summary>
+    public PageFlags Flags
+    {
+        readonly get => (PageFlags)(uint)(FlagsAndZone & FlagMask);
+        set => FlagsAndZone = (FlagsAndZone & ~FlagMask) | (uint)value;
+    }
+
+    /// <summary>Global index of the zone this page belongs to.</summary>
+    public readonly int ZoneId
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (int)((FlagsAndZone >> ZoneShift) & 0xFF);
+    }
+
+    /// <summary>True when <paramref name="flag"/> is set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly bool Has(PageFlags flag) => (FlagsAndZone & (uint)flag) != 0;
+
+    /// <summary>For a tail page, its compound head; otherwise the page itself (compound_head).</summary>
+    public static PageFrame* CompoundHead(PageFrame* page)
+        => page->Has(PageFlags.Tail) ? (PageFrame*)page->Private : page;
+
+    /// <summary>A short description of the page's state for error reports.</summary>
+    public readonly string Describe()
+        => $"pfn 0x{Pfn:x} flags=[{Flags}] order={Order} refcount={RefCount} mapcount={MapCount} zone={ZoneId}";
+}
+
+/// <summary>Page flags (the kernel's PG_* bits and page types, where they exist).</summary>
+[Flags]
+public enum PageFlags : uint
+{
+    /// <summary>No flag.</summary>
+    None = 0,
+    /// <summary>Locked (PG_locked).</summary>
+    Locked = 1u << 0,
+    /// <summary>Referenced recently (PG_referenced).</summary>
+    Referenced = 1u << 1,
+    /// <summary>Contents valid (PG_uptodate).</summary>
+    Uptodate = 1u << 2,
+    /// <summary>Written since last write-back (PG_dirty).</summary>
+    Dirty = 1u << 3,
+    /// <summary>On an LRU list (PG_lru).</summary>
+    Lru = 1u << 4,
+    /// <summary>Active LRU (PG_active).</summary>
+    Active = 1u << 5,
+    /// <summary>Owned by the slab allocator (PG_slab).</summary>
+    Slab = 1u << 6,
+    /// <summary>Never handed to the allocator (PG_reserved).</summary>
+    Reserved = 1u << 7,
+    /// <summary>Private data present (PG_private).</summary>
+    Private = 1u << 8,
+    /// <summary>Head of a compound page (PG_head).</summary>
+    Head = 1u << 9,
+    /// <summary>Tail of a compound page (the kernel encodes this in compound_head bit 0).</summary>
+    Tail = 1u << 10,
+    /// <summary>Anonymous or shmem memory (PG_swapbacked).</summary>
+    SwapBacked = 1u << 11,
+    /// <summary>Head of a free block in the buddy lists (page type PG_buddy).</summary>
+    Buddy = 1u << 12,
+    /// <summary>Allocated from the emergency reserve (pfmemalloc).</summary>
+    PfMemAlloc = 1u << 13,
+    /// <summary>Sits on a per-CPU (per-thread) page list.</summary>
+    Pcp = 1u << 14,
+    /// <summary>Head of a live allocation from the page allocator (order in <see cref="PageFrame.Order"/>).</summary>
+    Allocated = 1u << 15,
+    /// <summary>A page-table page (page type PG_table).</summary>
+    PageTable = 1u << 16,
+    /// <summary>Memory offline (page type PG_offline).</summary>
+    Offline = 1u << 17,
+    /// <summary>Free block whose memory was given back to the host (free page reporting, PG_reported).</summary>
+    Reported = 1u << 18,
+    /// <summary>Mapped into a user address space as anonymous memory (PageAnon).</summary>
+    Anon = 1u << 19,
+    /// <summary>Isolated from the free lists while being worked on.</summary>
+    Isolated = 1u << 20,
+}

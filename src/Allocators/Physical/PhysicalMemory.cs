@@ -1,0 +1,292 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Native;
+
+namespace Allocators.Physical;
+
+/// <summary>
+/// The "physical" memory of a memory system: a real native arena split into sections, each with its
+/// <see cref="PageFrame"/> array. A physical address is an offset in the arena's pfn space
+/// (<c>pa = pfn &lt;&lt; 12</c>); <see cref="PageAddress"/> is the direct map from a frame to its bytes.
+/// </summary>
+/// <remarks>
+/// Conversions (pfn_to_page, page_to_pfn, page_address, virt_to_page) are O(1). Sections are brought online and
+/// offline by the page allocator (memory hotplug); this type owns only the bytes and the frame arrays.
+/// Thread-safe: lookups are lock-free; onlining and offlining are serialised by the caller.
+/// </remarks>
+public sealed unsafe class PhysicalMemory : IDisposable
+{
+    private readonly MemSection* _sections;
+    private readonly int _maxSections;
+    private readonly int _sectionShift;          // log2 of the pfn-space size of one section, in bytes
+    private readonly int _pagesPerSectionShift;
+    private readonly long _sectionBytes;
+    private readonly byte* _contiguousBase;      // non-null when all sections sit in one host range
+    private readonly nuint _contiguousBytes;
+    private readonly int _memFd = -1;
+    private SectionLookupTable* _lookup;          // sparse NativeMemory model only
+    private nint _lookupAddress;                  // _lookup, published for lock-free readers
+    private readonly List<nint> _retiredLookups = new();
+    private long _presentPages;
+    private bool _disposed;
+
+    /// <summary>Builds the arena described by <paramref name="options"/> and brings its initial sections online.</summary>
+    public PhysicalMemory(PhysicalMemoryOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Options = options;
+        Backing = options.Backing;
+        Model = options.Model;
+        long max = options.EffectiveMaxSize;
+        _sectionBytes = Model == MemoryModel.Flat ? options.Size : options.SectionSize;
+        _maxSections = (int)(max / _sectionBytes);
+        _sectionShift = BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)_sectionBytes));
+        _pagesPerSectionShift = _sectionShift - PageFrame.PageShift;
+        _sections = (MemSection*)NativeMemory.AllocZeroed((nuint)_maxSections, (nuint)sizeof(MemSection));
+
+        if (Backing == ArenaBacking.MemFd)
+        {
+            _memFd = HostMemory.CreateMemFd("allocators-arena", max);
+            _contiguousBytes = (nuint)max;
+            _contiguousBase = (byte*)HostMemory.Reserve(_contiguousBytes, (nuint)PhysicalMemoryOptions.BlockBytes);
+        }
+        else if (Model == MemoryModel.Flat)
+        {
+            _contiguousBytes = (nuint)max;
+            _contiguousBase = (byte*)NativeMemory.AlignedAlloc(_contiguousBytes, (nuint)PhysicalMemoryOptions.BlockBytes);
+        }
+        else
+        {
+            _lookup = SectionLookupTable.Create(_maxSections, _sectionShift, _sections);
+            _lookupAddress = (nint)_lookup;
+        }
+
+        int initial = (int)(options.Size / _sectionBytes);
+        for (int i = 0; i < initial; i++) OnlineSection(i, node: -1);
+    }
+
+    /// <summary>The options this arena was built with.</summary>
+    public PhysicalMemoryOptions Options { get; }
+
+    /// <summary>Where the bytes come from.</summary>
+    public ArenaBacking Backing { get; }
+
+    /// <summary>Flat or Sparse.</summary>
+    public MemoryModel Model { get; }
+
+    /// <summary>Bytes per section.</summary>
+    public long SectionSize => _sectionBytes;
+
+    /// <summary>Pages per section.</summary>
+    public long PagesPerSection => _sectionBytes >> PageFrame.PageShift;
+
+    /// <summary>Most sections this arena can hold.</summary>
+    public int MaxSections => _maxSections;
+
+    /// <summary>One past the highest pfn the arena could ever hold.</summary>
+    public ulong MaxPfn => (ulong)_maxSections << _pagesPerSectionShift;
+
+    /// <summary>Pages currently online.</summary>
+    public long PresentPages => Volatile.Read(ref _presentPages);
+
+    /// <summary>The memfd behind the arena, or -1 for <see cref="ArenaBacking.NativeMemory"/>.</summary>
+    public int MemFd => _memFd;
+
+    /// <summary>Host address of pfn 0 when the arena is one contiguous host range; otherwise null.</summary>
+    public byte* ContiguousBase => _contiguousBase;
+
+    /// <summary>True when section <paramref name="index"/> is online.</summary>
+    public bool IsSectionOnline(int index)
+        => (uint)index < (uint)_maxSections && Volatile.Read(ref _sections[index].Online) != 0;
+
+    /// <summary>The node that owns section <paramref name="index"/>.</summary>
+    public int SectionNode(int index) => _sections[index].Node;
+
+    /// <summary>The first pfn of section <paramref name="index"/>.</summary>
+    public ulong SectionStartPfn(int index) => (ulong)index << _pagesPerSectionShift;
+
+    /// <summary>The section that holds <paramref name="pfn"/>.</summary>
+    public int PfnToSection(ulong pfn) => (int)(pfn >> _pagesPerSectionShift);
+
+    /// <summary>The frame of <paramref name="pfn"/>, or null when no online section holds it (pfn_to_page).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* PfnToPage(ulong pfn)
+    {
+        ulong index = pfn >> _pagesPerSectionShift;
+        if (index >= (ulong)_maxSections) return null;
+        MemSection* s = _sections + index;
+        ulong offset = pfn & ((1UL << _pagesPerSectionShift) - 1);
+        return s->Online != 0 && offset < (ulong)s->Pages ? s->MemMap + offset : null;
+    }
+
+    /// <summary>The pfn of a frame (page_to_pfn).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong PageToPfn(PageFrame* page) => page->Pfn;
+
+    /// <summary>The host address of a frame's bytes (page_address, the direct map).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* PageAddress(PageFrame* page)
+    {
+        ulong pfn = page->Pfn;
+        if (_contiguousBase != null) return _contiguousBase + (pfn << PageFrame.PageShift);
+        MemSection* s = _sections + (pfn >> _pagesPerSectionShift);
+        return s->Base + ((pfn & ((1UL << _pagesPerSectionShift) - 1)) << PageFrame.PageShift);
+    }
+
+    /// <summary>The host address of <paramref name="pfn"/>, or null when it is not online (pfn_to_virt).</summary>
+    public byte* PfnToVirt(ulong pfn)
+    {
+        PageFrame* page = PfnToPage(pfn);
+        return page == null ? null : PageAddress(page);
+    }
+
+    /// <summary>The frame of the page that holds <paramref name="address"/>, or null when the arena does not (virt_to_page).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* VirtToPage(void* address)
+    {
+        if (_contiguousBase != null)
+        {
+            nuint offset = (nuint)address - (nuint)_contiguousBase;
+            return offset < _contiguousBytes ? PfnToPage(offset >> PageFrame.PageShift) : null;
+        }
+        return SparseVirtToPage(address);
+    }
+
+    private PageFrame* SparseVirtToPage(void* address)
+    {
+        SectionLookupTable* table = (SectionLookupTable*)Volatile.Read(ref _lookupAddress);
+        MemSection* s = table->Find(address);
+        if (s == null) return null;
+        return s->MemMap + (((nuint)address - (nuint)s->Base) >> PageFrame.PageShift);
+    }
+
+    /// <summary>Physical address (offset in pfn space) of a host address inside the arena, or -1.</summary>
+    public long VirtToPhys(void* address)
+    {
+        PageFrame* page = VirtToPage(address);
+        return page == null ? -1 : (long)(((ulong)page->Pfn << PageFrame.PageShift) | ((nuint)address & (PageFrame.PageSize - 1)));
+    }
+
+    /// <summary>True when <paramref name="address"/> lies in an online section.</summary>
+    public bool Contains(void* address) => VirtToPage(address) != null;
+
+    /// <summary>Brings section <paramref name="index"/> online: backs it with host memory and builds its frame array.</summary>
+    /// <returns>The section's frames, all marked <see cref="PageFlags.Offline"/> until the page allocator takes them.</returns>
+    internal PageFrame* OnlineSection(int index, int node)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if ((uint)index >= (uint)_maxSections) throw new ArgumentOutOfRangeException(nameof(index));
+        MemSection* s = _sections + index;
+        if (s->Online != 0) throw new InvalidOperationException($"Section {index} is already online.");
+        long pages = _sectionBytes >> PageFrame.PageShift;
+        byte* bytes;
+        if (_memFd >= 0)
+        {
+            bytes = _contiguousBase + index * _sectionBytes;
+            HostMemory.MapSharedFixed(bytes, (nuint)_sectionBytes, _memFd, index * _sectionBytes);
+        }
+        else if (_contiguousBase != null)
+        {
+            bytes = _contiguousBase + index * _sectionBytes;
+        }
+        else
+        {
+            bytes = (byte*)NativeMemory.AlignedAlloc((nuint)_sectionBytes, (nuint)_sectionBytes);
+        }
+
+        var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), 64);
+        NativeMemory.Clear(memMap, (nuint)(pages * sizeof(PageFrame)));
+        uint firstPfn = (uint)SectionStartPfn(index);
+        for (long i = 0; i < pages; i++)
+        {
+            memMap[i].Pfn = firstPfn + (uint)i;
+            memMap[i].FlagsAndZone = (0xFFUL << PageFrame.ZoneShift) | (uint)PageFlags.Offline;
+        }
+
+        s->Base = bytes;
+        s->MemMap = memMap;
+        s->Pages = pages;
+        s->Node = node;
+        Volatile.Write(ref s->Online, 1);
+        if (_lookup != null) RebuildLookup();
+        Interlocked.Add(ref _presentPages, pages);
+        return memMap;
+    }
+
+    /// <summary>Takes section <paramref name="index"/> offline and gives its bytes and frames back to the host.</summary>
+    internal void OfflineSection(int index)
+    {
+        MemSection* s = _sections + index;
+        if (s->Online == 0) throw new InvalidOperationException($"Section {index} is not online.");
+        Volatile.Write(ref s->Online, 0);
+        if (_lookup != null) RebuildLookup();
+        if (_memFd >= 0)
+        {
+            HostMemory.PunchHole(_memFd, index * _sectionBytes, _sectionBytes);
+            void* r = Libc.Mmap(s->Base, (nuint)_sectionBytes, Libc.ProtNone,
+                Libc.MapPrivate | Libc.MapAnonymous | Libc.MapFixed | Libc.MapNoReserve, -1, 0);
+            if (r == Libc.MapFailed) throw new HostMemoryException("mmap", Marshal.GetLastPInvokeError(), $"0x{(nuint)s->Base:x}, {_sectionBytes}, PROT_NONE, MAP_FIXED");
+        }
+        else if (_contiguousBase == null)
+        {
+            NativeMemory.AlignedFree(s->Base);
+        }
+        NativeMemory.AlignedFree(s->MemMap);
+        Interlocked.Add(ref _presentPages, -s->Pages);
+        s->Base = null;
+        s->MemMap = null;
+        s->Pages = 0;
+    }
+
+    /// <summary>
+    /// Gives the bytes of a free block back to the host while keeping it usable: the next touch sees zeroes.
+    /// Returns false when the platform cannot do it.
+    /// </summary>
+    internal bool Discard(PageFrame* page, int order)
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        nuint length = (nuint)PageFrame.PageSize << order;
+        if (_memFd >= 0)
+        {
+            HostMemory.PunchHole(_memFd, (long)page->Pfn << PageFrame.PageShift, (long)length);
+            return true;
+        }
+        return Libc.Madvise(PageAddress(page), length, Libc.MadvDontNeed) == 0;
+    }
+
+    private void RebuildLookup()
+    {
+        SectionLookupTable* old = _lookup;
+        _lookup = SectionLookupTable.Create(_maxSections, _sectionShift, _sections);
+        Volatile.Write(ref _lookupAddress, (nint)_lookup);
+        _retiredLookups.Add((nint)old); // readers may still hold it; freed on Dispose
+    }
+
+    /// <summary>Releases the arena and all metadata. Pointers into the arena become invalid.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        for (int i = 0; i < _maxSections; i++)
+        {
+            MemSection* s = _sections + i;
+            if (s->Online == 0) continue;
+            if (_memFd < 0 && _contiguousBase == null) NativeMemory.AlignedFree(s->Base);
+            NativeMemory.AlignedFree(s->MemMap);
+        }
+        if (_memFd >= 0)
+        {
+            HostMemory.Release(_contiguousBase, _contiguousBytes);
+            HostMemory.CloseFd(_memFd);
+        }
+        else if (_contiguousBase != null)
+        {
+            NativeMemory.AlignedFree(_contiguousBase);
+        }
+        if (_lookup != null) NativeMemory.Free(_lookup);
+        foreach (nint p in _retiredLookups) NativeMemory.Free((void*)p);
+        NativeMemory.Free(_sections);
+    }
+}

@@ -1,0 +1,59 @@
+namespace Allocators.Physical;
+
+/// <summary>Configuration of the physical memory arena and its NUMA/zone layout.</summary>
+public sealed class PhysicalMemoryOptions
+{
+    /// <summary>One max-order block (4 MiB): the granularity of sizes, zones and sections.</summary>
+    public const long BlockBytes = 4L << 20;
+
+    /// <summary>Initial present memory in bytes (a multiple of 4 MiB). Default 256 MiB.</summary>
+    public long Size { get; init; } = 256L << 20;
+
+    /// <summary>Where the bytes come from. Default <see cref="ArenaBacking.NativeMemory"/>.</summary>
+    public ArenaBacking Backing { get; init; } = ArenaBacking.NativeMemory;
+
+    /// <summary>Flat (one section) or Sparse (hot-pluggable sections). Default Flat.</summary>
+    public MemoryModel Model { get; init; } = MemoryModel.Flat;
+
+    /// <summary>Section size for the sparse model: a power of two, at least 4 MiB. Default 128 MiB.</summary>
+    public long SectionSize { get; init; } = 128L << 20;
+
+    /// <summary>Most memory the sparse model may grow to (hot-add, automatic growth). Default: <see cref="Size"/>.</summary>
+    public long? MaxSize { get; init; }
+
+    /// <summary>Number of emulated NUMA nodes (1..8). Default 1.</summary>
+    public int Nodes { get; init; } = 1;
+
+    /// <summary>Size of the DMA zone at the start of node 0 (multiple of 4 MiB). Default: a small share.</summary>
+    public long? DmaZoneSize { get; init; }
+
+    /// <summary>Size of the DMA32 zone after the DMA zone on node 0 (multiple of 4 MiB). Default: a quarter of node 0.</summary>
+    public long? Dma32ZoneSize { get; init; }
+
+    /// <summary>Maps a CPU number to its home node; default spreads CPUs over nodes in equal blocks.</summary>
+    public int[]? CpuToNode { get; init; }
+
+    internal long EffectiveMaxSize => Model == MemoryModel.Flat ? Size : Math.Max(MaxSize ?? Size, Size);
+
+    internal void Validate()
+    {
+        if (Size < BlockBytes || Size % BlockBytes != 0)
+            throw new ArgumentException($"Size must be a positive multiple of 4 MiB, was {Size}.", nameof(Size));
+        if (Nodes is < 1 or > 8)
+            throw new ArgumentException($"Nodes must be 1..8, was {Nodes}.", nameof(Nodes));
+        if (Model == MemoryModel.Sparse)
+        {
+            if (SectionSize < BlockBytes || (SectionSize & (SectionSize - 1)) != 0)
+                throw new ArgumentException($"SectionSize must be a power of two of at least 4 MiB, was {SectionSize}.", nameof(SectionSize));
+            if (Size % SectionSize != 0 || EffectiveMaxSize % SectionSize != 0)
+                throw new ArgumentException($"Size ({Size}) and MaxSize ({EffectiveMaxSize}) must be multiples of SectionSize ({SectionSize}).");
+        }
+        foreach (var (value, name) in new[] { (DmaZoneSize, nameof(DmaZoneSize)), (Dma32ZoneSize, nameof(Dma32ZoneSize)) })
+        {
+            if (value is { } v && (v < 0 || v % BlockBytes != 0))
+                throw new ArgumentException($"{name} must be a non-negative multiple of 4 MiB, was {v}.", name);
+        }
+        if (Backing == ArenaBacking.MemFd && !OperatingSystem.IsLinux())
+            throw new PlatformNotSupportedException("ArenaBacking.MemFd needs Linux (memfd_create).");
+    }
+}

@@ -1,0 +1,57 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+
+namespace Allocators.Physical;
+
+/// <summary>
+/// Open-addressing map from a host address's section-aligned key to its online section, for the sparse model
+/// whose sections are separate host allocations each aligned to the section size. Immutable once built.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct SectionLookupTable
+{
+    private int _mask;
+    private int _shift;
+    private Entry* _entries;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Entry
+    {
+        public nuint Key;
+        public MemSection* Section;
+    }
+
+    public static SectionLookupTable* Create(int maxSections, int shift, MemSection* sections)
+    {
+        int capacity = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(4, maxSections * 2));
+        var table = (SectionLookupTable*)NativeMemory.AllocZeroed((nuint)(sizeof(SectionLookupTable) + capacity * sizeof(Entry)));
+        table->_mask = capacity - 1;
+        table->_shift = shift;
+        table->_entries = (Entry*)(table + 1);
+        for (int i = 0; i < maxSections; i++)
+        {
+            if (sections[i].Online == 0) continue;
+            nuint key = (nuint)sections[i].Base >> shift;
+            int slot = Hash(key) & table->_mask;
+            while (table->_entries[slot].Section != null) slot = (slot + 1) & table->_mask;
+            table->_entries[slot].Key = key;
+            table->_entries[slot].Section = sections + i;
+        }
+        return table;
+    }
+
+    public MemSection* Find(void* address)
+    {
+        nuint key = (nuint)address >> _shift;
+        int slot = Hash(key) & _mask;
+        while (true)
+        {
+            Entry* e = _entries + slot;
+            if (e->Section == null) return null;
+            if (e->Key == key) return e->Section;
+            slot = (slot + 1) & _mask;
+        }
+    }
+
+    private static int Hash(nuint key) => (int)(((ulong)key * 0x9E3779B97F4A7C15UL) >> 40);
+}

@@ -1,0 +1,47 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Allocators.Threading;
+
+/// <summary>
+/// The start of every per-thread cache block. The owner thread brackets each cache operation with
+/// <see cref="TryEnter"/>/<see cref="Exit"/> using plain stores; a drainer on another thread sets
+/// <see cref="DrainRequested"/>, issues a process-wide memory barrier (membarrier) and waits for
+/// <see cref="Busy"/> to clear, after which it owns the cache until it clears the request again.
+/// This is the asymmetric Dekker protocol: the fast path pays no atomic instruction, the rare drain pays the barrier.
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+internal struct ThreadCacheHeader
+{
+    /// <summary>1 while the owner is inside a cache operation.</summary>
+    public int Busy;
+
+    /// <summary>1 while a drainer wants or holds the cache.</summary>
+    public int DrainRequested;
+
+    /// <summary>Managed thread id of the owner.</summary>
+    public int OwnerThreadId;
+
+    /// <summary>Position in the registry's list.</summary>
+    public int Index;
+
+    /// <summary>Number of times the cache was drained by someone else.</summary>
+    public long RemoteDrains;
+
+    /// <summary>Set once the owner thread has exited and the cache was given back.</summary>
+    public int Retired;
+
+    /// <summary>Enters a cache operation; false when a drainer holds the cache (use the shared path then).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe bool TryEnter(ThreadCacheHeader* cache)
+    {
+        Volatile.Write(ref cache->Busy, 1);
+        if (Volatile.Read(ref cache->DrainRequested) == 0) return true;
+        Volatile.Write(ref cache->Busy, 0);
+        return false;
+    }
+
+    /// <summary>Leaves a cache operation; everything written before is visible to a drainer after.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Exit(ThreadCacheHeader* cache) => Volatile.Write(ref cache->Busy, 0);
+}

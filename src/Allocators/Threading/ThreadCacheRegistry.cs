@@ -1,0 +1,208 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Allocators.Threading;
+
+/// <summary>What a <see cref="ThreadCacheRegistry"/> calls back into; only on slow paths.</summary>
+internal unsafe interface IThreadCacheOwner
+{
+    /// <summary>Moves every cached item back to the shared structures. The caller has exclusive access.</summary>
+    void FlushCache(ThreadCacheHeader* cache);
+
+    /// <summary>The cache is about to be freed (its thread exited or the owner is disposed): fold its counters.</summary>
+    void RetireCache(ThreadCacheHeader* cache);
+}
+
+/// <summary>
+/// Per-thread cache blocks (native memory) for one owner, e.g. a page allocator or a slab cache.
+/// Finding the current thread's block is a thread-static array lookup with no atomic and no lock.
+/// The registry can drain every thread's block from any thread (<see cref="DrainAll"/>), and gives a block back
+/// to its owner when its thread exits (a finalizable sentinel in thread-static storage notices), so cached
+/// items are never lost or stranded.
+/// </summary>
+internal sealed unsafe class ThreadCacheRegistry : IDisposable
+{
+    private struct CacheRef
+    {
+        public ThreadCacheRegistry? Owner;
+        public ThreadCacheHeader* Cache;
+    }
+
+    [ThreadStatic] private static CacheRef[]? t_refs;
+    [ThreadStatic] private static ThreadExitSentinel? t_sentinel;
+
+    private static readonly Lock s_slotLock = new();
+    private static readonly List<bool> s_slotInUse = new();
+
+    private readonly IThreadCacheOwner _owner;
+    private readonly nuint _blockSize;
+    private readonly Lock _lock = new();
+    private readonly List<nint> _caches = new();
+    private int _slot;
+    private bool _disposed;
+
+    public ThreadCacheRegistry(IThreadCacheOwner owner, int blockSize)
+    {
+        _owner = owner;
+        _blockSize = (nuint)((blockSize + 63) & ~63);
+        lock (s_slotLock)
+        {
+            int free = s_slotInUse.IndexOf(false);
+            if (free < 0) { free = s_slotInUse.Count; s_slotInUse.Add(true); }
+            else s_slotInUse[free] = true;
+            _slot = free;
+        }
+    }
+
+    /// <summary>The current thread's cache, or null when it has none yet (or the registry is disposed).</summary>
+    public ThreadCacheHeader* Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            CacheRef[]? refs = t_refs;
+            int slot = _slot;
+            if (refs is not null && (uint)slot < (uint)refs.Length)
+            {
+                ref CacheRef r = ref refs[slot];
+                if (ReferenceEquals(r.Owner, this)) return r.Cache;
+            }
+            return null;
+        }
+    }
+
+    /// <summary>The current thread's cache, created on first use.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ThreadCacheHeader* GetOrCreateCurrent()
+    {
+        ThreadCacheHeader* c = Current;
+        return c != null ? c : Register();
+    }
+
+    /// <summary>Number of live per-thread caches.</summary>
+    public int Count { get { lock (_lock) return _caches.Count; } }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ThreadCacheHeader* Register()
+    {
+        ThreadCacheHeader* block;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            block = (ThreadCacheHeader*)NativeMemory.AlignedAlloc(_blockSize, 64);
+            NativeMemory.Clear(block, _blockSize);
+            block->OwnerThreadId = Environment.CurrentManagedThreadId;
+            block->Index = _caches.Count;
+            _caches.Add((nint)block);
+        }
+        CacheRef[]? refs = t_refs;
+        if (refs is null || refs.Length <= _slot)
+        {
+            Array.Resize(ref refs, Math.Max(_slot + 1, (refs?.Length ?? 4) * 2));
+            t_refs = refs;
+        }
+        refs[_slot] = new CacheRef { Owner = this, Cache = block };
+        (t_sentinel ??= new ThreadExitSentinel()).Add(this, block);
+        return block;
+    }
+
+    /// <summary>
+    /// Takes every thread's cache in turn and flushes it back to the owner. Must not be called from inside a
+    /// cache operation of the calling thread (its own Busy flag would never clear).
+    /// </summary>
+    public void DrainAll()
+    {
+        lock (_lock)
+        {
+            if (_caches.Count == 0) return;
+            foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
+            // Either an owner's Busy=1 is now visible to us, or its next read of DrainRequested sees 1.
+            Interlocked.MemoryBarrierProcessWide();
+            foreach (nint p in _caches)
+            {
+                var cache = (ThreadCacheHeader*)p;
+                WaitIdle(cache);
+                _owner.FlushCache(cache);
+                if (cache->OwnerThreadId != Environment.CurrentManagedThreadId) cache->RemoteDrains++;
+                Volatile.Write(ref cache->DrainRequested, 0);
+            }
+        }
+    }
+
+    /// <summary>Runs <paramref name="visit"/> on every live cache while no cache can be added or retired.</summary>
+    public void ForEach(Action<nint> visit)
+    {
+        lock (_lock)
+        {
+            foreach (nint p in _caches) visit(p);
+        }
+    }
+
+    private static void WaitIdle(ThreadCacheHeader* cache)
+    {
+        var spin = new SpinWait();
+        while (Volatile.Read(ref cache->Busy) != 0) spin.SpinOnce(sleep1Threshold: 30);
+    }
+
+    private void RetireFromExitedThread(ThreadCacheHeader* cache)
+    {
+        lock (_lock)
+        {
+            if (_disposed) return;
+            int index = _caches.IndexOf((nint)cache);
+            if (index < 0) return;
+            RetireLocked(index);
+        }
+    }
+
+    private void RetireLocked(int index)
+    {
+        var cache = (ThreadCacheHeader*)_caches[index];
+        WaitIdle(cache);
+        _owner.FlushCache(cache);
+        _owner.RetireCache(cache);
+        cache->Retired = 1;
+        int last = _caches.Count - 1;
+        _caches[index] = _caches[last];
+        ((ThreadCacheHeader*)_caches[index])->Index = index;
+        _caches.RemoveAt(last);
+        NativeMemory.AlignedFree(cache);
+    }
+
+    /// <summary>Flushes and frees every cache; afterwards no thread finds a cache here.</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed) return;
+            int slot = _slot;
+            _slot = int.MaxValue; // fast paths stop finding their cache from here on
+            foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
+            Interlocked.MemoryBarrierProcessWide();
+            while (_caches.Count > 0) RetireLocked(_caches.Count - 1);
+            _disposed = true;
+            lock (s_slotLock) s_slotInUse[slot] = false;
+        }
+    }
+
+    /// <summary>Lives in thread-static storage; when its thread is gone the GC finalizes it and the caches go home.</summary>
+    private sealed class ThreadExitSentinel
+    {
+        private readonly List<(ThreadCacheRegistry Registry, nint Cache)> _entries = new();
+
+        public void Add(ThreadCacheRegistry registry, ThreadCacheHeader* cache)
+        {
+            _entries.RemoveAll(e => e.Registry._disposed);
+            _entries.Add((registry, (nint)cache));
+        }
+
+        ~ThreadExitSentinel()
+        {
+            foreach (var (registry, cache) in _entries)
+            {
+                try { registry.RetireFromExitedThread((ThreadCacheHeader*)cache); }
+                catch (Exception) { /* a finalizer must not throw; the owner's Dispose reclaims what is left */ }
+            }
+        }
+    }
+}
