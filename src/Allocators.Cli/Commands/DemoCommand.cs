@@ -1,0 +1,52 @@
+using System.ComponentModel;
+using Allocators.Cli.Workloads;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Allocators.Cli.Commands;
+
+/// <summary>The main job: builds the default memory system, runs a short mixed workload, prints statistics.</summary>
+internal sealed class DemoCommand : Command<DemoCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("-t|--threads <N>")]
+        [Description("Worker threads (default: processor count).")]
+        public int? Threads { get; init; }
+
+        [CommandOption("-s|--seconds <S>")]
+        [Description("Seconds the workload runs (default 2).")]
+        public double Seconds { get; init; } = 2;
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        using var system = new MemorySystem();
+        var pages = system.Pages;
+        string initialBuddyInfo = pages.BuddyInfo();
+        int threads = settings.Threads ?? Math.Max(2, Environment.ProcessorCount);
+        AnsiConsole.MarkupLine($"[bold]Allocators demo[/]: {system.Memory.PresentPages * 4 / 1024} MiB {system.Memory.Backing} arena, "
+            + $"{pages.NodeCount} node(s), {threads} threads, {settings.Seconds:0.#} s mixed page workload with cross-thread frees");
+        AnsiConsole.WriteLine();
+        AnsiConsole.WriteLine("Initial /proc/buddyinfo:");
+        Console.Out.Write(initialBuddyInfo);
+
+        var workload = new PageWorkload(pages, threads, TimeSpan.FromSeconds(settings.Seconds));
+        Progress.Run("Page workload", workload.Duration, () => workload.Run(), () => $"{workload.Operations:N0} ops");
+
+        AnsiConsole.MarkupLine($"Operations: {workload.Operations:N0} ({workload.Operations / settings.Seconds / 1e6:0.00} M ops/s), "
+            + $"allocation failures: {workload.Failures}, stamp errors: {workload.StampErrors}");
+        pages.DrainAllPages();
+        bool restored = pages.BuddyInfo() == initialBuddyInfo;
+        AnsiConsole.WriteLine();
+        AnsiConsole.WriteLine("/proc/buddyinfo after freeing everything and draining the per-thread lists:");
+        Console.Out.Write(pages.BuddyInfo());
+        AnsiConsole.MarkupLine(restored ? "[green]free lists identical to the start[/]" : "[red]free lists differ from the start[/]");
+        AnsiConsole.WriteLine();
+        AnsiConsole.WriteLine("/proc/zoneinfo:");
+        Console.Out.Write(pages.ZoneInfo());
+        AnsiConsole.WriteLine("/proc/vmstat:");
+        Console.Out.Write(pages.VmStat());
+        return workload.StampErrors == 0 && restored ? 0 : 1;
+    }
+}
