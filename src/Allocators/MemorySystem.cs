@@ -1,5 +1,6 @@
 using Allocators.PageAlloc;
 using Allocators.Physical;
+using Allocators.Slab;
 
 namespace Allocators;
 
@@ -11,6 +12,9 @@ public sealed class MemorySystemOptions
 
     /// <summary>Page allocator tunables.</summary>
     public PageAllocatorOptions PageAllocator { get; init; } = new();
+
+    /// <summary>Slab layer tunables.</summary>
+    public SlabAllocatorOptions Slab { get; init; } = new();
 }
 
 /// <summary>
@@ -27,9 +31,11 @@ public sealed class MemorySystem : IDisposable
         try
         {
             Pages = new PageAllocator(Memory, Options.PageAllocator);
+            Slab = new SlabAllocator(Pages, Options.Slab);
         }
         catch
         {
+            Pages?.Dispose();
             Memory.Dispose();
             throw;
         }
@@ -44,9 +50,13 @@ public sealed class MemorySystem : IDisposable
     /// <summary>The buddy page allocator.</summary>
     public PageAllocator Pages { get; }
 
+    /// <summary>The slab layer: kmem caches and kmalloc.</summary>
+    public SlabAllocator Slab { get; }
+
     /// <summary>Releases every layer and the arena.</summary>
     public void Dispose()
     {
+        Slab.Dispose();
         Pages.Dispose();
         Memory.Dispose();
     }

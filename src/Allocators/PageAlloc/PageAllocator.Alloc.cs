@@ -111,6 +111,12 @@ public sealed unsafe partial class PageAllocator
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
             if (page != null) return page;
 
+            if (RunShrinkers() > 0)
+            {
+                page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
+                if (page != null) return page;
+            }
+
             if (mayGrow && TryGrow(node)) continue;
 
             if ((gfp & Gfp.MemAlloc) != 0 && (gfp & Gfp.NoMemAlloc) == 0)

@@ -130,4 +130,6 @@ public enum PageFlags : uint
     Anon = 1u << 19,
     /// <summary>Isolated from the free lists while being worked on.</summary>
     Isolated = 1u << 20,
+    /// <summary>A kmalloc allocation above the largest kmalloc cache, served as a compound page (large kmalloc).</summary>
+    LargeKmalloc = 1u << 21,
 }

@@ -24,9 +24,11 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
 {
     private struct CacheRef
     {
-        public ThreadCacheRegistry? Owner;
+        public long Id;
         public ThreadCacheHeader* Cache;
     }
+
+    private static long s_nextId;
 
     [ThreadStatic] private static CacheRef[]? t_refs;
     [ThreadStatic] private static ThreadExitSentinel? t_sentinel;
@@ -38,6 +40,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private readonly nuint _blockSize;
     private readonly Lock _lock = new();
     private readonly List<nint> _caches = new();
+    private readonly long _id = Interlocked.Increment(ref s_nextId);
     private int _slot;
     private bool _disposed;
 
@@ -58,17 +61,29 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     public ThreadCacheHeader* Current
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get
+        get => Lookup(_slot, _id);
+    }
+
+    /// <summary>Slot of this registry in every thread's table; int.MaxValue once disposed.</summary>
+    public int Slot => _slot;
+
+    /// <summary>Identity of this registry, never reused.</summary>
+    public long Id => _id;
+
+    /// <summary>
+    /// The current thread's cache of the registry with this slot and id, or null. Lets native metadata that
+    /// records (slot, id) find its per-thread cache without a managed object.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ThreadCacheHeader* Lookup(int slot, long id)
+    {
+        CacheRef[]? refs = t_refs;
+        if (refs is not null && (uint)slot < (uint)refs.Length)
         {
-            CacheRef[]? refs = t_refs;
-            int slot = _slot;
-            if (refs is not null && (uint)slot < (uint)refs.Length)
-            {
-                ref CacheRef r = ref refs[slot];
-                if (ReferenceEquals(r.Owner, this)) return r.Cache;
-            }
-            return null;
+            ref CacheRef r = ref refs[slot];
+            if (r.Id == id) return r.Cache;
         }
+        return null;
     }
 
     /// <summary>The current thread's cache, created on first use.</summary>
@@ -101,7 +116,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             Array.Resize(ref refs, Math.Max(_slot + 1, (refs?.Length ?? 4) * 2));
             t_refs = refs;
         }
-        refs[_slot] = new CacheRef { Owner = this, Cache = block };
+        refs[_slot] = new CacheRef { Id = _id, Cache = block };
         (t_sentinel ??= new ThreadExitSentinel()).Add(this, block);
         return block;
     }

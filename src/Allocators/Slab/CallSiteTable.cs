@@ -1,0 +1,49 @@
+using System.Diagnostics;
+
+namespace Allocators.Slab;
+
+/// <summary>
+/// Interns allocation and free call sites for StoreUser tracks: a track in native memory holds only the index.
+/// Capturing walks the managed stack, so only debug caches pay for it.
+/// </summary>
+public sealed class CallSiteTable
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, int> _ids = new();
+    private readonly List<string> _names = ["<none>"];
+
+    /// <summary>Number of distinct call sites recorded.</summary>
+    public int Count { get { lock (_lock) return _names.Count - 1; } }
+
+    /// <summary>The call site's text, e.g. <c>Server.HandleRequest+0x1c</c>.</summary>
+    public string Name(int id) { lock (_lock) return (uint)id < (uint)_names.Count ? _names[id] : "<unknown>"; }
+
+    /// <summary>Records the first caller outside the allocator and returns its id (never 0).</summary>
+    public int Capture()
+    {
+        var trace = new StackTrace(2, fNeedFileInfo: false);
+        string site = "<unknown>";
+        for (int i = 0; i < trace.FrameCount; i++)
+        {
+            var method = trace.GetFrame(i)?.GetMethod();
+            string? ns = method?.DeclaringType?.Namespace;
+            if (method is null || ns == "Allocators.Slab" || ns == "Allocators") continue;
+            site = $"{method.DeclaringType?.Name}.{method.Name}+0x{trace.GetFrame(i)!.GetILOffset():x}";
+            break;
+        }
+        return Intern(site);
+    }
+
+    /// <summary>Returns the id of <paramref name="site"/>, adding it when new.</summary>
+    public int Intern(string site)
+    {
+        lock (_lock)
+        {
+            if (_ids.TryGetValue(site, out int id)) return id;
+            id = _names.Count;
+            _names.Add(site);
+            _ids[site] = id;
+            return id;
+        }
+    }
+}

@@ -1,0 +1,293 @@
+using System.Runtime.InteropServices;
+using Allocators.Diagnostics;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.Slab;
+
+public sealed unsafe partial class KmemCache
+{
+    private readonly long[] _retired = new long[4];
+
+    private void* AllocSlow(Gfp gfp, int node, int requestedSize)
+    {
+        ObjectDisposedException.ThrowIf(_destroyed, this);
+        Interlocked.Increment(ref _d->AllocSlowPath);
+        if (_owner.FailslabActive && _owner.Failslab.ShouldFail(_d->ObjectSize, 0, gfp))
+            return AllocFailed(gfp, injected: true);
+
+        while (true)
+        {
+            void* obj = _d->FastPath != 0 && node < 0 ? AllocThroughMagazines() : AllocFromSlabs(node, requestedSize);
+            if (obj != null)
+            {
+                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, (nuint)_d->ObjectSize);
+                return obj;
+            }
+            if (!GrowSlab(gfp, node)) return AllocFailed(gfp, injected: false);
+        }
+    }
+
+    private void* AllocFailed(Gfp gfp, bool injected)
+    {
+        Interlocked.Increment(ref _d->AllocFailures);
+        if (_d->Has(SlabFlags.Panic))
+            throw new OutOfMemoryException($"kmem_cache_alloc: cache {Name} could not allocate an object ({(injected ? "failslab" : "out of memory")}).");
+        _ = gfp;
+        return null;
+    }
+
+    /// <summary>Previous magazine, then the depot, then the slabs; null when the slabs are out of objects too.</summary>
+    private void* AllocThroughMagazines()
+    {
+        ThreadCacheHeader* c = _registry!.GetOrCreateCurrent();
+        var mc = (MagazineCache*)c;
+        if (!ThreadCacheHeader.TryEnter(c)) return AllocFromSlabs(-1, _d->ObjectSize);
+        try
+        {
+            EnsureMagazines(mc);
+            if (mc->Loaded->Count == 0)
+            {
+                if (mc->Previous->Count > 0) SwapMagazines(mc);
+                else if (!TakeFullFromDepot(mc))
+                {
+                    RefillFromSlabs(mc->Loaded, mc->Loaded->Capacity, -1);
+                    mc->Refills++;
+                }
+            }
+            Magazine* m = mc->Loaded;
+            if (m->Count == 0) return null;
+            mc->AllocFastPath++;
+            return m->Objects[--m->Count];
+        }
+        finally
+        {
+            ThreadCacheHeader.Exit(c);
+        }
+    }
+
+    private void* AllocFromSlabs(int node, int requestedSize)
+    {
+        int nodes = _d->NodeCount;
+        int start = node < 0 ? _pages.CurrentNode : node;
+        int tries = node < 0 ? nodes : 1;
+        bool debug = (_d->Flags & (int)SlabFlags.Debug) != 0;
+        int site = debug && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
+        for (int i = 0; i < tries; i++)
+        {
+            KmemCacheNode* n = _d->Nodes + (start + i) % nodes;
+            if (n->Partial == null) continue;
+            NativeSpinLock.Acquire(&n->ListLock);
+            PageFrame* slab = n->Partial;
+            void* obj = slab != null ? TakeFromSlab(n, slab) : null;
+            if (obj != null && debug) AllocDebug(slab, obj, requestedSize, site);
+            NativeSpinLock.Release(&n->ListLock);
+            if (obj != null) return obj;
+        }
+        return null;
+    }
+
+    private static void SwapMagazines(MagazineCache* mc)
+    {
+        Magazine* loaded = mc->Loaded;
+        mc->Loaded = mc->Previous;
+        mc->Previous = loaded;
+    }
+
+    private void EnsureMagazines(MagazineCache* mc)
+    {
+        if (mc->Loaded != null) return;
+        mc->Loaded = TakeEmptyMagazine();
+        mc->Previous = TakeEmptyMagazine();
+    }
+
+    private Magazine* TakeEmptyMagazine()
+    {
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        Magazine* m = _d->EmptyMagazines;
+        if (m != null)
+        {
+            _d->EmptyMagazines = m->Next;
+            _d->NrEmpty--;
+        }
+        NativeSpinLock.Release(&_d->DepotLock);
+        if (m == null) m = Magazine.Create(_d->MagazineCapacity);
+        m->Next = null;
+        return m;
+    }
+
+    /// <summary>Exchanges the empty previous magazine for a full one from the depot; false when the depot has none.</summary>
+    private bool TakeFullFromDepot(MagazineCache* mc)
+    {
+        if (_d->FullMagazines == null) return false;
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        Magazine* full = _d->FullMagazines;
+        if (full != null)
+        {
+            _d->FullMagazines = full->Next;
+            _d->NrFull--;
+            Magazine* empty = mc->Previous;
+            empty->Next = _d->EmptyMagazines;
+            _d->EmptyMagazines = empty;
+            _d->NrEmpty++;
+            mc->Previous = mc->Loaded;
+            full->Next = null;
+            mc->Loaded = full;
+            _d->DepotExchanges++;
+        }
+        NativeSpinLock.Release(&_d->DepotLock);
+        return full != null;
+    }
+
+    private void FreeSlow(PageFrame* slab, void* obj)
+    {
+        ObjectDisposedException.ThrowIf(_destroyed, this);
+        if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
+        Interlocked.Increment(ref _d->FreeSlowPath);
+        if (_d->FastPath == 0)
+        {
+            FreeDebug(slab, obj);
+            return;
+        }
+        if (SlabPage.Freelist(slab) == obj) ThrowDoubleFree(slab, obj, "it is the head of its slab's free list");
+
+        ThreadCacheHeader* c = _registry!.GetOrCreateCurrent();
+        var mc = (MagazineCache*)c;
+        if (!ThreadCacheHeader.TryEnter(c))
+        {
+            FlushToSlabs(&obj, 1);
+            return;
+        }
+        try
+        {
+            EnsureMagazines(mc);
+            Magazine* m = mc->Loaded;
+            if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
+            if (m->Count == m->Capacity)
+            {
+                if (mc->Previous->Count == 0) SwapMagazines(mc);
+                else if (!ParkFullInDepot(mc))
+                {
+                    // Depot full: give the previous magazine's objects back to their slabs and reuse it.
+                    FlushToSlabs(mc->Previous->Objects, mc->Previous->Count);
+                    mc->Previous->Count = 0;
+                    mc->Flushes++;
+                    SwapMagazines(mc);
+                }
+            }
+            m = mc->Loaded;
+            m->Objects[m->Count++] = obj;
+            mc->FreeFastPath++;
+        }
+        finally
+        {
+            ThreadCacheHeader.Exit(c);
+        }
+    }
+
+    /// <summary>Parks the full previous magazine in the depot and loads an empty one; false when the depot is at its limit.</summary>
+    private bool ParkFullInDepot(MagazineCache* mc)
+    {
+        Magazine* empty = null;
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        bool parked = _d->NrFull < _d->MaxFull;
+        if (parked)
+        {
+            Magazine* full = mc->Previous;
+            full->Next = _d->FullMagazines;
+            _d->FullMagazines = full;
+            _d->NrFull++;
+            empty = _d->EmptyMagazines;
+            if (empty != null)
+            {
+                _d->EmptyMagazines = empty->Next;
+                _d->NrEmpty--;
+            }
+            _d->DepotExchanges++;
+        }
+        NativeSpinLock.Release(&_d->DepotLock);
+        if (!parked) return false;
+        if (empty == null) empty = Magazine.Create(_d->MagazineCapacity);
+        empty->Next = null;
+        mc->Previous = mc->Loaded;
+        mc->Loaded = empty;
+        return true;
+    }
+
+    /// <summary>Returns every object parked in the depot to the slabs and frees the depot's magazines.</summary>
+    private void FlushDepot()
+    {
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        Magazine* full = _d->FullMagazines;
+        Magazine* empty = _d->EmptyMagazines;
+        _d->FullMagazines = _d->EmptyMagazines = null;
+        _d->NrFull = _d->NrEmpty = 0;
+        NativeSpinLock.Release(&_d->DepotLock);
+        while (full != null)
+        {
+            Magazine* next = full->Next;
+            FlushToSlabs(full->Objects, full->Count);
+            NativeMemory.Free(full);
+            full = next;
+        }
+        while (empty != null)
+        {
+            Magazine* next = empty->Next;
+            NativeMemory.Free(empty);
+            empty = next;
+        }
+    }
+
+    void IThreadCacheOwner.FlushCache(ThreadCacheHeader* cache)
+    {
+        var mc = (MagazineCache*)cache;
+        FlushMagazine(mc->Loaded);
+        FlushMagazine(mc->Previous);
+        mc->Flushes++;
+    }
+
+    private void FlushMagazine(Magazine* m)
+    {
+        if (m == null || m->Count == 0) return;
+        FlushToSlabs(m->Objects, m->Count);
+        m->Count = 0;
+    }
+
+    void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
+    {
+        var mc = (MagazineCache*)cache;
+        lock (_retired)
+        {
+            _retired[0] += mc->AllocFastPath;
+            _retired[1] += mc->FreeFastPath;
+            _retired[2] += mc->Refills;
+            _retired[3] += mc->Flushes;
+        }
+        if (mc->Loaded != null) NativeMemory.Free(mc->Loaded);
+        if (mc->Previous != null) NativeMemory.Free(mc->Previous);
+        mc->Loaded = mc->Previous = null;
+    }
+
+    private void ThrowNotThisCache(void* obj, PageFrame* slab)
+    {
+        if (slab == null)
+            throw new MemoryCorruptionException($"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not in the arena.", (nuint)obj);
+        if ((slab->FlagsAndZone & (uint)PageFlags.Slab) == 0)
+            throw new MemoryCorruptionException(
+                $"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not a slab object (page pfn 0x{slab->Pfn:x}: {slab->Describe()}).", (nuint)obj);
+        var other = (KmemCacheData*)slab->Private;
+        string otherName = other->Handle != 0 && GCHandle.FromIntPtr(other->Handle).Target is KmemCache k ? k.Name : "?";
+        throw new MemoryCorruptionException(
+            $"kmem_cache_free({Name}): wrong cache: object 0x{(nuint)obj:x} belongs to cache {otherName} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj);
+    }
+
+    private void ThrowInteriorPointer(PageFrame* slab, void* obj)
+        => throw new MemoryCorruptionException(
+            $"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not the start of an object (interior pointer; slab pfn 0x{slab->Pfn:x} at 0x{(nuint)SlabBase(slab):x}, object size {_d->Size}).",
+            (nuint)obj);
+
+    private void ThrowDoubleFree(PageFrame* slab, void* obj, string why)
+        => throw new MemoryCorruptionException(
+            $"kmem_cache_free({Name}): double free of object 0x{(nuint)obj:x}: {why} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj);
+}

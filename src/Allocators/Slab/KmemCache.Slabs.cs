@@ -1,0 +1,248 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.Slab;
+
+public sealed unsafe partial class KmemCache
+{
+    // The slab layer: per-node partial/full lists under the node's list lock.
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void** FreePointerAddress(KmemCacheData* d, void* obj) => (void**)((byte*)obj + d->Offset);
+
+    /// <summary>Stores the hardened free pointer: next XOR the cache secret XOR the byte-swapped slot address.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SetFreePointer(KmemCacheData* d, void* obj, void* next)
+    {
+        void** location = FreePointerAddress(d, obj);
+        *location = (void*)((ulong)next ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void* GetFreePointer(KmemCacheData* d, void* obj)
+    {
+        void** location = FreePointerAddress(d, obj);
+        return (void*)((ulong)*location ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
+    }
+
+    private byte* SlabBase(PageFrame* slab) => _memory.PageAddress(slab);
+
+    /// <summary>Index of the object at <paramref name="p"/> in its slab, or -1 when it is not an object start.</summary>
+    private int ObjectIndex(PageFrame* slab, void* p)
+    {
+        nuint offset = (nuint)p - (nuint)SlabBase(slab) - (nuint)_d->RedLeftPad;
+        if (offset >= (nuint)((uint)_d->Objects * (uint)_d->Size) || offset % (nuint)_d->Size != 0) return -1;
+        return (int)(offset / (nuint)_d->Size);
+    }
+
+    private void* ObjectAt(PageFrame* slab, int index) => SlabBase(slab) + (long)index * _d->Size + _d->RedLeftPad;
+
+    private KmemCacheNode* NodeOf(PageFrame* slab) => _d->Nodes + slab->ZoneId / PageAllocator.ZonesPerNode;
+
+    /// <summary>Allocates and formats a new slab and puts it on its node's partial list (allocate_slab).</summary>
+    private bool GrowSlab(Gfp gfp, int node)
+    {
+        int order = _d->Order;
+        Gfp pageGfp = (gfp & ~(Gfp.Zero | Gfp.Comp)) | (order > 0 ? Gfp.Comp : 0);
+        PageFrame* slab = node >= 0 ? _pages.AllocPagesNode(node, pageGfp, order) : _pages.AllocPages(pageGfp, order);
+        if (slab == null) return false;
+        byte* bytes = SlabBase(slab);
+        try
+        {
+            bool poison = _d->Has(SlabFlags.Poison) && _ctor == null;
+            if (poison) NativeMemory.Fill(bytes, (nuint)(PageFrame.PageSize << order), SlabPoison.InUse);
+            void* next = null;
+            for (int i = _d->Objects - 1; i >= 0; i--)
+            {
+                void* obj = bytes + (long)i * _d->Size + _d->RedLeftPad;
+                if ((_d->Flags & (int)SlabFlags.Debug) != 0)
+                {
+                    InitObject(obj, active: false);
+                    if (_d->TrackOffset >= 0) NativeMemory.Clear((byte*)obj + _d->TrackOffset, (nuint)(2 * sizeof(Track)));
+                    if (_d->OrigSizeOffset >= 0) *(uint*)((byte*)obj + _d->OrigSizeOffset) = (uint)_d->ObjectSize;
+                }
+                _ctor?.Invoke(obj);
+                SetFreePointer(_d, obj, next);
+                next = obj;
+            }
+            slab->FlagsAndZone |= (uint)PageFlags.Slab;
+            slab->Private = (nuint)_d;
+            SlabPage.SetFreelist(slab, next);
+            slab->Data1 = 0;
+        }
+        catch
+        {
+            _pages.FreePages(slab, order);
+            throw;
+        }
+        KmemCacheNode* n = NodeOf(slab);
+        NativeSpinLock.Acquire(&n->ListLock);
+        SlabPage.Push(&n->Partial, slab);
+        SlabPage.SetList(slab, SlabPage.ListPartial);
+        n->NrPartial++;
+        n->NrSlabs++;
+        n->TotalObjects += _d->Objects;
+        NativeSpinLock.Release(&n->ListLock);
+        Interlocked.Increment(ref _d->SlabsAllocated);
+        return true;
+    }
+
+    /// <summary>Gives an empty slab back to the page allocator (discard_slab).</summary>
+    private void DiscardSlab(PageFrame* slab)
+    {
+        slab->FlagsAndZone &= ~(ulong)(uint)PageFlags.Slab;
+        slab->Private = 0;
+        slab->Data0 = 0;
+        slab->Data1 = 0;
+        _pages.FreePages(slab, _d->Order);
+        Interlocked.Increment(ref _d->SlabsFreed);
+    }
+
+    /// <summary>Takes the first free object of a partial slab; the node lock is held.</summary>
+    private void* TakeFromSlab(KmemCacheNode* n, PageFrame* slab)
+    {
+        void* obj = SlabPage.Freelist(slab);
+        void* next = GetFreePointer(_d, obj);
+        if (next != null && ObjectIndex(slab, next) < 0)
+        {
+            // Never follow a corrupted pointer: cut the list here; the rest of the slab's free objects are lost.
+            RecordFreelistCorruption(slab, obj, next);
+            int lost = _d->Objects - SlabPage.InUse(slab) - 1;
+            SlabPage.SetInUse(slab, _d->Objects - 1);
+            n->InUseObjects += lost;
+            next = null;
+        }
+        SlabPage.SetFreelist(slab, next);
+        SlabPage.SetInUse(slab, SlabPage.InUse(slab) + 1);
+        n->InUseObjects++;
+        if (next == null)
+        {
+            SlabPage.Remove(&n->Partial, slab);
+            n->NrPartial--;
+            SlabPage.Push(&n->Full, slab);
+            n->NrFull++;
+            SlabPage.SetList(slab, SlabPage.ListFull);
+        }
+        return obj;
+    }
+
+    /// <summary>Puts an object back on its slab; returns the slab when it became empty and should be discarded. Node lock held.</summary>
+    private PageFrame* FreeToSlab(KmemCacheNode* n, PageFrame* slab, void* obj)
+    {
+        SetFreePointer(_d, obj, SlabPage.Freelist(slab));
+        SlabPage.SetFreelist(slab, obj);
+        int inUse = SlabPage.InUse(slab) - 1;
+        SlabPage.SetInUse(slab, inUse);
+        n->InUseObjects--;
+        if (SlabPage.List(slab) == SlabPage.ListFull)
+        {
+            SlabPage.Remove(&n->Full, slab);
+            n->NrFull--;
+            SlabPage.Push(&n->Partial, slab);
+            n->NrPartial++;
+            SlabPage.SetList(slab, SlabPage.ListPartial);
+        }
+        if (inUse == 0 && n->NrPartial > _d->MinPartial)
+        {
+            SlabPage.Remove(&n->Partial, slab);
+            n->NrPartial--;
+            n->NrSlabs--;
+            n->TotalObjects -= _d->Objects;
+            SlabPage.SetList(slab, SlabPage.ListNone);
+            return slab;
+        }
+        return null;
+    }
+
+    /// <summary>Moves up to <paramref name="want"/> objects from partial slabs into a magazine (get_partial), preferring <paramref name="node"/>.</summary>
+    private void RefillFromSlabs(Magazine* m, int want, int node)
+    {
+        int nodes = _d->NodeCount;
+        if (node < 0) node = _pages.CurrentNode;
+        for (int i = 0; i < nodes && m->Count < want; i++)
+        {
+            KmemCacheNode* n = _d->Nodes + (node + i) % nodes;
+            if (n->Partial == null) continue;
+            NativeSpinLock.Acquire(&n->ListLock);
+            while (m->Count < want && n->Partial != null)
+            {
+                PageFrame* slab = n->Partial;
+                while (m->Count < want && SlabPage.List(slab) == SlabPage.ListPartial)
+                    m->Objects[m->Count++] = TakeFromSlab(n, slab);
+            }
+            NativeSpinLock.Release(&n->ListLock);
+        }
+    }
+
+    /// <summary>Gives objects back to their slabs (free_to_partial_list in bulk); empty slabs beyond min_partial go to the page allocator.</summary>
+    private void FlushToSlabs(void** objects, int count)
+    {
+        const int MaxBatchEmpty = 64;
+        PageFrame** empty = stackalloc PageFrame*[MaxBatchEmpty];
+        int nEmpty = 0;
+        KmemCacheNode* locked = null;
+        for (int i = 0; i < count; i++)
+        {
+            PageFrame* slab = SlabOf(_memory, objects[i]);
+            KmemCacheNode* n = NodeOf(slab);
+            if (n != locked)
+            {
+                if (locked != null) NativeSpinLock.Release(&locked->ListLock);
+                NativeSpinLock.Acquire(&n->ListLock);
+                locked = n;
+            }
+            PageFrame* gone = FreeToSlab(n, slab, objects[i]);
+            if (gone != null)
+            {
+                if (nEmpty == MaxBatchEmpty)
+                {
+                    NativeSpinLock.Release(&locked->ListLock);
+                    locked = null;
+                    for (int e = 0; e < nEmpty; e++) DiscardSlab(empty[e]);
+                    nEmpty = 0;
+                }
+                empty[nEmpty++] = gone;
+            }
+        }
+        if (locked != null) NativeSpinLock.Release(&locked->ListLock);
+        for (int e = 0; e < nEmpty; e++) DiscardSlab(empty[e]);
+    }
+
+    /// <summary>Frees every empty slab on every node, ignoring min_partial (the core of kmem_cache_shrink).</summary>
+    private long DiscardEmptySlabs()
+    {
+        long pages = 0;
+        var empty = new List<nint>();
+        for (int i = 0; i < _d->NodeCount; i++)
+        {
+            KmemCacheNode* n = _d->Nodes + i;
+            NativeSpinLock.Acquire(&n->ListLock);
+            PageFrame* slab = n->Partial;
+            while (slab != null)
+            {
+                PageFrame* next = slab->Next;
+                if (SlabPage.InUse(slab) == 0)
+                {
+                    SlabPage.Remove(&n->Partial, slab);
+                    n->NrPartial--;
+                    n->NrSlabs--;
+                    n->TotalObjects -= _d->Objects;
+                    SlabPage.SetList(slab, SlabPage.ListNone);
+                    empty.Add((nint)slab);
+                }
+                slab = next;
+            }
+            NativeSpinLock.Release(&n->ListLock);
+        }
+        foreach (nint slab in empty)
+        {
+            DiscardSlab((PageFrame*)slab);
+            pages += 1L << _d->Order;
+        }
+        return pages;
+    }
+}

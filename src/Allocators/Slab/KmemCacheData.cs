@@ -1,0 +1,118 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Physical;
+
+namespace Allocators.Slab;
+
+/// <summary>A cache's native state (the kernel's <c>struct kmem_cache</c>). Layout values are fixed at creation.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct KmemCacheData
+{
+    // Read on the fast paths.
+    public int RegistrySlot;
+    public int FastPath;          // 1 when per-thread magazines serve this cache
+    public long RegistryId;
+    public int Size;              // slot size: object, red zones and metadata (s->size)
+    public int ObjectSize;        // what callers asked for (s->object_size)
+    public int RedLeftPad;        // bytes before the object inside its slot
+    public int Offset;            // free pointer offset from the object start
+    public uint Reciprocal;       // ceil(2^32 / Size), for slot index arithmetic
+    public int Objects;           // objects per slab
+    public ulong Random;          // freelist hardening secret
+    public int Flags;             // SlabFlags
+    public int InUse;             // object + right red zone: where the slot's metadata starts (s->inuse)
+    public int TrackOffset;       // StoreUser: two Track records from the object start
+    public int OrigSizeOffset;    // kmalloc with debug: requested size (uint) from the object start; -1 when absent
+    public int Order;
+    public int Align;
+    public int MagazineCapacity;
+    public int MinPartial;
+    public int NodeCount;
+    public int Id;
+    public nint Handle;           // GCHandle of the managed KmemCache
+
+    // Depot of magazines, under DepotLock.
+    public int DepotLock;
+    public int NrFull;
+    public int NrEmpty;
+    public int MaxFull;
+    public Magazine* FullMagazines;
+    public Magazine* EmptyMagazines;
+
+    public KmemCacheNode* Nodes;
+
+    // Slow-path statistics (Interlocked or under locks).
+    public long AllocSlowPath;
+    public long FreeSlowPath;
+    public long AllocFailures;
+    public long SlabsAllocated;
+    public long SlabsFreed;
+    public long DepotExchanges;
+    public long CorruptionsFound;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly bool Has(SlabFlags flag) => (Flags & (int)flag) != 0;
+}
+
+/// <summary>Per-node slab lists (the kernel's <c>struct kmem_cache_node</c>), under ListLock.</summary>
+[StructLayout(LayoutKind.Sequential, Size = 128)]
+internal unsafe struct KmemCacheNode
+{
+    public int ListLock;
+    public int Pad;
+    public PageFrame* Partial;
+    public PageFrame* Full;
+    public long NrPartial;
+    public long NrFull;
+    public long NrSlabs;
+    public long TotalObjects;
+    public long InUseObjects;
+}
+
+/// <summary>A magazine (Bonwick): a stack of object pointers owned by one thread or parked in the depot.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct Magazine
+{
+    public Magazine* Next;
+    public int Count;
+    public int Capacity;
+
+    public void** Objects
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (void**)((byte*)Unsafe.AsPointer(ref this) + sizeof(Magazine));
+    }
+
+    public static Magazine* Create(int capacity)
+    {
+        var m = (Magazine*)NativeMemory.Alloc((nuint)(sizeof(Magazine) + capacity * sizeof(void*)));
+        m->Next = null;
+        m->Count = 0;
+        m->Capacity = capacity;
+        return m;
+    }
+}
+
+/// <summary>A thread's magazines for one cache, after the <see cref="Threading.ThreadCacheHeader"/>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct MagazineCache
+{
+    public Threading.ThreadCacheHeader Header;
+    public Magazine* Loaded;
+    public Magazine* Previous;
+    public long AllocFastPath;
+    public long FreeFastPath;
+    public long Refills;
+    public long Flushes;
+}
+
+/// <summary>Who allocated or freed an object (the kernel's <c>struct track</c>), kept in the slot with StoreUser.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct Track
+{
+    public int CallSite;          // index into the call-site table; 0 = none
+    public int ThreadId;
+    public int Cpu;
+    public int Pad;
+    public long Timestamp;        // Environment.TickCount64 when recorded
+}

@@ -1,0 +1,298 @@
+using System.Globalization;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using Allocators.Diagnostics;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Slab;
+
+/// <summary>Tunables of the slab layer.</summary>
+public sealed class SlabAllocatorOptions
+{
+    /// <summary>Debug flags given to every kmalloc cache (like booting with slub_debug=). Default none.</summary>
+    public SlabFlags KmallocFlags { get; init; }
+}
+
+/// <summary>
+/// The slab layer of a memory system: creates <see cref="KmemCache"/>s and serves the kmalloc family from the
+/// caches kmalloc-8 ... kmalloc-8k, larger requests from the page allocator as compound pages ("large kmalloc").
+/// </summary>
+/// <remarks>
+/// Thread-safe. kmalloc of a power-of-two size is aligned to that size. A pointer from kmalloc may be freed on any
+/// thread. Failure returns null; misuse throws <see cref="MemoryCorruptionException"/> and changes nothing.
+/// </remarks>
+public sealed unsafe class SlabAllocator : IDisposable
+{
+    /// <summary>The largest size served by a kmalloc cache (KMALLOC_MAX_CACHE_SIZE).</summary>
+    public const int KmallocMaxCacheSize = 8192;
+
+    /// <summary>What kmalloc(0) returns (ZERO_SIZE_PTR): not null, never dereferenceable, kfree ignores it.</summary>
+    public static void* ZeroSizePointer => (void*)16;
+
+    private static readonly int[] KmallocSizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+
+    // kmalloc size index for 1..192 bytes by (size - 1) / 8, like the kernel's size_index table.
+    private static ReadOnlySpan<byte> SmallSizeIndex =>
+    [
+        0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6,
+    ];
+
+    private readonly PageAllocator _pages;
+    private readonly PhysicalMemory _memory;
+    private readonly KmemCache[] _kmalloc;
+    private readonly nint* _kmallocData;
+    private readonly List<KmemCache> _caches = new();
+    private readonly Lock _lock = new();
+    private readonly Func<long> _shrinker;
+    private int _nextId;
+    private bool _disposed;
+
+    /// <summary>Builds the slab layer on <paramref name="pages"/> and creates the kmalloc caches.</summary>
+    public SlabAllocator(PageAllocator pages, SlabAllocatorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(pages);
+        _pages = pages;
+        _memory = pages.Memory;
+        Options = options ?? new SlabAllocatorOptions();
+        _kmalloc = new KmemCache[KmallocSizes.Length];
+        _kmallocData = (nint*)NativeMemory.AllocZeroed((nuint)KmallocSizes.Length, (nuint)sizeof(nint));
+        for (int i = 0; i < KmallocSizes.Length; i++)
+        {
+            int size = KmallocSizes[i];
+            int align = BitOperations.IsPow2(size) ? size : 0;
+            _kmalloc[i] = CreateCache(KmallocName(size), size, Math.Min(align, PageFrame.PageSize),
+                SlabFlags.Kmalloc | Options.KmallocFlags, null);
+            _kmallocData[i] = (nint)_kmalloc[i].Data;
+        }
+        _shrinker = ShrinkAll;
+        pages.RegisterShrinker(_shrinker);
+    }
+
+    /// <summary>The tunables.</summary>
+    public SlabAllocatorOptions Options { get; }
+
+    /// <summary>The page allocator slabs come from.</summary>
+    public PageAllocator Pages => _pages;
+
+    /// <summary>Fault injection for slab allocations (failslab); disabled by default.</summary>
+    public FaultAttributes Failslab { get; } = new();
+
+    /// <summary>Call sites recorded by StoreUser caches.</summary>
+    public CallSiteTable CallSites { get; } = new();
+
+    /// <summary>Raised for every problem any cache reports (red zone, poison, free pointer, leaks at destroy).</summary>
+    public event Action<SlabReport>? CorruptionDetected;
+
+    internal bool FailslabActive
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Failslab.Enabled;
+    }
+
+    /// <summary>Every live cache, kmalloc caches first.</summary>
+    public IReadOnlyList<KmemCache> Caches { get { lock (_lock) return _caches.ToArray(); } }
+
+    /// <summary>The kmalloc caches, smallest first.</summary>
+    public IReadOnlyList<KmemCache> KmallocCaches => _kmalloc;
+
+    private static string KmallocName(int size) => size >= 1024 ? $"kmalloc-{size / 1024}k" : $"kmalloc-{size}";
+
+    /// <summary>Creates a cache (kmem_cache_create). <paramref name="align"/> 0 means word alignment.</summary>
+    public KmemCache CreateCache(string name, int size, int align = 0, SlabFlags flags = SlabFlags.None, SlabConstructor? ctor = null)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var cache = new KmemCache(this, name, size, align, flags, ctor, ++_nextId);
+            _caches.Add(cache);
+            return cache;
+        }
+    }
+
+    /// <summary>Creates a typed cache of <typeparamref name="T"/> objects.</summary>
+    public KmemCache<T> CreateCache<T>(string? name = null, SlabFlags flags = SlabFlags.None) where T : unmanaged
+        => new(CreateCache(name ?? typeof(T).Name, sizeof(T), 0, flags, null));
+
+    internal void Remove(KmemCache cache)
+    {
+        lock (_lock) _caches.Remove(cache);
+    }
+
+    internal void OnReport(SlabReport report) => CorruptionDetected?.Invoke(report);
+
+    /// <summary>The kmalloc cache that serves <paramref name="size"/> bytes, or null above 8 KiB (kmalloc_slab).</summary>
+    public KmemCache? KmallocCache(nuint size) => size == 0 || size > KmallocMaxCacheSize ? null : _kmalloc[KmallocIndex(size)];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int KmallocIndex(nuint size)
+        => size <= 192 ? SmallSizeIndex[(int)(size - 1) >> 3] : BitOperations.Log2(size - 1);
+
+    /// <summary>Allocates <paramref name="size"/> bytes (kmalloc). Null on failure; <see cref="ZeroSizePointer"/> for 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* Kmalloc(nuint size, Gfp gfp = Gfp.Kernel)
+    {
+        if (size - 1 < KmallocMaxCacheSize)
+        {
+            int index = KmallocIndex(size);
+            if (!Failslab.Enabled)
+            {
+                void* obj = KmemCache.AllocFast((KmemCacheData*)_kmallocData[index]);
+                if (obj != null)
+                {
+                    if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, size);
+                    return obj;
+                }
+            }
+            return _kmalloc[index].AllocSlowPath(gfp, -1, (int)size);
+        }
+        return KmallocLargeOrZero(size, gfp, -1);
+    }
+
+    /// <summary>Allocates zeroed memory (kzalloc).</summary>
+    public void* Kzalloc(nuint size, Gfp gfp = Gfp.Kernel) => Kmalloc(size, gfp | Gfp.Zero);
+
+    /// <summary>Allocates a zeroed array of <paramref name="count"/> elements (kcalloc); null when the size overflows.</summary>
+    public void* Kcalloc(nuint count, nuint size, Gfp gfp = Gfp.Kernel)
+    {
+        if (size != 0 && count > nuint.MaxValue / size) return null;
+        return Kmalloc(count * size, gfp | Gfp.Zero);
+    }
+
+    /// <summary>Allocates from a given node (kmalloc_node).</summary>
+    public void* KmallocNode(nuint size, Gfp gfp, int node)
+    {
+        if (size - 1 < KmallocMaxCacheSize) return _kmalloc[KmallocIndex(size)].AllocSlowPath(gfp, node, (int)size);
+        return KmallocLargeOrZero(size, gfp, node);
+    }
+
+    private void* KmallocLargeOrZero(nuint size, Gfp gfp, int node)
+    {
+        if (size == 0) return ZeroSizePointer;
+        if (size > (nuint)PageFrame.PageSize << PageAllocator.MaxOrder) return null;
+        int order = BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)((size + PageFrame.PageSize - 1) >> PageFrame.PageShift)));
+        PageFrame* page = _pages.AllocPagesNode(node, gfp | Gfp.Comp, order);
+        if (page == null) return null;
+        page->FlagsAndZone |= (uint)PageFlags.LargeKmalloc;
+        return _pages.PageAddress(page);
+    }
+
+    /// <summary>Frees memory from kmalloc (kfree). Null and <see cref="ZeroSizePointer"/> are ignored.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Kfree(void* p)
+    {
+        if ((nuint)p <= 16) return;
+        PageFrame* page = KmemCache.SlabOf(_memory, p);
+        if (page != null && (page->FlagsAndZone & (uint)PageFlags.Slab) != 0)
+        {
+            var d = SlabPage.Cache(page);
+            if (!KmemCache.FreeFast(_memory, d, page, p)) KmemCache.FromData(d).FreeSlowPath(page, p);
+            return;
+        }
+        KfreeLarge(p, page);
+    }
+
+    private void KfreeLarge(void* p, PageFrame* page)
+    {
+        if (page == null)
+            throw new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p);
+        if ((page->FlagsAndZone & (uint)PageFlags.LargeKmalloc) == 0 || !page->Has(PageFlags.Allocated))
+            throw new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
+                page->Pfn, page->Describe(), (nuint)p);
+        if (_pages.PageAddress(page) != p)
+            throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+                page->Pfn, page->Describe(), (nuint)p);
+        page->FlagsAndZone &= ~(ulong)(uint)PageFlags.LargeKmalloc;
+        _pages.FreePages(page, page->Order);
+    }
+
+    /// <summary>Frees every non-zero pointer of <paramref name="pointers"/> (kfree_bulk).</summary>
+    public void KfreeBulk(ReadOnlySpan<nint> pointers)
+    {
+        foreach (nint p in pointers) Kfree((void*)p);
+    }
+
+    /// <summary>Usable size of a kmalloc allocation (ksize): the slot's object size, or the large block's size.</summary>
+    public nuint Ksize(void* p)
+    {
+        if ((nuint)p <= 16) return 0;
+        PageFrame* page = KmemCache.SlabOf(_memory, p);
+        if (page != null && page->Has(PageFlags.Slab)) return (nuint)SlabPage.Cache(page)->ObjectSize;
+        if (page != null && page->Has(PageFlags.LargeKmalloc)) return (nuint)PageFrame.PageSize << page->Order;
+        throw new MemoryCorruptionException($"ksize: 0x{(nuint)p:x} was not allocated by kmalloc.", (nuint)p);
+    }
+
+    /// <summary>
+    /// Resizes a kmalloc allocation (krealloc): in place while the new size fits the slot (red-zoning or zeroing the
+    /// tail as SLUB does), otherwise by allocate, copy and free. On failure the old block is untouched and null is returned.
+    /// </summary>
+    public void* Krealloc(void* p, nuint newSize, Gfp gfp = Gfp.Kernel)
+    {
+        if ((nuint)p <= 16) return Kmalloc(newSize, gfp);
+        if (newSize == 0)
+        {
+            Kfree(p);
+            return ZeroSizePointer;
+        }
+        PageFrame* page = KmemCache.SlabOf(_memory, p);
+        nuint keep;
+        if (page != null && page->Has(PageFlags.Slab))
+        {
+            KmemCache cache = KmemCache.FromData(SlabPage.Cache(page));
+            cache.CheckKmallocPointer(page, p);
+            int old = cache.OriginalSize(p);
+            if (newSize <= (nuint)cache.ObjectSize)
+            {
+                cache.ResizeInPlace(p, old, (int)newSize, (gfp & Gfp.Zero) != 0);
+                return p;
+            }
+            keep = (nuint)old;
+        }
+        else
+        {
+            nuint size = Ksize(p);
+            if (newSize <= size) return p;
+            keep = size;
+        }
+        void* fresh = Kmalloc(newSize, gfp);
+        if (fresh == null) return null;
+        Buffer.MemoryCopy(p, fresh, (long)newSize, (long)Math.Min(keep, newSize));
+        Kfree(p);
+        return fresh;
+    }
+
+    /// <summary>Shrinks every cache (drop_caches for slabs); returns the pages given back.</summary>
+    public long ShrinkAll()
+    {
+        long pages = 0;
+        foreach (var cache in Caches) pages += cache.Shrink();
+        return pages;
+    }
+
+    /// <summary>All caches exactly in /proc/slabinfo 2.1 format.</summary>
+    public string SlabInfo()
+    {
+        var sb = new StringBuilder();
+        sb.Append("slabinfo - version: 2.1\n");
+        sb.Append("# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n");
+        foreach (var cache in Caches) sb.Append(cache.SlabInfoLine()).Append('\n');
+        return sb.ToString();
+    }
+
+    /// <summary>Releases every cache's metadata. Objects still allocated are abandoned with the arena.</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        _pages.UnregisterShrinker(_shrinker);
+        foreach (var cache in Caches) cache.Abandon();
+        NativeMemory.Free(_kmallocData);
+    }
+
+    internal string Describe(int cacheId) => string.Create(CultureInfo.InvariantCulture, $"cache #{cacheId}");
+}

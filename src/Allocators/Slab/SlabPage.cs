@@ -1,0 +1,49 @@
+using System.Runtime.CompilerServices;
+using Allocators.Physical;
+
+namespace Allocators.Slab;
+
+/// <summary>
+/// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay): owning cache in
+/// Private, the slab's free list head in Data0, in-use count, object count and list membership in Data1.
+/// </summary>
+internal static unsafe class SlabPage
+{
+    public const int ListNone = 0;
+    public const int ListPartial = 1;
+    public const int ListFull = 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static KmemCacheData* Cache(PageFrame* slab) => (KmemCacheData*)slab->Private;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void* Freelist(PageFrame* slab) => (void*)slab->Data0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SetFreelist(PageFrame* slab, void* head) => slab->Data0 = (ulong)head;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int InUse(PageFrame* slab) => (int)(uint)slab->Data1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SetInUse(PageFrame* slab, int value) => slab->Data1 = (slab->Data1 & ~0xFFFF_FFFFUL) | (uint)value;
+
+    public static int List(PageFrame* slab) => (int)(slab->Data1 >> 32);
+
+    public static void SetList(PageFrame* slab, int list) => slab->Data1 = (slab->Data1 & 0xFFFF_FFFFUL) | ((ulong)list << 32);
+
+    public static void Push(PageFrame** head, PageFrame* slab)
+    {
+        slab->Prev = null;
+        slab->Next = *head;
+        if (*head != null) (*head)->Prev = slab;
+        *head = slab;
+    }
+
+    public static void Remove(PageFrame** head, PageFrame* slab)
+    {
+        if (slab->Prev != null) slab->Prev->Next = slab->Next; else *head = slab->Next;
+        if (slab->Next != null) slab->Next->Prev = slab->Prev;
+        slab->Next = slab->Prev = null;
+    }
+}

@@ -1,0 +1,22 @@
+namespace Allocators.Slab;
+
+/// <summary>One problem found in a slab cache, with the kernel-style report text.</summary>
+/// <param name="Cache">Name of the cache.</param>
+/// <param name="Problem">The one-line title, e.g. "Right Redzone overwritten".</param>
+/// <param name="Address">The object (or slab) address involved.</param>
+/// <param name="Text">The full multi-line report (BUG / INFO / FIX lines).</param>
+public sealed record SlabReport(string Cache, string Problem, nuint Address, string Text)
+{
+    /// <summary>The report's first line: <c>BUG &lt;cache&gt;: &lt;problem&gt;</c>.</summary>
+    public string Title => $"BUG {Cache}: {Problem}";
+
+    /// <inheritdoc/>
+    public override string ToString() => Text;
+}
+
+/// <summary>Counters of one cache, like /sys/kernel/slab/&lt;cache&gt;/ statistics.</summary>
+public readonly record struct KmemCacheStats(
+    long AllocFastPath, long AllocSlowPath, long FreeFastPath, long FreeSlowPath,
+    long CpuCacheRefill, long CpuCacheFlush, long DepotExchanges,
+    long SlabsAllocated, long SlabsFreed, long AllocFailures, long CorruptionsFound,
+    long ActiveObjects, long TotalObjects, long Slabs, long PartialSlabs);
