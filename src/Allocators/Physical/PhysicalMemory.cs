@@ -25,6 +25,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly byte* _contiguousBase;      // non-null when all sections sit in one host range
     private readonly nuint _contiguousBytes;
     private readonly int _memFd = -1;
+    private readonly PageFrame* _flatMemMap;     // the only frame array of the flat model: virt_to_page without a section walk
     private SectionLookupTable* _lookup;          // sparse NativeMemory model only
     private nint _lookupAddress;                  // _lookup, published for lock-free readers
     private readonly List<nint> _retiredLookups = new();
@@ -65,6 +66,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         int initial = (int)(options.Size / _sectionBytes);
         for (int i = 0; i < initial; i++) OnlineSection(i, node: -1);
+        if (Model == MemoryModel.Flat) _flatMemMap = _sections[0].MemMap;
     }
 
     /// <summary>The options this arena was built with.</summary>
@@ -146,6 +148,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public PageFrame* VirtToPage(void* address)
     {
+        if (_flatMemMap != null)
+        {
+            nuint flat = (nuint)address - (nuint)_contiguousBase;
+            return flat < _contiguousBytes ? _flatMemMap + (flat >> PageFrame.PageShift) : null;
+        }
         if (_contiguousBase != null)
         {
             nuint offset = (nuint)address - (nuint)_contiguousBase;
