@@ -1,4 +1,5 @@
 using Allocators.PageAlloc;
+using Allocators.Percpu;
 using Allocators.Physical;
 using Allocators.Slab;
 
@@ -32,6 +33,7 @@ public sealed class MemorySystem : IDisposable
         {
             Pages = new PageAllocator(Memory, Options.PageAllocator);
             Slab = new SlabAllocator(Pages, Options.Slab);
+            Percpu = new PercpuAllocator(Pages);
         }
         catch
         {
@@ -53,9 +55,13 @@ public sealed class MemorySystem : IDisposable
     /// <summary>The slab layer: kmem caches and kmalloc.</summary>
     public SlabAllocator Slab { get; }
 
+    /// <summary>The per-CPU allocator: variables with one copy per possible CPU.</summary>
+    public PercpuAllocator Percpu { get; }
+
     /// <summary>Releases every layer and the arena.</summary>
     public void Dispose()
     {
+        Percpu.Dispose();
         Slab.Dispose();
         Pages.Dispose();
         Memory.Dispose();

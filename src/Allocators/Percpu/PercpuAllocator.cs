@@ -1,0 +1,226 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Native;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Percpu;
+
+/// <summary>
+/// The per-CPU allocator (the kernel's mm/percpu.c): carves variables that exist once per possible CPU out of
+/// chunks of units, one unit per CPU at a fixed stride, so <c>per_cpu_ptr(p, cpu) = p + cpu * UnitSize</c> in O(1).
+/// Chunks are contiguous page blocks from the page allocator, created and destroyed on demand; memory is zeroed.
+/// </summary>
+/// <remarks>Thread-safe; allocation and free take the allocator's lock (pcpu_alloc_mutex); access does not.</remarks>
+public sealed unsafe class PercpuAllocator : IDisposable
+{
+    /// <summary>Allocation granule in bytes (PCPU_MIN_ALLOC_SIZE in spirit).</summary>
+    public const int Granule = 8;
+
+    private readonly PageAllocator _pages;
+    private readonly List<nint> _chunks = new();
+    private readonly Lock _lock = new();
+    private readonly int _unitGranules;
+    private readonly int _chunkOrder;
+    private bool _disposed;
+
+    /// <summary>Builds a per-CPU allocator whose chunks come from <paramref name="pages"/>.</summary>
+    /// <param name="pages">The page allocator.</param>
+    /// <param name="possibleCpus">Number of units per chunk; default: the machine's possible CPUs.</param>
+    /// <param name="unitSize">Bytes per unit (a power of two, 4 KiB..64 KiB); shrunk if a chunk would exceed 4 MiB.</param>
+    public PercpuAllocator(PageAllocator pages, int? possibleCpus = null, int unitSize = 64 * 1024)
+    {
+        ArgumentNullException.ThrowIfNull(pages);
+        _pages = pages;
+        PossibleCpus = Math.Max(1, possibleCpus ?? Math.Max(HostMemory.PossibleCpus, Environment.ProcessorCount));
+        if (!BitOperations.IsPow2(unitSize) || unitSize < PageFrame.PageSize || unitSize > 64 * 1024)
+            throw new ArgumentOutOfRangeException(nameof(unitSize), unitSize, "Unit size must be a power of two from 4 KiB to 64 KiB.");
+        long maxChunk = (long)PageFrame.PageSize << PageAllocator.MaxOrder;
+        while ((long)unitSize * BitOperations.RoundUpToPowerOf2((uint)PossibleCpus) > maxChunk && unitSize > PageFrame.PageSize) unitSize /= 2;
+        if ((long)unitSize * PossibleCpus > maxChunk)
+            throw new ArgumentOutOfRangeException(nameof(possibleCpus), PossibleCpus, "Too many CPUs for one 4 MiB chunk.");
+        UnitSize = unitSize;
+        _unitGranules = unitSize / Granule;
+        long chunkPages = (long)PossibleCpus * unitSize / PageFrame.PageSize;
+        _chunkOrder = BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)chunkPages));
+    }
+
+    /// <summary>Units per chunk: one per possible CPU.</summary>
+    public int PossibleCpus { get; }
+
+    /// <summary>Distance in bytes between two CPUs' copies of a variable.</summary>
+    public int UnitSize { get; }
+
+    /// <summary>Chunks currently allocated.</summary>
+    public int ChunkCount { get { lock (_lock) return _chunks.Count; } }
+
+    /// <summary>The CPU the calling thread runs on, folded into 0..PossibleCpus-1 (smp_processor_id).</summary>
+    public int CurrentCpu
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            int cpu = Thread.GetCurrentProcessorId();
+            return (uint)cpu < (uint)PossibleCpus ? cpu : cpu % PossibleCpus;
+        }
+    }
+
+    /// <summary>
+    /// Allocates a zeroed per-CPU area of <paramref name="size"/> bytes aligned to <paramref name="align"/> (up to a page)
+    /// in every unit (__alloc_percpu). Returns the unit-0 address, or 0 when memory runs out.
+    /// </summary>
+    public nint AllocPercpu(int size, int align = Granule)
+    {
+        if (size <= 0 || size > UnitSize) throw new ArgumentOutOfRangeException(nameof(size), size, $"Size must be 1..{UnitSize}.");
+        if (align <= 0 || !BitOperations.IsPow2(align) || align > PageFrame.PageSize)
+            throw new ArgumentOutOfRangeException(nameof(align), align, "Alignment must be a power of two up to 4096.");
+        int granules = (size + Granule - 1) / Granule;
+        int alignGranules = Math.Max(1, align / Granule);
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (nint c in _chunks)
+            {
+                var chunk = (PercpuChunk*)c;
+                if (chunk->FreeBytes < granules * Granule || chunk->ContigHint < granules) continue;
+                int start = FindFit(chunk, granules, alignGranules);
+                if (start >= 0) return Commit(chunk, start, granules);
+                // No aligned run of this length: any free run is shorter than granules + align - 1.
+                chunk->ContigHint = Math.Min(chunk->ContigHint, granules + alignGranules - 2);
+            }
+            PercpuChunk* fresh = CreateChunk();
+            if (fresh == null) return 0;
+            return Commit(fresh, FindFit(fresh, granules, alignGranules), granules);
+        }
+    }
+
+    /// <summary>Allocates one zeroed <typeparamref name="T"/> per possible CPU (alloc_percpu).</summary>
+    /// <exception cref="OutOfMemoryException">No memory for a new chunk.</exception>
+    public Percpu<T> AllocPercpu<T>() where T : unmanaged
+    {
+        int align = Math.Min((int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(sizeof(T), 1)), 64);
+        nint p = AllocPercpu(sizeof(T), Math.Max(align, Granule));
+        if (p == 0) throw new OutOfMemoryException($"alloc_percpu: no memory for {sizeof(T)} bytes per CPU.");
+        return new Percpu<T>(this, p);
+    }
+
+    /// <summary>Frees a per-CPU area (free_percpu); 0 is ignored. Throws for a pointer this allocator did not return.</summary>
+    public void FreePercpu(nint pointer)
+    {
+        if (pointer == 0) return;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            PercpuChunk* chunk = FindChunk(pointer);
+            long offset = pointer - (nint)(chunk == null ? null : chunk->Base);
+            int start = (int)(offset / Granule);
+            if (chunk == null || offset < 0 || offset >= UnitSize || offset % Granule != 0 || chunk->Sizes[start] == 0)
+                throw new Diagnostics.MemoryCorruptionException($"free_percpu: 0x{pointer:x} is not a live per-CPU allocation.", (nuint)pointer);
+            int granules = chunk->Sizes[start];
+            chunk->Sizes[start] = 0;
+            for (int i = start; i < start + granules; i++) chunk->AllocMap[i >> 6] &= ~(1UL << (i & 63));
+            chunk->FreeBytes += granules * Granule;
+            chunk->ContigHint = _unitGranules;
+            if (chunk->FreeBytes == UnitSize && CountEmpty() > 1) DestroyChunk(chunk);
+        }
+    }
+
+    /// <summary>The address of CPU <paramref name="cpu"/>'s copy (per_cpu_ptr).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* PerCpuPtr(nint pointer, int cpu)
+    {
+        if ((uint)cpu >= (uint)PossibleCpus) throw new ArgumentOutOfRangeException(nameof(cpu), cpu, $"CPUs are 0..{PossibleCpus - 1}.");
+        return (byte*)pointer + (nint)cpu * UnitSize;
+    }
+
+    /// <summary>The address of the current CPU's copy (this_cpu_ptr).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* ThisCpuPtr(nint pointer) => (byte*)pointer + (nint)CurrentCpu * UnitSize;
+
+    private int FindFit(PercpuChunk* chunk, int granules, int alignGranules)
+    {
+        for (int start = 0; start + granules <= _unitGranules; start += alignGranules)
+        {
+            int busy = FirstBusy(chunk, start, granules);
+            if (busy < 0) return start;
+            // Skip past the busy granule, keeping alignment.
+            start = (busy / alignGranules) * alignGranules;
+        }
+        return -1;
+    }
+
+    private static int FirstBusy(PercpuChunk* chunk, int start, int count)
+    {
+        for (int i = start; i < start + count; i++)
+        {
+            ulong word = chunk->AllocMap[i >> 6];
+            if (word == 0 && (i & 63) == 0 && i + 64 <= start + count) { i += 63; continue; }
+            if ((word & (1UL << (i & 63))) != 0) return i;
+        }
+        return -1;
+    }
+
+    private nint Commit(PercpuChunk* chunk, int start, int granules)
+    {
+        for (int i = start; i < start + granules; i++) chunk->AllocMap[i >> 6] |= 1UL << (i & 63);
+        chunk->Sizes[start] = (ushort)granules;
+        chunk->FreeBytes -= granules * Granule;
+        byte* unit0 = chunk->Base + start * Granule;
+        for (int cpu = 0; cpu < PossibleCpus; cpu++) NativeMemory.Clear(unit0 + (nint)cpu * UnitSize, (nuint)(granules * Granule));
+        return (nint)unit0;
+    }
+
+    private PercpuChunk* CreateChunk()
+    {
+        PageFrame* page = _pages.AllocPages(Gfp.Kernel | Gfp.Comp | Gfp.NoWarn, _chunkOrder);
+        if (page == null) return null;
+        var chunk = (PercpuChunk*)NativeMemory.AllocZeroed((nuint)sizeof(PercpuChunk));
+        chunk->Page = page;
+        chunk->Order = _chunkOrder;
+        chunk->Base = _pages.PageAddress(page);
+        chunk->FreeBytes = UnitSize;
+        chunk->ContigHint = _unitGranules;
+        chunk->AllocMap = (ulong*)NativeMemory.AllocZeroed((nuint)((_unitGranules + 63) / 64), sizeof(ulong));
+        chunk->Sizes = (ushort*)NativeMemory.AllocZeroed((nuint)_unitGranules, sizeof(ushort));
+        _chunks.Add((nint)chunk);
+        return chunk;
+    }
+
+    private void DestroyChunk(PercpuChunk* chunk)
+    {
+        _chunks.Remove((nint)chunk);
+        _pages.FreePages(chunk->Page, chunk->Order);
+        NativeMemory.Free(chunk->AllocMap);
+        NativeMemory.Free(chunk->Sizes);
+        NativeMemory.Free(chunk);
+    }
+
+    private int CountEmpty()
+    {
+        int empty = 0;
+        foreach (nint c in _chunks) if (((PercpuChunk*)c)->FreeBytes == UnitSize) empty++;
+        return empty;
+    }
+
+    private PercpuChunk* FindChunk(nint pointer)
+    {
+        foreach (nint c in _chunks)
+        {
+            var chunk = (PercpuChunk*)c;
+            if ((nuint)(pointer - (nint)chunk->Base) < (nuint)UnitSize) return chunk;
+        }
+        return null;
+    }
+
+    /// <summary>Gives every chunk back to the page allocator. Per-CPU pointers become invalid.</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            while (_chunks.Count > 0) DestroyChunk((PercpuChunk*)_chunks[^1]);
+        }
+    }
+}
