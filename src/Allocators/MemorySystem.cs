@@ -1,4 +1,6 @@
+using Allocators.Diagnostics;
 using Allocators.PageAlloc;
+using Allocators.Reclaim;
 using Allocators.Percpu;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -16,6 +18,9 @@ public sealed class MemorySystemOptions
 
     /// <summary>Slab layer tunables.</summary>
     public SlabAllocatorOptions Slab { get; init; } = new();
+
+    /// <summary>Give cached and free memory back after this long without page activity; null (default) never.</summary>
+    public TimeSpan? IdleTrimAfter { get; init; }
 }
 
 /// <summary>
@@ -34,13 +39,16 @@ public sealed class MemorySystem : IDisposable
             Pages = new PageAllocator(Memory, Options.PageAllocator);
             Slab = new SlabAllocator(Pages, Options.Slab);
             Percpu = new PercpuAllocator(Pages);
+            if (Options.IdleTrimAfter is { } idle) Trimmer = new IdleTrimmer(Pages, Slab, idle);
         }
         catch
         {
+            Slab?.Dispose();
             Pages?.Dispose();
             Memory.Dispose();
             throw;
         }
+        MemorySystemRegistry.Add(this);
     }
 
     /// <summary>The options the system was built with.</summary>
@@ -58,9 +66,19 @@ public sealed class MemorySystem : IDisposable
     /// <summary>The per-CPU allocator: variables with one copy per possible CPU.</summary>
     public PercpuAllocator Percpu { get; }
 
+    /// <summary>The idle trimmer, when <see cref="MemorySystemOptions.IdleTrimAfter"/> is set.</summary>
+    public IdleTrimmer? Trimmer { get; }
+
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed { get; private set; }
+
     /// <summary>Releases every layer and the arena.</summary>
     public void Dispose()
     {
+        if (IsDisposed) return;
+        IsDisposed = true;
+        MemorySystemRegistry.Remove(this);
+        Trimmer?.Dispose();
         Percpu.Dispose();
         Slab.Dispose();
         Pages.Dispose();

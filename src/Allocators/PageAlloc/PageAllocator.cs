@@ -95,6 +95,11 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         SetupWatermarks();
     }
 
+    private static int s_nextId;
+
+    /// <summary>Process-unique number of this allocator (the <c>allocators.system</c> metric attribute).</summary>
+    public int Id { get; } = Interlocked.Increment(ref s_nextId);
+
     /// <summary>The arena this allocator hands out.</summary>
     public PhysicalMemory Memory => _memory;
 

@@ -1,0 +1,44 @@
+using System.Buffers;
+using Allocators.Buffers;
+using Microsoft.AspNetCore.Connections;
+
+namespace Allocators.AspNetCore;
+
+/// <summary>
+/// Kestrel's memory pool factory (.NET 10's <see cref="IMemoryPoolFactory{T}"/>) backed by Allocators: every pool it
+/// creates is a <see cref="NativeMemoryPool"/> over one shared <see cref="MemorySystem"/>.
+/// </summary>
+public sealed class NativeMemoryPoolFactory : IMemoryPoolFactory<byte>
+{
+    private readonly MemorySystem _system;
+    private readonly NativeMemoryPoolOptions _options;
+    private readonly List<NativeMemoryPool> _pools = new();
+    private readonly Lock _lock = new();
+
+    /// <summary>Creates the factory over <paramref name="system"/>.</summary>
+    public NativeMemoryPoolFactory(MemorySystem system, NativeMemoryPoolOptions? options = null)
+    {
+        _system = system ?? throw new ArgumentNullException(nameof(system));
+        // Kestrel's socket transport sends multi-segment buffers through arrays: the pool must expose them.
+        options ??= new NativeMemoryPoolOptions();
+        _options = new NativeMemoryPoolOptions
+        {
+            DefaultBufferSize = options.DefaultBufferSize,
+            MaxBufferSize = options.MaxBufferSize,
+            DebugChecks = options.DebugChecks,
+            MaxPooledOwners = options.MaxPooledOwners,
+            ExposeAsArrays = true,
+        };
+    }
+
+    /// <summary>The pools created so far.</summary>
+    public IReadOnlyList<NativeMemoryPool> Pools { get { lock (_lock) return _pools.ToArray(); } }
+
+    /// <summary>Creates a pool for one Kestrel transport or connection owner.</summary>
+    public MemoryPool<byte> Create(MemoryPoolOptions? options = null)
+    {
+        var pool = new NativeMemoryPool(_system, _options);
+        lock (_lock) _pools.Add(pool);
+        return pool;
+    }
+}

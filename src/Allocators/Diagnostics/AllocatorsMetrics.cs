@@ -1,0 +1,106 @@
+using System.Diagnostics.Metrics;
+using Allocators.Buffers;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Diagnostics;
+
+/// <summary>
+/// The <c>Allocators</c> meter (System.Diagnostics.Metrics), named like .NET's own aspnetcore.memory_pool.*
+/// instruments: unit <c>By</c> for bytes, attributes <c>allocators.node</c>, <c>allocators.zone</c>,
+/// <c>allocators.cache</c>. Observed on demand from every live <see cref="MemorySystem"/>; nothing is counted on the
+/// hot paths. <c>dotnet-counters monitor --counters Allocators -p &lt;pid&gt;</c> shows them.
+/// </summary>
+public static class AllocatorsMetrics
+{
+    /// <summary>The meter's name.</summary>
+    public const string MeterName = "Allocators";
+
+    private static Meter? s_meter;
+    private static readonly Lock s_lock = new();
+
+    /// <summary>The meter (created with the first memory system).</summary>
+    public static Meter Meter { get { EnsureCreated(); return s_meter!; } }
+
+    internal static void EnsureCreated()
+    {
+        if (s_meter != null) return;
+        lock (s_lock)
+        {
+            if (s_meter != null) return;
+            var meter = new Meter(MeterName, "1.0");
+            meter.CreateObservableUpDownCounter("allocators.pages.free", () => ZoneMeasurements(z => z.FreePages), "By",
+                "Bytes free in the buddy lists, per node and zone.");
+            meter.CreateObservableUpDownCounter("allocators.pages.used", () => ZoneMeasurements(z => z.ManagedPages - z.FreePages), "By",
+                "Bytes of managed memory not in the buddy lists (allocated or cached on per-thread lists), per node and zone.");
+            meter.CreateObservableCounter("allocators.pages.alloc_failures", () => Sum(s => s.Pages.AllocFailures), "{failure}",
+                "Page allocations that failed.");
+            meter.CreateObservableCounter("allocators.pages.released", () => Sum(s => s.Pages.PagesReleasedToHost * PageFrame.PageSize), "By",
+                "Bytes of free memory given back to the OS.");
+            meter.CreateObservableUpDownCounter("allocators.slab.active_objects", () => CacheMeasurements(c => c.ActiveObjects), "{object}",
+                "Objects allocated from each slab cache (per-thread magazines included).");
+            meter.CreateObservableUpDownCounter("allocators.slab.active_bytes", () => CacheMeasurements(c => c.ActiveObjects * c.ObjectSize), "By",
+                "Bytes of objects allocated from each slab cache.");
+            meter.CreateObservableUpDownCounter("allocators.memory_pool.rented", () => PoolSum(p => p.RentedBytes), "By",
+                "Bytes rented out of NativeMemoryPool instances.");
+            meter.CreateObservableCounter("allocators.memory_pool.allocated", () => PoolSum(p => p.TotalRents), "{buffer}",
+                "Buffers rented from NativeMemoryPool instances since start.");
+            meter.CreateObservableUpDownCounter("allocators.memory_pool.pooled", () => Sum(s => s.Pages.PcpPages * PageFrame.PageSize), "By",
+                "Bytes of free pages cached on per-thread lists, ready for reuse.");
+            meter.CreateObservableCounter("allocators.memory_pool.evicted", () => Sum(s => s.Trimmer?.PagesReleased * PageFrame.PageSize ?? 0), "By",
+                "Bytes given back to the OS by idle trimming.");
+            foreach (var extra in s_extra) extra(meter);
+            s_meter = meter;
+        }
+    }
+
+    private static readonly List<Action<Meter>> s_extra = new();
+
+    /// <summary>Lets other layers add their instruments (called before the meter is created).</summary>
+    internal static void AddInstruments(Action<Meter> register)
+    {
+        lock (s_lock)
+        {
+            if (s_meter != null) register(s_meter);
+            else s_extra.Add(register);
+        }
+    }
+
+    private static IEnumerable<Measurement<long>> ZoneMeasurements(Func<Zone, long> pages)
+    {
+        foreach (var system in MemorySystemRegistry.Systems)
+        {
+            foreach (var zone in system.Pages.Zones)
+            {
+                if (!zone.Populated) continue;
+                yield return new Measurement<long>(pages(zone) * PageFrame.PageSize,
+                    new KeyValuePair<string, object?>("allocators.system", system.Pages.Id),
+                    new KeyValuePair<string, object?>("allocators.node", zone.Node),
+                    new KeyValuePair<string, object?>("allocators.zone", zone.Name));
+            }
+        }
+    }
+
+    private static IEnumerable<Measurement<long>> CacheMeasurements(Func<Slab.KmemCache, long> value)
+    {
+        foreach (var system in MemorySystemRegistry.Systems)
+        {
+            foreach (var cache in system.Slab.Caches)
+                yield return new Measurement<long>(value(cache),
+                    new KeyValuePair<string, object?>("allocators.system", system.Pages.Id),
+                    new KeyValuePair<string, object?>("allocators.cache", cache.Name));
+        }
+    }
+
+    private static IEnumerable<Measurement<long>> Sum(Func<MemorySystem, long> value)
+    {
+        foreach (var system in MemorySystemRegistry.Systems)
+            yield return new Measurement<long>(value(system), new KeyValuePair<string, object?>("allocators.system", system.Pages.Id));
+    }
+
+    private static IEnumerable<Measurement<long>> PoolSum(Func<NativeMemoryPool, long> value)
+    {
+        foreach (var group in NativeMemoryPoolRegistry.Snapshot().GroupBy(p => p.Pages.Id))
+            yield return new Measurement<long>(group.Sum(value), new KeyValuePair<string, object?>("allocators.system", group.Key));
+    }
+}

@@ -1,0 +1,129 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Allocators.Buffers;
+using Allocators.Physical;
+
+namespace Allocators.Tests.Buffers;
+
+public class NativeMemoryPoolTests
+{
+    private static MemorySystem NewSystem() => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
+
+    [Theory]
+    [InlineData(-1, 4096)]
+    [InlineData(1, 8)]
+    [InlineData(100, 128)]
+    [InlineData(5000, 8192)]
+    [InlineData(10000, 16384)]
+    [InlineData(1 << 20, 1 << 20)]
+    public void RentGivesAtLeastTheSizeAndWritableMemory(int request, int expected)
+    {
+        using var sys = NewSystem();
+        using var pool = new NativeMemoryPool(sys);
+        using (var owner = pool.Rent(request))
+        {
+            Assert.Equal(expected, owner.Memory.Length);
+            owner.Memory.Span.Fill(0xAB);
+            Assert.All(owner.Memory.Span.ToArray(), b => Assert.Equal(0xAB, b));
+            Assert.Equal(expected, pool.RentedBytes);
+        }
+        Assert.Equal(0, pool.RentedBytes);
+        Assert.Equal(1, pool.TotalRents);
+        Assert.Equal(1, pool.TotalReturns);
+    }
+
+    [Fact]
+    public void SteadyStateRentDisposeAllocatesNoManagedBytes()
+    {
+        using var sys = NewSystem();
+        using var pool = new NativeMemoryPool(sys);
+        for (int i = 0; i < 1000; i++) pool.Rent(4096).Dispose();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 100_000; i++)
+        {
+            var owner = pool.Rent(4096);
+            owner.Memory.Span[0] = 1;
+            owner.Dispose();
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void DebugModeCatchesDoubleReturnAndUseAfterReturn()
+    {
+        using var sys = NewSystem();
+        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { DebugChecks = true });
+        var owner = pool.Rent(64);
+        Memory<byte> memory = owner.Memory;
+        owner.Dispose();
+        var useAfter = Assert.Throws<ObjectDisposedException>(() => memory.Span[0] = 1);
+        Assert.Contains("used after it was returned", useAfter.Message);
+        var twice = Assert.Throws<InvalidOperationException>(() => owner.Dispose());
+        Assert.Contains("returned twice", twice.Message);
+        Assert.Equal(0, pool.RentedBytes);
+    }
+
+    [Fact]
+    public void TooLargeIsRejected()
+    {
+        using var sys = NewSystem();
+        using var pool = new NativeMemoryPool(sys);
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.Rent(pool.MaxBufferSize + 1));
+    }
+
+    [Fact]
+    public async Task PipeRunsOnThePool()
+    {
+        using var sys = NewSystem();
+        using var pool = new NativeMemoryPool(sys);
+        var pipe = new Pipe(new PipeOptions(pool, minimumSegmentSize: 4096, useSynchronizationContext: false));
+        var data = new byte[1_000_000];
+        new Random(3).NextBytes(data);
+        var writer = Task.Run(async () =>
+        {
+            for (int offset = 0; offset < data.Length; offset += 7000)
+                await pipe.Writer.WriteAsync(data.AsMemory(offset, Math.Min(7000, data.Length - offset)));
+            await pipe.Writer.CompleteAsync();
+        });
+        var received = new MemoryStream();
+        while (true)
+        {
+            var result = await pipe.Reader.ReadAsync();
+            foreach (var segment in result.Buffer) received.Write(segment.Span);
+            pipe.Reader.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted) break;
+        }
+        await pipe.Reader.CompleteAsync();
+        await writer;
+        Assert.Equal(data, received.ToArray());
+        Assert.True(pool.TotalRents > 0);
+        Assert.Equal(0, pool.RentedBytes);
+    }
+}
+
+public class NativeMemoryPoolArrayTests
+{
+    [Fact]
+    public void ExposedArraysAliasTheNativeBuffer()
+    {
+        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new Allocators.Physical.PhysicalMemoryOptions { Size = 64L << 20 } });
+        using var pool = new Allocators.Buffers.NativeMemoryPool(sys, new Allocators.Buffers.NativeMemoryPoolOptions { ExposeAsArrays = true });
+        for (int round = 0; round < 3; round++)
+        {
+            foreach (int size in new[] { -1, 10, 5000, 100_000 })
+            {
+                using var owner = pool.Rent(size);
+                Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(owner.Memory, out var segment));
+                Assert.Equal(owner.Memory.Length, segment.Count);
+                Assert.Equal(owner.Memory.Length, segment.Array!.Length);
+                segment.Array[segment.Count - 1] = 42;
+                Assert.Equal(42, owner.Memory.Span[^1]);
+                owner.Memory.Span[0] = 7;
+                Assert.Equal(7, segment.Array[0]);
+                GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+                Assert.Equal(42, segment.Array[^1]);
+            }
+        }
+        Assert.Equal(4096, pool.Rent(-1).Memory.Length);
+    }
+}
