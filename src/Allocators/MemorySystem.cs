@@ -27,7 +27,7 @@ public sealed class MemorySystemOptions
 /// One memory system: owns the arena and composes the allocators built on it (layers flow down only).
 /// Every layer is also usable on its own through its own type.
 /// </summary>
-public sealed class MemorySystem : IDisposable
+public sealed unsafe class MemorySystem : IDisposable
 {
     /// <summary>Builds the default system (256 MiB NativeMemory arena, one node) or the one described.</summary>
     public MemorySystem(MemorySystemOptions? options = null)
@@ -49,7 +49,10 @@ public sealed class MemorySystem : IDisposable
             throw;
         }
         MemorySystemRegistry.Add(this);
+        _descriptor = NativeRegistry.Register(Memory, Pages, Slab);
     }
+
+    private readonly unsafe SystemDescriptor* _descriptor;
 
     /// <summary>The options the system was built with.</summary>
     public MemorySystemOptions Options { get; }
@@ -78,6 +81,7 @@ public sealed class MemorySystem : IDisposable
         if (IsDisposed) return;
         IsDisposed = true;
         MemorySystemRegistry.Remove(this);
+        unsafe { NativeRegistry.Unregister(_descriptor); }
         Trimmer?.Dispose();
         Percpu.Dispose();
         Slab.Dispose();

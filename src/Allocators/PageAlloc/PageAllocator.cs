@@ -100,6 +100,8 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     /// <summary>Process-unique number of this allocator (the <c>allocators.system</c> metric attribute).</summary>
     public int Id { get; } = Interlocked.Increment(ref s_nextId);
 
+    internal ZoneData* ZoneArray => _zones;
+
     /// <summary>The arena this allocator hands out.</summary>
     public PhysicalMemory Memory => _memory;
 

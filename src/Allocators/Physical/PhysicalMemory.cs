@@ -69,6 +69,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
         if (Model == MemoryModel.Flat) _flatMemMap = _sections[0].MemMap;
     }
 
+    internal MemSection* SectionArray => _sections;
+
     /// <summary>The options this arena was built with.</summary>
     public PhysicalMemoryOptions Options { get; }
 

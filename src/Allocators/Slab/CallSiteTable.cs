@@ -6,11 +6,15 @@ namespace Allocators.Slab;
 /// Interns allocation and free call sites for StoreUser tracks: a track in native memory holds only the index.
 /// Capturing walks the managed stack, so only debug caches pay for it.
 /// </summary>
-public sealed class CallSiteTable
+public sealed unsafe class CallSiteTable
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<string, int> _ids = new();
     private readonly List<string> _names = ["<none>"];
+    private readonly Diagnostics.NativeStringTable* _native = Diagnostics.NativeStringTable.Create();
+
+    /// <summary>The native mirror of the names, read by out-of-process inspectors.</summary>
+    internal Diagnostics.NativeStringTable* Native => _native;
 
     /// <summary>Number of distinct call sites recorded.</summary>
     public int Count { get { lock (_lock) return _names.Count - 1; } }
@@ -43,6 +47,7 @@ public sealed class CallSiteTable
             id = _names.Count;
             _names.Add(site);
             _ids[site] = id;
+            Diagnostics.NativeStringTable.Add(_native, id, site);
             return id;
         }
     }

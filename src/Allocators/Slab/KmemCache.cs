@@ -71,6 +71,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         }
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
+        _d->Name = Diagnostics.NativeStrings.Create(name);
     }
 
     /// <summary>The cache's name (as in /proc/slabinfo).</summary>

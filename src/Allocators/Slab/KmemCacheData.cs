@@ -30,6 +30,9 @@ internal unsafe struct KmemCacheData
     public int NodeCount;
     public int Id;
     public nint Handle;           // GCHandle of the managed KmemCache
+    public byte* Name;            // NUL-terminated UTF-8, for out-of-process inspectors
+    public KmemCacheData* NextCache;   // the slab allocator's native cache list
+    public KmemCacheData* PrevCache;
 
     // Depot of magazines, under DepotLock.
     public int DepotLock;

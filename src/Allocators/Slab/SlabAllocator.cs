@@ -44,6 +44,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     private readonly PhysicalMemory _memory;
     private readonly KmemCache[] _kmalloc;
     private readonly nint* _kmallocData;
+    private readonly KmemCacheData** _cacheList = (KmemCacheData**)NativeMemory.AllocZeroed((nuint)sizeof(nint));
     private readonly List<KmemCache> _caches = new();
     private readonly Lock _lock = new();
     private readonly Func<long> _shrinker;
@@ -108,6 +109,10 @@ public sealed unsafe class SlabAllocator : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             var cache = new KmemCache(this, name, size, align, flags, ctor, ++_nextId);
             _caches.Add(cache);
+            KmemCacheData* d = cache.Data;
+            d->NextCache = *_cacheList;
+            if (*_cacheList != null) (*_cacheList)->PrevCache = d;
+            *_cacheList = d;
             return cache;
         }
     }
@@ -118,8 +123,18 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     internal void Remove(KmemCache cache)
     {
-        lock (_lock) _caches.Remove(cache);
+        lock (_lock)
+        {
+            _caches.Remove(cache);
+            KmemCacheData* d = cache.Data;
+            if (d->PrevCache != null) d->PrevCache->NextCache = d->NextCache; else *_cacheList = d->NextCache;
+            if (d->NextCache != null) d->NextCache->PrevCache = d->PrevCache;
+            d->NextCache = d->PrevCache = null;
+        }
     }
+
+    /// <summary>The cell holding the head of the native cache list (for inspectors).</summary>
+    internal KmemCacheData** NativeCacheList => _cacheList;
 
     internal void OnReport(SlabReport report) => CorruptionDetected?.Invoke(report);
 
