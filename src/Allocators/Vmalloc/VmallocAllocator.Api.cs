@@ -1,0 +1,281 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using Allocators.Diagnostics;
+using Allocators.Mmu;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Vmalloc;
+
+public sealed unsafe partial class VmallocAllocator
+{
+    private readonly Slab.CallSiteTable _callSites = new();
+
+    /// <summary>Allocates <paramref name="size"/> bytes of virtually contiguous memory (vmalloc). Returns the kernel address, or 0.</summary>
+    public ulong Vmalloc(ulong size) => Vmalloc(size, PageSize, Gfp.Kernel, -1);
+
+    /// <summary>Allocates zeroed memory (vzalloc).</summary>
+    public ulong Vzalloc(ulong size) => Vmalloc(size, PageSize, Gfp.Kernel | Gfp.Zero, -1);
+
+    /// <summary>Allocates with pages from <paramref name="node"/> (vmalloc_node).</summary>
+    public ulong VmallocNode(ulong size, int node) => Vmalloc(size, PageSize, Gfp.Kernel, node);
+
+    /// <summary>
+    /// Allocates <paramref name="size"/> bytes at a power-of-two <paramref name="align"/> with pages allocated with
+    /// <paramref name="gfp"/> (__vmalloc_node_range). Returns 0 quickly, leaving everything as it was, when the size or
+    /// alignment cannot be met or memory runs out.
+    /// </summary>
+    public ulong Vmalloc(ulong size, ulong align, Gfp gfp, int node = -1)
+    {
+        if (size == 0 || size > VmallocSize - PageSize || align == 0 || !BitOperations.IsPow2(align) || align > VmallocSize)
+            return Fail();
+        align = Math.Max(align, PageSize);
+        long nrPages = (long)((size + PageSize - 1) / PageSize);
+        VmapArea* area = AllocVmapArea((ulong)nrPages * PageSize + PageSize, align, VmAreaFlags.Alloc);
+        if (area == null) return Fail();
+        area->CallSite = _callSites.Capture();
+        area->Node = node;
+        var pages = (PageFrame**)AllocPageArray(nrPages);
+        if (pages == null) return AbortArea(area);
+        Gfp pageGfp = (gfp & ~Gfp.Comp) | Gfp.NoWarn;
+        for (long i = 0; i < nrPages; i++)
+        {
+            PageFrame* page = _pages.AllocPagesNode(node, pageGfp, 0);
+            if (page == null)
+            {
+                for (long j = 0; j < i; j++) _pages.FreePages(pages[j], 0);
+                FreePageArray(pages, nrPages);
+                return AbortArea(area);
+            }
+            pages[i] = page;
+        }
+        area->Pages = pages;
+        area->NrPages = (int)nrPages;
+        try
+        {
+            _kernel.MapKernelPages(area->Start, new ReadOnlySpan<nint>(pages, (int)nrPages), PteFlags.PageKernel);
+        }
+        catch (OutOfMemoryException)
+        {
+            _kernel.UnmapKernelRange(area->Start, (ulong)nrPages * PageSize);
+            for (long j = 0; j < nrPages; j++) _pages.FreePages(pages[j], 0);
+            FreePageArray(pages, nrPages);
+            area->Pages = null;
+            return AbortArea(area);
+        }
+        _host?.Map(area);
+        Interlocked.Add(ref _vmallocPages, nrPages);
+        return area->Start;
+    }
+
+    /// <summary>Frees memory from <see cref="Vmalloc(ulong)"/> (vfree); 0 is ignored. Throws for an address that is not a live vmalloc area.</summary>
+    public void Vfree(ulong address)
+    {
+        if (address == 0) return;
+        Release(address, VmAreaFlags.Alloc, "vfree");
+    }
+
+    /// <summary>
+    /// Maps caller-owned pages (PageFrame* entries) into one virtually contiguous range with protection
+    /// <paramref name="prot"/> (vmap). The pages stay the caller's. Returns the address, or 0.
+    /// </summary>
+    public ulong Vmap(ReadOnlySpan<nint> pages, PteFlags prot = PteFlags.PageKernel)
+        => MapCallerPages(pages, prot, VmAreaFlags.Map, copies: 1, node: -1);
+
+    /// <summary>Removes a mapping made by <see cref="Vmap"/> (vunmap); the pages are not freed.</summary>
+    public void Vunmap(ulong address) => Release(address, VmAreaFlags.Map, "vunmap");
+
+    /// <summary>Maps pages like vmap for short-lived use (vm_map_ram). Returns the address, or 0.</summary>
+    public ulong VmMapRam(ReadOnlySpan<nint> pages, int node = -1)
+        => MapCallerPages(pages, PteFlags.PageKernel, VmAreaFlags.MapRam, copies: 1, node);
+
+    /// <summary>Removes a <see cref="VmMapRam"/> mapping of <paramref name="count"/> pages (vm_unmap_ram).</summary>
+    public void VmUnmapRam(ulong address, int count)
+    {
+        lock (_lock)
+        {
+            VmapArea* area = _busy.Find(address);
+            if (area != null && area->Start == address && (area->Flags & VmAreaFlags.MapRam) != 0 && area->NrPages != count)
+                throw new ArgumentException($"vm_unmap_ram: 0x{address:x} maps {area->NrPages} pages, not {count}.", nameof(count));
+        }
+        Release(address, VmAreaFlags.MapRam, "vm_unmap_ram");
+    }
+
+    /// <summary>
+    /// Maps the same pages twice back to back (the kernel's BPF ring buffer trick): a reader or writer that runs past
+    /// the end of the first copy lands at the start of the same pages, so a record never has to wrap.
+    /// </summary>
+    public ulong VmapRing(ReadOnlySpan<nint> pages)
+        => MapCallerPages(pages, PteFlags.PageKernel, VmAreaFlags.Map | VmAreaFlags.Ring, copies: 2, node: -1);
+
+    private ulong MapCallerPages(ReadOnlySpan<nint> pages, PteFlags prot, VmAreaFlags flags, int copies, int node)
+    {
+        if (pages.Length == 0) return Fail();
+        foreach (nint p in pages)
+        {
+            if (p == 0 || _memory.PfnToPage(((PageFrame*)p)->Pfn) != (PageFrame*)p)
+                throw new ArgumentException($"vmap: 0x{p:x} is not a page frame of this memory system.", nameof(pages));
+        }
+        long mapped = (long)pages.Length * copies;
+        VmapArea* area = AllocVmapArea((ulong)mapped * PageSize + PageSize, PageSize, flags);
+        if (area == null) return Fail();
+        area->CallSite = _callSites.Capture();
+        area->Node = node;
+        var array = (PageFrame**)AllocPageArray(mapped);
+        if (array == null) return AbortArea(area);
+        for (int c = 0; c < copies; c++)
+            for (int i = 0; i < pages.Length; i++) array[c * pages.Length + i] = (PageFrame*)pages[i];
+        area->Pages = array;
+        area->NrPages = (int)mapped;
+        try
+        {
+            _kernel.MapKernelPages(area->Start, new ReadOnlySpan<nint>(array, (int)mapped), prot);
+        }
+        catch (OutOfMemoryException)
+        {
+            _kernel.UnmapKernelRange(area->Start, (ulong)mapped * PageSize);
+            FreePageArray(array, mapped);
+            area->Pages = null;
+            return AbortArea(area);
+        }
+        _host?.Map(area);
+        return area->Start;
+    }
+
+    private void Release(ulong address, VmAreaFlags kind, string operation)
+    {
+        VmapArea* area;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            area = _busy.Find(address);
+            if (area == null || area->Start != address)
+                throw new MemoryCorruptionException($"{operation}: 0x{address:x} is not the start of a vmalloc area"
+                    + (area == null ? "." : $" (it lies inside the area at 0x{area->Start:x})."), (nuint)address);
+            if ((area->Flags & VmAreaFlags.Unpurged) != 0)
+                throw new MemoryCorruptionException($"{operation}: double free of the area at 0x{address:x}.", (nuint)address);
+            if ((area->Flags & kind) == 0)
+                throw new MemoryCorruptionException($"{operation}: the area at 0x{address:x} was created by {Describe(area->Flags)}, not {operation}'s counterpart.", (nuint)address);
+            area->Flags |= VmAreaFlags.Unpurged;
+        }
+        TearDown(area);
+    }
+
+    /// <summary>Unmaps an area, frees its pages if it owns them, and queues its range for the lazy purge.</summary>
+    private void TearDown(VmapArea* area)
+    {
+        long mapped = area->NrPages;
+        if (mapped > 0) _kernel.UnmapKernelRange(area->Start, (ulong)mapped * PageSize);
+        _host?.Unmap(area);
+        if ((area->Flags & VmAreaFlags.Alloc) != 0)
+        {
+            for (long i = 0; i < mapped; i++) _pages.FreePages(area->Pages[i], 0);
+            Interlocked.Add(ref _vmallocPages, -mapped);
+        }
+        if (area->Pages != null) FreePageArray(area->Pages, mapped);
+        area->Pages = null;
+        lock (_lock)
+        {
+            area->Flags |= VmAreaFlags.Unpurged;
+            area->NextLazy = _lazy;
+            _lazy = area;
+            _lazyPages += area->End > area->Start ? (long)((area->End - area->Start) / PageSize) : 0;
+            if (_lazyPages > _lazyMaxPages) PurgeLocked();
+        }
+    }
+
+    private ulong AbortArea(VmapArea* area)
+    {
+        lock (_lock)
+        {
+            _busy.Remove(area);
+            ReleaseRange(area);
+        }
+        return Fail();
+    }
+
+    private ulong Fail()
+    {
+        Interlocked.Increment(ref _failures);
+        return 0;
+    }
+
+    private void* AllocPageArray(long count)
+    {
+        nuint bytes = (nuint)count * (nuint)sizeof(nint);
+        return bytes <= Slab.SlabAllocator.KmallocMaxCacheSize ? _slab.Kmalloc(bytes, Gfp.Kernel | Gfp.NoWarn) : NativeMemory.Alloc(bytes);
+    }
+
+    private void FreePageArray(void* array, long count)
+    {
+        nuint bytes = (nuint)count * (nuint)sizeof(nint);
+        if (bytes <= Slab.SlabAllocator.KmallocMaxCacheSize) _slab.Kfree(array);
+        else NativeMemory.Free(array);
+    }
+
+    private static string Describe(VmAreaFlags flags)
+        => (flags & VmAreaFlags.Alloc) != 0 ? "vmalloc" : (flags & VmAreaFlags.MapRam) != 0 ? "vm_map_ram" : "vmap";
+
+    /// <summary>The page mapped at a vmalloc address, or null (vmalloc_to_page).</summary>
+    public PageFrame* VmallocToPage(ulong address) => IsVmallocAddr(address) ? _kernel.TranslateToPage(address) : null;
+
+    /// <summary>The pfn mapped at a vmalloc address, or <see cref="ulong.MaxValue"/> (vmalloc_to_pfn).</summary>
+    public ulong VmallocToPfn(ulong address) => IsVmallocAddr(address) ? _kernel.TranslateToPfn(address) : ulong.MaxValue;
+
+    /// <summary>Size in bytes of the live area starting at <paramref name="address"/> (without the guard page), or 0.</summary>
+    public ulong AreaSize(ulong address)
+    {
+        lock (_lock)
+        {
+            VmapArea* area = _busy.Find(address);
+            return area == null || area->Start != address || (area->Flags & VmAreaFlags.Unpurged) != 0 ? 0 : (ulong)area->NrPages * PageSize;
+        }
+    }
+
+    /// <summary>
+    /// Allocates with kmalloc when it can, else vmalloc (kvmalloc). The result is a host pointer (as an address) for
+    /// kmalloc memory or a vmalloc address; <see cref="Kvfree"/> tells them apart.
+    /// </summary>
+    public ulong Kvmalloc(ulong size, Gfp gfp = Gfp.Kernel)
+    {
+        if (size <= (ulong)Slab.SlabAllocator.KmallocMaxCacheSize * 2)
+        {
+            void* p = _slab.Kmalloc((nuint)size, gfp | Gfp.NoWarn | (size > PageSize ? Gfp.NoRetry : 0));
+            if (p != null) return (ulong)p;
+        }
+        return Vmalloc(size, PageSize, gfp, -1);
+    }
+
+    /// <summary>Frees memory from <see cref="Kvmalloc"/> (kvfree).</summary>
+    public void Kvfree(ulong address)
+    {
+        if (IsVmallocAddr(address)) Vfree(address);
+        else _slab.Kfree((void*)address);
+    }
+
+    /// <summary>
+    /// Resizes a vmalloc area (vrealloc): in place while the new size fits its pages (zeroing what is given up),
+    /// otherwise allocate, copy through the MMU, free. Returns 0 and leaves the old area intact on failure.
+    /// </summary>
+    public ulong Vrealloc(ulong address, ulong newSize, Gfp gfp = Gfp.Kernel)
+    {
+        if (address == 0) return Vmalloc(newSize, PageSize, gfp, -1);
+        if (newSize == 0)
+        {
+            Vfree(address);
+            return 0;
+        }
+        ulong old = AreaSize(address);
+        if (old == 0) throw new MemoryCorruptionException($"vrealloc: 0x{address:x} is not a live vmalloc area.", (nuint)address);
+        if (newSize <= old)
+        {
+            _kernel.Memset(address + newSize, 0, (long)(old - newSize));
+            return address;
+        }
+        ulong fresh = Vmalloc(newSize, PageSize, gfp, -1);
+        if (fresh == 0) return 0;
+        VirtualAddressSpace.Memcpy(_kernel, fresh, _kernel, address, (long)old);
+        Vfree(address);
+        return fresh;
+    }
+}
