@@ -100,7 +100,8 @@ public sealed unsafe partial class PageAllocator
         if (page != null) return page;
 
         AllocFlags flags = GfpToAllocFlags(gfp);
-        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow;
+        // Hot-added sections join the Normal zone (AddMemory), so growing only helps requests that may use it.
+        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow && highest == (int)ZoneType.Normal;
         while (true)
         {
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
