@@ -35,7 +35,9 @@ public sealed unsafe partial class PageAllocator
                     ZoneEventCounters* counters = Counters(cache) + zoneId;
                     counters->PgAlloc += 1L << order;
                     counters->NumaHit++;
-                    if (node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
+                    // Local/other is about the node of the zone that served the page (zone_statistics), which is
+                    // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
+                    if (zone->Node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
                     ThreadCacheHeader.Exit(cache);
                     PrepNewPage(page, order, gfp);
                     return page;
