@@ -35,7 +35,9 @@ public sealed unsafe partial class PageAllocator
                     ZoneEventCounters* counters = Counters(cache) + zoneId;
                     counters->PgAlloc += 1L << order;
                     counters->NumaHit++;
-                    if (node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
+                    // Local/other is about the node of the zone that served the page (zone_statistics), which is
+                    // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
+                    if (zone->Node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
                     ThreadCacheHeader.Exit(cache);
                     PrepNewPage(page, order, gfp);
                     return page;
@@ -100,7 +102,8 @@ public sealed unsafe partial class PageAllocator
         if (page != null) return page;
 
         AllocFlags flags = GfpToAllocFlags(gfp);
-        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow;
+        // Hot-added sections join the Normal zone (AddMemory), so growing only helps requests that may use it.
+        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow && highest == (int)ZoneType.Normal;
         while (true)
         {
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);

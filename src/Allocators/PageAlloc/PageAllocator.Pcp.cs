@@ -69,8 +69,10 @@ public sealed unsafe partial class PageAllocator
     {
         int index = zoneId * ZoneEventCounters.Count + (int)ev;
         long total = 0;
-        _pcp.ForEach(p => total += ((long*)Counters((ThreadCacheHeader*)p))[index]);
-        lock (_retiredCounters) total += _retiredCounters[index];
+        // Retiring a cache moves its counters into _retiredCounters under the registry lock; reading the retired totals
+        // under that same lock, together with the live caches, counts every cache exactly once.
+        _pcp.ForEach(p => total += ((long*)Counters((ThreadCacheHeader*)p))[index],
+            () => total += _retiredCounters[index]);
         return total;
     }
 

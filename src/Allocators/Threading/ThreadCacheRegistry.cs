@@ -144,12 +144,16 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         }
     }
 
-    /// <summary>Runs <paramref name="visit"/> on every live cache while no cache can be added or retired.</summary>
-    public void ForEach(Action<nint> visit)
+    /// <summary>
+    /// Runs <paramref name="visit"/> on every live cache, then <paramref name="thenLocked"/>, while no cache can be added or
+    /// retired: a reader that also needs what <see cref="IThreadCacheOwner.RetireCache"/> folded away reads it there.
+    /// </summary>
+    public void ForEach(Action<nint> visit, Action? thenLocked = null)
     {
         lock (_lock)
         {
             foreach (nint p in _caches) visit(p);
+            thenLocked?.Invoke();
         }
     }
 
