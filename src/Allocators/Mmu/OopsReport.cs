@@ -21,7 +21,7 @@ internal static class OopsReport
             : (error & PageFaultErrorCode.ProtectionKey) != 0 ? "protection keys violation"
             : "permissions violation";
         sb.Append("#PF: error_code(0x").Append(((uint)error).ToString("x4")).Append(") - ").Append(why).Append('\n');
-        sb.Append(space.DumpPageTable(va).TrimEnd()).Append('\n');
+        sb.Append(space.DumpPageTable(va)).Append('\n');
         sb.Append("Oops: ").Append(((uint)error).ToString("x4")).Append(" [#").Append(oopsNumber).Append("] SMP NOPTI\n");
         int cpu = Thread.GetCurrentProcessorId();
         sb.Append("CPU: ").Append(cpu).Append(" UID: 0 PID: ").Append(pid).Append(" Comm: ")

@@ -114,8 +114,8 @@ public abstract unsafe partial class VirtualAddressSpace
 
     /// <summary>
     /// The entries a walk of <paramref name="va"/> meets, as the kernel's dump_pagetable prints them
-    /// (<c>PGD %lx P4D %lx PUD %lx PMD %lx PTE %lx</c>, stopping after a non-present or leaf entry; P4D is folded
-    /// into the PGD with 4-level paging, so it repeats the PGD value).
+    /// (<c>PGD %lx P4D %lx PUD %lx PMD %lx PTE %lx</c>, stopping after a non-present or leaf entry, each value followed
+    /// by a space as pr_cont leaves it; P4D is folded into the PGD with 4-level paging, so it repeats the PGD value).
     /// </summary>
     public string DumpPageTable(ulong va)
     {
@@ -123,9 +123,10 @@ public abstract unsafe partial class VirtualAddressSpace
         var sb = new StringBuilder();
         if (!VirtualAddress.IsCanonical(va)) return "non-canonical address";
         ulong pgd = Volatile.Read(ref _pgd[VirtualAddress.PgdIndex(va)]);
+        // With the P4D folded, pgd_present() is always true: the kernel prints PGD and P4D, then checks the P4D.
         sb.Append("PGD ").Append(pgd.ToString("x")).Append(' ');
-        if ((pgd & P) == 0) return sb.ToString();
         sb.Append("P4D ").Append(pgd.ToString("x")).Append(' ');
+        if ((pgd & P) == 0) return sb.ToString();
         ulong pud = Volatile.Read(ref TableOf(pgd)[VirtualAddress.PudIndex(va)]);
         sb.Append("PUD ").Append(pud.ToString("x")).Append(' ');
         if ((pud & P) == 0 || (pud & PSE) != 0) return sb.ToString();
