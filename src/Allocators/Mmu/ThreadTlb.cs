@@ -44,7 +44,7 @@ internal unsafe struct ThreadTlb
     public ThreadCacheHeader Header;   // 64 bytes, owned by the registry
     public ulong Seq;                  // odd while inside an access
     public long Gen;                   // the address space's TLB generation the entries belong to
-    public long Hits;
+    public long FastFallbacks;         // hot-path attempts that went on to the slow path
     public long Misses;
     public long FullFlushes;
     public long PageFlushes;
@@ -52,9 +52,16 @@ internal unsafe struct ThreadTlb
     public int Padding;
     public long Reserved;
 
+    /// <summary>
+    /// Hits, derived so that the hot path pays no counter update: every access region (Seq += 2) is one TLB lookup
+    /// that either hit, missed (a walk), or was a hot-path attempt that fell back to the slow path.
+    /// </summary>
+    public static long HitCount(ThreadTlb* tlb)
+        => (long)(Volatile.Read(ref tlb->Seq) >> 1) - Volatile.Read(ref tlb->Misses) - Volatile.Read(ref tlb->FastFallbacks);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TlbEntry* Set(ThreadTlb* tlb, ulong va)
-        => (TlbEntry*)((byte*)tlb + EntriesOffset) + (((int)(va >> 12) & SetMask) * Ways);
+        => (TlbEntry*)((byte*)tlb + EntriesOffset + (nuint)((va >> 6) & (SetMask * Ways * 16)));
 
     public static TlbEntry* Entries(ThreadTlb* tlb) => (TlbEntry*)((byte*)tlb + EntriesOffset);
 

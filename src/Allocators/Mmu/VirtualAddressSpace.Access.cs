@@ -40,7 +40,7 @@ public abstract unsafe partial class VirtualAddressSpace
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public T Read<T>(ulong va) where T : unmanaged
     {
-        var tlb = (ThreadTlb*)_tlbs.Current;
+        ThreadTlb* tlb = FastTlb();
         if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
             ulong seq = tlb->Seq;
@@ -50,10 +50,10 @@ public abstract unsafe partial class VirtualAddressSpace
                 && (e->Key & ~(ThreadTlb.Writable | ThreadTlb.Executable)) == ((va & ThreadTlb.KeyMask) | ThreadTlb.Valid))
             {
                 T value = Unsafe.ReadUnaligned<T>(e->Host + (va & 0xFFF));
-                tlb->Hits++;
                 Volatile.Write(ref tlb->Seq, seq + 2);
                 return value;
             }
+            tlb->FastFallbacks++;
             Volatile.Write(ref tlb->Seq, seq + 2);
         }
         return ReadSlow<T>(va);
@@ -65,7 +65,7 @@ public abstract unsafe partial class VirtualAddressSpace
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Write<T>(ulong va, T value) where T : unmanaged
     {
-        var tlb = (ThreadTlb*)_tlbs.Current;
+        ThreadTlb* tlb = FastTlb();
         if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
             ulong seq = tlb->Seq;
@@ -75,10 +75,10 @@ public abstract unsafe partial class VirtualAddressSpace
                 && (e->Key & ~ThreadTlb.Executable) == ((va & ThreadTlb.KeyMask) | ThreadTlb.Valid | ThreadTlb.Writable))
             {
                 Unsafe.WriteUnaligned(e->Host + (va & 0xFFF), value);
-                tlb->Hits++;
                 Volatile.Write(ref tlb->Seq, seq + 2);
                 return;
             }
+            tlb->FastFallbacks++;
             Volatile.Write(ref tlb->Seq, seq + 2);
         }
         WriteSlow(va, value);

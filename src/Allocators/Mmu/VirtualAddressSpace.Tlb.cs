@@ -17,11 +17,22 @@ public abstract unsafe partial class VirtualAddressSpace
     private long _retiredLocalFlushes;
     private readonly Lock _retiredLock = new(); // never taken together with the page-table lock
 
+    // The thread's most recently used TLB (a CR3-like "current address space" per thread). The registry owns the
+    // blocks (freed when the thread exits or the space is disposed); this one-entry cache only saves its lookup on
+    // the hot path. _self is cleared by Dispose, so a stale cache entry never matches a disposed space.
+    [ThreadStatic] private static VirtualAddressSpace? t_tlbOwner;
+    [ThreadStatic] private static nint t_tlb;
+    private VirtualAddressSpace? _self;
+
+    /// <summary>The calling thread's TLB when it is the cached one; else null (hot path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ThreadTlb* FastTlb() => ReferenceEquals(t_tlbOwner, _self) ? (ThreadTlb*)t_tlb : null;
+
     /// <summary>The calling thread's TLB for this address space, created on first use.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected ThreadTlb* CurrentTlb()
     {
-        var tlb = (ThreadTlb*)_tlbs.Current;
+        var tlb = FastTlb();
         return tlb != null ? tlb : RegisterTlb();
     }
 
@@ -36,7 +47,20 @@ public abstract unsafe partial class VirtualAddressSpace
             tlb->Initialized = 1;
             Interlocked.Increment(ref _tlbThreads);
         }
+        t_tlb = (nint)tlb;
+        t_tlbOwner = this;
         return tlb;
+    }
+
+    /// <summary>Forgets the calling thread's cached TLB if it is this space's (on disposal).</summary>
+    private void ForgetCachedTlb()
+    {
+        _self = null;
+        if (ReferenceEquals(t_tlbOwner, this))
+        {
+            t_tlbOwner = null;
+            t_tlb = 0;
+        }
     }
 
     /// <summary>Enters an access region: from here until <see cref="ExitAccess"/> no page reached through the TLB is freed.</summary>
@@ -75,14 +99,12 @@ public abstract unsafe partial class VirtualAddressSpace
             TlbEntry* set = ThreadTlb.Set(tlb, va);
             if ((set->Key & (ThreadTlb.KeyMask | need)) == ((va & ThreadTlb.KeyMask) | need))
             {
-                tlb->Hits++;
                 error = 0;
                 return set->Host + (va & 0xFFF);
             }
             byte* other = ThreadTlb.LookupOtherWays(tlb, va, need);
             if (other != null)
             {
-                tlb->Hits++;
                 error = 0;
                 return other + (va & 0xFFF);
             }
@@ -170,7 +192,7 @@ public abstract unsafe partial class VirtualAddressSpace
             _tlbs.ForEach(p =>
             {
                 var t = (ThreadTlb*)p;
-                hits += Volatile.Read(ref t->Hits);
+                hits += ThreadTlb.HitCount(t);
                 misses += Volatile.Read(ref t->Misses);
                 local += Volatile.Read(ref t->FullFlushes) + Volatile.Read(ref t->PageFlushes);
             });
@@ -192,7 +214,7 @@ public abstract unsafe partial class VirtualAddressSpace
         var t = (ThreadTlb*)cache;
         lock (_retiredLock)
         {
-            _retiredHits += t->Hits;
+            _retiredHits += ThreadTlb.HitCount(t);
             _retiredMisses += t->Misses;
             _retiredLocalFlushes += t->FullFlushes + t->PageFlushes;
         }

@@ -59,6 +59,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
         if (_pgdPage == null) throw new OutOfMemoryException("pgd_alloc: out of memory for the PGD page.");
         _pgd = (ulong*)_pages.PageAddress(_pgdPage);
         _tlbs = new ThreadCacheRegistry(this, ThreadTlb.BlockSize);
+        _self = this;
     }
 
     /// <summary>The page allocator that backs the tables and pages.</summary>
@@ -89,6 +90,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
     protected virtual void Dispose(bool disposing)
     {
         if (!disposing) return;
+        ForgetCachedTlb();
         _tlbs.Dispose();
         if (_pgdPage != null)
         {
