@@ -117,7 +117,6 @@ public abstract unsafe partial class VirtualAddressSpace
     public void FlushTlbPage(ulong va)
     {
         ThrowIfDisposed();
-        Interlocked.Increment(ref _flushPage);
         Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
     }
 
@@ -126,7 +125,6 @@ public abstract unsafe partial class VirtualAddressSpace
     {
         ThrowIfDisposed();
         if (end < start) throw new ArgumentException($"Range end 0x{end:x} is below its start 0x{start:x}.", nameof(end));
-        Interlocked.Increment(ref _flushRange);
         Flush(start, end, waitForAccesses: true);
     }
 
@@ -134,7 +132,6 @@ public abstract unsafe partial class VirtualAddressSpace
     public void FlushTlbAll()
     {
         ThrowIfDisposed();
-        Interlocked.Increment(ref _flushAll);
         Flush(0, ulong.MaxValue, waitForAccesses: true);
     }
 
@@ -145,6 +142,9 @@ public abstract unsafe partial class VirtualAddressSpace
     /// </summary>
     private protected void Flush(ulong start, ulong end, bool waitForAccesses)
     {
+        if (end == ulong.MaxValue) Interlocked.Increment(ref _flushAll);
+        else if (end - start <= VirtualAddress.PageSize) Interlocked.Increment(ref _flushPage);
+        else Interlocked.Increment(ref _flushRange);
         long newGen = Interlocked.Increment(ref _tlbGen);
         var me = (ThreadTlb*)_tlbs.Current;
         if (me != null && me->Gen == newGen - 1)
@@ -225,9 +225,9 @@ public abstract unsafe partial class VirtualAddressSpace
 /// <summary>Software TLB counters of one address space.</summary>
 /// <param name="Hits">Translations found in a TLB.</param>
 /// <param name="Misses">Translations that needed a page walk.</param>
-/// <param name="PageFlushes">Calls of flush_tlb_page.</param>
-/// <param name="RangeFlushes">Calls of flush_tlb_range.</param>
-/// <param name="FullFlushes">Calls of flush_tlb_mm.</param>
+/// <param name="PageFlushes">Flushes of one page (flush_tlb_page), by the API or by the MMU itself (e.g. copy-on-write).</param>
+/// <param name="RangeFlushes">Flushes of a range (flush_tlb_range), e.g. by munmap and mprotect.</param>
+/// <param name="FullFlushes">Flushes of everything (flush_tlb_mm), e.g. by fork.</param>
 /// <param name="Shootdowns">Flushes that had to wait for other threads (the IPI of a real shootdown).</param>
 /// <param name="LocalInvalidations">Entries or whole TLBs dropped on the threads (invlpg and full local flushes).</param>
 /// <param name="Threads">Threads that currently have a TLB for the address space.</param>

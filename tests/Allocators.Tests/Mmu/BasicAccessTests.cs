@@ -51,3 +51,19 @@ public unsafe class BasicAccessTests
         f.AssertAllFreed();
     }
 }
+
+public class MmuDemoTests
+{
+    [Fact]
+    public void DemoRunsAndLeavesNothingBehind()
+    {
+        using var f = new MmuFixture(128L << 20);
+        var text = new StringWriter();
+        MmuDemo.Run(f.System, text);
+        string output = text.ToString();
+        Assert.Contains("(0 mismatches)", output);
+        Assert.Contains("pgfault ", output);
+        Assert.Contains("[stack]", output);
+        f.AssertAllFreed();
+    }
+}
