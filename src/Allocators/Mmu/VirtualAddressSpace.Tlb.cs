@@ -20,13 +20,23 @@ public abstract unsafe partial class VirtualAddressSpace
     // The thread's most recently used TLB (a CR3-like "current address space" per thread). The registry owns the
     // blocks (freed when the thread exits or the space is disposed); this one-entry cache only saves its lookup on
     // the hot path. _self is cleared by Dispose, so a stale cache entry never matches a disposed space.
-    [ThreadStatic] private static VirtualAddressSpace? t_tlbOwner;
-    [ThreadStatic] private static nint t_tlb;
+    // One thread-static struct, so that the hot path pays for a single thread-local lookup.
+    [ThreadStatic] private static TlbCursor t_cursor;
     private VirtualAddressSpace? _self;
+
+    private struct TlbCursor
+    {
+        public VirtualAddressSpace? Owner;
+        public nint Tlb;
+    }
 
     /// <summary>The calling thread's TLB when it is the cached one; else null (hot path).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ThreadTlb* FastTlb() => ReferenceEquals(t_tlbOwner, _self) ? (ThreadTlb*)t_tlb : null;
+    private ThreadTlb* FastTlb()
+    {
+        ref TlbCursor cursor = ref t_cursor;
+        return ReferenceEquals(cursor.Owner, _self) ? (ThreadTlb*)cursor.Tlb : null;
+    }
 
     /// <summary>The calling thread's TLB for this address space, created on first use.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -47,8 +57,9 @@ public abstract unsafe partial class VirtualAddressSpace
             tlb->Initialized = 1;
             Interlocked.Increment(ref _tlbThreads);
         }
-        t_tlb = (nint)tlb;
-        t_tlbOwner = this;
+        ref TlbCursor cursor = ref t_cursor;
+        cursor.Tlb = (nint)tlb;
+        cursor.Owner = this;
         return tlb;
     }
 
@@ -56,11 +67,8 @@ public abstract unsafe partial class VirtualAddressSpace
     private void ForgetCachedTlb()
     {
         _self = null;
-        if (ReferenceEquals(t_tlbOwner, this))
-        {
-            t_tlbOwner = null;
-            t_tlb = 0;
-        }
+        ref TlbCursor cursor = ref t_cursor;
+        if (ReferenceEquals(cursor.Owner, this)) cursor = default;
     }
 
     /// <summary>Enters an access region: from here until <see cref="ExitAccess"/> no page reached through the TLB is freed.</summary>
