@@ -38,7 +38,6 @@ public sealed unsafe partial class AddressSpace
         }
 
         _mmapLock.EnterReadLock();
-        bool expandStack = false;
         try
         {
             VmArea? vma = _vmas.FindVma(va);
@@ -46,7 +45,7 @@ public sealed unsafe partial class AddressSpace
             if (vma.Start > va)
             {
                 if ((vma.Flags & VmFlags.GrowsDown) == 0) return BadArea(va, error, SegvCode.MapError, fixup);
-                expandStack = true;
+                // Below a stack: grow it (after this block, with the lock held for writing).
             }
             else
             {
@@ -60,7 +59,6 @@ public sealed unsafe partial class AddressSpace
         finally { _mmapLock.ExitReadLock(); }
 
         // expand_stack needs the mmap_lock for writing; then the access is retried (and faults again, into the grown area).
-        _ = expandStack;
         _mmapLock.EnterWriteLock();
         try
         {
@@ -132,7 +130,7 @@ public sealed unsafe partial class AddressSpace
             ulong pmd = Volatile.Read(ref *pmdSlot);
             if (pmd == 0 && HugeEligible(vma, va))
             {
-                if (DoHugeAnonymousPage(vma, va, pmdSlot)) return;
+                if (DoHugeAnonymousPage(vma, pmdSlot)) return;
                 Interlocked.Increment(ref _stats.ThpFaultFallback);
             }
             if ((pmd & HugeBit) != 0)
@@ -252,7 +250,7 @@ public sealed unsafe partial class AddressSpace
     }
 
     /// <summary>do_huge_pmd_anonymous_page: a zeroed order-9 page mapped by one PMD with PSE. False when none is free.</summary>
-    private bool DoHugeAnonymousPage(VmArea vma, ulong va, ulong* pmdSlot)
+    private bool DoHugeAnonymousPage(VmArea vma, ulong* pmdSlot)
     {
         PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.Zero | Gfp.NoWarn | Gfp.NoRetry, VirtualAddress.HugePageOrder);
         if (page == null) return false;
@@ -264,7 +262,6 @@ public sealed unsafe partial class AddressSpace
         TablePage(AlignToTable(pmdSlot))->Data0++;
         AddRss(anon: true, VirtualAddress.HugePagePages);
         Interlocked.Increment(ref _stats.ThpFaultAlloc);
-        _ = va;
         return true;
     }
 }

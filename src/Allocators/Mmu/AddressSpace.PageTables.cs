@@ -84,7 +84,7 @@ public sealed unsafe partial class AddressSpace
                         PageFrame* head = _memory.PfnToPage((pmd & (ulong)PteFlags.PfnMask) >> 12);
                         Interlocked.Decrement(ref head->MapCount);
                         AddRss(anon: true, -VirtualAddress.HugePagePages);
-                        gather.Pages.Add((nint)head);
+                        GatherPage(gather, head);
                         return;
                     }
                     SplitHugePmd(pmdSlot, s & ~(VirtualAddress.PmdSize - 1));
@@ -102,7 +102,7 @@ public sealed unsafe partial class AddressSpace
                     PageFrame* page = _memory.PfnToPage((old & (ulong)PteFlags.PfnMask) >> 12);
                     Interlocked.Decrement(ref page->MapCount);
                     AddRss(page->Has(PageFlags.Anon), -1);
-                    gather.Pages.Add((nint)page);
+                    GatherPage(gather, page);
                 }
                 if (tablePage->Data0 == 0) FreeTableEntry(pmdSlot, gather);
             }, gather);
@@ -133,6 +133,16 @@ public sealed unsafe partial class AddressSpace
                 FreeTableEntry(_pgd + i, gather);
             }
         }
+    }
+
+    /// <summary>Queues a page reference for release after the flush; a full batch is flushed and released at once (tlb_flush_mmu).</summary>
+    private void GatherPage(TlbGather gather, PageFrame* page)
+    {
+        gather.Pages.Add((nint)page);
+        if (gather.Pages.Count < TlbGather.BatchPages) return;
+        Flush(gather.Start, gather.End, waitForAccesses: true);
+        foreach (nint p in gather.Pages) _pages.PutPage((PageFrame*)p);
+        gather.Pages.Clear();
     }
 
     /// <summary>tlb_finish_mmu: flushes the gathered range (waiting for other threads), then frees pages and tables.</summary>

@@ -20,7 +20,7 @@ namespace Allocators.Mmu;
 /// </remarks>
 public sealed unsafe partial class AddressSpace : VirtualAddressSpace
 {
-    /// <summary>Top of the stack, the start of the last page below <see cref="VirtualAddress.TaskSize"/>... i.e. TASK_SIZE (STACK_TOP).</summary>
+    /// <summary>Top of the stack area (STACK_TOP = TASK_SIZE, without randomisation).</summary>
     public const ulong StackTop = VirtualAddress.TaskSize;
     /// <summary>Size of the stack area created with the address space.</summary>
     public const ulong InitialStackSize = 128 * 1024;

@@ -6,6 +6,9 @@ namespace Allocators.Mmu;
 /// </summary>
 internal sealed class TlbGather
 {
+    /// <summary>Pages gathered before a flush and release midway (bounds the list, like the kernel's batches).</summary>
+    public const int BatchPages = 1024;
+
     public ulong Start = ulong.MaxValue;
     public ulong End;
     public readonly List<nint> Pages = new();

@@ -157,7 +157,6 @@ public abstract unsafe partial class VirtualAddressSpace
         var me = (ThreadTlb*)_tlbs.Current;
         if (me != null && me->Gen == newGen - 1)
         {
-            ulong pages = (end - start) >> VirtualAddress.PageShift;
             if (end - start <= (ulong)SinglePageFlushCeiling * VirtualAddress.PageSize)
             {
                 for (ulong va = start & ThreadTlb.KeyMask; va < end; va += VirtualAddress.PageSize) ThreadTlb.ClearPage(me, va);
@@ -166,7 +165,6 @@ public abstract unsafe partial class VirtualAddressSpace
             {
                 ThreadTlb.Clear(me);
             }
-            _ = pages;
             me->Gen = newGen;
         }
         if (waitForAccesses) WaitForRemoteAccesses(me);
