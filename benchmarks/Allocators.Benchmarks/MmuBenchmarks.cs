@@ -16,6 +16,7 @@ public unsafe class MmuBenchmarks
 {
     private const int WalkPages = 4096;      // 16 times the TLB's 256 entries: every access misses
     private const int FaultPages = 256;
+    private const int LoopReads = 1024;
     private const ulong CowBytes = 64UL << 20;
 
     private MemorySystem _system = null!;
@@ -68,6 +69,38 @@ public unsafe class MmuBenchmarks
     /// <summary>An 8-byte write through the MMU that hits the TLB.</summary>
     [Benchmark]
     public void TlbHitWrite() => _mm.Write<long>(_va, 2);
+
+    /// <summary>1024 reads of the same 8 bytes through a plain pointer (loop baseline).</summary>
+    [Benchmark(OperationsPerInvoke = LoopReads)]
+    public long RawPointerReadLoop()
+    {
+        long sum = 0;
+        long* p = _raw;
+        for (int i = 0; i < LoopReads; i++) sum += Volatile.Read(ref *p);
+        return sum;
+    }
+
+    /// <summary>1024 TLB-hit reads with <see cref="VirtualAddressSpace.Read{T}"/> in a loop.</summary>
+    [Benchmark(OperationsPerInvoke = LoopReads)]
+    public long TlbHitReadLoop()
+    {
+        long sum = 0;
+        AddressSpace mm = _mm;
+        ulong va = _va;
+        for (int i = 0; i < LoopReads; i++) sum += mm.Read<long>(va);
+        return sum;
+    }
+
+    /// <summary>1024 TLB-hit reads through an <see cref="AddressSpaceAccessor"/> (no thread-local lookup).</summary>
+    [Benchmark(OperationsPerInvoke = LoopReads)]
+    public long AccessorReadLoop()
+    {
+        long sum = 0;
+        var acc = _mm.GetAccessor();
+        ulong va = _va;
+        for (int i = 0; i < LoopReads; i++) sum += acc.Read<long>(va);
+        return sum;
+    }
 
     /// <summary>Reads that all miss the TLB (4096 pages round robin): a four-level walk each, plus the TLB fill.</summary>
     [Benchmark(OperationsPerInvoke = WalkPages)]

@@ -38,9 +38,12 @@ public abstract unsafe partial class VirtualAddressSpace
     /// <exception cref="SegmentationFaultException">The access faulted in user mode and could not be resolved.</exception>
     /// <exception cref="KernelOopsException">The access faulted in kernel mode and could not be resolved.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public T Read<T>(ulong va) where T : unmanaged
+    public T Read<T>(ulong va) where T : unmanaged => ReadWith<T>(FastTlb(), va);
+
+    /// <summary>The TLB-hit read with the calling thread's TLB already at hand (null: take the slow path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal T ReadWith<T>(ThreadTlb* tlb, ulong va) where T : unmanaged
     {
-        ThreadTlb* tlb = FastTlb();
         if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
             ulong seq = tlb->Seq;
@@ -63,9 +66,12 @@ public abstract unsafe partial class VirtualAddressSpace
     /// <exception cref="SegmentationFaultException">The access faulted in user mode and could not be resolved.</exception>
     /// <exception cref="KernelOopsException">The access faulted in kernel mode and could not be resolved.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Write<T>(ulong va, T value) where T : unmanaged
+    public void Write<T>(ulong va, T value) where T : unmanaged => WriteWith(FastTlb(), va, value);
+
+    /// <summary>The TLB-hit write with the calling thread's TLB already at hand (null: take the slow path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void WriteWith<T>(ThreadTlb* tlb, ulong va, T value) where T : unmanaged
     {
-        ThreadTlb* tlb = FastTlb();
         if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
             ulong seq = tlb->Seq;
@@ -83,6 +89,21 @@ public abstract unsafe partial class VirtualAddressSpace
         }
         WriteSlow(va, value);
     }
+
+    /// <summary>
+    /// A handle on the calling thread's TLB for this address space, for loops that want to skip even the one
+    /// thread-local lookup of <see cref="Read{T}"/>. Use it on the calling thread only (it is a ref struct, so it
+    /// cannot leave the stack) and not after the space is disposed.
+    /// </summary>
+    public AddressSpaceAccessor GetAccessor()
+    {
+        ThrowIfDisposed();
+        return new AddressSpaceAccessor(this, CurrentTlb());
+    }
+
+    /// <summary>The TLB of an accessor, or null once the space is disposed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ThreadTlb* AccessorTlb(ThreadTlb* tlb) => _self != null ? tlb : null;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private T ReadSlow<T>(ulong va) where T : unmanaged

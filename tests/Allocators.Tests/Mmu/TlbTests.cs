@@ -119,3 +119,27 @@ public unsafe class TlbTests
         f.AssertAllFreed();
     }
 }
+
+public class AccessorTests
+{
+    [Fact]
+    public void AccessorReadsAndWritesLikeTheSpace()
+    {
+        using var f = new MmuFixture();
+        var mm = f.NewProcess();
+        ulong a = mm.Mmap(0, 3 * 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+        var acc = mm.GetAccessor();
+        acc.Write<long>(a, 5);                 // fault through the accessor
+        acc.Write<int>(a + 4094, 0x01020304);  // crosses a page
+        Assert.Equal(5, acc.Read<long>(a));
+        Assert.Equal(0x01020304, mm.Read<int>(a + 4094));
+        Assert.Same(mm, acc.Space);
+        mm.Mprotect(a, 4096, MemoryProtection.Read);
+        try { acc.Write<long>(a, 6); Assert.Fail("expected a fault"); }
+        catch (SegmentationFaultException ex) { Assert.Equal(SegvCode.AccessError, ex.Code); }
+        mm.Dispose();
+        try { acc.Read<long>(a); Assert.Fail("expected ObjectDisposedException"); }
+        catch (ObjectDisposedException) { }
+        f.AssertAllFreed();
+    }
+}
