@@ -28,6 +28,8 @@ public unsafe class MmuBenchmarks
     private ulong _cowBase;
     private long* _raw;
 
+    [ThreadStatic] private static long t_value;
+
     /// <summary>Builds a 512 MiB arena, one process with a hot page, a range for walks, and a 64 MiB populated space.</summary>
     [GlobalSetup]
     public void Setup()
@@ -41,6 +43,7 @@ public unsafe class MmuBenchmarks
         _forkParent = new AddressSpace(_kernel, "fork-parent");
         _cowBase = _forkParent.Mmap(0, CowBytes, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Populate);
         _mm.Write<long>(_va, 1);
+        t_value = 1;
     }
 
     /// <summary>Releases everything.</summary>
@@ -56,10 +59,17 @@ public unsafe class MmuBenchmarks
 
     /// <summary>Baseline: an 8-byte read through a plain pointer.</summary>
     [Benchmark(Baseline = true)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public long RawPointerRead() => Volatile.Read(ref *_raw);
+
+    /// <summary>Reference point: one [ThreadStatic] read, the lookup that finds the thread's TLB.</summary>
+    [Benchmark]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public long ThreadStaticRead() => t_value;
 
     /// <summary>An 8-byte read through the MMU that hits the TLB.</summary>
     [Benchmark]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public long TlbHitRead() => _mm.Read<long>(_va);
 
     /// <summary>An 8-byte write through a plain pointer.</summary>
@@ -68,6 +78,7 @@ public unsafe class MmuBenchmarks
 
     /// <summary>An 8-byte write through the MMU that hits the TLB.</summary>
     [Benchmark]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public void TlbHitWrite() => _mm.Write<long>(_va, 2);
 
     /// <summary>1024 reads of the same 8 bytes through a plain pointer (loop baseline).</summary>

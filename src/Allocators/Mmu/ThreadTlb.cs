@@ -23,8 +23,9 @@ internal unsafe struct TlbEntry
 /// <remarks>
 /// Only the owning thread reads or writes the entries, so a hit needs no lock and no atomic. Other threads flush it
 /// by bumping the address space's TLB generation: the owner compares <see cref="Gen"/> with it on every access and
-/// drops all entries on a mismatch (the kernel's tlb_gen scheme). <see cref="Seq"/> is odd while the owner is inside
-/// a translated access; a flusher that is about to free pages waits for it to move (see VirtualAddressSpace.Tlb).
+/// drops all entries on a mismatch (the kernel's tlb_gen scheme); <see cref="Gen"/> then also serves as the
+/// acknowledgement of that flush. <see cref="Busy"/> is 1 while the owner is inside a translated access; a flusher
+/// that is about to free pages waits until it sees the owner idle or acknowledging (see VirtualAddressSpace.Tlb).
 /// Entries for a page with Dirty clear are filled without <see cref="Writable"/>, so the first write walks again and
 /// sets Dirty, as an x86 TLB does.
 /// </remarks>
@@ -42,22 +43,16 @@ internal unsafe struct ThreadTlb
     public const int BlockSize = EntriesOffset + Sets * Ways * 16;
 
     public ThreadCacheHeader Header;   // 64 bytes, owned by the registry
-    public ulong Seq;                  // odd while inside an access
-    public long Gen;                   // the address space's TLB generation the entries belong to
-    public long FastFallbacks;         // hot-path attempts that went on to the slow path
+    public int Busy;                   // 1 while inside an access (plain stores of constants: no dependency chain)
+    public int Padding0;
+    public long Gen;                   // the address space's TLB generation the entries belong to (the flush ack)
+    public long Hits;
     public long Misses;
     public long FullFlushes;
     public long PageFlushes;
     public int Initialized;
     public int Padding;
     public long Reserved;
-
-    /// <summary>
-    /// Hits, derived so that the hot path pays no counter update: every access region (Seq += 2) is one TLB lookup
-    /// that either hit, missed (a walk), or was a hot-path attempt that fell back to the slow path.
-    /// </summary>
-    public static long HitCount(ThreadTlb* tlb)
-        => (long)(Volatile.Read(ref tlb->Seq) >> 1) - Volatile.Read(ref tlb->Misses) - Volatile.Read(ref tlb->FastFallbacks);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TlbEntry* Set(ThreadTlb* tlb, ulong va)

@@ -46,18 +46,17 @@ public abstract unsafe partial class VirtualAddressSpace
     {
         if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
-            ulong seq = tlb->Seq;
-            Volatile.Write(ref tlb->Seq, seq + 1);
+            Volatile.Write(ref tlb->Busy, 1);
             TlbEntry* e = ThreadTlb.Set(tlb, va);
             if (tlb->Gen == Volatile.Read(ref _tlbGen)
                 && (e->Key & ~(ThreadTlb.Writable | ThreadTlb.Executable)) == ((va & ThreadTlb.KeyMask) | ThreadTlb.Valid))
             {
                 T value = Unsafe.ReadUnaligned<T>(e->Host + (va & 0xFFF));
-                Volatile.Write(ref tlb->Seq, seq + 2);
+                Volatile.Write(ref tlb->Busy, 0);
+                tlb->Hits++;
                 return value;
             }
-            tlb->FastFallbacks++;
-            Volatile.Write(ref tlb->Seq, seq + 2);
+            Volatile.Write(ref tlb->Busy, 0);
         }
         return ReadSlow<T>(va);
     }
@@ -74,18 +73,17 @@ public abstract unsafe partial class VirtualAddressSpace
     {
         if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
-            ulong seq = tlb->Seq;
-            Volatile.Write(ref tlb->Seq, seq + 1);
+            Volatile.Write(ref tlb->Busy, 1);
             TlbEntry* e = ThreadTlb.Set(tlb, va);
             if (tlb->Gen == Volatile.Read(ref _tlbGen)
                 && (e->Key & ~ThreadTlb.Executable) == ((va & ThreadTlb.KeyMask) | ThreadTlb.Valid | ThreadTlb.Writable))
             {
                 Unsafe.WriteUnaligned(e->Host + (va & 0xFFF), value);
-                Volatile.Write(ref tlb->Seq, seq + 2);
+                Volatile.Write(ref tlb->Busy, 0);
+                tlb->Hits++;
                 return;
             }
-            tlb->FastFallbacks++;
-            Volatile.Write(ref tlb->Seq, seq + 2);
+            Volatile.Write(ref tlb->Busy, 0);
         }
         WriteSlow(va, value);
     }
@@ -213,9 +211,9 @@ public abstract unsafe partial class VirtualAddressSpace
             PageFaultErrorCode error = FaultCode(access, user);
             if (VirtualAddress.IsCanonical(va))
             {
-                ulong seq = EnterAccess(tlb);
+                EnterAccess(tlb);
                 byte* host = TranslateInRegion(tlb, va, access, user, out error);
-                ExitAccess(tlb, seq);
+                ExitAccess(tlb);
                 if (host != null)
                 {
                     *result = host;
@@ -242,7 +240,7 @@ public abstract unsafe partial class VirtualAddressSpace
                 PageFaultErrorCode error = FaultCode(access, user);
                 if (VirtualAddress.IsCanonical(va))
                 {
-                    ulong seq = EnterAccess(tlb);
+                    EnterAccess(tlb);
                     byte* host = TranslateInRegion(tlb, va, access, user, out error);
                     if (host != null)
                     {
@@ -252,10 +250,10 @@ public abstract unsafe partial class VirtualAddressSpace
                             case CopyOp.FromBuffer: Buffer.MemoryCopy(buffer, host, chunk, chunk); break;
                             case CopyOp.Fill: NativeMemory.Fill(host, (nuint)chunk, fill); break;
                         }
-                        ExitAccess(tlb, seq);
+                        ExitAccess(tlb);
                         break;
                     }
-                    ExitAccess(tlb, seq);
+                    ExitAccess(tlb);
                 }
                 if (HandleFault(va, error, fixup) == FaultOutcome.Failed) return length;
             }

@@ -73,15 +73,10 @@ public abstract unsafe partial class VirtualAddressSpace
 
     /// <summary>Enters an access region: from here until <see cref="ExitAccess"/> no page reached through the TLB is freed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong EnterAccess(ThreadTlb* tlb)
-    {
-        ulong seq = tlb->Seq;
-        Volatile.Write(ref tlb->Seq, seq + 1);
-        return seq;
-    }
+    private static void EnterAccess(ThreadTlb* tlb) => Volatile.Write(ref tlb->Busy, 1);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ExitAccess(ThreadTlb* tlb, ulong seq) => Volatile.Write(ref tlb->Seq, seq + 2);
+    private static void ExitAccess(ThreadTlb* tlb) => Volatile.Write(ref tlb->Busy, 0);
 
     /// <summary>
     /// Inside an access region: the TLB (after catching up with the flush generation), then the page walk.
@@ -93,7 +88,7 @@ public abstract unsafe partial class VirtualAddressSpace
         if (tlb->Gen != gen)
         {
             ThreadTlb.Clear(tlb);
-            tlb->Gen = gen;
+            Volatile.Write(ref tlb->Gen, gen); // also acknowledges the flush to a waiting flusher
         }
         ulong need = access switch
         {
@@ -107,12 +102,14 @@ public abstract unsafe partial class VirtualAddressSpace
             TlbEntry* set = ThreadTlb.Set(tlb, va);
             if ((set->Key & (ThreadTlb.KeyMask | need)) == ((va & ThreadTlb.KeyMask) | need))
             {
+                tlb->Hits++;
                 error = 0;
                 return set->Host + (va & 0xFFF);
             }
             byte* other = ThreadTlb.LookupOtherWays(tlb, va, need);
             if (other != null)
             {
+                tlb->Hits++;
                 error = 0;
                 return other + (va & 0xFFF);
             }
@@ -165,28 +162,31 @@ public abstract unsafe partial class VirtualAddressSpace
             {
                 ThreadTlb.Clear(me);
             }
-            me->Gen = newGen;
+            Volatile.Write(ref me->Gen, newGen);
         }
-        if (waitForAccesses) WaitForRemoteAccesses(me);
+        if (waitForAccesses) WaitForRemoteAccesses(me, newGen);
     }
 
-    /// <summary>The TLB shootdown's wait: returns once no other thread is inside an access that began before the flush.</summary>
-    private void WaitForRemoteAccesses(ThreadTlb* me)
+    /// <summary>
+    /// The TLB shootdown's wait: returns once no other thread is inside an access that began before the flush.
+    /// Each other thread is either seen idle (Busy 0), or seen to have acknowledged the new generation, which it does
+    /// at the start of its next access; so a thread in a tight loop of hits cannot hold the flusher up.
+    /// </summary>
+    private void WaitForRemoteAccesses(ThreadTlb* me, long newGen)
     {
         int others = Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0);
         if (others <= 0) return;
         Interlocked.Increment(ref _shootdowns);
-        // Every thread's store of an odd sequence is now visible, or its next load of the generation sees the bump.
+        // Every thread's store of Busy = 1 is now visible, or its next load of the generation sees the bump.
         Interlocked.MemoryBarrierProcessWide();
-        _tlbs.ForEach(static p => WaitQuiescent((ThreadTlb*)p));
+        _tlbs.ForEach(p => WaitQuiescent((ThreadTlb*)p, newGen));
     }
 
-    private static void WaitQuiescent(ThreadTlb* tlb)
+    private static void WaitQuiescent(ThreadTlb* tlb, long newGen)
     {
-        ulong seq = Volatile.Read(ref tlb->Seq);
-        if ((seq & 1) == 0) return;
+        if (Volatile.Read(ref tlb->Busy) == 0) return;
         var spin = new SpinWait();
-        while (Volatile.Read(ref tlb->Seq) == seq) spin.SpinOnce(sleep1Threshold: 30);
+        while (Volatile.Read(ref tlb->Busy) != 0 && Volatile.Read(ref tlb->Gen) < newGen) spin.SpinOnce(sleep1Threshold: 30);
     }
 
     /// <summary>TLB counters summed over every thread, live and exited.</summary>
@@ -198,7 +198,7 @@ public abstract unsafe partial class VirtualAddressSpace
             _tlbs.ForEach(p =>
             {
                 var t = (ThreadTlb*)p;
-                hits += ThreadTlb.HitCount(t);
+                hits += Volatile.Read(ref t->Hits);
                 misses += Volatile.Read(ref t->Misses);
                 local += Volatile.Read(ref t->FullFlushes) + Volatile.Read(ref t->PageFlushes);
             });
@@ -220,7 +220,7 @@ public abstract unsafe partial class VirtualAddressSpace
         var t = (ThreadTlb*)cache;
         lock (_retiredLock)
         {
-            _retiredHits += ThreadTlb.HitCount(t);
+            _retiredHits += t->Hits;
             _retiredMisses += t->Misses;
             _retiredLocalFlushes += t->FullFlushes + t->PageFlushes;
         }

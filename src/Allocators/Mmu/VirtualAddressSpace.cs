@@ -16,13 +16,17 @@ namespace Allocators.Mmu;
 /// <para>Thread-safe. A TLB hit takes no lock, makes no atomic read-modify-write and allocates nothing; a miss walks
 /// the tables without a lock; only the fault handler takes locks (the derived type's mmap_lock and the page-table
 /// lock).</para>
-/// <para>Why a TLB per thread: each thread owns its TLB outright, so hits and fills are plain loads and stores.
-/// A flush bumps the address space's TLB generation; every access compares its TLB's generation with it first and
-/// drops all its entries on a mismatch (the kernel's tlb_gen scheme; the flushing thread itself flushes only the
-/// pages concerned). A flush that precedes freeing pages or page tables also waits until no other thread is
-/// inside an access that started before the bump: each TLB has a sequence number that is odd during an access,
-/// the flusher issues a process-wide memory barrier (membarrier) and waits for odd sequences to move. This stands
-/// in for the IPI of a TLB shootdown; it is skipped when no other thread has a TLB for this address space.</para>
+/// <para>Why a TLB per thread: each thread owns its TLB outright, so hits and fills are plain loads and stores, and
+/// the only shared data a hit reads is the address space's TLB generation (read-mostly, so it stays in every core's
+/// cache). A flush bumps that generation; every access compares its TLB's generation with it first and drops all its
+/// entries on a mismatch (the kernel's tlb_gen scheme; the flushing thread itself flushes only the pages concerned).
+/// A flush that precedes freeing pages or page tables also waits until no other thread is still inside an access
+/// that began before the bump: each TLB has a Busy flag set around every access (plain stores of constants, so a
+/// loop of hits carries no dependency through memory); the flusher issues a process-wide memory barrier
+/// (membarrier) and then waits, per thread, until it sees the flag clear or the thread's TLB acknowledging the new
+/// generation, which the thread does at the start of its next access. This stands in for the IPI of a TLB
+/// shootdown and is skipped when no other thread has a TLB for this address space. A seqlock on a shared TLB would
+/// validate reads but cannot undo a write into a page freed meanwhile, hence the per-thread design.</para>
 /// <para>Disposing is not thread-safe with concurrent accesses (exiting a process while its threads still run).</para>
 /// </remarks>
 public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadCacheOwner
