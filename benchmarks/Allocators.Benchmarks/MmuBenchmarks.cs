@@ -34,7 +34,13 @@ public unsafe class MmuBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 512L << 20 } });
+        // Free page reporting off: otherwise freed pages go back to the host and every reuse pays a host page fault,
+        // which would measure the OS rather than the MMU.
+        _system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Size = 512L << 20 },
+            PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false },
+        });
         _kernel = new KernelAddressSpace(_system.Pages);
         _mm = new AddressSpace(_kernel, "bench");
         _va = _mm.Mmap(0, 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Populate) + 64;
