@@ -118,6 +118,7 @@ public sealed unsafe partial class PageAllocator
             ("nr_free_pages", NrFreePages),
             ("nr_free_pcp", PcpPages),
             ("nr_free_reported", ReportedPages),
+            ("nr_page_table_pages", NrPageTablePages),
         };
         for (int t = 0; t < ZonesPerNode; t++)
         {

@@ -1,0 +1,267 @@
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Mmu;
+
+public sealed unsafe partial class AddressSpace
+{
+    /// <summary>
+    /// do_user_addr_fault: non-canonical -> #GP; kernel half -> vmalloc sync or oops (kernel mode) / SEGV_MAPERR
+    /// (user mode); otherwise find the area (growing a stack down if needed), check the access against it, and let
+    /// <see cref="HandleMmFault"/> fix the page tables.
+    /// </summary>
+    private protected override FaultOutcome HandleFault(ulong va, PageFaultErrorCode error, bool fixup)
+    {
+        ThrowIfDisposed();
+        bool user = (error & PageFaultErrorCode.User) != 0;
+        if (!VirtualAddress.IsCanonical(va))
+        {
+            if (fixup) return FaultOutcome.Failed;
+            if (user)
+            {
+                Interlocked.Increment(ref _stats.Segv);
+                throw new GeneralProtectionFaultException(va, error);
+            }
+            Interlocked.Increment(ref _stats.Oops);
+            throw new KernelOopsException(va, error,
+                $"general protection fault, probably for non-canonical address 0x{va:x16}: 0000 [#1] SMP NOPTI\nCPU: {Thread.GetCurrentProcessorId()} UID: 0 PID: {Pid} Comm: {Name}\n");
+        }
+        if (va >= VirtualAddress.KernelStart)
+        {
+            if (!user)
+            {
+                if (VmallocSync(va)) return FaultOutcome.Retry;
+                if (fixup) return FaultOutcome.Failed;
+                throw _kernel.Oops(this, va, error, Pid, Name);
+            }
+            return BadArea(va, error, SegvCode.MapError, fixup);
+        }
+
+        _mmapLock.EnterReadLock();
+        try
+        {
+            VmArea? vma = _vmas.FindVma(va);
+            if (vma == null) return BadArea(va, error, SegvCode.MapError, fixup);
+            if (vma.Start > va)
+            {
+                if ((vma.Flags & VmFlags.GrowsDown) == 0) return BadArea(va, error, SegvCode.MapError, fixup);
+                // Below a stack: grow it (after this block, with the lock held for writing).
+            }
+            else
+            {
+                if (AccessError(vma, error)) return BadArea(va, error, SegvCode.AccessError, fixup);
+                HandleMmFault(vma, va, error);
+                Interlocked.Increment(ref _minFlt);
+                Interlocked.Increment(ref _stats.PgFault);
+                return FaultOutcome.Retry;
+            }
+        }
+        finally { _mmapLock.ExitReadLock(); }
+
+        // expand_stack needs the mmap_lock for writing; then the access is retried (and faults again, into the grown area).
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            VmArea? vma = _vmas.FindVma(va);
+            if (vma == null) return BadArea(va, error, SegvCode.MapError, fixup);
+            if (vma.Start > va && !ExpandStack(vma, va)) return BadArea(va, error, SegvCode.MapError, fixup);
+            return FaultOutcome.Retry;
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+    }
+
+    /// <summary>Copies a kernel-half PGD entry the kernel has and this process lacks (vmalloc_sync / the vmalloc fault).</summary>
+    private bool VmallocSync(ulong va)
+    {
+        int index = VirtualAddress.PgdIndex(va);
+        ulong reference = _kernel.ReferencePgdEntry(index);
+        if ((reference & PresentBit) == 0) return false;
+        lock (_ptl)
+        {
+            if (Volatile.Read(ref _pgd[index]) == reference) return false;
+            Volatile.Write(ref _pgd[index], reference);
+        }
+        Interlocked.Increment(ref _stats.VmallocSync);
+        return true;
+    }
+
+    /// <summary>access_error: does the area allow the access at all?</summary>
+    private static bool AccessError(VmArea vma, PageFaultErrorCode error)
+    {
+        if ((error & PageFaultErrorCode.Write) != 0) return (vma.Flags & VmFlags.Write) == 0;
+        if ((error & PageFaultErrorCode.InstructionFetch) != 0) return (vma.Flags & VmFlags.Exec) == 0;
+        if ((error & PageFaultErrorCode.Protection) != 0) return true;
+        return (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0;
+    }
+
+    /// <summary>bad_area: SIGSEGV for a user access, the fix-up for a uaccess routine, an oops for any other kernel access.</summary>
+    private FaultOutcome BadArea(ulong va, PageFaultErrorCode error, SegvCode code, bool fixup)
+    {
+        if (fixup) return FaultOutcome.Failed;
+        if ((error & PageFaultErrorCode.User) == 0) throw _kernel.Oops(this, va, error, Pid, Name);
+        Interlocked.Increment(ref _stats.Segv);
+        throw SegmentationFaultException.Create(va, code, error, Name, Pid);
+    }
+
+    /// <summary>expand_stack: grows a GrowsDown area down to the page of <paramref name="va"/>, keeping the guard gap and RLIMIT_STACK.</summary>
+    private bool ExpandStack(VmArea vma, ulong va)
+    {
+        ulong newStart = VirtualAddress.PageAlignDown(va);
+        if (newStart < VirtualAddress.MmapMinAddr || vma.End - newStart > StackLimit) return false;
+        VmArea? prev = vma.Prev;
+        if (prev != null && prev.End + StackGuardGap > newStart) return false;
+        vma.Start = newStart; // order in the tree is unchanged: the gap below was free
+        Interlocked.Increment(ref _stats.StackGrowth);
+        return true;
+    }
+
+    /// <summary>
+    /// handle_mm_fault: allocates the tables down to the PTE, then a huge page, a demand-zero page, the zero page, a
+    /// shared page, or a copy-on-write break, as the entry and the access need. Under the mmap_lock and the ptl.
+    /// </summary>
+    private void HandleMmFault(VmArea vma, ulong va, PageFaultErrorCode error)
+    {
+        bool write = (error & PageFaultErrorCode.Write) != 0;
+        lock (_ptl)
+        {
+            ulong* pudSlot = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.PageTable);
+            ulong* pmdSlot = pudSlot == null ? null : AllocLowerTable(pudSlot, VirtualAddress.PmdIndex(va), PteFlags.PageTable);
+            if (pmdSlot == null) throw FaultOom(va);
+            ulong pmd = Volatile.Read(ref *pmdSlot);
+            if (pmd == 0 && HugeEligible(vma, va))
+            {
+                if (DoHugeAnonymousPage(vma, pmdSlot)) return;
+                Interlocked.Increment(ref _stats.ThpFaultFallback);
+            }
+            if ((pmd & HugeBit) != 0)
+            {
+                // Huge pages are exclusive (fork splits them): a write fault makes the PMD writable when the area allows.
+                if (write && (pmd & RwBit) == 0 && (vma.Flags & VmFlags.Write) != 0 && (pmd & PresentBit) != 0)
+                    Volatile.Write(ref *pmdSlot, pmd | RwBit | (ulong)PteFlags.Dirty);
+                return;
+            }
+            ulong* ptep = AllocLowerTable(pmdSlot, VirtualAddress.PteIndex(va), PteFlags.PageTable);
+            if (ptep == null) throw FaultOom(va);
+            ulong pte = Volatile.Read(ref *ptep);
+            if (!IsMapped(pte))
+            {
+                DoAnonymousPage(vma, va, ptep, write);
+                return;
+            }
+            if (write && (pte & PresentBit) != 0 && (pte & RwBit) == 0) DoWpPage(vma, va, ptep, pte);
+            // Otherwise a spurious fault (another thread fixed it, or a stale TLB): the retried walk sets Accessed/Dirty.
+        }
+    }
+
+    private static OutOfMemoryException FaultOom(ulong va)
+        => new($"Out of memory handling a page fault at 0x{va:x} (VM_FAULT_OOM).");
+
+    /// <summary>do_anonymous_page (private) or the shmem fault (shared) on an empty entry.</summary>
+    private void DoAnonymousPage(VmArea vma, ulong va, ulong* ptep, bool write)
+    {
+        PteFlags prot = VmPageProt(vma.Flags);
+        PageFrame* tablePage = TablePage(AlignToTable(ptep));
+        if (vma.Shared != null)
+        {
+            PageFrame* page = vma.Shared.GetPageForMapping(vma.PageIndex(va));
+            if (page == null) throw FaultOom(va);
+            Interlocked.Increment(ref page->MapCount);
+            Volatile.Write(ref *ptep, PageTableEntry.Make(page->Pfn, prot).Value);
+            tablePage->Data0++;
+            AddRss(anon: false, 1);
+            return;
+        }
+        if (!write)
+        {
+            // Read fault: map the shared zero page read-only; the first write replaces it.
+            Volatile.Write(ref *ptep, PageTableEntry.Make(_kernel.ZeroPfn, prot & ~PteFlags.ReadWrite).MkSpecial().Value);
+            tablePage->Data0++;
+            Interlocked.Increment(ref _stats.ZeroPageMap);
+            return;
+        }
+        PageFrame* fresh = AllocAnonPage(va, zero: true);
+        Volatile.Write(ref *ptep, PageTableEntry.Make(fresh->Pfn, prot | PteFlags.ReadWrite | PteFlags.Dirty).Value);
+        tablePage->Data0++;
+        AddRss(anon: true, 1);
+    }
+
+    /// <summary>A new anonymous page for <paramref name="va"/>, mapped once (page_add_new_anon_rmap).</summary>
+    private PageFrame* AllocAnonPage(ulong va, bool zero)
+    {
+        PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn | (zero ? Gfp.Zero : 0), 0);
+        if (page == null) throw FaultOom(va);
+        page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
+        page->MapCount = 1;
+        return page;
+    }
+
+    /// <summary>
+    /// do_wp_page: a write to a present read-only entry in a writable area. Shared: make it writable. Private: the zero
+    /// page is replaced by a fresh page; an exclusive anonymous page is reused; a shared one is copied.
+    /// </summary>
+    private void DoWpPage(VmArea vma, ulong va, ulong* ptep, ulong pte)
+    {
+        ulong page4k = va & ~0xFFFUL;
+        if (vma.IsShared)
+        {
+            Volatile.Write(ref *ptep, pte | RwBit | (ulong)PteFlags.Dirty);
+            return;
+        }
+        PteFlags prot = VmPageProt(vma.Flags) | PteFlags.ReadWrite | PteFlags.Dirty | PteFlags.Accessed;
+        if ((pte & SpecialBit) != 0)
+        {
+            PageFrame* fresh = AllocAnonPage(va, zero: true);
+            ReplacePte(ptep, PageTableEntry.Make(fresh->Pfn, prot).Value, page4k);
+            AddRss(anon: true, 1);
+            return;
+        }
+        PageFrame* old = _memory.PfnToPage((pte & (ulong)PteFlags.PfnMask) >> 12);
+        if (old->Has(PageFlags.Anon) && Volatile.Read(ref old->RefCount) == 1)
+        {
+            // wp_page_reuse: nobody else holds the page. Upgrading permissions needs no flush.
+            Volatile.Write(ref *ptep, pte | RwBit | (ulong)PteFlags.Dirty | (ulong)PteFlags.Accessed);
+            Interlocked.Increment(ref _cowReuses);
+            Interlocked.Increment(ref _stats.CowReuse);
+            return;
+        }
+        // wp_page_copy
+        PageFrame* copy = AllocAnonPage(va, zero: false);
+        Buffer.MemoryCopy(_pages.PageAddress(old), _pages.PageAddress(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
+        ReplacePte(ptep, PageTableEntry.Make(copy->Pfn, prot).Value, page4k);
+        Interlocked.Decrement(ref old->MapCount);
+        _pages.PutPage(old);
+        Interlocked.Increment(ref _cowFaults);
+        Interlocked.Increment(ref _stats.CowFault);
+    }
+
+    /// <summary>ptep_clear_flush + set_pte_at: no thread can use the old translation once the new one is visible.</summary>
+    private void ReplacePte(ulong* ptep, ulong value, ulong va)
+    {
+        Interlocked.Exchange(ref *ptep, 0);
+        Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+        Volatile.Write(ref *ptep, value);
+    }
+
+    private static bool HugeEligible(VmArea vma, ulong va)
+    {
+        if ((vma.Flags & VmFlags.HugePage) == 0 || vma.IsShared) return false;
+        ulong haddr = va & ~(VirtualAddress.PmdSize - 1);
+        return haddr >= vma.Start && haddr + VirtualAddress.PmdSize <= vma.End;
+    }
+
+    /// <summary>do_huge_pmd_anonymous_page: a zeroed order-9 page mapped by one PMD with PSE. False when none is free.</summary>
+    private bool DoHugeAnonymousPage(VmArea vma, ulong* pmdSlot)
+    {
+        PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.Zero | Gfp.NoWarn | Gfp.NoRetry, VirtualAddress.HugePageOrder);
+        if (page == null) return false;
+        page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
+        page->MapCount = 1;
+        PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Huge;
+        if ((vma.Flags & VmFlags.Write) != 0) prot |= PteFlags.ReadWrite | PteFlags.Dirty;
+        Volatile.Write(ref *pmdSlot, PageTableEntry.Make(page->Pfn, prot).Value);
+        TablePage(AlignToTable(pmdSlot))->Data0++;
+        AddRss(anon: true, VirtualAddress.HugePagePages);
+        Interlocked.Increment(ref _stats.ThpFaultAlloc);
+        return true;
+    }
+}

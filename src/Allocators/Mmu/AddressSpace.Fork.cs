@@ -1,0 +1,85 @@
+using Allocators.Physical;
+
+namespace Allocators.Mmu;
+
+public sealed unsafe partial class AddressSpace
+{
+    /// <summary>
+    /// Creates a child address space (fork / dup_mmap). Shared areas stay shared (the child faults the same pages in);
+    /// every private page is mapped by both sides read-only with its refcount and mapcount raised, so the first write
+    /// on either side copies it — or reuses it when the other side has let go. The zero page is shared as is.
+    /// Huge mappings of private areas are split first (huge pages are never shared here).
+    /// </summary>
+    /// <param name="name">The child's name; the parent's when null.</param>
+    /// <exception cref="OutOfMemoryException">No memory for the child's page tables; the child is torn down again.</exception>
+    public AddressSpace Fork(string? name = null)
+    {
+        ThrowIfDisposed();
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            var child = new AddressSpace(_kernel, name ?? Name, Pid, createStack: false);
+            try
+            {
+                child._startBrk = _startBrk;
+                child._brk = _brk;
+                for (VmArea? v = _vmas.First; v != null; v = v.Next)
+                {
+                    child._vmas.Insert(v.CloneDescriptor());
+                    if (v.IsShared) continue;
+                    SplitHugeRange(v.Start, v.End);
+                    CopyPageRange(child, v.Start, v.End);
+                }
+                // The parent's entries lost RW: no thread of the parent may keep writing through an old translation.
+                Flush(0, ulong.MaxValue, waitForAccesses: true);
+            }
+            catch
+            {
+                child.Dispose();
+                throw;
+            }
+            return child;
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+    }
+
+    /// <summary>copy_page_range for a private area: share every mapped page write-protected on both sides.</summary>
+    private void CopyPageRange(AddressSpace child, ulong start, ulong end)
+    {
+        lock (_ptl)
+        lock (child._ptl)
+        {
+            WalkPmds(start, end, (pmdSlot, s, e) =>
+            {
+                ulong* table = TableOf(*pmdSlot);
+                for (ulong va = s; va < e; va += VirtualAddress.PageSize)
+                {
+                    ulong* slot = table + VirtualAddress.PteIndex(va);
+                    ulong pte = Volatile.Read(ref *slot);
+                    if (!IsMapped(pte)) continue;
+                    if ((pte & SpecialBit) == 0)
+                    {
+                        PageFrame* page = _memory.PfnToPage((pte & (ulong)PteFlags.PfnMask) >> 12);
+                        _pages.GetPage(page);
+                        Interlocked.Increment(ref page->MapCount);
+                        while ((pte & RwBit) != 0)
+                        {
+                            ulong old = Interlocked.CompareExchange(ref *slot, pte & ~RwBit, pte);
+                            if (old == pte) { pte &= ~RwBit; break; }
+                            pte = old;
+                        }
+                        child.AddRss(page->Has(PageFlags.Anon), 1);
+                    }
+                    ulong* pud = child.AllocLowerTable(child._pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.PageTable);
+                    ulong* pmd = pud == null ? null : child.AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.PageTable);
+                    ulong* dst = pmd == null ? null : child.AllocLowerTable(pmd, VirtualAddress.PteIndex(va), PteFlags.PageTable);
+                    if (dst == null) throw new OutOfMemoryException($"fork: no memory for the child's page tables at 0x{va:x}.");
+                    // The child's entry starts old (pte_mkold); PROTNONE entries keep their bits.
+                    ulong childPte = (pte & PresentBit) != 0 ? pte & ~(ulong)PteFlags.Accessed : pte;
+                    Volatile.Write(ref *dst, childPte);
+                    child.TablePage(AlignToTable(dst))->Data0++;
+                }
+            }, null);
+        }
+    }
+}

@@ -1,0 +1,322 @@
+namespace Allocators.Mmu;
+
+public sealed partial class AddressSpace
+{
+    /// <summary>
+    /// Maps anonymous memory (mmap). Without <see cref="MapFlags.Fixed"/> the address is a hint; the result never lies
+    /// below <see cref="VirtualAddress.MmapMinAddr"/> and keeps the stack's guard gap. Pages are faulted in on first
+    /// touch, or now with <see cref="MapFlags.Populate"/>.
+    /// </summary>
+    /// <param name="address">Hint, or the exact address with <see cref="MapFlags.Fixed"/>/<see cref="MapFlags.FixedNoReplace"/>; 0 for none.</param>
+    /// <param name="length">Bytes; rounded up to whole pages.</param>
+    /// <param name="protection">PROT_* bits.</param>
+    /// <param name="flags">Exactly one of <see cref="MapFlags.Private"/>/<see cref="MapFlags.Shared"/>, and <see cref="MapFlags.Anonymous"/>.</param>
+    /// <returns>The start of the new mapping.</returns>
+    /// <exception cref="ArgumentException">Bad length, flags, or a fixed address that is unaligned, below mmap_min_addr or beyond user space.</exception>
+    /// <exception cref="InvalidOperationException"><see cref="MapFlags.FixedNoReplace"/> and the range is in use (EEXIST).</exception>
+    /// <exception cref="OutOfMemoryException">No free range of that size.</exception>
+    public ulong Mmap(ulong address, ulong length, MemoryProtection protection, MapFlags flags)
+    {
+        ThrowIfDisposed();
+        if (length == 0) throw new ArgumentException($"mmap at 0x{address:x}: length is 0 (EINVAL).", nameof(length));
+        ulong len = VirtualAddress.PageAlignUp(length);
+        if (len < length || len > VirtualAddress.TaskSize)
+            throw new ArgumentException($"mmap at 0x{address:x}: length 0x{length:x} is too large (ENOMEM).", nameof(length));
+        bool shared = (flags & MapFlags.Shared) != 0;
+        if (shared == ((flags & MapFlags.Private) != 0))
+            throw new ArgumentException($"mmap at 0x{address:x}: exactly one of MAP_SHARED and MAP_PRIVATE is required (EINVAL).", nameof(flags));
+        if ((flags & MapFlags.Anonymous) == 0)
+            throw new ArgumentException($"mmap at 0x{address:x}: only anonymous mappings are supported (MAP_ANONYMOUS).", nameof(flags));
+        if ((protection & ~MemoryProtection.ReadWrite & ~MemoryProtection.Exec) != 0)
+            throw new ArgumentException($"mmap at 0x{address:x}: unknown protection bits {protection}.", nameof(protection));
+        bool fixedAddress = (flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0;
+        if (fixedAddress) ValidateUserRange(address, len, "mmap");
+
+        VmFlags vmFlags = ToVmFlags(protection)
+            | (shared ? VmFlags.Shared : 0)
+            | ((flags & MapFlags.GrowsDown) != 0 ? VmFlags.GrowsDown : 0)
+            | ((flags & MapFlags.HugePage) != 0 ? VmFlags.HugePage : 0);
+        ulong align = (flags & MapFlags.HugePage) != 0 && len >= VirtualAddress.PmdSize ? VirtualAddress.PmdSize : VirtualAddress.PageSize;
+
+        var gather = new TlbGather();
+        ulong start;
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            if ((flags & MapFlags.FixedNoReplace) != 0)
+            {
+                if (!NoOverlap(address, address + len))
+                    throw new InvalidOperationException($"mmap: [0x{address:x}, 0x{address + len:x}) overlaps an existing mapping (EEXIST).");
+                start = address;
+            }
+            else if ((flags & MapFlags.Fixed) != 0)
+            {
+                DoMunmap(address, address + len, gather);
+                start = address;
+            }
+            else
+            {
+                start = GetUnmappedArea(address, len, align);
+            }
+            var vma = new VmArea(start, start + len, vmFlags);
+            if (shared) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
+            _vmas.Insert(vma);
+            MergeVma(vma);
+            FinishGather(gather);
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+
+        if ((flags & MapFlags.Populate) != 0) Populate(start, len, vmFlags);
+        return start;
+    }
+
+    /// <summary>mm_populate: faults every page of the new mapping in, for writing where a write would copy-on-write.</summary>
+    private void Populate(ulong start, ulong length, VmFlags flags)
+    {
+        if ((flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0) return;
+        MemoryAccess access = (flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write ? MemoryAccess.Write : MemoryAccess.Read;
+        for (ulong va = start; va < start + length; va += VirtualAddress.PageSize) Touch(va, access);
+    }
+
+    /// <summary>Removes the mappings in [<paramref name="address"/>, +<paramref name="length"/>) (munmap); unmapped holes are fine.</summary>
+    /// <exception cref="ArgumentException">Unaligned address, zero length, or a range outside user space (EINVAL).</exception>
+    public void Munmap(ulong address, ulong length)
+    {
+        ThrowIfDisposed();
+        if (length == 0) throw new ArgumentException($"munmap at 0x{address:x}: length is 0 (EINVAL).", nameof(length));
+        ulong len = VirtualAddress.PageAlignUp(length);
+        ValidateUserRange(address, len, "munmap", allowLow: true);
+        var gather = new TlbGather();
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            DoMunmap(address, address + len, gather);
+            FinishGather(gather);
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+    }
+
+    /// <summary>
+    /// Changes the protection of [<paramref name="address"/>, +<paramref name="length"/>) (mprotect), splitting and
+    /// merging areas; present entries are rewritten and flushed.
+    /// </summary>
+    /// <exception cref="ArgumentException">Unaligned address or bad protection (EINVAL).</exception>
+    /// <exception cref="InvalidOperationException">Part of the range is not mapped (ENOMEM); nothing changes then.</exception>
+    public void Mprotect(ulong address, ulong length, MemoryProtection protection)
+    {
+        ThrowIfDisposed();
+        if (length == 0) return;
+        ulong len = VirtualAddress.PageAlignUp(length);
+        ValidateUserRange(address, len, "mprotect", allowLow: true);
+        if ((protection & ~MemoryProtection.ReadWrite & ~MemoryProtection.Exec) != 0)
+            throw new ArgumentException($"mprotect at 0x{address:x}: unknown protection bits {protection}.", nameof(protection));
+        ulong end = address + len;
+        VmFlags newProt = ToVmFlags(protection);
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            // The whole range must be mapped before anything changes.
+            ulong cursor = address;
+            for (VmArea? v = _vmas.FindVma(address); cursor < end; v = v.Next)
+            {
+                if (v == null || v.Start > cursor)
+                    throw new InvalidOperationException($"mprotect: 0x{cursor:x} in [0x{address:x}, 0x{end:x}) is not mapped (ENOMEM).");
+                cursor = v.End;
+            }
+            VmArea vma = _vmas.FindVma(address)!;
+            if (vma.Start < address) vma = SplitVma(vma, address);
+            var touched = new List<VmArea>();
+            for (VmArea? v = vma; v != null && v.Start < end; v = v.Next)
+            {
+                if (v.End > end) SplitVma(v, end);
+                touched.Add(v);
+            }
+            foreach (VmArea v in touched)
+            {
+                VmFlags flags = (v.Flags & ~(VmFlags.Read | VmFlags.Write | VmFlags.Exec)) | newProt;
+                if (flags == v.Flags) continue;
+                v.Flags = flags;
+                ChangeProtection(v.Start, v.End, flags);
+            }
+            foreach (VmArea v in touched)
+            {
+                if (_vmas.Find(v.Start) == v) MergeVma(v);
+            }
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+    }
+
+    /// <summary>
+    /// Moves the program break (brk). Returns the new break, or the unchanged one when the request cannot be met
+    /// (below start_brk, or the heap would run into another mapping); <c>Brk(0)</c> queries it.
+    /// </summary>
+    public ulong Brk(ulong newBrk)
+    {
+        ThrowIfDisposed();
+        var gather = new TlbGather();
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            ulong brk = _brk;
+            if (newBrk < _startBrk || newBrk > VirtualAddress.TaskSize) return brk;
+            ulong oldEnd = VirtualAddress.PageAlignUp(brk);
+            ulong newEnd = VirtualAddress.PageAlignUp(newBrk);
+            if (newEnd < oldEnd)
+            {
+                DoMunmap(newEnd, oldEnd, gather);
+                FinishGather(gather);
+            }
+            else if (newEnd > oldEnd)
+            {
+                if (!RangeIsFree(oldEnd, newEnd)) return brk;
+                VmArea? heap = oldEnd > _startBrk ? _vmas.Find(oldEnd - 1) : null;
+                if (heap != null && heap.Name == "[heap]" && heap.End == oldEnd) heap.End = newEnd;
+                else _vmas.Insert(new VmArea(oldEnd, newEnd, VmFlags.Read | VmFlags.Write) { Name = "[heap]" });
+            }
+            _brk = newBrk;
+            return newBrk;
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+    }
+
+    /// <summary>
+    /// Resizes and possibly moves a mapping (mremap). Shrinking unmaps the tail; growing extends in place when the
+    /// following range is free, else moves the page-table entries (not the data) to a new range when
+    /// <see cref="MremapFlags.MayMove"/> is set. The old range must lie in one area.
+    /// </summary>
+    /// <returns>The (possibly new) start address.</returns>
+    /// <exception cref="ArgumentException">Unaligned address, zero size, or bad flags (EINVAL).</exception>
+    /// <exception cref="InvalidOperationException">The old range is not one mapping (EFAULT).</exception>
+    /// <exception cref="OutOfMemoryException">It cannot grow in place and may not move, or no range is free (ENOMEM).</exception>
+    public ulong Mremap(ulong oldAddress, ulong oldSize, ulong newSize, MremapFlags flags, ulong newAddress = 0)
+    {
+        ThrowIfDisposed();
+        if (oldSize == 0 || newSize == 0)
+            throw new ArgumentException($"mremap 0x{oldAddress:x}: sizes must be non-zero (EINVAL).", nameof(oldSize));
+        if ((flags & MremapFlags.Fixed) != 0 && (flags & MremapFlags.MayMove) == 0)
+            throw new ArgumentException("mremap: MREMAP_FIXED requires MREMAP_MAYMOVE (EINVAL).", nameof(flags));
+        ulong oldLen = VirtualAddress.PageAlignUp(oldSize);
+        ulong newLen = VirtualAddress.PageAlignUp(newSize);
+        ValidateUserRange(oldAddress, oldLen, "mremap");
+        if ((flags & MremapFlags.Fixed) != 0) ValidateUserRange(newAddress, newLen, "mremap");
+        var gather = new TlbGather();
+        _mmapLock.EnterWriteLock();
+        try
+        {
+            VmArea? vma = _vmas.Find(oldAddress);
+            if (vma == null || oldAddress + oldLen > vma.End)
+                throw new InvalidOperationException($"mremap: [0x{oldAddress:x}, 0x{oldAddress + oldLen:x}) is not within one mapping (EFAULT).");
+            ulong result;
+            if ((flags & MremapFlags.Fixed) != 0)
+            {
+                if (newAddress < oldAddress + oldLen && oldAddress < newAddress + newLen)
+                    throw new ArgumentException($"mremap: new range 0x{newAddress:x} overlaps the old one (EINVAL).", nameof(newAddress));
+                DoMunmap(newAddress, newAddress + newLen, gather);
+                FinishGather(gather);
+                vma = _vmas.Find(oldAddress)!;
+                if (newLen < oldLen)
+                {
+                    DoMunmap(oldAddress + newLen, oldAddress + oldLen, gather);
+                    FinishGather(gather);
+                    oldLen = newLen;
+                    vma = _vmas.Find(oldAddress)!;
+                }
+                result = MoveVma(vma, oldAddress, oldLen, newAddress, newLen, gather);
+            }
+            else if (newLen <= oldLen)
+            {
+                if (newLen < oldLen)
+                {
+                    DoMunmap(oldAddress + newLen, oldAddress + oldLen, gather);
+                    FinishGather(gather);
+                }
+                result = oldAddress;
+            }
+            else if (oldAddress + oldLen == vma.End && RangeIsFree(vma.End, oldAddress + newLen) && oldAddress + newLen <= VirtualAddress.TaskSize)
+            {
+                vma.Shared?.EnsureCapacity(vma.PageIndex(oldAddress + newLen));
+                vma.End = oldAddress + newLen;
+                MergeVma(vma);
+                result = oldAddress;
+            }
+            else if ((flags & MremapFlags.MayMove) != 0)
+            {
+                ulong align = (vma.Flags & VmFlags.HugePage) != 0 && newLen >= VirtualAddress.PmdSize ? VirtualAddress.PmdSize : VirtualAddress.PageSize;
+                ulong target = GetUnmappedArea(0, newLen, align);
+                result = MoveVma(vma, oldAddress, oldLen, target, newLen, gather);
+            }
+            else
+            {
+                throw new OutOfMemoryException($"mremap: 0x{oldAddress:x} cannot grow to 0x{newLen:x} bytes in place and MREMAP_MAYMOVE is not set (ENOMEM).");
+            }
+            FinishGather(gather);
+            return result;
+        }
+        finally { _mmapLock.ExitWriteLock(); }
+    }
+
+    /// <summary>
+    /// move_vma: a new area at <paramref name="target"/> with the old one's backing, the entries of the old range
+    /// moved over (pages keep their mapcounts), and the old range unmapped.
+    /// </summary>
+    private ulong MoveVma(VmArea vma, ulong oldAddress, ulong oldLen, ulong target, ulong newLen, TlbGather gather)
+    {
+        var moved = vma.CloneDescriptor();
+        moved.Start = target;
+        moved.End = target + newLen;
+        moved.PgOff = vma.PageIndex(oldAddress);
+        moved.Shared?.EnsureCapacity(moved.PageIndex(moved.End));
+        SplitHugeRange(oldAddress, oldAddress + oldLen);
+        MovePageTables(oldAddress, target, oldLen);
+        _vmas.Insert(moved);
+        DoMunmap(oldAddress, oldAddress + oldLen, gather);
+        MergeVma(moved);
+        return target;
+    }
+
+    /// <summary>move_page_tables: moves every mapped entry of [old, old + length) to new (huge entries already split).</summary>
+    private unsafe void MovePageTables(ulong oldAddress, ulong newAddress, ulong length)
+    {
+        lock (_ptl)
+        {
+            bool any = false;
+            for (ulong off = 0; off < length; off += VirtualAddress.PageSize)
+            {
+                ulong* src = FindPteSlot(oldAddress + off);
+                if (src == null || *src == 0) continue;
+                ulong va = newAddress + off;
+                ulong* pud = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.PageTable);
+                ulong* pmd = pud == null ? null : AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.PageTable);
+                ulong* dst = pmd == null ? null : AllocLowerTable(pmd, VirtualAddress.PteIndex(va), PteFlags.PageTable);
+                if (dst == null) throw new OutOfMemoryException($"mremap: no memory for page tables at 0x{va:x}.");
+                ulong e = Interlocked.Exchange(ref *src, 0);
+                TablePage(AlignToTable(src))->Data0--;
+                Volatile.Write(ref *dst, e);
+                TablePage(AlignToTable(dst))->Data0++;
+                any = true;
+            }
+            if (any) Flush(oldAddress, oldAddress + length, waitForAccesses: true);
+        }
+    }
+
+    private static VmFlags ToVmFlags(MemoryProtection protection)
+        => ((protection & MemoryProtection.Read) != 0 ? VmFlags.Read : 0)
+        | ((protection & MemoryProtection.Write) != 0 ? VmFlags.Write : 0)
+        | ((protection & MemoryProtection.Exec) != 0 ? VmFlags.Exec : 0);
+
+    private bool NoOverlap(ulong start, ulong end)
+    {
+        VmArea? v = _vmas.FindVma(start);
+        return v == null || v.Start >= end;
+    }
+
+    private static void ValidateUserRange(ulong address, ulong length, string op, bool allowLow = false)
+    {
+        if (!VirtualAddress.IsPageAligned(address))
+            throw new ArgumentException($"{op}: address 0x{address:x} is not page aligned (EINVAL).", nameof(address));
+        if (!allowLow && address < VirtualAddress.MmapMinAddr)
+            throw new ArgumentException($"{op}: address 0x{address:x} is below mmap_min_addr 0x{VirtualAddress.MmapMinAddr:x} (EPERM).", nameof(address));
+        if (address + length < address || address + length > VirtualAddress.TaskSize)
+            throw new ArgumentException($"{op}: [0x{address:x}, +0x{length:x}) is beyond user space 0x{VirtualAddress.TaskSize:x} (EINVAL).", nameof(address));
+    }
+}

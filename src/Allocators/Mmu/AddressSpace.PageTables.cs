@@ -1,0 +1,281 @@
+using System.Runtime.CompilerServices;
+using Allocators.Physical;
+
+namespace Allocators.Mmu;
+
+public sealed unsafe partial class AddressSpace
+{
+    private const ulong PresentBit = (ulong)PteFlags.Present;
+    private const ulong HugeBit = (ulong)PteFlags.Huge;
+    private const ulong SpecialBit = (ulong)PteFlags.Special;
+    private const ulong RwBit = (ulong)PteFlags.ReadWrite;
+
+    /// <summary>Visits one present PMD entry's share [start, end) of a range.</summary>
+    private delegate void PmdVisitor(ulong* pmdSlot, ulong start, ulong end);
+
+    /// <summary>
+    /// Calls <paramref name="visit"/> for every present PMD entry overlapping [start, end) of the user half, then,
+    /// when <paramref name="gather"/> is given, frees PMD and PUD tables left empty (free_pgtables). Under the ptl.
+    /// </summary>
+    private void WalkPmds(ulong start, ulong end, PmdVisitor visit, TlbGather? gather)
+    {
+        for (ulong a = start; a < end;)
+        {
+            ulong* pgdSlot = _pgd + VirtualAddress.PgdIndex(a);
+            ulong aEnd = Math.Min(end, AlignUp(a, VirtualAddress.PgdSize));
+            if ((*pgdSlot & PresentBit) != 0)
+            {
+                ulong* pud = TableOf(*pgdSlot);
+                for (ulong b = a; b < aEnd;)
+                {
+                    ulong* pudSlot = pud + VirtualAddress.PudIndex(b);
+                    ulong bEnd = Math.Min(aEnd, AlignUp(b, VirtualAddress.PudSize));
+                    if ((*pudSlot & PresentBit) != 0)
+                    {
+                        ulong* pmd = TableOf(*pudSlot);
+                        for (ulong c = b; c < bEnd;)
+                        {
+                            ulong* pmdSlot = pmd + VirtualAddress.PmdIndex(c);
+                            ulong cEnd = Math.Min(bEnd, AlignUp(c, VirtualAddress.PmdSize));
+                            if (IsMapped(*pmdSlot)) visit(pmdSlot, c, cEnd);
+                            c = cEnd;
+                        }
+                        if (gather != null && TablePage(pmd)->Data0 == 0) FreeTableEntry(pudSlot, gather);
+                    }
+                    b = bEnd;
+                }
+                if (gather != null && TablePage(pud)->Data0 == 0) FreeTableEntry(pgdSlot, gather);
+            }
+            a = aEnd;
+        }
+    }
+
+    /// <summary>The next multiple of <paramref name="size"/> above <paramref name="a"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong AlignUp(ulong a, ulong size) => (a & ~(size - 1)) + size;
+
+    /// <summary>Clears an entry that points at an (empty) table and queues the table for freeing after the flush.</summary>
+    private void FreeTableEntry(ulong* slot, TlbGather gather)
+    {
+        ulong e = Interlocked.Exchange(ref *slot, 0);
+        gather.Tables.Add((nint)TablePage(TableOf(e)));
+        TablePage(AlignToTable(slot))->Data0--;
+    }
+
+    /// <summary>
+    /// zap_page_range: clears every entry in [start, end), dropping mapcounts and RSS now and queueing the page
+    /// references for release after the flush; frees page tables left empty. Under the mmap_lock for writing.
+    /// </summary>
+    private void ZapRange(ulong start, ulong end, TlbGather gather)
+    {
+        if (end <= start) return;
+        gather.AddRange(start, end);
+        lock (_ptl)
+        {
+            WalkPmds(start, end, (pmdSlot, s, e) =>
+            {
+                ulong pmd = *pmdSlot;
+                if ((pmd & HugeBit) != 0)
+                {
+                    if ((s & (VirtualAddress.PmdSize - 1)) == 0 && e - s == VirtualAddress.PmdSize)
+                    {
+                        Interlocked.Exchange(ref *pmdSlot, 0);
+                        TablePage(AlignToTable(pmdSlot))->Data0--;
+                        PageFrame* head = _memory.PfnToPage((pmd & (ulong)PteFlags.PfnMask) >> 12);
+                        Interlocked.Decrement(ref head->MapCount);
+                        AddRss(anon: true, -VirtualAddress.HugePagePages);
+                        GatherPage(gather, head);
+                        return;
+                    }
+                    SplitHugePmd(pmdSlot, s & ~(VirtualAddress.PmdSize - 1));
+                    pmd = *pmdSlot;
+                }
+                ulong* table = TableOf(pmd);
+                PageFrame* tablePage = TablePage(table);
+                for (ulong va = s; va < e; va += VirtualAddress.PageSize)
+                {
+                    ulong* slot = table + VirtualAddress.PteIndex(va);
+                    if (*slot == 0) continue;
+                    ulong old = Interlocked.Exchange(ref *slot, 0);
+                    tablePage->Data0--;
+                    if (!IsMapped(old) || (old & SpecialBit) != 0) continue;
+                    PageFrame* page = _memory.PfnToPage((old & (ulong)PteFlags.PfnMask) >> 12);
+                    Interlocked.Decrement(ref page->MapCount);
+                    AddRss(page->Has(PageFlags.Anon), -1);
+                    GatherPage(gather, page);
+                }
+                if (tablePage->Data0 == 0) FreeTableEntry(pmdSlot, gather);
+            }, gather);
+        }
+    }
+
+    /// <summary>Frees every user-half table (exit_mmap's free_pgtables); the range must already be zapped.</summary>
+    private void FreeAllUserTables(TlbGather gather)
+    {
+        lock (_ptl)
+        {
+            for (int i = 0; i < VirtualAddress.KernelPgdIndex; i++)
+            {
+                ulong pgd = _pgd[i];
+                if ((pgd & PresentBit) == 0) continue;
+                ulong* pud = TableOf(pgd);
+                for (int j = 0; j < VirtualAddress.EntriesPerTable; j++)
+                {
+                    if ((pud[j] & PresentBit) == 0) continue;
+                    ulong* pmd = TableOf(pud[j]);
+                    for (int k = 0; k < VirtualAddress.EntriesPerTable; k++)
+                    {
+                        if ((pmd[k] & PresentBit) == 0 || (pmd[k] & HugeBit) != 0) continue;
+                        FreeTableEntry(pmd + k, gather);
+                    }
+                    FreeTableEntry(pud + j, gather);
+                }
+                FreeTableEntry(_pgd + i, gather);
+            }
+        }
+    }
+
+    /// <summary>Queues a page reference for release after the flush; a full batch is flushed and released at once (tlb_flush_mmu).</summary>
+    private void GatherPage(TlbGather gather, PageFrame* page)
+    {
+        gather.Pages.Add((nint)page);
+        if (gather.Pages.Count < TlbGather.BatchPages) return;
+        Flush(gather.Start, gather.End, waitForAccesses: true);
+        foreach (nint p in gather.Pages) _pages.PutPage((PageFrame*)p);
+        gather.Pages.Clear();
+    }
+
+    /// <summary>tlb_finish_mmu: flushes the gathered range (waiting for other threads), then frees pages and tables.</summary>
+    private void FinishGather(TlbGather gather)
+    {
+        if (gather.NeedsFlush || gather.Tables.Count > 0)
+            Flush(gather.NeedsFlush ? gather.Start : 0, gather.NeedsFlush ? gather.End : ulong.MaxValue, waitForAccesses: true);
+        foreach (nint p in gather.Pages) _pages.PutPage((PageFrame*)p);
+        foreach (nint t in gather.Tables) FreeTablePage((PageFrame*)t);
+        gather.Pages.Clear();
+        gather.Tables.Clear();
+        gather.Start = ulong.MaxValue;
+        gather.End = 0;
+    }
+
+    /// <summary>
+    /// Splits a huge PMD mapping into a table of 512 PTEs (split_huge_pmd) and the order-9 page into 512 order-0
+    /// pages (split_huge_page); huge pages are never shared here, so the split page is exclusive. Under the ptl.
+    /// </summary>
+    private void SplitHugePmd(ulong* pmdSlot, ulong haddr)
+    {
+        ulong pmd = Volatile.Read(ref *pmdSlot);
+        ulong pfn = (pmd & (ulong)PteFlags.PfnMask) >> 12;
+        PageFrame* head = _memory.PfnToPage(pfn);
+        PageFrame* tablePage = AllocTablePage();
+        if (tablePage == null) throw new OutOfMemoryException($"split_huge_pmd 0x{haddr:x}: no memory for a page table.");
+        var table = (ulong*)_pages.PageAddress(tablePage);
+        ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~HugeBit;
+        for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = ((pfn + (ulong)i) << 12) | prot;
+        tablePage->Data0 = VirtualAddress.HugePagePages;
+        _pages.SplitPage(head, VirtualAddress.HugePageOrder);
+        for (int i = 0; i < VirtualAddress.HugePagePages; i++)
+        {
+            head[i].FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
+            head[i].MapCount = 1;
+        }
+        // Same frames, same permissions: translations stay valid, but x86 requires a flush when the page size changes.
+        Volatile.Write(ref *pmdSlot, ((ulong)tablePage->Pfn << 12) | (ulong)PteFlags.PageTable);
+        Flush(haddr, haddr + VirtualAddress.PmdSize, waitForAccesses: false);
+        Interlocked.Increment(ref _stats.ThpSplitPmd);
+    }
+
+    /// <summary>Splits every huge PMD overlapping [start, end) (before fork, mremap, or a partial change).</summary>
+    private void SplitHugeRange(ulong start, ulong end)
+    {
+        lock (_ptl)
+        {
+            WalkPmds(start, end, (pmdSlot, s, _) =>
+            {
+                if ((*pmdSlot & HugeBit) != 0) SplitHugePmd(pmdSlot, s & ~(VirtualAddress.PmdSize - 1));
+            }, null);
+        }
+    }
+
+    /// <summary>
+    /// change_protection: rewrites the protection of every mapped entry in [start, end) for an area whose flags are
+    /// now <paramref name="flags"/>, keeping pfn, Accessed, Dirty and the software bits, then flushes.
+    /// </summary>
+    private void ChangeProtection(ulong start, ulong end, VmFlags flags)
+    {
+        PteFlags prot = VmPageProt(flags);
+        bool privateWritable = (flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
+        bool changed = false;
+        lock (_ptl)
+        {
+            WalkPmds(start, end, (pmdSlot, s, e) =>
+            {
+                ulong pmd = *pmdSlot;
+                if ((pmd & HugeBit) != 0)
+                {
+                    if ((s & (VirtualAddress.PmdSize - 1)) == 0 && e - s == VirtualAddress.PmdSize)
+                    {
+                        // Huge pages are exclusive: a private writable area keeps them writable.
+                        ulong extra = HugeBit | (privateWritable && (prot & PteFlags.Present) != 0 ? RwBit : 0);
+                        changed |= UpdateEntry(pmdSlot, prot, extra);
+                        return;
+                    }
+                    SplitHugePmd(pmdSlot, s & ~(VirtualAddress.PmdSize - 1));
+                    pmd = *pmdSlot;
+                }
+                ulong* table = TableOf(pmd);
+                for (ulong va = s; va < e; va += VirtualAddress.PageSize)
+                {
+                    ulong* slot = table + VirtualAddress.PteIndex(va);
+                    ulong old = Volatile.Read(ref *slot);
+                    if (!IsMapped(old)) continue;
+                    ulong extra = 0;
+                    if (privateWritable && (prot & PteFlags.Present) != 0 && (old & SpecialBit) == 0 && (old & (ulong)PteFlags.Dirty) != 0)
+                    {
+                        // can_change_pte_writable: an exclusive anonymous page may be written without a fault.
+                        PageFrame* page = _memory.PfnToPage((old & (ulong)PteFlags.PfnMask) >> 12);
+                        if (page->Has(PageFlags.Anon) && page->RefCount == 1) extra = RwBit;
+                    }
+                    changed |= UpdateEntry(slot, prot, extra);
+                }
+            }, null);
+            if (changed) Flush(start, end, waitForAccesses: true);
+        }
+    }
+
+    /// <summary>pte_modify with compare-and-swap (walkers may set Accessed/Dirty meanwhile). True when the entry changed.</summary>
+    private static bool UpdateEntry(ulong* slot, PteFlags prot, ulong extra)
+    {
+        while (true)
+        {
+            ulong old = Volatile.Read(ref *slot);
+            ulong value = new PageTableEntry(old).Modify(prot).Value | extra;
+            if (value == old) return false;
+            if (Interlocked.CompareExchange(ref *slot, value, old) == old) return true;
+        }
+    }
+
+    /// <summary>vm_get_page_prot: the entry protection for an area's flags (private writable areas get no RW: PAGE_COPY).</summary>
+    private static PteFlags VmPageProt(VmFlags flags)
+    {
+        if ((flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0) return PteFlags.PageNone;
+        PteFlags prot = PteFlags.Present | PteFlags.User;
+        if ((flags & VmFlags.Exec) == 0) prot |= PteFlags.NoExecute;
+        if ((flags & (VmFlags.Write | VmFlags.Shared)) == (VmFlags.Write | VmFlags.Shared)) prot |= PteFlags.ReadWrite;
+        return prot;
+    }
+
+    private void AddRss(bool anon, long pages)
+    {
+        if (anon)
+        {
+            Interlocked.Add(ref _rssAnon, pages);
+            Interlocked.Add(ref _stats.NrAnonPages, pages);
+        }
+        else
+        {
+            Interlocked.Add(ref _rssShmem, pages);
+            Interlocked.Add(ref _stats.NrShmem, pages);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Mmu;
+
+/// <summary>
+/// A process address space (mm_struct): areas (VMAs) in an ordered tree, four-level page tables, a software TLB per
+/// thread, and the fault handler that fills it all in on demand — demand-zero pages, the shared zero page,
+/// copy-on-write after <see cref="Fork"/>, a stack that grows down, and transparent huge pages.
+/// </summary>
+/// <remarks>
+/// <para>Thread-safe. Reads and writes (<see cref="VirtualAddressSpace.Read{T}"/> ...) take no lock on a TLB hit.
+/// The fault handler holds the mmap_lock for reading (several threads fault at once) and the page-table lock while it
+/// changes an entry; <see cref="Mmap"/>, <see cref="Munmap"/>, <see cref="Mprotect"/>, <see cref="Brk"/>,
+/// <see cref="Mremap"/> and <see cref="Fork"/> hold the mmap_lock for writing. Accesses are user-mode accesses;
+/// <see cref="CopyToUser"/>/<see cref="CopyFromUser"/> and <see cref="ReadKernel{T}"/> are kernel-mode.</para>
+/// <para>Pages are counted like the kernel's: every mapping of a page holds one reference and one mapcount, a shared
+/// anonymous object holds one more reference per page; so unmapping and disposal free exactly the pages nobody else
+/// maps. Disposing (exit_mmap) is not thread-safe with accesses still running.</para>
+/// </remarks>
+public sealed unsafe partial class AddressSpace : VirtualAddressSpace
+{
+    /// <summary>Top of the stack area (STACK_TOP = TASK_SIZE, without randomisation).</summary>
+    public const ulong StackTop = VirtualAddress.TaskSize;
+    /// <summary>Size of the stack area created with the address space.</summary>
+    public const ulong InitialStackSize = 128 * 1024;
+    /// <summary>Largest the stack may grow (RLIMIT_STACK, 8 MiB).</summary>
+    public const ulong StackLimit = 8UL << 20;
+    /// <summary>Gap kept free below a stack so that it can grow and overruns hit nothing (stack_guard_gap, 256 pages).</summary>
+    public const ulong StackGuardGap = 256UL * VirtualAddress.PageSize;
+    /// <summary>Where top-down mmap placement starts (mmap_base: TASK_SIZE minus a 128 MiB stack gap, no randomisation).</summary>
+    public const ulong MmapBase = VirtualAddress.TaskSize - (128UL << 20);
+    /// <summary>Start of the heap (start_brk).</summary>
+    public const ulong DefaultBrkBase = 0x0000_0000_0200_0000UL;
+
+    private readonly KernelAddressSpace _kernel;
+    private readonly MmuStatistics _stats;
+    private readonly ReaderWriterLockSlim _mmapLock = new(LockRecursionPolicy.NoRecursion);
+    private readonly VmaTree _vmas = new();
+    private ulong _startBrk = DefaultBrkBase;
+    private ulong _brk = DefaultBrkBase;
+    private long _minFlt;
+    private long _majFlt = 0; // no swap or file backing yet: every fault is minor
+    private long _cowFaults;
+    private long _cowReuses;
+    private long _rssAnon;
+    private long _rssShmem;
+
+    /// <summary>Creates an empty process address space with a stack area, sharing the kernel half of <paramref name="kernel"/>.</summary>
+    /// <param name="kernel">The kernel whose page tables, zero page and counters this process uses.</param>
+    /// <param name="name">The process name (comm), used in reports.</param>
+    public AddressSpace(KernelAddressSpace kernel, string name = "process")
+        : this(kernel, name, parentPid: 0, createStack: true)
+    {
+    }
+
+    private AddressSpace(KernelAddressSpace kernel, string name, int parentPid, bool createStack)
+        : base((kernel ?? throw new ArgumentNullException(nameof(kernel))).Pages, userMode: true, 0, VirtualAddress.TaskSize)
+    {
+        _kernel = kernel;
+        _stats = kernel.Statistics;
+        Name = name ?? "process";
+        ParentPid = parentPid;
+        // pgd_alloc: the kernel half is the kernel's (clone_pgd_range of the reference entries).
+        for (int i = VirtualAddress.KernelPgdIndex; i < VirtualAddress.EntriesPerTable; i++) _pgd[i] = kernel.ReferencePgdEntry(i);
+        Pid = kernel.AllocatePid();
+        if (createStack)
+        {
+            var stack = new VmArea(StackTop - InitialStackSize, StackTop, VmFlags.Read | VmFlags.Write | VmFlags.GrowsDown) { Name = "[stack]" };
+            _vmas.Insert(stack);
+        }
+    }
+
+    /// <summary>The kernel this process runs on.</summary>
+    public KernelAddressSpace Kernel => _kernel;
+
+    /// <summary>Process id, unique per kernel.</summary>
+    public int Pid { get; }
+
+    /// <summary>Parent's process id (0 when not forked).</summary>
+    public int ParentPid { get; }
+
+    /// <summary>Process name (comm).</summary>
+    public string Name { get; }
+
+    /// <summary>Start of the heap (start_brk).</summary>
+    public ulong StartBrk => _startBrk;
+
+    /// <summary>Current program break (brk).</summary>
+    public ulong CurrentBrk => Volatile.Read(ref _brk);
+
+    /// <summary>Number of areas (map_count).</summary>
+    public int VmaCount
+    {
+        get
+        {
+            _mmapLock.EnterReadLock();
+            try { return _vmas.Count; }
+            finally { _mmapLock.ExitReadLock(); }
+        }
+    }
+
+    /// <summary>A snapshot of the areas in address order.</summary>
+    public IReadOnlyList<VmaInfo> Vmas
+    {
+        get
+        {
+            ThrowIfDisposed();
+            _mmapLock.EnterReadLock();
+            try
+            {
+                var list = new List<VmaInfo>(_vmas.Count);
+                for (VmArea? v = _vmas.First; v != null; v = v.Next) list.Add(v.ToInfo());
+                return list;
+            }
+            finally { _mmapLock.ExitReadLock(); }
+        }
+    }
+
+    /// <summary>The area containing <paramref name="va"/>, if any.</summary>
+    public VmaInfo? FindVma(ulong va)
+    {
+        ThrowIfDisposed();
+        _mmapLock.EnterReadLock();
+        try { return _vmas.Find(va)?.ToInfo(); }
+        finally { _mmapLock.ExitReadLock(); }
+    }
+
+    /// <summary>
+    /// The page frame mapped at <paramref name="va"/> (follow_page), the zero page included, or null when nothing is
+    /// mapped. Does not fault and takes no reference.
+    /// </summary>
+    public PageFrame* FollowPage(ulong va)
+    {
+        ThrowIfDisposed();
+        lock (_ptl)
+        {
+            PageTableEntry e = GetPte(va);
+            if (!IsMapped(e.Value)) return null;
+            ulong pfn = e.Pfn + (e.Huge ? (va >> 12) & 511 : 0);
+            return _memory.PfnToPage(pfn);
+        }
+    }
+
+    /// <summary>
+    /// Clears the Accessed bit of the entry that maps <paramref name="va"/> and flushes its TLB entry
+    /// (ptep_clear_flush_young). Returns whether it was set.
+    /// </summary>
+    public bool TestAndClearYoung(ulong va)
+    {
+        ThrowIfDisposed();
+        lock (_ptl)
+        {
+            ulong* slot = LeafSlot(va);
+            if (slot == null) return false;
+            ulong old;
+            do
+            {
+                old = Volatile.Read(ref *slot);
+                if ((old & (ulong)PteFlags.Accessed) == 0) return false;
+            }
+            while (Interlocked.CompareExchange(ref *slot, old & ~(ulong)PteFlags.Accessed, old) != old);
+            Flush(va & ~0xFFFUL, (va & ~0xFFFUL) + VirtualAddress.PageSize, waitForAccesses: false);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Writes a raw entry for <paramref name="va"/> with no TLB flush and no page accounting: for tests that show a
+    /// missing flush is observable. The caller restores the original entry.
+    /// </summary>
+    internal void PokePteWithoutFlush(ulong va, PageTableEntry value)
+    {
+        lock (_ptl)
+        {
+            ulong* slot = FindPteSlot(va);
+            if (slot == null) throw new InvalidOperationException($"No PTE table for 0x{va:x}.");
+            Volatile.Write(ref *slot, value.Value);
+        }
+    }
+
+    /// <summary>The leaf slot (PTE, or huge PMD) that maps <paramref name="va"/>, or null.</summary>
+    private ulong* LeafSlot(ulong va)
+    {
+        ulong* pmd = FindPmdSlot(va);
+        if (pmd == null) return null;
+        ulong e = Volatile.Read(ref *pmd);
+        if ((e & (ulong)PteFlags.Huge) != 0 && IsMapped(e)) return pmd;
+        if ((e & (ulong)PteFlags.Present) == 0) return null;
+        return TableOf(e) + VirtualAddress.PteIndex(va);
+    }
+
+    /// <summary>
+    /// True for an entry that maps a page: present, or PROTNONE (present to the kernel but not to the walker:
+    /// Global set with Present clear, as mprotect(PROT_NONE) leaves it).
+    /// </summary>
+    private static bool IsMapped(ulong e) => (e & ((ulong)PteFlags.Present | (ulong)PteFlags.Global)) != 0;
+
+    /// <summary>Tears the process down (exit_mmap): every mapping, page table and TLB is released.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _mmapLock.EnterWriteLock();
+            try
+            {
+                var gather = new TlbGather();
+                for (VmArea? v = _vmas.First; v != null; v = v.Next) ZapRange(v.Start, v.End, gather);
+                FreeAllUserTables(gather);
+                FinishGather(gather);
+                for (VmArea? v = _vmas.First; v != null; v = v.Next) v.Shared?.Release();
+                _vmas.Clear();
+            }
+            finally { _mmapLock.ExitWriteLock(); }
+            _kernel.ProcessExited();
+        }
+        base.Dispose(disposing);
+        if (disposing) _mmapLock.Dispose();
+    }
+}

@@ -1,0 +1,241 @@
+using System.Runtime.CompilerServices;
+using Allocators.Threading;
+
+namespace Allocators.Mmu;
+
+public abstract unsafe partial class VirtualAddressSpace
+{
+    /// <summary>Up to this many pages a range flush invalidates page by page; above, the whole TLB (tlb_single_page_flush_ceiling).</summary>
+    public const int SinglePageFlushCeiling = 33;
+
+    private long _flushAll;
+    private long _flushRange;
+    private long _flushPage;
+    private long _shootdowns;
+    private long _retiredHits;
+    private long _retiredMisses;
+    private long _retiredLocalFlushes;
+    private readonly Lock _retiredLock = new(); // never taken together with the page-table lock
+
+    // The thread's most recently used TLB (a CR3-like "current address space" per thread). The registry owns the
+    // blocks (freed when the thread exits or the space is disposed); this one-entry cache only saves its lookup on
+    // the hot path. _self is cleared by Dispose, so a stale cache entry never matches a disposed space.
+    // One thread-static struct, so that the hot path pays for a single thread-local lookup.
+    [ThreadStatic] private static TlbCursor t_cursor;
+    private VirtualAddressSpace? _self;
+
+    private struct TlbCursor
+    {
+        public VirtualAddressSpace? Owner;
+        public nint Tlb;
+    }
+
+    /// <summary>The calling thread's TLB when it is the cached one; else null (hot path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ThreadTlb* FastTlb()
+    {
+        ref TlbCursor cursor = ref t_cursor;
+        return ReferenceEquals(cursor.Owner, _self) ? (ThreadTlb*)cursor.Tlb : null;
+    }
+
+    /// <summary>The calling thread's TLB for this address space, created on first use.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private protected ThreadTlb* CurrentTlb()
+    {
+        var tlb = FastTlb();
+        return tlb != null ? tlb : RegisterTlb();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ThreadTlb* RegisterTlb()
+    {
+        ThrowIfDisposed();
+        var tlb = (ThreadTlb*)_tlbs.GetOrCreateCurrent();
+        if (tlb->Initialized == 0)
+        {
+            tlb->Gen = Volatile.Read(ref _tlbGen);
+            tlb->Initialized = 1;
+            Interlocked.Increment(ref _tlbThreads);
+        }
+        ref TlbCursor cursor = ref t_cursor;
+        cursor.Tlb = (nint)tlb;
+        cursor.Owner = this;
+        return tlb;
+    }
+
+    /// <summary>Forgets the calling thread's cached TLB if it is this space's (on disposal).</summary>
+    private void ForgetCachedTlb()
+    {
+        _self = null;
+        ref TlbCursor cursor = ref t_cursor;
+        if (ReferenceEquals(cursor.Owner, this)) cursor = default;
+    }
+
+    /// <summary>Enters an access region: from here until <see cref="ExitAccess"/> no page reached through the TLB is freed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EnterAccess(ThreadTlb* tlb) => Volatile.Write(ref tlb->Busy, 1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ExitAccess(ThreadTlb* tlb) => Volatile.Write(ref tlb->Busy, 0);
+
+    /// <summary>
+    /// Inside an access region: the TLB (after catching up with the flush generation), then the page walk.
+    /// Returns the host address of the byte, or null with the fault's error code.
+    /// </summary>
+    private byte* TranslateInRegion(ThreadTlb* tlb, ulong va, MemoryAccess access, bool user, out PageFaultErrorCode error)
+    {
+        long gen = Volatile.Read(ref _tlbGen);
+        if (tlb->Gen != gen)
+        {
+            ThreadTlb.Clear(tlb);
+            Volatile.Write(ref tlb->Gen, gen); // also acknowledges the flush to a waiting flusher
+        }
+        ulong need = access switch
+        {
+            MemoryAccess.Write => ThreadTlb.Valid | ThreadTlb.Writable,
+            MemoryAccess.Execute => ThreadTlb.Valid | ThreadTlb.Executable,
+            _ => ThreadTlb.Valid,
+        };
+        // User-mode permission is implied: this TLB only ever holds entries the access mode of the space may use.
+        if (!user || _userMode)
+        {
+            TlbEntry* set = ThreadTlb.Set(tlb, va);
+            if ((set->Key & (ThreadTlb.KeyMask | need)) == ((va & ThreadTlb.KeyMask) | need))
+            {
+                tlb->Hits++;
+                error = 0;
+                return set->Host + (va & 0xFFF);
+            }
+            byte* other = ThreadTlb.LookupOtherWays(tlb, va, need);
+            if (other != null)
+            {
+                tlb->Hits++;
+                error = 0;
+                return other + (va & 0xFFF);
+            }
+        }
+        tlb->Misses++;
+        return Walk(va, access, user, tlb, fill: true, out error);
+    }
+
+    /// <summary>Invalidates the translation of one page on every thread (flush_tlb_page).</summary>
+    public void FlushTlbPage(ulong va)
+    {
+        ThrowIfDisposed();
+        Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+    }
+
+    /// <summary>Invalidates the translations of [<paramref name="start"/>, <paramref name="end"/>) on every thread (flush_tlb_range).</summary>
+    public void FlushTlbRange(ulong start, ulong end)
+    {
+        ThrowIfDisposed();
+        if (end < start) throw new ArgumentException($"Range end 0x{end:x} is below its start 0x{start:x}.", nameof(end));
+        Flush(start, end, waitForAccesses: true);
+    }
+
+    /// <summary>Invalidates every translation on every thread (flush_tlb_mm).</summary>
+    public void FlushTlbAll()
+    {
+        ThrowIfDisposed();
+        Flush(0, ulong.MaxValue, waitForAccesses: true);
+    }
+
+    /// <summary>
+    /// Bumps the generation (every other thread drops its whole TLB at its next access), flushes the calling thread's
+    /// TLB for the range only, and when <paramref name="waitForAccesses"/> waits for accesses already under way on
+    /// other threads to finish, so that the caller may free what the old translations pointed at.
+    /// </summary>
+    private protected void Flush(ulong start, ulong end, bool waitForAccesses)
+    {
+        if (end == ulong.MaxValue) Interlocked.Increment(ref _flushAll);
+        else if (end - start <= VirtualAddress.PageSize) Interlocked.Increment(ref _flushPage);
+        else Interlocked.Increment(ref _flushRange);
+        long newGen = Interlocked.Increment(ref _tlbGen);
+        var me = (ThreadTlb*)_tlbs.Current;
+        if (me != null && me->Gen == newGen - 1)
+        {
+            if (end - start <= (ulong)SinglePageFlushCeiling * VirtualAddress.PageSize)
+            {
+                for (ulong va = start & ThreadTlb.KeyMask; va < end; va += VirtualAddress.PageSize) ThreadTlb.ClearPage(me, va);
+            }
+            else
+            {
+                ThreadTlb.Clear(me);
+            }
+            Volatile.Write(ref me->Gen, newGen);
+        }
+        if (waitForAccesses) WaitForRemoteAccesses(me, newGen);
+    }
+
+    /// <summary>
+    /// The TLB shootdown's wait: returns once no other thread is inside an access that began before the flush.
+    /// Each other thread is either seen idle (Busy 0), or seen to have acknowledged the new generation, which it does
+    /// at the start of its next access; so a thread in a tight loop of hits cannot hold the flusher up.
+    /// </summary>
+    private void WaitForRemoteAccesses(ThreadTlb* me, long newGen)
+    {
+        int others = Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0);
+        if (others <= 0) return;
+        Interlocked.Increment(ref _shootdowns);
+        // Every thread's store of Busy = 1 is now visible, or its next load of the generation sees the bump.
+        Interlocked.MemoryBarrierProcessWide();
+        _tlbs.ForEach(p => WaitQuiescent((ThreadTlb*)p, newGen));
+    }
+
+    private static void WaitQuiescent(ThreadTlb* tlb, long newGen)
+    {
+        if (Volatile.Read(ref tlb->Busy) == 0) return;
+        var spin = new SpinWait();
+        while (Volatile.Read(ref tlb->Busy) != 0 && Volatile.Read(ref tlb->Gen) < newGen) spin.SpinOnce(sleep1Threshold: 30);
+    }
+
+    /// <summary>TLB counters summed over every thread, live and exited.</summary>
+    public TlbStatistics TlbStatistics
+    {
+        get
+        {
+            long hits = 0, misses = 0, local = 0;
+            _tlbs.ForEach(p =>
+            {
+                var t = (ThreadTlb*)p;
+                hits += Volatile.Read(ref t->Hits);
+                misses += Volatile.Read(ref t->Misses);
+                local += Volatile.Read(ref t->FullFlushes) + Volatile.Read(ref t->PageFlushes);
+            });
+            lock (_retiredLock)
+            {
+                hits += _retiredHits;
+                misses += _retiredMisses;
+                local += _retiredLocalFlushes;
+            }
+            return new TlbStatistics(hits, misses, Interlocked.Read(ref _flushPage), Interlocked.Read(ref _flushRange),
+                Interlocked.Read(ref _flushAll), Interlocked.Read(ref _shootdowns), local, Volatile.Read(ref _tlbThreads));
+        }
+    }
+
+    void IThreadCacheOwner.FlushCache(ThreadCacheHeader* cache) => ThreadTlb.Clear((ThreadTlb*)cache);
+
+    void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
+    {
+        var t = (ThreadTlb*)cache;
+        lock (_retiredLock)
+        {
+            _retiredHits += t->Hits;
+            _retiredMisses += t->Misses;
+            _retiredLocalFlushes += t->FullFlushes + t->PageFlushes;
+        }
+        if (t->Initialized != 0) Interlocked.Decrement(ref _tlbThreads);
+    }
+}
+
+/// <summary>Software TLB counters of one address space.</summary>
+/// <param name="Hits">Translations found in a TLB.</param>
+/// <param name="Misses">Translations that needed a page walk.</param>
+/// <param name="PageFlushes">Flushes of one page (flush_tlb_page), by the API or by the MMU itself (e.g. copy-on-write).</param>
+/// <param name="RangeFlushes">Flushes of a range (flush_tlb_range), e.g. by munmap and mprotect.</param>
+/// <param name="FullFlushes">Flushes of everything (flush_tlb_mm), e.g. by fork.</param>
+/// <param name="Shootdowns">Flushes that had to wait for other threads (the IPI of a real shootdown).</param>
+/// <param name="LocalInvalidations">Entries or whole TLBs dropped on the threads (invlpg and full local flushes).</param>
+/// <param name="Threads">Threads that currently have a TLB for the address space.</param>
+public readonly record struct TlbStatistics(long Hits, long Misses, long PageFlushes, long RangeFlushes, long FullFlushes,
+    long Shootdowns, long LocalInvalidations, int Threads);

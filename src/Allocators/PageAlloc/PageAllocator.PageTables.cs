@@ -1,0 +1,40 @@
+using Allocators.Physical;
+
+namespace Allocators.PageAlloc;
+
+public sealed unsafe partial class PageAllocator
+{
+    private long _nrPageTablePages;
+
+    /// <summary>Pages currently used as page tables (vmstat nr_page_table_pages).</summary>
+    public long NrPageTablePages => Interlocked.Read(ref _nrPageTablePages);
+
+    /// <summary>
+    /// Allocates one zeroed page for a page table and marks it <see cref="PageFlags.PageTable"/> (pagetable_alloc).
+    /// <see cref="PageFrame.Data0"/> starts at 0 for the owner's used-entry count. Returns null when out of memory.
+    /// </summary>
+    public PageFrame* PageTableAlloc(Gfp gfp)
+    {
+        PageFrame* page = AllocPages(gfp | Gfp.Zero, 0);
+        if (page == null) return null;
+        page->FlagsAndZone |= (uint)PageFlags.PageTable;
+        page->Data0 = 0;
+        page->Data1 = 0;
+        Interlocked.Increment(ref _nrPageTablePages);
+        return page;
+    }
+
+    /// <summary>Frees a page from <see cref="PageTableAlloc"/> (pagetable_free).</summary>
+    /// <exception cref="Diagnostics.BadPageException">The page is not a live page-table page.</exception>
+    public void PageTableFree(PageFrame* page)
+    {
+        if (page == null) throw new ArgumentNullException(nameof(page));
+        if (!page->Has(PageFlags.PageTable) || _memory.PfnToPage(page->Pfn) != page)
+            throw new Diagnostics.BadPageException($"pagetable_free: pfn 0x{page->Pfn:x} is not a page-table page.", page->Pfn, page->Describe());
+        page->FlagsAndZone &= ~(ulong)(uint)PageFlags.PageTable;
+        page->Data0 = 0;
+        page->Data1 = 0;
+        Interlocked.Decrement(ref _nrPageTablePages);
+        FreePages(page, 0);
+    }
+}

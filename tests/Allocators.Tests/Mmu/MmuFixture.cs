@@ -1,0 +1,46 @@
+using Allocators.Mmu;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Tests.Mmu;
+
+/// <summary>A memory system plus a kernel address space; on dispose checks that every page came back.</summary>
+internal sealed class MmuFixture : IDisposable
+{
+    public MmuFixture(long arenaBytes = 64L << 20)
+    {
+        System = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Size = arenaBytes },
+            PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false },
+        });
+        System.Pages.DrainAllPages();
+        InitialBuddy = System.Pages.BuddyInfo();
+        Kernel = new KernelAddressSpace(System.Pages);
+    }
+
+    public MemorySystem System { get; }
+
+    public KernelAddressSpace Kernel { get; }
+
+    public string InitialBuddy { get; }
+
+    public PageAllocator Pages => System.Pages;
+
+    public AddressSpace NewProcess(string name = "test") => new(Kernel, name);
+
+    /// <summary>Disposes the kernel and asserts the page allocator is back to where it started.</summary>
+    public void AssertAllFreed()
+    {
+        Kernel.Dispose();
+        Pages.DrainAllPages();
+        Assert.Equal(0, Pages.NrPageTablePages);
+        Assert.Equal(InitialBuddy, Pages.BuddyInfo());
+    }
+
+    public void Dispose()
+    {
+        if (!Kernel.IsDisposed) Kernel.Dispose();
+        System.Dispose();
+    }
+}

@@ -1,0 +1,155 @@
+using Allocators.Mmu;
+using CsCheck;
+
+namespace Allocators.Tests.Mmu;
+
+/// <summary>
+/// Random sequences of mmap/munmap/mprotect/fork/exit/read/write over a few processes, checked against a plain
+/// dictionary model of which pages are mapped, with what protection, and what value they hold.
+/// </summary>
+public class ModelBasedTests
+{
+    private const ulong Base = 0x10_0000_0000UL;
+    private const int WindowPages = 10;
+
+    public enum Kind { Mmap, MmapShared, Munmap, Mprotect, Write, Read, Fork, Exit, Mremap }
+
+    public readonly record struct Op(Kind Kind, int Proc, int Page, int Count, int Prot, long Value)
+    {
+        public override string ToString() => $"{Kind}(p{Proc}, page {Page}, n {Count}, prot {Prot}, v {Value})";
+    }
+
+    private sealed class Cell { public long Value; }
+
+    private sealed record PageModel(MemoryProtection Prot, Cell Cell, bool Shared);
+
+    private static readonly MemoryProtection[] Prots = [MemoryProtection.None, MemoryProtection.Read, MemoryProtection.ReadWrite];
+
+    private static readonly Gen<Op> GenOp =
+        Gen.Select(
+                Gen.Frequency((3, Gen.Const(Kind.Mmap)), (1, Gen.Const(Kind.MmapShared)), (1, Gen.Const(Kind.Munmap)),
+                    (2, Gen.Const(Kind.Mprotect)), (6, Gen.Const(Kind.Write)), (4, Gen.Const(Kind.Read)),
+                    (2, Gen.Const(Kind.Fork)), (1, Gen.Const(Kind.Exit)), (1, Gen.Const(Kind.Mremap))),
+                Gen.Int[0, 2], Gen.Int[0, WindowPages - 1], Gen.Int[1, 4], Gen.Int[0, 2], Gen.Long[1, 1_000_000])
+           .Select((k, p, page, n, prot, v) => new Op(k, p, page, n, prot, v));
+
+    [Fact]
+    public void RandomSequencesMatchTheModel()
+    {
+        GenOp.Array[10, 100].Sample(ops => Run(ops), iter: 150, threads: 2);
+    }
+
+    private static void Run(Op[] ops)
+    {
+        using var f = new MmuFixture(32L << 20);
+        var procs = new List<AddressSpace> { f.NewProcess("p0") };
+        var models = new List<Dictionary<int, PageModel>> { new() };
+        try
+        {
+            foreach (var op in ops)
+            {
+                int pi = op.Proc % procs.Count;
+                var mm = procs[pi];
+                var model = models[pi];
+                int end = Math.Min(WindowPages, op.Page + op.Count);
+                ulong Va(int page) => Base + (ulong)page * 4096;
+                switch (op.Kind)
+                {
+                    case Kind.Mmap:
+                    case Kind.MmapShared:
+                    {
+                        bool shared = op.Kind == Kind.MmapShared;
+                        var prot = Prots[op.Prot];
+                        mm.Mmap(Va(op.Page), (ulong)(end - op.Page) * 4096, prot,
+                            (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.Fixed);
+                        for (int p = op.Page; p < end; p++) model[p] = new PageModel(prot, new Cell(), shared);
+                        break;
+                    }
+                    case Kind.Munmap:
+                        mm.Munmap(Va(op.Page), (ulong)(end - op.Page) * 4096);
+                        for (int p = op.Page; p < end; p++) model.Remove(p);
+                        break;
+                    case Kind.Mprotect:
+                    {
+                        var prot = Prots[op.Prot];
+                        bool allMapped = Enumerable.Range(op.Page, end - op.Page).All(model.ContainsKey);
+                        if (allMapped)
+                        {
+                            mm.Mprotect(Va(op.Page), (ulong)(end - op.Page) * 4096, prot);
+                            for (int p = op.Page; p < end; p++) model[p] = model[p] with { Prot = prot };
+                        }
+                        else
+                        {
+                            Assert.Throws<InvalidOperationException>(() => mm.Mprotect(Va(op.Page), (ulong)(end - op.Page) * 4096, prot));
+                        }
+                        break;
+                    }
+                    case Kind.Write:
+                        if (model.TryGetValue(op.Page, out var w) && (w.Prot & MemoryProtection.Write) != 0)
+                        {
+                            mm.Write<long>(Va(op.Page) + 64, op.Value);
+                            w.Cell.Value = op.Value;
+                        }
+                        else
+                        {
+                            var ex = Assert.Throws<SegmentationFaultException>(() => mm.Write<long>(Va(op.Page) + 64, op.Value));
+                            Assert.Equal(model.ContainsKey(op.Page) ? SegvCode.AccessError : SegvCode.MapError, ex.Code);
+                        }
+                        break;
+                    case Kind.Read:
+                        CheckPage(mm, model, op.Page);
+                        break;
+                    case Kind.Fork:
+                        if (procs.Count < 3)
+                        {
+                            procs.Add(mm.Fork());
+                            models.Add(model.ToDictionary(kv => kv.Key,
+                                kv => kv.Value.Shared ? kv.Value : kv.Value with { Cell = new Cell { Value = kv.Value.Cell.Value } }));
+                        }
+                        break;
+                    case Kind.Exit:
+                        if (procs.Count > 1)
+                        {
+                            mm.Dispose();
+                            procs.RemoveAt(pi);
+                            models.RemoveAt(pi);
+                        }
+                        break;
+                    case Kind.Mremap:
+                    {
+                        // Move one whole mapped page to a free page of the window (MREMAP_FIXED).
+                        int target = (op.Page + op.Count * 5) % WindowPages;
+                        if (target != op.Page && model.ContainsKey(op.Page))
+                        {
+                            mm.Mremap(Va(op.Page), 4096, 4096, MremapFlags.MayMove | MremapFlags.Fixed, Va(target));
+                            model[target] = model[op.Page];
+                            model.Remove(op.Page);
+                        }
+                        break;
+                    }
+                }
+            }
+            for (int i = 0; i < procs.Count; i++)
+                for (int p = 0; p < WindowPages; p++) CheckPage(procs[i], models[i], p);
+        }
+        finally
+        {
+            foreach (var p in procs) p.Dispose();
+        }
+        f.AssertAllFreed();
+    }
+
+    private static void CheckPage(AddressSpace mm, Dictionary<int, PageModel> model, int page)
+    {
+        ulong va = Base + (ulong)page * 4096 + 64;
+        if (model.TryGetValue(page, out var m) && m.Prot != MemoryProtection.None)
+        {
+            Assert.Equal(m.Cell.Value, mm.Read<long>(va));
+        }
+        else
+        {
+            var ex = Assert.Throws<SegmentationFaultException>(() => mm.Read<long>(va));
+            Assert.Equal(model.ContainsKey(page) ? SegvCode.AccessError : SegvCode.MapError, ex.Code);
+        }
+    }
+}
