@@ -53,7 +53,8 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
 
     private string FragCell(string workload, string allocator)
     {
-        var parts = plan.ThreadCounts.Select(t => Find(workload, allocator, t)?.Fragmentation).ToList();
+        // A ratio over a few live bytes says nothing (one slab page over 16 bytes): only from 1 MiB live.
+        var parts = plan.ThreadCounts.Select(t => Find(workload, allocator, t) is { PeakLiveBytes: >= 1 << 20 } r ? r.Fragmentation : null).ToList();
         return parts.All(p => p is null) ? "" : string.Join(" / ", parts.Select(p => p is { } x ? x.ToString("0.00", Inv) : "-"));
     }
 

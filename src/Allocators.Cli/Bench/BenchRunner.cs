@@ -61,33 +61,51 @@ internal sealed class BenchRunner(BenchPlan plan)
     /// <summary>Raised after each measured run.</summary>
     public event Action<BenchResult>? RunFinished;
 
-    /// <summary>Runs everything and returns the results in run order.</summary>
+    /// <summary>
+    /// Runs everything and returns one result per (workload, allocator, thread count). Per workload: a short warm-up
+    /// on every allocator, then for each thread count every allocator in turn, so runs that are compared with each
+    /// other are close in time (the machine may be shared). With more than one round the best run is kept.
+    /// </summary>
     public List<BenchResult> Run(CancellationToken cancel = default)
     {
-        var results = new List<BenchResult>();
-        int total = plan.RunCount, index = 0;
-        foreach (var (workload, allocator) in plan.Pairs())
+        var best = new Dictionary<(string, string, int), BenchResult>();
+        var order = new List<(string, string, int)>();
+        int total = plan.RunCount * plan.Scale.Rounds, index = 0;
+        foreach (var workload in plan.Workloads)
         {
-            cancel.ThrowIfCancellationRequested();
-            // Warm-up: JIT the specialised loops and let the allocator set up its arenas and thread caches.
-            try
-            {
-                RunOnce(workload, allocator, 1, BenchScale.Tiny);
-            }
-            catch (Exception)
-            {
-                // The measured run reports the failure.
-            }
-            foreach (int threads in plan.ThreadCounts)
+            var allocators = plan.Allocators.Where(a => a.IsAvailable && a.Supports(workload)).ToList();
+            foreach (var allocator in allocators)
             {
                 cancel.ThrowIfCancellationRequested();
-                RunStarting?.Invoke(index++, total, workload.Name, allocator.Name, threads);
-                var result = RunOnce(workload, allocator, threads, plan.Scale);
-                results.Add(result);
-                RunFinished?.Invoke(result);
+                // Warm-up: JIT the specialised loops and let the allocator set up its arenas and thread caches.
+                RunOnce(workload, allocator, 1, BenchScale.Tiny);
+            }
+            for (int round = 0; round < plan.Scale.Rounds; round++)
+            {
+                foreach (int threads in plan.ThreadCounts)
+                {
+                    foreach (var allocator in allocators)
+                    {
+                        cancel.ThrowIfCancellationRequested();
+                        RunStarting?.Invoke(index++, total, workload.Name, allocator.Name, threads);
+                        var result = RunOnce(workload, allocator, threads, plan.Scale);
+                        var key = (workload.Name, allocator.Name, threads);
+                        if (!best.TryGetValue(key, out var previous))
+                        {
+                            order.Add(key);
+                            best[key] = result;
+                        }
+                        else if (!result.Verified || (previous.Verified && result.OpsPerSecond > previous.OpsPerSecond))
+                        {
+                            // A failure sticks; otherwise the fastest round counts.
+                            best[key] = result;
+                        }
+                        RunFinished?.Invoke(result);
+                    }
+                }
             }
         }
-        return results;
+        return order.Select(k => best[k]).ToList();
     }
 
     /// <summary>One run with RSS, live-byte and footprint sampling; failures become an unverified result.</summary>

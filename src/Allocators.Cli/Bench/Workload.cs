@@ -10,16 +10,17 @@ namespace Allocators.Cli.Bench;
 /// <param name="Duration">How long a time-bound workload runs.</param>
 /// <param name="Work">Multiplier for fixed-work workloads (1 = quick).</param>
 /// <param name="TreeDepth">binary-trees maximum depth.</param>
-internal sealed record BenchScale(string Name, TimeSpan Duration, double Work, int TreeDepth)
+/// <param name="Rounds">Measured runs per (workload, allocator, threads); the fastest is reported.</param>
+internal sealed record BenchScale(string Name, TimeSpan Duration, double Work, int TreeDepth, int Rounds)
 {
     /// <summary>Well under a minute for the whole suite on 2 cores.</summary>
-    public static BenchScale Quick { get; } = new("quick", TimeSpan.FromMilliseconds(100), 1, 16);
+    public static BenchScale Quick { get; } = new("quick", TimeSpan.FromMilliseconds(80), 1, 15, 1);
 
-    /// <summary>Longer runs and binary-trees at the published depth 21.</summary>
-    public static BenchScale Full { get; } = new("full", TimeSpan.FromMilliseconds(1500), 12, 21);
+    /// <summary>Longer runs, binary-trees at the published depth 21, best of 3 rounds.</summary>
+    public static BenchScale Full { get; } = new("full", TimeSpan.FromMilliseconds(1000), 8, 21, 3);
 
-    /// <summary>Smallest sizes, for tests.</summary>
-    public static BenchScale Tiny { get; } = new("tiny", TimeSpan.FromMilliseconds(20), 0.02, 6);
+    /// <summary>Smallest sizes, for tests and warm-ups.</summary>
+    public static BenchScale Tiny { get; } = new("tiny", TimeSpan.FromMilliseconds(15), 0.02, 6, 1);
 }
 
 /// <summary>What a workload reports about one run.</summary>
