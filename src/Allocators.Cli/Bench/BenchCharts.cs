@@ -56,8 +56,8 @@ internal static class BenchCharts
         plot.YLabel($"million {workload.Unit}");
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(xs, plan.ThreadCounts.Select(t => t.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
         plot.Axes.SetLimits(xs.Min() - 0.3, xs.Max() + 0.3, 0, max * 1.15);
-        plot.ShowLegend(Alignment.UpperLeft);
-        plot.SavePng(path, 900, 520);
+        plot.ShowLegend(Edge.Right);
+        plot.SavePng(path, 1000, 520);
         return true;
     }
 
@@ -94,12 +94,9 @@ internal static class BenchCharts
         plot.Title($"Peak RSS growth per allocator at {threads} threads ({plan.Scale.Name})");
         plot.YLabel("MiB above the resident set before the run");
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(positions.ToArray(), labels.ToArray());
-        plot.Axes.Bottom.TickLabelStyle.Rotation = 30;
-        plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
-        plot.Axes.Bottom.MinimumSize = 90;
         plot.Axes.Margins(bottom: 0);
-        plot.ShowLegend(Alignment.UpperRight);
-        plot.SavePng(path, 1200, 560);
+        plot.ShowLegend(Edge.Right);
+        plot.SavePng(path, 1400, 560);
         return true;
     }
 }

@@ -28,7 +28,7 @@ internal static class BenchProgress
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .Start(ctx =>
             {
-                var bar = ctx.AddTask("bench", maxValue: Math.Max(1, plan.RunCount));
+                var bar = ctx.AddTask("bench", maxValue: Math.Max(1, plan.TotalRuns));
                 while (!task.Wait(100))
                 {
                     bar.Value = Volatile.Read(ref done);

@@ -38,8 +38,14 @@ internal sealed record BenchPlan(IReadOnlyList<Workload> Workloads, IReadOnlyLis
                 if (a.IsAvailable && a.Supports(w)) yield return (w, a);
     }
 
-    /// <summary>Number of measured runs.</summary>
+    /// <summary>Number of measured runs per round.</summary>
     public int RunCount => Pairs().Count() * ThreadCounts.Count;
+
+    /// <summary>Measured rounds of <paramref name="workload"/>.</summary>
+    public int RoundsOf(Workload workload) => Math.Max(1, Math.Min(Scale.Rounds, workload.MaxRounds));
+
+    /// <summary>Number of measured runs in all rounds.</summary>
+    public int TotalRuns => Pairs().Sum(p => RoundsOf(p.Workload)) * ThreadCounts.Count;
 
     /// <summary>1, 2, 4, ... up to the core count, then twice the core count (oversubscribed).</summary>
     public static IReadOnlyList<int> DefaultThreadCounts(int cores)
@@ -70,7 +76,7 @@ internal sealed class BenchRunner(BenchPlan plan)
     {
         var best = new Dictionary<(string, string, int), BenchResult>();
         var order = new List<(string, string, int)>();
-        int total = plan.RunCount * plan.Scale.Rounds, index = 0;
+        int total = plan.TotalRuns, index = 0;
         foreach (var workload in plan.Workloads)
         {
             var allocators = plan.Allocators.Where(a => a.IsAvailable && a.Supports(workload)).ToList();
@@ -80,7 +86,7 @@ internal sealed class BenchRunner(BenchPlan plan)
                 // Warm-up: JIT the specialised loops and let the allocator set up its arenas and thread caches.
                 RunOnce(workload, allocator, 1, BenchScale.Tiny);
             }
-            for (int round = 0; round < plan.Scale.Rounds; round++)
+            for (int round = 0; round < plan.RoundsOf(workload); round++)
             {
                 foreach (int threads in plan.ThreadCounts)
                 {

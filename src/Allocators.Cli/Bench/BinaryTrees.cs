@@ -33,6 +33,9 @@ internal sealed class BinaryTrees : Workload
     /// <inheritdoc/>
     public override bool SupportsArrayPool => false;
 
+    /// <inheritdoc/>
+    public override int MaxRounds => 1;
+
     /// <summary>A native tree node.</summary>
     internal unsafe struct Node
     {

@@ -23,6 +23,22 @@ internal sealed class Larson : Workload
     /// <summary>Replacements a thread does before it hands its array to a new thread.</summary>
     public const int ReplacementsPerThread = 20_000;
 
+    /// <summary>
+    /// Bytes kmalloc hands out per byte larson requests (size-class rounding alone, averaged over the uniform size
+    /// range): a floor under the footprint / live ratio that no slab-level improvement can go below.
+    /// </summary>
+    public static double KmallocRounding()
+    {
+        using var system = new MemorySystem(new MemorySystemOptions { Physical = new Allocators.Physical.PhysicalMemoryOptions { Size = 8L << 20 } });
+        double requested = 0, handedOut = 0;
+        for (int size = MinSize; size <= MaxSize; size++)
+        {
+            requested += size;
+            handedOut += system.Slab.KmallocCache((nuint)size)!.ObjectSize;
+        }
+        return handedOut / requested;
+    }
+
     /// <inheritdoc/>
     public override string Name => "larson";
 
