@@ -8,6 +8,7 @@ namespace Allocators.Cli.Bench;
 internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> results, MachineInfo machine, TimeSpan wallTime)
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+    private readonly string _loadAtEnd = MachineInfo.LoadAverage();
 
     /// <summary>The results.</summary>
     public IReadOnlyList<BenchResult> Results => results;
@@ -209,8 +210,10 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
         foreach (var a in plan.Allocators.Where(a => !a.IsAvailable)) sb.Append(Inv, $"{a.Name}: {a.Status}.  \n");
         sb.Append(Inv, $"Mode: {plan.Scale.Name} ({plan.Scale.Duration.TotalSeconds:0.###} s per time-bound run, binary-trees depth {plan.Scale.TreeDepth}), ");
         sb.Append(Inv, $"threads {string.Join(", ", plan.ThreadCounts)}, {results.Count} runs in {wallTime.TotalSeconds:0} s. ");
-        sb.Append("All numbers come from this one run, so the ratios compare like with like; the machine is shared with other ");
-        sb.Append("builds, so single numbers are noisy (expect +-10-20 %).\n\n");
+        sb.Append(Inv, $"Load average (1/5/15 min) {machine.LoadAtStart} at the start, {_loadAtEnd} at the end. ");
+        sb.Append("All numbers come from this one run and runs that are compared were made back to back, so the ratios compare ");
+        sb.Append("like with like as far as possible; but the 2-core machine is shared with other engineers' builds and tests, so ");
+        sb.Append("single numbers are noisy (runs of the same thing differ by 2x and more under that load).\n\n");
     }
 
     /// <summary>The full markdown report.</summary>

