@@ -1,0 +1,99 @@
+using System.Runtime.CompilerServices;
+
+namespace Allocators.Cli.Bench;
+
+/// <summary>A block-size distribution (a struct, so drawing a size is inlined into the loop).</summary>
+internal interface ISizeDistribution
+{
+    /// <summary>Draws one size (at least 8).</summary>
+    int Draw(ref FastRandom random);
+}
+
+/// <summary>The random-slot loop shared by glibc-thread and alloc-test.</summary>
+internal static class SlotLoop
+{
+    /// <summary>
+    /// Runs the loop on every thread for the mode's duration. Without <paramref name="toggle"/> the slots start full
+    /// and every step replaces a block (free + malloc = one op); with it every step frees a full slot or fills an empty one.
+    /// </summary>
+    public static WorkloadOutcome Run<TAlloc, TBlock, TSizes>(TAlloc allocator, RunContext context, string name, int slots, bool toggle)
+        where TAlloc : struct, IBlockAllocator<TBlock>
+        where TSizes : struct, ISizeDistribution
+    {
+        var stop = new StrongBox<bool>();
+        var counts = new long[context.Threads * 16];
+        long errors = 0;
+        var clock = Workload.Clock();
+        var runner = new Thread(() => Workload.RunThreads(context.Threads, t =>
+        {
+            counts[t * 16] = Loop<TAlloc, TBlock, TSizes>(allocator, stop, slots, toggle, (ulong)t + 1, ref context.Live.Of(t), out long e);
+            Interlocked.Add(ref errors, e);
+        }, name));
+        runner.Start();
+        Workload.StopAfter(context.Scale.Duration, stop);
+        runner.Join();
+        var elapsed = clock.Elapsed;
+        long operations = 0;
+        for (int t = 0; t < context.Threads; t++) operations += counts[t * 16];
+        var outcome = new WorkloadOutcome { Operations = operations, Elapsed = elapsed };
+        if (errors != 0) outcome.Fail($"{errors} blocks had a corrupted stamp");
+        if (context.Live.Sum() != 0) outcome.Fail("live byte count not zero at the end");
+        return outcome;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static long Loop<TAlloc, TBlock, TSizes>(TAlloc allocator, StrongBox<bool> stop, int slots, bool toggle, ulong seed,
+        ref long live, out long errors)
+        where TAlloc : struct, IBlockAllocator<TBlock>
+        where TSizes : struct, ISizeDistribution
+    {
+        TSizes sizes = default;
+        var blocks = new TBlock[slots];
+        var random = new FastRandom(seed * 7777);
+        long operations = 0;
+        errors = 0;
+        if (!toggle)
+        {
+            for (int i = 0; i < slots; i++)
+            {
+                int size = sizes.Draw(ref random);
+                TBlock block = allocator.Allocate(size);
+                Workload.Stamp(ref allocator.Data(block), size);
+                blocks[i] = block;
+                live += size;
+            }
+        }
+        while (!Volatile.Read(ref stop.Value))
+        {
+            for (int n = 0; n < 64; n++)
+            {
+                int slot = random.Below(slots);
+                TBlock old = blocks[slot];
+                if (!allocator.IsNull(old))
+                {
+                    int oldSize = Workload.ReadStamp(ref allocator.Data(old));
+                    if (oldSize < 0) errors++;
+                    else live -= oldSize;
+                    allocator.Free(old);
+                    blocks[slot] = default!;
+                    if (toggle) continue;
+                }
+                int size = sizes.Draw(ref random);
+                TBlock block = allocator.Allocate(size);
+                Workload.Stamp(ref allocator.Data(block), size);
+                blocks[slot] = block;
+                live += size;
+            }
+            operations += 64;
+        }
+        for (int i = 0; i < slots; i++)
+        {
+            if (allocator.IsNull(blocks[i])) continue;
+            int oldSize = Workload.ReadStamp(ref allocator.Data(blocks[i]));
+            if (oldSize < 0) errors++;
+            else live -= oldSize;
+            allocator.Free(blocks[i]);
+        }
+        return operations;
+    }
+}

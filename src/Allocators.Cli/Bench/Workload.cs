@@ -1,0 +1,229 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Slab;
+
+namespace Allocators.Cli.Bench;
+
+/// <summary>Sizes and durations of one bench mode.</summary>
+/// <param name="Name">"quick", "full" or "tiny" (tests).</param>
+/// <param name="Duration">How long a time-bound workload runs.</param>
+/// <param name="Work">Multiplier for fixed-work workloads (1 = quick).</param>
+/// <param name="TreeDepth">binary-trees maximum depth.</param>
+/// <param name="Rounds">Measured runs per (workload, allocator, threads); the fastest is reported.</param>
+internal sealed record BenchScale(string Name, TimeSpan Duration, double Work, int TreeDepth, int Rounds)
+{
+    /// <summary>Well under a minute for the whole suite on 2 cores.</summary>
+    public static BenchScale Quick { get; } = new("quick", TimeSpan.FromMilliseconds(80), 1, 15, 1);
+
+    /// <summary>Longer runs, binary-trees at the published depth 21 (once), the rest best of 2 rounds.</summary>
+    public static BenchScale Full { get; } = new("full", TimeSpan.FromMilliseconds(1000), 8, 21, 2);
+
+    /// <summary>Smallest sizes, for tests and warm-ups.</summary>
+    public static BenchScale Tiny { get; } = new("tiny", TimeSpan.FromMilliseconds(15), 0.02, 6, 1);
+}
+
+/// <summary>What a workload reports about one run.</summary>
+internal sealed class WorkloadOutcome
+{
+    /// <summary>Operations done in the timed region (the workload says what one operation is).</summary>
+    public long Operations { get; init; }
+
+    /// <summary>Length of the timed region.</summary>
+    public TimeSpan Elapsed { get; init; }
+
+    /// <summary>False when the workload's own checks failed (lost objects, wrong output, corrupted blocks).</summary>
+    public bool Verified { get; set; } = true;
+
+    /// <summary>What failed, or a remark.</summary>
+    public string? Detail { get; set; }
+
+    /// <summary>Program output (binary-trees).</summary>
+    public string? Output { get; init; }
+
+    /// <summary>Operations per second.</summary>
+    public double OpsPerSecond => Elapsed.TotalSeconds > 0 ? Operations / Elapsed.TotalSeconds : 0;
+
+    /// <summary>Marks the run failed with a reason (keeps the first reason).</summary>
+    public void Fail(string why)
+    {
+        Verified = false;
+        Detail ??= why;
+    }
+}
+
+/// <summary>Per-run state shared by a workload and the runner: thread count, scale, live-byte counters.</summary>
+internal sealed class RunContext(int threads, BenchScale scale)
+{
+    /// <summary>Threads the workload should use (its own meaning per workload, documented there).</summary>
+    public int Threads { get; } = threads;
+
+    /// <summary>The mode's sizes.</summary>
+    public BenchScale Scale { get; } = scale;
+
+    /// <summary>Bytes the workload holds live, as requested (per-owner counters the runner samples).</summary>
+    public LiveCounters Live { get; } = new(Math.Max(threads * 2 + 2, 8));
+
+    /// <summary>Scales a fixed amount of work by the mode (at least 1).</summary>
+    public long Work(long quickAmount) => Math.Max(1, (long)(quickAmount * Scale.Work));
+}
+
+/// <summary>
+/// Bytes held live by a workload, counted per owner (a thread, or a slot array that moves between threads) in
+/// padded cells so owners never share a cache line; the runner's sampler sums them without synchronisation.
+/// </summary>
+internal sealed class LiveCounters(int owners)
+{
+    [StructLayout(LayoutKind.Sequential, Size = 128)]
+    private struct Cell
+    {
+        public long Bytes;
+    }
+
+    private readonly Cell[] _cells = new Cell[owners];
+
+    /// <summary>Number of owner cells.</summary>
+    public int Count => _cells.Length;
+
+    /// <summary>The counter of one owner; only that owner writes it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref long Of(int owner) => ref _cells[owner].Bytes;
+
+    /// <summary>The current total (racy snapshot).</summary>
+    public long Sum()
+    {
+        long sum = 0;
+        for (int i = 0; i < _cells.Length; i++) sum += Volatile.Read(ref _cells[i].Bytes);
+        return sum;
+    }
+}
+
+/// <summary>
+/// A comparative workload. <see cref="Run{TAlloc, TBlock}"/> is instantiated once per allocator struct, so each
+/// allocator gets its own specialised copy of the workload's loops.
+/// </summary>
+internal abstract class Workload
+{
+    /// <summary>Short name (command-line and table key).</summary>
+    public abstract string Name { get; }
+
+    /// <summary>One line: what it simulates and what one operation is.</summary>
+    public abstract string Description { get; }
+
+    /// <summary>Unit printed after the throughput ("ops/s" unless the workload says otherwise).</summary>
+    public virtual string Unit => "ops/s";
+
+    /// <summary>False when blocks must hold pointers, so ArrayPool byte arrays cannot stand in for them.</summary>
+    public virtual bool SupportsArrayPool => true;
+
+    /// <summary>Most measured rounds worth running (binary-trees at depth 21 is long enough to run once).</summary>
+    public virtual int MaxRounds => int.MaxValue;
+
+    /// <summary>True for the false-sharing workloads, which also run on the per-thread-private reference.</summary>
+    public virtual bool HasPrivateReference => false;
+
+    /// <summary>Runs the workload once on <paramref name="allocator"/>.</summary>
+    public abstract WorkloadOutcome Run<TAlloc, TBlock>(TAlloc allocator, RunContext context)
+        where TAlloc : struct, IBlockAllocator<TBlock>;
+
+    /// <summary>True when every block has one size, so <see cref="RunOnTypedCache"/> runs on a typed cache.</summary>
+    public bool HasTypedCache => GetType().GetMethod(nameof(RunOnTypedCache))!.DeclaringType != typeof(Workload);
+
+    /// <summary>Runs on an Allocators typed cache when every block has one size; null when the workload has several sizes.</summary>
+    public virtual WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context) => null;
+
+    /// <summary>Helper for <see cref="RunOnTypedCache"/>: a fresh typed cache of <typeparamref name="T"/>, destroyed after (which fails if objects leaked).</summary>
+    protected WorkloadOutcome RunOnCache<T>(SlabAllocator slab, RunContext context) where T : unmanaged
+    {
+        var cache = slab.CreateCache<T>($"bench-{Name}");
+        WorkloadOutcome outcome = Run<SlabCacheAllocator<T>, nint>(new SlabCacheAllocator<T>(cache), context);
+        try
+        {
+            cache.Dispose();
+        }
+        catch (InvalidOperationException ex)
+        {
+            outcome.Fail("typed cache not empty at the end: " + ex.Message.Split('\n')[0]);
+        }
+        return outcome;
+    }
+
+    /// <summary>Starts <paramref name="count"/> threads running <paramref name="body"/>(index) and waits for all of them.</summary>
+    internal static void RunThreads(int count, Action<int> body, string name)
+    {
+        var threads = new Thread[count];
+        Exception? failure = null;
+        for (int i = 0; i < count; i++)
+        {
+            int index = i;
+            threads[i] = new Thread(() =>
+            {
+                try { body(index); }
+                catch (Exception ex) { Interlocked.CompareExchange(ref failure, ex, null); }
+            }, 1 << 20) { IsBackground = true, Name = $"{name}-{i}" };
+        }
+        foreach (var t in threads) t.Start();
+        foreach (var t in threads) t.Join();
+        if (failure is not null) throw new InvalidOperationException($"{name}: a worker failed: {failure.Message}", failure);
+    }
+
+    /// <summary>Sleeps for the mode's duration and then raises <paramref name="stop"/>; returns the elapsed time.</summary>
+    internal static void StopAfter(TimeSpan duration, StrongBox<bool> stop)
+    {
+        Thread.Sleep(duration);
+        Volatile.Write(ref stop.Value, true);
+    }
+
+    /// <summary>Writes the block's size and a check word into its first 8 bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Stamp(ref byte data, int size)
+    {
+        Unsafe.WriteUnaligned(ref data, (uint)size);
+        Unsafe.WriteUnaligned(ref Unsafe.Add(ref data, 4), (uint)size ^ StampKey);
+    }
+
+    /// <summary>Reads the size back from a stamped block; -1 when the stamp was overwritten.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int ReadStamp(ref byte data)
+    {
+        uint size = Unsafe.ReadUnaligned<uint>(ref data);
+        uint check = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref data, 4));
+        return (size ^ StampKey) == check ? (int)size : -1;
+    }
+
+    /// <summary>XOR key of <see cref="Stamp"/>.</summary>
+    internal const uint StampKey = 0x5A17_C0DE;
+
+    /// <summary>A stopwatch started now.</summary>
+    internal static Stopwatch Clock() => Stopwatch.StartNew();
+}
+
+/// <summary>A small, fast, per-thread pseudo-random generator (xorshift64*), the same sequence for every allocator.</summary>
+internal struct FastRandom(ulong seed)
+{
+    private ulong _state = seed == 0 ? 0x9E37_79B9_7F4A_7C15UL : seed * 0x9E37_79B9_7F4A_7C15UL;
+
+    /// <summary>Next 64 random bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Next()
+    {
+        ulong x = _state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        _state = x;
+        return x * 0x2545_F491_4F6C_DD1DUL;
+    }
+
+    /// <summary>Uniform in [0, n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Below(int n) => (int)(((Next() >> 32) * (ulong)(uint)n) >> 32);
+
+    /// <summary>Uniform in [lo, hi].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Between(int lo, int hi) => lo + Below(hi - lo + 1);
+
+    /// <summary>Uniform in [0, 1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
+}
