@@ -1,4 +1,6 @@
 using Allocators.Diagnostics;
+using Allocators.Mmu;
+using Allocators.Vmalloc;
 using Allocators.PageAlloc;
 using Allocators.Reclaim;
 using Allocators.Percpu;
@@ -39,10 +41,15 @@ public sealed unsafe class MemorySystem : IDisposable
             Pages = new PageAllocator(Memory, Options.PageAllocator);
             Slab = new SlabAllocator(Pages, Options.Slab);
             Percpu = new PercpuAllocator(Pages);
+            Kernel = new KernelAddressSpace(Pages);
+            Vmalloc = new VmallocAllocator(Kernel, Slab);
             if (Options.IdleTrimAfter is { } idle) Trimmer = new IdleTrimmer(Pages, Slab, idle);
         }
         catch
         {
+            Vmalloc?.Dispose();
+            Kernel?.Dispose();
+            Percpu?.Dispose();
             Slab?.Dispose();
             Pages?.Dispose();
             Memory.Dispose();
@@ -69,6 +76,15 @@ public sealed unsafe class MemorySystem : IDisposable
     /// <summary>The per-CPU allocator: variables with one copy per possible CPU.</summary>
     public PercpuAllocator Percpu { get; }
 
+    /// <summary>The kernel address space (kernel page tables, vmalloc's mappings); process address spaces are created on it.</summary>
+    public KernelAddressSpace Kernel { get; }
+
+    /// <summary>vmalloc: virtually contiguous memory from scattered pages.</summary>
+    public VmallocAllocator Vmalloc { get; }
+
+    /// <summary>Creates a process address space (mm_struct) that shares this system's kernel half.</summary>
+    public AddressSpace CreateAddressSpace() => new(Kernel);
+
     /// <summary>The idle trimmer, when <see cref="MemorySystemOptions.IdleTrimAfter"/> is set.</summary>
     public IdleTrimmer? Trimmer { get; }
 
@@ -83,6 +99,8 @@ public sealed unsafe class MemorySystem : IDisposable
         MemorySystemRegistry.Remove(this);
         unsafe { NativeRegistry.Unregister(_descriptor); }
         Trimmer?.Dispose();
+        Vmalloc.Dispose();
+        Kernel.Dispose();
         Percpu.Dispose();
         Slab.Dispose();
         Pages.Dispose();

@@ -30,8 +30,7 @@ public sealed unsafe class CallSiteTable
         for (int i = 0; i < trace.FrameCount; i++)
         {
             var method = trace.GetFrame(i)?.GetMethod();
-            string? ns = method?.DeclaringType?.Namespace;
-            if (method is null || ns == "Allocators.Slab" || ns == "Allocators") continue;
+            if (method is null || method.DeclaringType?.Assembly == typeof(CallSiteTable).Assembly) continue;
             site = $"{method.DeclaringType?.Name}.{method.Name}+0x{trace.GetFrame(i)!.GetILOffset():x}";
             break;
         }
