@@ -41,14 +41,10 @@ public sealed unsafe class MemorySystem : IDisposable
             Pages = new PageAllocator(Memory, Options.PageAllocator);
             Slab = new SlabAllocator(Pages, Options.Slab);
             Percpu = new PercpuAllocator(Pages);
-            Kernel = new KernelAddressSpace(Pages);
-            Vmalloc = new VmallocAllocator(Kernel, Slab);
             if (Options.IdleTrimAfter is { } idle) Trimmer = new IdleTrimmer(Pages, Slab, idle);
         }
         catch
         {
-            Vmalloc?.Dispose();
-            Kernel?.Dispose();
             Percpu?.Dispose();
             Slab?.Dispose();
             Pages?.Dispose();
@@ -76,11 +72,44 @@ public sealed unsafe class MemorySystem : IDisposable
     /// <summary>The per-CPU allocator: variables with one copy per possible CPU.</summary>
     public PercpuAllocator Percpu { get; }
 
-    /// <summary>The kernel address space (kernel page tables, vmalloc's mappings); process address spaces are created on it.</summary>
-    public KernelAddressSpace Kernel { get; }
+    private KernelAddressSpace? _kernel;
+    private VmallocAllocator? _vmalloc;
+    private readonly Lock _lazyLock = new();
 
-    /// <summary>vmalloc: virtually contiguous memory from scattered pages.</summary>
-    public VmallocAllocator Vmalloc { get; }
+    /// <summary>
+    /// The kernel address space (kernel page tables, vmalloc's mappings); process address spaces are created on it.
+    /// Built on first use, so a system that never maps memory spends no page on tables.
+    /// </summary>
+    public KernelAddressSpace Kernel
+    {
+        get
+        {
+            if (_kernel != null) return _kernel;
+            lock (_lazyLock)
+            {
+                ObjectDisposedException.ThrowIf(IsDisposed, this);
+                return _kernel ??= new KernelAddressSpace(Pages);
+            }
+        }
+    }
+
+    /// <summary>vmalloc: virtually contiguous memory from scattered pages. Built on first use.</summary>
+    public VmallocAllocator Vmalloc
+    {
+        get
+        {
+            if (_vmalloc != null) return _vmalloc;
+            KernelAddressSpace kernel = Kernel;
+            lock (_lazyLock)
+            {
+                ObjectDisposedException.ThrowIf(IsDisposed, this);
+                return _vmalloc ??= new VmallocAllocator(kernel, Slab);
+            }
+        }
+    }
+
+    /// <summary>True once <see cref="Vmalloc"/> has been built.</summary>
+    public bool HasVmalloc => _vmalloc != null;
 
     /// <summary>Creates a process address space (mm_struct) that shares this system's kernel half.</summary>
     public AddressSpace CreateAddressSpace() => new(Kernel);
@@ -99,8 +128,11 @@ public sealed unsafe class MemorySystem : IDisposable
         MemorySystemRegistry.Remove(this);
         unsafe { NativeRegistry.Unregister(_descriptor); }
         Trimmer?.Dispose();
-        Vmalloc.Dispose();
-        Kernel.Dispose();
+        lock (_lazyLock)
+        {
+            _vmalloc?.Dispose();
+            _kernel?.Dispose();
+        }
         Percpu.Dispose();
         Slab.Dispose();
         Pages.Dispose();
