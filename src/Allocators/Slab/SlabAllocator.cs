@@ -112,9 +112,9 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
     }
 
-    /// <summary>Creates a typed cache of <typeparamref name="T"/> objects.</summary>
-    public KmemCache<T> CreateCache<T>(string? name = null, SlabFlags flags = SlabFlags.None) where T : unmanaged
-        => new(CreateCache(name ?? typeof(T).Name, sizeof(T), 0, flags, null));
+    /// <summary>Creates a typed cache of <typeparamref name="T"/> objects, optionally with a constructor run once per object when its slab is made.</summary>
+    public KmemCache<T> CreateCache<T>(string? name = null, SlabFlags flags = SlabFlags.None, SlabConstructor? ctor = null) where T : unmanaged
+        => new(CreateCache(name ?? typeof(T).Name, sizeof(T), 0, flags, ctor));
 
     internal void Remove(KmemCache cache)
     {
