@@ -22,7 +22,9 @@ public sealed unsafe partial class KmemCache
             void* obj = _d->FastPath != 0 && node < 0 ? AllocThroughMagazines() : AllocFromSlabs(node, requestedSize);
             if (obj != null)
             {
-                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, (nuint)_d->ObjectSize);
+                // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
+                if ((gfp & Gfp.Zero) != 0)
+                    NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 ? requestedSize : _d->ObjectSize));
                 return obj;
             }
             if (!GrowSlab(gfp, node)) return AllocFailed(gfp, injected: false);
