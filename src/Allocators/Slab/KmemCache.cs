@@ -36,8 +36,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "Object size must be at least 1 byte.");
-        if (align < 0 || (align & (align - 1)) != 0 || align > PageFrame.PageSize)
-            throw new ArgumentOutOfRangeException(nameof(align), align, "Alignment must be 0 or a power of two up to 4096.");
+        if (align < 0 || (align & (align - 1)) != 0 || align > SlabAllocator.KmallocMaxCacheSize)
+            throw new ArgumentOutOfRangeException(nameof(align), align, "Alignment must be 0 or a power of two up to 8192.");
         _owner = owner;
         _pages = owner.Pages;
         _memory = owner.Pages.Memory;

@@ -63,8 +63,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         {
             int size = KmallocSizes[i];
             int align = BitOperations.IsPow2(size) ? size : 0;
-            _kmalloc[i] = CreateCache(KmallocName(size), size, Math.Min(align, PageFrame.PageSize),
-                SlabFlags.Kmalloc | Options.KmallocFlags, null);
+            _kmalloc[i] = CreateCache(KmallocName(size), size, align, SlabFlags.Kmalloc | Options.KmallocFlags, null);
             _kmallocData[i] = (nint)_kmalloc[i].Data;
         }
         _shrinker = ShrinkAll;
