@@ -242,6 +242,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         nuint offset = (nuint)obj - (nuint)memory.PageAddress(slab) - (nuint)d->RedLeftPad;
         uint index = (uint)(((ulong)offset * d->Reciprocal) >> 32);
         if (offset >= (nuint)((uint)d->Objects * (uint)d->Size) || index * (uint)d->Size != offset) return false;
+        // An object that heads its slab's freelist is already free: let the slow path report the double free.
+        if (SlabPage.Freelist(slab) == obj) return false;
         ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
         if (c != null && ThreadCacheHeader.TryEnter(c))
         {
