@@ -146,10 +146,11 @@ public sealed unsafe partial class KmemCache
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
         if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
-        Interlocked.Increment(ref _d->FreeSlowPath);
+        // FreeSlowPath is counted only once the free is accepted: a rejected free changes nothing.
         if (_d->FastPath == 0)
         {
             FreeDebug(slab, obj);
+            Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }
         if (SlabPage.Freelist(slab) == obj) ThrowDoubleFree(slab, obj, "it is the head of its slab's free list");
@@ -158,6 +159,7 @@ public sealed unsafe partial class KmemCache
         var mc = (MagazineCache*)c;
         if (!ThreadCacheHeader.TryEnter(c))
         {
+            Interlocked.Increment(ref _d->FreeSlowPath);
             FlushToSlabs(&obj, 1);
             return;
         }
@@ -166,6 +168,7 @@ public sealed unsafe partial class KmemCache
             EnsureMagazines(mc);
             Magazine* m = mc->Loaded;
             if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
+            Interlocked.Increment(ref _d->FreeSlowPath);
             if (m->Count == m->Capacity)
             {
                 if (mc->Previous->Count == 0) SwapMagazines(mc);
