@@ -252,6 +252,9 @@ public sealed unsafe class SlabAllocator : IDisposable
         else
         {
             nuint size = Ksize(p);
+            if (_pages.PageAddress(page) != p) // Ksize accepted it, so page is a large kmalloc head
+                throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+                    page->Pfn, page->Describe(), (nuint)p);
             if (newSize <= size) return p;
             keep = size;
         }
