@@ -60,7 +60,6 @@ public sealed unsafe partial class KmemCache
             }
             Magazine* m = mc->Loaded;
             if (m->Count == 0) return null;
-            mc->AllocFastPath++;
             return m->Objects[--m->Count];
         }
         finally
@@ -183,7 +182,6 @@ public sealed unsafe partial class KmemCache
             }
             m = mc->Loaded;
             m->Objects[m->Count++] = obj;
-            mc->FreeFastPath++;
         }
         finally
         {
