@@ -27,7 +27,11 @@ public sealed unsafe partial class KmemCache
                     NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 ? requestedSize : _d->ObjectSize));
                 return obj;
             }
-            if (!GrowSlab(gfp, node)) return AllocFailed(gfp, injected: false);
+            int grown = GrowSlab(gfp, node);
+            if (grown < 0) return AllocFailed(gfp, injected: false);
+            // The page allocator may have fallen back to another node: take the object from where the slab went,
+            // or a node-bound request would grow slabs it can never use, forever.
+            if (node >= 0) node = grown;
         }
     }
 
