@@ -22,10 +22,16 @@ public sealed unsafe partial class KmemCache
             void* obj = _d->FastPath != 0 && node < 0 ? AllocThroughMagazines() : AllocFromSlabs(node, requestedSize);
             if (obj != null)
             {
-                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, (nuint)_d->ObjectSize);
+                // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
+                if ((gfp & Gfp.Zero) != 0)
+                    NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 ? requestedSize : _d->ObjectSize));
                 return obj;
             }
-            if (!GrowSlab(gfp, node)) return AllocFailed(gfp, injected: false);
+            int grown = GrowSlab(gfp, node);
+            if (grown < 0) return AllocFailed(gfp, injected: false);
+            // The page allocator may have fallen back to another node: take the object from where the slab went,
+            // or a node-bound request would grow slabs it can never use, forever.
+            if (node >= 0) node = grown;
         }
     }
 
@@ -58,7 +64,6 @@ public sealed unsafe partial class KmemCache
             }
             Magazine* m = mc->Loaded;
             if (m->Count == 0) return null;
-            mc->AllocFastPath++;
             return m->Objects[--m->Count];
         }
         finally
@@ -144,10 +149,11 @@ public sealed unsafe partial class KmemCache
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
         if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
-        Interlocked.Increment(ref _d->FreeSlowPath);
+        // FreeSlowPath is counted only once the free is accepted: a rejected free changes nothing.
         if (_d->FastPath == 0)
         {
             FreeDebug(slab, obj);
+            Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }
         if (SlabPage.Freelist(slab) == obj) ThrowDoubleFree(slab, obj, "it is the head of its slab's free list");
@@ -156,6 +162,7 @@ public sealed unsafe partial class KmemCache
         var mc = (MagazineCache*)c;
         if (!ThreadCacheHeader.TryEnter(c))
         {
+            Interlocked.Increment(ref _d->FreeSlowPath);
             FlushToSlabs(&obj, 1);
             return;
         }
@@ -164,6 +171,7 @@ public sealed unsafe partial class KmemCache
             EnsureMagazines(mc);
             Magazine* m = mc->Loaded;
             if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
+            Interlocked.Increment(ref _d->FreeSlowPath);
             if (m->Count == m->Capacity)
             {
                 if (mc->Previous->Count == 0) SwapMagazines(mc);
@@ -178,7 +186,6 @@ public sealed unsafe partial class KmemCache
             }
             m = mc->Loaded;
             m->Objects[m->Count++] = obj;
-            mc->FreeFastPath++;
         }
         finally
         {

@@ -43,13 +43,16 @@ public sealed unsafe partial class KmemCache
 
     private KmemCacheNode* NodeOf(PageFrame* slab) => _d->Nodes + slab->ZoneId / PageAllocator.ZonesPerNode;
 
-    /// <summary>Allocates and formats a new slab and puts it on its node's partial list (allocate_slab).</summary>
-    private bool GrowSlab(Gfp gfp, int node)
+    /// <summary>
+    /// Allocates and formats a new slab and puts it on its node's partial list (allocate_slab). <paramref name="node"/>
+    /// is a preference: the page allocator may fall back to another node. Returns the node the slab went to, or -1.
+    /// </summary>
+    private int GrowSlab(Gfp gfp, int node)
     {
         int order = _d->Order;
         Gfp pageGfp = (gfp & ~(Gfp.Zero | Gfp.Comp)) | (order > 0 ? Gfp.Comp : 0);
         PageFrame* slab = node >= 0 ? _pages.AllocPagesNode(node, pageGfp, order) : _pages.AllocPages(pageGfp, order);
-        if (slab == null) return false;
+        if (slab == null) return -1;
         byte* bytes = SlabBase(slab);
         try
         {
@@ -88,7 +91,7 @@ public sealed unsafe partial class KmemCache
         n->TotalObjects += _d->Objects;
         NativeSpinLock.Release(&n->ListLock);
         Interlocked.Increment(ref _d->SlabsAllocated);
-        return true;
+        return (int)(n - _d->Nodes);
     }
 
     /// <summary>Gives an empty slab back to the page allocator (discard_slab).</summary>

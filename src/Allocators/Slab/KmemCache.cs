@@ -36,8 +36,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "Object size must be at least 1 byte.");
-        if (align < 0 || (align & (align - 1)) != 0 || align > PageFrame.PageSize)
-            throw new ArgumentOutOfRangeException(nameof(align), align, "Alignment must be 0 or a power of two up to 4096.");
+        if (align < 0 || (align & (align - 1)) != 0 || align > SlabAllocator.KmallocMaxCacheSize)
+            throw new ArgumentOutOfRangeException(nameof(align), align, "Alignment must be 0 or a power of two up to 8192.");
         _owner = owner;
         _pages = owner.Pages;
         _memory = owner.Pages.Memory;
@@ -243,6 +243,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         nuint offset = (nuint)obj - (nuint)memory.PageAddress(slab) - (nuint)d->RedLeftPad;
         uint index = (uint)(((ulong)offset * d->Reciprocal) >> 32);
         if (offset >= (nuint)((uint)d->Objects * (uint)d->Size) || index * (uint)d->Size != offset) return false;
+        // An object that heads its slab's freelist is already free: let the slow path report the double free.
+        if (SlabPage.Freelist(slab) == obj) return false;
         ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
         if (c != null && ThreadCacheHeader.TryEnter(c))
         {

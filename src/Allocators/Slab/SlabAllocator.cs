@@ -64,8 +64,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         {
             int size = KmallocSizes[i];
             int align = BitOperations.IsPow2(size) ? size : 0;
-            _kmalloc[i] = CreateCache(KmallocName(size), size, Math.Min(align, PageFrame.PageSize),
-                SlabFlags.Kmalloc | Options.KmallocFlags, null);
+            _kmalloc[i] = CreateCache(KmallocName(size), size, align, SlabFlags.Kmalloc | Options.KmallocFlags, null);
             _kmallocData[i] = (nint)_kmalloc[i].Data;
         }
         _shrinker = ShrinkAll;
@@ -117,9 +116,9 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
     }
 
-    /// <summary>Creates a typed cache of <typeparamref name="T"/> objects.</summary>
-    public KmemCache<T> CreateCache<T>(string? name = null, SlabFlags flags = SlabFlags.None) where T : unmanaged
-        => new(CreateCache(name ?? typeof(T).Name, sizeof(T), 0, flags, null));
+    /// <summary>Creates a typed cache of <typeparamref name="T"/> objects, optionally with a constructor run once per object when its slab is made.</summary>
+    public KmemCache<T> CreateCache<T>(string? name = null, SlabFlags flags = SlabFlags.None, SlabConstructor? ctor = null) where T : unmanaged
+        => new(CreateCache(name ?? typeof(T).Name, sizeof(T), 0, flags, ctor));
 
     internal void Remove(KmemCache cache)
     {
@@ -268,6 +267,9 @@ public sealed unsafe class SlabAllocator : IDisposable
         else
         {
             nuint size = Ksize(p);
+            if (_pages.PageAddress(page) != p) // Ksize accepted it, so page is a large kmalloc head
+                throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+                    page->Pfn, page->Describe(), (nuint)p);
             if (newSize <= size) return p;
             keep = size;
         }
