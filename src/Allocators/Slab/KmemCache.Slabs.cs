@@ -35,8 +35,10 @@ public sealed unsafe partial class KmemCache
     private int ObjectIndex(PageFrame* slab, void* p)
     {
         nuint offset = (nuint)p - (nuint)SlabBase(slab) - (nuint)_d->RedLeftPad;
-        if (offset >= (nuint)((uint)_d->Objects * (uint)_d->Size) || offset % (nuint)_d->Size != 0) return -1;
-        return (int)(offset / (nuint)_d->Size);
+        if (offset >= (nuint)((uint)_d->Objects * (uint)_d->Size)) return -1;
+        // offset < 2^16 * Size, so the reciprocal gives the exact quotient (reciprocal_divide).
+        uint index = (uint)(((ulong)offset * _d->Reciprocal) >> 32);
+        return index * (uint)_d->Size == offset ? (int)index : -1;
     }
 
     private void* ObjectAt(PageFrame* slab, int index) => SlabBase(slab) + (long)index * _d->Size + _d->RedLeftPad;
@@ -149,7 +151,8 @@ public sealed unsafe partial class KmemCache
             n->NrPartial++;
             SlabPage.SetList(slab, SlabPage.ListPartial);
         }
-        if (inUse == 0 && n->NrPartial > _d->MinPartial)
+        // Keep some empty slabs for the next burst (a quarter of the cache, at least min_partial); give back the rest.
+        if (inUse == 0 && n->NrPartial > Math.Max(_d->MinPartial, n->NrSlabs / 4))
         {
             SlabPage.Remove(&n->Partial, slab);
             n->NrPartial--;
