@@ -24,6 +24,7 @@ mkdir -p "$results/tmp" "$artifacts/results"
 log="$results/tmp/run-$(date +%Y%m%d-%H%M%S).log"
 marker="$results/tmp/.run-start"
 touch "$marker"
+load_start="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 
 # jemalloc needs this before the process starts; the program would relaunch itself otherwise.
 case ":${GLIBC_TUNABLES:-}:" in
@@ -48,7 +49,9 @@ while IFS= read -r -d '' report; do
     {
         echo "# $name"
         echo
-        echo "Filter \`$filter\`, commit $commit${dirty:+ (with uncommitted changes)}, $(date -u +%Y-%m-%dT%H:%MZ)."
+        echo "Filter \`$filter\`, commit $commit${dirty:+ (with uncommitted changes)}, $(date -u +%Y-%m-%dT%H:%MZ)," \
+            "load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" \
+            "($(nproc) CPUs; other processes competing for them make the numbers noisy)."
         echo
         cat "$report"
         echo

@@ -15,7 +15,7 @@ namespace Allocators.Benchmarks;
 /// 250 ms each, one launch. The child process gets <see cref="StaticTls.Variable"/> so that jemalloc (built
 /// with static TLS) can be loaded into it. Times are printed in nanoseconds; benchmarks of single operations
 /// set <c>OperationsPerInvoke</c>, so the Mean column is nanoseconds per operation (per alloc+free pair).
-/// The ratio column reads "N.NNx faster/slower" against the class's baseline.
+/// The ratio column reads "N.NNx faster/slower" against the class's baseline; Min and Median columns are added.
 /// </remarks>
 public sealed class BenchConfig : ManualConfig
 {
@@ -38,6 +38,9 @@ public sealed class BenchConfig : ManualConfig
         // Columns, loggers, exporters (GitHub markdown among them), analysers and validators come from
         // DefaultConfig, which BenchmarkSwitcher merges in; adding them here too would duplicate them.
         AddDiagnoser(MemoryDiagnoser.Default);
+        // On a shared 2-core machine other processes inflate some iterations: Min and Median beside the Mean
+        // show how much of a difference is noise.
+        AddColumn(StatisticColumn.Min, StatisticColumn.Median);
 
         SummaryStyle = SummaryStyle.Default
             .WithTimeUnit(TimeUnit.Nanosecond)

@@ -10,7 +10,8 @@ namespace Allocators.Benchmarks;
 /// One alloc+free pair of 2^Order pages, back to back, by each contender: the page allocator (orders 0 and 3 take
 /// the per-thread page list fast path, order 9 the buddy lists under the zone lock), NativeMemory.AlignedAlloc with
 /// 4 KiB alignment (the baseline), anonymous private mmap/munmap and glibc malloc/free of the same size.
-/// Each invocation runs <see cref="Pairs"/> pairs, so the Mean column is nanoseconds per pair.
+/// Each invocation runs <see cref="Pairs"/> pairs, so the Mean column is nanoseconds per pair. Method names say
+/// what one pair is (no Description: quoted names come out HTML-escaped in the markdown summary).
 /// </summary>
 [Config(typeof(BenchConfig))]
 public unsafe class PageAllocBenchmarks
@@ -46,8 +47,8 @@ public unsafe class PageAllocBenchmarks
     [GlobalCleanup]
     public void Cleanup() => _system.Dispose();
 
-    [Benchmark(OperationsPerInvoke = Pairs, Description = "PageAllocator AllocPages+FreePages")]
-    public void PageAllocatorPages()
+    [Benchmark(OperationsPerInvoke = Pairs)]
+    public void PageAlloc_AllocPages_FreePages()
     {
         PageAllocator pages = _pages;
         int order = Order;
@@ -58,8 +59,8 @@ public unsafe class PageAllocBenchmarks
         }
     }
 
-    [Benchmark(OperationsPerInvoke = Pairs, Description = "PageAllocator GetFreePages+FreePages(addr)")]
-    public void PageAllocatorAddress()
+    [Benchmark(OperationsPerInvoke = Pairs)]
+    public void PageAlloc_GetFreePages_FreePagesAddr()
     {
         PageAllocator pages = _pages;
         int order = Order;
@@ -70,8 +71,8 @@ public unsafe class PageAllocBenchmarks
         }
     }
 
-    [Benchmark(Baseline = true, OperationsPerInvoke = Pairs, Description = "NativeMemory.AlignedAlloc+AlignedFree (4096)")]
-    public void AlignedAlloc()
+    [Benchmark(Baseline = true, OperationsPerInvoke = Pairs)]
+    public void NativeMemory_AlignedAlloc_4096()
     {
         nuint bytes = _bytes;
         for (int i = 0; i < Pairs; i++)
@@ -81,8 +82,8 @@ public unsafe class PageAllocBenchmarks
         }
     }
 
-    [Benchmark(OperationsPerInvoke = Pairs, Description = "mmap+munmap (anonymous private)")]
-    public void Mmap()
+    [Benchmark(OperationsPerInvoke = Pairs)]
+    public void Mmap_Munmap_Anonymous()
     {
         nuint bytes = _bytes;
         for (int i = 0; i < Pairs; i++)
@@ -92,8 +93,8 @@ public unsafe class PageAllocBenchmarks
         }
     }
 
-    [Benchmark(OperationsPerInvoke = Pairs, Description = "glibc malloc+free")]
-    public void GlibcMalloc()
+    [Benchmark(OperationsPerInvoke = Pairs)]
+    public void Glibc_Malloc_Free()
     {
         var malloc = _glibc.Malloc;
         var free = _glibc.Free;
