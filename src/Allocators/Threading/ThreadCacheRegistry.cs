@@ -22,13 +22,21 @@ internal unsafe interface IThreadCacheOwner
 /// </summary>
 internal sealed unsafe class ThreadCacheRegistry : IDisposable
 {
-    private struct CacheRef
+    /// <summary>One entry of a thread's slot table: the cache of the registry whose generation matches.</summary>
+    private struct SlotEntry
     {
-        public ThreadCacheRegistry? Owner;
+        public long Generation;
         public ThreadCacheHeader* Cache;
     }
 
-    [ThreadStatic] private static CacheRef[]? t_refs;
+    /// <summary>
+    /// The thread's slot table in native memory: entry 0 holds the capacity in <see cref="SlotEntry.Generation"/>,
+    /// entry 1 + slot the cache of the registry using that slot. A primitive thread static (a pointer) is stored
+    /// directly in the runtime's thread-local block, so reaching it costs one load after the TLS base.
+    /// Slots are reused, generations never, so an entry left by a disposed registry never matches a new one.
+    /// </summary>
+    [ThreadStatic] private static SlotEntry* t_slots;
+    private static long s_lastGeneration;
     [ThreadStatic] private static ThreadExitSentinel? t_sentinel;
 
     private static readonly Lock s_slotLock = new();
@@ -39,6 +47,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private readonly Lock _lock = new();
     private readonly List<nint> _caches = new();
     private int _slot;
+    private readonly long _generation = Interlocked.Increment(ref s_lastGeneration);
     private bool _disposed;
 
     public ThreadCacheRegistry(IThreadCacheOwner owner, int blockSize)
@@ -60,12 +69,12 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
-            CacheRef[]? refs = t_refs;
+            SlotEntry* slots = t_slots;
             int slot = _slot;
-            if (refs is not null && (uint)slot < (uint)refs.Length)
+            if (slots != null && (ulong)(uint)slot < (ulong)slots->Generation)
             {
-                ref CacheRef r = ref refs[slot];
-                if (ReferenceEquals(r.Owner, this)) return r.Cache;
+                SlotEntry* e = slots + 1 + slot;
+                if (e->Generation == _generation) return e->Cache;
             }
             return null;
         }
@@ -86,23 +95,34 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private ThreadCacheHeader* Register()
     {
         ThreadCacheHeader* block;
+        int slot;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            slot = _slot;
             block = (ThreadCacheHeader*)NativeMemory.AlignedAlloc(_blockSize, 64);
             NativeMemory.Clear(block, _blockSize);
             block->OwnerThreadId = Environment.CurrentManagedThreadId;
             block->Index = _caches.Count;
             _caches.Add((nint)block);
         }
-        CacheRef[]? refs = t_refs;
-        if (refs is null || refs.Length <= _slot)
+        SlotEntry* slots = t_slots;
+        long capacity = slots == null ? 0 : slots->Generation;
+        if (capacity <= slot)
         {
-            Array.Resize(ref refs, Math.Max(_slot + 1, (refs?.Length ?? 4) * 2));
-            t_refs = refs;
+            long grown = Math.Max(slot + 1, Math.Max(4, capacity * 2));
+            var table = (SlotEntry*)NativeMemory.AllocZeroed((nuint)(grown + 1), (nuint)sizeof(SlotEntry));
+            if (slots != null)
+            {
+                Buffer.MemoryCopy(slots + 1, table + 1, grown * sizeof(SlotEntry), capacity * sizeof(SlotEntry));
+                NativeMemory.Free(slots);
+            }
+            table->Generation = grown;
+            t_slots = slots = table;
         }
-        refs[_slot] = new CacheRef { Owner = this, Cache = block };
+        slots[1 + slot] = new SlotEntry { Generation = _generation, Cache = block };
         (t_sentinel ??= new ThreadExitSentinel()).Add(this, block);
+        t_sentinel.Slots = slots;
         return block;
     }
 
@@ -190,6 +210,9 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     {
         private readonly List<(ThreadCacheRegistry Registry, nint Cache)> _entries = new();
 
+        /// <summary>The thread's slot table, freed with the sentinel.</summary>
+        public SlotEntry* Slots;
+
         public void Add(ThreadCacheRegistry registry, ThreadCacheHeader* cache)
         {
             _entries.RemoveAll(e => e.Registry._disposed);
@@ -203,6 +226,8 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
                 try { registry.RetireFromExitedThread((ThreadCacheHeader*)cache); }
                 catch (Exception) { /* a finalizer must not throw; the owner's Dispose reclaims what is left */ }
             }
+            NativeMemory.Free(Slots);
+            Slots = null;
         }
     }
 }
