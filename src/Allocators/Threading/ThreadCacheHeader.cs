@@ -31,6 +31,9 @@ internal struct ThreadCacheHeader
     /// <summary>Set once the owner thread has exited and the cache was given back.</summary>
     public int Retired;
 
+    /// <summary>Unique number of this registration, so a stale reference to a reused block is never mistaken for it.</summary>
+    public long Token;
+
     /// <summary>Enters a cache operation; false when a drainer holds the cache (use the shared path then).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe bool TryEnter(ThreadCacheHeader* cache)

@@ -22,15 +22,21 @@ internal unsafe interface IThreadCacheOwner
 /// </summary>
 internal sealed unsafe class ThreadCacheRegistry : IDisposable
 {
-    private struct CacheRef
+    /// <summary>One entry of a thread's slot table: the cache of the registry whose generation matches.</summary>
+    private struct SlotEntry
     {
-        public long Id;
+        public long Generation;
         public ThreadCacheHeader* Cache;
     }
 
-    private static long s_nextId;
-
-    [ThreadStatic] private static CacheRef[]? t_refs;
+    /// <summary>
+    /// The thread's slot table in native memory: entry 0 holds the capacity in <see cref="SlotEntry.Generation"/>,
+    /// entry 1 + slot the cache of the registry using that slot. A primitive thread static (a pointer) is stored
+    /// directly in the runtime's thread-local block, so reaching it costs one load after the TLS base.
+    /// Slots are reused, generations never, so an entry left by a disposed registry never matches a new one.
+    /// </summary>
+    [ThreadStatic] private static SlotEntry* t_slots;
+    private static long s_lastGeneration;
     [ThreadStatic] private static ThreadExitSentinel? t_sentinel;
 
     private static readonly Lock s_slotLock = new();
@@ -40,8 +46,10 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private readonly nuint _blockSize;
     private readonly Lock _lock = new();
     private readonly List<nint> _caches = new();
-    private readonly long _id = Interlocked.Increment(ref s_nextId);
+    private readonly List<Thread> _threads = new();   // owner of _caches[i]
+    private static long s_lastToken;
     private int _slot;
+    private readonly long _generation = Interlocked.Increment(ref s_lastGeneration);
     private bool _disposed;
 
     public ThreadCacheRegistry(IThreadCacheOwner owner, int blockSize)
@@ -61,14 +69,14 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     public ThreadCacheHeader* Current
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => Lookup(_slot, _id);
+        get => Lookup(_slot, _generation);
     }
 
     /// <summary>Slot of this registry in every thread's table; int.MaxValue once disposed.</summary>
     public int Slot => _slot;
 
     /// <summary>Identity of this registry, never reused.</summary>
-    public long Id => _id;
+    public long Id => _generation;
 
     /// <summary>
     /// The current thread's cache of the registry with this slot and id, or null. Lets native metadata that
@@ -77,11 +85,11 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ThreadCacheHeader* Lookup(int slot, long id)
     {
-        CacheRef[]? refs = t_refs;
-        if (refs is not null && (uint)slot < (uint)refs.Length)
+        SlotEntry* slots = t_slots;
+        if (slots != null && (ulong)(uint)slot < (ulong)slots->Generation)
         {
-            ref CacheRef r = ref refs[slot];
-            if (r.Id == id) return r.Cache;
+            SlotEntry* e = slots + 1 + slot;
+            if (e->Generation == id) return e->Cache;
         }
         return null;
     }
@@ -101,23 +109,41 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private ThreadCacheHeader* Register()
     {
         ThreadCacheHeader* block;
+        int slot;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            slot = _slot;
+            // Threads that ended since the last registration give their caches back now, not at the next GC.
+            for (int i = _caches.Count - 1; i >= 0; i--)
+            {
+                if (!_threads[i].IsAlive) RetireLocked(i);
+            }
             block = (ThreadCacheHeader*)NativeMemory.AlignedAlloc(_blockSize, 64);
             NativeMemory.Clear(block, _blockSize);
             block->OwnerThreadId = Environment.CurrentManagedThreadId;
+            block->Token = Interlocked.Increment(ref s_lastToken);
             block->Index = _caches.Count;
             _caches.Add((nint)block);
+            _threads.Add(Thread.CurrentThread);
         }
-        CacheRef[]? refs = t_refs;
-        if (refs is null || refs.Length <= _slot)
+        SlotEntry* slots = t_slots;
+        long capacity = slots == null ? 0 : slots->Generation;
+        if (capacity <= slot)
         {
-            Array.Resize(ref refs, Math.Max(_slot + 1, (refs?.Length ?? 4) * 2));
-            t_refs = refs;
+            long grown = Math.Max(slot + 1, Math.Max(4, capacity * 2));
+            var table = (SlotEntry*)NativeMemory.AllocZeroed((nuint)(grown + 1), (nuint)sizeof(SlotEntry));
+            if (slots != null)
+            {
+                Buffer.MemoryCopy(slots + 1, table + 1, grown * sizeof(SlotEntry), capacity * sizeof(SlotEntry));
+                NativeMemory.Free(slots);
+            }
+            table->Generation = grown;
+            t_slots = slots = table;
         }
-        refs[_slot] = new CacheRef { Id = _id, Cache = block };
+        slots[1 + slot] = new SlotEntry { Generation = _generation, Cache = block };
         (t_sentinel ??= new ThreadExitSentinel()).Add(this, block);
+        t_sentinel.Slots = slots;
         return block;
     }
 
@@ -163,13 +189,14 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         while (Volatile.Read(ref cache->Busy) != 0) spin.SpinOnce(sleep1Threshold: 30);
     }
 
-    private void RetireFromExitedThread(ThreadCacheHeader* cache)
+    private void RetireFromExitedThread(ThreadCacheHeader* cache, long token)
     {
         lock (_lock)
         {
             if (_disposed) return;
             int index = _caches.IndexOf((nint)cache);
-            if (index < 0) return;
+            // The block may already be gone (retired at a registration) and its memory reused by another thread.
+            if (index < 0 || cache->Token != token) return;
             RetireLocked(index);
         }
     }
@@ -183,8 +210,10 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         cache->Retired = 1;
         int last = _caches.Count - 1;
         _caches[index] = _caches[last];
+        _threads[index] = _threads[last];
         ((ThreadCacheHeader*)_caches[index])->Index = index;
         _caches.RemoveAt(last);
+        _threads.RemoveAt(last);
         NativeMemory.AlignedFree(cache);
     }
 
@@ -207,21 +236,26 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     /// <summary>Lives in thread-static storage; when its thread is gone the GC finalizes it and the caches go home.</summary>
     private sealed class ThreadExitSentinel
     {
-        private readonly List<(ThreadCacheRegistry Registry, nint Cache)> _entries = new();
+        private readonly List<(ThreadCacheRegistry Registry, nint Cache, long Token)> _entries = new();
+
+        /// <summary>The thread's slot table, freed with the sentinel.</summary>
+        public SlotEntry* Slots;
 
         public void Add(ThreadCacheRegistry registry, ThreadCacheHeader* cache)
         {
             _entries.RemoveAll(e => e.Registry._disposed);
-            _entries.Add((registry, (nint)cache));
+            _entries.Add((registry, (nint)cache, cache->Token));
         }
 
         ~ThreadExitSentinel()
         {
-            foreach (var (registry, cache) in _entries)
+            foreach (var (registry, cache, token) in _entries)
             {
-                try { registry.RetireFromExitedThread((ThreadCacheHeader*)cache); }
+                try { registry.RetireFromExitedThread((ThreadCacheHeader*)cache, token); }
                 catch (Exception) { /* a finalizer must not throw; the owner's Dispose reclaims what is left */ }
             }
+            NativeMemory.Free(Slots);
+            Slots = null;
         }
     }
 }
