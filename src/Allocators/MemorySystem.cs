@@ -27,7 +27,7 @@ public sealed class MemorySystemOptions
 /// One memory system: owns the arena and composes the allocators built on it (layers flow down only).
 /// Every layer is also usable on its own through its own type.
 /// </summary>
-public sealed unsafe class MemorySystem : IDisposable
+public sealed unsafe partial class MemorySystem : IDisposable
 {
     /// <summary>Builds the default system (256 MiB NativeMemory arena, one node) or the one described.</summary>
     public MemorySystem(MemorySystemOptions? options = null)
