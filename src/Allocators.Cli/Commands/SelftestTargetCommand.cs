@@ -25,12 +25,23 @@ internal sealed unsafe class SelftestTargetCommand : Command<SelftestTargetComma
         [CommandOption("--arena-mib <MIB>")]
         [Description("Arena size in MiB (default 64).")]
         public int ArenaMiB { get; init; } = 64;
+
+        [CommandOption("--no-system")]
+        [Description("Load the library but build no memory system.")]
+        public bool NoSystem { get; init; }
     }
 
     private readonly List<nint> _keep = new();
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        if (settings.NoSystem)
+        {
+            Console.Out.Write($"library {typeof(MemorySystem).Assembly.GetName().Version} loaded, no system\nREADY\n");
+            Console.Out.Flush();
+            Console.In.ReadLine();
+            return ExitCodes.Ok;
+        }
         using var system = new MemorySystem(new MemorySystemOptions
         {
             Physical = new PhysicalMemoryOptions { Size = (long)settings.ArenaMiB << 20 },

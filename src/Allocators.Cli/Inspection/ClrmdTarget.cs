@@ -139,7 +139,20 @@ internal sealed class ClrmdTarget : ITargetMemory, IDisposable
             if (!name.Equals(LibraryModule, StringComparison.OrdinalIgnoreCase)) continue;
             libraryLoaded = true;
             ClrType? type = module.GetTypeByName(RegistryType);
-            if (type is null) continue;
+            if (type is null)
+            {
+                // Not loaded yet: the class is touched when the first memory system registers, so none ever did —
+                // provided the library defines it at all.
+                switch (DefinesRegistry(module))
+                {
+                    case true when IsDump:
+                        throw new TargetException($"{Description}: the type {RegistryType} is not in the dump. Either the process never built a memory system, "
+                            + "or the dump leaves out the runtime's type data (createdump --normal or --triage); make the dump with createdump's default or --full");
+                    case true: return 0;
+                    case false: throw new TargetException($"{Description} loads a {LibraryModule} without {RegistryType}.{RegistryField}: incompatible library version");
+                    default: continue;
+                }
+            }
             ClrStaticField? field = type.GetStaticFieldByName(RegistryField);
             if (field is null)
                 throw new TargetException($"{Description} loads {LibraryModule} but its {RegistryType} has no field {RegistryField}: incompatible library version");
@@ -153,9 +166,40 @@ internal sealed class ClrmdTarget : ITargetMemory, IDisposable
             return 0;
         }
         if (!libraryLoaded) throw new TargetException($"{Description} does not use the Allocators library ({LibraryModule} is not loaded)");
-        if (IsDump) throw new TargetException($"{Description} loads {LibraryModule}, but its type {RegistryType} cannot be read. Either the library "
-            + "version is incompatible, or the dump lacks the runtime's metadata (createdump --normal or --triage); make the dump with createdump's default or --full");
-        throw new TargetException($"{Description} loads {LibraryModule} without the type {RegistryType}: incompatible library version");
+        throw new TargetException($"{Description} loads {LibraryModule}, but its metadata cannot be read"
+            + (IsDump ? " (createdump --normal or --triage dumps leave it out; make the dump with createdump's default or --full)" : ""));
+    }
+
+    /// <summary>Whether the module's metadata (read from the target) defines the registry type with its field; null when unreadable.</summary>
+    private unsafe bool? DefinesRegistry(ClrModule module)
+    {
+        if (module.MetadataAddress == 0 || module.MetadataLength is <= 0 or > 256L << 20) return null;
+        var bytes = new byte[module.MetadataLength];
+        if (Read(module.MetadataAddress, bytes) != bytes.Length) return null;
+        try
+        {
+            fixed (byte* p = bytes)
+            {
+                var metadata = new System.Reflection.Metadata.MetadataReader(p, bytes.Length);
+                int dot = RegistryType.LastIndexOf('.');
+                foreach (var handle in metadata.TypeDefinitions)
+                {
+                    var typeDef = metadata.GetTypeDefinition(handle);
+                    if (!metadata.StringComparer.Equals(typeDef.Name, RegistryType[(dot + 1)..])
+                        || !metadata.StringComparer.Equals(typeDef.Namespace, RegistryType[..dot])) continue;
+                    foreach (var fieldHandle in typeDef.GetFields())
+                    {
+                        if (metadata.StringComparer.Equals(metadata.GetFieldDefinition(fieldHandle).Name, RegistryField)) return true;
+                    }
+                    return false;
+                }
+                return false;
+            }
+        }
+        catch (BadImageFormatException)
+        {
+            return null;
+        }
     }
 
     public int Read(ulong address, Span<byte> buffer) => _target.DataReader.Read(address, buffer);
