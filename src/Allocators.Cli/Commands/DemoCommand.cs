@@ -16,8 +16,8 @@ internal sealed class DemoCommand : Command<DemoCommand.Settings>
     public sealed class Settings : JsonSettings
     {
         [CommandOption("-t|--threads <N>")]
-        [Description("Worker threads (default: processor count, at least 2).")]
-        public int? Threads { get; init; }
+        [Description("Worker threads (default 0: the processor count, at least 2).")]
+        public int Threads { get; init; }
 
         [CommandOption("-s|--seconds <S>")]
         [Description("Seconds the workload runs (default 2).")]
@@ -25,7 +25,7 @@ internal sealed class DemoCommand : Command<DemoCommand.Settings>
 
         public override ValidationResult Validate()
         {
-            if (Threads is < 1 or > 1024) return ValidationResult.Error("--threads must be between 1 and 1024");
+            if (Threads is < 0 or > 1024) return ValidationResult.Error("--threads must be between 1 and 1024 (0: the processor count)");
             if (Seconds is <= 0 or > 86400 || double.IsNaN(Seconds)) return ValidationResult.Error("--seconds must be greater than 0 (and at most a day)");
             return ValidationResult.Success();
         }
@@ -36,7 +36,7 @@ internal sealed class DemoCommand : Command<DemoCommand.Settings>
         using var system = new MemorySystem();
         var pages = system.Pages;
         string initialBuddyInfo = pages.BuddyInfo();
-        int threads = settings.Threads ?? Math.Max(2, Environment.ProcessorCount);
+        int threads = settings.Threads > 0 ? settings.Threads : Math.Max(2, Environment.ProcessorCount);
         var workload = new PageWorkload(pages, threads, TimeSpan.FromSeconds(settings.Seconds));
         if (settings.Json)
         {

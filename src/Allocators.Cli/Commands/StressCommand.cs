@@ -14,8 +14,8 @@ internal sealed class StressCommand : Command<StressCommand.Settings>
     public sealed class Settings : JsonSettings
     {
         [CommandOption("-t|--threads <N>")]
-        [Description("Worker threads (default: processor count, at least 2).")]
-        public int? Threads { get; init; }
+        [Description("Worker threads (default 0: the processor count, at least 2).")]
+        public int Threads { get; init; }
 
         [CommandOption("-s|--seconds <S>")]
         [Description("Seconds the workload runs (default 5).")]
@@ -31,7 +31,7 @@ internal sealed class StressCommand : Command<StressCommand.Settings>
 
         public override ValidationResult Validate()
         {
-            if (Threads is < 1 or > 1024) return ValidationResult.Error("--threads must be between 1 and 1024");
+            if (Threads is < 0 or > 1024) return ValidationResult.Error("--threads must be between 1 and 1024 (0: the processor count)");
             if (Seconds is <= 0 or > 86400 || double.IsNaN(Seconds)) return ValidationResult.Error("--seconds must be greater than 0 (and at most a day)");
             if (ArenaMiB is < 16 or > 65536) return ValidationResult.Error("--arena-mib must be between 16 and 65536");
             return ValidationResult.Success();
@@ -40,7 +40,7 @@ internal sealed class StressCommand : Command<StressCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        int threads = settings.Threads ?? Math.Max(2, Environment.ProcessorCount);
+        int threads = settings.Threads > 0 ? settings.Threads : Math.Max(2, Environment.ProcessorCount);
         using var system = new MemorySystem(new MemorySystemOptions
         {
             Physical = new PhysicalMemoryOptions { Size = (long)settings.ArenaMiB << 20 },
