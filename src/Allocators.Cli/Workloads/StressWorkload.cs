@@ -63,7 +63,9 @@ internal sealed unsafe class StressWorkload : IDisposable
     private readonly KmemCache<StressObject> _typed;
     private readonly PercpuCounter _counter;
     private readonly NativeMemoryPool _pool;
-    private readonly int _percpuCap;
+    private const int MaxPercpuArea = 256;
+    private readonly int _percpuBudget;
+    private readonly int _initialChunks;
     private readonly long[] _allocated = new long[Kinds];
     private readonly long[] _freed = new long[Kinds];
     private readonly long[] _crossFreed = new long[Kinds];
@@ -72,6 +74,7 @@ internal sealed unsafe class StressWorkload : IDisposable
     private long _operations;
     private long _stampErrors;
     private long _counterExpected;
+    private int _percpuLive;
     private bool _disposed;
 
     public StressWorkload(MemorySystem system, int threads, TimeSpan duration, int seed)
@@ -83,8 +86,11 @@ internal sealed unsafe class StressWorkload : IDisposable
         _typed = system.Slab.CreateCache<StressObject>("stress-object");
         _counter = new PercpuCounter(system.Percpu);
         _pool = new NativeMemoryPool(system);
-        // Keep every live per-CPU area inside the counter's chunk, so no second chunk outlives the run.
-        _percpuCap = Math.Max(1, system.Percpu.UnitSize / 2 / (threads * 256));
+        // Keep every live per-CPU area inside the counter's chunk: the allocator keeps one empty chunk cached, so a second
+        // chunk would outlive the run. With areas of at most 256 bytes placed first-fit, N live areas always fit a unit
+        // when (2N + 1) * 256 <= unit size; the counter is one of them.
+        _percpuBudget = Math.Max(0, (system.Percpu.UnitSize / MaxPercpuArea - 1) / 2 - 2);
+        _initialChunks = system.Percpu.ChunkCount;
         system.Pages.DrainAllPages();
         InitialBuddyInfo = system.Pages.BuddyInfo();
     }
@@ -141,7 +147,7 @@ internal sealed unsafe class StressWorkload : IDisposable
                 if (live.Count < 192 && (live.Count == 0 || random.Next(100) < 52))
                 {
                     Kind kind = random.Next(100) switch { < 15 => Kind.Pages, < 50 => Kind.Kmalloc, < 75 => Kind.Typed, < 93 => Kind.Pool, _ => Kind.Percpu };
-                    if (kind == Kind.Percpu && liveByKind[(int)Kind.Percpu] >= _percpuCap) kind = Kind.Typed;
+                    if (kind == Kind.Percpu && !TryReservePercpu()) kind = Kind.Typed;
                     if (kind == Kind.Pages && liveByKind[(int)Kind.Pages] >= 24) kind = Kind.Kmalloc;
                     long stamp = ((long)(id + 1) << 48) | ++sequence;
                     if (Alloc(kind, stamp, random) is { } item)
@@ -168,6 +174,14 @@ internal sealed unsafe class StressWorkload : IDisposable
         foreach (var item in live) Free(item, crossThread: false);
         Interlocked.Add(ref _operations, ops + live.Count);
         Interlocked.Add(ref _counterExpected, counted);
+    }
+
+    /// <summary>Counts a live per-CPU area against the budget (areas waiting in a hand-off queue are live too).</summary>
+    private bool TryReservePercpu()
+    {
+        if (Interlocked.Increment(ref _percpuLive) <= _percpuBudget) return true;
+        Interlocked.Decrement(ref _percpuLive);
+        return false;
     }
 
     private Item? Alloc(Kind kind, long stamp, Random random)
@@ -226,9 +240,13 @@ internal sealed unsafe class StressWorkload : IDisposable
             }
             case Kind.Percpu:
             {
-                int size = random.Next(8, 257);
+                int size = random.Next(8, MaxPercpuArea + 1);
                 nint p = _system.Percpu.AllocPercpu(size);
-                if (p == 0) break;
+                if (p == 0)
+                {
+                    Interlocked.Decrement(ref _percpuLive);
+                    break;
+                }
                 var percpu = _system.Percpu;
                 for (int cpu = 0; cpu < percpu.PossibleCpus; cpu++) *(long*)percpu.PerCpuPtr(p, cpu) = stamp + cpu;
                 item = new Item(kind, p, size, stamp, null);
@@ -280,6 +298,7 @@ internal sealed unsafe class StressWorkload : IDisposable
                 ok = true;
                 for (int cpu = 0; cpu < percpu.PossibleCpus; cpu++) ok &= *(long*)percpu.PerCpuPtr(item.Pointer, cpu) == item.Stamp + cpu;
                 percpu.FreePercpu(item.Pointer);
+                Interlocked.Decrement(ref _percpuLive);
                 break;
             }
         }
@@ -312,6 +331,9 @@ internal sealed unsafe class StressWorkload : IDisposable
         if (_pool.RentedBuffers != 0 || _pool.RentedBytes != 0)
             failures.Add($"memory pool still has {_pool.RentedBuffers} buffer(s) / {_pool.RentedBytes} bytes rented");
 
+        if (_system.Percpu.ChunkCount != _initialChunks)
+            failures.Add($"the per-CPU allocator has {_system.Percpu.ChunkCount} chunk(s), {_initialChunks} at the start "
+                + $"(unit {_system.Percpu.UnitSize} bytes, {_system.Percpu.PossibleCpus} CPUs, at most {_percpuBudget} live areas)");
         _system.Slab.ShrinkAll();
         long active = 0, corruptions = 0;
         foreach (var cache in _system.Slab.Caches)
