@@ -1,3 +1,4 @@
+using Allocators.Cli;
 using Allocators.Cli.Commands;
 using Spectre.Console.Cli;
 
@@ -7,11 +8,39 @@ var app = new CommandApp<DemoCommand>();
 app.Configure(config =>
 {
     config.SetApplicationName("allocators");
+    config.SetExceptionHandler((exception, _) => CliErrors.Handle(exception, args));
+    config.AddExample("demo", "--threads", "4", "--seconds", "5");
+    config.AddExample("stat", "buddyinfo", "meminfo");
+    config.AddExample("stress", "--threads", "8", "--seconds", "10");
+    config.AddExample("inspect", "1234", "--leaks");
     config.AddCommand<DemoCommand>("demo")
-        .WithDescription("Build the default memory system, run a short mixed workload and print its statistics (default).");
+        .WithDescription("Build the default memory system, run a short mixed workload and print its statistics (default).")
+        .WithExample("demo")
+        .WithExample("demo", "--threads", "4", "--seconds", "5")
+        .WithExample("demo", "--json");
     config.AddCommand<StatCommand>("stat")
-        .WithDescription("Print buddyinfo, zoneinfo and vmstat of a freshly built demo system.");
+        .WithDescription("Print buddyinfo, zoneinfo, slabinfo, vmallocinfo (when the library has vmalloc), meminfo and vmstat of a freshly built demo system.")
+        .WithExample("stat")
+        .WithExample("stat", "buddyinfo", "meminfo")
+        .WithExample("stat", "--json");
+    config.AddCommand<StressCommand>("stress")
+        .WithDescription("Run a mixed multi-threaded workload over every layer with cross-thread frees, then audit that every object "
+            + "is accounted for and the free lists are back to the start (exit 1 when not).")
+        .WithExample("stress")
+        .WithExample("stress", "--threads", "8", "--seconds", "10")
+        .WithExample("stress", "--threads", "2", "--seconds", "1", "--json");
+    config.AddCommand<InspectCommand>("inspect")
+        .WithDescription("Read the memory systems of a running .NET process or of a core dump without running code in it, and print "
+            + "buddyinfo, slabinfo and meminfo like /proc (exit 3 when the target is missing or incompatible).")
+        .WithExample("inspect", "1234")
+        .WithExample("inspect", "1234", "--leaks")
+        .WithExample("inspect", "--dump", "core.1234", "--json");
+    config.AddCommand<SelftestTargetCommand>("selftest-target")
+        .WithDescription("A process with a known state for the inspector's tests: prints its own view, then READY, then waits for a line.")
+        .IsHidden();
     config.AddCommand<BenchCommand>("bench")
-        .WithDescription("Comparative workload suite (larson, xmalloc-test, cache-scratch/thrash, mstress, glibc-simple/thread, alloc-test, binary-trees) on Allocators vs glibc, NativeMemory, mimalloc, jemalloc, tcmalloc, ArrayPool, GC; writes bench-results/.");
+        .WithDescription("Comparative workload suite (larson, xmalloc-test, cache-scratch/thrash, mstress, glibc-simple/thread, alloc-test, binary-trees) on Allocators vs glibc, NativeMemory, mimalloc, jemalloc, tcmalloc, ArrayPool, GC; writes bench-results/.")
+        .WithExample("bench", "--quick")
+        .WithExample("bench", "--full");
 });
 return app.Run(args);

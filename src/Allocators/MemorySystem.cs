@@ -29,7 +29,7 @@ public sealed class MemorySystemOptions
 /// One memory system: owns the arena and composes the allocators built on it (layers flow down only).
 /// Every layer is also usable on its own through its own type.
 /// </summary>
-public sealed unsafe class MemorySystem : IDisposable
+public sealed unsafe partial class MemorySystem : IDisposable
 {
     /// <summary>Builds the default system (256 MiB NativeMemory arena, one node) or the one described.</summary>
     public MemorySystem(MemorySystemOptions? options = null)
@@ -103,7 +103,12 @@ public sealed unsafe class MemorySystem : IDisposable
             lock (_lazyLock)
             {
                 ObjectDisposedException.ThrowIf(IsDisposed, this);
-                return _vmalloc ??= new VmallocAllocator(kernel, Slab);
+                if (_vmalloc == null)
+                {
+                    _vmalloc = new VmallocAllocator(kernel, Slab);
+                    _descriptor->Vmalloc = (nint)_vmalloc.NativeStats;
+                }
+                return _vmalloc;
             }
         }
     }

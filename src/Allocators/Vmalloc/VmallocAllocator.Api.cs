@@ -64,7 +64,7 @@ public sealed unsafe partial class VmallocAllocator
             return AbortArea(area);
         }
         _host?.Map(area);
-        Interlocked.Add(ref _vmallocPages, nrPages);
+        Interlocked.Add(ref _stats->VmallocPages, nrPages);
         return area->Start;
     }
 
@@ -170,7 +170,7 @@ public sealed unsafe partial class VmallocAllocator
         if ((area->Flags & VmAreaFlags.Alloc) != 0)
         {
             for (long i = 0; i < mapped; i++) _pages.FreePages(area->Pages[i], 0);
-            Interlocked.Add(ref _vmallocPages, -mapped);
+            Interlocked.Add(ref _stats->VmallocPages, -mapped);
         }
         if (area->Pages != null) FreePageArray(area->Pages, mapped);
         area->Pages = null;

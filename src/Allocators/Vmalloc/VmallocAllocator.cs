@@ -40,7 +40,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
     private long _lazyPages;
     private readonly long _lazyMaxPages;
     private readonly HostWindow? _host;
-    private long _vmallocPages;
+    private readonly VmallocStats* _stats = (VmallocStats*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)sizeof(VmallocStats));
     private long _purges;
     private long _failures;
     private bool _disposed;
@@ -63,6 +63,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         // lazy_max_pages: 32 MiB per fls(online CPUs).
         _lazyMaxPages = (32L << 20) / PageFrame.PageSize * (32 - int.LeadingZeroCount(Environment.ProcessorCount));
         if (_memory.Backing == ArenaBacking.MemFd && hostWindowSize > 0) _host = new HostWindow(_memory, hostWindowSize);
+        _stats->Magic = VmallocStats.MagicValue;
     }
 
     /// <summary>The kernel address space vmalloc maps into.</summary>
@@ -72,7 +73,10 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
     public bool HasHostMappings => _host != null;
 
     /// <summary>Pages currently allocated by vmalloc (VmallocUsed in pages).</summary>
-    public long VmallocPages => Interlocked.Read(ref _vmallocPages);
+    public long VmallocPages => Interlocked.Read(ref _stats->VmallocPages);
+
+    /// <summary>The native counters an out-of-process inspector reads (SystemDescriptor.Vmalloc).</summary>
+    internal VmallocStats* NativeStats => _stats;
 
     /// <summary>Lazy purges done so far.</summary>
     public long Purges => Interlocked.Read(ref _purges);

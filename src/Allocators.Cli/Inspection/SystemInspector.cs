@@ -1,0 +1,351 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
+using Allocators.Diagnostics;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+using Allocators.Slab;
+
+namespace Allocators.Cli.Inspection;
+
+/// <summary>
+/// Reads the memory systems of a target from its native registry (<see cref="NativeRegistry.Root"/>) with the
+/// library's own struct definitions, and renders them the way /proc does. Runs nothing in the target; refuses a
+/// layout it does not know (magic, version and struct sizes in every <see cref="SystemDescriptor"/>).
+/// </summary>
+internal sealed unsafe class SystemInspector(TargetReader reader)
+{
+    private const int MaxSystems = 4096;
+    private const int MaxCaches = 100_000;
+    private const int MaxSectionsAllowed = 1 << 22;
+    private const long MaxSlabsWalked = 10_000_000;
+
+    /// <summary>Inspects every registered system (or only <paramref name="onlyId"/>).</summary>
+    public IReadOnlyList<SystemReport> InspectAll(ulong root, bool leaks, int? onlyId = null)
+    {
+        var result = new List<SystemReport>();
+        if (root == 0) return result;
+        var r = reader.Read<RegistryRoot>(root);
+        if (r.Magic != RegistryRoot.MagicValue)
+            throw new TargetException($"the registry root at 0x{root:x} has magic 0x{r.Magic:x16}, expected 0x{RegistryRoot.MagicValue:x16}: not a compatible Allocators registry");
+        if (r.Version != SystemDescriptor.CurrentVersion)
+            throw new TargetException($"the target's registry has layout version {r.Version}; this inspector reads version {SystemDescriptor.CurrentVersion}");
+        if (r.Count < 0 || r.Count > r.Capacity || r.Capacity > MaxSystems)
+            throw new TargetException($"the target's registry looks corrupt (count {r.Count}, capacity {r.Capacity})");
+        ulong[] descriptors = reader.ReadArray<ulong>((ulong)r.Systems, r.Count);
+        foreach (ulong address in descriptors)
+        {
+            if (address == 0) continue;
+            var d = reader.Read<SystemDescriptor>(address);
+            if (d.Magic == 0) continue; // unregistered while we read
+            CheckLayout(d, address);
+            if (onlyId is { } id && d.Id != id) continue;
+            result.Add(Inspect(d, leaks));
+        }
+        return result;
+    }
+
+    private static void CheckLayout(in SystemDescriptor d, ulong address)
+    {
+        if (d.Magic != SystemDescriptor.MagicValue)
+            throw new TargetException($"system descriptor at 0x{address:x} has magic 0x{d.Magic:x16}, expected 0x{SystemDescriptor.MagicValue:x16}");
+        if (d.Version != SystemDescriptor.CurrentVersion)
+            throw new TargetException($"system {d.Id} has metadata layout version {d.Version}; this inspector reads version {SystemDescriptor.CurrentVersion}");
+        var mismatches = new List<string>();
+        void Check(string name, int theirs, int ours)
+        {
+            if (theirs != ours) mismatches.Add($"{name} is {theirs} bytes in the target, {ours} here");
+        }
+        Check("PageFrame", d.PageFrameSize, sizeof(PageFrame));
+        Check("ZoneData", d.ZoneDataSize, sizeof(ZoneData));
+        Check("KmemCacheData", d.KmemCacheDataSize, sizeof(KmemCacheData));
+        Check("KmemCacheNode", d.KmemCacheNodeSize, sizeof(KmemCacheNode));
+        Check("MemSection", d.MemSectionSize, sizeof(MemSection));
+        if (mismatches.Count > 0)
+            throw new TargetException($"system {d.Id} uses an incompatible version of the library: {string.Join("; ", mismatches)}");
+        if (d.NodeCount < 1 || d.ZoneCount != d.NodeCount * ZoneTypeExtensions.Count || d.MaxSections < 1 || d.MaxSections > MaxSectionsAllowed)
+            throw new TargetException($"system {d.Id} has an implausible descriptor (nodes {d.NodeCount}, zones {d.ZoneCount}, sections {d.MaxSections})");
+    }
+
+    private SystemReport Inspect(in SystemDescriptor d, bool withLeaks)
+    {
+        ZoneData[] zones = reader.ReadArray<ZoneData>((ulong)d.Zones, d.ZoneCount);
+        MemSection[] sections = reader.ReadArray<MemSection>((ulong)d.Sections, d.MaxSections);
+        var memory = new TargetPhysical(sections);
+        var caches = ReadCaches((ulong)d.SlabCaches);
+
+        var zoneReports = new List<ZoneReport>();
+        foreach (var z in zones)
+        {
+            var blocks = new long[PageAllocator.MaxOrder + 1];
+            for (int o = 0; o <= PageAllocator.MaxOrder; o++) blocks[o] = z.FreeAreas[o].Count;
+            zoneReports.Add(new ZoneReport(z.Node, z.Type.KernelName(), z.FreePages, z.ManagedPages, z.PresentPages, z.SpannedPages,
+                z.WatermarkMin, z.WatermarkLow, z.WatermarkHigh, blocks));
+        }
+
+        var cacheReports = new List<CacheReport>();
+        var values = new MeminfoValues();
+        foreach (var z in zones)
+        {
+            values.TotalPages += z.ManagedPages;
+            values.FreePages += z.FreePages;
+            values.ReserveHighPages += z.WatermarkHigh;
+        }
+        foreach (var c in caches)
+        {
+            long active = 0, total = 0, slabs = 0;
+            foreach (var n in c.Nodes)
+            {
+                active += n.InUseObjects;
+                total += n.TotalObjects;
+                slabs += n.NrSlabs;
+            }
+            values.SlabUnreclaimablePages += slabs << c.Data.Order;
+            cacheReports.Add(new CacheReport(c.Name, active, total, c.Data.ObjectSize, c.Data.Size, c.Data.Objects, 1 << c.Data.Order, slabs,
+                ((SlabFlags)c.Data.Flags).ToString()));
+        }
+        if (d.Vmalloc != 0)
+        {
+            var stats = reader.Read<Allocators.Vmalloc.VmallocStats>((ulong)d.Vmalloc);
+            if (stats.Magic != Allocators.Vmalloc.VmallocStats.MagicValue)
+                throw new TargetException($"vmalloc counters at 0x{d.Vmalloc:x} have an unknown layout.");
+            values.VmallocTotalKb = (long)((Allocators.Vmalloc.VmallocAllocator.VmallocSize - 1) >> 10);
+            values.VmallocUsedKb = stats.VmallocPages * 4;
+        }
+        var meminfo = MeminfoFormat.Items(values);
+
+        List<CacheLeaks>? leaks = null;
+        if (withLeaks)
+        {
+            var sites = new CallSiteNames(reader, (ulong)d.CallSites);
+            leaks = [];
+            foreach (var c in caches)
+            {
+                if ((c.Data.Flags & (int)SlabFlags.StoreUser) != 0) leaks.Add(ScanCache(c, memory, sites));
+            }
+        }
+
+        return new SystemReport(d.Id, d.NodeCount, d.PagesPerSection, sections.Count(s => s.Online != 0), zoneReports, cacheReports,
+            meminfo.Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(), d.Vmalloc != 0,
+            RenderBuddyInfo(zones), RenderSlabInfo(cacheReports), MeminfoFormat.Format(meminfo), leaks);
+    }
+
+    /// <summary>Exactly what <see cref="PageAllocator.BuddyInfo"/> prints.</summary>
+    internal static string RenderBuddyInfo(IEnumerable<ZoneData> zones)
+    {
+        var sb = new StringBuilder();
+        foreach (var zone in zones)
+        {
+            if (!zone.Populated) continue;
+            sb.Append(CultureInfo.InvariantCulture, $"Node {zone.Node}, zone {zone.Type.KernelName(),8} ");
+            for (int o = 0; o <= PageAllocator.MaxOrder; o++) sb.Append(CultureInfo.InvariantCulture, $"{zone.FreeAreas[o].Count,6} ");
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Exactly what <see cref="SlabAllocator.SlabInfo"/> prints.</summary>
+    internal static string RenderSlabInfo(IEnumerable<CacheReport> caches)
+    {
+        var sb = new StringBuilder();
+        sb.Append("slabinfo - version: 2.1\n");
+        sb.Append("# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n");
+        foreach (var c in caches)
+        {
+            sb.Append(CultureInfo.InvariantCulture,
+                $"{c.Name,-17} {c.ActiveObjects,6} {c.TotalObjects,6} {c.SlotSize,6} {c.ObjectsPerSlab,4} {c.PagesPerSlab,4} : tunables {0,4} {0,4} {0,4} : slabdata {c.Slabs,6} {c.Slabs,6} {0,6}");
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    private sealed record TargetCache(ulong Address, KmemCacheData Data, string Name, KmemCacheNode[] Nodes);
+
+    /// <summary>The native cache list, oldest first (the list is pushed at its head, so it is read backwards).</summary>
+    private List<TargetCache> ReadCaches(ulong listCell)
+    {
+        var caches = new List<TargetCache>();
+        ulong p = reader.ReadPointer(listCell);
+        var seen = new HashSet<ulong>();
+        while (p != 0)
+        {
+            if (!seen.Add(p) || caches.Count >= MaxCaches) throw new TargetException("the target's slab cache list loops or is implausibly long");
+            var data = reader.Read<KmemCacheData>(p);
+            if (data.NodeCount < 1 || data.NodeCount > 1024 || data.Size < 1 || data.Objects < 1 || data.Order is < 0 or > PageAllocator.MaxOrder)
+                throw new TargetException($"the slab cache at 0x{p:x} has an implausible record (nodes {data.NodeCount}, size {data.Size}, objects {data.Objects}, order {data.Order})");
+            string name = reader.ReadUtf8((ulong)data.Name, 256);
+            var nodes = reader.ReadArray<KmemCacheNode>((ulong)data.Nodes, data.NodeCount);
+            caches.Add(new TargetCache(p, data, name, nodes));
+            p = (ulong)data.NextCache;
+        }
+        caches.Reverse();
+        return caches;
+    }
+
+    /// <summary>
+    /// kmemleak-style scan of one StoreUser cache: walks every slab on the node partial and full lists, decodes each
+    /// slab's hardened free list as the cache does (stored ^ cache random ^ byte-swapped slot address), and counts the
+    /// allocation track of every object that is not free by call site.
+    /// </summary>
+    private CacheLeaks ScanCache(TargetCache cache, TargetPhysical memory, CallSiteNames names)
+    {
+        KmemCacheData d = cache.Data;
+        var problems = new List<string>();
+        var bySite = new Dictionary<int, SiteAccumulator>();
+        long live = 0, slabsWalked = 0;
+        int slabBytes = PageFrame.PageSize << d.Order;
+        var bytes = new byte[slabBytes];
+        var free = new bool[d.Objects];
+        if (d.TrackOffset < 0 || d.TrackOffset + 2 * sizeof(Track) > d.Size)
+        {
+            problems.Add($"track offset {d.TrackOffset} does not fit a {d.Size}-byte slot");
+            return new CacheLeaks(cache.Name, d.ObjectSize, 0, 0, [], problems);
+        }
+        for (int node = 0; node < cache.Nodes.Length; node++)
+        {
+            foreach (var (head, list) in new[] { ((ulong)cache.Nodes[node].Partial, "partial"), ((ulong)cache.Nodes[node].Full, "full") })
+            {
+                var seen = new HashSet<ulong>();
+                for (ulong slab = head; slab != 0;)
+                {
+                    if (!seen.Add(slab) || ++slabsWalked > MaxSlabsWalked)
+                    {
+                        problems.Add($"node {node} {list} list loops at slab 0x{slab:x}");
+                        break;
+                    }
+                    var frame = reader.Read<PageFrame>(slab);
+                    if ((ulong)frame.Private != cache.Address || !frame.Has(PageFlags.Slab))
+                    {
+                        problems.Add($"node {node} {list} list: frame 0x{slab:x} (pfn 0x{frame.Pfn:x}) is not a slab of this cache");
+                        break;
+                    }
+                    ulong baseAddress = memory.PageAddress(slab);
+                    if (baseAddress == 0)
+                    {
+                        problems.Add($"slab frame 0x{slab:x} lies in no online section");
+                        break;
+                    }
+                    reader.ReadExactly(baseAddress, bytes, $"slab at 0x{baseAddress:x}");
+                    DecodeFreelist(d, baseAddress, (ulong)frame.Data0, bytes, free, problems);
+                    for (int i = 0; i < d.Objects; i++)
+                    {
+                        if (free[i]) continue;
+                        long objOffset = (long)i * d.Size + d.RedLeftPad;
+                        Track track = System.Runtime.InteropServices.MemoryMarshal.Read<Track>(bytes.AsSpan((int)(objOffset + d.TrackOffset)));
+                        live++;
+                        if (!bySite.TryGetValue(track.CallSite, out var acc)) bySite[track.CallSite] = acc = new SiteAccumulator();
+                        acc.Add(baseAddress + (ulong)objOffset, track);
+                    }
+                    slab = (ulong)frame.Next;
+                }
+            }
+        }
+        var sites = bySite
+            .Select(kv => new LeakSite(names.Name(kv.Key), kv.Value.Count, kv.Value.Count * d.ObjectSize, Ranges(kv.Value.Threads), Ranges(kv.Value.Cpus),
+                kv.Value.Samples.Select(a => $"0x{a:x}").ToArray()))
+            .OrderByDescending(s => s.Count).ThenBy(s => s.Site, StringComparer.Ordinal)
+            .ToArray();
+        return new CacheLeaks(cache.Name, d.ObjectSize, live, slabsWalked, sites, problems);
+    }
+
+    /// <summary>Marks the free objects of one slab; never follows a pointer outside the slab or around a loop.</summary>
+    internal static void DecodeFreelist(in KmemCacheData d, ulong slabBase, ulong head, ReadOnlySpan<byte> slabBytes, bool[] free, List<string> problems)
+    {
+        Array.Clear(free);
+        ulong p = head;
+        int count = 0;
+        while (p != 0)
+        {
+            ulong offset = p - slabBase - (ulong)d.RedLeftPad;
+            if (offset >= (ulong)d.Objects * (ulong)d.Size || offset % (ulong)d.Size != 0)
+            {
+                problems.Add($"slab 0x{slabBase:x}: free pointer 0x{p:x} is not an object of the slab; free list cut there");
+                return;
+            }
+            int index = (int)(offset / (ulong)d.Size);
+            if (free[index])
+            {
+                problems.Add($"slab 0x{slabBase:x}: free list loops at object 0x{p:x}");
+                return;
+            }
+            free[index] = true;
+            if (++count > d.Objects) return;
+            ulong location = p + (ulong)d.Offset;
+            ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(slabBytes[(int)(location - slabBase)..]);
+            p = stored ^ d.Random ^ BinaryPrimitives.ReverseEndianness(location);
+        }
+    }
+
+    private static string Ranges(SortedSet<int> values)
+    {
+        if (values.Count == 0) return "";
+        var parts = new List<string>();
+        int start = values.Min, prev = start;
+        foreach (int v in values.Skip(1))
+        {
+            if (v == prev + 1) { prev = v; continue; }
+            parts.Add(start == prev ? $"{start}" : $"{start}-{prev}");
+            start = prev = v;
+        }
+        parts.Add(start == prev ? $"{start}" : $"{start}-{prev}");
+        return string.Join(",", parts);
+    }
+
+    private sealed class SiteAccumulator
+    {
+        public long Count;
+        public readonly SortedSet<int> Threads = [];
+        public readonly SortedSet<int> Cpus = [];
+        public readonly List<ulong> Samples = [];
+
+        public void Add(ulong address, in Track track)
+        {
+            Count++;
+            Threads.Add(track.ThreadId);
+            Cpus.Add(track.Cpu);
+            if (Samples.Count < 4) Samples.Add(address);
+        }
+    }
+
+    /// <summary>The target's section table: page frame address to page address (page_address).</summary>
+    private sealed class TargetPhysical(MemSection[] sections)
+    {
+        public ulong PageAddress(ulong frame)
+        {
+            foreach (var s in sections)
+            {
+                if (s.Online == 0 || s.MemMap == null) continue;
+                ulong first = (ulong)s.MemMap;
+                ulong end = first + (ulong)s.Pages * (ulong)sizeof(PageFrame);
+                if (frame >= first && frame < end && (frame - first) % (ulong)sizeof(PageFrame) == 0)
+                    return (ulong)s.Base + (frame - first) / (ulong)sizeof(PageFrame) * PageFrame.PageSize;
+            }
+            return 0;
+        }
+    }
+
+    /// <summary>The target's native call-site table, read on demand.</summary>
+    private sealed class CallSiteNames(TargetReader reader, ulong table)
+    {
+        private readonly Dictionary<int, string> _cache = new() { [0] = "<none>" };
+        private NativeStringTable? _header;
+
+        public string Name(int id)
+        {
+            if (_cache.TryGetValue(id, out var name)) return name;
+            try
+            {
+                _header ??= table == 0 ? new NativeStringTable() : reader.Read<NativeStringTable>(table);
+                var t = _header.Value;
+                name = id > 0 && id < t.Count && t.Items != null ? reader.ReadUtf8(reader.ReadPointer((ulong)t.Items + (ulong)id * 8), 1024) : "";
+            }
+            catch (TargetException)
+            {
+                name = "";
+            }
+            if (name.Length == 0) name = $"<call site #{id}>";
+            _cache[id] = name;
+            return name;
+        }
+    }
+}

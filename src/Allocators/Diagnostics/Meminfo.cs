@@ -1,0 +1,86 @@
+using System.Globalization;
+using System.Text;
+using Allocators.Diagnostics;
+using Allocators.Physical;
+using Allocators.Slab;
+
+namespace Allocators
+{
+    public sealed unsafe partial class MemorySystem
+    {
+        /// <summary>The system's memory summary in the layout of /proc/meminfo (<c>%-16s%8lu kB</c> lines).</summary>
+        public string Meminfo() => MeminfoFormat.Format(MeminfoItems());
+
+        /// <summary>The /proc/meminfo items as (name, kB) pairs, in the order they are printed.</summary>
+        public IReadOnlyList<(string Name, long Kb)> MeminfoItems()
+        {
+            var values = new MeminfoValues
+            {
+                TotalPages = Pages.ManagedPages,
+                FreePages = Pages.NrFreePages,
+                ReserveHighPages = 0,
+            };
+            foreach (var zone in Pages.Zones) values.ReserveHighPages += zone.WatermarkHigh;
+            foreach (var cache in Slab.Caches)
+            {
+                KmemCacheData* d = cache.Data;
+                for (int n = 0; n < d->NodeCount; n++) values.SlabUnreclaimablePages += Volatile.Read(ref d->Nodes[n].NrSlabs) << d->Order;
+            }
+            AddVmalloc(ref values);
+            return MeminfoFormat.Items(values);
+        }
+
+        /// <summary>Filled in by the vmalloc layer, when it is part of the system: VmallocTotal and VmallocUsed.</summary>
+        partial void AddVmalloc(ref MeminfoValues values);
+    }
+}
+
+namespace Allocators.Diagnostics
+{
+    /// <summary>The inputs of a /proc/meminfo text, in pages unless the name says otherwise.</summary>
+    internal struct MeminfoValues
+    {
+        public long TotalPages;
+        public long FreePages;
+        public long ReserveHighPages;          // sum of the zones' high watermarks (totalreserve_pages)
+        public long SlabReclaimablePages;
+        public long SlabUnreclaimablePages;
+        public long PageTablePages;
+        public long? VmallocTotalKb;
+        public long? VmallocUsedKb;
+    }
+
+    /// <summary>Builds /proc/meminfo items and text; shared by the live system and out-of-process inspectors.</summary>
+    internal static class MeminfoFormat
+    {
+        private const int KbPerPage = PageFrame.PageSize / 1024;
+
+        public static IReadOnlyList<(string Name, long Kb)> Items(in MeminfoValues v)
+        {
+            long slab = v.SlabReclaimablePages + v.SlabUnreclaimablePages;
+            // MemAvailable as si_mem_available estimates it: free pages above the reserve plus half the reclaimable slab.
+            long available = Math.Max(0, v.FreePages - v.ReserveHighPages + v.SlabReclaimablePages / 2);
+            var items = new List<(string, long)>
+            {
+                ("MemTotal", v.TotalPages * KbPerPage),
+                ("MemFree", v.FreePages * KbPerPage),
+                ("MemAvailable", available * KbPerPage),
+                ("Slab", slab * KbPerPage),
+                ("SReclaimable", v.SlabReclaimablePages * KbPerPage),
+                ("SUnreclaim", v.SlabUnreclaimablePages * KbPerPage),
+                ("PageTables", v.PageTablePages * KbPerPage),
+            };
+            if (v.VmallocTotalKb is { } total) items.Add(("VmallocTotal", total));
+            if (v.VmallocUsedKb is { } used) items.Add(("VmallocUsed", used));
+            return items;
+        }
+
+        /// <summary>One <c>Name:   value kB</c> line per item, as the kernel's show_val_kb prints them.</summary>
+        public static string Format(IReadOnlyList<(string Name, long Kb)> items)
+        {
+            var sb = new StringBuilder();
+            foreach (var (name, kb) in items) sb.Append(CultureInfo.InvariantCulture, $"{name + ":",-16}{kb,8} kB\n");
+            return sb.ToString();
+        }
+    }
+}

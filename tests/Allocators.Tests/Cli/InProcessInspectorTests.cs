@@ -1,0 +1,150 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Cli.Inspection;
+using Allocators.Diagnostics;
+using Allocators.Physical;
+using Allocators.Slab;
+using Xunit.Abstractions;
+
+namespace Allocators.Tests.Cli;
+
+/// <summary>This process's own memory as an inspection target (only valid addresses may be read).</summary>
+internal sealed unsafe class SelfMemory : ITargetMemory
+{
+    public int Read(ulong address, Span<byte> buffer)
+    {
+        new ReadOnlySpan<byte>((void*)address, buffer.Length).CopyTo(buffer);
+        return buffer.Length;
+    }
+}
+
+/// <summary>
+/// The inspector's decoding, run against this process's own metadata: it must print exactly what the library prints,
+/// find the live StoreUser objects by site, refuse layouts it does not know and never follow a corrupt free pointer.
+/// </summary>
+[Trait("Category", "Inspect")]
+public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
+{
+    private static MemorySystem NewSystem() => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 32L << 20 } });
+
+    private static SystemReport InspectSelf(MemorySystem system, bool leaks)
+    {
+        var inspector = new SystemInspector(new TargetReader(new SelfMemory()));
+        return Assert.Single(inspector.InspectAll((ulong)NativeRegistry.Root, leaks, system.Pages.Id));
+    }
+
+    [Fact]
+    public void ReadsExactlyWhatTheLibraryPrints()
+    {
+        using var system = NewSystem();
+        var kept = new List<nint>();
+        for (int i = 0; i < 500; i++) kept.Add((nint)system.Slab.Kmalloc((nuint)(1 + i * 13 % 5000)));
+        for (int i = 0; i < kept.Count; i += 2) system.Slab.Kfree((void*)kept[i]);
+        var block = system.Pages.AllocPages(Allocators.PageAlloc.Gfp.Kernel, 4);
+        var cache = system.Slab.CreateCache("inproc-tracked", 48, flags: SlabFlags.StoreUser | SlabFlags.RedZone);
+        var objects = AllocA(cache, 70).Concat(AllocB(cache, 30)).ToList();
+        for (int i = 0; i < 70; i += 7) cache.Free((void*)objects[i]);
+
+        var report = InspectSelf(system, leaks: true);
+        Assert.Equal(system.Pages.BuddyInfo(), report.BuddyInfo);
+        Assert.Equal(system.Slab.SlabInfo(), report.SlabInfo);
+        Assert.Equal(system.Meminfo(), report.MeminfoText);
+        var leaks = Assert.Single(report.Leaks!);
+        output.WriteLine(string.Join("\n", leaks.Sites.Select(s => $"{s.Count} {s.Site} {s.Threads} {s.Cpus}")));
+        Assert.Equal("inproc-tracked", leaks.Cache);
+        Assert.Equal(90, leaks.LiveObjects);
+        Assert.Empty(leaks.Problems);
+        Assert.Equal(60, Assert.Single(leaks.Sites, s => s.Site.StartsWith("InProcessInspectorTests.AllocA")).Count);
+        Assert.Equal(30, Assert.Single(leaks.Sites, s => s.Site.StartsWith("InProcessInspectorTests.AllocB")).Count);
+        Assert.Equal(30 * 48, leaks.Sites.Single(s => s.Site.StartsWith("InProcessInspectorTests.AllocB")).Bytes);
+
+        foreach (nint p in objects.Where((_, i) => i >= 70 || i % 7 != 0)) cache.Free((void*)p);
+        system.Pages.FreePages(block, 4);
+        Assert.Empty(Assert.Single(InspectSelf(system, leaks: true).Leaks!).Sites);
+    }
+
+    [Fact]
+    public void CorruptFreePointerIsReportedAndNotFollowed()
+    {
+        using var system = NewSystem();
+        var cache = system.Slab.CreateCache("inproc-corrupt", 64, flags: SlabFlags.StoreUser);
+        var objects = AllocA(cache, 20);
+        cache.Free((void*)objects[5]);
+        cache.Free((void*)objects[9]);
+        // The most recently freed object heads the slab's free list; scribble over its stored free pointer.
+        ulong* location = (ulong*)((byte*)objects[9] + cache.FreePointerOffset);
+        ulong saved = *location;
+        *location = 0xdead_beef_0000_1000;
+        try
+        {
+            var leaks = Assert.Single(InspectSelf(system, leaks: true).Leaks!);
+            output.WriteLine(string.Join("\n", leaks.Problems));
+            Assert.Contains(leaks.Problems, p => p.Contains("is not an object of the slab"));
+        }
+        finally
+        {
+            *location = saved;
+        }
+        Assert.Equal(18, Assert.Single(InspectSelf(system, leaks: true).Leaks!).LiveObjects);
+    }
+
+    [Fact]
+    public void UnknownLayoutIsRefusedWithTheReason()
+    {
+        using var system = NewSystem();
+        var root = (RegistryRoot*)NativeMemory.AllocZeroed((nuint)sizeof(RegistryRoot));
+        var systems = (SystemDescriptor**)NativeMemory.AllocZeroed(1, (nuint)sizeof(nint));
+        var d = (SystemDescriptor*)NativeMemory.AllocZeroed((nuint)sizeof(SystemDescriptor));
+        try
+        {
+            var real = (RegistryRoot*)NativeRegistry.Root;
+            SystemDescriptor* mine = null;
+            for (int i = 0; i < real->Count; i++)
+                if (real->Systems[i] != null && real->Systems[i]->Id == system.Pages.Id) mine = real->Systems[i];
+            Assert.True(mine != null);
+            *d = *mine;
+            *root = *real;
+            root->Count = root->Capacity = 1;
+            root->Systems = systems;
+            systems[0] = d;
+            var inspector = new SystemInspector(new TargetReader(new SelfMemory()));
+
+            d->PageFrameSize = 72;
+            var e = Assert.Throws<TargetException>(() => inspector.InspectAll((ulong)root, leaks: false));
+            output.WriteLine(e.Message);
+            Assert.Contains("incompatible version", e.Message);
+            Assert.Contains("PageFrame is 72 bytes in the target, 64 here", e.Message);
+
+            d->PageFrameSize = sizeof(PageFrame);
+            d->Version = 99;
+            e = Assert.Throws<TargetException>(() => inspector.InspectAll((ulong)root, leaks: false));
+            Assert.Contains("layout version 99", e.Message);
+
+            root->Magic = 0x1234;
+            e = Assert.Throws<TargetException>(() => inspector.InspectAll((ulong)root, leaks: false));
+            Assert.Contains("not a compatible Allocators registry", e.Message);
+        }
+        finally
+        {
+            NativeMemory.Free(d);
+            NativeMemory.Free(systems);
+            NativeMemory.Free(root);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static List<nint> AllocA(KmemCache cache, int count)
+    {
+        var list = new List<nint>();
+        for (int i = 0; i < count; i++) list.Add((nint)cache.Alloc());
+        return list;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static List<nint> AllocB(KmemCache cache, int count)
+    {
+        var list = new List<nint>();
+        for (int i = 0; i < count; i++) list.Add((nint)cache.Alloc());
+        return list;
+    }
+}
