@@ -179,8 +179,11 @@ public abstract unsafe partial class VirtualAddressSpace
         Interlocked.Increment(ref _shootdowns);
         // Every thread's store of Busy = 1 is now visible, or its next load of the generation sees the bump.
         Interlocked.MemoryBarrierProcessWide();
-        _tlbs.ForEach(p => WaitQuiescent((ThreadTlb*)p, newGen));
+        WaitForEachTlb(newGen);
     }
+
+    // Separate so that the closure is only allocated when there is something to wait for.
+    private void WaitForEachTlb(long newGen) => _tlbs.ForEach(p => WaitQuiescent((ThreadTlb*)p, newGen));
 
     private static void WaitQuiescent(ThreadTlb* tlb, long newGen)
     {
