@@ -108,6 +108,23 @@ public unsafe class MmuBenchmarks
         return sum;
     }
 
+    /// <summary>1024 writes through a plain pointer (loop baseline).</summary>
+    [Benchmark(OperationsPerInvoke = LoopReads)]
+    public void RawPointerWriteLoop()
+    {
+        long* p = _raw;
+        for (int i = 0; i < LoopReads; i++) Volatile.Write(ref *p, i);
+    }
+
+    /// <summary>1024 TLB-hit writes with <see cref="VirtualAddressSpace.Write{T}"/> in a loop.</summary>
+    [Benchmark(OperationsPerInvoke = LoopReads)]
+    public void TlbHitWriteLoop()
+    {
+        AddressSpace mm = _mm;
+        ulong va = _va;
+        for (int i = 0; i < LoopReads; i++) mm.Write<long>(va, i);
+    }
+
     /// <summary>1024 TLB-hit reads through an <see cref="AddressSpaceAccessor"/> (no thread-local lookup).</summary>
     [Benchmark(OperationsPerInvoke = LoopReads)]
     public long AccessorReadLoop()

@@ -55,7 +55,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
     }
 
     private AddressSpace(KernelAddressSpace kernel, string name, int parentPid, bool createStack)
-        : base((kernel ?? throw new ArgumentNullException(nameof(kernel))).Pages, userMode: true, 0, VirtualAddress.TaskSize)
+        : base(LiveKernel(kernel).Pages, userMode: true, 0, VirtualAddress.TaskSize)
     {
         _kernel = kernel;
         _stats = kernel.Statistics;
@@ -69,6 +69,13 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
             var stack = new VmArea(StackTop - InitialStackSize, StackTop, VmFlags.Read | VmFlags.Write | VmFlags.GrowsDown) { Name = "[stack]" };
             _vmas.Insert(stack);
         }
+    }
+
+    private static KernelAddressSpace LiveKernel(KernelAddressSpace kernel)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        ObjectDisposedException.ThrowIf(kernel.IsDisposed, kernel);
+        return kernel;
     }
 
     /// <summary>The kernel this process runs on.</summary>

@@ -133,6 +133,20 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     /// <returns>The number of pages that were mapped.</returns>
     public int UnmapKernelRange(ulong va, ulong size)
     {
+        int cleared = UnmapKernelRangeNoFlush(va, size);
+        if (cleared > 0) FlushTlbRange(va, va + size);
+        return cleared;
+    }
+
+    /// <summary>
+    /// Clears the kernel mappings in the range without flushing (vunmap_range_noflush), for callers that batch the
+    /// flush of many ranges (lazy vmap purging): until <see cref="VirtualAddressSpace.FlushTlbRange"/> or
+    /// <see cref="VirtualAddressSpace.FlushTlbAll"/> returns, threads may still reach the old pages through their TLB,
+    /// so the pages must not be reused before that.
+    /// </summary>
+    /// <returns>The number of pages that were mapped.</returns>
+    public int UnmapKernelRangeNoFlush(ulong va, ulong size)
+    {
         ThrowIfDisposed();
         ValidateKernelRange(va, size);
         int cleared = 0;
@@ -146,7 +160,6 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
                 TablePage(AlignToTable(slot))->Data0--;
                 cleared++;
             }
-            if (cleared > 0) Flush(va, va + size, waitForAccesses: true);
         }
         return cleared;
     }

@@ -206,6 +206,7 @@ public abstract unsafe partial class VirtualAddressSpace
     private protected bool TranslateCore(ulong va, MemoryAccess access, bool user, bool fixup, byte** result)
     {
         ThreadTlb* tlb = CurrentTlb();
+        int retries = 0;
         while (true)
         {
             PageFaultErrorCode error = FaultCode(access, user);
@@ -221,6 +222,7 @@ public abstract unsafe partial class VirtualAddressSpace
                 }
             }
             if (HandleFault(va, error, fixup) == FaultOutcome.Failed) return false;
+            CheckFaultLoop(va, error, ref retries);
         }
     }
 
@@ -235,6 +237,7 @@ public abstract unsafe partial class VirtualAddressSpace
         while (length > 0)
         {
             int chunk = (int)Math.Min(length, VirtualAddress.PageSize - (long)(va & 0xFFF));
+            int retries = 0;
             while (true)
             {
                 PageFaultErrorCode error = FaultCode(access, user);
@@ -256,12 +259,24 @@ public abstract unsafe partial class VirtualAddressSpace
                     ExitAccess(tlb);
                 }
                 if (HandleFault(va, error, fixup) == FaultOutcome.Failed) return length;
+                CheckFaultLoop(va, error, ref retries);
             }
             va += (ulong)chunk;
             if (buffer != null) buffer += chunk;
             length -= chunk;
         }
         return 0;
+    }
+
+    /// <summary>
+    /// A fault the handler reports fixed keeps recurring: the tables contradict the areas (e.g. an upper-level entry
+    /// changed behind the MMU's back). Fail loudly instead of spinning forever.
+    /// </summary>
+    private static void CheckFaultLoop(ulong va, PageFaultErrorCode error, ref int retries)
+    {
+        if (++retries < 1000) return;
+        throw new InvalidOperationException(
+            $"Page fault loop at 0x{va:x} (error code 0x{(uint)error:x}): the fault handler keeps reporting the fault fixed.");
     }
 
     private protected static PageFaultErrorCode FaultCode(MemoryAccess access, bool user)

@@ -138,6 +138,23 @@ public abstract unsafe partial class VirtualAddressSpace
         return sb.ToString();
     }
 
+    /// <summary>
+    /// For tests: the slot of the entry at <paramref name="level"/> (0 PGD, 1 PUD, 2 PMD, 3 PTE) on the walk of
+    /// <paramref name="va"/>, or null when an upper level is missing or a leaf.
+    /// </summary>
+    internal ulong* EntrySlotForTesting(ulong va, int level)
+    {
+        ulong* table = _pgd;
+        for (int l = 0, shift = 39; ; l++, shift -= 9)
+        {
+            ulong* slot = table + ((va >> shift) & 511);
+            if (l == level) return slot;
+            ulong e = Volatile.Read(ref *slot);
+            if ((e & P) == 0 || (l >= 1 && (e & PSE) != 0)) return null;
+            table = TableOf(e);
+        }
+    }
+
     /// <summary>Pointer to the PTE slot for <paramref name="va"/> when every upper level is present and not huge; else null.</summary>
     private protected ulong* FindPteSlot(ulong va)
     {

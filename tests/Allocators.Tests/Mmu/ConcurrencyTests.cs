@@ -98,4 +98,60 @@ public unsafe class ConcurrencyTests
         }
         f.AssertAllFreed();
     }
+
+    [Fact]
+    public void WritesRacingMunmapNeverReachTheReusedFrame()
+    {
+        using var f = new MmuFixture();
+        using (var mm = f.NewProcess())
+        {
+            const ulong r = 0x2000_0000, other = 0x3000_0000;
+            const MapFlags fixedAnon = MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed | MapFlags.Populate;
+            mm.Mmap(r, 4096, MemoryProtection.ReadWrite, fixedAnon);
+            using var stop = new CancellationTokenSource();
+            long writes = 0, attempts = 0;
+            var writer = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    try { mm.Write<long>(r + 8, unchecked((long)0xBADBADBADBADBADL)); Interlocked.Increment(ref writes); }
+                    catch (SegmentationFaultException) { }
+                    Interlocked.Increment(ref attempts);
+                }
+            });
+            writer.Start();
+            var pattern = new byte[4096];
+            var back = new byte[4096];
+            Array.Fill(pattern, (byte)0x11);
+            int reused = 0;
+            try
+            {
+                for (int i = 0; i < 80; i++)
+                {
+                    var before = mm.FollowPage(r);
+                    mm.Munmap(r, 4096);
+                    // The freed frame is the next one the page allocator hands out on this thread.
+                    mm.Mmap(other, 4096, MemoryProtection.ReadWrite, fixedAnon);
+                    if (mm.FollowPage(other) == before) reused++;
+                    mm.WriteBytes(other, pattern);
+                    // Let the writer run a few attempts while the frame belongs to the other mapping.
+                    long seen = Volatile.Read(ref attempts);
+                    var waited = System.Diagnostics.Stopwatch.StartNew();
+                    while (Volatile.Read(ref attempts) < seen + 3 && waited.ElapsedMilliseconds < 20) Thread.Sleep(0);
+                    mm.ReadBytes(other, back);
+                    Assert.Equal(pattern, back);
+                    mm.Munmap(other, 4096);
+                    mm.Mmap(r, 4096, MemoryProtection.ReadWrite, fixedAnon);
+                }
+            }
+            finally
+            {
+                stop.Cancel();
+                writer.Join();
+            }
+            Assert.True(writes > 0);
+            Assert.True(reused > 0, "the test never reused a frame");
+        }
+        f.AssertAllFreed();
+    }
 }

@@ -96,3 +96,23 @@ public unsafe class KernelSpaceTests
         f.AssertAllFreed();
     }
 }
+
+public unsafe class KernelLazyUnmapTests
+{
+    [Fact]
+    public void NoFlushUnmapLeavesTheTranslationUntilTheBatchedFlush()
+    {
+        using var f = new MmuFixture();
+        var page = f.Pages.AllocPages(Gfp.Kernel | Gfp.Zero, 0);
+        ulong va = VirtualAddress.VmallocStart + 0x80_0000;
+        f.Kernel.MapKernelPage(va, page, PteFlags.PageKernel);
+        f.Kernel.Write<long>(va, 17);
+        Assert.Equal(1, f.Kernel.UnmapKernelRangeNoFlush(va, 4096));
+        Assert.True(f.Kernel.TranslateToPage(va) == null);
+        Assert.Equal(17, f.Kernel.Read<long>(va)); // stale, as on hardware, until the flush
+        f.Kernel.FlushTlbRange(va, va + 4096);
+        Assert.Throws<KernelOopsException>(() => f.Kernel.Read<long>(va));
+        f.Pages.FreePages(page, 0);
+        f.AssertAllFreed();
+    }
+}

@@ -11,6 +11,7 @@ public class ModelBasedTests
 {
     private const ulong Base = 0x10_0000_0000UL;
     private const int WindowPages = 10;
+    private const int HugeWindowPages = 1024; // two 2 MiB huge pages
 
     public enum Kind { Mmap, MmapShared, Munmap, Mprotect, Write, Read, Fork, Exit, Mremap }
 
@@ -25,23 +26,45 @@ public class ModelBasedTests
 
     private static readonly MemoryProtection[] Prots = [MemoryProtection.None, MemoryProtection.Read, MemoryProtection.ReadWrite];
 
-    private static readonly Gen<Op> GenOp =
+    private static readonly Gen<Op> GenOp = OpGen(WindowPages, 4);
+
+    private static Gen<Op> OpGen(int window, int maxCount) => OpGen(Gen.Int[0, window - 1], Gen.Int[1, maxCount]);
+
+    // Huge mode: whole 2 MiB blocks half of the time, so that mappings become huge and later get split.
+    private static Gen<Op> HugeOpGen() => OpGen(
+        Gen.Frequency((1, Gen.Const(0)), (1, Gen.Const(512)), (2, Gen.Int[0, HugeWindowPages - 1])),
+        Gen.Frequency((1, Gen.Const(512)), (1, Gen.Const(1024)), (2, Gen.Int[1, 64])));
+
+    private static Gen<Op> OpGen(Gen<int> page, Gen<int> count) =>
         Gen.Select(
                 Gen.Frequency((3, Gen.Const(Kind.Mmap)), (1, Gen.Const(Kind.MmapShared)), (1, Gen.Const(Kind.Munmap)),
                     (2, Gen.Const(Kind.Mprotect)), (6, Gen.Const(Kind.Write)), (4, Gen.Const(Kind.Read)),
                     (2, Gen.Const(Kind.Fork)), (1, Gen.Const(Kind.Exit)), (1, Gen.Const(Kind.Mremap))),
-                Gen.Int[0, 2], Gen.Int[0, WindowPages - 1], Gen.Int[1, 4], Gen.Int[0, 2], Gen.Long[1, 1_000_000])
+                Gen.Int[0, 2], page, count, Gen.Int[0, 2], Gen.Long[1, 1_000_000])
            .Select((k, p, page, n, prot, v) => new Op(k, p, page, n, prot, v));
 
     [Fact]
     public void RandomSequencesMatchTheModel()
     {
-        GenOp.Array[10, 100].Sample(ops => Run(ops), iter: 150, threads: 2);
+        GenOp.Array[10, 100].Sample(ops => Run(ops, WindowPages, huge: false), iter: 150, threads: 2);
     }
 
-    private static void Run(Op[] ops)
+    /// <summary>The same over two 2 MiB huge pages, so partial munmap/mprotect/mremap and fork split them.</summary>
+    [Fact]
+    public void RandomSequencesOverHugePagesMatchTheModel()
     {
-        using var f = new MmuFixture(32L << 20);
+        s_thpAllocs = s_thpSplits = 0;
+        HugeOpGen().Array[10, 40].Sample(ops => Run(ops, HugeWindowPages, huge: true), iter: 60, threads: 2);
+        Assert.True(Interlocked.Read(ref s_thpAllocs) > 0, "no huge page was ever mapped");
+        Assert.True(Interlocked.Read(ref s_thpSplits) > 0, $"no huge page was ever split ({s_thpAllocs} huge faults)");
+    }
+
+    private static long s_thpAllocs;
+    private static long s_thpSplits;
+
+    private static void Run(Op[] ops, int window, bool huge)
+    {
+        using var f = new MmuFixture(huge ? 64L << 20 : 32L << 20);
         var procs = new List<AddressSpace> { f.NewProcess("p0") };
         var models = new List<Dictionary<int, PageModel>> { new() };
         try
@@ -51,7 +74,7 @@ public class ModelBasedTests
                 int pi = op.Proc % procs.Count;
                 var mm = procs[pi];
                 var model = models[pi];
-                int end = Math.Min(WindowPages, op.Page + op.Count);
+                int end = Math.Min(window, op.Page + op.Count);
                 ulong Va(int page) => Base + (ulong)page * 4096;
                 switch (op.Kind)
                 {
@@ -61,7 +84,7 @@ public class ModelBasedTests
                         bool shared = op.Kind == Kind.MmapShared;
                         var prot = Prots[op.Prot];
                         mm.Mmap(Va(op.Page), (ulong)(end - op.Page) * 4096, prot,
-                            (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.Fixed);
+                            (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.Fixed | (huge ? MapFlags.HugePage : 0));
                         for (int p = op.Page; p < end; p++) model[p] = new PageModel(prot, new Cell(), shared);
                         break;
                     }
@@ -118,7 +141,7 @@ public class ModelBasedTests
                     case Kind.Mremap:
                     {
                         // Move one whole mapped page to a free page of the window (MREMAP_FIXED).
-                        int target = (op.Page + op.Count * 5) % WindowPages;
+                        int target = (op.Page + op.Count * 5) % window;
                         if (target != op.Page && model.ContainsKey(op.Page))
                         {
                             mm.Mremap(Va(op.Page), 4096, 4096, MremapFlags.MayMove | MremapFlags.Fixed, Va(target));
@@ -130,11 +153,13 @@ public class ModelBasedTests
                 }
             }
             for (int i = 0; i < procs.Count; i++)
-                for (int p = 0; p < WindowPages; p++) CheckPage(procs[i], models[i], p);
+                for (int p = 0; p < window; p += huge ? 7 : 1) CheckPage(procs[i], models[i], p);
         }
         finally
         {
             foreach (var p in procs) p.Dispose();
+            Interlocked.Add(ref s_thpAllocs, f.Kernel.Statistics.ThpFaultAllocations);
+            Interlocked.Add(ref s_thpSplits, f.Kernel.Statistics.ThpSplits);
         }
         f.AssertAllFreed();
     }

@@ -138,6 +138,7 @@ public unsafe class SlabConcurrencyTests(ITestOutputHelper output)
     public void ManyThreadsWithHandOffsOnOneCache(SlabFlags flags, int threads)
     {
         const int Size = 72;
+        const int MinShrinks = 10;
         using var sys = NewSystem(64);
         string baseline = Baseline(sys);
         KmemCache cache = sys.Slab.CreateCache("mt-72", Size, 0, flags);
@@ -154,10 +155,10 @@ public unsafe class SlabConcurrencyTests(ITestOutputHelper output)
                 // Shrinks (draining every worker's magazines under their feet) and validates until the workers end.
                 while (Volatile.Read(ref workersDone) < threads)
                 {
-                    if (shrinks % 2 == 0) sys.Slab.ShrinkAll(); else cache.Shrink();
+                    if (Volatile.Read(ref shrinks) % 2 == 0) sys.Slab.ShrinkAll(); else cache.Shrink();
                     var reports = cache.Validate();
                     if (reports.Count > 0) throw new InvalidOperationException(string.Join("\n", reports.Select(r => r.Text)));
-                    shrinks++;
+                    Interlocked.Increment(ref shrinks);
                     Thread.Sleep(3);
                 }
                 return;
@@ -168,7 +169,8 @@ public unsafe class SlabConcurrencyTests(ITestOutputHelper output)
                 var mine = new List<(nint Object, ulong Stamp)>();
                 long seq = 0;
                 var sw = Stopwatch.StartNew();
-                while (sw.Elapsed < RunTime)
+                // Run for RunTime, longer (up to 4x) if the machine is so busy that the shrinker has not had its turns yet.
+                while (sw.Elapsed < RunTime || (Volatile.Read(ref shrinks) < MinShrinks && sw.Elapsed < 4 * RunTime))
                 {
                     int r = rnd.Next(100);
                     if (r < 40 || mine.Count == 0)
@@ -224,9 +226,9 @@ public unsafe class SlabConcurrencyTests(ITestOutputHelper output)
         }
 
         output.WriteLine($"{threads} threads: {allocs} allocations, {frees} frees during the run, {handedOver} hand-offs, {shrinks} shrinks; {cache.Stats}");
-        Assert.True(allocs > 10000, $"only {allocs} allocations");
-        Assert.True(handedOver > 100);
-        Assert.True(shrinks > 10);
+        Assert.True(allocs > 5000, $"only {allocs} allocations");
+        Assert.True(handedOver > 100, $"only {handedOver} hand-offs");
+        Assert.True(shrinks >= MinShrinks, $"only {shrinks} shrinks ran during the workers' run");
 
         // Every object is accounted for: those still held, those in the hand-off queue.
         Assert.Equal(live.Count, leftovers.Count + handOff.Count);

@@ -65,35 +65,33 @@ public unsafe class SlabNodeTests
     public void AnExhaustedNodeFallsBackWithoutEatingTheOtherNode()
     {
         var sys = NewTwoNodeSystem();
-        string baseline = Baseline(sys);
-        KmemCache cache = sys.Slab.CreateCache("fallback-256", 256);
-
-        // Take every page node 1 will give.
-        var taken = new List<(nint Page, int Order)>();
-        for (int order = PageAllocator.MaxOrder; order >= 0; order--)
-        {
-            while (true)
-            {
-                PageFrame* page = sys.Pages.AllocPagesNode(1, Gfp.Kernel | Gfp.ThisNode | Gfp.NoWarn, order);
-                if (page == null) break;
-                taken.Add(((nint)page, order));
-            }
-        }
-        long node0Before = FreePagesOn(sys, 0);
-
-        // On a worker with a deadline: a node-bound allocation that never finds its slab would loop forever.
-        nint p = 0, k = 0;
-        var worker = new Thread(() =>
-        {
-            p = (nint)cache.AllocNode(Gfp.Kernel, 1);
-            k = (nint)sys.Slab.KmallocNode(100, Gfp.Kernel, 1);
-        }) { IsBackground = true };
-        worker.Start();
-        if (!worker.Join(TimeSpan.FromSeconds(20)))
-            Assert.Fail("kmem_cache_alloc_node on a node without memory did not return (the system is leaked, not disposed)");
-
+        bool abandoned = false;
         try
         {
+            string baseline = Baseline(sys);
+            KmemCache cache = sys.Slab.CreateCache("fallback-256", 256);
+
+            // Take every page node 1 will give.
+            var taken = new List<(nint Page, int Order)>();
+            for (int order = PageAllocator.MaxOrder; order >= 0; order--)
+            {
+                while (true)
+                {
+                    PageFrame* page = sys.Pages.AllocPagesNode(1, Gfp.Kernel | Gfp.ThisNode | Gfp.NoWarn, order);
+                    if (page == null) break;
+                    taken.Add(((nint)page, order));
+                }
+            }
+            long node0Before = FreePagesOn(sys, 0);
+
+            // On a worker with a deadline: a node-bound allocation that never finds its slab would loop forever.
+            nint p = 0, k = 0;
+            RunWithDeadline("kmem_cache_alloc_node on a node without memory", () =>
+            {
+                p = (nint)cache.AllocNode(Gfp.Kernel, 1);
+                k = (nint)sys.Slab.KmallocNode(100, Gfp.Kernel, 1);
+            }, () => abandoned = true);
+
             long node0After = FreePagesOn(sys, 0);
             Assert.True(p != 0, "node is a preference: another node serves the request");
             Assert.True(k != 0);
@@ -109,7 +107,7 @@ public unsafe class SlabNodeTests
         }
         finally
         {
-            sys.Dispose();
+            if (!abandoned) sys.Dispose(); // a stuck worker would still be using it
         }
     }
 }

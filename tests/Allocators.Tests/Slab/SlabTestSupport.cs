@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Allocators.Physical;
 using Allocators.Slab;
 
@@ -26,6 +27,29 @@ internal static unsafe class SlabTestSupport
         sys.Slab.ShrinkAll();
         sys.Pages.DrainAllPages();
         Assert.Equal(baseline, sys.Pages.BuddyInfo());
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> on a background thread and fails the test if it has not finished within
+    /// <paramref name="seconds"/>: for code that, broken, would loop forever instead of failing. On timeout
+    /// <paramref name="onTimeout"/> runs first (e.g. to keep the memory system the stuck thread uses from being disposed).
+    /// Exceptions from the body are rethrown on the test thread.
+    /// </summary>
+    public static void RunWithDeadline(string what, Action body, Action onTimeout, int seconds = 20)
+    {
+        Exception? error = null;
+        var worker = new Thread(() =>
+        {
+            try { body(); }
+            catch (Exception e) { error = e; }
+        }) { IsBackground = true };
+        worker.Start();
+        if (!worker.Join(TimeSpan.FromSeconds(seconds)))
+        {
+            onTimeout();
+            Assert.Fail($"{what} did not finish within {seconds} s");
+        }
+        if (error != null) ExceptionDispatchInfo.Capture(error).Throw();
     }
 
     /// <summary>Start of the slab (head page) that holds <paramref name="p"/>.</summary>
