@@ -19,10 +19,12 @@ public sealed class InspectTests(SelftestTargetFixture target, ITestOutputHelper
     [Fact]
     public void LiveInspectionMatchesWhatTheTargetReportsItself()
     {
+        // The attach runs in a CLI process with a deadline: a ptrace attach that stalls must fail the test, not hang the run.
         var clock = Stopwatch.StartNew();
-        InspectReport report = Inspector.InspectProcess(target.Pid, leaks: true);
-        output.WriteLine($"target start {target.StartupTime.TotalMilliseconds:0} ms, inspect {clock.ElapsedMilliseconds} ms");
-        AssertMatchesSelf(report);
+        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", target.Pid.ToString(), "--leaks", "--json");
+        output.WriteLine($"target start {target.StartupTime.TotalMilliseconds:0} ms, inspect {clock.ElapsedMilliseconds} ms {stderr}");
+        Assert.Equal(0, code);
+        AssertMatchesSelf(JsonSerializer.Deserialize(stdout, CliJsonContext.Default.InspectReport)!);
     }
 
     [Fact]
@@ -143,9 +145,10 @@ public sealed class InspectTargetErrorTests(ITestOutputHelper output)
         using var sleeper = Process.Start(new ProcessStartInfo("sleep", "60") { UseShellExecute = false })!;
         try
         {
-            var e = Assert.Throws<TargetException>(() => Inspector.InspectProcess(sleeper.Id, leaks: false));
-            output.WriteLine(e.Message);
-            Assert.Contains("no .NET runtime", e.Message);
+            var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", sleeper.Id.ToString());
+            output.WriteLine(stdout + stderr);
+            Assert.Equal(3, code);
+            Assert.Contains("no .NET runtime", stdout + stderr);
         }
         finally
         {
@@ -157,8 +160,9 @@ public sealed class InspectTargetErrorTests(ITestOutputHelper output)
     public void ProcessWithTheLibraryButNoSystemReportsNone()
     {
         using var target = new SelftestTargetFixture(["--no-system"]);
-        var report = Inspector.InspectProcess(target.Pid, leaks: true);
-        Assert.Empty(report.Systems);
+        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", target.Pid.ToString(), "--leaks", "--json");
+        Assert.True(code == 0, stderr);
+        Assert.Empty(JsonSerializer.Deserialize(stdout, CliJsonContext.Default.InspectReport)!.Systems);
     }
 
     [Fact]
