@@ -72,6 +72,9 @@ internal sealed class DemoCommand : Command<DemoCommand.Settings>
         Console.Out.Write(pages.VmStat());
         AnsiConsole.WriteLine("/proc/meminfo:");
         Console.Out.Write(system.Meminfo());
+        AnsiConsole.WriteLine();
+        AnsiConsole.MarkupLine("[bold]Software MMU[/]: a sparse 1 GiB mapping, demand faults, fork and copy-on-write");
+        Allocators.Mmu.MmuDemo.Run(system, Console.Out);
         return workload.StampErrors == 0 && restored ? ExitCodes.Ok : ExitCodes.AuditFailed;
     }
 }
