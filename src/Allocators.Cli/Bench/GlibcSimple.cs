@@ -35,12 +35,8 @@ internal sealed class GlibcSimple : Workload
         StopAfter(context.Scale.Duration, stop);
         runner.Join();
         var elapsed = clock.Elapsed;
-        long operations = 0;
-        for (int t = 0; t < context.Threads; t++) operations += counts[t * 16];
-        var outcome = new WorkloadOutcome { Operations = operations, Elapsed = elapsed };
-        if (errors != 0) outcome.Fail($"{errors} blocks had a corrupted stamp");
-        if (context.Live.Sum() != 0) outcome.Fail("live byte count not zero at the end");
-        return outcome;
+        return new WorkloadOutcome { Operations = WorkloadOutcome.SumPadded(counts, context.Threads), Elapsed = elapsed }
+            .CheckStampsAndLive(errors, context);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

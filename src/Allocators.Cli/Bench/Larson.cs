@@ -126,9 +126,7 @@ internal sealed class Larson : Workload
             stampErrors += array.StampErrors;
         }
         var outcome = new WorkloadOutcome { Operations = operations, Elapsed = elapsed, Detail = null };
-        if (stampErrors != 0) outcome.Fail($"{stampErrors} blocks had a corrupted stamp");
-        long left = context.Live.Sum();
-        if (left != 0) outcome.Fail($"live byte count is {left} after freeing everything");
+        outcome.CheckStampsAndLive(stampErrors, context);
         if (outcome.Verified) outcome.Detail = $"{handoffs:N0} thread handoffs";
         return outcome;
     }

@@ -77,13 +77,8 @@ internal sealed class MStress : Workload
                 array[i] = default!;
             }
         }
-        long operations = 0;
-        for (int t = 0; t < threads; t++) operations += totals[t * 16];
-        var outcome = new WorkloadOutcome { Operations = operations, Elapsed = elapsed };
-        if (errors != 0) outcome.Fail($"{errors} blocks had a corrupted stamp");
-        long left = context.Live.Sum();
-        if (left != 0) outcome.Fail($"live byte count is {left} after freeing everything");
-        return outcome;
+        return new WorkloadOutcome { Operations = WorkloadOutcome.SumPadded(totals, threads), Elapsed = elapsed }
+            .CheckStampsAndLive(errors, context);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

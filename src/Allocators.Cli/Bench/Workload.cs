@@ -50,6 +50,23 @@ internal sealed class WorkloadOutcome
         Verified = false;
         Detail ??= why;
     }
+
+    /// <summary>The checks every stamping workload ends with: no corrupted stamp, no live byte left.</summary>
+    public WorkloadOutcome CheckStampsAndLive(long stampErrors, RunContext context)
+    {
+        if (stampErrors != 0) Fail($"{stampErrors} blocks had a corrupted stamp");
+        long left = context.Live.Sum();
+        if (left != 0) Fail($"live byte count is {left} after freeing everything");
+        return this;
+    }
+
+    /// <summary>Sums per-thread counters kept 16 longs apart (one cache line each, no false sharing).</summary>
+    public static long SumPadded(long[] counts, int threads)
+    {
+        long total = 0;
+        for (int t = 0; t < threads; t++) total += counts[t * 16];
+        return total;
+    }
 }
 
 /// <summary>Per-run state shared by a workload and the runner: thread count, scale, live-byte counters.</summary>
