@@ -18,11 +18,15 @@ public sealed unsafe partial class PageAllocator
     public void FreePages(PageFrame* page, int order)
     {
         if (page == null) throw new ArgumentNullException(nameof(page));
-        if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order
-            || _memory.PfnToPage(page->Pfn) != page)
-        {
+        if (_memory.PfnToPage(page->Pfn) != page) ThrowBadFree(page, order, "free_pages");
+        FreeKnownFrame(page, order);
+    }
+
+    /// <summary>The rest of <see cref="FreePages(PageFrame*, int)"/> for a frame known to belong to the arena.</summary>
+    private void FreeKnownFrame(PageFrame* page, int order)
+    {
+        if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order)
             ThrowBadFree(page, order, "free_pages");
-        }
         if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
         int refs = page->RefCount;
         if (refs != 1)
@@ -44,7 +48,7 @@ public sealed unsafe partial class PageAllocator
         if (PageAddress(page) != address)
             throw new BadPageException($"free_pages: address 0x{(nuint)address:x} is not page aligned (interior pointer).",
                 page->Pfn, page->Describe(), (nuint)address);
-        FreePages(page, order);
+        FreeKnownFrame(page, order); // virt_to_page only returns genuine frames
     }
 
     /// <summary>Returns a block whose last reference is gone; its state was validated.</summary>
