@@ -52,7 +52,7 @@ public sealed unsafe partial class MemorySystem : IDisposable
             throw;
         }
         MemorySystemRegistry.Add(this);
-        _descriptor = NativeRegistry.Register(Memory, Pages, Slab);
+        _descriptor = NativeRegistry.Register(Memory, Pages, Slab, Percpu);
     }
 
     private readonly unsafe SystemDescriptor* _descriptor;

@@ -79,7 +79,11 @@ internal sealed class InspectCommand : Command<InspectCommand.Settings>
             Console.Out.Write(s.BuddyInfo);
             AnsiConsole.WriteLine("/proc/slabinfo:");
             Console.Out.Write(s.SlabInfo);
-            if (s.VmallocPresent) AnsiConsole.WriteLine("/proc/vmallocinfo: the target has a vmalloc layer, but this inspector does not know its layout");
+            if (s.VmallocInfo is { } vmallocInfo)
+            {
+                AnsiConsole.WriteLine("/proc/vmallocinfo:");
+                Console.Out.Write(vmallocInfo);
+            }
             AnsiConsole.WriteLine("/proc/meminfo:");
             Console.Out.Write(s.MeminfoText);
             if (s.Leaks is { } leaks) PrintLeaks(leaks);

@@ -9,14 +9,14 @@ using Spectre.Console.Cli;
 namespace Allocators.Cli.Commands;
 
 /// <summary>What the self-test target reports about itself, computed in-process.</summary>
-internal sealed record SelftestReport(int Pid, int SystemId, string BuddyInfo, string SlabInfo, string Meminfo, IReadOnlyList<SelftestLeak> Leaks);
+internal sealed record SelftestReport(int Pid, int SystemId, string BuddyInfo, string SlabInfo, string Meminfo, string VmallocInfo, IReadOnlyList<SelftestLeak> Leaks);
 
 /// <summary>Live objects of one StoreUser cache allocated at one site, by the target's own bookkeeping.</summary>
 internal sealed record SelftestLeak(string Cache, string Site, long Count);
 
 /// <summary>
 /// Hidden: a process for the inspector's tests. Builds a memory system with a known set of pages, kmalloc objects and
-/// StoreUser objects, prints its own view of them (one JSON line, then READY) and waits for a line or end of input.
+/// StoreUser objects, vmalloc/vmap/vm_map_ram areas and per-CPU variables, prints its own view of them (one JSON line, then READY) and waits for a line or end of input.
 /// </summary>
 internal sealed unsafe class SelftestTargetCommand : Command<SelftestTargetCommand.Settings>
 {
@@ -70,6 +70,9 @@ internal sealed unsafe class SelftestTargetCommand : Command<SelftestTargetComma
         FreeSome(debug, requests, every: 2);
         FreeSome(tracked, sessions, every: 9);
 
+        BuildVmallocAreas(system);
+        if (system.Percpu.AllocPercpu(200) == 0) throw new OutOfMemoryException("selftest-target: alloc_percpu failed");
+
         var leaks = new List<SelftestLeak>();
         foreach (var cache in new[] { tracked, debug })
         {
@@ -83,13 +86,33 @@ internal sealed unsafe class SelftestTargetCommand : Command<SelftestTargetComma
             foreach (var (site, count) in counts.OrderBy(kv => kv.Key, StringComparer.Ordinal)) leaks.Add(new SelftestLeak(cache.Name, site, count));
         }
 
-        var report = new SelftestReport(Environment.ProcessId, system.Pages.Id, system.Pages.BuddyInfo(), system.Slab.SlabInfo(), system.Meminfo(), leaks);
+        var report = new SelftestReport(Environment.ProcessId, system.Pages.Id, system.Pages.BuddyInfo(), system.Slab.SlabInfo(), system.Meminfo(),
+            system.Vmalloc.VmallocInfo(), leaks);
         Console.Out.Write(JsonOutput.Compact(report, CliJsonContext.Default.SelftestReport));
         Console.Out.Write("\nREADY\n");
         Console.Out.Flush();
         Console.In.ReadLine();
         GC.KeepAlive(pages);
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Live vmalloc and vzalloc areas, a vmap and a vm_map_ram mapping, and one freed area still waiting for the purge.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BuildVmallocAreas(MemorySystem system)
+    {
+        var vmalloc = system.Vmalloc;
+        var frames = new nint[6];
+        for (int i = 0; i < frames.Length; i++) frames[i] = (nint)system.Pages.AllocPages(Gfp.Kernel, 0);
+        ulong[] areas =
+        [
+            vmalloc.Vmalloc(3 * 4096 + 100),
+            vmalloc.Vzalloc(64 << 10),
+            vmalloc.Vmalloc(5 * 4096),
+            vmalloc.Vmap(frames.AsSpan(0, 4)),
+            vmalloc.VmMapRam(frames.AsSpan(4, 2)),
+        ];
+        if (areas.Contains(0UL)) throw new OutOfMemoryException("selftest-target: vmalloc failed");
+        vmalloc.Vfree(areas[2]);
     }
 
     // Each site allocates by itself: the call site recorded is the first frame outside the library.

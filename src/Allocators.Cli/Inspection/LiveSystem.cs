@@ -22,9 +22,10 @@ internal static class LiveSystem
         }).ToArray();
         int sections = 0;
         for (int i = 0; i < system.Memory.MaxSections; i++) if (system.Memory.IsSectionOnline(i)) sections++;
+        string? vmallocInfo = VmallocInfo(system);
         return new SystemReport(pages.Id, pages.NodeCount, system.Memory.PagesPerSection, sections, zones, caches,
-            system.MeminfoItems().Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(), VmallocInfo(system) is not null,
-            pages.BuddyInfo(), system.Slab.SlabInfo(), system.Meminfo(), null);
+            system.MeminfoItems().Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(), vmallocInfo is not null,
+            pages.BuddyInfo(), system.Slab.SlabInfo(), system.Meminfo(), null, vmallocInfo);
     }
 
     /// <summary>The system's /proc/vmallocinfo text, or null when its vmalloc layer was never used (reporting does not build it).</summary>

@@ -16,7 +16,8 @@ internal sealed record SystemReport(
     string BuddyInfo,
     string SlabInfo,
     string MeminfoText,
-    IReadOnlyList<CacheLeaks>? Leaks);
+    IReadOnlyList<CacheLeaks>? Leaks,
+    string? VmallocInfo);
 
 /// <summary>One zone: the buddyinfo row and the zoneinfo basics.</summary>
 internal sealed record ZoneReport(

@@ -5,6 +5,7 @@ using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
+using Allocators.Vmalloc;
 
 namespace Allocators.Cli.Inspection;
 
@@ -19,6 +20,8 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
     private const int MaxCaches = 100_000;
     private const int MaxSectionsAllowed = 1 << 22;
     private const long MaxSlabsWalked = 10_000_000;
+    private const int MaxVmapAreas = 10_000_000;
+    private const int MaxAreaPages = 1 << 24;
 
     /// <summary>Inspects every registered system (or only <paramref name="onlyId"/>).</summary>
     public IReadOnlyList<SystemReport> InspectAll(ulong root, bool leaks, int? onlyId = null)
@@ -104,14 +107,17 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             cacheReports.Add(new CacheReport(c.Name, active, total, c.Data.ObjectSize, c.Data.Size, c.Data.Objects, 1 << c.Data.Order, slabs,
                 ((SlabFlags)c.Data.Flags).ToString()));
         }
+        string? vmallocInfo = null;
         if (d.Vmalloc != 0)
         {
-            var stats = reader.Read<Allocators.Vmalloc.VmallocStats>((ulong)d.Vmalloc);
-            if (stats.Magic != Allocators.Vmalloc.VmallocStats.MagicValue)
-                throw new TargetException($"vmalloc counters at 0x{d.Vmalloc:x} have an unknown layout.");
-            values.VmallocTotalKb = (long)((Allocators.Vmalloc.VmallocAllocator.VmallocSize - 1) >> 10);
+            var stats = reader.Read<VmallocStats>((ulong)d.Vmalloc);
+            if (stats.Magic != VmallocStats.MagicValue || stats.VmapAreaSize != sizeof(VmapArea))
+                throw new TargetException($"vmalloc state at 0x{d.Vmalloc:x} has an unknown layout (magic 0x{stats.Magic:x}, vmap_area {stats.VmapAreaSize} bytes, {sizeof(VmapArea)} here).");
+            values.VmallocTotalKb = (long)((VmallocAllocator.VmallocSize - 1) >> 10);
             values.VmallocUsedKb = stats.VmallocPages * 4;
+            vmallocInfo = RenderVmallocInfo(stats, d.NodeCount);
         }
+        if (d.PercpuPages != null) values.PercpuPages = reader.Read<long>((ulong)d.PercpuPages);
         var meminfo = MeminfoFormat.Items(values);
 
         List<CacheLeaks>? leaks = null;
@@ -127,7 +133,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
 
         return new SystemReport(d.Id, d.NodeCount, d.PagesPerSection, sections.Count(s => s.Online != 0), zoneReports, cacheReports,
             meminfo.Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(), d.Vmalloc != 0,
-            RenderBuddyInfo(zones), RenderSlabInfo(cacheReports), MeminfoFormat.Format(meminfo), leaks);
+            RenderBuddyInfo(zones), RenderSlabInfo(cacheReports), MeminfoFormat.Format(meminfo), leaks, vmallocInfo);
     }
 
     /// <summary>Exactly what <see cref="PageAllocator.BuddyInfo"/> prints.</summary>
@@ -155,6 +161,48 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             sb.Append(CultureInfo.InvariantCulture,
                 $"{c.Name,-17} {c.ActiveObjects,6} {c.TotalObjects,6} {c.SlotSize,6} {c.ObjectsPerSlab,4} {c.PagesPerSlab,4} : tunables {0,4} {0,4} {0,4} : slabdata {c.Slabs,6} {c.Slabs,6} {0,6}");
             sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// /proc/vmallocinfo of the target: walks its busy-area tree in address order (bounded, loop-checked) and, for
+    /// vmalloc areas, reads the page array and each frame's zone to count pages per node; exactly what
+    /// <see cref="VmallocAllocator.VmallocInfo"/> prints.
+    /// </summary>
+    private string RenderVmallocInfo(in VmallocStats stats, int nodeCount)
+    {
+        var sb = new StringBuilder();
+        var names = new CallSiteNames(reader, (ulong)stats.CallSites);
+        var perNode = new int[nodeCount];
+        var seen = new HashSet<ulong>();
+        var stack = new Stack<ulong>();
+        ulong n = (ulong)stats.BusyRoot;
+        while (n != 0 || stack.Count > 0)
+        {
+            while (n != 0)
+            {
+                if (!seen.Add(n) || seen.Count > MaxVmapAreas) throw new TargetException($"the target's vmap area tree loops at 0x{n:x} or is implausibly large");
+                stack.Push(n);
+                n = (ulong)reader.Read<VmapArea>(n).Left;
+            }
+            ulong address = stack.Pop();
+            var area = reader.Read<VmapArea>(address);
+            if (area.End <= area.Start || area.NrPages < 0 || area.NrPages > MaxAreaPages)
+                throw new TargetException($"the vmap area at 0x{address:x} is implausible (0x{area.Start:x}-0x{area.End:x}, {area.NrPages} pages)");
+            Array.Clear(perNode);
+            bool counts = (area.Flags & (VmAreaFlags.Alloc | VmAreaFlags.Unpurged)) == VmAreaFlags.Alloc && area.NrPages > 0 && area.Pages != null;
+            if (counts)
+            {
+                foreach (ulong frame in reader.ReadArray<ulong>((ulong)area.Pages, area.NrPages))
+                {
+                    int node = reader.Read<PageFrame>(frame).ZoneId / PageAllocator.ZonesPerNode;
+                    if ((uint)node >= (uint)nodeCount) throw new TargetException($"the vmap area at 0x{address:x} maps frame 0x{frame:x} of node {node}");
+                    perNode[node]++;
+                }
+            }
+            VmallocInfoFormat.AppendArea(sb, area, area.CallSite != 0 ? names.Name(area.CallSite) : null, counts ? perNode : []);
+            n = (ulong)area.Right;
         }
         return sb.ToString();
     }

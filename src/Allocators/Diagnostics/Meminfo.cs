@@ -27,6 +27,7 @@ namespace Allocators
                 for (int n = 0; n < d->NodeCount; n++) values.SlabUnreclaimablePages += Volatile.Read(ref d->Nodes[n].NrSlabs) << d->Order;
             }
             AddVmalloc(ref values);
+            values.PercpuPages = Percpu.NrPages;
             return MeminfoFormat.Items(values);
         }
 
@@ -48,6 +49,7 @@ namespace Allocators.Diagnostics
         public long PageTablePages;
         public long? VmallocTotalKb;
         public long? VmallocUsedKb;
+        public long PercpuPages;
     }
 
     /// <summary>Builds /proc/meminfo items and text; shared by the live system and out-of-process inspectors.</summary>
@@ -72,6 +74,7 @@ namespace Allocators.Diagnostics
             };
             if (v.VmallocTotalKb is { } total) items.Add(("VmallocTotal", total));
             if (v.VmallocUsedKb is { } used) items.Add(("VmallocUsed", used));
+            items.Add(("Percpu", v.PercpuPages * KbPerPage));
             return items;
         }
 

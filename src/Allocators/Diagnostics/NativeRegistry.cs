@@ -14,7 +14,7 @@ namespace Allocators.Diagnostics;
 internal unsafe struct SystemDescriptor
 {
     public const ulong MagicValue = 0x31_5359534F4C4C41; // "ALLOSYS1"
-    public const int CurrentVersion = 1;
+    public const int CurrentVersion = 2;
 
     public ulong Magic;
     public int Version;
@@ -33,7 +33,7 @@ internal unsafe struct SystemDescriptor
     public NativeStringTable* CallSites;
     public long PagesPerSection;
     public nint Vmalloc;
-    public nint Reserved0;
+    public long* PercpuPages;
     public nint Reserved1;
 }
 
@@ -61,7 +61,7 @@ internal static unsafe class NativeRegistry
     /// <summary>Address of the <see cref="RegistryRoot"/>; read by inspectors (do not rename).</summary>
     internal static nint Root;
 
-    public static SystemDescriptor* Register(PhysicalMemory memory, PageAllocator pages, SlabAllocator slab)
+    public static SystemDescriptor* Register(PhysicalMemory memory, PageAllocator pages, SlabAllocator slab, Percpu.PercpuAllocator percpu)
     {
         var d = (SystemDescriptor*)NativeMemory.AllocZeroed((nuint)sizeof(SystemDescriptor));
         d->Magic = SystemDescriptor.MagicValue;
@@ -80,6 +80,7 @@ internal static unsafe class NativeRegistry
         d->SlabCaches = slab.NativeCacheList;
         d->CallSites = slab.CallSites.Native;
         d->PagesPerSection = memory.PagesPerSection;
+        d->PercpuPages = percpu.NativeNrPages;
         lock (s_lock)
         {
             var root = (RegistryRoot*)Root;

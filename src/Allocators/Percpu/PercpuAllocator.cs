@@ -23,6 +23,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
     private readonly Lock _lock = new();
     private readonly int _unitGranules;
     private readonly int _chunkOrder;
+    private readonly long* _nrPages = (long*)NativeMemory.AllocZeroed(sizeof(long));
     private bool _disposed;
 
     /// <summary>Builds a per-CPU allocator whose chunks come from <paramref name="pages"/>.</summary>
@@ -51,6 +52,12 @@ public sealed unsafe class PercpuAllocator : IDisposable
 
     /// <summary>Distance in bytes between two CPUs' copies of a variable.</summary>
     public int UnitSize { get; }
+
+    /// <summary>Pages held by per-CPU chunks, all units included (the Percpu line of /proc/meminfo).</summary>
+    public long NrPages => Volatile.Read(ref *_nrPages);
+
+    /// <summary>The page counter in native memory, read by out-of-process inspectors (SystemDescriptor.PercpuPages).</summary>
+    internal long* NativeNrPages => _nrPages;
 
     /// <summary>Chunks currently allocated.</summary>
     public int ChunkCount { get { lock (_lock) return _chunks.Count; } }
@@ -184,6 +191,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
         chunk->AllocMap = (ulong*)NativeMemory.AllocZeroed((nuint)((_unitGranules + 63) / 64), sizeof(ulong));
         chunk->Sizes = (ushort*)NativeMemory.AllocZeroed((nuint)_unitGranules, sizeof(ushort));
         _chunks.Add((nint)chunk);
+        Volatile.Write(ref *_nrPages, *_nrPages + (1L << _chunkOrder));
         return chunk;
     }
 
@@ -191,6 +199,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
     {
         _chunks.Remove((nint)chunk);
         _pages.FreePages(chunk->Page, chunk->Order);
+        Volatile.Write(ref *_nrPages, *_nrPages - (1L << chunk->Order));
         NativeMemory.Free(chunk->AllocMap);
         NativeMemory.Free(chunk->Sizes);
         NativeMemory.Free(chunk);
@@ -221,6 +230,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
             if (_disposed) return;
             _disposed = true;
             while (_chunks.Count > 0) DestroyChunk((PercpuChunk*)_chunks[^1]);
+            NativeMemory.Free(_nrPages);
         }
     }
 }

@@ -69,27 +69,16 @@ public sealed unsafe partial class VmallocAllocator
     public string VmallocInfo()
     {
         var sb = new StringBuilder();
+        var perNode = new int[_pages.NodeCount];
         lock (_lock)
         {
             _busy.InOrder(p =>
             {
                 var a = (VmapArea*)p;
-                sb.Append(CultureInfo.InvariantCulture, $"0x{a->Start:x16}-0x{a->End:x16} {(long)(a->End - a->Start),7}");
-                if ((a->Flags & VmAreaFlags.Unpurged) != 0) { sb.Append(" unpurged vm_area\n"); return; }
-                if ((a->Flags & VmAreaFlags.MapRam) != 0) { sb.Append(" vm_map_ram\n"); return; }
-                if (a->CallSite != 0) sb.Append(' ').Append(_callSites.Name(a->CallSite));
-                if (a->NrPages > 0) sb.Append(CultureInfo.InvariantCulture, $" pages={a->NrPages}");
-                if ((a->Flags & VmAreaFlags.Alloc) != 0) sb.Append(" vmalloc");
-                if ((a->Flags & VmAreaFlags.Map) != 0) sb.Append(" vmap");
-                if ((a->Flags & VmAreaFlags.Huge) != 0) sb.Append(" huge");
-                if ((a->Flags & VmAreaFlags.Alloc) != 0 && a->NrPages > 0)
-                {
-                    var perNode = new int[_pages.NodeCount];
-                    for (int i = 0; i < a->NrPages; i++) perNode[a->Pages[i]->ZoneId / PageAlloc.PageAllocator.ZonesPerNode]++;
-                    for (int n = 0; n < perNode.Length; n++)
-                        if (perNode[n] > 0) sb.Append(CultureInfo.InvariantCulture, $" N{n}={perNode[n]}");
-                }
-                sb.Append('\n');
+                Array.Clear(perNode);
+                bool counts = (a->Flags & (VmAreaFlags.Alloc | VmAreaFlags.Unpurged)) == VmAreaFlags.Alloc;
+                for (int i = 0; counts && i < a->NrPages; i++) perNode[a->Pages[i]->ZoneId / PageAlloc.PageAllocator.ZonesPerNode]++;
+                VmallocInfoFormat.AppendArea(sb, *a, a->CallSite != 0 ? _callSites.Name(a->CallSite) : null, counts ? perNode : []);
             });
         }
         return sb.ToString();

@@ -34,13 +34,13 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
     private readonly SlabAllocator _slab;
     private readonly KmemCache _areaCache;
     private readonly Lock _lock = new();
-    private VmapTree _busy = new(augmented: false);
-    private VmapTree _free = new(augmented: true);
+    private readonly VmallocStats* _stats = (VmallocStats*)NativeMemory.AllocZeroed((nuint)sizeof(VmallocStats));
+    private VmapTree _busy;
+    private VmapTree _free;
     private VmapArea* _lazy;
     private long _lazyPages;
     private readonly long _lazyMaxPages;
     private readonly HostWindow? _host;
-    private readonly VmallocStats* _stats = (VmallocStats*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)sizeof(VmallocStats));
     private long _purges;
     private long _failures;
     private bool _disposed;
@@ -57,6 +57,10 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         _slab = slab;
         _pages = slab.Pages;
         _memory = _pages.Memory;
+        _busy = new VmapTree(augmented: false, &_stats->BusyRoot);
+        _free = new VmapTree(augmented: true, &_stats->FreeRoot);
+        _stats->CallSites = _callSites.Native;
+        _stats->VmapAreaSize = sizeof(VmapArea);
         _areaCache = slab.CreateCache("vmap_area", sizeof(VmapArea), 8);
         VmapArea* all = NewArea(VmallocStart, VmallocEnd);
         _free.Insert(all);

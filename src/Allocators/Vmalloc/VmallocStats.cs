@@ -1,12 +1,21 @@
 using System.Runtime.InteropServices;
+using Allocators.Diagnostics;
 
 namespace Allocators.Vmalloc;
 
-/// <summary>vmalloc counters in native memory, found by inspectors through <c>SystemDescriptor.Vmalloc</c>.</summary>
+/// <summary>
+/// vmalloc's state in native memory, found by inspectors through <c>SystemDescriptor.Vmalloc</c>: the counters, the
+/// roots of the busy and free area trees, and the call-site names of the areas.
+/// </summary>
 [StructLayout(LayoutKind.Sequential)]
-internal struct VmallocStats
+internal unsafe struct VmallocStats
 {
-    public const long MagicValue = 0x534D4C4C414D56; // "VMALLMS"
+    public const long MagicValue = 0x324D4C4C414D56; // "VMALLM2"
     public long Magic;
     public long VmallocPages;
+    public VmapArea* BusyRoot;
+    public VmapArea* FreeRoot;
+    public NativeStringTable* CallSites;
+    public int VmapAreaSize;
+    public int Reserved;
 }

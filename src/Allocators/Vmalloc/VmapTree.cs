@@ -9,15 +9,23 @@ namespace Allocators.Vmalloc;
 /// </summary>
 internal unsafe struct VmapTree
 {
-    public VmapArea* Root;
+    private readonly VmapArea** _root;
     public long Count;
     private readonly bool _augmented;
 
-    public VmapTree(bool augmented)
+    /// <summary>A tree whose root pointer lives in the native cell <paramref name="rootCell"/>, where inspectors find it.</summary>
+    public VmapTree(bool augmented, VmapArea** rootCell)
     {
-        Root = null;
+        _root = rootCell;
+        *rootCell = null;
         Count = 0;
         _augmented = augmented;
+    }
+
+    public readonly VmapArea* Root
+    {
+        get => *_root;
+        private set => *_root = value;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -53,7 +53,7 @@ public sealed unsafe partial class CommandTests(ITestOutputHelper output)
         // %-16s%8lu kB: 27 characters unless the number needs more than 8 digits (VmallocTotal does).
         Assert.All(lines, l => Assert.Matches(@"^[A-Za-z()_]+: +\d{1,} kB$", l));
         Assert.All(lines, l => Assert.True(l.Length == 27 || (l.Length > 27 && l[16] != ' '), l));
-        Assert.Equal(["MemTotal", "MemFree", "MemAvailable", "Slab", "SReclaimable", "SUnreclaim", "PageTables"],
+        Assert.Equal(["MemTotal", "MemFree", "MemAvailable", "Slab", "SReclaimable", "SUnreclaim", "PageTables", "Percpu"],
             system.MeminfoItems().Select(i => i.Name));
         Assert.Contains("MemTotal:          65536 kB", before);
         Assert.Contains("PageTables:            0 kB", before);
@@ -65,6 +65,15 @@ public sealed unsafe partial class CommandTests(ITestOutputHelper output)
         Assert.Equal(0, items["SReclaimable"]);
         Assert.Equal((system.Pages.NrFreePages) * 4, items["MemFree"]);
         system.Slab.Kfree(p);
+
+        // Percpu: the pages of the per-CPU chunks, every unit included (pcpu_nr_pages).
+        Assert.Equal(0, system.MeminfoItems().Single(i => i.Name == "Percpu").Kb);
+        nint v = system.Percpu.AllocPercpu(64);
+        long chunkKb = (long)system.Percpu.PossibleCpus * system.Percpu.UnitSize / 1024;
+        long percpuKb = system.MeminfoItems().Single(i => i.Name == "Percpu").Kb;
+        Assert.True(percpuKb >= chunkKb && percpuKb < 2 * chunkKb, $"Percpu {percpuKb} kB for {chunkKb} kB of units");
+        Assert.Equal(system.Percpu.NrPages * 4, percpuKb);
+        system.Percpu.FreePercpu(v);
     }
 
     [GeneratedRegex(@"^[A-Za-z()_]+:\s+\d+ kB$")]

@@ -45,7 +45,13 @@ public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
         var objects = AllocA(cache, 70).Concat(AllocB(cache, 30)).ToList();
         for (int i = 0; i < 70; i += 7) cache.Free((void*)objects[i]);
 
+        ulong area = VmallocSomething(system);
+        nint percpu = system.Percpu.AllocPercpu(100);
+
         var report = InspectSelf(system, leaks: true);
+        Assert.Equal(system.Vmalloc.VmallocInfo(), report.VmallocInfo);
+        Assert.Contains("InProcessInspectorTests.VmallocSomething", report.VmallocInfo);
+        Assert.Contains(report.Meminfo, i => i.Name == "Percpu" && i.Kb == system.Percpu.NrPages * 4 && i.Kb > 0);
         Assert.Equal(system.Pages.BuddyInfo(), report.BuddyInfo);
         Assert.Equal(system.Slab.SlabInfo(), report.SlabInfo);
         Assert.Equal(system.Meminfo(), report.MeminfoText);
@@ -60,6 +66,12 @@ public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
 
         foreach (nint p in objects.Where((_, i) => i >= 70 || i % 7 != 0)) cache.Free((void*)p);
         system.Pages.FreePages(block, 4);
+        system.Vmalloc.Vfree(area);
+        system.Percpu.FreePercpu(percpu);
+        system.Vmalloc.PurgeVmapAreas();
+        var after = InspectSelf(system, leaks: true);
+        Assert.Equal(system.Vmalloc.VmallocInfo(), after.VmallocInfo);
+        Assert.Equal(system.Meminfo(), after.MeminfoText);
         Assert.Empty(Assert.Single(InspectSelf(system, leaks: true).Leaks!).Sites);
     }
 
@@ -131,6 +143,9 @@ public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
             NativeMemory.Free(root);
         }
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ulong VmallocSomething(MemorySystem system) => system.Vmalloc.Vmalloc(7 * 4096);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static List<nint> AllocA(KmemCache cache, int count)

@@ -84,6 +84,7 @@ public sealed class InspectTests(SelftestTargetFixture target, ITestOutputHelper
         Assert.Contains(Self.BuddyInfo, stdout);
         Assert.Contains(Self.SlabInfo, stdout);
         Assert.Contains(Self.Meminfo, stdout);
+        Assert.Contains("/proc/vmallocinfo:\n" + Self.VmallocInfo, stdout);
         Assert.Contains("/sys/kernel/slab/selftest-tracked/alloc_calls", stdout);
         Assert.Contains("SelftestTargetCommand.AllocateBuffers", stdout);
     }
@@ -96,7 +97,15 @@ public sealed class InspectTests(SelftestTargetFixture target, ITestOutputHelper
         Assert.Equal(Self.BuddyInfo, system.BuddyInfo);
         Assert.Equal(Self.SlabInfo, system.SlabInfo);
         Assert.Equal(Self.Meminfo, system.MeminfoText);
-        Assert.False(system.VmallocPresent);
+        Assert.True(system.VmallocPresent);
+        Assert.Equal(Self.VmallocInfo, system.VmallocInfo);
+        // The known state: vmalloc, vzalloc, an unpurged vfree'd area, vmap and vm_map_ram, per-CPU memory.
+        Assert.Contains(" pages=4 vmalloc N0=4\n", Self.VmallocInfo);
+        Assert.Contains(" pages=16 vmalloc N0=16\n", Self.VmallocInfo);
+        Assert.Contains(" unpurged vm_area\n", Self.VmallocInfo);
+        Assert.Contains(" pages=4 vmap\n", Self.VmallocInfo);
+        Assert.Contains(" vm_map_ram\n", Self.VmallocInfo);
+        Assert.Contains(system.Meminfo, i => i.Name == "Percpu" && i.Kb > 0);
 
         Assert.NotNull(system.Leaks);
         var found = system.Leaks!
