@@ -22,16 +22,15 @@ public class KestrelPoolTests
         return port;
     }
 
-    [Fact]
-    public async Task KestrelServesRequestsFromTheNativePool()
+    /// <summary>A minimal app on 127.0.0.1 whose Kestrel rents from <paramref name="sys"/>; POST /echo returns the body.</summary>
+    private static async Task<(WebApplication App, int Port)> StartEchoServer(MemorySystem sys, NativeMemoryPoolOptions? options)
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 128L << 20 } });
         int port = FreePort();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
-        builder.Services.AddAllocatorsMemoryPool(sys);
-        await using var app = builder.Build();
+        builder.Services.AddAllocatorsMemoryPool(sys, options);
+        var app = builder.Build();
         app.MapPost("/echo", async (HttpContext ctx) =>
         {
             using var body = new MemoryStream();
@@ -40,6 +39,15 @@ public class KestrelPoolTests
             await ctx.Response.Body.WriteAsync(body.ToArray());
         });
         await app.StartAsync();
+        return (app, port);
+    }
+
+    [Fact]
+    public async Task KestrelServesRequestsFromTheNativePool()
+    {
+        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 128L << 20 } });
+        var (app, port) = await StartEchoServer(sys, options: null);
+        await using var _ = app;
         try
         {
             var factory = app.Services.GetRequiredService<NativeMemoryPoolFactory>();
@@ -71,20 +79,7 @@ public class KestrelPoolTests
     public async Task ConcurrentLoadReturnsEveryBuffer()
     {
         using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 256L << 20 } });
-        int port = FreePort();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
-        builder.Services.AddAllocatorsMemoryPool(sys, new NativeMemoryPoolOptions { DebugChecks = true });
-        var app = builder.Build();
-        app.MapPost("/echo", async (HttpContext ctx) =>
-        {
-            using var body = new MemoryStream();
-            await ctx.Request.Body.CopyToAsync(body);
-            ctx.Response.ContentType = "application/octet-stream";
-            await ctx.Response.Body.WriteAsync(body.ToArray());
-        });
-        await app.StartAsync();
+        var (app, port) = await StartEchoServer(sys, new NativeMemoryPoolOptions { DebugChecks = true });
         var factory = app.Services.GetRequiredService<NativeMemoryPoolFactory>();
         int[] sizes = [0, 17, 1000, 4095, 4097, 30_000, 100_000, 262_144];
         long requests = 0;
