@@ -83,6 +83,7 @@ public static unsafe partial class HostMemory
         RequirePositive(length, nameof(length));
         const int flags = Libc.MapPrivate | Libc.MapAnonymous | Libc.MapFixed;
         void* result = Libc.Mmap(addr, length, Libc.ProtRead | Libc.ProtWrite, flags, -1, 0);
+        if (result == addr) return;
         string args = $"{Hex(addr)}, {Hex(length)}, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0";
         CheckFixed(result, addr, args);
     }
@@ -126,6 +127,7 @@ public static unsafe partial class HostMemory
         }
     }
 
+    // Callers build the argument text only once the call has failed: formatting it on every success costs more than the mmap.
     private static void CheckFixed(void* result, void* expected, string args)
     {
         if (result == Libc.MapFailed)

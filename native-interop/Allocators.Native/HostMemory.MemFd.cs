@@ -79,6 +79,7 @@ public static unsafe partial class HostMemory
 
         int prot = writable ? Libc.ProtRead | Libc.ProtWrite : Libc.ProtRead;
         void* result = Libc.Mmap(addr, length, prot, Libc.MapShared | Libc.MapFixed, fd, offset);
+        if (result == addr) return;
         string protText = writable ? "PROT_READ|PROT_WRITE" : "PROT_READ";
         CheckFixed(result, addr, $"{Hex(addr)}, {Hex(length)}, {protText}, MAP_SHARED|MAP_FIXED, {fd}, {offset}");
     }
