@@ -21,31 +21,63 @@ public sealed unsafe partial class PageAllocator
     {
         int cpuNode = CurrentNode;
         if (node < 0) node = cpuNode;
-        if ((uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && (uint)node < (uint)_nodeCount && !FaultInjection.Enabled)
+        if (CanUsePcp(node, gfp, order))
         {
             ThreadCacheHeader* cache = _pcp.Current;
-            if (cache != null && ThreadCacheHeader.TryEnter(cache))
+            if (cache != null)
             {
-                int zoneId = _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
-                ZoneData* zone = _zones + zoneId;
-                PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
-                if (zoneId >= 0 && list->Head != null && zone->FreePages > zone->WatermarkLow)
-                {
-                    PageFrame* page = list->PopHead();
-                    ZoneEventCounters* counters = Counters(cache) + zoneId;
-                    counters->PgAlloc += 1L << order;
-                    counters->NumaHit++;
-                    // Local/other is about the node of the zone that served the page (zone_statistics), which is
-                    // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
-                    if (zone->Node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
-                    ThreadCacheHeader.Exit(cache);
-                    PrepNewPage(page, order, gfp);
-                    return page;
-                }
-                ThreadCacheHeader.Exit(cache);
+                PageFrame* page = AllocFromPcp(cache, node, cpuNode, gfp, order);
+                if (page != null) return page;
             }
         }
         return AllocPagesSlow(gfp, order, node, cpuNode);
+    }
+
+    /// <summary>
+    /// The calling thread's page lists (<see cref="PageAllocatorThread"/>): take it once before a run of page
+    /// operations on one thread to skip the per-call thread-local lookup.
+    /// </summary>
+    public PageAllocatorThread ThisThread()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new PageAllocatorThread(this, _pcp.GetOrCreateCurrent());
+    }
+
+    /// <summary>True when a request may be served from a per-thread list.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool CanUsePcp(int node, Gfp gfp, int order)
+        => (uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && (uint)node < (uint)_nodeCount && !FaultInjection.Enabled;
+
+    /// <summary>Takes a block off the thread's list of the preferred zone while it is above its low watermark; null otherwise.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal PageFrame* AllocFromPcp(ThreadCacheHeader* cache, int node, int cpuNode, Gfp gfp, int order)
+    {
+        if (!ThreadCacheHeader.TryEnter(cache)) return null;
+        int zoneId = _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
+        ZoneData* zone = _zones + zoneId;
+        PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
+        if (zoneId >= 0 && list->Head != null && zone->FreePages > zone->WatermarkLow)
+        {
+            PageFrame* page = list->PopHead();
+            ZoneEventCounters* counters = Counters(cache) + zoneId;
+            counters->PgAlloc += 1L << order;
+            counters->NumaHit++;
+            // Local/other is about the node of the zone that served the page (zone_statistics), which is
+            // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
+            if (zone->Node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
+            ThreadCacheHeader.Exit(cache);
+            PrepNewPage(page, order, gfp);
+            return page;
+        }
+        ThreadCacheHeader.Exit(cache);
+        return null;
+    }
+
+    /// <summary>The slow path of an allocation the per-thread lists did not serve.</summary>
+    internal PageFrame* AllocPagesNotFromPcp(int node, Gfp gfp, int order)
+    {
+        int cpuNode = CurrentNode;
+        return AllocPagesSlow(gfp, order, node < 0 ? cpuNode : node, cpuNode);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -47,6 +47,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         _d = (KmemCacheData*)NativeMemory.AlignedAlloc((nuint)sizeof(KmemCacheData), 64);
         NativeMemory.Clear(_d, (nuint)sizeof(KmemCacheData));
         _d->Id = id;
+        _d->KmallocIndex = -1;
         _d->Flags = (int)flags;
         _d->ObjectSize = size;
         _d->NodeCount = _pages.NodeCount;
@@ -196,22 +197,27 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     internal static void* AllocFast(KmemCacheData* d)
     {
         ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
-        if (c != null && ThreadCacheHeader.TryEnter(c))
+        return c != null ? PopThreadCache((MagazineCache*)c) : null;
+    }
+
+    /// <summary>Pops an object off a thread's loaded magazine; null when it is empty or a drainer holds it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void* PopThreadCache(MagazineCache* mc)
+    {
+        ThreadCacheHeader* c = &mc->Header;
+        if (!ThreadCacheHeader.TryEnter(c)) return null;
+        Magazine* m = mc->Loaded;
+        void* obj = null;
+        int n;
+        // Loaded is null between a thread cache's registration and its first entered slow-path operation.
+        if (m != null && (n = m->Count - 1) >= 0)
         {
-            var mc = (MagazineCache*)c;
-            Magazine* m = mc->Loaded;
-            int n = m->Count - 1;
-            if (n >= 0)
-            {
-                void* obj = m->Objects[n];
-                m->Count = n;
-                mc->AllocFastPath++;
-                ThreadCacheHeader.Exit(c);
-                return obj;
-            }
-            ThreadCacheHeader.Exit(c);
+            obj = m->Objects[n];
+            m->Count = n;
+            mc->AllocFastPath++;
         }
-        return null;
+        ThreadCacheHeader.Exit(c);
+        return obj;
     }
 
     /// <summary>Frees an object of this cache (kmem_cache_free); null is ignored.</summary>
@@ -240,29 +246,66 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool FreeFast(PhysicalMemory memory, KmemCacheData* d, PageFrame* slab, void* obj)
     {
+        if (!IsFreeableObject(memory, d, slab, obj)) return false;
+        ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
+        return c != null && PushThreadCache((MagazineCache*)c, obj);
+    }
+
+    /// <summary>True when <paramref name="obj"/> is a whole object of <paramref name="slab"/> and not the head of its free list.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsFreeableObject(PhysicalMemory memory, KmemCacheData* d, PageFrame* slab, void* obj)
+    {
         nuint offset = (nuint)obj - (nuint)memory.PageAddress(slab) - (nuint)d->RedLeftPad;
         uint index = (uint)(((ulong)offset * d->Reciprocal) >> 32);
-        if (offset >= (nuint)((uint)d->Objects * (uint)d->Size) || index * (uint)d->Size != offset) return false;
-        // An object that heads its slab's freelist is already free: let the slow path report the double free.
-        if (SlabPage.Freelist(slab) == obj) return false;
-        ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
-        if (c != null && ThreadCacheHeader.TryEnter(c))
+        // An object that heads its slab's freelist is already free: the slow path reports the double free.
+        return offset < (nuint)((uint)d->Objects * (uint)d->Size) && index * (uint)d->Size == offset && SlabPage.Freelist(slab) != obj;
+    }
+
+    /// <summary>Pushes an object onto a thread's loaded magazine; false when it is full, held by a drainer, or the object was just freed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool PushThreadCache(MagazineCache* mc, void* obj)
+    {
+        ThreadCacheHeader* c = &mc->Header;
+        if (!ThreadCacheHeader.TryEnter(c)) return false;
+        Magazine* m = mc->Loaded;
+        bool pushed = false;
+        if (m != null)
         {
-            var mc = (MagazineCache*)c;
-            Magazine* m = mc->Loaded;
             int n = m->Count;
             if (n < m->Capacity && (n == 0 || m->Objects[n - 1] != obj))
             {
                 m->Objects[n] = obj;
                 m->Count = n + 1;
                 mc->FreeFastPath++;
-                ThreadCacheHeader.Exit(c);
-                return true;
+                pushed = true;
             }
-            ThreadCacheHeader.Exit(c);
         }
-        return false;
+        ThreadCacheHeader.Exit(c);
+        return pushed;
     }
+
+    /// <summary>
+    /// The calling thread's magazines of this cache (<see cref="KmemCacheThread"/>): take it once before a run of
+    /// operations on one thread and allocate and free through it without the per-call thread-local lookup.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The cache was destroyed.</exception>
+    public KmemCacheThread ThisThread() => new(this, _d, ThisThreadMagazines(), _memory, _owner.Failslab);
+
+    /// <summary>The calling thread's magazine cache with its magazines in place, or null for a cache without them (debug).</summary>
+    internal MagazineCache* ThisThreadMagazines()
+    {
+        ObjectDisposedException.ThrowIf(_destroyed, this);
+        if (_d->FastPath == 0) return null;
+        ThreadCacheHeader* c = _registry!.GetOrCreateCurrent();
+        var spin = new SpinWait();
+        while (!ThreadCacheHeader.TryEnter(c)) spin.SpinOnce(); // a drainer holds it for one flush at most
+        EnsureMagazines((MagazineCache*)c);
+        ThreadCacheHeader.Exit(c);
+        return (MagazineCache*)c;
+    }
+
+    /// <summary>True once the cache is destroyed.</summary>
+    internal bool IsDestroyed => _destroyed;
 
     /// <summary>The managed cache of a native cache record (slow paths only).</summary>
     internal static KmemCache FromData(KmemCacheData* d)

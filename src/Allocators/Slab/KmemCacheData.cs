@@ -29,6 +29,7 @@ internal unsafe struct KmemCacheData
     public int MinPartial;
     public int NodeCount;
     public int Id;
+    public int KmallocIndex;      // size class of a kmalloc cache, -1 for other caches
     public nint Handle;           // GCHandle of the managed KmemCache
     public byte* Name;            // NUL-terminated UTF-8, for out-of-process inspectors
     public KmemCacheData* NextCache;   // the slab allocator's native cache list

@@ -32,7 +32,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>What kmalloc(0) returns (ZERO_SIZE_PTR): not null, never dereferenceable, kfree ignores it.</summary>
     public static void* ZeroSizePointer => (void*)16;
 
-    private static readonly int[] KmallocSizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+    internal static readonly int[] KmallocSizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
 
     // kmalloc size index for 1..192 bytes by (size - 1) / 8, like the kernel's size_index table.
     private static ReadOnlySpan<byte> SmallSizeIndex =>
@@ -66,6 +66,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             int align = BitOperations.IsPow2(size) ? size : 0;
             _kmalloc[i] = CreateCache(KmallocName(size), size, align, SlabFlags.Kmalloc | Options.KmallocFlags, null);
             _kmallocData[i] = (nint)_kmalloc[i].Data;
+            _kmalloc[i].Data->KmallocIndex = i;
         }
         _shrinker = ShrinkAll;
         pages.RegisterShrinker(_shrinker);
@@ -141,7 +142,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     public KmemCache? KmallocCache(nuint size) => size == 0 || size > KmallocMaxCacheSize ? null : _kmalloc[KmallocIndex(size)];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int KmallocIndex(nuint size)
+    internal static int KmallocIndex(nuint size)
         => size <= 192 ? SmallSizeIndex[(int)(size - 1) >> 3] : BitOperations.Log2(size - 1);
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc). Null on failure; <see cref="ZeroSizePointer"/> for 0.</summary>
@@ -163,6 +164,16 @@ public sealed unsafe class SlabAllocator : IDisposable
             return _kmalloc[index].AllocSlowPath(gfp, -1, (int)size);
         }
         return KmallocLargeOrZero(size, gfp, -1);
+    }
+
+    /// <summary>
+    /// The calling thread's magazines of the kmalloc caches (<see cref="KmallocThread"/>): take it once before a run of
+    /// kmalloc/kfree calls on one thread to skip the per-call thread-local lookup.
+    /// </summary>
+    public KmallocThread ThisThread()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new KmallocThread(this);
     }
 
     /// <summary>Allocates zeroed memory (kzalloc).</summary>

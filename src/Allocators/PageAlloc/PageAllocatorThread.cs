@@ -1,0 +1,47 @@
+using System.Runtime.CompilerServices;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.PageAlloc;
+
+/// <summary>
+/// The calling thread's per-thread page lists, resolved once: <see cref="AllocPages"/> and <see cref="FreePages"/> are
+/// <see cref="PageAllocator.AllocPages"/> and <see cref="PageAllocator.FreePages(PageFrame*, int)"/> without the
+/// per-call thread-local lookup, with the same validation and the same fallbacks (orders above 3, node-bound or
+/// reserve requests, fault injection and low watermarks go the general way).
+/// </summary>
+/// <remarks>
+/// A <c>ref struct</c>: it stays on the stack of the thread that took it (no fields, lambdas or awaits), so only that
+/// thread uses it. Take it with <see cref="PageAllocator.ThisThread"/> before a run of page operations; it must not be
+/// used after the allocator is disposed. Drains from other threads stay safe: every operation enters the thread's
+/// lists exactly as the plain calls do.
+/// </remarks>
+public readonly unsafe ref struct PageAllocatorThread
+{
+    private readonly PageAllocator _pages;
+    private readonly ThreadCacheHeader* _cache;
+
+    internal PageAllocatorThread(PageAllocator pages, ThreadCacheHeader* cache)
+    {
+        _pages = pages;
+        _cache = cache;
+    }
+
+    /// <summary>Allocates 2^<paramref name="order"/> pages on the current node (alloc_pages); null on failure.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* AllocPages(Gfp gfp, int order)
+    {
+        PageAllocator pages = _pages;
+        int node = pages.CurrentNode;
+        if (pages.CanUsePcp(node, gfp, order))
+        {
+            PageFrame* page = pages.AllocFromPcp(_cache, node, node, gfp, order);
+            if (page != null) return page;
+        }
+        return pages.AllocPagesNotFromPcp(node, gfp, order);
+    }
+
+    /// <summary>Frees a block from <see cref="AllocPages"/> (__free_pages); misuse throws as <see cref="PageAllocator.FreePages(PageFrame*, int)"/> does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void FreePages(PageFrame* page, int order) => _pages.FreePagesThrough(_cache, page, order);
+}
