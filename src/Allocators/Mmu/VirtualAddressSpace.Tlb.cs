@@ -218,6 +218,11 @@ public abstract unsafe partial class VirtualAddressSpace
 
     void IThreadCacheOwner.FlushCache(ThreadCacheHeader* cache) => ThreadTlb.Clear((ThreadTlb*)cache);
 
+    void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
+    {
+        // A zeroed TLB is an empty one.
+    }
+
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
     {
         var t = (ThreadTlb*)cache;

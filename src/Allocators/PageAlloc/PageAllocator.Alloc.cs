@@ -56,7 +56,7 @@ public sealed unsafe partial class PageAllocator
         int zoneId = _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
         ZoneData* zone = _zones + zoneId;
         PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
-        if (zoneId >= 0 && list->Head != null && zone->FreePages > zone->WatermarkLow)
+        if (zoneId >= 0 && list->Head != list->Tail && zone->FreePages > zone->WatermarkLow)
         {
             PageFrame* page = list->PopHead();
             ZoneEventCounters* counters = Counters(cache) + zoneId;
@@ -64,7 +64,7 @@ public sealed unsafe partial class PageAllocator
             counters->NumaHit++;
             // Local/other is about the node of the zone that served the page (zone_statistics), which is
             // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
-            if (zone->Node == cpuNode) counters->NumaLocal++; else counters->NumaOther++;
+            if (zone->Node != cpuNode) counters->NumaOther++;
             ThreadCacheHeader.Exit(cache);
             PrepNewPage(page, order, gfp);
             return page;
@@ -212,8 +212,8 @@ public sealed unsafe partial class PageAllocator
             if (ThreadCacheHeader.TryEnter(cache))
             {
                 PcpList* list = PcpLists(cache) + zone->Id * PcpOrders + order;
-                if (list->Head == null) RefillPcpList(zone, list, order);
-                PageFrame* fromList = list->Head != null ? list->PopHead() : null;
+                if (list->Count == 0) RefillPcpList(zone, list, order);
+                PageFrame* fromList = list->Count > 0 ? list->PopHead() : null;
                 ThreadCacheHeader.Exit(cache);
                 return fromList;
             }
@@ -224,24 +224,24 @@ public sealed unsafe partial class PageAllocator
         return page;
     }
 
+    /// <summary>Moves a batch from the buddy lists to an empty per-thread list (rmqueue_bulk), lowest address popped first.</summary>
     private void RefillPcpList(ZoneData* zone, PcpList* list, int order)
     {
         int batch = _pcpBatch[order];
+        PageFrame** taken = stackalloc PageFrame*[batch];
+        int n = 0;
         NativeSpinLock.Acquire(&zone->Lock);
-        for (int i = 0; i < batch; i++)
+        for (; n < batch; n++)
         {
             PageFrame* page = RmqueueSmallest(zone, order);
             if (page == null) break;
             page->FlagsAndZone |= (uint)PageFlags.Pcp;
             page->Order = order;
-            // Oldest at the tail: append so that the batch is used in address order.
-            page->Next = null;
-            page->Prev = list->Tail;
-            if (list->Tail != null) list->Tail->Next = page; else list->Head = page;
-            list->Tail = page;
-            list->Count++;
+            taken[n] = page;
         }
         NativeSpinLock.Release(&zone->Lock);
+        // Pushed highest first so that pops hand the batch out in address order.
+        while (n > 0) list->PushHead(taken[--n]);
         Interlocked.Increment(ref _pcpRefills);
     }
 
@@ -259,7 +259,7 @@ public sealed unsafe partial class PageAllocator
         {
             z->NumaHit++;
         }
-        if (zone->Node == cpuNode) z->NumaLocal++; else z->NumaOther++;
+        if (zone->Node != cpuNode) z->NumaOther++; // numa_local is derived: hit + miss - other
         _ = node;
     }
 

@@ -18,7 +18,7 @@ public sealed unsafe partial class PageAllocator
     public void FreePages(PageFrame* page, int order)
     {
         if (page == null) throw new ArgumentNullException(nameof(page));
-        if (_memory.PfnToPage(page->Pfn) != page) ThrowBadFree(page, order, "free_pages");
+        if (!_memory.IsValidFrame(page)) ThrowBadFree(page, order, "free_pages");
         FreeKnownFrame(page, order);
     }
 
@@ -86,7 +86,7 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void FreePagesThrough(ThreadCacheHeader* cache, PageFrame* page, int order)
     {
-        if (page != null && (uint)order <= PcpMaxOrder && _memory.PfnToPage(page->Pfn) == page
+        if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)
             && (page->FlagsAndZone & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
             && page->Order == order && page->RefCount == 1)
         {
@@ -115,7 +115,7 @@ public sealed unsafe partial class PageAllocator
     {
         if (list->Count == 0) return;
         NativeSpinLock.Acquire(&zone->Lock);
-        for (int i = 0; i < count && list->Tail != null; i++)
+        for (int i = 0; i < count && list->Count > 0; i++)
         {
             PageFrame* page = list->PopTail();
             page->FlagsAndZone &= ~(ulong)(uint)PageFlags.Pcp;

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
@@ -38,6 +39,8 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     private readonly ThreadCacheRegistry _pcp;
     private readonly int _pcpListsOffset;
     private readonly int _pcpCountersOffset;
+    private readonly int _pcpSlotsOffset;
+    private readonly int* _pcpCapacity;          // ring slots per list, by order
     private readonly int* _pcpHigh;
     private readonly int* _pcpBatch;
     private readonly Lock _hotplugLock = new();
@@ -82,7 +85,16 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
 
         _pcpListsOffset = sizeof(ThreadCacheHeader);
         _pcpCountersOffset = _pcpListsOffset + _zoneCount * PcpOrders * sizeof(PcpList);
-        _pcp = new ThreadCacheRegistry(this, _pcpCountersOffset + _zoneCount * sizeof(ZoneEventCounters));
+        // Ring capacities: room for high + 1 pages (a push may exceed high before the flush), rounded to a power of two.
+        _pcpSlotsOffset = _pcpCountersOffset + _zoneCount * sizeof(ZoneEventCounters);
+        _pcpCapacity = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
+        int slotsPerZone = 0;
+        for (int o = 0; o < PcpOrders; o++)
+        {
+            _pcpCapacity[o] = (int)BitOperations.RoundUpToPowerOf2((uint)_pcpHigh[o] + 2);
+            slotsPerZone += _pcpCapacity[o];
+        }
+        _pcp = new ThreadCacheRegistry(this, _pcpSlotsOffset + _zoneCount * slotsPerZone * sizeof(nint));
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
         var layout = new ZoneLayout(physical, memory.PagesPerSection);
@@ -199,6 +211,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         NativeMemory.AlignedFree(_zones);
         NativeMemory.Free(_preferredZone);
         NativeMemory.Free(_pcpHigh);
+        NativeMemory.Free(_pcpCapacity);
         NativeMemory.Free(_pcpBatch);
     }
 }

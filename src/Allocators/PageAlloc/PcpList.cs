@@ -1,44 +1,44 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
 
 namespace Allocators.PageAlloc;
 
-/// <summary>One per-thread page list of one zone and order (the kernel's per_cpu_pages list). Newest at the head.</summary>
-[StructLayout(LayoutKind.Sequential, Size = 32)]
+/// <summary>
+/// One per-thread page list of one zone and order (the kernel's per_cpu_pages list), newest at the head. Stored as a
+/// ring of frame pointers inside the thread's cache block rather than linked through the frames, so pushing and
+/// popping touch only the thread's own block: no other page's frame is written.
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 16)]
 internal unsafe struct PcpList
 {
-    public PageFrame* Head;
-    public PageFrame* Tail;
-    public int Count;
+    public int Head;          // next slot to push (newest end), counts up
+    public int Tail;          // oldest entry, counts up
+    public int Mask;          // capacity - 1 (a power of two)
+    public int SlotsOffset;   // from this struct to its slot array
 
+    public readonly int Count => Head - Tail;
+
+    private PageFrame** Slots
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (PageFrame**)((byte*)Unsafe.AsPointer(ref this) + SlotsOffset);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushHead(PageFrame* page)
     {
-        page->Prev = null;
-        page->Next = Head;
-        if (Head != null) Head->Prev = page; else Tail = page;
-        Head = page;
-        Count++;
+        Slots[Head & Mask] = page;
+        Head++;
     }
 
-    public PageFrame* PopHead()
-    {
-        PageFrame* page = Head;
-        Head = page->Next;
-        if (Head != null) Head->Prev = null; else Tail = null;
-        Count--;
-        page->Next = null;
-        return page;
-    }
+    /// <summary>The newest page; the list must not be empty.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* PopHead() => Slots[--Head & Mask];
 
-    public PageFrame* PopTail()
-    {
-        PageFrame* page = Tail;
-        Tail = page->Prev;
-        if (Tail != null) Tail->Next = null; else Head = null;
-        Count--;
-        page->Prev = null;
-        return page;
-    }
+    /// <summary>The oldest page; the list must not be empty.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageFrame* PopTail() => Slots[Tail++ & Mask];
 }
 
 /// <summary>Per-thread, per-zone event counters, summed on read (vmstat and numastat items).</summary>
@@ -51,7 +51,7 @@ internal struct ZoneEventCounters
     public long NumaHit;
     public long NumaMiss;
     public long NumaForeign;
-    public long NumaLocal;
+    public long NumaLocal;        // not counted: derived as hit + miss - other when read
     public long NumaOther;
     public long Reserved;
 }

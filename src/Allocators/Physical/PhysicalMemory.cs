@@ -26,6 +26,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly nuint _contiguousBytes;
     private readonly int _memFd = -1;
     private readonly PageFrame* _flatMemMap;     // the only frame array of the flat model: virt_to_page without a section walk
+    private readonly nuint _flatMemMapBytes;
     private SectionLookupTable* _lookup;          // sparse NativeMemory model only
     private nint _lookupAddress;                  // _lookup, published for lock-free readers
     private readonly List<nint> _retiredLookups = new();
@@ -66,7 +67,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         int initial = (int)(options.Size / _sectionBytes);
         for (int i = 0; i < initial; i++) OnlineSection(i, node: -1);
-        if (Model == MemoryModel.Flat) _flatMemMap = _sections[0].MemMap;
+        if (Model == MemoryModel.Flat)
+        {
+            _flatMemMap = _sections[0].MemMap;
+            _flatMemMapBytes = (nuint)_sections[0].Pages * (nuint)sizeof(PageFrame);
+        }
     }
 
     internal MemSection* SectionArray => _sections;
@@ -144,6 +149,21 @@ public sealed unsafe class PhysicalMemory : IDisposable
     {
         PageFrame* page = PfnToPage(pfn);
         return page == null ? null : PageAddress(page);
+    }
+
+    /// <summary>
+    /// True when <paramref name="page"/> is exactly a frame of an online section (<c>pfn_to_page(page_to_pfn(page)) == page</c>);
+    /// in the flat model a range and alignment check that reads nothing.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsValidFrame(PageFrame* page)
+    {
+        if (_flatMemMap != null)
+        {
+            nuint offset = (nuint)((byte*)page - (byte*)_flatMemMap);
+            return offset < _flatMemMapBytes && offset % (nuint)sizeof(PageFrame) == 0;
+        }
+        return page != null && PfnToPage(page->Pfn) == page;
     }
 
     /// <summary>The frame of the page that holds <paramref name="address"/>, or null when the arena does not (virt_to_page).</summary>

@@ -261,6 +261,11 @@ public sealed unsafe partial class KmemCache
         m->Count = 0;
     }
 
+    void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
+    {
+        // Magazines come with the first entered operation (EnsureMagazines): a block is created on slow paths only.
+    }
+
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
     {
         var mc = (MagazineCache*)cache;

@@ -11,6 +11,9 @@ internal unsafe interface IThreadCacheOwner
 
     /// <summary>The cache is about to be freed (its thread exited or the owner is disposed): fold its counters.</summary>
     void RetireCache(ThreadCacheHeader* cache);
+
+    /// <summary>Sets up a new, zeroed cache block before its thread first sees it.</summary>
+    void InitCache(ThreadCacheHeader* cache);
 }
 
 /// <summary>
@@ -124,6 +127,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             block->OwnerThreadId = Environment.CurrentManagedThreadId;
             block->Token = Interlocked.Increment(ref s_lastToken);
             block->Index = _caches.Count;
+            _owner.InitCache(block);
             _caches.Add((nint)block);
             _threads.Add(Thread.CurrentThread);
         }

@@ -8,6 +8,9 @@ public unsafe class ThreadCacheRegistryTests
     {
         public int Flushed;
         public int Retired;
+        public int Initialised;
+
+        public void InitCache(ThreadCacheHeader* cache) => Interlocked.Increment(ref Initialised);
 
         public void FlushCache(ThreadCacheHeader* cache) => Interlocked.Increment(ref Flushed);
 
@@ -24,6 +27,19 @@ public unsafe class ThreadCacheRegistryTests
         Assert.True(registry.Current == cache);
         Assert.True(registry.GetOrCreateCurrent() == cache);
         Assert.Equal(1, registry.Count);
+    }
+
+    [Fact]
+    public void EveryNewBlockIsInitialisedOnceBeforeUse()
+    {
+        var owner = new CountingOwner();
+        using var registry = new ThreadCacheRegistry(owner, 128);
+        registry.GetOrCreateCurrent();
+        registry.GetOrCreateCurrent();
+        var other = new Thread(() => registry.GetOrCreateCurrent());
+        other.Start();
+        other.Join();
+        Assert.Equal(2, owner.Initialised);
     }
 
     [Fact]
