@@ -9,7 +9,7 @@ namespace Allocators.Benchmarks;
 /// <summary>
 /// One alloc+free pair of 2^Order pages, back to back, by each contender: the page allocator (orders 0 and 3 take
 /// the per-thread page list fast path, order 9 the buddy lists under the zone lock), NativeMemory.AlignedAlloc with
-/// 4 KiB alignment (the baseline), anonymous private mmap/munmap and glibc malloc/free of the same size.
+/// 4 KiB alignment (the baseline), the page allocator through a per-thread handle taken once per invocation, anonymous private mmap/munmap and glibc malloc/free of the same size.
 /// Each invocation runs <see cref="Pairs"/> pairs, so the Mean column is nanoseconds per pair. Method names say
 /// what one pair is (no Description: quoted names come out HTML-escaped in the markdown summary).
 /// </summary>
@@ -51,6 +51,19 @@ public unsafe class PageAllocBenchmarks
     public void PageAlloc_AllocPages_FreePages()
     {
         PageAllocator pages = _pages;
+        int order = Order;
+        for (int i = 0; i < Pairs; i++)
+        {
+            PageFrame* page = pages.AllocPages(Gfp.Kernel, order);
+            pages.FreePages(page, order);
+        }
+    }
+
+    /// <summary>The same pairs through the thread's handle (<see cref="PageAllocator.ThisThread"/>), taken once per invocation.</summary>
+    [Benchmark(OperationsPerInvoke = Pairs)]
+    public void PageAlloc_ThisThread_AllocPages_FreePages()
+    {
+        var pages = _pages.ThisThread();
         int order = Order;
         for (int i = 0; i < Pairs; i++)
         {

@@ -8,7 +8,8 @@ using BenchmarkDotNet.Attributes;
 namespace Allocators.Benchmarks;
 
 /// <summary>
-/// Alloc+free pairs of one size, side by side in one run: kmalloc, a KmemCache of that size, NativeMemory, ArrayPool
+/// Alloc+free pairs of one size, side by side in one run: kmalloc, a KmemCache of that size (each also through the
+/// thread's handle, taken once per invocation of 1000 pairs), NativeMemory, ArrayPool
 /// and every native allocator that loaded. "Immediate" frees each block at once; "Batch" allocates 1000 blocks and
 /// frees them in a shuffled order (ns per pair in both).
 /// </summary>
@@ -29,7 +30,7 @@ public unsafe class SlabBenchmarks
     public string Allocator { get; set; } = "";
 
     /// <summary>The contenders.</summary>
-    public static IEnumerable<string> Contenders => NativeAllocatorColumns.Available(["kmalloc", "kmem_cache", "NativeMemory", "ArrayPool"]);
+    public static IEnumerable<string> Contenders => NativeAllocatorColumns.Available(["kmalloc", "kmalloc ThisThread", "kmem_cache", "kmem_cache ThisThread", "NativeMemory", "ArrayPool"]);
 
     /// <summary>Block size in bytes.</summary>
     [Params(16, 64, 256, 1024, 4096)]
@@ -82,6 +83,14 @@ public unsafe class SlabBenchmarks
                 var cache = _cache;
                 for (int i = 0; i < Batch; i++) cache.Free(cache.Alloc());
                 break;
+            case "kmalloc ThisThread":
+                var k = _system.Slab.ThisThread();
+                for (int i = 0; i < Batch; i++) k.Kfree(k.Kmalloc((nuint)Size));
+                break;
+            case "kmem_cache ThisThread":
+                var c = _cache.ThisThread();
+                for (int i = 0; i < Batch; i++) c.Free(c.Alloc());
+                break;
             case "ArrayPool":
                 var pool = ArrayPool<byte>.Shared;
                 for (int i = 0; i < Batch; i++) pool.Return(pool.Rent(Size));
@@ -105,6 +114,20 @@ public unsafe class SlabBenchmarks
             var pool = ArrayPool<byte>.Shared;
             for (int i = 0; i < Batch; i++) _arrays[i] = pool.Rent(Size);
             foreach (int i in _order) { pool.Return(_arrays[i]!); _arrays[i] = null; }
+            return;
+        }
+        if (Allocator == "kmalloc ThisThread")
+        {
+            var k = _system.Slab.ThisThread();
+            for (int i = 0; i < Batch; i++) _blocks[i] = (nint)k.Kmalloc((nuint)Size);
+            foreach (int i in _order) k.Kfree((void*)_blocks[i]);
+            return;
+        }
+        if (Allocator == "kmem_cache ThisThread")
+        {
+            var c = _cache.ThisThread();
+            for (int i = 0; i < Batch; i++) _blocks[i] = (nint)c.Alloc();
+            foreach (int i in _order) c.Free((void*)_blocks[i]);
             return;
         }
         for (int i = 0; i < Batch; i++) _blocks[i] = (nint)Alloc();
