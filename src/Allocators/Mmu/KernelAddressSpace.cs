@@ -171,6 +171,15 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         return e.Present ? _memory.PfnToPage(e.Pfn + (e.Huge ? (va >> 12) & 511 : 0)) : null;
     }
 
+    /// <summary>
+    /// True when the reference tables map <paramref name="va"/> (present 4 KiB or 2 MiB leaf). Takes the page-table
+    /// lock, so it never reads a table being freed; for fault handlers, which run outside any access region.
+    /// </summary>
+    internal bool MapsAddress(ulong va)
+    {
+        lock (_ptl) return !IsDisposed && GetPte(va).Present;
+    }
+
     /// <summary>The pfn mapped at kernel address <paramref name="va"/>, or <see cref="ulong.MaxValue"/> (vmalloc_to_pfn).</summary>
     public ulong TranslateToPfn(ulong va)
     {
