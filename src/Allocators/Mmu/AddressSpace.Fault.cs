@@ -94,6 +94,13 @@ public sealed unsafe partial class AddressSpace
         return _kernel.MapsAddress(va);
     }
 
+    /// <summary>
+    /// The kernel unhooked one of its shared tables in [<paramref name="start"/>, <paramref name="end"/>): returns once
+    /// no thread of this process is still inside an access that began before, so the table may be freed (this
+    /// process's kernel-mode walks go through the same tables; its TLB never caches kernel addresses).
+    /// </summary>
+    internal void WaitForKernelWalks(ulong start, ulong end) => Flush(start, end, waitForAccesses: true);
+
     /// <summary>access_error: does the area allow the access at all?</summary>
     private static bool AccessError(VmArea vma, PageFaultErrorCode error)
     {
