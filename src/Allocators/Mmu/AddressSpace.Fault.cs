@@ -30,7 +30,7 @@ public sealed unsafe partial class AddressSpace
         {
             if (!user)
             {
-                if (VmallocSync(va)) return FaultOutcome.Retry;
+                if (VmallocSync(va, error)) return FaultOutcome.Retry;
                 if (fixup) return FaultOutcome.Failed;
                 throw _kernel.Oops(this, va, error, Pid, Name);
             }
@@ -70,20 +70,36 @@ public sealed unsafe partial class AddressSpace
         finally { _mmapLock.ExitWriteLock(); }
     }
 
-    /// <summary>Copies a kernel-half PGD entry the kernel has and this process lacks (vmalloc_sync / the vmalloc fault).</summary>
-    private bool VmallocSync(ulong va)
+    /// <summary>
+    /// The vmalloc fault (vmalloc_fault): for a not-present kernel-mode fault, copies a kernel-half PGD entry the kernel
+    /// has and this process lacks. When the entry is already there (another thread of this process copied it after
+    /// this thread's walk missed it), the fault is spurious if the kernel's reference tables map the address, 4 KiB or
+    /// 2 MiB: retry then too.
+    /// </summary>
+    private bool VmallocSync(ulong va, PageFaultErrorCode error)
     {
+        if ((error & (PageFaultErrorCode.Protection | PageFaultErrorCode.ReservedBit)) != 0) return false;
         int index = VirtualAddress.PgdIndex(va);
         ulong reference = _kernel.ReferencePgdEntry(index);
         if ((reference & PresentBit) == 0) return false;
         lock (_ptl)
         {
-            if (Volatile.Read(ref _pgd[index]) == reference) return false;
-            Volatile.Write(ref _pgd[index], reference);
+            if (Volatile.Read(ref _pgd[index]) != reference)
+            {
+                Volatile.Write(ref _pgd[index], reference);
+                Interlocked.Increment(ref _stats.VmallocSync);
+                return true;
+            }
         }
-        Interlocked.Increment(ref _stats.VmallocSync);
-        return true;
+        return _kernel.MapsAddress(va);
     }
+
+    /// <summary>
+    /// The kernel unhooked one of its shared tables in [<paramref name="start"/>, <paramref name="end"/>): returns once
+    /// no thread of this process is still inside an access that began before, so the table may be freed (this
+    /// process's kernel-mode walks go through the same tables; its TLB never caches kernel addresses).
+    /// </summary>
+    internal void WaitForKernelWalks(ulong start, ulong end) => Flush(start, end, waitForAccesses: true);
 
     /// <summary>access_error: does the area allow the access at all?</summary>
     private static bool AccessError(VmArea vma, PageFaultErrorCode error)

@@ -63,7 +63,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
         ParentPid = parentPid;
         // pgd_alloc: the kernel half is the kernel's (clone_pgd_range of the reference entries).
         for (int i = VirtualAddress.KernelPgdIndex; i < VirtualAddress.EntriesPerTable; i++) _pgd[i] = kernel.ReferencePgdEntry(i);
-        Pid = kernel.AllocatePid();
+        Pid = kernel.AllocatePid(this);
         if (createStack)
         {
             var stack = new VmArea(StackTop - InitialStackSize, StackTop, VmFlags.Read | VmFlags.Write | VmFlags.GrowsDown) { Name = "[stack]" };
@@ -219,7 +219,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
                 _vmas.Clear();
             }
             finally { _mmapLock.ExitWriteLock(); }
-            _kernel.ProcessExited();
+            _kernel.ProcessExited(this);
         }
         base.Dispose(disposing);
         if (disposing) _mmapLock.Dispose();

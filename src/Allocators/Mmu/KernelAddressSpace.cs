@@ -14,12 +14,15 @@ namespace Allocators.Mmu;
 /// Thread-safe. Accesses through this object are kernel-mode (supervisor) accesses. A fault here is never fixed:
 /// it produces an oops (<see cref="KernelOopsException"/>, also appended to <see cref="Log"/>), except through
 /// <see cref="CopyFromKernelNoFault"/>. Kernel page tables are kept until disposal (vunmap leaves them in place),
-/// because every process PGD may point at them. Mapping a page does not take a reference to it: the caller
-/// (vmalloc) owns the pages. Dispose only after every <see cref="AddressSpace"/> created with it.
+/// because every process PGD may point at them; the one exception is an empty PTE table that a 2 MiB mapping
+/// replaces (<see cref="MapKernelHugePmd"/>), freed only after every thread of the kernel and of every live process
+/// is known to be out of any walk that could still reach it. Mapping a page does not take a reference to it: the
+/// caller (vmalloc) owns the pages. Dispose only after every <see cref="AddressSpace"/> created with it.
 /// </remarks>
 public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
 {
     private readonly List<string> _log = new();
+    private readonly HashSet<AddressSpace> _processes = new(ReferenceEqualityComparer.Instance);
     private PageFrame* _zeroPage;
     private int _nextPid = 1;
     private int _oopsCount;
@@ -61,13 +64,18 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
 
     internal ulong ZeroPfn => _zeroPage->Pfn;
 
-    internal int AllocatePid()
+    internal int AllocatePid(AddressSpace process)
     {
+        lock (_processes) _processes.Add(process);
         Interlocked.Increment(ref _liveProcesses);
         return Interlocked.Increment(ref _nextPid);
     }
 
-    internal void ProcessExited() => Interlocked.Decrement(ref _liveProcesses);
+    internal void ProcessExited(AddressSpace process)
+    {
+        lock (_processes) _processes.Remove(process);
+        Interlocked.Decrement(ref _liveProcesses);
+    }
 
     /// <summary>The kernel PGD entry <paramref name="index"/> (256..511), as processes copy it.</summary>
     internal ulong ReferencePgdEntry(int index) => Volatile.Read(ref _pgd[index]);
@@ -101,9 +109,15 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         {
             for (int i = 0; i < pages.Length; i++)
             {
-                ulong* slot = FindPteSlot(va + (ulong)i * VirtualAddress.PageSize);
-                if (slot != null && *slot != 0)
-                    throw new InvalidOperationException($"vmap: kernel address 0x{va + (ulong)i * VirtualAddress.PageSize:x} is already mapped (PTE {*slot:x}).");
+                ulong a = va + (ulong)i * VirtualAddress.PageSize;
+                ulong* pmd = FindPmdSlot(a);
+                ulong pmdEntry = pmd == null ? 0 : *pmd;
+                if ((pmdEntry & (ulong)PteFlags.Present) == 0) continue;
+                if ((pmdEntry & (ulong)PteFlags.Huge) != 0)
+                    throw new InvalidOperationException($"vmap: kernel address 0x{a:x} is already mapped by a 2 MiB entry (PMD {pmdEntry:x}).");
+                ulong pte = TableOf(pmdEntry)[VirtualAddress.PteIndex(a)];
+                if (pte != 0)
+                    throw new InvalidOperationException($"vmap: kernel address 0x{a:x} is already mapped (PTE {pte:x}).");
             }
             for (int i = 0; i < pages.Length; i++)
             {
@@ -119,11 +133,82 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
 
     private ulong* AllocKernelPteSlot(ulong va)
     {
-        ulong* pud = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.KernelPageTable);
-        if (pud == null) return null;
-        ulong* pmd = AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.KernelPageTable);
+        ulong* pmd = AllocKernelPmdSlot(va);
         if (pmd == null) return null;
         return AllocLowerTable(pmd, VirtualAddress.PteIndex(va), PteFlags.KernelPageTable);
+    }
+
+    private ulong* AllocKernelPmdSlot(ulong va)
+    {
+        ulong* pud = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.KernelPageTable);
+        if (pud == null) return null;
+        return AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.KernelPageTable);
+    }
+
+    /// <summary>
+    /// Maps the 2 MiB block of 512 physically contiguous pages that starts at <paramref name="page"/> with one PMD
+    /// entry (PSE set) at the 2 MiB-aligned kernel address <paramref name="va"/> (vmap_try_huge_pmd), allocating the
+    /// PUD and PMD tables as needed. When the PMD slot still points at a PTE table left by earlier 4 KiB mappings
+    /// (vunmap keeps kernel tables) and that table is empty, the table is unhooked, the TLBs are flushed, and the
+    /// table is freed before the 2 MiB entry goes in (pmd_free_pte_page).
+    /// </summary>
+    /// <returns>
+    /// True when the 2 MiB entry is installed; false, changing nothing, when the slot's PTE table still maps something
+    /// (the caller may map the block with 4 KiB entries instead).
+    /// </returns>
+    /// <exception cref="ArgumentException">The address is not a 2 MiB-aligned kernel address, the block is not a
+    /// 2 MiB-aligned run of frames of this memory, or the protection is not present or has the User bit.</exception>
+    /// <exception cref="InvalidOperationException">A 2 MiB entry already maps the address.</exception>
+    /// <exception cref="OutOfMemoryException">No memory for a PUD or PMD table.</exception>
+    public bool MapKernelHugePmd(ulong va, PageFrame* page, PteFlags prot)
+    {
+        ThrowIfDisposed();
+        if (page == null) throw new ArgumentNullException(nameof(page));
+        ValidateKernelRange(va, VirtualAddress.PmdSize);
+        if ((va & (VirtualAddress.PmdSize - 1)) != 0)
+            throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: the address is not 2 MiB aligned.", nameof(va));
+        if ((prot & PteFlags.Present) == 0 || (prot & PteFlags.User) != 0)
+            throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: protection {prot} must be present and supervisor-only.", nameof(prot));
+        ulong pfn = page->Pfn;
+        if (_memory.PfnToPage(pfn) != page || (pfn & (VirtualAddress.HugePagePages - 1)) != 0
+            || _memory.PfnToPage(pfn + VirtualAddress.HugePagePages - 1) != page + (VirtualAddress.HugePagePages - 1))
+            throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: pfn 0x{pfn:x} does not start a 2 MiB-aligned block of this memory.", nameof(page));
+        ulong entry = PageTableEntry.Make(pfn, prot | PteFlags.Huge).Value;
+        lock (_ptl)
+        {
+            ulong* slot = AllocKernelPmdSlot(va);
+            if (slot == null) throw new OutOfMemoryException($"vmap: no memory for a page table at 0x{va:x}.");
+            ulong old = *slot;
+            if ((old & (ulong)PteFlags.Present) == 0)
+            {
+                Volatile.Write(ref *slot, entry);
+                TablePage(AlignToTable(slot))->Data0++;
+                return true;
+            }
+            if ((old & (ulong)PteFlags.Huge) != 0)
+                throw new InvalidOperationException($"vmap: kernel address 0x{va:x} is already mapped by a 2 MiB entry (PMD {old:x}).");
+            PageFrame* table = TablePage(TableOf(old));
+            if (table->Data0 != 0) return false;
+            // pmd_free_pte_page: unhook the empty table, make sure no walker can still be inside it, free it.
+            Volatile.Write(ref *slot, 0);
+            QuiesceWalkers(va, va + VirtualAddress.PmdSize);
+            FreeTablePage(table);
+            Volatile.Write(ref *slot, entry); // the PMD table's count of used entries is unchanged: one for one
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// After an entry of the shared kernel tables was unhooked: flushes the kernel TLBs and waits until no thread of
+    /// the kernel or of any live process (whose PGDs share these tables) is still inside a walk that began before.
+    /// </summary>
+    private void QuiesceWalkers(ulong start, ulong end)
+    {
+        Flush(start, end, waitForAccesses: true);
+        lock (_processes)
+        {
+            foreach (AddressSpace process in _processes) process.WaitForKernelWalks(start, end);
+        }
     }
 
     /// <summary>
@@ -144,24 +229,63 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     /// <see cref="VirtualAddressSpace.FlushTlbAll"/> returns, threads may still reach the old pages through their TLB,
     /// so the pages must not be reused before that.
     /// </summary>
-    /// <returns>The number of pages that were mapped.</returns>
+    /// <returns>The number of 4 KiB pages that were mapped (512 for each 2 MiB entry).</returns>
+    /// <exception cref="ArgumentException">The range is not page aligned, not in the kernel half, or covers only part
+    /// of a 2 MiB mapping; nothing is unmapped then.</exception>
     public int UnmapKernelRangeNoFlush(ulong va, ulong size)
     {
         ThrowIfDisposed();
         ValidateKernelRange(va, size);
+        if (size == 0) return 0;
+        ulong end = va + size;
         int cleared = 0;
         lock (_ptl)
         {
-            for (ulong a = va; a < va + size; a += VirtualAddress.PageSize)
+            // Only the first and the last 2 MiB entry can be partly covered; refuse before changing anything.
+            ThrowIfSplitsHugePmd(va, va, end);
+            ThrowIfSplitsHugePmd(end - VirtualAddress.PageSize, va, end);
+            for (ulong a = va; a < end;)
             {
-                ulong* slot = FindPteSlot(a);
-                if (slot == null || *slot == 0) continue;
-                Interlocked.Exchange(ref *slot, 0);
-                TablePage(AlignToTable(slot))->Data0--;
-                cleared++;
+                ulong* pmd = FindPmdSlot(a);
+                ulong pmdEnd = (a & ~(VirtualAddress.PmdSize - 1)) + VirtualAddress.PmdSize; // 0 past the top
+                ulong stop = pmdEnd - 1 >= end - 1 ? end : pmdEnd;
+                if (pmd == null || (*pmd & (ulong)PteFlags.Present) == 0)
+                {
+                    a = stop;
+                    continue;
+                }
+                if ((*pmd & (ulong)PteFlags.Huge) != 0)
+                {
+                    // vunmap_pmd_range's pmd_clear_huge: one entry, 512 pages; the PMD table loses one used entry.
+                    Interlocked.Exchange(ref *pmd, 0);
+                    TablePage(AlignToTable(pmd))->Data0--;
+                    cleared += VirtualAddress.HugePagePages;
+                    a = stop;
+                    continue;
+                }
+                ulong* table = TableOf(*pmd);
+                PageFrame* tablePage = TablePage(table);
+                for (; a < stop; a += VirtualAddress.PageSize)
+                {
+                    ulong* slot = table + VirtualAddress.PteIndex(a);
+                    if (*slot == 0) continue;
+                    Interlocked.Exchange(ref *slot, 0);
+                    tablePage->Data0--;
+                    cleared++;
+                }
             }
         }
         return cleared;
+    }
+
+    /// <summary>Throws when the 2 MiB entry mapping <paramref name="a"/> (if any) reaches outside [<paramref name="va"/>, <paramref name="end"/>).</summary>
+    private void ThrowIfSplitsHugePmd(ulong a, ulong va, ulong end)
+    {
+        ulong* pmd = FindPmdSlot(a);
+        if (pmd == null || (*pmd & ((ulong)PteFlags.Present | (ulong)PteFlags.Huge)) != ((ulong)PteFlags.Present | (ulong)PteFlags.Huge)) return;
+        ulong hstart = a & ~(VirtualAddress.PmdSize - 1);
+        if (hstart < va || hstart + (VirtualAddress.PmdSize - 1) > end - 1)
+            throw new ArgumentException($"vunmap: 0x{va:x} + 0x{end - va:x} covers only part of the 2 MiB mapping at 0x{hstart:x}.", nameof(va));
     }
 
     /// <summary>The page mapped at kernel address <paramref name="va"/>, or null (vmalloc_to_page).</summary>
@@ -169,6 +293,15 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     {
         PageTableEntry e = GetPte(va);
         return e.Present ? _memory.PfnToPage(e.Pfn + (e.Huge ? (va >> 12) & 511 : 0)) : null;
+    }
+
+    /// <summary>
+    /// True when the reference tables map <paramref name="va"/> (present 4 KiB or 2 MiB leaf). Takes the page-table
+    /// lock, so it never reads a table being freed; for fault handlers, which run outside any access region.
+    /// </summary>
+    internal bool MapsAddress(ulong va)
+    {
+        lock (_ptl) return !IsDisposed && GetPte(va).Present;
     }
 
     /// <summary>The pfn mapped at kernel address <paramref name="va"/>, or <see cref="ulong.MaxValue"/> (vmalloc_to_pfn).</summary>

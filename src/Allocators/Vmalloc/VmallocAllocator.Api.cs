@@ -25,35 +25,62 @@ public sealed unsafe partial class VmallocAllocator
     /// <paramref name="gfp"/> (__vmalloc_node_range). Returns 0 quickly, leaving everything as it was, when the size or
     /// alignment cannot be met or memory runs out.
     /// </summary>
-    public ulong Vmalloc(ulong size, ulong align, Gfp gfp, int node = -1)
+    public ulong Vmalloc(ulong size, ulong align, Gfp gfp, int node = -1) => VmallocNodeRange(size, align, gfp, node, allowHuge: false);
+
+    /// <summary>
+    /// Allocates <paramref name="size"/> bytes that may be mapped with 2 MiB page-table entries (vmalloc_huge /
+    /// vmalloc_huge_node, VM_ALLOW_HUGE_VMAP). From 2 MiB (PMD_SIZE) up, the area is rounded up to a 2 MiB multiple
+    /// and 2 MiB aligned (plus the usual guard page), backed by order-9 blocks split into order-0 pages (so
+    /// <see cref="VmallocToPage"/>, <see cref="Vfree"/> and the per-page bookkeeping work on 4 KiB pages as usual),
+    /// and each 2 MiB block is mapped by one PMD entry. Smaller requests, and requests for which no order-9 block can
+    /// be had, get ordinary order-0 pages and 4 KiB mappings instead (the kernel's fallback).
+    /// </summary>
+    /// <param name="size">Bytes wanted; the area may be larger (see <see cref="AreaSize"/>).</param>
+    /// <param name="gfp">Allocation flags for the pages; order-9 attempts add NoWarn and NoRetry and drop NoFail.</param>
+    /// <param name="node">Preferred node of the pages; -1 for the current one.</param>
+    /// <returns>The kernel address of the area, or 0 when the range or memory runs out.</returns>
+    public ulong VmallocHuge(ulong size, Gfp gfp = Gfp.Kernel, int node = -1) => VmallocNodeRange(size, PageSize, gfp, node, allowHuge: true);
+
+    private ulong VmallocNodeRange(ulong size, ulong align, Gfp gfp, int node, bool allowHuge)
     {
         if (size == 0 || size > VmallocSize - PageSize || align == 0 || !BitOperations.IsPow2(align) || align > VmallocSize)
             return Fail();
         align = Math.Max(align, PageSize);
+        if (allowHuge && size >= VirtualAddress.PmdSize)
+        {
+            ulong hugeSize = (size + VirtualAddress.PmdSize - 1) & ~(VirtualAddress.PmdSize - 1);
+            ulong huge = AllocAndMapArea(hugeSize, Math.Max(align, VirtualAddress.PmdSize), gfp, node, VirtualAddress.HugePageOrder);
+            if (huge != 0) return huge;
+            // No order-9 blocks (or no 2 MiB-aligned range): start over with order-0 pages, the real size and alignment.
+        }
+        ulong address = AllocAndMapArea(size, align, gfp, node, 0);
+        return address != 0 ? address : Fail();
+    }
+
+    /// <summary>
+    /// Reserves an area for <paramref name="size"/> bytes, fills it with pages of <paramref name="order"/> (split into
+    /// order-0 pages) and maps it (__vmalloc_area_node). Returns 0, with everything as it was, on failure.
+    /// </summary>
+    private ulong AllocAndMapArea(ulong size, ulong align, Gfp gfp, int node, int order)
+    {
         long nrPages = (long)((size + PageSize - 1) / PageSize);
         VmapArea* area = AllocVmapArea((ulong)nrPages * PageSize + PageSize, align, VmAreaFlags.Alloc);
-        if (area == null) return Fail();
+        if (area == null) return 0;
         area->CallSite = _callSites.Capture();
         area->Node = node;
         var pages = (PageFrame**)AllocPageArray(nrPages);
-        if (pages == null) return AbortArea(area);
-        Gfp pageGfp = (gfp & ~Gfp.Comp) | Gfp.NoWarn;
-        for (long i = 0; i < nrPages; i++)
+        if (pages == null) return ReleaseUnusedArea(area);
+        if (!AllocAreaPages(pages, nrPages, gfp, node, order))
         {
-            PageFrame* page = _pages.AllocPagesNode(node, pageGfp, 0);
-            if (page == null)
-            {
-                for (long j = 0; j < i; j++) _pages.FreePages(pages[j], 0);
-                FreePageArray(pages, nrPages);
-                return AbortArea(area);
-            }
-            pages[i] = page;
+            FreePageArray(pages, nrPages);
+            return ReleaseUnusedArea(area);
         }
         area->Pages = pages;
         area->NrPages = (int)nrPages;
+        area->Order = order;
         try
         {
-            _kernel.MapKernelPages(area->Start, new ReadOnlySpan<nint>(pages, (int)nrPages), PteFlags.PageKernel);
+            MapAreaPages(area, PteFlags.PageKernel);
         }
         catch (OutOfMemoryException)
         {
@@ -61,11 +88,56 @@ public sealed unsafe partial class VmallocAllocator
             for (long j = 0; j < nrPages; j++) _pages.FreePages(pages[j], 0);
             FreePageArray(pages, nrPages);
             area->Pages = null;
-            return AbortArea(area);
+            return ReleaseUnusedArea(area);
         }
+        if (order > 0) area->Flags |= VmAreaFlags.Huge;
         _host?.Map(area);
         Interlocked.Add(ref _stats->VmallocPages, nrPages);
         return area->Start;
+    }
+
+    /// <summary>
+    /// Fills <paramref name="pages"/> with <paramref name="nrPages"/> order-0 frames, taken as blocks of
+    /// 2^<paramref name="order"/> pages that are split (vm_area_alloc_pages: huge vmalloc pages are split, not
+    /// compound, so each 4 KiB page stands alone). All or nothing.
+    /// </summary>
+    private bool AllocAreaPages(PageFrame** pages, long nrPages, Gfp gfp, int node, int order)
+    {
+        Gfp pageGfp = (gfp & ~Gfp.Comp) | Gfp.NoWarn;
+        if (order > 0) pageGfp = (pageGfp & ~Gfp.NoFail) | Gfp.NoRetry;
+        long step = 1L << order;
+        for (long i = 0; i < nrPages; i += step)
+        {
+            PageFrame* page = _pages.AllocPagesNode(node, pageGfp, order);
+            if (page == null)
+            {
+                for (long j = 0; j < i; j++) _pages.FreePages(pages[j], 0);
+                return false;
+            }
+            if (order > 0) _pages.SplitPage(page, order);
+            for (long k = 0; k < step; k++) pages[i + k] = page + k;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Maps an area's pages: 4 KiB entries for order 0; for order 9 one PMD entry per 2 MiB block, or 4 KiB entries for
+    /// a block whose PMD slot is still taken by a page table in use (vmap_pmd_range falling back to vmap_pte_range).
+    /// </summary>
+    private void MapAreaPages(VmapArea* area, PteFlags prot)
+    {
+        if (area->Order == 0)
+        {
+            _kernel.MapKernelPages(area->Start, new ReadOnlySpan<nint>(area->Pages, area->NrPages), prot);
+            return;
+        }
+        int block = 1 << area->Order;
+        for (int i = 0; i < area->NrPages; i += block)
+        {
+            ulong va = area->Start + (ulong)i * PageSize;
+            if (!_kernel.MapKernelHugePmd(va, area->Pages[i], prot))
+                _kernel.MapKernelPages(va, new ReadOnlySpan<nint>(area->Pages + i, block), prot);
+        }
     }
 
     /// <summary>Frees memory from <see cref="Vmalloc(ulong)"/> (vfree); 0 is ignored. Throws for an address that is not a live vmalloc area.</summary>
@@ -186,12 +258,19 @@ public sealed unsafe partial class VmallocAllocator
 
     private ulong AbortArea(VmapArea* area)
     {
+        ReleaseUnusedArea(area);
+        return Fail();
+    }
+
+    /// <summary>Gives back the range of an area that never got mapped (nothing to purge); returns 0.</summary>
+    private ulong ReleaseUnusedArea(VmapArea* area)
+    {
         lock (_lock)
         {
             _busy.Remove(area);
             ReleaseRange(area);
         }
-        return Fail();
+        return 0;
     }
 
     private ulong Fail()

@@ -207,6 +207,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
             area->Flags = VmAreaFlags.None;
             area->Pages = null;
             area->NrPages = 0;
+            area->Order = 0;
             _free.Insert(area);
         }
     }

@@ -27,7 +27,6 @@ internal static class VmallocInfoFormat
         if (area.NrPages > 0) sb.Append(CultureInfo.InvariantCulture, $" pages={area.NrPages}");
         if ((area.Flags & VmAreaFlags.Alloc) != 0) sb.Append(" vmalloc");
         if ((area.Flags & VmAreaFlags.Map) != 0) sb.Append(" vmap");
-        if ((area.Flags & VmAreaFlags.Huge) != 0) sb.Append(" huge");
         for (int n = 0; n < pagesPerNode.Length; n++)
             if (pagesPerNode[n] > 0) sb.Append(CultureInfo.InvariantCulture, $" N{n}={pagesPerNode[n]}");
         sb.Append('\n');

@@ -44,7 +44,7 @@ internal unsafe struct VmapArea
     public int NrPages;
     public int Node;
     public int CallSite;           // index into the vmalloc call-site table
-    public int Order;              // page order of each entry in Pages (9 for huge mappings)
+    public int Order;              // order of the blocks the pages came in (9: huge mapping); Pages holds their split order-0 pages
     public ulong HostAddress;      // real contiguous mapping (memfd arena), 0 when none
     public VmapArea* NextLazy;     // purge list link
 

@@ -13,15 +13,39 @@ public unsafe class VmallocTests
 {
     private const ulong Page = 4096;
 
-    private static MemorySystem NewSystem(ArenaBacking backing = ArenaBacking.NativeMemory, long size = 64L << 20)
+    internal static MemorySystem NewSystem(ArenaBacking backing = ArenaBacking.NativeMemory, long size = 64L << 20)
         => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = size, Backing = backing } });
 
-    private static void AssertRangeIntact(VmallocAllocator v)
+    internal static void AssertRangeIntact(VmallocAllocator v)
     {
         v.PurgeVmapAreas();
         Assert.Equal(0, v.BusyAreas);
         Assert.Equal(1, v.FreeBlocks);
         Assert.Equal(0, v.VmallocPages);
+    }
+
+    /// <summary>
+    /// Allocates with <paramref name="allocate"/>, frees it all, purges, shrinks and drains, three times: every cycle
+    /// must leave the page allocator's buddyinfo as the first left it (the first keeps the kernel page tables it
+    /// needed: shared by every process, never freed by vfree). Then the vmalloc range must be whole again.
+    /// </summary>
+    internal static void AssertCyclesEndInTheSameState(MemorySystem sys, Func<List<ulong>> allocate)
+    {
+        var v = sys.Vmalloc;
+        string Cycle()
+        {
+            List<ulong> live = allocate();
+            Assert.DoesNotContain(0UL, live);
+            foreach (ulong a in live) v.Vfree(a);
+            v.PurgeVmapAreas();
+            sys.Slab.ShrinkAll();
+            sys.Pages.DrainAllPages();
+            return sys.Pages.BuddyInfo();
+        }
+        string afterFirst = Cycle();
+        Assert.Equal(afterFirst, Cycle());
+        Assert.Equal(afterFirst, Cycle());
+        AssertRangeIntact(v);
     }
 
     [Fact]
@@ -228,14 +252,26 @@ public unsafe class VmallocTests
         using var sys = NewSystem();
         var v = sys.Vmalloc;
         ulong a = v.Vmalloc(3 * Page);
-        var interior = Assert.Throws<MemoryCorruptionException>(() => v.Vfree(a + Page));
-        Assert.Contains($"0x{a + Page:x}", interior.Message);
+        AssertInteriorFreeRejected(v, a);
         Assert.Throws<MemoryCorruptionException>(() => v.Vfree(VmallocAllocator.VmallocStart + (1UL << 40)));
         Assert.Throws<MemoryCorruptionException>(() => v.Vunmap(a));
         v.Vfree(a);
+        AssertDoubleFreeRejected(v, a);
+        AssertRangeIntact(v);
+    }
+
+    /// <summary>vfree of a pointer one page into the area at <paramref name="a"/> is refused, naming that pointer.</summary>
+    internal static void AssertInteriorFreeRejected(VmallocAllocator v, ulong a)
+    {
+        var interior = Assert.Throws<MemoryCorruptionException>(() => v.Vfree(a + Page));
+        Assert.Contains($"0x{a + Page:x}", interior.Message);
+    }
+
+    /// <summary>A second vfree of the area at <paramref name="a"/> is refused as a double free.</summary>
+    internal static void AssertDoubleFreeRejected(VmallocAllocator v, ulong a)
+    {
         var twice = Assert.Throws<MemoryCorruptionException>(() => v.Vfree(a));
         Assert.Contains("double free", twice.Message);
-        AssertRangeIntact(v);
     }
 
     [Fact]
@@ -258,21 +294,7 @@ public unsafe class VmallocTests
     public void EverythingFreedReturnsThePageAllocatorToItsState()
     {
         using var sys = NewSystem();
-        var v = sys.Vmalloc;
-        string Cycle()
-        {
-            var live = Enumerable.Range(0, 64).Select(i => v.Vzalloc((ulong)(i + 1) * 1000)).ToList();
-            foreach (ulong a in live) v.Vfree(a);
-            v.PurgeVmapAreas();
-            sys.Slab.ShrinkAll();
-            sys.Pages.DrainAllPages();
-            return sys.Pages.BuddyInfo();
-        }
-        // The first cycle leaves the kernel page tables it needed (shared by every process, never freed by vfree).
-        string afterFirst = Cycle();
-        Assert.Equal(afterFirst, Cycle());
-        Assert.Equal(afterFirst, Cycle());
-        AssertRangeIntact(v);
+        AssertCyclesEndInTheSameState(sys, () => Enumerable.Range(0, 64).Select(i => sys.Vmalloc.Vzalloc((ulong)(i + 1) * 1000)).ToList());
     }
 
     [Fact]
