@@ -37,6 +37,37 @@ public sealed unsafe class CallSiteTable
         return Intern(site);
     }
 
+    /// <summary>
+    /// The id of a call site named by the compiler's caller information (<c>File.Member:line</c>): a dictionary hit,
+    /// no stack walk and no managed allocation once the site is known.
+    /// </summary>
+    public int Intern(string member, string file, int line)
+    {
+        var key = new SourceKey(member, file, line);
+        lock (_lock)
+        {
+            if (_sources.TryGetValue(key, out int id)) return id;
+        }
+        int added = Intern($"{Path.GetFileNameWithoutExtension(file)}.{member}:{line}");
+        lock (_lock) _sources[key] = added;
+        return added;
+    }
+
+    private readonly Dictionary<SourceKey, int> _sources = new(SourceKeyComparer.Instance);
+
+    private readonly record struct SourceKey(string Member, string File, int Line);
+
+    /// <summary>Hashes the caller strings by identity (the compiler passes the same literal every time), compares by value.</summary>
+    private sealed class SourceKeyComparer : IEqualityComparer<SourceKey>
+    {
+        public static readonly SourceKeyComparer Instance = new();
+
+        public bool Equals(SourceKey a, SourceKey b) => a.Line == b.Line && a.Member == b.Member && a.File == b.File;
+
+        public int GetHashCode(SourceKey k)
+            => HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Member), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.File), k.Line);
+    }
+
     /// <summary>Returns the id of <paramref name="site"/>, adding it when new.</summary>
     public int Intern(string site)
     {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using Allocators.Diagnostics;
@@ -12,20 +13,24 @@ public sealed unsafe partial class VmallocAllocator
     private readonly Slab.CallSiteTable _callSites = new();
 
     /// <summary>Allocates <paramref name="size"/> bytes of virtually contiguous memory (vmalloc). Returns the kernel address, or 0.</summary>
-    public ulong Vmalloc(ulong size) => Vmalloc(size, PageSize, Gfp.Kernel, -1);
+    public ulong Vmalloc(ulong size, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => VmallocNodeRange(size, PageSize, Gfp.Kernel, -1, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
 
     /// <summary>Allocates zeroed memory (vzalloc).</summary>
-    public ulong Vzalloc(ulong size) => Vmalloc(size, PageSize, Gfp.Kernel | Gfp.Zero, -1);
+    public ulong Vzalloc(ulong size, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => VmallocNodeRange(size, PageSize, Gfp.Kernel | Gfp.Zero, -1, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
 
     /// <summary>Allocates with pages from <paramref name="node"/> (vmalloc_node).</summary>
-    public ulong VmallocNode(ulong size, int node) => Vmalloc(size, PageSize, Gfp.Kernel, node);
+    public ulong VmallocNode(ulong size, int node, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => VmallocNodeRange(size, PageSize, Gfp.Kernel, node, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
 
     /// <summary>
     /// Allocates <paramref name="size"/> bytes at a power-of-two <paramref name="align"/> with pages allocated with
     /// <paramref name="gfp"/> (__vmalloc_node_range). Returns 0 quickly, leaving everything as it was, when the size or
     /// alignment cannot be met or memory runs out.
     /// </summary>
-    public ulong Vmalloc(ulong size, ulong align, Gfp gfp, int node = -1) => VmallocNodeRange(size, align, gfp, node, allowHuge: false);
+    public ulong Vmalloc(ulong size, ulong align, Gfp gfp, int node = -1, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => VmallocNodeRange(size, align, gfp, node, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
 
     /// <summary>
     /// Allocates <paramref name="size"/> bytes that may be mapped with 2 MiB page-table entries (vmalloc_huge /
@@ -38,10 +43,14 @@ public sealed unsafe partial class VmallocAllocator
     /// <param name="size">Bytes wanted; the area may be larger (see <see cref="AreaSize"/>).</param>
     /// <param name="gfp">Allocation flags for the pages; order-9 attempts add NoWarn and NoRetry and drop NoFail.</param>
     /// <param name="node">Preferred node of the pages; -1 for the current one.</param>
+    /// <param name="caller">Filled in by the compiler: the calling member, shown as the area's caller in vmallocinfo.</param>
+    /// <param name="callerFile">Filled in by the compiler: the calling source file.</param>
+    /// <param name="callerLine">Filled in by the compiler: the calling line.</param>
     /// <returns>The kernel address of the area, or 0 when the range or memory runs out.</returns>
-    public ulong VmallocHuge(ulong size, Gfp gfp = Gfp.Kernel, int node = -1) => VmallocNodeRange(size, PageSize, gfp, node, allowHuge: true);
+    public ulong VmallocHuge(ulong size, Gfp gfp = Gfp.Kernel, int node = -1, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => VmallocNodeRange(size, PageSize, gfp, node, allowHuge: true, _callSites.Intern(caller, callerFile, callerLine));
 
-    private ulong VmallocNodeRange(ulong size, ulong align, Gfp gfp, int node, bool allowHuge)
+    private ulong VmallocNodeRange(ulong size, ulong align, Gfp gfp, int node, bool allowHuge, int callSite)
     {
         if (size == 0 || size > VmallocSize - PageSize || align == 0 || !BitOperations.IsPow2(align) || align > VmallocSize)
             return Fail();
@@ -49,11 +58,11 @@ public sealed unsafe partial class VmallocAllocator
         if (allowHuge && size >= VirtualAddress.PmdSize)
         {
             ulong hugeSize = (size + VirtualAddress.PmdSize - 1) & ~(VirtualAddress.PmdSize - 1);
-            ulong huge = AllocAndMapArea(hugeSize, Math.Max(align, VirtualAddress.PmdSize), gfp, node, VirtualAddress.HugePageOrder);
+            ulong huge = AllocAndMapArea(hugeSize, Math.Max(align, VirtualAddress.PmdSize), gfp, node, VirtualAddress.HugePageOrder, callSite);
             if (huge != 0) return huge;
             // No order-9 blocks (or no 2 MiB-aligned range): start over with order-0 pages, the real size and alignment.
         }
-        ulong address = AllocAndMapArea(size, align, gfp, node, 0);
+        ulong address = AllocAndMapArea(size, align, gfp, node, 0, callSite);
         return address != 0 ? address : Fail();
     }
 
@@ -61,12 +70,12 @@ public sealed unsafe partial class VmallocAllocator
     /// Reserves an area for <paramref name="size"/> bytes, fills it with pages of <paramref name="order"/> (split into
     /// order-0 pages) and maps it (__vmalloc_area_node). Returns 0, with everything as it was, on failure.
     /// </summary>
-    private ulong AllocAndMapArea(ulong size, ulong align, Gfp gfp, int node, int order)
+    private ulong AllocAndMapArea(ulong size, ulong align, Gfp gfp, int node, int order, int callSite)
     {
         long nrPages = (long)((size + PageSize - 1) / PageSize);
         VmapArea* area = AllocVmapArea((ulong)nrPages * PageSize + PageSize, align, VmAreaFlags.Alloc);
         if (area == null) return 0;
-        area->CallSite = _callSites.Capture();
+        area->CallSite = callSite;
         area->Node = node;
         var pages = (PageFrame**)AllocPageArray(nrPages);
         if (pages == null) return ReleaseUnusedArea(area);
@@ -75,6 +84,9 @@ public sealed unsafe partial class VmallocAllocator
             FreePageArray(pages, nrPages);
             return ReleaseUnusedArea(area);
         }
+        // Recently freed pages come back newest first, so a vfree'd area's pages return in descending order: sorted,
+        // each physically contiguous run becomes one host mapping instead of one mmap per page.
+        if (_host != null && order == 0) new Span<nint>(pages, (int)nrPages).Sort();
         area->Pages = pages;
         area->NrPages = (int)nrPages;
         area->Order = order;
@@ -140,7 +152,7 @@ public sealed unsafe partial class VmallocAllocator
         }
     }
 
-    /// <summary>Frees memory from <see cref="Vmalloc(ulong)"/> (vfree); 0 is ignored. Throws for an address that is not a live vmalloc area.</summary>
+    /// <summary>Frees memory from <see cref="Vmalloc(ulong, string, string, int)"/> (vfree); 0 is ignored. Throws for an address that is not a live vmalloc area.</summary>
     public void Vfree(ulong address)
     {
         if (address == 0) return;
@@ -151,15 +163,15 @@ public sealed unsafe partial class VmallocAllocator
     /// Maps caller-owned pages (PageFrame* entries) into one virtually contiguous range with protection
     /// <paramref name="prot"/> (vmap). The pages stay the caller's. Returns the address, or 0.
     /// </summary>
-    public ulong Vmap(ReadOnlySpan<nint> pages, PteFlags prot = PteFlags.PageKernel)
-        => MapCallerPages(pages, prot, VmAreaFlags.Map, copies: 1, node: -1);
+    public ulong Vmap(ReadOnlySpan<nint> pages, PteFlags prot = PteFlags.PageKernel, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => MapCallerPages(pages, prot, VmAreaFlags.Map, copies: 1, node: -1, _callSites.Intern(caller, callerFile, callerLine));
 
     /// <summary>Removes a mapping made by <see cref="Vmap"/> (vunmap); the pages are not freed.</summary>
     public void Vunmap(ulong address) => Release(address, VmAreaFlags.Map, "vunmap");
 
     /// <summary>Maps pages like vmap for short-lived use (vm_map_ram). Returns the address, or 0.</summary>
-    public ulong VmMapRam(ReadOnlySpan<nint> pages, int node = -1)
-        => MapCallerPages(pages, PteFlags.PageKernel, VmAreaFlags.MapRam, copies: 1, node);
+    public ulong VmMapRam(ReadOnlySpan<nint> pages, int node = -1, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => MapCallerPages(pages, PteFlags.PageKernel, VmAreaFlags.MapRam, copies: 1, node, _callSites.Intern(caller, callerFile, callerLine));
 
     /// <summary>Removes a <see cref="VmMapRam"/> mapping of <paramref name="count"/> pages (vm_unmap_ram).</summary>
     public void VmUnmapRam(ulong address, int count)
@@ -177,10 +189,10 @@ public sealed unsafe partial class VmallocAllocator
     /// Maps the same pages twice back to back (the kernel's BPF ring buffer trick): a reader or writer that runs past
     /// the end of the first copy lands at the start of the same pages, so a record never has to wrap.
     /// </summary>
-    public ulong VmapRing(ReadOnlySpan<nint> pages)
-        => MapCallerPages(pages, PteFlags.PageKernel, VmAreaFlags.Map | VmAreaFlags.Ring, copies: 2, node: -1);
+    public ulong VmapRing(ReadOnlySpan<nint> pages, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
+        => MapCallerPages(pages, PteFlags.PageKernel, VmAreaFlags.Map | VmAreaFlags.Ring, copies: 2, node: -1, _callSites.Intern(caller, callerFile, callerLine));
 
-    private ulong MapCallerPages(ReadOnlySpan<nint> pages, PteFlags prot, VmAreaFlags flags, int copies, int node)
+    private ulong MapCallerPages(ReadOnlySpan<nint> pages, PteFlags prot, VmAreaFlags flags, int copies, int node, int callSite)
     {
         if (pages.Length == 0) return Fail();
         foreach (nint p in pages)
@@ -191,7 +203,7 @@ public sealed unsafe partial class VmallocAllocator
         long mapped = (long)pages.Length * copies;
         VmapArea* area = AllocVmapArea((ulong)mapped * PageSize + PageSize, PageSize, flags);
         if (area == null) return Fail();
-        area->CallSite = _callSites.Capture();
+        area->CallSite = callSite;
         area->Node = node;
         var array = (PageFrame**)AllocPageArray(mapped);
         if (array == null) return AbortArea(area);
@@ -315,14 +327,14 @@ public sealed unsafe partial class VmallocAllocator
     /// Allocates with kmalloc when it can, else vmalloc (kvmalloc). The result is a host pointer (as an address) for
     /// kmalloc memory or a vmalloc address; <see cref="Kvfree"/> tells them apart.
     /// </summary>
-    public ulong Kvmalloc(ulong size, Gfp gfp = Gfp.Kernel)
+    public ulong Kvmalloc(ulong size, Gfp gfp = Gfp.Kernel, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
     {
         if (size <= (ulong)Slab.SlabAllocator.KmallocMaxCacheSize * 2)
         {
             void* p = _slab.Kmalloc((nuint)size, gfp | Gfp.NoWarn | (size > PageSize ? Gfp.NoRetry : 0));
             if (p != null) return (ulong)p;
         }
-        return Vmalloc(size, PageSize, gfp, -1);
+        return VmallocNodeRange(size, PageSize, gfp, -1, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
     }
 
     /// <summary>Frees memory from <see cref="Kvmalloc"/> (kvfree).</summary>
@@ -336,9 +348,9 @@ public sealed unsafe partial class VmallocAllocator
     /// Resizes a vmalloc area (vrealloc): in place while the new size fits its pages (zeroing what is given up),
     /// otherwise allocate, copy through the MMU, free. Returns 0 and leaves the old area intact on failure.
     /// </summary>
-    public ulong Vrealloc(ulong address, ulong newSize, Gfp gfp = Gfp.Kernel)
+    public ulong Vrealloc(ulong address, ulong newSize, Gfp gfp = Gfp.Kernel, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
     {
-        if (address == 0) return Vmalloc(newSize, PageSize, gfp, -1);
+        if (address == 0) return VmallocNodeRange(newSize, PageSize, gfp, -1, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
         if (newSize == 0)
         {
             Vfree(address);
@@ -351,7 +363,7 @@ public sealed unsafe partial class VmallocAllocator
             _kernel.Memset(address + newSize, 0, (long)(old - newSize));
             return address;
         }
-        ulong fresh = Vmalloc(newSize, PageSize, gfp, -1);
+        ulong fresh = VmallocNodeRange(newSize, PageSize, gfp, -1, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
         if (fresh == 0) return 0;
         VirtualAddressSpace.Memcpy(_kernel, fresh, _kernel, address, (long)old);
         Vfree(address);

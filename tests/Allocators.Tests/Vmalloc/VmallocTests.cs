@@ -368,4 +368,38 @@ public unsafe class VmallocTests
             Assert.Null(ring.TryRead());
         }
     }
+
+    /// <summary>
+    /// The caller shown in vmallocinfo comes from the compiler's caller information (file, member, line), so a
+    /// vmalloc/vfree pair walks no stack and allocates no managed bytes once the call site is known; on the memfd
+    /// arena too, where the area is also mapped for real.
+    /// </summary>
+    [Theory]
+    [InlineData(ArenaBacking.NativeMemory)]
+    [InlineData(ArenaBacking.MemFd)]
+    public void VmallocNamesItsCallerWithoutAStackWalkOrManagedBytes(ArenaBacking backing)
+    {
+        using var sys = NewSystem(backing);
+        var v = sys.Vmalloc;
+        void Pairs()
+        {
+            for (int i = 0; i < 200; i++)
+            {
+                ulong a = v.Vmalloc((ulong)(1 + i % 16) * Page);
+                v.Vfree(a);
+            }
+        }
+        Pairs();
+        Pairs();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Pairs();
+        long bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, bytes);
+
+        ulong kept = v.Vzalloc(3 * Page);
+        string info = v.VmallocInfo();
+        Assert.Matches(@"VmallocTests\.VmallocNamesItsCallerWithoutAStackWalkOrManagedBytes:\d+ pages=3 vmalloc N0=3\n", info);
+        v.Vfree(kept);
+        AssertRangeIntact(v);
+    }
 }
