@@ -59,7 +59,8 @@ internal static class SlotLoop
                 live += size;
             }
         }
-        while (!Volatile.Read(ref stop.Value))
+        // At least one round per thread: a thread that only got the CPU after the stop still measures something.
+        do
         {
             for (int n = 0; n < 64; n++)
             {
@@ -82,6 +83,7 @@ internal static class SlotLoop
             }
             operations += 64;
         }
+        while (!Volatile.Read(ref stop.Value));
         for (int i = 0; i < slots; i++)
         {
             if (allocator.IsNull(blocks[i])) continue;
