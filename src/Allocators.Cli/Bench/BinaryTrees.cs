@@ -78,17 +78,26 @@ internal sealed class BinaryTrees : Workload
     }
 
     /// <inheritdoc/>
-    public override WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context) => RunOnCache<Node>(slab, context);
+    /// <remarks>
+    /// On the typed cache each tree is built and freed through the thread's handle (<see cref="KmemCache{T}.ThisThread"/>),
+    /// taken once per tree: how a program that builds many objects in a row on one thread uses the cache.
+    /// </remarks>
+    public override WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context)
+        => RunOnCache<Node>(slab, cache => RunTrees(new CacheTrees(cache), context));
 
     /// <inheritdoc/>
     public override WorkloadOutcome Run<TAlloc, TBlock>(TAlloc allocator, RunContext context)
     {
-        int maxDepth = Math.Max(MinDepth + 2, context.Scale.TreeDepth);
         ITrees trees;
         if (typeof(TBlock) == typeof(nint)) trees = new NativeTrees<TAlloc, TBlock>(allocator);
         else if (typeof(TAlloc) == typeof(GcAllocator)) trees = new ManagedTrees();
         else throw new NotSupportedException("binary-trees needs nodes that hold pointers (not byte arrays)");
+        return RunTrees(trees, context);
+    }
 
+    private static WorkloadOutcome RunTrees(ITrees trees, RunContext context)
+    {
+        int maxDepth = Math.Max(MinDepth + 2, context.Scale.TreeDepth);
         var clock = Clock();
         string output = Drive(trees, maxDepth, context);
         var elapsed = clock.Elapsed;
@@ -209,8 +218,6 @@ internal sealed class BinaryTrees : Workload
             return node;
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static long Check(Node* node) => node->Left == null ? 1 : 1 + Check(node->Left) + Check(node->Right);
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void Free(TAlloc allocator, Node* node)
@@ -223,6 +230,65 @@ internal sealed class BinaryTrees : Workload
             {
                 Free(allocator, left);
                 Free(allocator, right);
+            }
+        }
+    }
+
+    /// <summary>The nodes of a native tree (the program's check value).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe long Check(Node* node) => node->Left == null ? 1 : 1 + Check(node->Left) + Check(node->Right);
+
+    /// <summary>Trees on a typed slab cache, built and freed through the thread's handle taken once per tree.</summary>
+    private sealed unsafe class CacheTrees(KmemCache<Node> cache) : ITrees
+    {
+        private Node* _longLived;
+
+        public long BuildCheckFree(int depth)
+        {
+            var nodes = cache.ThisThread();
+            Node* root = Build(nodes, depth);
+            long check = Check(root);
+            Free(nodes, root);
+            return check;
+        }
+
+        public void BuildLongLived(int depth) => _longLived = Build(cache.ThisThread(), depth);
+
+        public long CheckAndFreeLongLived()
+        {
+            long check = Check(_longLived);
+            Free(cache.ThisThread(), _longLived);
+            _longLived = null;
+            return check;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static Node* Build(in KmemCacheThread<Node> nodes, int depth)
+        {
+            Node* node = nodes.Alloc();
+            if (depth > 0)
+            {
+                node->Left = Build(nodes, depth - 1);
+                node->Right = Build(nodes, depth - 1);
+            }
+            else
+            {
+                node->Left = null;
+                node->Right = null;
+            }
+            return node;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void Free(in KmemCacheThread<Node> nodes, Node* node)
+        {
+            Node* left = node->Left;
+            Node* right = node->Right;
+            nodes.Free(node);
+            if (left != null)
+            {
+                Free(nodes, left);
+                Free(nodes, right);
             }
         }
     }

@@ -151,9 +151,13 @@ internal abstract class Workload
 
     /// <summary>Helper for <see cref="RunOnTypedCache"/>: a fresh typed cache of <typeparamref name="T"/>, destroyed after (which fails if objects leaked).</summary>
     protected WorkloadOutcome RunOnCache<T>(SlabAllocator slab, RunContext context) where T : unmanaged
+        => RunOnCache<T>(slab, cache => Run<SlabCacheAllocator<T>, nint>(new SlabCacheAllocator<T>(cache), context));
+
+    /// <summary>As <see cref="RunOnCache{T}(SlabAllocator, RunContext)"/>, with the run given by the workload.</summary>
+    protected WorkloadOutcome RunOnCache<T>(SlabAllocator slab, Func<KmemCache<T>, WorkloadOutcome> run) where T : unmanaged
     {
         var cache = slab.CreateCache<T>($"bench-{Name}");
-        WorkloadOutcome outcome = Run<SlabCacheAllocator<T>, nint>(new SlabCacheAllocator<T>(cache), context);
+        WorkloadOutcome outcome = run(cache);
         try
         {
             cache.Dispose();

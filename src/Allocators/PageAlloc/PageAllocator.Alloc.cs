@@ -26,7 +26,7 @@ public sealed unsafe partial class PageAllocator
             ThreadCacheHeader* cache = _pcp.Current;
             if (cache != null)
             {
-                PageFrame* page = AllocFromPcp(cache, node, cpuNode, gfp, order);
+                PageFrame* page = AllocFromPcp(cache, PcpLists(cache), Counters(cache), node, cpuNode, gfp, order);
                 if (page != null) return page;
             }
         }
@@ -40,7 +40,8 @@ public sealed unsafe partial class PageAllocator
     public PageAllocatorThread ThisThread()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new PageAllocatorThread(this, _pcp.GetOrCreateCurrent());
+        ThreadCacheHeader* cache = _pcp.GetOrCreateCurrent();
+        return new PageAllocatorThread(this, cache, PcpLists(cache), Counters(cache), _nodeCount == 1);
     }
 
     /// <summary>True when a request may be served from a per-thread list.</summary>
@@ -48,18 +49,23 @@ public sealed unsafe partial class PageAllocator
     internal bool CanUsePcp(int node, Gfp gfp, int order)
         => (uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && (uint)node < (uint)_nodeCount && !FaultInjection.Enabled;
 
+    /// <summary><see cref="CanUsePcp"/> for node 0 of a single-node system.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool CanUsePcpOnNode0(Gfp gfp, int order)
+        => (uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && !FaultInjection.Enabled;
+
     /// <summary>Takes a block off the thread's list of the preferred zone while it is above its low watermark; null otherwise.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal PageFrame* AllocFromPcp(ThreadCacheHeader* cache, int node, int cpuNode, Gfp gfp, int order)
+    internal PageFrame* AllocFromPcp(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, int node, int cpuNode, Gfp gfp, int order)
     {
         if (!ThreadCacheHeader.TryEnter(cache)) return null;
         int zoneId = _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
         ZoneData* zone = _zones + zoneId;
-        PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
+        PcpList* list = lists + zoneId * PcpOrders + order;
         if (zoneId >= 0 && list->Head != list->Tail && zone->FreePages > zone->WatermarkLow)
         {
             PageFrame* page = list->PopHead();
-            ZoneEventCounters* counters = Counters(cache) + zoneId;
+            counters += zoneId;
             counters->PgAlloc += 1L << order;
             counters->NumaHit++;
             // Local/other is about the node of the zone that served the page (zone_statistics), which is

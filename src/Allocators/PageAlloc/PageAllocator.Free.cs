@@ -59,22 +59,22 @@ public sealed unsafe partial class PageAllocator
         if (order <= PcpMaxOrder)
         {
             ThreadCacheHeader* cache = _pcp.Current;
-            if (cache != null && FreeToPcp(cache, page, order)) return;
+            if (cache != null && FreeToPcp(cache, PcpLists(cache), Counters(cache), page, order)) return;
         }
         FreeToZone(page, order);
     }
 
     /// <summary>Puts a validated, non-compound block of order 0..3 on the thread's list; false when a drainer holds it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool FreeToPcp(ThreadCacheHeader* cache, PageFrame* page, int order)
+    private bool FreeToPcp(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
     {
         if (!ThreadCacheHeader.TryEnter(cache)) return false;
         int zoneId = page->ZoneId;
         page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Pcp;
-        PcpList* list = PcpLists(cache) + zoneId * PcpOrders + order;
+        PcpList* list = lists + zoneId * PcpOrders + order;
         list->PushHead(page);
-        (Counters(cache) + zoneId)->PgFree += 1L << order;
-        if (list->Count > _pcpHigh[order]) FlushPcpBatch(list, _zones + zoneId, order, _pcpBatch[order]);
+        (counters + zoneId)->PgFree += 1L << order;
+        if (list->Count > list->High) FlushPcpBatch(list, _zones + zoneId, order, list->Batch);
         ThreadCacheHeader.Exit(cache);
         return true;
     }
@@ -84,14 +84,14 @@ public sealed unsafe partial class PageAllocator
     /// thread's list for a plain single-reference block of order 0..3, else the general path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreePagesThrough(ThreadCacheHeader* cache, PageFrame* page, int order)
+    internal void FreePagesThrough(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
     {
         if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)
             && (page->FlagsAndZone & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
             && page->Order == order && page->RefCount == 1)
         {
             page->RefCount = 0;
-            if (FreeToPcp(cache, page, order)) return;
+            if (FreeToPcp(cache, lists, counters, page, order)) return;
             page->RefCount = 1;
         }
         FreePages(page, order);

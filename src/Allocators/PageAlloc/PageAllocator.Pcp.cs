@@ -68,6 +68,8 @@ public sealed unsafe partial class PageAllocator
             {
                 PcpList* list = lists + zoneId * PcpOrders + order;
                 list->Mask = _pcpCapacity[order] - 1;
+                list->High = _pcpHigh[order];
+                list->Batch = _pcpBatch[order];
                 list->SlotsOffset = (int)(slots - (byte*)list);
                 slots += _pcpCapacity[order] * sizeof(nint);
             }

@@ -20,11 +20,17 @@ public readonly unsafe ref struct PageAllocatorThread
 {
     private readonly PageAllocator _pages;
     private readonly ThreadCacheHeader* _cache;
+    private readonly PcpList* _lists;
+    private readonly ZoneEventCounters* _counters;
+    private readonly bool _singleNode;
 
-    internal PageAllocatorThread(PageAllocator pages, ThreadCacheHeader* cache)
+    internal PageAllocatorThread(PageAllocator pages, ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, bool singleNode)
     {
         _pages = pages;
         _cache = cache;
+        _lists = lists;
+        _counters = counters;
+        _singleNode = singleNode;
     }
 
     /// <summary>Allocates 2^<paramref name="order"/> pages on the current node (alloc_pages); null on failure.</summary>
@@ -32,10 +38,19 @@ public readonly unsafe ref struct PageAllocatorThread
     public PageFrame* AllocPages(Gfp gfp, int order)
     {
         PageAllocator pages = _pages;
+        if (_singleNode)
+        {
+            if (pages.CanUsePcpOnNode0(gfp, order))
+            {
+                PageFrame* page = pages.AllocFromPcp(_cache, _lists, _counters, 0, 0, gfp, order);
+                if (page != null) return page;
+            }
+            return pages.AllocPagesNotFromPcp(0, gfp, order);
+        }
         int node = pages.CurrentNode;
         if (pages.CanUsePcp(node, gfp, order))
         {
-            PageFrame* page = pages.AllocFromPcp(_cache, node, node, gfp, order);
+            PageFrame* page = pages.AllocFromPcp(_cache, _lists, _counters, node, node, gfp, order);
             if (page != null) return page;
         }
         return pages.AllocPagesNotFromPcp(node, gfp, order);
@@ -43,5 +58,5 @@ public readonly unsafe ref struct PageAllocatorThread
 
     /// <summary>Frees a block from <see cref="AllocPages"/> (__free_pages); misuse throws as <see cref="PageAllocator.FreePages(PageFrame*, int)"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void FreePages(PageFrame* page, int order) => _pages.FreePagesThrough(_cache, page, order);
+    public void FreePages(PageFrame* page, int order) => _pages.FreePagesThrough(_cache, _lists, _counters, page, order);
 }

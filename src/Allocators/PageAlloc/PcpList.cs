@@ -9,13 +9,15 @@ namespace Allocators.PageAlloc;
 /// ring of frame pointers inside the thread's cache block rather than linked through the frames, so pushing and
 /// popping touch only the thread's own block: no other page's frame is written.
 /// </summary>
-[StructLayout(LayoutKind.Sequential, Size = 16)]
+[StructLayout(LayoutKind.Sequential, Size = 32)]
 internal unsafe struct PcpList
 {
     public int Head;          // next slot to push (newest end), counts up
     public int Tail;          // oldest entry, counts up
     public int Mask;          // capacity - 1 (a power of two)
     public int SlotsOffset;   // from this struct to its slot array
+    public int High;          // pcp->high of this order: more pages than this and a batch goes back to the zone
+    public int Batch;         // pcp->batch of this order
 
     public readonly int Count => Head - Tail;
 
