@@ -91,8 +91,7 @@ public sealed unsafe partial class PageAllocator
     {
         page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Allocated;
         page->Order = order;
-        page->RefCount = 1;
-        page->MapCount = 0;
+        *(ulong*)&page->RefCount = 1; // RefCount = 1 and MapCount = 0 (adjacent ints) in one store
         page->Private = 0;
         page->Next = page->Prev = null;
         if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0) PrepNewPageSlow(page, order, gfp);

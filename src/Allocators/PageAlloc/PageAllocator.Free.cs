@@ -88,7 +88,7 @@ public sealed unsafe partial class PageAllocator
     {
         if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)
             && (page->FlagsAndZone & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
-            && page->Order == order && page->RefCount == 1)
+            && page->Order == order && *(ulong*)&page->RefCount == 1) // one reference, not mapped
         {
             page->RefCount = 0;
             if (FreeToPcp(cache, lists, counters, page, order)) return;
