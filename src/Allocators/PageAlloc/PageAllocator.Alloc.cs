@@ -41,7 +41,7 @@ public sealed unsafe partial class PageAllocator
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ThreadCacheHeader* cache = _pcp.GetOrCreateCurrent();
-        return new PageAllocatorThread(this, cache, PcpLists(cache), Counters(cache), _nodeCount == 1);
+        return new PageAllocatorThread(this, cache, PcpLists(cache), Counters(cache), _nodeCount == 1 ? PreferredZone(0, 0) : -1);
     }
 
     /// <summary>True when a request may be served from a per-thread list.</summary>
@@ -58,19 +58,29 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal PageFrame* AllocFromPcp(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, int node, int cpuNode, Gfp gfp, int order)
     {
-        if (!ThreadCacheHeader.TryEnter(cache)) return null;
-        int zoneId = _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
+        int zoneId = PreferredZone(node, gfp);
+        if (zoneId < 0) return null;
         ZoneData* zone = _zones + zoneId;
-        PcpList* list = lists + zoneId * PcpOrders + order;
-        if (zoneId >= 0 && list->Head != list->Tail && zone->FreePages > zone->WatermarkLow)
+        // Local/other is about the node of the zone that served the page (zone_statistics), which is
+        // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
+        return TakeFromPcpList(cache, lists + zoneId * PcpOrders + order, zone, counters + zoneId, zone->Node != cpuNode, gfp, order);
+    }
+
+    /// <summary>The first zone of the zonelist for <paramref name="node"/> and the zone modifiers of <paramref name="gfp"/>; -1 for none.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal int PreferredZone(int node, Gfp gfp) => _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
+
+    /// <summary>Pops <paramref name="list"/> of <paramref name="zone"/> while the zone is above its low watermark (rmqueue_pcplist); null otherwise.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal PageFrame* TakeFromPcpList(ThreadCacheHeader* cache, PcpList* list, ZoneData* zone, ZoneEventCounters* counters, bool otherNode, Gfp gfp, int order)
+    {
+        if (!ThreadCacheHeader.TryEnter(cache)) return null;
+        if (list->Head != list->Tail && zone->FreePages > zone->WatermarkLow)
         {
             PageFrame* page = list->PopHead();
-            counters += zoneId;
             counters->PgAlloc += 1L << order;
             counters->NumaHit++;
-            // Local/other is about the node of the zone that served the page (zone_statistics), which is
-            // not the requested node when that node lacks the zone (e.g. DMA on node 0 only).
-            if (zone->Node != cpuNode) counters->NumaOther++;
+            if (otherNode) counters->NumaOther++;
             ThreadCacheHeader.Exit(cache);
             PrepNewPage(page, order, gfp);
             return page;
@@ -78,6 +88,9 @@ public sealed unsafe partial class PageAllocator
         ThreadCacheHeader.Exit(cache);
         return null;
     }
+
+    /// <summary>The zone data of <paramref name="zoneId"/> (for handles that cache it).</summary>
+    internal ZoneData* ZoneDataOf(int zoneId) => _zones + zoneId;
 
     /// <summary>The slow path of an allocation the per-thread lists did not serve.</summary>
     internal PageFrame* AllocPagesNotFromPcp(int node, Gfp gfp, int order)

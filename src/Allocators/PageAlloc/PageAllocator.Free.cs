@@ -67,10 +67,16 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Puts a validated, non-compound block of order 0..3 on the thread's list; false when a drainer holds it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool FreeToPcp(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
+        => FreeToPcp(cache, lists, counters, page, page->FlagsAndZone, order);
+
+    /// <summary><see cref="FreeToPcp(ThreadCacheHeader*, PcpList*, ZoneEventCounters*, PageFrame*, int)"/> with the frame's flags word already read.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool FreeToPcp(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, ulong flags, int order)
     {
+        int zoneId = (int)((flags >> PageFrame.ZoneShift) & 0xFF);
+        ulong pcpFlags = (flags & ~PageFrame.FlagMask) | (uint)PageFlags.Pcp;
         if (!ThreadCacheHeader.TryEnter(cache)) return false;
-        int zoneId = page->ZoneId;
-        page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Pcp;
+        page->FlagsAndZone = pcpFlags;
         PcpList* list = lists + zoneId * PcpOrders + order;
         list->PushHead(page);
         (counters + zoneId)->PgFree += 1L << order;
@@ -86,12 +92,20 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void FreePagesThrough(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
     {
-        if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)
-            && (page->FlagsAndZone & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
+        if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)) FreeValidFrameThrough(cache, lists, counters, page, order);
+        else FreePages(page, order);
+    }
+
+    /// <summary>As above for a genuine frame of the arena and an order of 0..3 (the caller checked both).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void FreeValidFrameThrough(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
+    {
+        ulong flags = page->FlagsAndZone;
+        if ((flags & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
             && page->Order == order && *(ulong*)&page->RefCount == 1) // one reference, not mapped
         {
             page->RefCount = 0;
-            if (FreeToPcp(cache, lists, counters, page, order)) return;
+            if (FreeToPcp(cache, lists, counters, page, flags, order)) return;
             page->RefCount = 1;
         }
         FreePages(page, order);

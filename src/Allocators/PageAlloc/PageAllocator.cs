@@ -24,7 +24,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     /// <summary>Orders served by the per-thread page lists (0..PAGE_ALLOC_COSTLY_ORDER).</summary>
     public const int PcpMaxOrder = 3;
 
-    private const int PcpOrders = PcpMaxOrder + 1;
+    internal const int PcpOrders = PcpMaxOrder + 1;
     internal const int ZonesPerNode = ZoneTypeExtensions.Count;
 
     private readonly PhysicalMemory _memory;

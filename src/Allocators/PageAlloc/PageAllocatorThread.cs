@@ -22,15 +22,29 @@ public readonly unsafe ref struct PageAllocatorThread
     private readonly ThreadCacheHeader* _cache;
     private readonly PcpList* _lists;
     private readonly ZoneEventCounters* _counters;
-    private readonly bool _singleNode;
+    private readonly int _zoneId;                 // single node: the preferred zone of plain requests, else -1
+    private readonly PcpList* _zoneLists;         // its four lists
+    private readonly ZoneData* _zone;
+    private readonly ZoneEventCounters* _zoneCounters;
+    private readonly byte* _memMap;               // flat model: the frame array, so a free validates without a lookup
+    private readonly nuint _memMapBytes;
 
-    internal PageAllocatorThread(PageAllocator pages, ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, bool singleNode)
+    internal PageAllocatorThread(PageAllocator pages, ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, int zoneId)
     {
         _pages = pages;
         _cache = cache;
         _lists = lists;
         _counters = counters;
-        _singleNode = singleNode;
+        _zoneId = zoneId;
+        (nint memMap, nuint bytes) = pages.Memory.FlatMemMap;
+        _memMap = (byte*)memMap;
+        _memMapBytes = bytes;
+        if (zoneId >= 0)
+        {
+            _zoneLists = lists + zoneId * PageAllocator.PcpOrders;
+            _zone = pages.ZoneDataOf(zoneId);
+            _zoneCounters = counters + zoneId;
+        }
     }
 
     /// <summary>Allocates 2^<paramref name="order"/> pages on the current node (alloc_pages); null on failure.</summary>
@@ -38,11 +52,15 @@ public readonly unsafe ref struct PageAllocatorThread
     public PageFrame* AllocPages(Gfp gfp, int order)
     {
         PageAllocator pages = _pages;
-        if (_singleNode)
+        int zoneId = _zoneId;
+        if (zoneId >= 0)
         {
+            // Single node: a plain request's zone is known unless a hot-add changed the zonelist since the handle was taken.
             if (pages.CanUsePcpOnNode0(gfp, order))
             {
-                PageFrame* page = pages.AllocFromPcp(_cache, _lists, _counters, 0, 0, gfp, order);
+                PageFrame* page = (gfp & (Gfp.Dma | Gfp.Dma32)) == 0 && pages.PreferredZone(0, 0) == zoneId
+                    ? pages.TakeFromPcpList(_cache, _zoneLists + order, _zone, _zoneCounters, otherNode: false, gfp, order)
+                    : pages.AllocFromPcp(_cache, _lists, _counters, 0, 0, gfp, order);
                 if (page != null) return page;
             }
             return pages.AllocPagesNotFromPcp(0, gfp, order);
@@ -58,5 +76,17 @@ public readonly unsafe ref struct PageAllocatorThread
 
     /// <summary>Frees a block from <see cref="AllocPages"/> (__free_pages); misuse throws as <see cref="PageAllocator.FreePages(PageFrame*, int)"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void FreePages(PageFrame* page, int order) => _pages.FreePagesThrough(_cache, _lists, _counters, page, order);
+    public void FreePages(PageFrame* page, int order)
+    {
+        if (_memMap == null)
+        {
+            _pages.FreePagesThrough(_cache, _lists, _counters, page, order);
+            return;
+        }
+        nuint offset = (nuint)((byte*)page - _memMap);
+        if ((uint)order <= PageAllocator.PcpMaxOrder && offset < _memMapBytes && offset % (nuint)sizeof(PageFrame) == 0)
+            _pages.FreeValidFrameThrough(_cache, _lists, _counters, page, order);
+        else
+            _pages.FreePages(page, order); // validates, then the general path (or the exception naming the page)
+    }
 }

@@ -151,6 +151,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return page == null ? null : PageAddress(page);
     }
 
+    /// <summary>The flat model's frame array and its size in bytes (null and 0 in the sparse model), for callers that cache them.</summary>
+    internal (nint MemMap, nuint Bytes) FlatMemMap => ((nint)_flatMemMap, _flatMemMapBytes);
+
     /// <summary>
     /// True when <paramref name="page"/> is exactly a frame of an online section (<c>pfn_to_page(page_to_pfn(page)) == page</c>);
     /// in the flat model a range and alignment check that reads nothing.
