@@ -6,7 +6,7 @@ namespace Allocators.PageAlloc;
 
 public sealed unsafe partial class PageAllocator
 {
-    private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode;
+    private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode | Gfp.NoFail; // NoFail: the order check lives on the slow path
     private long _allocFailures;
     private long _allocFailuresInjected;
     private long _warnings;
@@ -130,8 +130,12 @@ public sealed unsafe partial class PageAllocator
     private PageFrame* AllocPagesSlow(Gfp gfp, int order, int node, int cpuNode)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if ((gfp & Gfp.NoFail) != 0 && order > 1) WarnNoFailCostlyOrder(gfp, order);
+
         if ((uint)order > MaxOrder)
         {
+            if ((gfp & Gfp.NoFail) != 0)
+                throw new ArgumentOutOfRangeException(nameof(order), order, $"Gfp.NoFail allocation of order {order}: above MAX_PAGE_ORDER {MaxOrder}, it can never succeed.");
             ReportFailure(gfp, order, $"order {order} exceeds MAX_PAGE_ORDER {MaxOrder}");
             return null;
         }
@@ -292,6 +296,20 @@ public sealed unsafe partial class PageAllocator
         {
             Interlocked.Decrement(ref _noFailWaiters);
         }
+    }
+
+    private int _noFailOrderWarned;
+
+    /// <summary>
+    /// The kernel's WARN_ON_ONCE for __GFP_NOFAIL above order 1: such a block may never form, so the caller may wait
+    /// forever. The allocation still goes ahead (it usually succeeds); the warning is given once per allocator.
+    /// </summary>
+    private void WarnNoFailCostlyOrder(Gfp gfp, int order)
+    {
+        if (Interlocked.Exchange(ref _noFailOrderWarned, 1) != 0) return;
+        Interlocked.Increment(ref _warnings);
+        _options.Warn?.Invoke(
+            $"allocators: WARNING: __GFP_NOFAIL with order {order} > 1, mode:0x{(uint)gfp:x}({gfp.Describe()}): costly orders are not guaranteed and may wait forever");
     }
 
     private void ReportFailure(Gfp gfp, int order, string? why)

@@ -59,6 +59,9 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         FaultInjection = new FaultAttributes();
 
         var physical = memory.Options;
+        // Everything that can reject the configuration runs before any native memory or registry slot is taken.
+        _cpuToNode = BuildCpuToNode(physical);
+        var layout = new ZoneLayout(physical, memory.PagesPerSection);
         _nodeCount = physical.Nodes;
         _zoneCount = _nodeCount * ZonesPerNode;
         _zones = (ZoneData*)NativeMemory.AlignedAlloc((nuint)(_zoneCount * sizeof(ZoneData)), 64);
@@ -73,7 +76,6 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
             _zoneViews[i] = new Zone(_zones + i);
         }
 
-        _cpuToNode = BuildCpuToNode(physical);
         _preferredZone = (int*)NativeMemory.AllocZeroed((nuint)(_nodeCount * 4), sizeof(int));
         _pcpHigh = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
         _pcpBatch = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
@@ -97,7 +99,6 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _pcp = new ThreadCacheRegistry(this, _pcpSlotsOffset + _zoneCount * slotsPerZone * sizeof(nint));
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
-        var layout = new ZoneLayout(physical, memory.PagesPerSection);
         for (int s = 0; s < memory.MaxSections; s++)
         {
             if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);

@@ -75,6 +75,12 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         get => Lookup(_slot, _generation);
     }
 
+    /// <summary>Slots currently taken by live registries (for leak tests).</summary>
+    internal static int SlotsInUse
+    {
+        get { lock (s_slotLock) return s_slotInUse.Count(used => used); }
+    }
+
     /// <summary>Slot of this registry in every thread's table; int.MaxValue once disposed.</summary>
     public int Slot => _slot;
 

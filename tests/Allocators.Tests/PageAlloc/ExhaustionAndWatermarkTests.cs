@@ -211,6 +211,38 @@ public sealed unsafe class ExhaustionAndWatermarkTests
     }
 
     [Fact]
+    public void NoFailAboveOrder1WarnsOnceAndAboveMaxOrderIsRefused()
+    {
+        var warnings = new List<string>();
+        using var sys = NewSystem(32, warn: warnings.Add);
+        PageAllocator pa = sys.Pages;
+        string boot = pa.BuddyInfo();
+        PageFrame* a = pa.AllocPages(Gfp.Kernel | Gfp.NoFail, 3);
+        PageFrame* b = pa.AllocPages(Gfp.Kernel | Gfp.NoFail, 4);
+        Assert.True(a != null && b != null);
+        var warning = Assert.Single(warnings); // WARN_ON_ONCE
+        Assert.Contains("__GFP_NOFAIL with order 3 > 1", warning);
+        Assert.Equal(1, pa.Warnings);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => pa.AllocPages(Gfp.Kernel | Gfp.NoFail, PageAllocator.MaxOrder + 1));
+        Assert.Contains("can never succeed", e.Message);
+        pa.FreePages(a, 3);
+        pa.FreePages(b, 4);
+        pa.DrainAllPages();
+        Assert.Equal(boot, pa.BuddyInfo());
+    }
+
+    [Fact]
+    public void RejectedConfigurationTakesNoRegistrySlot()
+    {
+        using var memory = new PhysicalMemory(new PhysicalMemoryOptions { Size = 16L << 20, DmaZoneSize = 12L << 20, Dma32ZoneSize = 12L << 20 });
+        // Other test classes create and dispose registries in parallel, so the count moves a little on its own; a
+        // rejected constructor that kept its slot would add one per attempt.
+        int before = Allocators.Threading.ThreadCacheRegistry.SlotsInUse;
+        for (int i = 0; i < 200; i++) Assert.Throws<ArgumentException>(() => new PageAllocator(memory));
+        Assert.InRange(Allocators.Threading.ThreadCacheRegistry.SlotsInUse - before, int.MinValue, 99);
+    }
+
+    [Fact]
     public void NoFailWaitsForFreedPagesInsteadOfFailing()
     {
         using var sys = NewSystem(16);
