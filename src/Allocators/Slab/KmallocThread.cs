@@ -60,7 +60,7 @@ public unsafe ref struct KmallocThread
                 if ((uint)index < Classes)
                 {
                     nint mc = Magazines(index);
-                    if (mc > NoMagazines && KmemCache.IsFreeableObject(_memory, d, slab, p) && KmemCache.PushThreadCache((MagazineCache*)mc, p)) return;
+                    if (mc > NoMagazines && KmemCache.IsFreeableObject(_memory, d, slab, p) && KmemCache.PushThreadCache((MagazineCache*)mc, slab, p)) return;
                 }
             }
         }

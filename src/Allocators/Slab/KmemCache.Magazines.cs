@@ -58,7 +58,7 @@ public sealed unsafe partial class KmemCache
                 if (mc->Previous->Count > 0) SwapMagazines(mc);
                 else if (!TakeFullFromDepot(mc))
                 {
-                    RefillFromSlabs(mc->Loaded, mc->Loaded->Capacity, -1);
+                    RefillFromSlabs(mc->Loaded, mc->Loaded->Capacity, -1, mc->OwnerId);
                     mc->Refills++;
                 }
             }
@@ -105,6 +105,7 @@ public sealed unsafe partial class KmemCache
         if (mc->Loaded != null) return;
         mc->Loaded = TakeEmptyMagazine();
         mc->Previous = TakeEmptyMagazine();
+        mc->Remote = TakeEmptyMagazine();
     }
 
     private Magazine* TakeEmptyMagazine()
@@ -169,9 +170,17 @@ public sealed unsafe partial class KmemCache
         try
         {
             EnsureMagazines(mc);
-            Magazine* m = mc->Loaded;
+            bool remote = SlabPage.Owner(slab) != mc->OwnerId;
+            Magazine* m = remote ? mc->Remote : mc->Loaded;
             if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
             Interlocked.Increment(ref _d->FreeSlowPath);
+            if (remote)
+            {
+                if (m->Count == m->Capacity) ParkRemoteInDepot(mc);
+                m = mc->Remote;
+                m->Objects[m->Count++] = obj;
+                return;
+            }
             if (m->Count == m->Capacity)
             {
                 if (mc->Previous->Count == 0) SwapMagazines(mc);
@@ -196,12 +205,38 @@ public sealed unsafe partial class KmemCache
     /// <summary>Parks the full previous magazine in the depot and loads an empty one; false when the depot is at its limit.</summary>
     private bool ParkFullInDepot(MagazineCache* mc)
     {
+        Magazine* empty = ExchangeFullForEmpty(mc->Previous);
+        if (empty == null) return false;
+        mc->Previous = mc->Loaded;
+        mc->Loaded = empty;
+        return true;
+    }
+
+    /// <summary>
+    /// Hands a full remote magazine to the depot (where the next thread short of objects, usually the one that
+    /// allocated them, takes it) and starts an empty one; gives the objects back to their slabs when the depot is full.
+    /// </summary>
+    private void ParkRemoteInDepot(MagazineCache* mc)
+    {
+        Magazine* empty = ExchangeFullForEmpty(mc->Remote);
+        if (empty != null)
+        {
+            mc->Remote = empty;
+            return;
+        }
+        FlushToSlabs(mc->Remote->Objects, mc->Remote->Count);
+        mc->Remote->Count = 0;
+        mc->Flushes++;
+    }
+
+    /// <summary>Puts <paramref name="full"/> in the depot and returns an empty magazine for it; null (nothing changed) when the depot is at its limit.</summary>
+    private Magazine* ExchangeFullForEmpty(Magazine* full)
+    {
         Magazine* empty = null;
         NativeSpinLock.Acquire(&_d->DepotLock);
         bool parked = _d->NrFull < _d->MaxFull;
         if (parked)
         {
-            Magazine* full = mc->Previous;
             full->Next = _d->FullMagazines;
             _d->FullMagazines = full;
             _d->NrFull++;
@@ -214,12 +249,10 @@ public sealed unsafe partial class KmemCache
             _d->DepotExchanges++;
         }
         NativeSpinLock.Release(&_d->DepotLock);
-        if (!parked) return false;
+        if (!parked) return null;
         if (empty == null) empty = Magazine.Create(_d->MagazineCapacity);
         empty->Next = null;
-        mc->Previous = mc->Loaded;
-        mc->Loaded = empty;
-        return true;
+        return empty;
     }
 
     /// <summary>Returns every object parked in the depot to the slabs and frees the depot's magazines.</summary>
@@ -251,6 +284,7 @@ public sealed unsafe partial class KmemCache
         var mc = (MagazineCache*)cache;
         FlushMagazine(mc->Loaded);
         FlushMagazine(mc->Previous);
+        FlushMagazine(mc->Remote);
         mc->Flushes++;
     }
 
@@ -264,6 +298,9 @@ public sealed unsafe partial class KmemCache
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
         // Magazines come with the first entered operation (EnsureMagazines): a block is created on slow paths only.
+        // The owner id marks the slabs this thread refills from; 0 means "nobody" on a slab, so it is never used.
+        int id = (int)cache->Token;
+        ((MagazineCache*)cache)->OwnerId = id != 0 ? id : 1;
     }
 
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
@@ -278,7 +315,8 @@ public sealed unsafe partial class KmemCache
         }
         if (mc->Loaded != null) NativeMemory.Free(mc->Loaded);
         if (mc->Previous != null) NativeMemory.Free(mc->Previous);
-        mc->Loaded = mc->Previous = null;
+        if (mc->Remote != null) NativeMemory.Free(mc->Remote);
+        mc->Loaded = mc->Previous = mc->Remote = null;
     }
 
     private void ThrowNotThisCache(void* obj, PageFrame* slab)

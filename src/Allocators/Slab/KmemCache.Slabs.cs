@@ -103,6 +103,7 @@ public sealed unsafe partial class KmemCache
         slab->Private = 0;
         slab->Data0 = 0;
         slab->Data1 = 0;
+        SlabPage.SetOwner(slab, 0);
         _pages.FreePages(slab, _d->Order);
         Interlocked.Increment(ref _d->SlabsFreed);
     }
@@ -165,7 +166,7 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>Moves up to <paramref name="want"/> objects from partial slabs into a magazine (get_partial), preferring <paramref name="node"/>.</summary>
-    private void RefillFromSlabs(Magazine* m, int want, int node)
+    private void RefillFromSlabs(Magazine* m, int want, int node, int owner)
     {
         int nodes = _d->NodeCount;
         if (node < 0) node = _pages.CurrentNode;
@@ -177,6 +178,7 @@ public sealed unsafe partial class KmemCache
             while (m->Count < want && n->Partial != null)
             {
                 PageFrame* slab = n->Partial;
+                SlabPage.SetOwner(slab, owner);
                 while (m->Count < want && SlabPage.List(slab) == SlabPage.ListPartial)
                     m->Objects[m->Count++] = TakeFromSlab(n, slab);
             }

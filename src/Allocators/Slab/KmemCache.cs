@@ -248,7 +248,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     {
         if (!IsFreeableObject(memory, d, slab, obj)) return false;
         ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
-        return c != null && PushThreadCache((MagazineCache*)c, obj);
+        return c != null && PushThreadCache((MagazineCache*)c, slab, obj);
     }
 
     /// <summary>True when <paramref name="obj"/> is a whole object of <paramref name="slab"/> and not the head of its free list.</summary>
@@ -261,13 +261,17 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         return offset < (nuint)((uint)d->Objects * (uint)d->Size) && index * (uint)d->Size == offset && SlabPage.Freelist(slab) != obj;
     }
 
-    /// <summary>Pushes an object onto a thread's loaded magazine; false when it is full, held by a drainer, or the object was just freed.</summary>
+    /// <summary>
+    /// Pushes an object onto a thread's loaded magazine, or onto its remote magazine when another thread took the
+    /// object's slab last (reusing it here would put this thread's writes in a cache line the other thread is using:
+    /// passive false sharing); false when that magazine is full, held by a drainer, or the object was just freed.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool PushThreadCache(MagazineCache* mc, void* obj)
+    internal static bool PushThreadCache(MagazineCache* mc, PageFrame* slab, void* obj)
     {
         ThreadCacheHeader* c = &mc->Header;
         if (!ThreadCacheHeader.TryEnter(c)) return false;
-        Magazine* m = mc->Loaded;
+        Magazine* m = SlabPage.Owner(slab) == mc->OwnerId ? mc->Loaded : mc->Remote;
         bool pushed = false;
         if (m != null)
         {

@@ -104,6 +104,9 @@ internal unsafe struct MagazineCache
     public Threading.ThreadCacheHeader Header;
     public Magazine* Loaded;
     public Magazine* Previous;
+    public Magazine* Remote;      // objects of slabs other threads took from: never reused here, parked in the depot
+    public int OwnerId;           // marks the slabs this thread refills from (SlabPage.Owner)
+    public int Pad;
     public long AllocFastPath;
     public long FreeFastPath;
     public long Refills;

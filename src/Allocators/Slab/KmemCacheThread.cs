@@ -70,7 +70,7 @@ public readonly unsafe ref struct KmemCacheThread
             return;
         }
         MagazineCache* mc = _mc;
-        if (mc != null && !_cache.IsDestroyed && KmemCache.IsFreeableObject(_memory, d, slab, obj) && KmemCache.PushThreadCache(mc, obj)) return;
+        if (mc != null && !_cache.IsDestroyed && KmemCache.IsFreeableObject(_memory, d, slab, obj) && KmemCache.PushThreadCache(mc, slab, obj)) return;
         _cache.FreeSlowPath(slab, obj);
     }
 }

@@ -5,7 +5,8 @@ namespace Allocators.Slab;
 
 /// <summary>
 /// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay): owning cache in
-/// Private, the slab's free list head in Data0, in-use count, object count and list membership in Data1.
+/// Private, the slab's free list head in Data0, in-use count, object count and list membership in Data1, and in
+/// MapCount (unused by slabs otherwise) the id of the thread cache that last took objects from it.
 /// </summary>
 internal static unsafe class SlabPage
 {
@@ -27,6 +28,12 @@ internal static unsafe class SlabPage
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetInUse(PageFrame* slab, int value) => slab->Data1 = (slab->Data1 & ~0xFFFF_FFFFUL) | (uint)value;
+
+    /// <summary>The thread cache that last refilled from this slab (0: none): frees from other threads are remote.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Owner(PageFrame* slab) => slab->MapCount;
+
+    public static void SetOwner(PageFrame* slab, int owner) => slab->MapCount = owner;
 
     public static int List(PageFrame* slab) => (int)(slab->Data1 >> 32);
 

@@ -1,0 +1,98 @@
+using Allocators.Slab;
+using static Allocators.Tests.Slab.SlabTestSupport;
+
+namespace Allocators.Tests.Slab;
+
+/// <summary>
+/// Frees of objects whose slab another thread took objects from last ("remote" frees) are not reused by the freeing
+/// thread, which would write into cache lines the other thread is using (passive false sharing, what cache-scratch
+/// measures); they collect in a remote magazine that goes to the depot, where the allocating thread picks them up.
+/// </summary>
+public unsafe class SlabRemoteFreeTests
+{
+    private static void OnThread(Action body)
+    {
+        Exception? error = null;
+        var t = new Thread(() =>
+        {
+            try { body(); }
+            catch (Exception e) { error = e; }
+        });
+        t.Start();
+        t.Join();
+        if (error != null) throw new Xunit.Sdk.XunitException($"thread failed: {error}");
+    }
+
+    [Fact]
+    public void AnObjectFreedByAnotherThreadIsNotHandedBackToThatThread()
+    {
+        using var sys = NewSystem();
+        string baseline = Baseline(sys);
+        var cache = sys.Slab.CreateCache("remote-8", 8);
+        nint fromMain = (nint)cache.Alloc();      // main's magazine refilled from the slab: main owns it now
+        var neighbours = new List<nint>();
+        for (int i = 0; i < 7; i++) neighbours.Add((nint)cache.Alloc());
+
+        var reused = new List<nint>();
+        OnThread(() =>
+        {
+            cache.Free((void*)fromMain);           // remote: goes to this thread's remote magazine
+            for (int i = 0; i < 1000; i++)
+            {
+                void* p = cache.Alloc();            // the thread's own objects, never the remote one
+                reused.Add((nint)p);
+                cache.Free(p);
+            }
+            var h = cache.ThisThread();
+            for (int i = 0; i < 1000; i++)
+            {
+                void* p = h.Alloc();
+                reused.Add((nint)p);
+                h.Free(p);
+            }
+        });
+        Assert.DoesNotContain(fromMain, reused);
+        // The reused objects sit in slab regions the worker refilled itself, not in main's cache line.
+        Assert.DoesNotContain(reused, p => p / 64 == fromMain / 64);
+
+        foreach (nint p in neighbours) cache.Free((void*)p);
+        cache.Shrink();
+        Assert.Equal(0, cache.ActiveObjects);
+        cache.Destroy();
+        AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
+    public void RemoteFreesGoBackToTheAllocatingThreadThroughTheDepot()
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        var cache = sys.Slab.CreateCache("remote-64", 64);
+        const int N = 4096;
+        var blocks = new nint[N];
+        for (int i = 0; i < N; i++) blocks[i] = (nint)cache.Alloc();
+        long slabsAfterFirstRound = cache.Stats.SlabsAllocated;
+
+        OnThread(() =>
+        {
+            foreach (nint p in blocks) cache.Free((void*)p); // every free is remote
+        });
+        long exchanges = cache.Stats.DepotExchanges;
+        var again = new HashSet<nint>();
+        for (int i = 0; i < N; i++) again.Add((nint)cache.Alloc());
+
+        // The second round is served from the parked remote magazines: the same objects, almost no new slabs. Only
+        // the last, partly filled remote magazine stays with the ended thread until its cache is retired or drained.
+        var stats = cache.Stats;
+        Assert.True(stats.DepotExchanges >= exchanges + 30, stats.ToString());
+        Assert.True(stats.SlabsAllocated - slabsAfterFirstRound <= 2, stats.ToString());
+        int back = again.Count(blocks.Contains);
+        Assert.True(back >= N - 128, $"only {back} of {N} objects came back");
+
+        foreach (nint p in again) cache.Free((void*)p);
+        cache.Shrink();
+        Assert.Equal(0, cache.ActiveObjects);
+        cache.Destroy();
+        AssertBackToBaseline(sys, baseline);
+    }
+}
