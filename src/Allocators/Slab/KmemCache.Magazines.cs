@@ -268,13 +268,13 @@ public sealed unsafe partial class KmemCache
         {
             Magazine* next = full->Next;
             FlushToSlabs(full->Objects, full->Count);
-            NativeMemory.Free(full);
+            Magazine.Free(full);
             full = next;
         }
         while (empty != null)
         {
             Magazine* next = empty->Next;
-            NativeMemory.Free(empty);
+            Magazine.Free(empty);
             empty = next;
         }
     }
@@ -313,9 +313,9 @@ public sealed unsafe partial class KmemCache
             _retired[2] += mc->Refills;
             _retired[3] += mc->Flushes;
         }
-        if (mc->Loaded != null) NativeMemory.Free(mc->Loaded);
-        if (mc->Previous != null) NativeMemory.Free(mc->Previous);
-        if (mc->Remote != null) NativeMemory.Free(mc->Remote);
+        if (mc->Loaded != null) Magazine.Free(mc->Loaded);
+        if (mc->Previous != null) Magazine.Free(mc->Previous);
+        if (mc->Remote != null) Magazine.Free(mc->Remote);
         mc->Loaded = mc->Previous = mc->Remote = null;
     }
 

@@ -87,14 +87,22 @@ internal unsafe struct Magazine
         get => (void**)((byte*)Unsafe.AsPointer(ref this) + sizeof(Magazine));
     }
 
+    /// <summary>
+    /// A magazine on cache lines of its own: two threads' magazines must never share a line, or every push and pop of
+    /// one would invalidate the other's (false sharing between per-thread caches).
+    /// </summary>
     public static Magazine* Create(int capacity)
     {
-        var m = (Magazine*)NativeMemory.Alloc((nuint)(sizeof(Magazine) + capacity * sizeof(void*)));
+        nuint bytes = (nuint)(sizeof(Magazine) + capacity * sizeof(void*) + 63) & ~(nuint)63;
+        var m = (Magazine*)NativeMemory.AlignedAlloc(bytes, 64);
         m->Next = null;
         m->Count = 0;
         m->Capacity = capacity;
         return m;
     }
+
+    /// <summary>Frees a magazine from <see cref="Create"/>.</summary>
+    public static void Free(Magazine* m) => NativeMemory.AlignedFree(m);
 }
 
 /// <summary>A thread's magazines for one cache, after the <see cref="Threading.ThreadCacheHeader"/>.</summary>
