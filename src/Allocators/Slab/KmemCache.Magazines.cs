@@ -170,7 +170,7 @@ public sealed unsafe partial class KmemCache
         try
         {
             EnsureMagazines(mc);
-            bool remote = SlabPage.Owner(slab) != mc->OwnerId;
+            bool remote = SlabPage.IsRemote(slab, mc->OwnerId);
             Magazine* m = remote ? mc->Remote : mc->Loaded;
             if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
             Interlocked.Increment(ref _d->FreeSlowPath);
@@ -298,8 +298,8 @@ public sealed unsafe partial class KmemCache
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
         // Magazines come with the first entered operation (EnsureMagazines): a block is created on slow paths only.
-        // The owner id marks the slabs this thread refills from; 0 means "nobody" on a slab, so it is never used.
-        int id = (int)cache->Token;
+        // The owner id marks the slabs this thread refills from; 0 (nobody) and negative (shared) are never used.
+        int id = (int)(cache->Token & int.MaxValue);
         ((MagazineCache*)cache)->OwnerId = id != 0 ? id : 1;
     }
 

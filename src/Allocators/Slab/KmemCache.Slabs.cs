@@ -144,6 +144,7 @@ public sealed unsafe partial class KmemCache
         int inUse = SlabPage.InUse(slab) - 1;
         SlabPage.SetInUse(slab, inUse);
         n->InUseObjects--;
+        if (inUse == 0) SlabPage.SetOwner(slab, 0); // empty again: the next refiller owns it
         if (SlabPage.List(slab) == SlabPage.ListFull)
         {
             SlabPage.Remove(&n->Full, slab);
@@ -178,7 +179,7 @@ public sealed unsafe partial class KmemCache
             while (m->Count < want && n->Partial != null)
             {
                 PageFrame* slab = n->Partial;
-                SlabPage.SetOwner(slab, owner);
+                SlabPage.NoteRefill(slab, owner);
                 while (m->Count < want && SlabPage.List(slab) == SlabPage.ListPartial)
                     m->Objects[m->Count++] = TakeFromSlab(n, slab);
             }

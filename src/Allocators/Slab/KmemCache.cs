@@ -262,16 +262,16 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     }
 
     /// <summary>
-    /// Pushes an object onto a thread's loaded magazine, or onto its remote magazine when another thread took the
-    /// object's slab last (reusing it here would put this thread's writes in a cache line the other thread is using:
-    /// passive false sharing); false when that magazine is full, held by a drainer, or the object was just freed.
+    /// Pushes an object onto a thread's loaded magazine, or onto its remote magazine when the object's slab has been
+    /// refilled from by one other thread only (reusing it here would put this thread's writes in cache lines that thread
+    /// is using: passive false sharing); false when that magazine is full, held by a drainer, or the object was just freed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool PushThreadCache(MagazineCache* mc, PageFrame* slab, void* obj)
     {
         ThreadCacheHeader* c = &mc->Header;
         if (!ThreadCacheHeader.TryEnter(c)) return false;
-        Magazine* m = SlabPage.Owner(slab) == mc->OwnerId ? mc->Loaded : mc->Remote;
+        Magazine* m = SlabPage.IsRemote(slab, mc->OwnerId) ? mc->Remote : mc->Loaded;
         bool pushed = false;
         if (m != null)
         {

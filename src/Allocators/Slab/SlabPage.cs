@@ -29,11 +29,33 @@ internal static unsafe class SlabPage
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetInUse(PageFrame* slab, int value) => slab->Data1 = (slab->Data1 & ~0xFFFF_FFFFUL) | (uint)value;
 
-    /// <summary>The thread cache that last refilled from this slab (0: none): frees from other threads are remote.</summary>
+    /// <summary>Owner value of a slab that more than one thread cache has refilled from.</summary>
+    public const int SharedOwner = -1;
+
+    /// <summary>
+    /// The only thread cache that has refilled from this slab since it was last empty (0: none yet;
+    /// <see cref="SharedOwner"/>: several). A free by another thread of an object from a slab with a single owner is remote.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Owner(PageFrame* slab) => slab->MapCount;
 
     public static void SetOwner(PageFrame* slab, int owner) => slab->MapCount = owner;
+
+    /// <summary>Records a refill by <paramref name="owner"/>: the first refiller owns the slab, a second one makes it shared.</summary>
+    public static void NoteRefill(PageFrame* slab, int owner)
+    {
+        int current = slab->MapCount;
+        if (current == 0) slab->MapCount = owner;
+        else if (current != owner) slab->MapCount = SharedOwner;
+    }
+
+    /// <summary>True when <paramref name="slab"/> belongs to one thread cache and that is not <paramref name="self"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsRemote(PageFrame* slab, int self)
+    {
+        int owner = slab->MapCount;
+        return owner > 0 && owner != self;
+    }
 
     public static int List(PageFrame* slab) => (int)(slab->Data1 >> 32);
 

@@ -95,4 +95,23 @@ public unsafe class SlabRemoteFreeTests
         cache.Destroy();
         AssertBackToBaseline(sys, baseline);
     }
+
+    [Fact]
+    public void ASlabSeveralThreadsRefilledFromIsSharedAndItsFreesStayLocal()
+    {
+        using var sys = NewSystem();
+        var cache = sys.Slab.CreateCache("remote-shared-16", 16); // 256 objects per slab, 128 per magazine refill
+        nint fromMain = (nint)cache.Alloc();      // main takes the first half of a fresh slab: main owns it
+        bool reusedLocally = false;
+        OnThread(() =>
+        {
+            void* own = cache.Alloc();             // this thread takes the second half: the slab is shared now
+            cache.Free(own);
+            cache.Free((void*)fromMain);           // a shared slab's object: kept in this thread's magazine
+            reusedLocally = (nint)cache.Alloc() == fromMain;
+        });
+        Assert.True(reusedLocally, "a free into a shared slab should stay in the freeing thread's magazine");
+        cache.Shrink();
+        Assert.Equal(1, cache.ActiveObjects); // the object the thread took back and kept
+    }
 }
