@@ -146,7 +146,7 @@ public sealed unsafe partial class PageAllocator
         {
             lock (_freeSignal) Monitor.PulseAll(_freeSignal);
         }
-        if (_options.ReleaseFreeMemory && ShouldReportFreePages(zone)) ReportFreePages(zone);
+        if (_options.ReleaseFreeMemory && ShouldReportFreePages(zone)) RequestFreePageReporting(zone);
     }
 
     private static void ValidateCompound(PageFrame* head, int order)

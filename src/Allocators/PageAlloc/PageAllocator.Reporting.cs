@@ -7,6 +7,53 @@ public sealed unsafe partial class PageAllocator
 {
     private const long MaxOrderPages = 1L << MaxOrder;
 
+    private readonly Lock _reportLock = new();
+    private Timer? _reportTimer;
+    private int _reportScheduled;
+
+    /// <summary>
+    /// Reports now (delay zero) or schedules one report of every zone after <see cref="PageAllocatorOptions.FreePageReportingDelay"/>
+    /// on a worker (page_reporting_request: one pending request at a time).
+    /// </summary>
+    private void RequestFreePageReporting(ZoneData* zone)
+    {
+        TimeSpan delay = _options.FreePageReportingDelay;
+        if (delay <= TimeSpan.Zero)
+        {
+            ReportFreePages(zone);
+            return;
+        }
+        if (Interlocked.Exchange(ref _reportScheduled, 1) != 0) return;
+        lock (_reportLock)
+        {
+            if (_disposed) return;
+            _reportTimer ??= new Timer(static state => ((PageAllocator)state!).ReportFromWorker(), this, Timeout.Infinite, Timeout.Infinite);
+            _reportTimer.Change(delay, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    /// <summary>The delayed report (page_reporting_process): every zone that still has blocks to give back.</summary>
+    private void ReportFromWorker()
+    {
+        Volatile.Write(ref _reportScheduled, 0);
+        lock (_reportLock)
+        {
+            if (_disposed) return;
+            for (int i = 0; i < _zoneCount; i++)
+                if (ShouldReportFreePages(_zones + i)) ReportFreePages(_zones + i);
+        }
+    }
+
+    /// <summary>Stops the reporting worker; a report in progress finishes first.</summary>
+    private void StopReporting()
+    {
+        lock (_reportLock)
+        {
+            _reportTimer?.Dispose();
+            _reportTimer = null;
+        }
+    }
+
     /// <summary>True when the zone holds at least two resident free max-order blocks above its high watermark.</summary>
     private static bool ShouldReportFreePages(ZoneData* zone)
     {

@@ -208,6 +208,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         if (_disposed) return;
         _disposed = true;
+        StopReporting();
         _pcp.Dispose();
         NativeMemory.AlignedFree(_zones);
         NativeMemory.Free(_preferredZone);

@@ -18,6 +18,13 @@ public sealed class PageAllocatorOptions
     /// <summary>Give free max-order blocks above the high watermark back to the host. Default true.</summary>
     public bool ReleaseFreeMemory { get; init; } = true;
 
+    /// <summary>
+    /// How long after a free makes blocks reportable the report runs, on a worker (the kernel's PAGE_REPORTING_DELAY,
+    /// 2 s): memory freed and soon allocated again is not given back and faulted in anew each time. Zero reports
+    /// synchronously in the freeing thread. Default 2 s.
+    /// </summary>
+    public TimeSpan FreePageReportingDelay { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>In the sparse model, hot-add a section when an allocation would fail. Default true.</summary>
     public bool AutoGrow { get; init; } = true;
 

@@ -36,8 +36,9 @@ public sealed class WorkloadTests
         Assert.True(result.Operations > 0);
         Assert.True(result.Elapsed > TimeSpan.Zero);
         if (!allocatorName.StartsWith("allocators", StringComparison.Ordinal)) Assert.Null(result.PeakFootprintBytes);
-        // These hold their slots for the whole run, so the 2 ms sampler must have seen them (the others may be too quick at this size).
-        if (workloadName is "larson" or "glibc-thread" or "alloc-test")
+        // These fill their slots first and hold them for the whole run, so the 2 ms sampler must have seen them (the others,
+        // alloc-test included, which starts with empty slots, may be too quick at this size on a loaded machine).
+        if (workloadName is "larson" or "glibc-thread")
         {
             Assert.True(result.PeakLiveBytes > 0, "the workload's live bytes were never seen above zero");
             if (allocatorName == "allocators")

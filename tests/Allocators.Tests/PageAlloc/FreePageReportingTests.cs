@@ -98,6 +98,22 @@ public sealed unsafe class FreePageReportingTests
     }
 
     [Fact]
+    public void ReportingWaitsForTheDelayThenRunsOnAWorker()
+    {
+        using var sys = NewSystem(32, dmaMiB: 0, dma32MiB: 0, reportingDelay: TimeSpan.FromMilliseconds(300));
+        PageAllocator pa = sys.Pages;
+        TouchAllBlocks(pa, 0x22, keep: 0);
+        // Freed memory stays resident for the delay: allocating it again right away costs no host page faults.
+        Assert.Equal(0, pa.PagesReleasedToHost);
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (pa.PagesReleasedToHost == 0 && DateTime.UtcNow < deadline) Thread.Sleep(20);
+        Assert.True(pa.PagesReleasedToHost > 0, "the delayed report never ran");
+        Zone normal = pa.GetZone(0, ZoneType.Normal);
+        Assert.True(normal.FreePages - normal.ReportedPages - normal.WatermarkHigh >= 1024, "the report keeps a block above the high watermark");
+        Assert.Equal(normal.ManagedPages, normal.FreePages);
+    }
+
+    [Fact]
     public void SplittingAReportedBlockKeepsTheReportedAccountingExact()
     {
         using var sys = NewSystem(16, releaseFreeMemory: false);

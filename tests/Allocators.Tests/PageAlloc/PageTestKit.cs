@@ -8,10 +8,13 @@ internal static unsafe class PageTestKit
 {
     public const long MiB = 1L << 20;
 
-    /// <summary>A small flat single-node system (default 16 MiB: one Normal zone, no DMA zones).</summary>
+    /// <summary>
+    /// A small flat single-node system (default 16 MiB: one Normal zone, no DMA zones). Free page reporting runs in
+    /// the freeing thread unless <paramref name="reportingDelay"/> is given, so tests see its effect at once.
+    /// </summary>
     public static MemorySystem NewSystem(long sizeMiB = 16, Action<string>? warn = null, bool releaseFreeMemory = true,
         int nodes = 1, long? dmaMiB = null, long? dma32MiB = null, int[]? cpuToNode = null,
-        ArenaBacking backing = ArenaBacking.NativeMemory)
+        ArenaBacking backing = ArenaBacking.NativeMemory, TimeSpan? reportingDelay = null)
         => new(new MemorySystemOptions
         {
             Physical = new PhysicalMemoryOptions
@@ -23,7 +26,10 @@ internal static unsafe class PageTestKit
                 CpuToNode = cpuToNode,
                 Backing = backing,
             },
-            PageAllocator = new PageAllocatorOptions { Warn = warn, ReleaseFreeMemory = releaseFreeMemory },
+            PageAllocator = new PageAllocatorOptions
+            {
+                Warn = warn, ReleaseFreeMemory = releaseFreeMemory, FreePageReportingDelay = reportingDelay ?? TimeSpan.Zero,
+            },
         });
 
     /// <summary>A sparse (hot-pluggable) single-node system.</summary>
@@ -39,7 +45,10 @@ internal static unsafe class PageTestKit
                 MaxSize = maxMiB * MiB,
                 Nodes = nodes,
             },
-            PageAllocator = new PageAllocatorOptions { AutoGrow = autoGrow, ReleaseFreeMemory = releaseFreeMemory },
+            PageAllocator = new PageAllocatorOptions
+            {
+                AutoGrow = autoGrow, ReleaseFreeMemory = releaseFreeMemory, FreePageReportingDelay = TimeSpan.Zero,
+            },
         });
 
     /// <summary>Everything a rejected operation must leave untouched.</summary>
