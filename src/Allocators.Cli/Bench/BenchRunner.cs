@@ -152,9 +152,11 @@ internal sealed class BenchRunner(BenchPlan plan)
     /// <summary>Gives every allocator's cached memory back and collects garbage, so runs start alike.</summary>
     private void Settle()
     {
-        GC.Collect();
+        // Aggressive: the heap a GC contender grew (up to a gigabyte in binary-trees) is decommitted now, not by the
+        // GC's background work during the next contender's run on this 2-core machine.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         foreach (var a in plan.Allocators) a.Trim();
     }
 
