@@ -24,7 +24,7 @@ internal static class LiveSystem
         for (int i = 0; i < system.Memory.MaxSections; i++) if (system.Memory.IsSectionOnline(i)) sections++;
         string? vmallocInfo = VmallocInfo(system);
         return new SystemReport(pages.Id, pages.NodeCount, system.Memory.PagesPerSection, sections, zones, caches,
-            system.MeminfoItems().Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(), vmallocInfo is not null,
+            system.MeminfoItems().Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(),
             pages.BuddyInfo(), system.Slab.SlabInfo(), system.Meminfo(), null, vmallocInfo);
     }
 

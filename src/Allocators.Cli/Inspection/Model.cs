@@ -12,12 +12,15 @@ internal sealed record SystemReport(
     IReadOnlyList<ZoneReport> Zones,
     IReadOnlyList<CacheReport> Caches,
     IReadOnlyList<MeminfoItem> Meminfo,
-    bool VmallocPresent,
     string BuddyInfo,
     string SlabInfo,
     string MeminfoText,
     IReadOnlyList<CacheLeaks>? Leaks,
-    string? VmallocInfo);
+    string? VmallocInfo)
+{
+    /// <summary>True when the target has a vmalloc layer (its vmallocinfo was read).</summary>
+    public bool VmallocPresent => VmallocInfo is not null;
+}
 
 /// <summary>One zone: the buddyinfo row and the zoneinfo basics.</summary>
 internal sealed record ZoneReport(

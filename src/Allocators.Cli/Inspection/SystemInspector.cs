@@ -113,8 +113,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             var stats = reader.Read<VmallocStats>((ulong)d.Vmalloc);
             if (stats.Magic != VmallocStats.MagicValue || stats.VmapAreaSize != sizeof(VmapArea))
                 throw new TargetException($"vmalloc state at 0x{d.Vmalloc:x} has an unknown layout (magic 0x{stats.Magic:x}, vmap_area {stats.VmapAreaSize} bytes, {sizeof(VmapArea)} here).");
-            values.VmallocTotalKb = (long)((VmallocAllocator.VmallocSize - 1) >> 10);
-            values.VmallocUsedKb = stats.VmallocPages * 4;
+            values.VmallocPages = stats.VmallocPages;
             vmallocInfo = RenderVmallocInfo(stats, d.NodeCount);
         }
         if (d.PercpuPages != null) values.PercpuPages = reader.Read<long>((ulong)d.PercpuPages);
@@ -132,7 +131,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
         }
 
         return new SystemReport(d.Id, d.NodeCount, d.PagesPerSection, sections.Count(s => s.Online != 0), zoneReports, cacheReports,
-            meminfo.Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(), d.Vmalloc != 0,
+            meminfo.Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(),
             RenderBuddyInfo(zones), RenderSlabInfo(cacheReports), MeminfoFormat.Format(meminfo), leaks, vmallocInfo);
     }
 

@@ -47,8 +47,7 @@ namespace Allocators.Diagnostics
         public long SlabReclaimablePages;
         public long SlabUnreclaimablePages;
         public long PageTablePages;
-        public long? VmallocTotalKb;
-        public long? VmallocUsedKb;
+        public long? VmallocPages;             // null when the system has no vmalloc layer
         public long PercpuPages;
     }
 
@@ -72,11 +71,14 @@ namespace Allocators.Diagnostics
                 ("SUnreclaim", v.SlabUnreclaimablePages * KbPerPage),
                 ("PageTables", v.PageTablePages * KbPerPage),
             };
-            if (v.VmallocTotalKb is { } total) items.Add(("VmallocTotal", total));
-            if (v.VmallocUsedKb is { } used) items.Add(("VmallocUsed", used));
+            if (v.VmallocPages is { } vmallocPages) items.AddRange(VmallocItems(vmallocPages));
             items.Add(("Percpu", v.PercpuPages * KbPerPage));
             return items;
         }
+
+        /// <summary>VmallocTotal (the whole range, as the kernel prints it) and VmallocUsed for <paramref name="vmallocPages"/> pages.</summary>
+        public static (string Name, long Kb)[] VmallocItems(long vmallocPages)
+            => [("VmallocTotal", (long)((Vmalloc.VmallocAllocator.VmallocSize - 1) >> 10)), ("VmallocUsed", vmallocPages * KbPerPage)];
 
         /// <summary>One <c>Name:   value kB</c> line per item, as the kernel's show_val_kb prints them.</summary>
         public static string Format(IReadOnlyList<(string Name, long Kb)> items)

@@ -46,10 +46,9 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>True when a request may be served from a per-thread list.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool CanUsePcp(int node, Gfp gfp, int order)
-        => (uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && (uint)node < (uint)_nodeCount && !FaultInjection.Enabled;
+    internal bool CanUsePcp(int node, Gfp gfp, int order) => (uint)node < (uint)_nodeCount && CanUsePcpOnNode0(gfp, order);
 
-    /// <summary><see cref="CanUsePcp"/> for node 0 of a single-node system.</summary>
+    /// <summary><see cref="CanUsePcp"/> for node 0 (always a valid node).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool CanUsePcpOnNode0(Gfp gfp, int order)
         => (uint)order <= PcpMaxOrder && (gfp & FastPathExcluded) == 0 && !FaultInjection.Enabled;

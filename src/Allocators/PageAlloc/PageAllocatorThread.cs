@@ -83,8 +83,7 @@ public readonly unsafe ref struct PageAllocatorThread
             _pages.FreePagesThrough(_cache, _lists, _counters, page, order);
             return;
         }
-        nuint offset = (nuint)((byte*)page - _memMap);
-        if ((uint)order <= PageAllocator.PcpMaxOrder && offset < _memMapBytes && offset % (nuint)sizeof(PageFrame) == 0)
+        if ((uint)order <= PageAllocator.PcpMaxOrder && PhysicalMemory.IsFrameOf(_memMap, _memMapBytes, page))
             _pages.FreeValidFrameThrough(_cache, _lists, _counters, page, order);
         else
             _pages.FreePages(page, order); // validates, then the general path (or the exception naming the page)

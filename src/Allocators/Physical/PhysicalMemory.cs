@@ -161,12 +161,16 @@ public sealed unsafe class PhysicalMemory : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsValidFrame(PageFrame* page)
     {
-        if (_flatMemMap != null)
-        {
-            nuint offset = (nuint)((byte*)page - (byte*)_flatMemMap);
-            return offset < _flatMemMapBytes && offset % (nuint)sizeof(PageFrame) == 0;
-        }
+        if (_flatMemMap != null) return IsFrameOf((byte*)_flatMemMap, _flatMemMapBytes, page);
         return page != null && PfnToPage(page->Pfn) == page;
+    }
+
+    /// <summary>True when <paramref name="page"/> is exactly one of the frames of the array at <paramref name="memMap"/> (<paramref name="bytes"/> long).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsFrameOf(byte* memMap, nuint bytes, PageFrame* page)
+    {
+        nuint offset = (nuint)((byte*)page - memMap);
+        return offset < bytes && offset % (nuint)sizeof(PageFrame) == 0;
     }
 
     /// <summary>The frame of the page that holds <paramref name="address"/>, or null when the arena does not (virt_to_page).</summary>

@@ -17,7 +17,7 @@ namespace Allocators.Slab;
 /// </remarks>
 public unsafe ref struct KmallocThread
 {
-    private const int Classes = 13;
+    private const int Classes = SlabAllocator.KmallocCacheCount;
     private const nint NoMagazines = 1;   // the class's cache has no per-thread magazines (debug flags)
 
     private readonly SlabAllocator _slab;

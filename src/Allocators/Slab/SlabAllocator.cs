@@ -34,6 +34,9 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     internal static readonly int[] KmallocSizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
 
+    /// <summary>Number of kmalloc caches (<see cref="KmallocSizes"/>), a constant for per-class fixed buffers.</summary>
+    internal const int KmallocCacheCount = 13;
+
     // kmalloc size index for 1..192 bytes by (size - 1) / 8, like the kernel's size_index table.
     private static ReadOnlySpan<byte> SmallSizeIndex =>
     [

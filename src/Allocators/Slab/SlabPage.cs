@@ -33,12 +33,9 @@ internal static unsafe class SlabPage
     public const int SharedOwner = -1;
 
     /// <summary>
-    /// The only thread cache that has refilled from this slab since it was last empty (0: none yet;
+    /// Sets the only thread cache that has refilled from this slab since it was last empty (0: none yet;
     /// <see cref="SharedOwner"/>: several). A free by another thread of an object from a slab with a single owner is remote.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Owner(PageFrame* slab) => slab->MapCount;
-
     public static void SetOwner(PageFrame* slab, int owner) => slab->MapCount = owner;
 
     /// <summary>Records a refill by <paramref name="owner"/>: the first refiller owns the slab, a second one makes it shared.</summary>

@@ -85,9 +85,7 @@ public sealed unsafe partial class VmallocAllocator
     }
 
     /// <summary>The vmalloc lines of /proc/meminfo: VmallocTotal, VmallocUsed, VmallocChunk.</summary>
-    public string MeminfoLines()
-        => string.Create(CultureInfo.InvariantCulture,
-            $"{"VmallocTotal:",-16}{(VmallocSize - 1) >> 10,8} kB\n{"VmallocUsed:",-16}{VmallocPages * (PageFrame.PageSize / 1024),8} kB\n{"VmallocChunk:",-16}{0,8} kB\n");
+    public string MeminfoLines() => Diagnostics.MeminfoFormat.Format([.. Diagnostics.MeminfoFormat.VmallocItems(VmallocPages), ("VmallocChunk", 0)]);
 
     /// <summary>A sequence segment over direct-map bytes.</summary>
     private sealed class DirectMapSegment : ReadOnlySequenceSegment<byte>
