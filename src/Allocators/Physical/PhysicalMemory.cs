@@ -154,6 +154,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>The flat model's frame array and its size in bytes (null and 0 in the sparse model), for callers that cache them.</summary>
     internal (nint MemMap, nuint Bytes) FlatMemMap => ((nint)_flatMemMap, _flatMemMapBytes);
 
+    /// <summary>The flat model's host range (pfn 0 at <c>Base</c>); zero and 0 in the sparse model.</summary>
+    internal (nint Base, nuint Bytes) FlatRange => _flatMemMap != null ? ((nint)_contiguousBase, _contiguousBytes) : (0, 0);
+
     /// <summary>
     /// True when <paramref name="page"/> is exactly a frame of an online section (<c>pfn_to_page(page_to_pfn(page)) == page</c>);
     /// in the flat model a range and alignment check that reads nothing.

@@ -18,16 +18,15 @@ namespace Allocators.Slab;
 public unsafe ref struct KmallocThread
 {
     private const int Classes = SlabAllocator.KmallocCacheCount;
-    private const nint NoMagazines = 1;   // the class's cache has no per-thread magazines (debug flags)
 
     private readonly SlabAllocator _slab;
-    private readonly PhysicalMemory _memory;
+    private readonly SlabLocator _locator;
     private fixed long _magazines[Classes];   // MagazineCache* per size class, 0 until first use
 
     internal KmallocThread(SlabAllocator slab)
     {
         _slab = slab;
-        _memory = slab.Pages.Memory;
+        _locator = new SlabLocator(slab.Pages.Memory);
     }
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc); null on failure, <see cref="SlabAllocator.ZeroSizePointer"/> for 0.</summary>
@@ -36,12 +35,8 @@ public unsafe ref struct KmallocThread
     {
         if (size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_slab.FailslabActive)
         {
-            nint mc = Magazines(SlabAllocator.KmallocIndex(size));
-            if (mc > NoMagazines)
-            {
-                void* obj = KmemCache.PopThreadCache((MagazineCache*)mc);
-                if (obj != null) return obj;
-            }
+            void* obj = KmemCache.PopThreadCache(Magazines(SlabAllocator.KmallocIndex(size)));
+            if (obj != null) return obj;
         }
         return _slab.Kmalloc(size, gfp);
     }
@@ -50,36 +45,29 @@ public unsafe ref struct KmallocThread
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Kfree(void* p)
     {
-        if ((nuint)p > 16)
+        SlabAddress a = _locator.Find(p);
+        if (a.Slab != null)
         {
-            PageFrame* slab = KmemCache.SlabOf(_memory, p);
-            if (slab != null && (slab->FlagsAndZone & (uint)PageFlags.Slab) != 0)
-            {
-                KmemCacheData* d = SlabPage.Cache(slab);
-                int index = d->KmallocIndex;
-                if ((uint)index < Classes)
-                {
-                    nint mc = Magazines(index);
-                    if (mc > NoMagazines && KmemCache.IsFreeableObject(_memory, d, slab, p) && KmemCache.PushThreadCache((MagazineCache*)mc, slab, p)) return;
-                }
-            }
+            KmemCacheData* d = SlabPage.Cache(a.Slab);
+            int index = d->KmallocIndex;
+            if ((uint)index < Classes && KmemCache.FreeToMagazine(Magazines(index), d, a.Slab, a.Offset, p)) return;
         }
+        // Null, large kmalloc, a sparse arena, misuse (reported there), a full magazine or a drain: the plain call.
         _slab.Kfree(p);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private nint Magazines(int index)
+    private MagazineCache* Magazines(int index)
     {
-        nint mc = (nint)_magazines[index];
-        return mc != 0 ? mc : Resolve(index);
+        var mc = (MagazineCache*)_magazines[index];
+        return mc != null ? mc : Resolve(index);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private nint Resolve(int index)
+    private MagazineCache* Resolve(int index)
     {
         MagazineCache* mc = _slab.KmallocCaches[index].ThisThreadMagazines();
-        nint value = mc != null ? (nint)mc : NoMagazines;
-        _magazines[index] = value;
-        return value;
+        _magazines[index] = (long)mc;
+        return mc;
     }
 }

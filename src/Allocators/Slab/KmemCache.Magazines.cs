@@ -52,7 +52,6 @@ public sealed unsafe partial class KmemCache
         if (!ThreadCacheHeader.TryEnter(c)) return AllocFromSlabs(-1, _d->ObjectSize);
         try
         {
-            EnsureMagazines(mc);
             if (mc->Loaded->Count == 0)
             {
                 if (mc->Previous->Count > 0) SwapMagazines(mc);
@@ -98,14 +97,6 @@ public sealed unsafe partial class KmemCache
         Magazine* loaded = mc->Loaded;
         mc->Loaded = mc->Previous;
         mc->Previous = loaded;
-    }
-
-    private void EnsureMagazines(MagazineCache* mc)
-    {
-        if (mc->Loaded != null) return;
-        mc->Loaded = TakeEmptyMagazine();
-        mc->Previous = TakeEmptyMagazine();
-        mc->Remote = TakeEmptyMagazine();
     }
 
     private Magazine* TakeEmptyMagazine()
@@ -169,7 +160,6 @@ public sealed unsafe partial class KmemCache
         }
         try
         {
-            EnsureMagazines(mc);
             bool remote = SlabPage.IsRemote(slab, mc->OwnerId);
             Magazine* m = remote ? mc->Remote : mc->Loaded;
             if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
@@ -297,10 +287,14 @@ public sealed unsafe partial class KmemCache
 
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
-        // Magazines come with the first entered operation (EnsureMagazines): a block is created on slow paths only.
         // The owner id marks the slabs this thread refills from; 0 (nobody) and negative (shared) are never used.
         int id = (int)(cache->Token & int.MaxValue);
-        ((MagazineCache*)cache)->OwnerId = id != 0 ? id : 1;
+        var mc = (MagazineCache*)cache;
+        mc->OwnerId = id != 0 ? id : 1;
+        // The fast paths rely on a registered block always having its magazines (until it is retired).
+        mc->Loaded = TakeEmptyMagazine();
+        mc->Previous = TakeEmptyMagazine();
+        mc->Remote = TakeEmptyMagazine();
     }
 
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)

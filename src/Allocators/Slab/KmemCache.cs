@@ -169,6 +169,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         _d->Order = order;
         _d->Objects = Math.Min((PageFrame.PageSize << order) / _d->Size, 65535);
         _d->Reciprocal = (uint)((0x1_0000_0000UL + (ulong)_d->Size - 1) / (ulong)_d->Size);
+        _d->SlabBytes = (uint)(_d->Objects * _d->Size);
+        _d->DivisorMagic = ulong.MaxValue / (ulong)_d->Size + 1;
     }
 
     internal static int AlignUp(int value, int align) => (value + align - 1) & ~(align - 1);
@@ -208,9 +210,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         if (!ThreadCacheHeader.TryEnter(c)) return null;
         Magazine* m = mc->Loaded;
         void* obj = null;
-        int n;
-        // Loaded is null between a thread cache's registration and its first entered slow-path operation.
-        if (m != null && (n = m->Count - 1) >= 0)
+        int n = m->Count - 1;
+        if (n >= 0)
         {
             obj = m->Objects[n];
             m->Count = n;
@@ -246,19 +247,29 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool FreeFast(PhysicalMemory memory, KmemCacheData* d, PageFrame* slab, void* obj)
     {
-        if (!IsFreeableObject(memory, d, slab, obj)) return false;
+        if (!IsFreeableObject(d, slab, (nuint)obj - (nuint)memory.PageAddress(slab), obj)) return false;
         ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
         return c != null && PushThreadCache((MagazineCache*)c, slab, obj);
     }
 
-    /// <summary>True when <paramref name="obj"/> is a whole object of <paramref name="slab"/> and not the head of its free list.</summary>
+    /// <summary>
+    /// Validates <paramref name="obj"/> (at <paramref name="offset"/> bytes from the start of <paramref name="slab"/>, a
+    /// slab of <paramref name="d"/>) and pushes it onto <paramref name="mc"/>; false when the slow path must run.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool IsFreeableObject(PhysicalMemory memory, KmemCacheData* d, PageFrame* slab, void* obj)
+    internal static bool FreeToMagazine(MagazineCache* mc, KmemCacheData* d, PageFrame* slab, nuint offset, void* obj)
+        => IsFreeableObject(d, slab, offset, obj) && PushThreadCache(mc, slab, obj);
+
+    /// <summary>
+    /// True when <paramref name="offset"/> (from the slab's first byte) is the start of an object, checked with one
+    /// multiply (Lemire's divisibility test), and the object does not head its slab's free list (it would be free already:
+    /// the slow path reports the double free).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsFreeableObject(KmemCacheData* d, PageFrame* slab, nuint offset, void* obj)
     {
-        nuint offset = (nuint)obj - (nuint)memory.PageAddress(slab) - (nuint)d->RedLeftPad;
-        uint index = (uint)(((ulong)offset * d->Reciprocal) >> 32);
-        // An object that heads its slab's freelist is already free: the slow path reports the double free.
-        return offset < (nuint)((uint)d->Objects * (uint)d->Size) && index * (uint)d->Size == offset && SlabPage.Freelist(slab) != obj;
+        ulong slot = (ulong)(offset - (nuint)d->RedLeftPad);
+        return slot < d->SlabBytes && slot * d->DivisorMagic < d->DivisorMagic && SlabPage.Freelist(slab) != obj;
     }
 
     /// <summary>
@@ -272,20 +283,18 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         ThreadCacheHeader* c = &mc->Header;
         if (!ThreadCacheHeader.TryEnter(c)) return false;
         Magazine* m = SlabPage.IsRemote(slab, mc->OwnerId) ? mc->Remote : mc->Loaded;
-        bool pushed = false;
-        if (m != null)
+        int n = m->Count;
+        // Objects[-1] is the magazine's guard word (null): an empty magazine needs no test of its own.
+        if (n < m->Capacity && m->Objects[n - 1] != obj)
         {
-            int n = m->Count;
-            if (n < m->Capacity && (n == 0 || m->Objects[n - 1] != obj))
-            {
-                m->Objects[n] = obj;
-                m->Count = n + 1;
-                mc->FreeFastPath++;
-                pushed = true;
-            }
+            m->Objects[n] = obj;
+            m->Count = n + 1;
+            mc->FreeFastPath++;
+            ThreadCacheHeader.Exit(c);
+            return true;
         }
         ThreadCacheHeader.Exit(c);
-        return pushed;
+        return false;
     }
 
     /// <summary>
@@ -295,17 +304,12 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     /// <exception cref="ObjectDisposedException">The cache was destroyed.</exception>
     public KmemCacheThread ThisThread() => new(this, _d, ThisThreadMagazines(), _memory, _owner.Failslab);
 
-    /// <summary>The calling thread's magazine cache with its magazines in place, or null for a cache without them (debug).</summary>
+    /// <summary>The calling thread's magazine cache, or <see cref="MagazineCache.Disabled"/> for a cache without magazines (debug).</summary>
     internal MagazineCache* ThisThreadMagazines()
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
-        if (_d->FastPath == 0) return null;
-        ThreadCacheHeader* c = _registry!.GetOrCreateCurrent();
-        var spin = new SpinWait();
-        while (!ThreadCacheHeader.TryEnter(c)) spin.SpinOnce(); // a drainer holds it for one flush at most
-        EnsureMagazines((MagazineCache*)c);
-        ThreadCacheHeader.Exit(c);
-        return (MagazineCache*)c;
+        if (_d->FastPath == 0) return MagazineCache.Disabled;
+        return (MagazineCache*)_registry!.GetOrCreateCurrent();
     }
 
     /// <summary>True once the cache is destroyed.</summary>

@@ -18,6 +18,8 @@ internal unsafe struct KmemCacheData
     public int Offset;            // free pointer offset from the object start
     public uint Reciprocal;       // ceil(2^32 / Size), for slot index arithmetic
     public int Objects;           // objects per slab
+    public uint SlabBytes;        // Objects * Size: offsets from here on are past the last slot
+    public ulong DivisorMagic;    // ceil(2^64 / Size): offset * DivisorMagic < DivisorMagic iff Size divides offset
     public ulong Random;          // freelist hardening secret
     public int Flags;             // SlabFlags
     public int InUse;             // object + right red zone: where the slot's metadata starts (s->inuse)
@@ -80,6 +82,7 @@ internal unsafe struct Magazine
     public Magazine* Next;
     public int Count;
     public int Capacity;
+    public nint Guard;            // always 0: Objects[-1], so "is obj on top?" needs no empty check
 
     public void** Objects
     {
@@ -98,6 +101,7 @@ internal unsafe struct Magazine
         m->Next = null;
         m->Count = 0;
         m->Capacity = capacity;
+        m->Guard = 0;
         return m;
     }
 
@@ -119,6 +123,20 @@ internal unsafe struct MagazineCache
     public long FreeFastPath;
     public long Refills;
     public long Flushes;
+
+    /// <summary>
+    /// The stand-in for a cache without magazines (debug flags) in per-thread handles: permanently "held by a drainer",
+    /// so every operation through it takes the plain path, and handles need no test of their own.
+    /// </summary>
+    public static readonly MagazineCache* Disabled = CreateDisabled();
+
+    private static MagazineCache* CreateDisabled()
+    {
+        var mc = (MagazineCache*)NativeMemory.AlignedAlloc((nuint)sizeof(MagazineCache), 64);
+        *mc = default;
+        mc->Header.DrainRequested = 1;
+        return mc;
+    }
 }
 
 /// <summary>Who allocated or freed an object (the kernel's <c>struct track</c>), kept in the slot with StoreUser.</summary>

@@ -22,7 +22,7 @@ public readonly unsafe ref struct KmemCacheThread
     private readonly KmemCache _cache;
     private readonly KmemCacheData* _d;
     private readonly MagazineCache* _mc;
-    private readonly PhysicalMemory _memory;
+    private readonly SlabLocator _locator;
     private readonly FaultAttributes _failslab;
 
     internal KmemCacheThread(KmemCache cache, KmemCacheData* d, MagazineCache* mc, PhysicalMemory memory, FaultAttributes failslab)
@@ -30,7 +30,7 @@ public readonly unsafe ref struct KmemCacheThread
         _cache = cache;
         _d = d;
         _mc = mc;
-        _memory = memory;
+        _locator = new SlabLocator(memory);
         _failslab = failslab;
     }
 
@@ -41,10 +41,9 @@ public readonly unsafe ref struct KmemCacheThread
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc()
     {
-        MagazineCache* mc = _mc;
-        if (mc != null && !_failslab.Enabled && !_cache.IsDestroyed)
+        if (!_failslab.Enabled && !_cache.IsDestroyed)
         {
-            void* obj = KmemCache.PopThreadCache(mc);
+            void* obj = KmemCache.PopThreadCache(_mc);
             if (obj != null) return obj;
         }
         return _cache.Alloc();
@@ -61,17 +60,12 @@ public readonly unsafe ref struct KmemCacheThread
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* obj)
     {
-        if (obj == null) return;
-        KmemCacheData* d = _d;
-        PageFrame* slab = KmemCache.SlabOf(_memory, obj);
-        if (slab == null || (slab->FlagsAndZone & (uint)PageFlags.Slab) == 0 || slab->Private != (nuint)d)
-        {
-            _cache.Free(obj); // reports the misuse
-            return;
-        }
-        MagazineCache* mc = _mc;
-        if (mc != null && !_cache.IsDestroyed && KmemCache.IsFreeableObject(_memory, d, slab, obj) && KmemCache.PushThreadCache(mc, slab, obj)) return;
-        _cache.FreeSlowPath(slab, obj);
+        // A destroyed cache has no slabs left (Destroy refuses while objects live), so the owner test also keeps a
+        // use after Destroy away from the freed magazines.
+        SlabAddress a = _locator.Find(obj);
+        if (a.Slab != null && a.Slab->Private == (nuint)_d && KmemCache.FreeToMagazine(_mc, _d, a.Slab, a.Offset, obj)) return;
+        // Null, a sparse arena, misuse (reported there), a full magazine or a drain: the plain call sorts it out.
+        _cache.Free(obj);
     }
 }
 
