@@ -17,28 +17,38 @@ namespace Allocators.Slab;
 /// </remarks>
 public unsafe ref struct KmallocThread
 {
-    private const int Classes = SlabAllocator.KmallocCacheCount;
+    // One slot per kmalloc class and spares up to a power of two: a cache's class (-1 for other caches) masked with
+    // SlotMask picks its slot with no bounds test, and the spares hold the always-refusing MagazineCache.Disabled.
+    private const int Slots = 16;
+    private const int SlotMask = Slots - 1;
 
     private readonly SlabAllocator _slab;
     private readonly SlabLocator _locator;
-    private fixed long _magazines[Classes];   // MagazineCache* per size class, 0 until first use
+    private readonly FaultAttributes _failslab;
+    private fixed long _magazines[Slots];   // MagazineCache* per class; Unresolved until the class is first used
+
+    /// <summary>The stand-in for a class not used yet through this handle: refuses like a drained cache, and the handle's slow path resolves it.</summary>
+    private static readonly MagazineCache* Unresolved = MagazineCache.CreateRefusing();
 
     internal KmallocThread(SlabAllocator slab)
     {
         _slab = slab;
         _locator = new SlabLocator(slab.Pages.Memory);
+        _failslab = slab.Failslab;
+        for (int i = 0; i < Slots; i++)
+            _magazines[i] = (long)(i < SlabAllocator.KmallocCacheCount ? Unresolved : MagazineCache.Disabled);
     }
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc); null on failure, <see cref="SlabAllocator.ZeroSizePointer"/> for 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Kmalloc(nuint size, Gfp gfp = Gfp.Kernel)
     {
-        if (size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_slab.FailslabActive)
+        if (size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_failslab.Enabled)
         {
-            void* obj = KmemCache.PopThreadCache(Magazines(SlabAllocator.KmallocIndex(size)));
+            void* obj = KmemCache.PopThreadCache((MagazineCache*)_magazines[SlabAllocator.KmallocIndex(size)]);
             if (obj != null) return obj;
         }
-        return _slab.Kmalloc(size, gfp);
+        return KmallocSlow(size, gfp);
     }
 
     /// <summary>Frees memory from kmalloc (kfree); null and <see cref="SlabAllocator.ZeroSizePointer"/> are ignored. Misuse throws as <see cref="SlabAllocator.Kfree"/> does.</summary>
@@ -46,24 +56,37 @@ public unsafe ref struct KmallocThread
     public void Kfree(void* p)
     {
         SlabAddress a = _locator.Find(p);
-        if (a.Slab != null)
-        {
-            KmemCacheData* d = SlabPage.Cache(a.Slab);
-            int index = d->KmallocIndex;
-            if ((uint)index < Classes && KmemCache.FreeToMagazine(Magazines(index), d, a.Slab, a.Offset, p)) return;
-        }
-        // Null, large kmalloc, a sparse arena, misuse (reported there), a full magazine or a drain: the plain call.
-        _slab.Kfree(p);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private MagazineCache* Magazines(int index)
-    {
-        var mc = (MagazineCache*)_magazines[index];
-        return mc != null ? mc : Resolve(index);
+        KmemCacheData* d = SlabPage.Cache(a.Slab);
+        if (KmemCache.FreeToMagazine((MagazineCache*)_magazines[d->KmallocIndex & SlotMask], d, a.Slab, a.Offset, p)) return;
+        KfreeSlow(p);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* KmallocSlow(nuint size, Gfp gfp)
+    {
+        if (size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_failslab.Enabled)
+        {
+            int index = SlabAllocator.KmallocIndex(size);
+            if (_magazines[index] == (long)Unresolved)
+            {
+                void* obj = KmemCache.PopThreadCache(Resolve(index));
+                if (obj != null) return obj;
+            }
+        }
+        return _slab.Kmalloc(size, gfp);
+    }
+
+    // Null, large kmalloc, a sparse arena, misuse (reported there), a full magazine, a drain: the plain call.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void KfreeSlow(void* p)
+    {
+        SlabAddress a = _locator.Find(p);
+        KmemCacheData* d = SlabPage.Cache(a.Slab);
+        int slot = d->KmallocIndex & SlotMask;
+        if (_magazines[slot] == (long)Unresolved && KmemCache.FreeToMagazine(Resolve(slot), d, a.Slab, a.Offset, p)) return;
+        _slab.Kfree(p);
+    }
+
     private MagazineCache* Resolve(int index)
     {
         MagazineCache* mc = _slab.KmallocCaches[index].ThisThreadMagazines();

@@ -55,6 +55,7 @@ public sealed unsafe partial class KmemCache
             if (mc->Loaded->Count == 0)
             {
                 if (mc->Previous->Count > 0) SwapMagazines(mc);
+                else if (mc->Stash != null) LoadFromStash(mc);
                 else if (!TakeFullFromDepot(mc))
                 {
                     RefillFromSlabs(mc->Loaded, mc->Loaded->Capacity, -1, mc->OwnerId);
@@ -114,7 +115,18 @@ public sealed unsafe partial class KmemCache
         return m;
     }
 
-    /// <summary>Exchanges the empty previous magazine for a full one from the depot; false when the depot has none.</summary>
+    /// <summary>This thread's spare empty magazine, else one from the depot, else a new one.</summary>
+    private Magazine* TakeEmpty(MagazineCache* mc)
+    {
+        Magazine* empty = mc->Spares;
+        if (empty == null) return TakeEmptyMagazine();
+        mc->Spares = empty->Next;
+        mc->NrSpares--;
+        empty->Next = null;
+        return empty;
+    }
+
+    /// <summary>Loads a full magazine from the depot (the empty previous one becomes a spare); false when the depot has none.</summary>
     private bool TakeFullFromDepot(MagazineCache* mc)
     {
         if (_d->FullMagazines == null) return false;
@@ -124,17 +136,15 @@ public sealed unsafe partial class KmemCache
         {
             _d->FullMagazines = full->Next;
             _d->NrFull--;
-            Magazine* empty = mc->Previous;
-            empty->Next = _d->EmptyMagazines;
-            _d->EmptyMagazines = empty;
-            _d->NrEmpty++;
-            mc->Previous = mc->Loaded;
-            full->Next = null;
-            mc->Loaded = full;
             _d->DepotExchanges++;
         }
         NativeSpinLock.Release(&_d->DepotLock);
-        return full != null;
+        if (full == null) return false;
+        full->Next = null;
+        KeepOrReturnEmpty(mc, mc->Previous);
+        mc->Previous = mc->Loaded;
+        mc->Loaded = full;
+        return true;
     }
 
     private void FreeSlow(PageFrame* slab, void* obj)
@@ -174,6 +184,7 @@ public sealed unsafe partial class KmemCache
             if (m->Count == m->Capacity)
             {
                 if (mc->Previous->Count == 0) SwapMagazines(mc);
+                else if (mc->NrStash < _d->MaxStash) StashPrevious(mc);
                 else if (!ParkFullInDepot(mc))
                 {
                     // Depot full: give the previous magazine's objects back to their slabs and reuse it.
@@ -192,10 +203,49 @@ public sealed unsafe partial class KmemCache
         }
     }
 
+    /// <summary>Loads this thread's newest stashed magazine; the empty loaded one becomes a spare (or goes to the depot).</summary>
+    private void LoadFromStash(MagazineCache* mc)
+    {
+        Magazine* m = mc->Stash;
+        mc->Stash = m->Next;
+        mc->NrStash--;
+        m->Next = null;
+        KeepOrReturnEmpty(mc, mc->Loaded);
+        mc->Loaded = m;
+    }
+
+    /// <summary>Stashes the (non-empty) previous magazine; the full loaded one becomes previous and an empty one is loaded.</summary>
+    private void StashPrevious(MagazineCache* mc)
+    {
+        Magazine* previous = mc->Previous;
+        previous->Next = mc->Stash;
+        mc->Stash = previous;
+        mc->NrStash++;
+        mc->Previous = mc->Loaded;
+        mc->Loaded = TakeEmpty(mc);
+    }
+
+    /// <summary>Keeps an empty magazine as this thread's spare, or gives it to the depot when the thread has enough.</summary>
+    private void KeepOrReturnEmpty(MagazineCache* mc, Magazine* empty)
+    {
+        if (mc->NrSpares < _d->MaxStash)
+        {
+            empty->Next = mc->Spares;
+            mc->Spares = empty;
+            mc->NrSpares++;
+            return;
+        }
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        empty->Next = _d->EmptyMagazines;
+        _d->EmptyMagazines = empty;
+        _d->NrEmpty++;
+        NativeSpinLock.Release(&_d->DepotLock);
+    }
+
     /// <summary>Parks the full previous magazine in the depot and loads an empty one; false when the depot is at its limit.</summary>
     private bool ParkFullInDepot(MagazineCache* mc)
     {
-        Magazine* empty = ExchangeFullForEmpty(mc->Previous);
+        Magazine* empty = ExchangeFullForEmpty(mc, mc->Previous);
         if (empty == null) return false;
         mc->Previous = mc->Loaded;
         mc->Loaded = empty;
@@ -208,7 +258,7 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private void ParkRemoteInDepot(MagazineCache* mc)
     {
-        Magazine* empty = ExchangeFullForEmpty(mc->Remote);
+        Magazine* empty = ExchangeFullForEmpty(mc, mc->Remote);
         if (empty != null)
         {
             mc->Remote = empty;
@@ -219,10 +269,12 @@ public sealed unsafe partial class KmemCache
         mc->Flushes++;
     }
 
-    /// <summary>Puts <paramref name="full"/> in the depot and returns an empty magazine for it; null (nothing changed) when the depot is at its limit.</summary>
-    private Magazine* ExchangeFullForEmpty(Magazine* full)
+    /// <summary>
+    /// Puts <paramref name="full"/> in the depot and returns an empty magazine for it (this thread's spare first: its
+    /// lines are in this core's cache already); null (nothing changed) when the depot is at its limit.
+    /// </summary>
+    private Magazine* ExchangeFullForEmpty(MagazineCache* mc, Magazine* full)
     {
-        Magazine* empty = null;
         NativeSpinLock.Acquire(&_d->DepotLock);
         bool parked = _d->NrFull < _d->MaxFull;
         if (parked)
@@ -230,19 +282,10 @@ public sealed unsafe partial class KmemCache
             full->Next = _d->FullMagazines;
             _d->FullMagazines = full;
             _d->NrFull++;
-            empty = _d->EmptyMagazines;
-            if (empty != null)
-            {
-                _d->EmptyMagazines = empty->Next;
-                _d->NrEmpty--;
-            }
             _d->DepotExchanges++;
         }
         NativeSpinLock.Release(&_d->DepotLock);
-        if (!parked) return null;
-        if (empty == null) empty = Magazine.Create(_d->MagazineCapacity);
-        empty->Next = null;
-        return empty;
+        return parked ? TakeEmpty(mc) : null;
     }
 
     /// <summary>Returns every object parked in the depot to the slabs and frees the depot's magazines.</summary>
@@ -275,6 +318,21 @@ public sealed unsafe partial class KmemCache
         FlushMagazine(mc->Loaded);
         FlushMagazine(mc->Previous);
         FlushMagazine(mc->Remote);
+        while (mc->Stash != null)
+        {
+            Magazine* m = mc->Stash;
+            mc->Stash = m->Next;
+            mc->NrStash--;
+            FlushMagazine(m);
+            m->Next = null;
+            if (mc->NrSpares < _d->MaxStash)
+            {
+                m->Next = mc->Spares;
+                mc->Spares = m;
+                mc->NrSpares++;
+            }
+            else Magazine.Free(m);
+        }
         mc->Flushes++;
     }
 
@@ -311,6 +369,20 @@ public sealed unsafe partial class KmemCache
         if (mc->Previous != null) Magazine.Free(mc->Previous);
         if (mc->Remote != null) Magazine.Free(mc->Remote);
         mc->Loaded = mc->Previous = mc->Remote = null;
+        FreeMagazineList(mc->Stash); // empty after FlushCache, which always runs first
+        FreeMagazineList(mc->Spares);
+        mc->Stash = mc->Spares = null;
+        mc->NrStash = mc->NrSpares = 0;
+    }
+
+    private static void FreeMagazineList(Magazine* m)
+    {
+        while (m != null)
+        {
+            Magazine* next = m->Next;
+            Magazine.Free(m);
+            m = next;
+        }
     }
 
     private void ThrowNotThisCache(void* obj, PageFrame* slab)

@@ -54,8 +54,9 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         CalculateSizes(size, align, flags, ctor != null);
         _d->Random = (ulong)Random.Shared.NextInt64() | 1;
         _d->MinPartial = Math.Clamp(BitOperations.Log2((uint)_d->Size) / 2, 5, 10);
-        _d->MagazineCapacity = Math.Clamp(16384 / _d->Size, 8, 128);
-        _d->MaxFull = Math.Max(16, (512 * 1024 / _d->Size) / _d->MagazineCapacity);
+        _d->MagazineCapacity = Math.Clamp(32768 / _d->Size, 16, 128);
+        _d->MaxFull = Math.Max(16, (int)(DepotBytes(_memory) / _d->Size / _d->MagazineCapacity));
+        _d->MaxStash = Math.Min(16, StashBytes / (_d->Size * _d->MagazineCapacity));
         _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), 64);
         NativeMemory.Clear(_d->Nodes, (nuint)(_d->NodeCount * sizeof(KmemCacheNode)));
 
@@ -172,6 +173,17 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         _d->SlabBytes = (uint)(_d->Objects * _d->Size);
         _d->DivisorMagic = ulong.MaxValue / (ulong)_d->Size + 1;
     }
+
+    /// <summary>
+    /// How many bytes of freed objects a cache's depot may hold: 1/64 of the arena, at most 4 MiB. Enough that a burst of
+    /// a thousand 4 KiB objects comes back through magazines instead of the slab lists (whose freelist writes all land
+    /// in the same few cache sets at a 4 KiB stride), little enough that the caches of a small arena hoard little; the
+    /// shrinkers empty depots under memory pressure.
+    /// </summary>
+    private static long DepotBytes(PhysicalMemory memory) => Math.Clamp(memory.Options.EffectiveMaxSize / 64, 512 * 1024, 4 << 20);
+
+    /// <summary>Bytes of objects a thread may keep in its own spare magazines of one cache (see <see cref="MagazineCache.Stash"/>).</summary>
+    private const int StashBytes = 128 * 1024;
 
     internal static int AlignUp(int value, int align) => (value + align - 1) & ~(align - 1);
 

@@ -28,6 +28,7 @@ internal unsafe struct KmemCacheData
     public int Order;
     public int Align;
     public int MagazineCapacity;
+    public int MaxStash;          // non-empty (and, as many, empty) magazines a thread keeps beyond its two loaded ones
     public int MinPartial;
     public int NodeCount;
     public int Id;
@@ -91,13 +92,12 @@ internal unsafe struct Magazine
     }
 
     /// <summary>
-    /// A magazine on cache lines of its own: two threads' magazines must never share a line, or every push and pop of
-    /// one would invalidate the other's (false sharing between per-thread caches).
+    /// A magazine on cache lines of its own: two threads' magazines must never share a line (or a prefetcher's line
+    /// pair), or every push and pop of one would invalidate the other's (false sharing between per-thread caches).
     /// </summary>
     public static Magazine* Create(int capacity)
     {
-        nuint bytes = (nuint)(sizeof(Magazine) + capacity * sizeof(void*) + 63) & ~(nuint)63;
-        var m = (Magazine*)NativeMemory.AlignedAlloc(bytes, 64);
+        var m = (Magazine*)Threading.CacheLines.AllocIsolated((nuint)(sizeof(Magazine) + capacity * sizeof(void*)));
         m->Next = null;
         m->Count = 0;
         m->Capacity = capacity;
@@ -106,7 +106,7 @@ internal unsafe struct Magazine
     }
 
     /// <summary>Frees a magazine from <see cref="Create"/>.</summary>
-    public static void Free(Magazine* m) => NativeMemory.AlignedFree(m);
+    public static void Free(Magazine* m) => Threading.CacheLines.Free(m);
 }
 
 /// <summary>A thread's magazines for one cache, after the <see cref="Threading.ThreadCacheHeader"/>.</summary>
@@ -124,13 +124,22 @@ internal unsafe struct MagazineCache
     public long Refills;
     public long Flushes;
 
+    // Slow paths only: this thread's own spare magazines, so a burst of frees then allocations reuses magazines whose
+    // lines are already in this core's cache instead of exchanging them through the shared depot (every magazine that
+    // changes threads costs a cache-line transfer per eight objects). Both linked through Magazine.Next.
+    public Magazine* Stash;       // non-empty magazines, newest first
+    public Magazine* Spares;      // empty magazines
+    public int NrStash;
+    public int NrSpares;
+
     /// <summary>
     /// The stand-in for a cache without magazines (debug flags) in per-thread handles: permanently "held by a drainer",
     /// so every operation through it takes the plain path, and handles need no test of their own.
     /// </summary>
-    public static readonly MagazineCache* Disabled = CreateDisabled();
+    public static readonly MagazineCache* Disabled = CreateRefusing();
 
-    private static MagazineCache* CreateDisabled()
+    /// <summary>A block that every fast-path operation finds "held by a drainer" (never freed; for stand-ins).</summary>
+    public static MagazineCache* CreateRefusing()
     {
         var mc = (MagazineCache*)NativeMemory.AlignedAlloc((nuint)sizeof(MagazineCache), 64);
         *mc = default;

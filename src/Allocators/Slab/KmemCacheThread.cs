@@ -63,7 +63,7 @@ public readonly unsafe ref struct KmemCacheThread
         // A destroyed cache has no slabs left (Destroy refuses while objects live), so the owner test also keeps a
         // use after Destroy away from the freed magazines.
         SlabAddress a = _locator.Find(obj);
-        if (a.Slab != null && a.Slab->Private == (nuint)_d && KmemCache.FreeToMagazine(_mc, _d, a.Slab, a.Offset, obj)) return;
+        if (a.Slab->Private == (nuint)_d && KmemCache.FreeToMagazine(_mc, _d, a.Slab, a.Offset, obj)) return;
         // Null, a sparse arena, misuse (reported there), a full magazine or a drain: the plain call sorts it out.
         _cache.Free(obj);
     }

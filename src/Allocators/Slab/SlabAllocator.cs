@@ -146,7 +146,7 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int KmallocIndex(nuint size)
-        => size <= 192 ? SmallSizeIndex[(int)(size - 1) >> 3] : BitOperations.Log2(size - 1);
+        => size <= 192 ? Unsafe.Add(ref MemoryMarshal.GetReference(SmallSizeIndex), (int)(size - 1) >> 3) : BitOperations.Log2(size - 1);
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc). Null on failure; <see cref="ZeroSizePointer"/> for 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Allocators.Physical;
 
 namespace Allocators.Slab;
@@ -23,9 +24,36 @@ internal readonly unsafe struct SlabLocator
         _memMap = (PageFrame*)memMap;
     }
 
+    /// <summary>The owner of <see cref="NotASlab"/>: no objects (every offset is refused) and kmalloc class -1.</summary>
+    /// <remarks>Declared before <see cref="NotASlab"/>, which points at it: static fields initialise in order.</remarks>
+    public static readonly KmemCacheData* NoCache = CreateNoCache();
+
+    /// <summary>
+    /// What <see cref="Find"/> returns for an address outside the slab pages of the flat arena: a frame that belongs to
+    /// no cache (its owner is <see cref="NoCache"/>, a cache without slots and with no kmalloc class), so the callers'
+    /// owner and offset tests refuse it without a null test of their own.
+    /// </summary>
+    public static readonly PageFrame* NotASlab = CreateNotASlab();
+
+    private static KmemCacheData* CreateNoCache()
+    {
+        var d = (KmemCacheData*)NativeMemory.AlignedAlloc((nuint)sizeof(KmemCacheData), 64);
+        *d = default;
+        d->KmallocIndex = -1;
+        return d;
+    }
+
+    private static PageFrame* CreateNotASlab()
+    {
+        var page = (PageFrame*)NativeMemory.AlignedAlloc((nuint)sizeof(PageFrame), 64);
+        *page = default;
+        page->Private = (nuint)NoCache;
+        return page;
+    }
+
     /// <summary>
     /// The head frame of the slab holding <paramref name="address"/> and the address's offset from the slab's first
-    /// byte; a null <see cref="SlabAddress.Slab"/> when it is not in a slab page of the flat arena.
+    /// byte; <see cref="NotASlab"/> (never null) when it is not in a slab page of the flat arena.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public SlabAddress Find(void* address)
@@ -39,13 +67,13 @@ internal readonly unsafe struct SlabLocator
                 return new SlabAddress(page, flat & (PageFrame.PageSize - 1));
             if ((flags & (ulong)PageFlags.Tail) != 0) return FindHead(page, flat);
         }
-        return default;
+        return new SlabAddress(NotASlab, 0);
     }
 
     private SlabAddress FindHead(PageFrame* tail, nuint flat)
     {
         var head = (PageFrame*)tail->Private;
-        if ((head->FlagsAndZone & (ulong)PageFlags.Slab) == 0) return default;
+        if ((head->FlagsAndZone & (ulong)PageFlags.Slab) == 0) return new SlabAddress(NotASlab, 0);
         return new SlabAddress(head, flat - ((nuint)(head - _memMap) << PageFrame.PageShift));
     }
 }

@@ -128,7 +128,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             {
                 if (!_threads[i].IsAlive) RetireLocked(i);
             }
-            block = (ThreadCacheHeader*)NativeMemory.AlignedAlloc(_blockSize, 64);
+            block = (ThreadCacheHeader*)CacheLines.AllocIsolated(_blockSize);
             NativeMemory.Clear(block, _blockSize);
             block->OwnerThreadId = Environment.CurrentManagedThreadId;
             block->Token = Interlocked.Increment(ref s_lastToken);
@@ -224,7 +224,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         ((ThreadCacheHeader*)_caches[index])->Index = index;
         _caches.RemoveAt(last);
         _threads.RemoveAt(last);
-        NativeMemory.AlignedFree(cache);
+        CacheLines.Free(cache);
     }
 
     /// <summary>Flushes and frees every cache; afterwards no thread finds a cache here.</summary>

@@ -40,9 +40,11 @@ public unsafe class SlabLocatorTests
             Assert.True(a.Slab == expected, $"slab of 0x{p:x}");
             Assert.Equal((nuint)p, (nuint)memory.PageAddress(a.Slab) + a.Offset);
         }
-        Assert.True(locator.Find(null).Slab == null);
+        Assert.True(locator.Find(null).Slab == SlabLocator.NotASlab);
         byte* stack = stackalloc byte[8];
-        Assert.True(locator.Find(stack).Slab == null);
+        Assert.True(locator.Find(stack).Slab == SlabLocator.NotASlab);
+        Assert.True(SlabPage.Cache(SlabLocator.NotASlab) == SlabLocator.NoCache);
+        Assert.Equal(-1, SlabLocator.NoCache->KmallocIndex);
 
         // Every byte offset of a slab and past it, against the division the multiply replaces.
         PageFrame* slab = KmemCache.SlabOf(memory, (void*)objects[0]);
