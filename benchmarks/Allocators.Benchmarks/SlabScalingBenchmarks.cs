@@ -30,6 +30,7 @@ public unsafe class SlabScalingBenchmarks
     private SpinPairBarrier _swap = null!;
     private nint[][] _batches = [];
     private volatile bool _stopping;
+    private nint _sink;
 
     /// <summary>Who allocates.</summary>
     [ParamsSource(nameof(Contenders))]
@@ -37,7 +38,13 @@ public unsafe class SlabScalingBenchmarks
 
     /// <summary>The contenders: Allocators' cache and kmalloc, plain and through the thread handle, and the native allocators that loaded.</summary>
     public static IEnumerable<string> Contenders
-        => NativeAllocatorColumns.Available(["kmem_cache", "kmem_cache ThisThread", "kmalloc", "kmalloc ThisThread"]);
+        => NativeAllocatorColumns.Available([Harness, "kmem_cache", "kmem_cache ThisThread", "kmalloc", "kmalloc ThisThread"]);
+
+    /// <summary>
+    /// No allocator: the same rounds with made-up pointers, so the cost of the benchmark itself shows (with
+    /// cross-thread frees each batch array's lines move between the cores every round, for every allocator).
+    /// </summary>
+    public const string Harness = "none (harness only)";
 
     /// <summary>Worker threads.</summary>
     [Params(1, 2)]
@@ -117,6 +124,12 @@ public unsafe class SlabScalingBenchmarks
                 var k = _system.Slab.ThisThread();
                 for (int i = 0; i < Batch; i++) mine[i] = (nint)k.Kmalloc(Size);
                 foreach (nint p in Swap(id)) k.Kfree((void*)p);
+                break;
+            case Harness:
+                for (int i = 0; i < Batch; i++) mine[i] = i * Size;
+                nint sum = 0;
+                foreach (nint p in Swap(id)) sum += p;
+                _sink = sum;
                 break;
             default:
                 var malloc = _native!.Malloc;

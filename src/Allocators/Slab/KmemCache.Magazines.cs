@@ -10,6 +10,9 @@ public sealed unsafe partial class KmemCache
 {
     private readonly long[] _retired = new long[4];
 
+    /// <summary>The cache line size passive false sharing is about.</summary>
+    private const int SlotLine = 64;
+
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
@@ -346,9 +349,11 @@ public sealed unsafe partial class KmemCache
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
         // The owner id marks the slabs this thread refills from; 0 (nobody) and negative (shared) are never used.
+        // Where every slot covers whole cache lines of its own no two objects share a line, so reusing another thread's
+        // freed object cannot cause passive false sharing: such caches track no owner (0), and no free is remote.
         int id = (int)(cache->Token & int.MaxValue);
         var mc = (MagazineCache*)cache;
-        mc->OwnerId = id != 0 ? id : 1;
+        mc->OwnerId = _d->Size % SlotLine == 0 ? 0 : id != 0 ? id : 1;
         // The fast paths rely on a registered block always having its magazines (until it is retired).
         mc->Loaded = TakeEmptyMagazine();
         mc->Previous = TakeEmptyMagazine();

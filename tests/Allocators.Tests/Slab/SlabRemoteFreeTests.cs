@@ -67,7 +67,7 @@ public unsafe class SlabRemoteFreeTests
     {
         using var sys = NewSystem(64);
         string baseline = Baseline(sys);
-        var cache = sys.Slab.CreateCache("remote-64", 64);
+        var cache = sys.Slab.CreateCache("remote-48", 48);
         const int N = 4096;
         var blocks = new nint[N];
         for (int i = 0; i < N; i++) blocks[i] = (nint)cache.Alloc();
@@ -90,6 +90,32 @@ public unsafe class SlabRemoteFreeTests
         Assert.True(back >= N - 128, $"only {back} of {N} objects came back");
 
         foreach (nint p in again) cache.Free((void*)p);
+        cache.Shrink();
+        Assert.Equal(0, cache.ActiveObjects);
+        cache.Destroy();
+        AssertBackToBaseline(sys, baseline);
+    }
+
+    [Theory]
+    [InlineData(64)]
+    [InlineData(128)]
+    [InlineData(192)]
+    public void ObjectsOnCacheLinesOfTheirOwnAreReusedByTheFreeingThread(int size)
+    {
+        using var sys = NewSystem();
+        string baseline = Baseline(sys);
+        var cache = sys.Slab.CreateCache($"own-lines-{size}", size, 64);
+        Assert.Equal(0, cache.SlotSize % 64);
+        nint fromMain = (nint)cache.Alloc();
+        nint reused = 0;
+        OnThread(() =>
+        {
+            cache.Free((void*)fromMain);           // no other object shares its lines: no reason to keep it away
+            reused = (nint)cache.Alloc();
+            cache.Free((void*)reused);
+        });
+        Assert.Equal(fromMain, reused);
+        Assert.Equal(0, cache.Stats.DepotExchanges);
         cache.Shrink();
         Assert.Equal(0, cache.ActiveObjects);
         cache.Destroy();
