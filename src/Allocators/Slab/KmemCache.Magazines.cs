@@ -13,6 +13,13 @@ public sealed unsafe partial class KmemCache
     /// <summary>The cache line size passive false sharing is about.</summary>
     private const int SlotLine = 64;
 
+    /// <summary>How far down the depot and the partial list a thread looks for magazines and slabs that are its own or nobody's.</summary>
+    private const int OwnerScan = 8;
+
+    // Owner ids of retired thread caches, and the highest id handed out (both under the registry lock).
+    private readonly Stack<int> _freeOwnerIds = new();
+    private int _ownerIds;
+
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
@@ -129,15 +136,23 @@ public sealed unsafe partial class KmemCache
         return empty;
     }
 
-    /// <summary>Loads a full magazine from the depot (the empty previous one becomes a spare); false when the depot has none.</summary>
+    /// <summary>
+    /// Loads a full magazine from the depot (the empty previous one becomes a spare); false when the depot has none for
+    /// this thread. Magazines parked for another thread are not taken: their objects lie next to objects that thread
+    /// still uses, and this thread's writes would land in its cache lines (passive false sharing).
+    /// </summary>
     private bool TakeFullFromDepot(MagazineCache* mc)
     {
-        if (_d->FullMagazines == null) return false;
+        if (_d->NrFull == 0) return false;
         NativeSpinLock.Acquire(&_d->DepotLock);
-        Magazine* full = _d->FullMagazines;
+        int owner = mc->OwnerId;
+        Magazine** list = owner > 0 && owner < _d->OwnedCapacity && _d->OwnedFull[owner] != null
+            ? &_d->OwnedFull[owner]
+            : &_d->FullMagazines;
+        Magazine* full = *list;
         if (full != null)
         {
-            _d->FullMagazines = full->Next;
+            *list = full->Next;
             _d->NrFull--;
             _d->DepotExchanges++;
         }
@@ -148,6 +163,49 @@ public sealed unsafe partial class KmemCache
         mc->Previous = mc->Loaded;
         mc->Loaded = full;
         return true;
+    }
+
+    /// <summary>Parks a full magazine on its owner's depot list, or the shared one (depot lock held).</summary>
+    private void PushFull(Magazine* full)
+    {
+        int owner = full->Owner;
+        Magazine** list = owner > 0 && owner < _d->OwnedCapacity ? &_d->OwnedFull[owner] : &_d->FullMagazines;
+        full->Next = *list;
+        *list = full;
+        _d->NrFull++;
+    }
+
+    /// <summary>Makes room for <paramref name="owner"/> in the depot's table of per-owner lists (registry lock held).</summary>
+    private void EnsureOwnedList(int owner)
+    {
+        if (owner < _d->OwnedCapacity) return;
+        int capacity = Math.Max(16, _d->OwnedCapacity * 2);
+        while (capacity <= owner) capacity *= 2;
+        var table = (Magazine**)NativeMemory.AllocZeroed((nuint)capacity, (nuint)sizeof(Magazine*));
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        Magazine** old = _d->OwnedFull;
+        for (int i = 0; i < _d->OwnedCapacity; i++) table[i] = old[i];
+        _d->OwnedFull = table;
+        _d->OwnedCapacity = capacity;
+        NativeSpinLock.Release(&_d->DepotLock);
+        NativeMemory.Free(old); // only read under the depot lock
+    }
+
+    /// <summary>A retired owner's parked magazines become anyone's: nobody uses the lines next to their objects any more.</summary>
+    private void ReleaseOwnedList(int owner)
+    {
+        NativeSpinLock.Acquire(&_d->DepotLock);
+        Magazine* m = _d->OwnedFull[owner];
+        _d->OwnedFull[owner] = null;
+        while (m != null)
+        {
+            Magazine* next = m->Next;
+            m->Owner = 0;
+            m->Next = _d->FullMagazines;
+            _d->FullMagazines = m;
+            m = next;
+        }
+        NativeSpinLock.Release(&_d->DepotLock);
     }
 
     private void FreeSlow(PageFrame* slab, void* obj)
@@ -248,7 +306,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Parks the full previous magazine in the depot and loads an empty one; false when the depot is at its limit.</summary>
     private bool ParkFullInDepot(MagazineCache* mc)
     {
-        Magazine* empty = ExchangeFullForEmpty(mc, mc->Previous);
+        Magazine* empty = ExchangeFullForEmpty(mc, mc->Previous, mc->OwnerId);
         if (empty == null) return false;
         mc->Previous = mc->Loaded;
         mc->Loaded = empty;
@@ -261,7 +319,8 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private void ParkRemoteInDepot(MagazineCache* mc)
     {
-        Magazine* empty = ExchangeFullForEmpty(mc, mc->Remote);
+        // For the thread that owns the slab of the first object (the others are usually that thread's too).
+        Magazine* empty = ExchangeFullForEmpty(mc, mc->Remote, Math.Max(0, SlabOf(_memory, mc->Remote->Objects[0])->MapCount));
         if (empty != null)
         {
             mc->Remote = empty;
@@ -276,15 +335,14 @@ public sealed unsafe partial class KmemCache
     /// Puts <paramref name="full"/> in the depot and returns an empty magazine for it (this thread's spare first: its
     /// lines are in this core's cache already); null (nothing changed) when the depot is at its limit.
     /// </summary>
-    private Magazine* ExchangeFullForEmpty(MagazineCache* mc, Magazine* full)
+    private Magazine* ExchangeFullForEmpty(MagazineCache* mc, Magazine* full, int owner)
     {
+        full->Owner = owner;
         NativeSpinLock.Acquire(&_d->DepotLock);
         bool parked = _d->NrFull < _d->MaxFull;
         if (parked)
         {
-            full->Next = _d->FullMagazines;
-            _d->FullMagazines = full;
-            _d->NrFull++;
+            PushFull(full);
             _d->DepotExchanges++;
         }
         NativeSpinLock.Release(&_d->DepotLock);
@@ -295,6 +353,17 @@ public sealed unsafe partial class KmemCache
     private void FlushDepot()
     {
         NativeSpinLock.Acquire(&_d->DepotLock);
+        for (int owner = 0; owner < _d->OwnedCapacity; owner++)
+        {
+            for (Magazine* m = _d->OwnedFull[owner]; m != null;)
+            {
+                Magazine* next = m->Next;
+                m->Next = _d->FullMagazines;
+                _d->FullMagazines = m;
+                m = next;
+            }
+            _d->OwnedFull[owner] = null;
+        }
         Magazine* full = _d->FullMagazines;
         Magazine* empty = _d->EmptyMagazines;
         _d->FullMagazines = _d->EmptyMagazines = null;
@@ -349,20 +418,33 @@ public sealed unsafe partial class KmemCache
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
         // The owner id marks the slabs this thread refills from; 0 (nobody) and negative (shared) are never used.
+        // Ids are small and reused: a thread that starts after another ended adopts its slabs and parked magazines.
         // Where every slot covers whole cache lines of its own no two objects share a line, so reusing another thread's
         // freed object cannot cause passive false sharing: such caches track no owner (0), and no free is remote.
-        int id = (int)(cache->Token & int.MaxValue);
         var mc = (MagazineCache*)cache;
-        mc->OwnerId = _d->Size % SlotLine == 0 ? 0 : id != 0 ? id : 1;
+        mc->OwnerId = _d->Size % SlotLine == 0 ? 0 : TakeOwnerId();
         // The fast paths rely on a registered block always having its magazines (until it is retired).
         mc->Loaded = TakeEmptyMagazine();
         mc->Previous = TakeEmptyMagazine();
         mc->Remote = TakeEmptyMagazine();
     }
 
+    /// <summary>The lowest owner id no live thread cache of this cache holds (registry lock held).</summary>
+    private int TakeOwnerId()
+    {
+        if (_freeOwnerIds.Count > 0) return _freeOwnerIds.Pop();
+        EnsureOwnedList(++_ownerIds);
+        return _ownerIds;
+    }
+
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
     {
         var mc = (MagazineCache*)cache;
+        if (mc->OwnerId > 0)
+        {
+            ReleaseOwnedList(mc->OwnerId);
+            _freeOwnerIds.Push(mc->OwnerId);
+        }
         lock (_retired)
         {
             _retired[0] += mc->AllocFastPath;

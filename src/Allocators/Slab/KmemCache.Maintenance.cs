@@ -82,18 +82,8 @@ public sealed unsafe partial class KmemCache
             SlabPage.SetInUse(slab, expected);
         }
         int list = SlabPage.List(slab);
-        if (count == 0 && list == SlabPage.ListPartial)
-        {
-            SlabPage.Remove(&n->Partial, slab); n->NrPartial--;
-            SlabPage.Push(&n->Full, slab); n->NrFull++;
-            SlabPage.SetList(slab, SlabPage.ListFull);
-        }
-        else if (count > 0 && list == SlabPage.ListFull)
-        {
-            SlabPage.Remove(&n->Full, slab); n->NrFull--;
-            SlabPage.Push(&n->Partial, slab); n->NrPartial++;
-            SlabPage.SetList(slab, SlabPage.ListPartial);
-        }
+        if (count == 0 && list == SlabPage.ListPartial) MoveToFull(n, slab);
+        else if (count > 0 && list == SlabPage.ListFull) MoveToPartial(n, slab);
 
         if ((_d->Flags & (int)(SlabFlags.RedZone | SlabFlags.Poison)) == 0) return;
         for (int i = 0; i < _d->Objects; i++) CheckObject(slab, ObjectAt(slab, i), active: !free[i]);
@@ -217,6 +207,9 @@ public sealed unsafe partial class KmemCache
         DiscardEmptySlabs();
         _owner.Remove(this);
         NativeMemory.AlignedFree(_d->Nodes);
+        NativeMemory.Free(_d->OwnedFull);
+        _d->OwnedFull = null;
+        _d->OwnedCapacity = 0;
         _handle.Free();
         // The small native record itself stays: this object's properties still read it after destruction.
     }

@@ -125,34 +125,26 @@ public sealed unsafe partial class KmemCache
         SlabPage.SetFreelist(slab, next);
         SlabPage.SetInUse(slab, SlabPage.InUse(slab) + 1);
         n->InUseObjects++;
-        if (next == null)
-        {
-            SlabPage.Remove(&n->Partial, slab);
-            n->NrPartial--;
-            SlabPage.Push(&n->Full, slab);
-            n->NrFull++;
-            SlabPage.SetList(slab, SlabPage.ListFull);
-        }
+        if (next == null) MoveToFull(n, slab);
         return obj;
     }
 
     /// <summary>Puts an object back on its slab; returns the slab when it became empty and should be discarded. Node lock held.</summary>
-    private PageFrame* FreeToSlab(KmemCacheNode* n, PageFrame* slab, void* obj)
+    private PageFrame* FreeToSlab(KmemCacheNode* n, PageFrame* slab, void* obj) => FreeToSlab(n, slab, obj, obj, 1);
+
+    /// <summary>
+    /// Puts a chain of <paramref name="count"/> objects of one slab (linked from <paramref name="head"/> to
+    /// <paramref name="tail"/>) back on it; returns the slab when it became empty and should be discarded. Node lock held.
+    /// </summary>
+    private PageFrame* FreeToSlab(KmemCacheNode* n, PageFrame* slab, void* head, void* tail, int count)
     {
-        SetFreePointer(_d, obj, SlabPage.Freelist(slab));
-        SlabPage.SetFreelist(slab, obj);
-        int inUse = SlabPage.InUse(slab) - 1;
+        SetFreePointer(_d, tail, SlabPage.Freelist(slab));
+        SlabPage.SetFreelist(slab, head);
+        int inUse = SlabPage.InUse(slab) - count;
         SlabPage.SetInUse(slab, inUse);
-        n->InUseObjects--;
+        n->InUseObjects -= count;
         if (inUse == 0) SlabPage.SetOwner(slab, 0); // empty again: the next refiller owns it
-        if (SlabPage.List(slab) == SlabPage.ListFull)
-        {
-            SlabPage.Remove(&n->Full, slab);
-            n->NrFull--;
-            SlabPage.Push(&n->Partial, slab);
-            n->NrPartial++;
-            SlabPage.SetList(slab, SlabPage.ListPartial);
-        }
+        if (SlabPage.List(slab) == SlabPage.ListFull) MoveToPartial(n, slab);
         // Keep some empty slabs for the next burst (a quarter of the cache, at least min_partial); give back the rest.
         if (inUse == 0 && n->NrPartial > Math.Max(_d->MinPartial, n->NrSlabs / 4))
         {
@@ -166,7 +158,12 @@ public sealed unsafe partial class KmemCache
         return null;
     }
 
-    /// <summary>Moves up to <paramref name="want"/> objects from partial slabs into a magazine (get_partial), preferring <paramref name="node"/>.</summary>
+    /// <summary>
+    /// Moves up to <paramref name="want"/> objects from partial slabs into a magazine (get_partial), preferring
+    /// <paramref name="node"/>. Each slab's whole free list is detached under the node lock in a few stores
+    /// (get_freelist) and walked after the lock is dropped: the walk reads every object, usually from memory, and
+    /// other threads' refills and flushes must not wait for that. What does not fit goes back in one splice.
+    /// </summary>
     private void RefillFromSlabs(Magazine* m, int want, int node, int owner)
     {
         int nodes = _d->NodeCount;
@@ -174,29 +171,171 @@ public sealed unsafe partial class KmemCache
         for (int i = 0; i < nodes && m->Count < want; i++)
         {
             KmemCacheNode* n = _d->Nodes + (node + i) % nodes;
-            if (n->Partial == null) continue;
-            NativeSpinLock.Acquire(&n->ListLock);
             while (m->Count < want && n->Partial != null)
             {
-                PageFrame* slab = n->Partial;
-                SlabPage.NoteRefill(slab, owner);
-                while (m->Count < want && SlabPage.List(slab) == SlabPage.ListPartial)
-                    m->Objects[m->Count++] = TakeFromSlab(n, slab);
+                NativeSpinLock.Acquire(&n->ListLock);
+                PageFrame* slab = PickPartial(n, owner);
+                int free = slab != null ? DetachFreelist(n, slab, owner) : 0;
+                void* head = slab != null ? SlabPage.Freelist(slab) : null;
+                if (slab != null) SlabPage.SetFreelist(slab, null);
+                NativeSpinLock.Release(&n->ListLock);
+                if (slab == null) break;
+                TakeDetached(n, slab, head, free, m, want);
             }
-            NativeSpinLock.Release(&n->ListLock);
         }
     }
 
-    /// <summary>Gives objects back to their slabs (free_to_partial_list in bulk); empty slabs beyond min_partial go to the page allocator.</summary>
+    /// <summary>
+    /// Takes every free object of a partial slab for the caller (node lock held): the slab counts them in use and moves
+    /// to the full list; returns how many there are. The caller takes the list head and clears it.
+    /// </summary>
+    private int DetachFreelist(KmemCacheNode* n, PageFrame* slab, int owner)
+    {
+        SlabPage.NoteRefill(slab, owner);
+        int free = _d->Objects - SlabPage.InUse(slab);
+        SlabPage.SetInUse(slab, _d->Objects);
+        n->InUseObjects += free;
+        MoveToFull(n, slab);
+        return free;
+    }
+
+    /// <summary>Moves a slab from the node's partial list to its full list (node lock held).</summary>
+    private static void MoveToFull(KmemCacheNode* n, PageFrame* slab)
+    {
+        SlabPage.Remove(&n->Partial, slab);
+        n->NrPartial--;
+        SlabPage.Push(&n->Full, slab);
+        n->NrFull++;
+        SlabPage.SetList(slab, SlabPage.ListFull);
+    }
+
+    /// <summary>Moves a slab from the node's full list to its partial list (node lock held).</summary>
+    private static void MoveToPartial(KmemCacheNode* n, PageFrame* slab)
+    {
+        SlabPage.Remove(&n->Full, slab);
+        n->NrFull--;
+        SlabPage.Push(&n->Partial, slab);
+        n->NrPartial++;
+        SlabPage.SetList(slab, SlabPage.ListPartial);
+    }
+
+    /// <summary>
+    /// Walks a detached free list (no lock: its objects are the caller's) into <paramref name="m"/>; a corrupted
+    /// pointer is reported and never followed (the objects after it stay counted in use: lost, as when the list is
+    /// cut under the lock); the rest of the list goes back to the slab.
+    /// </summary>
+    private void TakeDetached(KmemCacheNode* n, PageFrame* slab, void* obj, int free, Magazine* m, int want)
+    {
+        int taken = 0;
+        while (obj != null && m->Count < want && taken < free)
+        {
+            void* next = GetFreePointer(_d, obj);
+            if (next != null && ObjectIndex(slab, next) < 0)
+            {
+                RecordFreelistCorruption(slab, obj, next);
+                next = null;
+            }
+            m->Objects[m->Count++] = obj;
+            taken++;
+            obj = next;
+        }
+        if (obj != null && taken < free) ReturnDetached(n, slab, obj, free - taken);
+    }
+
+    /// <summary>Splices the untaken rest of a detached free list (at most <paramref name="most"/> objects) back onto its slab.</summary>
+    private void ReturnDetached(KmemCacheNode* n, PageFrame* slab, void* head, int most)
+    {
+        // Count it and find its tail outside the lock; a list longer than the slab's free count has a loop: cut it.
+        int count = 1;
+        void* tail = head;
+        while (count < most)
+        {
+            void* next = GetFreePointer(_d, tail);
+            if (next == null) break;
+            if (ObjectIndex(slab, next) < 0)
+            {
+                RecordFreelistCorruption(slab, tail, next);
+                break;
+            }
+            tail = next;
+            count++;
+        }
+        NativeSpinLock.Acquire(&n->ListLock);
+        FreeToSlab(n, slab, head, tail, count); // never empties it: the objects just taken stay in use
+        NativeSpinLock.Release(&n->ListLock);
+    }
+
+    /// <summary>
+    /// The partial slab a refill by <paramref name="owner"/> takes: within the first few, one that is nobody's or its own
+    /// (objects next to another thread's live objects would share its cache lines). When there is none and the node
+    /// holds only a few partial slabs, null: the caller grows a slab of its own, as a per-thread heap would. With many
+    /// partial slabs, the first one anyway, so the memory other threads hold in them is used before the node grows.
+    /// Node lock held.
+    /// </summary>
+    private static PageFrame* PickPartial(KmemCacheNode* n, int owner)
+    {
+        PageFrame* first = n->Partial;
+        if (owner == 0) return first;
+        PageFrame* slab = first;
+        for (int i = 0; slab != null && i < OwnerScan; i++, slab = slab->Next)
+        {
+            int current = slab->MapCount;
+            if (current == 0 || current == owner) return slab;
+        }
+        return n->NrPartial > ForeignPartialLimit ? first : null;
+    }
+
+    /// <summary>Partial slabs of other threads a node may hold before a refill takes one of them rather than growing.</summary>
+    private const int ForeignPartialLimit = 32;
+
+    /// <summary>
+    /// Gives objects back to their slabs (free_to_partial_list in bulk); empty slabs beyond min_partial go to the page
+    /// allocator. Runs of objects of one slab (a tree freed in the order it was built, say) are linked into a chain
+    /// before the node lock is taken (build_detached_freelist), so under the lock each run costs one splice.
+    /// </summary>
     private void FlushToSlabs(void** objects, int count)
+    {
+        const int Chunk = 128;
+        var runs = stackalloc FreeRun[Chunk];
+        for (int start = 0; start < count; start += Chunk)
+        {
+            int end = Math.Min(count, start + Chunk);
+            int nRuns = 0;
+            for (int i = start; i < end;)
+            {
+                PageFrame* slab = SlabOf(_memory, objects[i]);
+                int j = i + 1;
+                // Linked newest first, as pushing them one by one would: the last object freed heads the list.
+                while (j < end && SlabOf(_memory, objects[j]) == slab)
+                {
+                    SetFreePointer(_d, objects[j], objects[j - 1]);
+                    j++;
+                }
+                runs[nRuns++] = new FreeRun { Slab = slab, Head = objects[j - 1], Tail = objects[i], Count = j - i };
+                i = j;
+            }
+            SpliceRuns(runs, nRuns);
+        }
+    }
+
+    /// <summary>A chain of freed objects of one slab, linked through their free pointers except for the tail's.</summary>
+    private struct FreeRun
+    {
+        public PageFrame* Slab;
+        public void* Head;
+        public void* Tail;
+        public int Count;
+    }
+
+    private void SpliceRuns(FreeRun* runs, int nRuns)
     {
         const int MaxBatchEmpty = 64;
         PageFrame** empty = stackalloc PageFrame*[MaxBatchEmpty];
         int nEmpty = 0;
         KmemCacheNode* locked = null;
-        for (int i = 0; i < count; i++)
+        for (int r = 0; r < nRuns; r++)
         {
-            PageFrame* slab = SlabOf(_memory, objects[i]);
+            PageFrame* slab = runs[r].Slab;
             KmemCacheNode* n = NodeOf(slab);
             if (n != locked)
             {
@@ -204,7 +343,7 @@ public sealed unsafe partial class KmemCache
                 NativeSpinLock.Acquire(&n->ListLock);
                 locked = n;
             }
-            PageFrame* gone = FreeToSlab(n, slab, objects[i]);
+            PageFrame* gone = FreeToSlab(n, slab, runs[r].Head, runs[r].Tail, runs[r].Count);
             if (gone != null)
             {
                 if (nEmpty == MaxBatchEmpty)

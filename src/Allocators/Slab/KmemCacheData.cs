@@ -43,7 +43,9 @@ internal unsafe struct KmemCacheData
     public int NrFull;
     public int NrEmpty;
     public int MaxFull;
-    public Magazine* FullMagazines;
+    public Magazine* FullMagazines;   // for any thread
+    public Magazine** OwnedFull;      // [owner id]: full magazines for that thread cache only
+    public int OwnedCapacity;
     public Magazine* EmptyMagazines;
 
     public KmemCacheNode* Nodes;
@@ -83,6 +85,8 @@ internal unsafe struct Magazine
     public Magazine* Next;
     public int Count;
     public int Capacity;
+    public int Owner;             // in the depot: the thread cache it is for (0: anyone), see KmemCache.TakeFullFromDepot
+    public int Pad;
     public nint Guard;            // always 0: Objects[-1], so "is obj on top?" needs no empty check
 
     public void** Objects
@@ -101,6 +105,8 @@ internal unsafe struct Magazine
         m->Next = null;
         m->Count = 0;
         m->Capacity = capacity;
+        m->Owner = 0;
+        m->Pad = 0;
         m->Guard = 0;
         return m;
     }

@@ -126,17 +126,26 @@ public unsafe class SlabRemoteFreeTests
     public void ASlabSeveralThreadsRefilledFromIsSharedAndItsFreesStayLocal()
     {
         using var sys = NewSystem();
-        var cache = sys.Slab.CreateCache("remote-shared-16", 16); // 256 objects per slab, 128 per magazine refill
-        nint fromMain = (nint)cache.Alloc();      // main takes the first half of a fresh slab: main owns it
+        var cache = sys.Slab.CreateCache("remote-shared-16", 16); // 256 objects per order-0 slab
+        // Main holds every other object of 40 slabs: more partial slabs of its own than a refill passes over, so the
+        // worker's refill takes one of them and the slab becomes shared.
+        var all = new List<nint>();
+        for (int i = 0; i < 40 * cache.ObjectsPerSlab; i++) all.Add((nint)cache.Alloc());
+        var held = all.Where((_, i) => i % 2 == 0).ToList();
+        foreach (nint p in all.Where((_, i) => i % 2 == 1)) cache.Free((void*)p);
+        sys.Slab.ShrinkAll();
         bool reusedLocally = false;
+        nint fromMain = 0;
         OnThread(() =>
         {
-            void* own = cache.Alloc();             // this thread takes the second half: the slab is shared now
-            cache.Free(own);
+            nint own = (nint)cache.Alloc();        // from one of main's partial slabs: shared now
+            fromMain = held.First(p => (p & ~4095) == (own & ~4095));
+            cache.Free((void*)own);
             cache.Free((void*)fromMain);           // a shared slab's object: kept in this thread's magazine
             reusedLocally = (nint)cache.Alloc() == fromMain;
         });
         Assert.True(reusedLocally, "a free into a shared slab should stay in the freeing thread's magazine");
+        foreach (nint p in held.Where(p => p != fromMain)) cache.Free((void*)p);
         cache.Shrink();
         Assert.Equal(1, cache.ActiveObjects); // the object the thread took back and kept
     }
