@@ -78,12 +78,7 @@ internal sealed class BinaryTrees : Workload
     }
 
     /// <inheritdoc/>
-    /// <remarks>
-    /// On the typed cache each tree is built and freed through the thread's handle (<see cref="KmemCache{T}.ThisThread"/>),
-    /// taken once per tree: how a program that builds many objects in a row on one thread uses the cache.
-    /// </remarks>
-    public override WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context)
-        => RunOnCache<Node>(slab, cache => RunTrees(new CacheTrees(cache), context));
+    public override WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context) => RunOnCache<Node>(slab, context);
 
     /// <inheritdoc/>
     public override WorkloadOutcome Run<TAlloc, TBlock>(TAlloc allocator, RunContext context)
@@ -177,6 +172,10 @@ internal sealed class BinaryTrees : Workload
         long CheckAndFreeLongLived();
     }
 
+    /// <summary>
+    /// Native trees; each tree is built, checked and freed in one run on its thread (<see cref="IBlockAllocator{TBlock}.OnThisThread"/>),
+    /// so Allocators serve it through the thread's handle: how a program that builds many objects in a row on one thread uses them.
+    /// </summary>
     private sealed unsafe class NativeTrees<TAlloc, TBlock>(TAlloc allocator) : ITrees where TAlloc : struct, IBlockAllocator<TBlock>
     {
         private readonly TAlloc _allocator = allocator;
@@ -184,31 +183,56 @@ internal sealed class BinaryTrees : Workload
 
         public long BuildCheckFree(int depth)
         {
-            Node* root = Build(_allocator, depth);
-            long check = Check(root);
-            Free(_allocator, root);
-            return check;
+            var run = new TreeRun { Depth = depth, Build = true, Free = true };
+            _allocator.OnThisThread(ref run);
+            return run.Check;
         }
 
-        public void BuildLongLived(int depth) => _longLived = Build(_allocator, depth);
+        public void BuildLongLived(int depth)
+        {
+            var run = new TreeRun { Depth = depth, Build = true };
+            _allocator.OnThisThread(ref run);
+            _longLived = run.Root;
+        }
 
         public long CheckAndFreeLongLived()
         {
-            long check = Check(_longLived);
-            Free(_allocator, _longLived);
+            var run = new TreeRun { Root = _longLived, Free = true };
+            _allocator.OnThisThread(ref run);
             _longLived = null;
-            return check;
+            return run.Check;
+        }
+
+        /// <summary>Builds a tree (when <see cref="Build"/>), checks it, and frees it (when <see cref="Free"/>).</summary>
+        private struct TreeRun : IThreadRun<TBlock>
+        {
+            public int Depth;
+            public bool Build;
+            public bool Free;
+            public Node* Root;
+            public long Check;
+
+            public void Run<TA>(ref TA allocator) where TA : IBlockAllocator<TBlock>, allows ref struct
+            {
+                if (Build) Root = BuildTree(ref allocator, Depth);
+                Check = BinaryTrees.Check(Root);
+                if (Free)
+                {
+                    FreeTree(ref allocator, Root);
+                    Root = null;
+                }
+            }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static Node* Build(TAlloc allocator, int depth)
+        private static Node* BuildTree<TA>(ref TA allocator, int depth) where TA : IBlockAllocator<TBlock>, allows ref struct
         {
             TBlock block = allocator.Allocate(NodeSize);
             Node* node = (Node*)Unsafe.As<TBlock, nint>(ref block);
             if (depth > 0)
             {
-                node->Left = Build(allocator, depth - 1);
-                node->Right = Build(allocator, depth - 1);
+                node->Left = BuildTree(ref allocator, depth - 1);
+                node->Right = BuildTree(ref allocator, depth - 1);
             }
             else
             {
@@ -218,9 +242,8 @@ internal sealed class BinaryTrees : Workload
             return node;
         }
 
-
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Free(TAlloc allocator, Node* node)
+        private static void FreeTree<TA>(ref TA allocator, Node* node) where TA : IBlockAllocator<TBlock>, allows ref struct
         {
             Node* left = node->Left;
             Node* right = node->Right;
@@ -228,8 +251,8 @@ internal sealed class BinaryTrees : Workload
             allocator.Free(Unsafe.As<nint, TBlock>(ref address));
             if (left != null)
             {
-                Free(allocator, left);
-                Free(allocator, right);
+                FreeTree(ref allocator, left);
+                FreeTree(ref allocator, right);
             }
         }
     }
@@ -237,61 +260,6 @@ internal sealed class BinaryTrees : Workload
     /// <summary>The nodes of a native tree (the program's check value).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe long Check(Node* node) => node->Left == null ? 1 : 1 + Check(node->Left) + Check(node->Right);
-
-    /// <summary>Trees on a typed slab cache, built and freed through the thread's handle taken once per tree.</summary>
-    private sealed unsafe class CacheTrees(KmemCache<Node> cache) : ITrees
-    {
-        private Node* _longLived;
-
-        public long BuildCheckFree(int depth)
-        {
-            var nodes = cache.ThisThread();
-            Node* root = Build(nodes, depth);
-            long check = Check(root);
-            Free(nodes, root);
-            return check;
-        }
-
-        public void BuildLongLived(int depth) => _longLived = Build(cache.ThisThread(), depth);
-
-        public long CheckAndFreeLongLived()
-        {
-            long check = Check(_longLived);
-            Free(cache.ThisThread(), _longLived);
-            _longLived = null;
-            return check;
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static Node* Build(in KmemCacheThread<Node> nodes, int depth)
-        {
-            Node* node = nodes.Alloc();
-            if (depth > 0)
-            {
-                node->Left = Build(nodes, depth - 1);
-                node->Right = Build(nodes, depth - 1);
-            }
-            else
-            {
-                node->Left = null;
-                node->Right = null;
-            }
-            return node;
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Free(in KmemCacheThread<Node> nodes, Node* node)
-        {
-            Node* left = node->Left;
-            Node* right = node->Right;
-            nodes.Free(node);
-            if (left != null)
-            {
-                Free(nodes, left);
-                Free(nodes, right);
-            }
-        }
-    }
 
     private sealed class ManagedTrees : ITrees
     {

@@ -26,6 +26,24 @@ internal interface IBlockAllocator<TBlock>
 
     /// <summary>True for the empty block (default value).</summary>
     bool IsNull(TBlock block);
+
+    /// <summary>
+    /// Runs <paramref name="run"/> (a run of operations on the calling thread) with this allocator as that thread
+    /// should use it: through the allocator's per-thread handle where it has one (Allocators'
+    /// <see cref="SlabAllocator.ThisThread"/> and <see cref="KmemCache{T}.ThisThread"/>), else as it is.
+    /// </summary>
+    void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<TBlock>;
+}
+
+/// <summary>
+/// A workload's per-thread loop, written once for every allocator: <see cref="Run"/> is specialised per allocator type
+/// (ref structs included, so a per-thread handle can be passed in), with no interface dispatch per operation.
+/// </summary>
+/// <typeparam name="TBlock">How a block is held.</typeparam>
+internal interface IThreadRun<TBlock>
+{
+    /// <summary>The loop, over <paramref name="allocator"/>.</summary>
+    void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct;
 }
 
 /// <summary>Shared cold paths of the allocator structs.</summary>
@@ -56,6 +74,13 @@ internal readonly unsafe struct KmallocAllocator(SlabAllocator slab) : IBlockAll
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
+    {
+        var handle = new KmallocHandleAllocator(_slab.ThisThread());
+        run.Run(ref handle);
+    }
 }
 
 /// <summary>An Allocators typed slab cache (<see cref="KmemCache{T}"/>): every block is one <typeparamref name="T"/>.</summary>
@@ -74,6 +99,60 @@ internal readonly unsafe struct SlabCacheAllocator<T>(KmemCache<T> cache) : IBlo
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
+    {
+        var handle = new SlabCacheHandleAllocator<T>(_cache.ThisThread());
+        run.Run(ref handle);
+    }
+}
+
+/// <summary>kmalloc/kfree through the calling thread's handle (<see cref="SlabAllocator.ThisThread"/>): one thread's run.</summary>
+internal unsafe ref struct KmallocHandleAllocator(KmallocThread handle) : IBlockAllocator<nint>
+{
+    private KmallocThread _handle = handle;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public nint Allocate(int size)
+    {
+        void* p = _handle.Kmalloc((nuint)size);
+        if (p == null) AllocatorFailure.OutOfMemory("kmalloc", size);
+        return (nint)p;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Free(nint block) => _handle.Kfree((void*)block);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref byte Data(nint block) => ref *(byte*)block;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint> => run.Run(ref this);
+}
+
+/// <summary>A typed slab cache through the calling thread's handle (<see cref="KmemCache{T}.ThisThread"/>): one thread's run.</summary>
+internal unsafe ref struct SlabCacheHandleAllocator<T>(KmemCacheThread<T> handle) : IBlockAllocator<nint> where T : unmanaged
+{
+    private readonly KmemCacheThread<T> _handle = handle;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public nint Allocate(int size) => (nint)_handle.Alloc();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Free(nint block) => _handle.Free((T*)block);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref byte Data(nint block) => ref *(byte*)block;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint> => run.Run(ref this);
 }
 
 /// <summary>A native allocator's malloc/free called through its unmanaged function pointers (no GC transition).</summary>
@@ -98,6 +177,13 @@ internal readonly unsafe struct NativeLibraryAllocator(NativeAllocatorLibrary li
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
+    {
+        var self = this;
+        run.Run(ref self);
+    }
 }
 
 /// <summary><see cref="NativeMemory.Alloc(nuint)"/> / <see cref="NativeMemory.Free"/> (the runtime's own path to the C heap).</summary>
@@ -114,6 +200,13 @@ internal readonly unsafe struct NativeMemoryAllocator : IBlockAllocator<nint>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
+    {
+        var self = this;
+        run.Run(ref self);
+    }
 }
 
 /// <summary><see cref="ArrayPool{T}.Shared"/>: rent and return byte arrays.</summary>
@@ -130,6 +223,13 @@ internal readonly struct ArrayPoolAllocator : IBlockAllocator<byte[]>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(byte[] block) => block is null;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<byte[]>
+    {
+        var self = this;
+        run.Run(ref self);
+    }
 }
 
 /// <summary>The garbage collector: a new (uninitialised) byte array per block; freeing drops the reference.</summary>
@@ -146,6 +246,13 @@ internal readonly struct GcAllocator : IBlockAllocator<byte[]>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(byte[] block) => block is null;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<byte[]>
+    {
+        var self = this;
+        run.Run(ref self);
+    }
 }
 
 /// <summary>
@@ -179,4 +286,11 @@ internal readonly unsafe struct PrivateLineAllocator : IBlockAllocator<nint>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsNull(nint block) => block == 0;
+
+    /// <inheritdoc/>
+    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
+    {
+        var self = this;
+        run.Run(ref self);
+    }
 }

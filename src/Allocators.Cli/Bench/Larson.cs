@@ -83,7 +83,9 @@ internal sealed class Larson : Workload
         {
             try
             {
-                bool stopped = Replace(allocator, array, ref context.Live.Of(array.Index), stop);
+                var run = new ReplaceRun<TBlock> { Array = array, Live = context.Live, Stop = stop };
+                allocator.OnThisThread(ref run);
+                bool stopped = run.Stopped;
                 if (!stopped)
                 {
                     array.Handoffs++;
@@ -131,10 +133,22 @@ internal sealed class Larson : Workload
         return outcome;
     }
 
+    /// <summary>One thread's turn over its slot array (<see cref="Replace"/>), with the allocator as the thread uses it.</summary>
+    private struct ReplaceRun<TBlock> : IThreadRun<TBlock>
+    {
+        public SlotArray<TBlock> Array;
+        public LiveCounters Live;
+        public StrongBox<bool> Stop;
+        public bool Stopped;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Stopped = Replace(ref allocator, Array, ref Live.Of(Array.Index), Stop);
+    }
+
     /// <summary>One thread's turn; true when it stopped because the run is over.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool Replace<TAlloc, TBlock>(TAlloc allocator, SlotArray<TBlock> array, ref long live, StrongBox<bool> stop)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+    private static bool Replace<TAlloc, TBlock>(ref TAlloc allocator, SlotArray<TBlock> array, ref long live, StrongBox<bool> stop)
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         TBlock[] blocks = array.Blocks;
         FastRandom random = array.Random;

@@ -55,13 +55,16 @@ internal sealed class XmallocTest : Workload
         {
             if (index < producers)
             {
-                Produce(allocator, ref context.Live.Of(index), full, empty, queued, capacity, stop);
+                var produce = new ProduceRun<TBlock> { Live = context.Live, Index = index, Full = full, Empty = empty, Queued = queued, Capacity = capacity, Stop = stop };
+                allocator.OnThisThread(ref produce);
                 Interlocked.Increment(ref producersDone.Value);
             }
             else
             {
                 int c = index - producers;
-                long errors = Consume(allocator, ref context.Live.Of(producers + c), full, empty, queued, producersDone, producers, out long count);
+                var consume = new ConsumeRun<TBlock> { Live = context.Live, Index = producers + c, Full = full, Empty = empty, Queued = queued, ProducersDone = producersDone, Producers = producers };
+                allocator.OnThisThread(ref consume);
+                long errors = consume.Errors, count = consume.Count;
                 freed[c * 16] = count;
                 Interlocked.Add(ref stampErrors, errors);
             }
@@ -81,10 +84,42 @@ internal sealed class XmallocTest : Workload
         return outcome;
     }
 
+    /// <summary>A producer thread's loop with the allocator as the thread uses it.</summary>
+    private struct ProduceRun<TBlock> : IThreadRun<TBlock>
+    {
+        public LiveCounters Live;
+        public int Index;
+        public ConcurrentQueue<TBlock[]> Full;
+        public ConcurrentQueue<TBlock[]> Empty;
+        public StrongBox<int> Queued;
+        public int Capacity;
+        public StrongBox<bool> Stop;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Produce(ref allocator, ref Live.Of(Index), Full, Empty, Queued, Capacity, Stop);
+    }
+
+    /// <summary>A consumer thread's loop with the allocator as the thread uses it.</summary>
+    private struct ConsumeRun<TBlock> : IThreadRun<TBlock>
+    {
+        public LiveCounters Live;
+        public int Index;
+        public ConcurrentQueue<TBlock[]> Full;
+        public ConcurrentQueue<TBlock[]> Empty;
+        public StrongBox<int> Queued;
+        public StrongBox<int> ProducersDone;
+        public int Producers;
+        public long Errors;
+        public long Count;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Errors = Consume(ref allocator, ref Live.Of(Index), Full, Empty, Queued, ProducersDone, Producers, out Count);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Produce<TAlloc, TBlock>(TAlloc allocator, ref long live, ConcurrentQueue<TBlock[]> full,
+    private static void Produce<TAlloc, TBlock>(ref TAlloc allocator, ref long live, ConcurrentQueue<TBlock[]> full,
         ConcurrentQueue<TBlock[]> empty, StrongBox<int> queued, int capacity, StrongBox<bool> stop)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         var spin = new SpinWait();
         while (!Volatile.Read(ref stop.Value))
@@ -109,9 +144,9 @@ internal sealed class XmallocTest : Workload
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long Consume<TAlloc, TBlock>(TAlloc allocator, ref long live, ConcurrentQueue<TBlock[]> full,
+    private static long Consume<TAlloc, TBlock>(ref TAlloc allocator, ref long live, ConcurrentQueue<TBlock[]> full,
         ConcurrentQueue<TBlock[]> empty, StrongBox<int> queued, StrongBox<int> producersDone, int producers, out long count)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         var spin = new SpinWait();
         long errors = 0;
