@@ -68,7 +68,9 @@ internal abstract class FalseSharingWorkload : Workload
                 allocator.Free(given[t]);
                 live -= ObjectSize;
             }
-            Interlocked.Add(ref errors, Exercise<TAlloc, TBlock>(allocator, repetitions, ref live));
+            var run = new ExerciseRun<TBlock> { Live = context.Live, Index = t, Repetitions = repetitions };
+            allocator.OnThisThread(ref run);
+            Interlocked.Add(ref errors, run.Errors);
         }, Name);
         var elapsed = clock.Elapsed;
         var outcome = new WorkloadOutcome { Operations = repetitions * threads, Elapsed = elapsed };
@@ -77,9 +79,21 @@ internal abstract class FalseSharingWorkload : Workload
         return outcome;
     }
 
+    /// <summary>A thread's allocate/write/free loop with the allocator as the thread uses it.</summary>
+    private struct ExerciseRun<TBlock> : IThreadRun<TBlock>
+    {
+        public LiveCounters Live;
+        public int Index;
+        public long Repetitions;
+        public long Errors;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Errors = Exercise<TAlloc, TBlock>(ref allocator, Repetitions, ref Live.Of(Index));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long Exercise<TAlloc, TBlock>(TAlloc allocator, long repetitions, ref long live)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+    private static long Exercise<TAlloc, TBlock>(ref TAlloc allocator, long repetitions, ref long live)
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         long errors = 0;
         for (long r = 0; r < repetitions; r++)

@@ -28,8 +28,10 @@ internal sealed class GlibcSimple : Workload
         var clock = Clock();
         var runner = new Thread(() => RunThreads(context.Threads, t =>
         {
-            counts[t * 16] = Loop<TAlloc, TBlock>(allocator, stop, ref context.Live.Of(t), out long e);
-            Interlocked.Add(ref errors, e);
+            var run = new LoopRun<TBlock> { Stop = stop, Live = context.Live, Index = t };
+            allocator.OnThisThread(ref run);
+            counts[t * 16] = run.Operations;
+            Interlocked.Add(ref errors, run.Errors);
         }, Name));
         runner.Start();
         StopAfter(context.Scale.Duration, stop);
@@ -39,9 +41,22 @@ internal sealed class GlibcSimple : Workload
             .CheckStampsAndLive(errors, context);
     }
 
+    /// <summary>One thread's loop with the allocator as the thread uses it.</summary>
+    private struct LoopRun<TBlock> : IThreadRun<TBlock>
+    {
+        public StrongBox<bool> Stop;
+        public LiveCounters Live;
+        public int Index;
+        public long Operations;
+        public long Errors;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Operations = Loop<TAlloc, TBlock>(ref allocator, Stop, ref Live.Of(Index), out Errors);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long Loop<TAlloc, TBlock>(TAlloc allocator, StrongBox<bool> stop, ref long live, out long errors)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+    private static long Loop<TAlloc, TBlock>(ref TAlloc allocator, StrongBox<bool> stop, ref long live, out long errors)
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         var batch = new TBlock[400];
         long operations = 0;

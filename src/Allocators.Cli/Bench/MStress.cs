@@ -49,7 +49,10 @@ internal sealed class MStress : Workload
             {
                 var random = new FastRandom((ulong)(p * 1000 + t + 1));
                 long ops = baseOps * (1 + (t + p) % 3);
-                totals[t * 16] += Work(allocator, retained[t], transfer, ops, ref random, ref context.Live.Of(t));
+                var run = new WorkRun<TBlock> { Retained = retained[t], Transfer = transfer, Operations = ops, Random = random, Live = context.Live, Index = t };
+                allocator.OnThisThread(ref run);
+                random = run.Random;
+                totals[t * 16] += run.Done;
                 // End of phase: about half of the retained blocks survive into the next phase.
                 TBlock[] mine = retained[t];
                 for (int i = 0; i < mine.Length; i++)
@@ -99,10 +102,25 @@ internal sealed class MStress : Workload
         return size;
     }
 
+    /// <summary>One thread's share of a phase with the allocator as the thread uses it.</summary>
+    private struct WorkRun<TBlock> : IThreadRun<TBlock>
+    {
+        public TBlock[] Retained;
+        public TBlock[] Transfer;
+        public long Operations;
+        public FastRandom Random;
+        public LiveCounters Live;
+        public int Index;
+        public long Done;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Done = Work(ref allocator, Retained, Transfer, Operations, ref Random, ref Live.Of(Index));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long Work<TAlloc, TBlock>(TAlloc allocator, TBlock[] retained, TBlock[] transfer, long operations,
+    private static long Work<TAlloc, TBlock>(ref TAlloc allocator, TBlock[] retained, TBlock[] transfer, long operations,
         ref FastRandom random, ref long live)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         for (long n = 0; n < operations; n++)
         {
@@ -112,7 +130,7 @@ internal sealed class MStress : Workload
             {
                 // Allocate a retained block (replacing what was there).
                 TBlock old = retained[slot];
-                if (!allocator.IsNull(old)) live -= ReleaseChecked(allocator, old);
+                if (!allocator.IsNull(old)) live -= ReleaseChecked(ref allocator, old);
                 int size = PickSize(ref random);
                 TBlock block = allocator.Allocate(size);
                 Stamp(ref allocator.Data(block), size);
@@ -124,7 +142,7 @@ internal sealed class MStress : Workload
                 TBlock old = retained[slot];
                 if (!allocator.IsNull(old))
                 {
-                    live -= ReleaseChecked(allocator, old);
+                    live -= ReleaseChecked(ref allocator, old);
                     retained[slot] = default!;
                 }
             }
@@ -141,14 +159,14 @@ internal sealed class MStress : Workload
                 TBlock block = allocator.Allocate(size);
                 Stamp(ref allocator.Data(block), size);
                 live += size;
-                live -= ReleaseChecked(allocator, block);
+                live -= ReleaseChecked(ref allocator, block);
             }
         }
         return operations;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ReleaseChecked<TAlloc, TBlock>(TAlloc allocator, TBlock block) where TAlloc : struct, IBlockAllocator<TBlock>
+    private static int ReleaseChecked<TAlloc, TBlock>(ref TAlloc allocator, TBlock block) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
         int size = ReadStamp(ref allocator.Data(block));
         if (size < 0) ThrowCorrupted();

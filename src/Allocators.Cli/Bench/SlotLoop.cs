@@ -26,8 +26,10 @@ internal static class SlotLoop
         var clock = Workload.Clock();
         var runner = new Thread(() => Workload.RunThreads(context.Threads, t =>
         {
-            counts[t * 16] = Loop<TAlloc, TBlock, TSizes>(allocator, stop, slots, toggle, (ulong)t + 1, ref context.Live.Of(t), out long e);
-            Interlocked.Add(ref errors, e);
+            var run = new LoopRun<TBlock, TSizes> { Stop = stop, Slots = slots, Toggle = toggle, Seed = (ulong)t + 1, Live = context.Live, Index = t };
+            allocator.OnThisThread(ref run);
+            counts[t * 16] = run.Operations;
+            Interlocked.Add(ref errors, run.Errors);
         }, name));
         runner.Start();
         Workload.StopAfter(context.Scale.Duration, stop);
@@ -37,10 +39,26 @@ internal static class SlotLoop
             .CheckStampsAndLive(errors, context);
     }
 
+    /// <summary>One thread's loop with the allocator as the thread uses it.</summary>
+    private struct LoopRun<TBlock, TSizes> : IThreadRun<TBlock> where TSizes : struct, ISizeDistribution
+    {
+        public StrongBox<bool> Stop;
+        public int Slots;
+        public bool Toggle;
+        public ulong Seed;
+        public LiveCounters Live;
+        public int Index;
+        public long Operations;
+        public long Errors;
+
+        public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+            => Operations = Loop<TAlloc, TBlock, TSizes>(ref allocator, Stop, Slots, Toggle, Seed, ref Live.Of(Index), out Errors);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long Loop<TAlloc, TBlock, TSizes>(TAlloc allocator, StrongBox<bool> stop, int slots, bool toggle, ulong seed,
+    private static long Loop<TAlloc, TBlock, TSizes>(ref TAlloc allocator, StrongBox<bool> stop, int slots, bool toggle, ulong seed,
         ref long live, out long errors)
-        where TAlloc : struct, IBlockAllocator<TBlock>
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
         where TSizes : struct, ISizeDistribution
     {
         TSizes sizes = default;
