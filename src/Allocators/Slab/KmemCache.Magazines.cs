@@ -13,7 +13,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>The cache line size passive false sharing is about.</summary>
     private const int SlotLine = 64;
 
-    /// <summary>How far down the depot and the partial list a thread looks for magazines and slabs that are its own or nobody's.</summary>
+    /// <summary>How far down a node's partial list a refill looks for a slab that is its own or nobody's.</summary>
     private const int OwnerScan = 8;
 
     // Owner ids of retired thread caches, and the highest id handed out (both under the registry lock).
@@ -418,7 +418,8 @@ public sealed unsafe partial class KmemCache
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
         // The owner id marks the slabs this thread refills from; 0 (nobody) and negative (shared) are never used.
-        // Ids are small and reused: a thread that starts after another ended adopts its slabs and parked magazines.
+        // Ids are small and reused: a thread that starts after another ended adopts its slabs (its parked magazines
+        // became anyone's when it retired).
         // Where every slot covers whole cache lines of its own no two objects share a line, so reusing another thread's
         // freed object cannot cause passive false sharing: such caches track no owner (0), and no free is remote.
         var mc = (MagazineCache*)cache;
@@ -429,7 +430,7 @@ public sealed unsafe partial class KmemCache
         mc->Remote = TakeEmptyMagazine();
     }
 
-    /// <summary>The lowest owner id no live thread cache of this cache holds (registry lock held).</summary>
+    /// <summary>An owner id no live thread cache of this cache holds, a retired one first (registry lock held).</summary>
     private int TakeOwnerId()
     {
         if (_freeOwnerIds.Count > 0) return _freeOwnerIds.Pop();

@@ -6,7 +6,8 @@ namespace Allocators.Tests.Slab;
 /// <summary>
 /// In caches whose objects share cache lines, every thread cache has a small owner id: the depot hands a parked
 /// magazine only to the thread it is for, refills prefer slabs that are nobody's or the thread's own, and a thread
-/// that starts after another ended takes over its id (and with it the slabs and magazines marked with it).
+/// that starts after another ended takes over its id (and with it the slabs marked with it; the ended thread's parked
+/// magazines became anyone's when it retired).
 /// </summary>
 public unsafe class SlabOwnershipTests
 {
@@ -57,6 +58,39 @@ public unsafe class SlabOwnershipTests
         Assert.Equal(0, cache.ActiveObjects);
         cache.Destroy();
         AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
+    public void AnEndedThreadsParkedMagazinesBecomeAnyones()
+    {
+        using var sys = NewSystem();
+        var cache = sys.Slab.CreateCache("orphans-16", 16);
+        KmemCacheData* d = cache.Data;
+        int n = d->MagazineCapacity * (2 + d->MaxStash + 4); // four magazines parked for the thread in the depot
+        cache.Free(cache.Alloc());                           // this thread has its own id from here on
+        var freedThere = OnThread(() =>
+        {
+            var got = new nint[n];
+            for (int i = 0; i < n; i++) got[i] = (nint)cache.Alloc();
+            foreach (nint p in got) cache.Free((void*)p);
+            return new HashSet<nint>(got);
+        });
+        // A third thread's registration retires the ended one: its parked magazines go to anyone.
+        OnThread(() =>
+        {
+            cache.Free(cache.Alloc());
+            return 0;
+        });
+        long slabs = cache.Stats.SlabsAllocated;
+        long exchanges = cache.Stats.DepotExchanges;
+        var here = new List<nint>();
+        for (int i = 0; i < 4 * d->MagazineCapacity; i++) here.Add((nint)cache.Alloc());
+        Assert.True(here.Count(freedThere.Contains) >= 3 * d->MagazineCapacity, "the ended thread's parked objects were reused");
+        Assert.True(cache.Stats.DepotExchanges >= exchanges + 3, "they came as the parked magazines, from the depot");
+        Assert.Equal(slabs, cache.Stats.SlabsAllocated);
+        foreach (nint p in here) cache.Free((void*)p);
+        sys.Slab.ShrinkAll();
+        Assert.Equal(0, cache.ActiveObjects);
     }
 
     [Fact]
