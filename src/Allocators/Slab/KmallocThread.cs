@@ -43,7 +43,7 @@ public unsafe ref struct KmallocThread
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Kmalloc(nuint size, Gfp gfp = Gfp.Kernel)
     {
-        if (size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_failslab.Enabled)
+        if (ServesFromMagazines(size, gfp))
         {
             void* obj = KmemCache.PopThreadCache((MagazineCache*)_magazines[SlabAllocator.KmallocIndex(size)]);
             if (obj != null) return obj;
@@ -58,13 +58,18 @@ public unsafe ref struct KmallocThread
         SlabAddress a = _locator.Find(p);
         KmemCacheData* d = SlabPage.Cache(a.Slab);
         if (KmemCache.FreeToMagazine((MagazineCache*)_magazines[d->KmallocIndex & SlotMask], d, a.Slab, a.Offset, p)) return;
-        KfreeSlow(p);
+        KfreeSlow(p, a);
     }
+
+    /// <summary>True when a request can come from a kmalloc cache's magazines (not large, not zeroed, no failslab).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly bool ServesFromMagazines(nuint size, Gfp gfp)
+        => size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_failslab.Enabled;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* KmallocSlow(nuint size, Gfp gfp)
     {
-        if (size - 1 < SlabAllocator.KmallocMaxCacheSize && (gfp & Gfp.Zero) == 0 && !_failslab.Enabled)
+        if (ServesFromMagazines(size, gfp))
         {
             int index = SlabAllocator.KmallocIndex(size);
             if (_magazines[index] == (long)Unresolved)
@@ -78,9 +83,8 @@ public unsafe ref struct KmallocThread
 
     // Null, large kmalloc, a sparse arena, misuse (reported there), a full magazine, a drain: the plain call.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void KfreeSlow(void* p)
+    private void KfreeSlow(void* p, SlabAddress a)
     {
-        SlabAddress a = _locator.Find(p);
         KmemCacheData* d = SlabPage.Cache(a.Slab);
         int slot = d->KmallocIndex & SlotMask;
         if (_magazines[slot] == (long)Unresolved && KmemCache.FreeToMagazine(Resolve(slot), d, a.Slab, a.Offset, p)) return;

@@ -54,7 +54,7 @@ public sealed unsafe partial class KmemCache
         return null;
     }
 
-    /// <summary>Previous magazine, then the depot, then the slabs; null when the slabs are out of objects too.</summary>
+    /// <summary>Previous magazine, then the thread's stash, then the depot, then the slabs; null when the slabs are out of objects too.</summary>
     private void* AllocThroughMagazines()
     {
         ThreadCacheHeader* c = _registry!.GetOrCreateCurrent();
@@ -195,6 +195,13 @@ public sealed unsafe partial class KmemCache
     private void ReleaseOwnedList(int owner)
     {
         NativeSpinLock.Acquire(&_d->DepotLock);
+        ShareOwnedList(owner);
+        NativeSpinLock.Release(&_d->DepotLock);
+    }
+
+    /// <summary>Moves <paramref name="owner"/>'s parked magazines to the shared list (depot lock held).</summary>
+    private void ShareOwnedList(int owner)
+    {
         Magazine* m = _d->OwnedFull[owner];
         _d->OwnedFull[owner] = null;
         while (m != null)
@@ -205,7 +212,6 @@ public sealed unsafe partial class KmemCache
             _d->FullMagazines = m;
             m = next;
         }
-        NativeSpinLock.Release(&_d->DepotLock);
     }
 
     private void FreeSlow(PageFrame* slab, void* obj)
@@ -289,18 +295,22 @@ public sealed unsafe partial class KmemCache
     /// <summary>Keeps an empty magazine as this thread's spare, or gives it to the depot when the thread has enough.</summary>
     private void KeepOrReturnEmpty(MagazineCache* mc, Magazine* empty)
     {
-        if (mc->NrSpares < _d->MaxStash)
-        {
-            empty->Next = mc->Spares;
-            mc->Spares = empty;
-            mc->NrSpares++;
-            return;
-        }
+        if (TryKeepSpare(mc, empty)) return;
         NativeSpinLock.Acquire(&_d->DepotLock);
         empty->Next = _d->EmptyMagazines;
         _d->EmptyMagazines = empty;
         _d->NrEmpty++;
         NativeSpinLock.Release(&_d->DepotLock);
+    }
+
+    /// <summary>Keeps an empty magazine as this thread's spare; false when the thread has as many as its stash allows.</summary>
+    private bool TryKeepSpare(MagazineCache* mc, Magazine* empty)
+    {
+        if (mc->NrSpares >= _d->MaxStash) return false;
+        empty->Next = mc->Spares;
+        mc->Spares = empty;
+        mc->NrSpares++;
+        return true;
     }
 
     /// <summary>Parks the full previous magazine in the depot and loads an empty one; false when the depot is at its limit.</summary>
@@ -353,17 +363,7 @@ public sealed unsafe partial class KmemCache
     private void FlushDepot()
     {
         NativeSpinLock.Acquire(&_d->DepotLock);
-        for (int owner = 0; owner < _d->OwnedCapacity; owner++)
-        {
-            for (Magazine* m = _d->OwnedFull[owner]; m != null;)
-            {
-                Magazine* next = m->Next;
-                m->Next = _d->FullMagazines;
-                _d->FullMagazines = m;
-                m = next;
-            }
-            _d->OwnedFull[owner] = null;
-        }
+        for (int owner = 0; owner < _d->OwnedCapacity; owner++) ShareOwnedList(owner);
         Magazine* full = _d->FullMagazines;
         Magazine* empty = _d->EmptyMagazines;
         _d->FullMagazines = _d->EmptyMagazines = null;
@@ -396,14 +396,7 @@ public sealed unsafe partial class KmemCache
             mc->Stash = m->Next;
             mc->NrStash--;
             FlushMagazine(m);
-            m->Next = null;
-            if (mc->NrSpares < _d->MaxStash)
-            {
-                m->Next = mc->Spares;
-                mc->Spares = m;
-                mc->NrSpares++;
-            }
-            else Magazine.Free(m);
+            if (!TryKeepSpare(mc, m)) Magazine.Free(m);
         }
         mc->Flushes++;
     }

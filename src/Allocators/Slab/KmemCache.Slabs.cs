@@ -175,9 +175,8 @@ public sealed unsafe partial class KmemCache
             {
                 NativeSpinLock.Acquire(&n->ListLock);
                 PageFrame* slab = PickPartial(n, owner);
-                int free = slab != null ? DetachFreelist(n, slab, owner) : 0;
-                void* head = slab != null ? SlabPage.Freelist(slab) : null;
-                if (slab != null) SlabPage.SetFreelist(slab, null);
+                int free = 0;
+                void* head = slab != null ? DetachFreelist(n, slab, owner, out free) : null;
                 NativeSpinLock.Release(&n->ListLock);
                 if (slab == null) break;
                 TakeDetached(n, slab, head, free, m, want);
@@ -187,16 +186,18 @@ public sealed unsafe partial class KmemCache
 
     /// <summary>
     /// Takes every free object of a partial slab for the caller (node lock held): the slab counts them in use and moves
-    /// to the full list; returns how many there are. The caller takes the list head and clears it.
+    /// to the full list; returns the head of their list and, in <paramref name="free"/>, how many there are.
     /// </summary>
-    private int DetachFreelist(KmemCacheNode* n, PageFrame* slab, int owner)
+    private void* DetachFreelist(KmemCacheNode* n, PageFrame* slab, int owner, out int free)
     {
         SlabPage.NoteRefill(slab, owner);
-        int free = _d->Objects - SlabPage.InUse(slab);
+        void* head = SlabPage.Freelist(slab);
+        SlabPage.SetFreelist(slab, null);
+        free = _d->Objects - SlabPage.InUse(slab);
         SlabPage.SetInUse(slab, _d->Objects);
         n->InUseObjects += free;
         MoveToFull(n, slab);
-        return free;
+        return head;
     }
 
     /// <summary>Moves a slab from the node's partial list to its full list (node lock held).</summary>

@@ -123,7 +123,7 @@ internal unsafe struct MagazineCache
     public Magazine* Loaded;
     public Magazine* Previous;
     public Magazine* Remote;      // objects of slabs other threads took from: never reused here, parked in the depot
-    public int OwnerId;           // marks the slabs this thread refills from (SlabPage.Owner)
+    public int OwnerId;           // marks the slabs this thread refills from (PageFrame.MapCount, see SlabPage.NoteRefill); 0 = untracked
     public int Pad;
     public long AllocFastPath;
     public long FreeFastPath;
