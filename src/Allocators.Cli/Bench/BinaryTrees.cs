@@ -87,11 +87,7 @@ internal sealed class BinaryTrees : Workload
         if (typeof(TBlock) == typeof(nint)) trees = new NativeTrees<TAlloc, TBlock>(allocator);
         else if (typeof(TAlloc) == typeof(GcAllocator)) trees = new ManagedTrees();
         else throw new NotSupportedException("binary-trees needs nodes that hold pointers (not byte arrays)");
-        return RunTrees(trees, context);
-    }
 
-    private static WorkloadOutcome RunTrees(ITrees trees, RunContext context)
-    {
         int maxDepth = Math.Max(MinDepth + 2, context.Scale.TreeDepth);
         var clock = Clock();
         string output = Drive(trees, maxDepth, context);
