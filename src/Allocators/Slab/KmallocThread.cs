@@ -19,12 +19,13 @@ public unsafe ref struct KmallocThread
 {
     // One slot per kmalloc class and spares up to a power of two: a cache's class (-1 for other caches) masked with
     // SlotMask picks its slot with no bounds test, and the spares hold the always-refusing MagazineCache.Disabled.
-    private const int Slots = 16;
+    private const int Slots = 64; // a power of two above SlabAllocator.MaxKmallocCaches
     private const int SlotMask = Slots - 1;
 
     private readonly SlabAllocator _slab;
     private readonly SlabLocator _locator;
     private readonly FaultAttributes _failslab;
+    private readonly byte* _sizeIndex;
     private fixed long _magazines[Slots];   // MagazineCache* per class; Unresolved until the class is first used
 
     /// <summary>The stand-in for a class not used yet through this handle: refuses like a drained cache, and the handle's slow path resolves it.</summary>
@@ -35,8 +36,10 @@ public unsafe ref struct KmallocThread
         _slab = slab;
         _locator = new SlabLocator(slab.Pages.Memory);
         _failslab = slab.Failslab;
+        _sizeIndex = slab.SizeIndex;
+        int classes = slab.KmallocCaches.Count;
         for (int i = 0; i < Slots; i++)
-            _magazines[i] = (long)(i < SlabAllocator.KmallocCacheCount ? Unresolved : MagazineCache.Disabled);
+            _magazines[i] = (long)(i < classes ? Unresolved : MagazineCache.Disabled);
     }
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc); null on failure, <see cref="SlabAllocator.ZeroSizePointer"/> for 0.</summary>
@@ -45,7 +48,7 @@ public unsafe ref struct KmallocThread
     {
         if (ServesFromMagazines(size, gfp))
         {
-            void* obj = KmemCache.PopThreadCache((MagazineCache*)_magazines[SlabAllocator.KmallocIndex(size)]);
+            void* obj = KmemCache.PopThreadCache((MagazineCache*)_magazines[_sizeIndex[(size - 1) >> 3]]);
             if (obj != null) return obj;
         }
         return KmallocSlow(size, gfp);
@@ -71,7 +74,7 @@ public unsafe ref struct KmallocThread
     {
         if (ServesFromMagazines(size, gfp))
         {
-            int index = SlabAllocator.KmallocIndex(size);
+            int index = _sizeIndex[(size - 1) >> 3];
             if (_magazines[index] == (long)Unresolved)
             {
                 void* obj = KmemCache.PopThreadCache(Resolve(index));

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -14,6 +15,9 @@ public sealed class SlabAllocatorOptions
 {
     /// <summary>Debug flags given to every kmalloc cache (like booting with slub_debug=). Default none.</summary>
     public SlabFlags KmallocFlags { get; init; }
+
+    /// <summary>The kmalloc caches' slot sizes: the kernel's (default) or four per power of two.</summary>
+    public KmallocSizeClasses KmallocSizeClasses { get; init; }
 }
 
 /// <summary>
@@ -32,21 +36,14 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>What kmalloc(0) returns (ZERO_SIZE_PTR): not null, never dereferenceable, kfree ignores it.</summary>
     public static void* ZeroSizePointer => (void*)16;
 
-    internal static readonly int[] KmallocSizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
-
-    /// <summary>Number of kmalloc caches (<see cref="KmallocSizes"/>), a constant for per-class fixed buffers.</summary>
-    internal const int KmallocCacheCount = 13;
-
-    // kmalloc size index for 1..192 bytes by (size - 1) / 8, like the kernel's size_index table.
-    private static ReadOnlySpan<byte> SmallSizeIndex =>
-    [
-        0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6,
-    ];
+    /// <summary>The most kmalloc caches any <see cref="KmallocSizeClasses"/> has, a constant for per-class fixed buffers.</summary>
+    internal const int MaxKmallocCaches = 33;
 
     private readonly PageAllocator _pages;
     private readonly PhysicalMemory _memory;
     private readonly KmemCache[] _kmalloc;
     private readonly nint* _kmallocData;
+    private readonly byte* _sizeIndex;
     private readonly KmemCacheData** _cacheList = (KmemCacheData**)NativeMemory.AllocZeroed((nuint)sizeof(nint));
     private readonly List<KmemCache> _caches = new();
     private readonly Lock _lock = new();
@@ -61,11 +58,14 @@ public sealed unsafe class SlabAllocator : IDisposable
         _pages = pages;
         _memory = pages.Memory;
         Options = options ?? new SlabAllocatorOptions();
-        _kmalloc = new KmemCache[KmallocSizes.Length];
-        _kmallocData = (nint*)NativeMemory.AllocZeroed((nuint)KmallocSizes.Length, (nuint)sizeof(nint));
-        for (int i = 0; i < KmallocSizes.Length; i++)
+        int[] sizes = KmallocClassTable.Sizes(Options.KmallocSizeClasses);
+        Debug.Assert(sizes.Length <= MaxKmallocCaches);
+        _sizeIndex = KmallocClassTable.CreateIndex(sizes);
+        _kmalloc = new KmemCache[sizes.Length];
+        _kmallocData = (nint*)NativeMemory.AllocZeroed((nuint)sizes.Length, (nuint)sizeof(nint));
+        for (int i = 0; i < sizes.Length; i++)
         {
-            int size = KmallocSizes[i];
+            int size = sizes[i];
             int align = BitOperations.IsPow2(size) ? size : 0;
             _kmalloc[i] = CreateCache(KmallocName(size), size, align, SlabFlags.Kmalloc | Options.KmallocFlags, null);
             _kmallocData[i] = (nint)_kmalloc[i].Data;
@@ -102,7 +102,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>The kmalloc caches, smallest first.</summary>
     public IReadOnlyList<KmemCache> KmallocCaches => _kmalloc;
 
-    private static string KmallocName(int size) => size >= 1024 ? $"kmalloc-{size / 1024}k" : $"kmalloc-{size}";
+    private static string KmallocName(int size) => size % 1024 == 0 ? $"kmalloc-{size / 1024}k" : $"kmalloc-{size}";
 
     /// <summary>Creates a cache (kmem_cache_create). <paramref name="align"/> 0 means word alignment.</summary>
     public KmemCache CreateCache(string name, int size, int align = 0, SlabFlags flags = SlabFlags.None, SlabConstructor? ctor = null)
@@ -144,9 +144,12 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>The kmalloc cache that serves <paramref name="size"/> bytes, or null above 8 KiB (kmalloc_slab).</summary>
     public KmemCache? KmallocCache(nuint size) => size == 0 || size > KmallocMaxCacheSize ? null : _kmalloc[KmallocIndex(size)];
 
+    /// <summary>The size-to-class index (<see cref="KmallocClassTable.CreateIndex"/>), for per-thread handles.</summary>
+    internal byte* SizeIndex => _sizeIndex;
+
+    /// <summary>The kmalloc class of 1..<see cref="KmallocMaxCacheSize"/> bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int KmallocIndex(nuint size)
-        => size <= 192 ? Unsafe.Add(ref MemoryMarshal.GetReference(SmallSizeIndex), (int)(size - 1) >> 3) : BitOperations.Log2(size - 1);
+    internal int KmallocIndex(nuint size) => _sizeIndex[(size - 1) >> 3];
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc). Null on failure; <see cref="ZeroSizePointer"/> for 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -323,6 +326,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         _pages.UnregisterShrinker(_shrinker);
         foreach (var cache in Caches) cache.Abandon();
         NativeMemory.Free(_kmallocData);
+        NativeMemory.Free(_sizeIndex);
     }
 
     internal string Describe(int cacheId) => string.Create(CultureInfo.InvariantCulture, $"cache #{cacheId}");

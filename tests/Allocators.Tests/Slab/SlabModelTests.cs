@@ -76,6 +76,11 @@ public unsafe class SlabModelTests(ITestOutputHelper output)
             print: ops => string.Join(" ", ops));
 
     [Fact]
+    public void RandomSequencesKeepEveryInvariantWithFineSizeClasses()
+        => GenOps.Sample(ops => Run(ops, SlabFlags.None, SlabFlags.None, classes: KmallocSizeClasses.Fine), iter: 60, threads: 2,
+            print: ops => string.Join(" ", ops));
+
+    [Fact]
     public void FixedLongSequenceLogsSlabInfo()
     {
         // One long deterministic run, so a failure reproduces without CsCheck and the slabinfo is visible in the log.
@@ -93,9 +98,10 @@ public unsafe class SlabModelTests(ITestOutputHelper output)
         Run(ops, SlabFlags.None, SlabFlags.None, output.WriteLine);
     }
 
-    private static void Run(Op[] ops, SlabFlags kmallocFlags, SlabFlags cacheFlags, Action<string>? log = null)
+    private static void Run(Op[] ops, SlabFlags kmallocFlags, SlabFlags cacheFlags, Action<string>? log = null,
+        KmallocSizeClasses classes = KmallocSizeClasses.Kernel)
     {
-        using var sys = NewSystem(64, kmallocFlags);
+        using var sys = NewSystem(64, kmallocFlags, classes);
         string baseline = Baseline(sys);
         var slab = sys.Slab;
         var caches = Specs.Select(s => slab.CreateCache(s.Name, s.Size, s.Align, s.Flags | cacheFlags)).ToArray();

@@ -7,11 +7,15 @@ namespace Allocators.Tests.Slab;
 /// <summary>Shared set-up for the slab tests: small arenas and the "everything went back" check.</summary>
 internal static unsafe class SlabTestSupport
 {
-    /// <summary>A whole memory system on a small arena; kmalloc caches get <paramref name="kmallocFlags"/> (slub_debug).</summary>
-    public static MemorySystem NewSystem(long mebibytes = 32, SlabFlags kmallocFlags = SlabFlags.None) => new(new MemorySystemOptions
+    /// <summary>
+    /// A whole memory system on a small arena; kmalloc caches get <paramref name="kmallocFlags"/> (slub_debug) and
+    /// the slot sizes of <paramref name="classes"/>.
+    /// </summary>
+    public static MemorySystem NewSystem(long mebibytes = 32, SlabFlags kmallocFlags = SlabFlags.None,
+        KmallocSizeClasses classes = KmallocSizeClasses.Kernel) => new(new MemorySystemOptions
     {
         Physical = new PhysicalMemoryOptions { Size = mebibytes << 20 },
-        Slab = new SlabAllocatorOptions { KmallocFlags = kmallocFlags },
+        Slab = new SlabAllocatorOptions { KmallocFlags = kmallocFlags, KmallocSizeClasses = classes },
     });
 
     /// <summary>Drains the per-thread page lists and returns /proc/buddyinfo: the state every test must come back to.</summary>

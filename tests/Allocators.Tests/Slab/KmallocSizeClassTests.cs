@@ -1,0 +1,102 @@
+using System.Numerics;
+using Allocators.Slab;
+using static Allocators.Tests.Slab.SlabTestSupport;
+
+namespace Allocators.Tests.Slab;
+
+/// <summary>The kmalloc size classes: the kernel's set by default, four per power of two with <see cref="KmallocSizeClasses.Fine"/>.</summary>
+public unsafe class KmallocSizeClassTests
+{
+    [Fact]
+    public void KernelClassesAreTheKernelsKmallocCaches()
+    {
+        using var sys = NewSystem();
+        Assert.Equal(["kmalloc-8", "kmalloc-16", "kmalloc-32", "kmalloc-64", "kmalloc-96", "kmalloc-128", "kmalloc-192",
+            "kmalloc-256", "kmalloc-512", "kmalloc-1k", "kmalloc-2k", "kmalloc-4k", "kmalloc-8k"],
+            sys.Slab.KmallocCaches.Select(c => c.Name));
+    }
+
+    [Fact]
+    public void FineClassesAreFourPerPowerOfTwo()
+    {
+        using var sys = NewSystem(classes: KmallocSizeClasses.Fine);
+        Assert.Equal([8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+            1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192],
+            sys.Slab.KmallocCaches.Select(c => c.ObjectSize));
+        Assert.Contains(sys.Slab.KmallocCaches, c => c.Name == "kmalloc-1280");
+        Assert.Contains(sys.Slab.KmallocCaches, c => c.Name == "kmalloc-5k");
+        Assert.Equal(sys.Slab.KmallocCaches.Count, sys.Slab.KmallocCaches.Select(c => c.Name).Distinct().Count());
+    }
+
+    [Theory]
+    [InlineData(KmallocSizeClasses.Kernel)]
+    [InlineData(KmallocSizeClasses.Fine)]
+    public void EverySizeGetsTheSmallestClassThatHoldsIt(KmallocSizeClasses classes)
+    {
+        using var sys = NewSystem(classes: classes);
+        var caches = sys.Slab.KmallocCaches;
+        for (int size = 1; size <= SlabAllocator.KmallocMaxCacheSize; size++)
+        {
+            KmemCache expected = caches.First(c => c.ObjectSize >= size);
+            Assert.Same(expected, sys.Slab.KmallocCache((nuint)size));
+        }
+        Assert.Null(sys.Slab.KmallocCache(SlabAllocator.KmallocMaxCacheSize + 1));
+    }
+
+    [Fact]
+    public void FineClassesWasteAtMostAQuarterAbove64Bytes()
+    {
+        using var sys = NewSystem(classes: KmallocSizeClasses.Fine);
+        for (int size = 65; size <= SlabAllocator.KmallocMaxCacheSize; size++)
+        {
+            int slot = sys.Slab.KmallocCache((nuint)size)!.ObjectSize;
+            Assert.True(slot * 4 <= size * 5, $"kmalloc({size}) gets a {slot}-byte slot");
+        }
+    }
+
+    [Fact]
+    public void FineClassesAllocateAlignedDistinctBlocksAndGiveEveryPageBack()
+    {
+        using var sys = NewSystem(64, classes: KmallocSizeClasses.Fine);
+        string baseline = Baseline(sys);
+        var blocks = new List<(nint P, int Size)>();
+        var rnd = new Random(5);
+        for (int i = 0; i < 4000; i++)
+        {
+            int size = rnd.Next(1, SlabAllocator.KmallocMaxCacheSize + 1);
+            byte* p = (byte*)sys.Slab.Kmalloc((nuint)size);
+            Assert.True(p != null);
+            Assert.True((nuint)p % 8 == 0);
+            if (BitOperations.IsPow2(size)) Assert.True((nuint)p % (nuint)size == 0, $"kmalloc({size}) = 0x{(nuint)p:x} is not naturally aligned");
+            Assert.True(sys.Slab.Ksize(p) >= (nuint)size);
+            new Span<byte>(p, size).Fill((byte)i);
+            blocks.Add(((nint)p, size));
+        }
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            var (p, size) = blocks[i];
+            Assert.True(new Span<byte>((void*)p, size).IndexOfAnyExcept((byte)i) < 0, $"block {i} at 0x{p:x} was overwritten");
+        }
+        foreach (var (p, _) in blocks) sys.Slab.Kfree((void*)p);
+        AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
+    public void TheKmallocHandleServesEveryFineClassFromItsMagazines()
+    {
+        using var sys = NewSystem(64, classes: KmallocSizeClasses.Fine);
+        string baseline = Baseline(sys);
+        var k = sys.Slab.ThisThread();
+        foreach (KmemCache cache in sys.Slab.KmallocCaches)
+        {
+            void* first = k.Kmalloc((nuint)cache.ObjectSize);
+            k.Kfree(first);
+            long fast = cache.Stats.AllocFastPath;
+            void* again = k.Kmalloc((nuint)cache.ObjectSize);
+            Assert.True(again == first, $"{cache.Name}: the object just freed through the handle is not reused");
+            Assert.Equal(fast + 1, cache.Stats.AllocFastPath);
+            k.Kfree(again);
+        }
+        AssertBackToBaseline(sys, baseline);
+    }
+}
