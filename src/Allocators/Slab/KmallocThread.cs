@@ -59,8 +59,7 @@ public unsafe ref struct KmallocThread
     public void Kfree(void* p)
     {
         SlabAddress a = _locator.Find(p);
-        KmemCacheData* d = SlabPage.Cache(a.Slab);
-        if (KmemCache.FreeToMagazine((MagazineCache*)_magazines[d->KmallocIndex & SlotMask], d, a.Slab, a.Offset, p)) return;
+        if (KmemCache.FreeToMagazine((MagazineCache*)_magazines[SlabPage.KmallocClass(a.Slab)], SlabPage.Cache(a.Slab), a.Slab, a.Offset, p)) return;
         KfreeSlow(p, a);
     }
 
@@ -88,9 +87,8 @@ public unsafe ref struct KmallocThread
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void KfreeSlow(void* p, SlabAddress a)
     {
-        KmemCacheData* d = SlabPage.Cache(a.Slab);
-        int slot = d->KmallocIndex & SlotMask;
-        if (_magazines[slot] == (long)Unresolved && KmemCache.FreeToMagazine(Resolve(slot), d, a.Slab, a.Offset, p)) return;
+        int slot = SlabPage.KmallocClass(a.Slab);
+        if (_magazines[slot] == (long)Unresolved && KmemCache.FreeToMagazine(Resolve(slot), SlabPage.Cache(a.Slab), a.Slab, a.Offset, p)) return;
         _slab.Kfree(p);
     }
 

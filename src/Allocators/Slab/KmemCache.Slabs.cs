@@ -74,7 +74,7 @@ public sealed unsafe partial class KmemCache
                 SetFreePointer(_d, obj, next);
                 next = obj;
             }
-            slab->FlagsAndZone |= (uint)PageFlags.Slab;
+            slab->FlagsAndZone |= (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
             slab->Private = (nuint)_d;
             SlabPage.SetFreelist(slab, next);
             slab->Data1 = 0;
@@ -99,7 +99,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Gives an empty slab back to the page allocator (discard_slab).</summary>
     private void DiscardSlab(PageFrame* slab)
     {
-        slab->FlagsAndZone &= ~(ulong)(uint)PageFlags.Slab;
+        slab->FlagsAndZone &= ~((ulong)(uint)PageFlags.Slab | SlabPage.KmallocClassMask);
         slab->Private = 0;
         slab->Data0 = 0;
         slab->Data1 = 0;

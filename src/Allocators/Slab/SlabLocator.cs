@@ -24,7 +24,7 @@ internal readonly unsafe struct SlabLocator
         _memMap = (PageFrame*)memMap;
     }
 
-    /// <summary>The owner of <see cref="NotASlab"/>: no objects (every offset is refused) and kmalloc class -1.</summary>
+    /// <summary>The owner of <see cref="NotASlab"/>: no objects (every offset is refused) and no kmalloc class.</summary>
     /// <remarks>Declared before <see cref="NotASlab"/>, which points at it: static fields initialise in order.</remarks>
     public static readonly KmemCacheData* NoCache = CreateNoCache();
 
@@ -47,6 +47,7 @@ internal readonly unsafe struct SlabLocator
     {
         var page = (PageFrame*)NativeMemory.AlignedAlloc((nuint)sizeof(PageFrame), 64);
         *page = default;
+        page->FlagsAndZone = SlabPage.KmallocClassBits(-1);
         page->Private = (nuint)NoCache;
         return page;
     }

@@ -6,10 +6,29 @@ namespace Allocators.Slab;
 /// <summary>
 /// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay): owning cache in
 /// Private, the slab's free list head in Data0, in-use count, object count and list membership in Data1, and in
-/// MapCount (unused by slabs otherwise) the id of the thread cache that last took objects from it.
+/// MapCount (unused by slabs otherwise) the id of the thread cache that last took objects from it, and in bits 32..37
+/// of the flags word (unused by page flags and zone) the cache's kmalloc class.
 /// </summary>
 internal static unsafe class SlabPage
 {
+    private const int KmallocClassShift = 32;
+
+    /// <summary>The kmalloc class bits' value for a slab of a cache that is not a kmalloc cache (and for no slab at all).</summary>
+    public const int NoKmallocClass = 63;
+
+    /// <summary>
+    /// The slab's kmalloc class (<see cref="NoKmallocClass"/> for other caches), from the flags word that finding the
+    /// slab reads anyway: kfree through <see cref="KmallocThread"/> picks its magazine without reading the cache record first.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int KmallocClass(PageFrame* slab) => (int)(slab->FlagsAndZone >> KmallocClassShift) & NoKmallocClass;
+
+    /// <summary>The flag-word bits that record <paramref name="kmallocIndex"/> (-1 for other caches).</summary>
+    public static ulong KmallocClassBits(int kmallocIndex) => (ulong)(kmallocIndex & NoKmallocClass) << KmallocClassShift;
+
+    /// <summary>Every bit <see cref="KmallocClassBits"/> may set.</summary>
+    public const ulong KmallocClassMask = (ulong)NoKmallocClass << KmallocClassShift;
+
     public const int ListNone = 0;
     public const int ListPartial = 1;
     public const int ListFull = 2;

@@ -1,4 +1,5 @@
 using System.Numerics;
+using Allocators.Physical;
 using Allocators.Slab;
 using static Allocators.Tests.Slab.SlabTestSupport;
 
@@ -98,5 +99,34 @@ public unsafe class KmallocSizeClassTests
             k.Kfree(again);
         }
         AssertBackToBaseline(sys, baseline);
+    }
+
+    [Theory]
+    [InlineData(KmallocSizeClasses.Kernel)]
+    [InlineData(KmallocSizeClasses.Fine)]
+    public void EverySlabRecordsItsKmallocClassAndAnEmptiedSlabForgetsIt(KmallocSizeClasses classes)
+    {
+        using var sys = NewSystem(64, classes: classes);
+        var other = sys.Slab.CreateCache("not-kmalloc", 72);
+        var locator = new SlabLocator(sys.Memory);
+        var caches = sys.Slab.KmallocCaches;
+        var blocks = new List<nint>();
+        for (int i = 0; i < caches.Count; i++)
+        {
+            void* p = sys.Slab.Kmalloc((nuint)caches[i].ObjectSize);
+            PageFrame* slab = locator.Find(p).Slab;
+            Assert.Equal(i, SlabPage.KmallocClass(slab));
+            blocks.Add((nint)p);
+        }
+        void* q = other.Alloc();
+        PageFrame* otherSlab = locator.Find(q).Slab;
+        Assert.Equal(SlabPage.NoKmallocClass, SlabPage.KmallocClass(otherSlab));
+        Assert.Equal(SlabPage.NoKmallocClass, SlabPage.KmallocClass(SlabLocator.NotASlab));
+        other.Free(q);
+        other.Shrink();
+        Assert.Equal(0UL, otherSlab->FlagsAndZone & SlabPage.KmallocClassMask);
+        foreach (nint p in blocks) sys.Slab.Kfree((void*)p);
+        sys.Slab.ShrinkAll();
+        other.Destroy();
     }
 }
