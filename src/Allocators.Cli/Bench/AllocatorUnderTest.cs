@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Allocators.Native;
 using Allocators.Physical;
+using Allocators.Slab;
 
 namespace Allocators.Cli.Bench;
 
@@ -25,6 +26,9 @@ internal abstract class AllocatorUnderTest
     /// <summary>True when this allocator can run <paramref name="workload"/>.</summary>
     public virtual bool Supports(Workload workload) => true;
 
+    /// <summary>True for a variant that runs only when named with <c>--allocator</c>, never in the default set.</summary>
+    public virtual bool OnlyOnRequest => false;
+
     /// <summary>Prepares one run.</summary>
     public abstract AllocatorSession Open();
 
@@ -36,6 +40,7 @@ internal abstract class AllocatorUnderTest
     [
         new AllocatorsKmalloc(),
         new AllocatorsTypedCache(),
+        new AllocatorsKmallocFine(),
         new NativeLibraryUnderTest(() => NativeAllocators.Glibc, "glibc malloc/free through SuppressGCTransition function pointers (the baseline)"),
         new NativeMemoryUnderTest(),
         new NativeLibraryUnderTest(() => NativeAllocators.Mimalloc, "mimalloc mi_malloc/mi_free through SuppressGCTransition function pointers"),
@@ -45,6 +50,9 @@ internal abstract class AllocatorUnderTest
         new GcUnderTest(),
         new PrivateReferenceUnderTest(),
     ];
+
+    /// <summary>What runs when no allocator is named: every one but the <see cref="OnlyOnRequest"/> variants.</summary>
+    public static IReadOnlyList<AllocatorUnderTest> DefaultSet { get; } = [.. All.Where(a => !a.OnlyOnRequest)];
 
     /// <summary>The name of the baseline allocator that ratios are computed against.</summary>
     public const string BaselineName = "glibc";
@@ -81,6 +89,9 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
     /// <inheritdoc/>
     public override AllocatorSession Open() => new Session(this);
 
+    /// <summary>The slab layer's options of the bench memory system.</summary>
+    protected virtual SlabAllocatorOptions SlabOptions => new();
+
     /// <summary>Runs the workload on the given system.</summary>
     protected virtual WorkloadOutcome RunOn(MemorySystem system, Workload workload, RunContext context)
         => workload.Run<KmallocAllocator, nint>(new KmallocAllocator(system.Slab), context);
@@ -98,7 +109,7 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
         public Session(AllocatorsKmalloc owner)
         {
             _owner = owner;
-            _system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = ArenaBytes } });
+            _system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = ArenaBytes }, Slab = owner.SlabOptions });
             _baseline = PagesInUse(_system);
         }
 
@@ -119,6 +130,22 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
 
         public override void Dispose() => _system.Dispose();
     }
+}
+
+/// <summary>Allocators' kmalloc with four size classes per power of two (<see cref="KmallocSizeClasses.Fine"/>); only on request.</summary>
+internal sealed class AllocatorsKmallocFine : AllocatorsKmalloc
+{
+    /// <inheritdoc/>
+    public override string Name => "allocators-fine";
+
+    /// <inheritdoc/>
+    public override string Description => "Allocators kmalloc/kfree with KmallocSizeClasses.Fine (33 caches, four per power of two), 1 GiB arena";
+
+    /// <inheritdoc/>
+    public override bool OnlyOnRequest => true;
+
+    /// <inheritdoc/>
+    protected override SlabAllocatorOptions SlabOptions => new() { KmallocSizeClasses = KmallocSizeClasses.Fine };
 }
 
 /// <summary>Allocators' typed slab cache (<c>KmemCache&lt;T&gt;</c>) for workloads whose blocks all have one size.</summary>

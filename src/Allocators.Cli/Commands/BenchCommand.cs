@@ -67,7 +67,9 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
 
         BenchScale scale = settings.Full ? BenchScale.Full : BenchScale.Quick;
         var workloads = Select(settings.Workload, WorkloadCatalog.All, w => w.Name, "workload");
-        var allocators = Select(settings.Allocator, AllocatorUnderTest.All, a => a.Name, "allocator");
+        var allocators = string.IsNullOrWhiteSpace(settings.Allocator)
+            ? [.. AllocatorUnderTest.DefaultSet]
+            : Select(settings.Allocator, AllocatorUnderTest.All, a => a.Name, "allocator");
         if (workloads is null || allocators is null) return 2;
         if (!allocators.Any(a => a.Name == AllocatorUnderTest.BaselineName))
             allocators = [.. AllocatorUnderTest.All.Where(a => a.Name == AllocatorUnderTest.BaselineName || allocators.Contains(a))];

@@ -19,7 +19,16 @@ public sealed class WorkloadTests
             data.Add(w.Name, "glibc");
             if (w.HasTypedCache) data.Add(w.Name, "allocators-cache");
         }
+        data.Add("larson", "allocators-fine");
         return data;
+    }
+
+    [Fact]
+    public void TheFineClassVariantRunsOnlyWhenNamed()
+    {
+        Assert.Contains(AllocatorUnderTest.All, a => a.Name == "allocators-fine");
+        Assert.DoesNotContain(AllocatorUnderTest.DefaultSet, a => a.Name == "allocators-fine");
+        Assert.Equal(AllocatorUnderTest.All.Count - 1, AllocatorUnderTest.DefaultSet.Count);
     }
 
     [Theory]
