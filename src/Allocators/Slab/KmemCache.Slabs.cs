@@ -74,7 +74,7 @@ public sealed unsafe partial class KmemCache
                 SetFreePointer(_d, obj, next);
                 next = obj;
             }
-            slab->FlagsAndZone |= (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
+            slab->FlagsAndZone = (slab->FlagsAndZone & ~SlabPage.KmallocClassMask) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
             slab->Private = (nuint)_d;
             SlabPage.SetFreelist(slab, next);
             slab->Data1 = 0;
