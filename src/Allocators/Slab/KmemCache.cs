@@ -287,7 +287,8 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     /// <summary>
     /// Pushes an object onto a thread's loaded magazine, or onto its remote magazine when the object's slab has been
     /// refilled from by one other thread only (reusing it here would put this thread's writes in cache lines that thread
-    /// is using: passive false sharing); false when that magazine is full, held by a drainer, or the object was just freed.
+    /// is using: passive false sharing); false when that magazine is full (at <see cref="MagazineCache.FillLimit"/>),
+    /// held by a drainer, or the object was just freed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool PushThreadCache(MagazineCache* mc, PageFrame* slab, void* obj)
@@ -297,7 +298,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         Magazine* m = SlabPage.IsRemote(slab, mc->OwnerId) ? mc->Remote : mc->Loaded;
         int n = m->Count;
         // Objects[-1] is the magazine's guard word (null): an empty magazine needs no test of its own.
-        if (n < m->Capacity && m->Objects[n - 1] != obj)
+        if (n < mc->FillLimit && m->Objects[n - 1] != obj)
         {
             m->Objects[n] = obj;
             m->Count = n + 1;

@@ -124,7 +124,7 @@ internal unsafe struct MagazineCache
     public Magazine* Previous;
     public Magazine* Remote;      // objects of slabs other threads took from: never reused here, parked in the depot
     public int OwnerId;           // marks the slabs this thread refills from (PageFrame.MapCount, see SlabPage.NoteRefill); 0 = untracked
-    public int Pad;
+    public int FillLimit;         // a magazine takes frees up to this count: its capacity, less while this thread's frees feed other threads
     public long AllocFastPath;
     public long FreeFastPath;
     public long Refills;
