@@ -8,7 +8,7 @@ namespace Allocators.Slab;
 
 public sealed unsafe partial class KmemCache
 {
-    private readonly long[] _retired = new long[4];
+    private readonly long[] _retired = new long[6];
 
     /// <summary>The cache line size passive false sharing is about.</summary>
     private const int SlotLine = 64;
@@ -23,13 +23,16 @@ public sealed unsafe partial class KmemCache
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
-        Interlocked.Increment(ref _d->AllocSlowPath);
+        var mc = _d->FastPath != 0 && node < 0 ? (MagazineCache*)_registry!.GetOrCreateCurrent() : null;
+        // Counted per thread where there are magazines: one shared counter bounced between every thread's slow paths.
+        if (mc != null) mc->AllocSlowPath++;
+        else Interlocked.Increment(ref _d->AllocSlowPath);
         if (_owner.FailslabActive && _owner.Failslab.ShouldFail(_d->ObjectSize, 0, gfp))
             return AllocFailed(gfp, injected: true);
 
         while (true)
         {
-            void* obj = _d->FastPath != 0 && node < 0 ? AllocThroughMagazines() : AllocFromSlabs(node, requestedSize);
+            void* obj = mc != null ? AllocThroughMagazines(mc) : AllocFromSlabs(node, requestedSize);
             if (obj != null)
             {
                 // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
@@ -55,10 +58,9 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>Previous magazine, then the thread's stash, then the depot, then the slabs; null when the slabs are out of objects too.</summary>
-    private void* AllocThroughMagazines()
+    private void* AllocThroughMagazines(MagazineCache* mc)
     {
-        ThreadCacheHeader* c = _registry!.GetOrCreateCurrent();
-        var mc = (MagazineCache*)c;
+        ThreadCacheHeader* c = &mc->Header;
         if (!ThreadCacheHeader.TryEnter(c)) return AllocFromSlabs(-1, _d->ObjectSize);
         try
         {
@@ -240,7 +242,7 @@ public sealed unsafe partial class KmemCache
             bool remote = SlabPage.IsRemote(slab, mc->OwnerId);
             Magazine* m = remote ? mc->Remote : mc->Loaded;
             if (m->Count > 0 && m->Objects[m->Count - 1] == obj) ThrowDoubleFree(slab, obj, "it was just freed (top of this thread's magazine)");
-            Interlocked.Increment(ref _d->FreeSlowPath);
+            mc->FreeSlowPath++;
             if (remote)
             {
                 if (m->Count >= mc->FillLimit) ParkRemoteInDepot(mc);
@@ -456,6 +458,8 @@ public sealed unsafe partial class KmemCache
             _retired[1] += mc->FreeFastPath;
             _retired[2] += mc->Refills;
             _retired[3] += mc->Flushes;
+            _retired[4] += mc->AllocSlowPath;
+            _retired[5] += mc->FreeSlowPath;
         }
         if (mc->Loaded != null) Magazine.Free(mc->Loaded);
         if (mc->Previous != null) Magazine.Free(mc->Previous);

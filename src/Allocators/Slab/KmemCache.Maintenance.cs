@@ -117,10 +117,11 @@ public sealed unsafe partial class KmemCache
     {
         get
         {
-            long allocFast, freeFast, refill, flush;
+            long allocFast, freeFast, refill, flush, allocSlow, freeSlow;
             lock (_retired)
             {
                 allocFast = _retired[0]; freeFast = _retired[1]; refill = _retired[2]; flush = _retired[3];
+                allocSlow = _retired[4]; freeSlow = _retired[5];
             }
             _registry?.ForEach(p =>
             {
@@ -129,7 +130,11 @@ public sealed unsafe partial class KmemCache
                 freeFast += mc->FreeFastPath;
                 refill += mc->Refills;
                 flush += mc->Flushes;
+                allocSlow += mc->AllocSlowPath;
+                freeSlow += mc->FreeSlowPath;
             });
+            allocSlow += Interlocked.Read(ref _d->AllocSlowPath);
+            freeSlow += Interlocked.Read(ref _d->FreeSlowPath);
             long total = 0, slabs = 0, partial = 0;
             for (int i = 0; i < _d->NodeCount; i++)
             {
@@ -137,7 +142,7 @@ public sealed unsafe partial class KmemCache
                 slabs += _d->Nodes[i].NrSlabs;
                 partial += _d->Nodes[i].NrPartial;
             }
-            return new KmemCacheStats(allocFast, Interlocked.Read(ref _d->AllocSlowPath), freeFast, Interlocked.Read(ref _d->FreeSlowPath),
+            return new KmemCacheStats(allocFast, allocSlow, freeFast, freeSlow,
                 refill, flush, _d->DepotExchanges, Interlocked.Read(ref _d->SlabsAllocated), Interlocked.Read(ref _d->SlabsFreed),
                 Interlocked.Read(ref _d->AllocFailures), CorruptionsFound, ActiveObjects, total, slabs, partial);
         }

@@ -37,27 +37,32 @@ internal unsafe struct KmemCacheData
     public byte* Name;            // NUL-terminated UTF-8, for out-of-process inspectors
     public KmemCacheData* NextCache;   // the slab allocator's native cache list
     public KmemCacheData* PrevCache;
+    public KmemCacheNode* Nodes;
 
-    // Depot of magazines, under DepotLock.
+    // Slow-path statistics (Interlocked or under locks) that no fast path or magazine exchange writes: slow paths
+    // through magazines count per thread (MagazineCache), these count the rest.
+    public long AllocSlowPath;
+    public long FreeSlowPath;
+    public long AllocFailures;
+    public long SlabsAllocated;
+    public long SlabsFreed;
+
+    // Depot of magazines, under DepotLock, on a cache line of its own (DepotLineOffset): every exchange writes it, and
+    // it must not drag the fast path's fields or the counters above from other cores with it.
     public int DepotLock;
     public int NrFull;
     public int NrEmpty;
     public int MaxFull;
     public Magazine* FullMagazines;   // for any thread
     public Magazine** OwnedFull;      // [owner id]: full magazines for that thread cache only
-    public int OwnedCapacity;
     public Magazine* EmptyMagazines;
-
-    public KmemCacheNode* Nodes;
-
-    // Slow-path statistics (Interlocked or under locks).
-    public long AllocSlowPath;
-    public long FreeSlowPath;
-    public long AllocFailures;
-    public long SlabsAllocated;
-    public long SlabsFreed;
     public long DepotExchanges;
+    public int OwnedCapacity;
+
     public long CorruptionsFound;
+
+    /// <summary>Where the depot's line starts (a multiple of 64; the layout test keeps it so).</summary>
+    public const int DepotLineOffset = 192;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly bool Has(SlabFlags flag) => (Flags & (int)flag) != 0;
@@ -129,6 +134,8 @@ internal unsafe struct MagazineCache
     public long FreeFastPath;
     public long Refills;
     public long Flushes;
+    public long AllocSlowPath;    // slow paths through this thread's magazines (the others count in KmemCacheData)
+    public long FreeSlowPath;
 
     // Slow paths only: this thread's own spare magazines, so a burst of frees then allocations reuses magazines whose
     // lines are already in this core's cache instead of exchanging them through the shared depot (every magazine that

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Allocators.Slab;
 using Allocators.Threading;
 using static Allocators.Tests.Slab.SlabTestSupport;
@@ -70,6 +71,34 @@ public unsafe class SlabStashTests
         Assert.Equal(0, cache.ActiveObjects);
         cache.Destroy();
         AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
+    public void TheDepotHasACacheLineOfItsOwnAwayFromTheFastPathFields()
+    {
+        var d = default(KmemCacheData);
+        static long At(ref KmemCacheData d, ref byte field) => Unsafe.ByteOffset(ref Unsafe.As<KmemCacheData, byte>(ref d), ref field);
+        long depot = At(ref d, ref Unsafe.As<int, byte>(ref d.DepotLock));
+        Assert.Equal(KmemCacheData.DepotLineOffset, depot);
+        Assert.Equal(0, depot % 64);
+        foreach (long field in new[]
+        {
+            At(ref d, ref Unsafe.As<int, byte>(ref d.NrFull)), At(ref d, ref Unsafe.As<int, byte>(ref d.NrEmpty)),
+            At(ref d, ref Unsafe.As<long, byte>(ref d.DepotExchanges)), At(ref d, ref Unsafe.As<int, byte>(ref d.OwnedCapacity)) + 3,
+        })
+        {
+            Assert.Equal(depot / 64, field / 64);
+        }
+        // The fields every fast-path free reads share the first line, which nothing on a slow path writes.
+        foreach (long field in new[]
+        {
+            At(ref d, ref Unsafe.As<int, byte>(ref d.RedLeftPad)), At(ref d, ref Unsafe.As<uint, byte>(ref d.SlabBytes)),
+            At(ref d, ref Unsafe.As<ulong, byte>(ref d.DivisorMagic)) + 7,
+        })
+        {
+            Assert.Equal(0, field / 64);
+        }
+        Assert.NotEqual(depot / 64, At(ref d, ref Unsafe.As<long, byte>(ref d.AllocSlowPath)) / 64);
     }
 
     [Fact]
