@@ -55,4 +55,37 @@ public unsafe class SlabFillLimitTests
         cache.Destroy();
         AssertBackToBaseline(sys, baseline);
     }
+
+    [Fact]
+    public void AThreadFreeingWhatItAllocatedKeepsWholeMagazinesHoweverLongItsRunOfFrees()
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        var cache = sys.Slab.CreateCache("fill-limit-own-64", 64);
+        KmemCacheData* d = cache.Data;
+        int capacity = d->MagazineCapacity;
+        int objects = (2 + d->MaxStash + 8) * capacity;
+        int limitAfterFrees = 0;
+        var parkedCounts = new List<int>();
+        var worker = new Thread(() =>
+        {
+            MagazineCache* mc = cache.ThisThreadMagazines();
+            var h = cache.ThisThread();
+            var mine = new nint[objects];
+            for (int i = 0; i < objects; i++) mine[i] = (nint)h.Alloc();
+            foreach (nint p in mine) h.Free((void*)p);
+            limitAfterFrees = mc->FillLimit;
+            for (Magazine* m = d->FullMagazines; m != null; m = m->Next) parkedCounts.Add(m->Count);
+        });
+        worker.Start();
+        worker.Join();
+
+        Assert.Equal(capacity, limitAfterFrees);
+        Assert.True(parkedCounts.Count >= 4, $"{parkedCounts.Count} magazines parked");
+        Assert.All(parkedCounts, c => Assert.Equal(capacity, c));
+        sys.Slab.ShrinkAll();
+        Assert.Equal(0, cache.ActiveObjects);
+        cache.Destroy();
+        AssertBackToBaseline(sys, baseline);
+    }
 }
