@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Allocators.Slab;
@@ -37,6 +38,10 @@ internal static unsafe class KmallocClassTable
         }
         return [.. sizes];
     }
+
+    /// <summary>The class of 1..<see cref="SlabAllocator.KmallocMaxCacheSize"/> bytes in a table from <see cref="CreateIndex"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int ClassOf(byte* index, nuint size) => index[(size - 1) >> 3];
 
     /// <summary>
     /// A native table mapping (size - 1) / 8 to the index of the smallest class of <paramref name="sizes"/> that holds

@@ -17,10 +17,10 @@ namespace Allocators.Slab;
 /// </remarks>
 public unsafe ref struct KmallocThread
 {
-    // One slot per kmalloc class and spares up to a power of two: a cache's class (-1 for other caches) masked with
-    // SlotMask picks its slot with no bounds test, and the spares hold the always-refusing MagazineCache.Disabled.
-    private const int Slots = 64; // a power of two above SlabAllocator.MaxKmallocCaches
-    private const int SlotMask = Slots - 1;
+    // One slot for every value of a slab's kmalloc class bits (SlabPage.KmallocClass), so the class picks its slot with
+    // no bounds test; slots past the last class, SlabPage.NoKmallocClass included, hold the always-refusing
+    // MagazineCache.Disabled.
+    private const int Slots = SlabPage.NoKmallocClass + 1;
 
     private readonly SlabAllocator _slab;
     private readonly SlabLocator _locator;
@@ -48,7 +48,7 @@ public unsafe ref struct KmallocThread
     {
         if (ServesFromMagazines(size, gfp))
         {
-            void* obj = KmemCache.PopThreadCache((MagazineCache*)_magazines[_sizeIndex[(size - 1) >> 3]]);
+            void* obj = KmemCache.PopThreadCache((MagazineCache*)_magazines[KmallocClassTable.ClassOf(_sizeIndex, size)]);
             if (obj != null) return obj;
         }
         return KmallocSlow(size, gfp);
@@ -73,7 +73,7 @@ public unsafe ref struct KmallocThread
     {
         if (ServesFromMagazines(size, gfp))
         {
-            int index = _sizeIndex[(size - 1) >> 3];
+            int index = KmallocClassTable.ClassOf(_sizeIndex, size);
             if (_magazines[index] == (long)Unresolved)
             {
                 void* obj = KmemCache.PopThreadCache(Resolve(index));

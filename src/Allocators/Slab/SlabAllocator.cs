@@ -36,9 +36,6 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>What kmalloc(0) returns (ZERO_SIZE_PTR): not null, never dereferenceable, kfree ignores it.</summary>
     public static void* ZeroSizePointer => (void*)16;
 
-    /// <summary>The most kmalloc caches any <see cref="KmallocSizeClasses"/> has, a constant for per-class fixed buffers.</summary>
-    internal const int MaxKmallocCaches = 33;
-
     private readonly PageAllocator _pages;
     private readonly PhysicalMemory _memory;
     private readonly KmemCache[] _kmalloc;
@@ -59,7 +56,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         _memory = pages.Memory;
         Options = options ?? new SlabAllocatorOptions();
         int[] sizes = KmallocClassTable.Sizes(Options.KmallocSizeClasses);
-        Debug.Assert(sizes.Length <= MaxKmallocCaches);
+        Debug.Assert(sizes.Length <= SlabPage.NoKmallocClass); // a class index must fit a slab's class bits
         _sizeIndex = KmallocClassTable.CreateIndex(sizes);
         _kmalloc = new KmemCache[sizes.Length];
         _kmallocData = (nint*)NativeMemory.AllocZeroed((nuint)sizes.Length, (nuint)sizeof(nint));
@@ -149,7 +146,7 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>The kmalloc class of 1..<see cref="KmallocMaxCacheSize"/> bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal int KmallocIndex(nuint size) => _sizeIndex[(size - 1) >> 3];
+    internal int KmallocIndex(nuint size) => KmallocClassTable.ClassOf(_sizeIndex, size);
 
     /// <summary>Allocates <paramref name="size"/> bytes (kmalloc). Null on failure; <see cref="ZeroSizePointer"/> for 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
