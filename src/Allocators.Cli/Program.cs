@@ -38,9 +38,13 @@ app.Configure(config =>
     config.AddCommand<SelftestTargetCommand>("selftest-target")
         .WithDescription("A process with a known state for the inspector's tests: prints its own view, then READY, then waits for a line.")
         .IsHidden();
+    config.AddCommand<BenchRunCommand>(Allocators.Cli.Bench.BenchIsolation.ChildCommand)
+        .WithDescription("One isolated bench run (what bench --isolate starts per measurement); prints its result as JSON.")
+        .IsHidden();
     config.AddCommand<BenchCommand>("bench")
         .WithDescription("Comparative workload suite (larson, xmalloc-test, cache-scratch/thrash, mstress, glibc-simple/thread, alloc-test, binary-trees) on Allocators vs glibc, NativeMemory, mimalloc, jemalloc, tcmalloc, ArrayPool, GC; writes bench-results/.")
         .WithExample("bench", "--quick")
-        .WithExample("bench", "--full");
+        .WithExample("bench", "--full")
+        .WithExample("bench", "--full", "-w", "larson", "--isolate");
 });
 return app.Run(args);

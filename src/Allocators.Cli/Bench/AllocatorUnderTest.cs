@@ -170,6 +170,7 @@ internal sealed unsafe class NativeLibraryUnderTest(Func<NativeAllocatorLibrary>
 {
     private readonly Lazy<NativeAllocatorLibrary> _library = new(library);
     private readonly Lazy<nint> _trim = new(() => NativeTrim.Resolve(library()));
+    private readonly Lazy<NativeFootprint?> _footprint = new(() => NativeFootprint.For(library()));
 
     /// <summary>The library.</summary>
     public NativeAllocatorLibrary Library => _library.Value;
@@ -187,7 +188,7 @@ internal sealed unsafe class NativeLibraryUnderTest(Func<NativeAllocatorLibrary>
     public override string Status => Library.IsAvailable ? Library.Status : "skipped: " + Library.Status;
 
     /// <inheritdoc/>
-    public override AllocatorSession Open() => new Session(Library);
+    public override AllocatorSession Open() => new Session(Library, BenchIsolation.InFreshProcess ? _footprint.Value : null);
 
     /// <inheritdoc/>
     public override void Trim()
@@ -195,11 +196,21 @@ internal sealed unsafe class NativeLibraryUnderTest(Func<NativeAllocatorLibrary>
         if (IsAvailable) NativeTrim.Invoke(Library.Name, _trim.Value);
     }
 
-    private sealed class Session(NativeAllocatorLibrary library) : AllocatorSession
+    private sealed class Session(NativeAllocatorLibrary library, NativeFootprint? footprint) : NativeFootprintSession(footprint)
     {
         public override WorkloadOutcome Run(Workload workload, RunContext context)
             => workload.Run<NativeLibraryAllocator, nint>(new NativeLibraryAllocator(library), context);
     }
+}
+
+/// <summary>
+/// A session whose footprint is what a native allocator's statistics say it holds beyond what it held when the process
+/// first opened it (<see cref="NativeFootprint.Baseline"/>).
+/// </summary>
+internal abstract class NativeFootprintSession(NativeFootprint? footprint) : AllocatorSession
+{
+    /// <inheritdoc/>
+    public override long? Footprint() => footprint?.Read() - footprint?.Baseline;
 }
 
 /// <summary>NativeMemory.Alloc/Free.</summary>
@@ -212,9 +223,12 @@ internal sealed class NativeMemoryUnderTest : AllocatorUnderTest
     public override string Description => "System.Runtime.InteropServices.NativeMemory.Alloc/Free (the runtime's path to the C heap)";
 
     /// <inheritdoc/>
-    public override AllocatorSession Open() => new Session();
+    public override AllocatorSession Open() => new Session(BenchIsolation.InFreshProcess ? s_cHeap.Value : null);
 
-    private sealed class Session : AllocatorSession
+    // NativeMemory.Alloc is the C runtime's malloc: glibc's statistics cover it.
+    private static readonly Lazy<NativeFootprint?> s_cHeap = new(() => NativeFootprint.For(NativeAllocators.Glibc));
+
+    private sealed class Session(NativeFootprint? footprint) : NativeFootprintSession(footprint)
     {
         public override WorkloadOutcome Run(Workload workload, RunContext context)
             => workload.Run<NativeMemoryAllocator, nint>(default, context);

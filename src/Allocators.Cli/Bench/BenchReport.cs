@@ -158,6 +158,13 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
             if (parts.Count > 0)
             {
                 parts.Add(string.Create(Inv, $"kmalloc size-class rounding alone is {Larson.KmallocRounding():0.00}x for larson's sizes"));
+                // Isolated runs measure the native allocators' footprints too: say where they stand.
+                foreach (string peer in AllocatorsOf("larson").Where(a => !a.StartsWith("allocators", StringComparison.Ordinal)))
+                {
+                    var ratios = plan.ThreadCounts.Select(t => Find("larson", peer, t)?.Fragmentation).ToList();
+                    if (ratios.Any(r => r is not null))
+                        parts.Add(string.Create(Inv, $"{peer} {string.Join(" / ", ratios.Select(r => r is { } x ? x.ToString("0.00", Inv) + "x" : "-"))}"));
+                }
                 list.Add(new Target("larson peak footprint <= 1.25x peak live bytes (allocators)", met, string.Join(", ", parts)));
             }
         }
@@ -209,7 +216,7 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
         sb.Append(Inv, $"Native allocators: {(machine.Libraries.Count == 0 ? "none" : string.Join(", ", machine.Libraries))}.  \n");
         foreach (var a in plan.Allocators.Where(a => !a.IsAvailable)) sb.Append(Inv, $"{a.Name}: {a.Status}.  \n");
         sb.Append(Inv, $"Mode: {plan.Scale.Name} ({plan.Scale.Duration.TotalSeconds:0.###} s per time-bound run, binary-trees depth {plan.Scale.TreeDepth}), ");
-        sb.Append(Inv, $"threads {string.Join(", ", plan.ThreadCounts)}, {results.Count} runs in {wallTime.TotalSeconds:0} s. ");
+        sb.Append(Inv, $"threads {string.Join(", ", plan.ThreadCounts)}, {results.Count} runs in {wallTime.TotalSeconds:0} s{(plan.Isolated ? ", each in a fresh process (--isolate)" : "")}. ");
         sb.Append(Inv, $"Load average (1/5/15 min) {machine.LoadAtStart} at the start, {_loadAtEnd} at the end. ");
         sb.Append("All numbers come from this one run and runs that are compared were made back to back, so the ratios compare ");
         sb.Append("like with like as far as possible; but the 2-core machine is shared with other engineers' builds and tests, so ");
@@ -223,8 +230,11 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
         sb.Append(Inv, $"# allocators bench ({plan.Scale.Name})\n\n");
         AppendMachine(sb);
         sb.Append("Cells: throughput (ratio to glibc malloc at the same thread count). RSS growth: peak resident set of the process ");
-        sb.Append("during the run minus the resident set just before it. footprint / live (Allocators only): peak pages handed out by ");
-        sb.Append("the page allocator (ManagedPages - NrFreePages - PcpPages) over the peak of the bytes the workload held live, as requested.\n\n");
+        sb.Append("during the run minus the resident set just before it. footprint / live: for Allocators the peak of the pages handed out by ");
+        sb.Append("the page allocator (ManagedPages - NrFreePages - PcpPages) over the peak of the bytes the workload held live, as requested");
+        sb.Append(plan.Isolated
+            ? "; for the native allocators the peak growth of what their own statistics say they hold (glibc and NativeMemory: mallinfo2 arena + hblkhd; jemalloc: stats.active; tcmalloc: heap size less free and unmapped page-heap bytes; mimalloc: committed bytes where its build counts them) over the same live peak.\n\n"
+            : " (native allocators' statistics are read only with --isolate, where each run has a fresh process).\n\n");
         sb.Append("## Targets\n\n");
         AppendTargets(sb);
         sb.Append("## Results\n\n");

@@ -28,7 +28,7 @@ internal sealed record BenchResult(
 }
 
 /// <summary>What the suite runs: workloads, allocators, thread counts, scale.</summary>
-internal sealed record BenchPlan(IReadOnlyList<Workload> Workloads, IReadOnlyList<AllocatorUnderTest> Allocators, IReadOnlyList<int> ThreadCounts, BenchScale Scale)
+internal sealed record BenchPlan(IReadOnlyList<Workload> Workloads, IReadOnlyList<AllocatorUnderTest> Allocators, IReadOnlyList<int> ThreadCounts, BenchScale Scale, bool Isolated = false)
 {
     /// <summary>Every runnable (workload, allocator) pair, in order.</summary>
     public IEnumerable<(Workload Workload, AllocatorUnderTest Allocator)> Pairs()
@@ -80,7 +80,8 @@ internal sealed class BenchRunner(BenchPlan plan)
         foreach (var workload in plan.Workloads)
         {
             var allocators = plan.Allocators.Where(a => a.IsAvailable && a.Supports(workload)).ToList();
-            foreach (var allocator in allocators)
+            // Isolated runs warm up in their own process (MeasureOnce).
+            foreach (var allocator in plan.Isolated ? [] : allocators)
             {
                 cancel.ThrowIfCancellationRequested();
                 // Warm-up: JIT the specialised loops and let the allocator set up its arenas and thread caches.
@@ -94,7 +95,9 @@ internal sealed class BenchRunner(BenchPlan plan)
                     {
                         cancel.ThrowIfCancellationRequested();
                         RunStarting?.Invoke(index++, total, workload.Name, allocator.Name, threads);
-                        var result = RunOnce(workload, allocator, threads, plan.Scale);
+                        var result = plan.Isolated
+                            ? BenchIsolation.RunInChild(workload, allocator, threads, plan.Scale)
+                            : RunOnce(workload, allocator, threads, plan.Scale);
                         var key = (workload.Name, allocator.Name, threads);
                         if (!best.TryGetValue(key, out var previous))
                         {
@@ -113,6 +116,13 @@ internal sealed class BenchRunner(BenchPlan plan)
         }
         return order.Select(k => best[k]).ToList();
     }
+
+    /// <summary>
+    /// One measured run with no warm-up (what an isolated child process does): a warm-up on a native allocator would
+    /// leave its arenas and caches holding memory the measured run's footprint either reuses or adds to, so the run
+    /// starts cold instead; its throughput includes compiling its loops (a few milliseconds).
+    /// </summary>
+    public BenchResult MeasureOnce(Workload workload, AllocatorUnderTest allocator, int threads) => RunOnce(workload, allocator, threads, plan.Scale);
 
     /// <summary>One run with RSS, live-byte and footprint sampling; failures become an unverified result.</summary>
     public BenchResult RunOnce(Workload workload, AllocatorUnderTest allocator, int threads, BenchScale scale)

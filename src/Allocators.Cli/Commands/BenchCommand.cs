@@ -50,6 +50,10 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         [Description("Where the markdown report and PNG charts go (default bench-results).")]
         public string Out { get; init; } = "bench-results";
 
+        [CommandOption("--isolate")]
+        [Description("Run every measurement in a fresh child process (adds a process start per run): no allocator inherits what an earlier run left in it, and the footprint column covers glibc, NativeMemory, mimalloc, jemalloc and tcmalloc too, from their own statistics.")]
+        public bool Isolate { get; init; }
+
         [CommandOption("--no-reexec")]
         [Description("Do not restart with GLIBC_TUNABLES set when jemalloc needs it; jemalloc is then skipped.")]
         public bool NoReexec { get; init; }
@@ -87,8 +91,8 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         }
 
         var machine = MachineInfo.Collect();
-        var plan = new BenchPlan(workloads, allocators, threads, scale);
-        AnsiConsole.MarkupLineInterpolated($"[bold]allocators bench[/] ({scale.Name} mode): {workloads.Count} workloads, threads {string.Join(", ", threads)}, {plan.RunCount} runs{(scale.Rounds > 1 ? $" x {scale.Rounds} rounds (best kept)" : "")}");
+        var plan = new BenchPlan(workloads, allocators, threads, scale, settings.Isolate);
+        AnsiConsole.MarkupLineInterpolated($"[bold]allocators bench[/] ({scale.Name} mode): {workloads.Count} workloads, threads {string.Join(", ", threads)}, {plan.RunCount} runs{(scale.Rounds > 1 ? $" x {scale.Rounds} rounds (best kept)" : "")}{(settings.Isolate ? ", each in its own process" : "")}");
         AnsiConsole.WriteLine(machine.OneLine + ", load average " + machine.LoadAtStart);
         foreach (var a in allocators)
         {

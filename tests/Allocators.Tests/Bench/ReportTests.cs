@@ -8,10 +8,12 @@ public sealed class ReportTests
     private static BenchResult Result(string workload, string allocator, int threads, double opsPerSecond, long? footprint = null, long live = 4 << 20)
         => new(workload, allocator, threads, (long)opsPerSecond, TimeSpan.FromSeconds(1), 100 << 20, 90 << 20, live, footprint, true, null);
 
-    private static BenchReport Report(params BenchResult[] results)
+    private static BenchReport Report(params BenchResult[] results) => Report(isolated: false, results);
+
+    private static BenchReport Report(bool isolated, params BenchResult[] results)
     {
         var allocators = AllocatorUnderTest.All.Where(a => a.Name is "allocators" or "glibc" or "mimalloc").ToList();
-        var plan = new BenchPlan([WorkloadCatalog.Find("larson")!], allocators, [1, 2], BenchScale.Quick);
+        var plan = new BenchPlan([WorkloadCatalog.Find("larson")!], allocators, [1, 2], BenchScale.Quick, isolated);
         var machine = new MachineInfo("test CPU", 2, 1L << 30, "test OS", ".NET test", DateTime.UnixEpoch, []);
         return new BenchReport(plan, results, machine, TimeSpan.FromSeconds(3));
     }
@@ -53,5 +55,19 @@ public sealed class ReportTests
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Fact]
+    public void AnIsolatedReportShowsTheNativeFootprintsAndComparesThemInTheTarget()
+    {
+        var report = Report(isolated: true,
+            Result("larson", "glibc", 1, 10e6, footprint: 20 << 20),
+            Result("larson", "allocators", 1, 12e6, footprint: 6 << 20));
+        var target = report.Targets().Single(t => t.Name.StartsWith("larson peak footprint", StringComparison.Ordinal));
+        Assert.Contains("glibc 5.00x / -", target.Evidence, StringComparison.Ordinal);
+        string md = report.Markdown([], "");
+        Assert.Contains("fresh process", md, StringComparison.Ordinal);
+        Assert.Contains("| glibc | 10.0 M (1.00x) | - |", md, StringComparison.Ordinal);
+        Assert.Contains("| 5.00 / - |", md, StringComparison.Ordinal);
     }
 }

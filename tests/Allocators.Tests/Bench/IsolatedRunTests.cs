@@ -1,0 +1,104 @@
+using Allocators.Cli.Bench;
+using Allocators.Native;
+using Allocators.Tests.Cli;
+
+namespace Allocators.Tests.Bench;
+
+/// <summary>
+/// bench --isolate: each measurement in a fresh child process, and the native allocators' own statistics as their
+/// footprint there.
+/// </summary>
+public sealed unsafe class IsolatedRunTests
+{
+    private static readonly Workload LarsonWorkload = WorkloadCatalog.Find("larson")!;
+
+    [Fact]
+    public void GlibcStatisticsFollowWhatTheHeapHolds()
+    {
+        var probe = NativeFootprint.For(NativeAllocators.Glibc);
+        Assert.NotNull(probe);
+        Assert.True(probe.Baseline > 0);
+        AssertFollowsAllocations(NativeAllocators.Glibc, probe);
+    }
+
+    [Fact]
+    public void EveryLoadedNativeAllocatorsStatisticsFollowWhatItHolds()
+    {
+        // The peers are optional here (tests must not need them): check each one that loaded and has a statistics call.
+        foreach (var library in NativeAllocators.All.Where(l => l.IsAvailable && l.Name != "glibc"))
+        {
+            if (NativeFootprint.For(library) is { } probe) AssertFollowsAllocations(library, probe);
+        }
+    }
+
+    /// <summary>
+    /// Two 64 MiB blocks show as at least 120 MiB more. Blocks this big come from the OS for every allocator (glibc maps
+    /// anything above 32 MiB), so free memory the test process's earlier work left in the heap cannot absorb them; the
+    /// small-block side of glibc's reading is what the isolated larson run below checks.
+    /// </summary>
+    private static void AssertFollowsAllocations(NativeAllocatorLibrary library, NativeFootprint probe)
+    {
+        const nuint BlockSize = 64 << 20;
+        var blocks = new nint[2];
+        long before = probe.Read()!.Value;
+        try
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                blocks[i] = (nint)library.Malloc(BlockSize);
+                Assert.NotEqual(0, blocks[i]);
+                ((byte*)blocks[i])[0] = 1;
+            }
+            long during = probe.Read()!.Value;
+            Assert.True(during - before >= 120L << 20, $"{library.Name}: {before} bytes before, {during} with 128 MiB more allocated");
+        }
+        finally
+        {
+            foreach (nint b in blocks) library.Free((void*)b);
+        }
+    }
+
+    [Fact]
+    public void AnIsolatedRunOfANativeAllocatorReportsItsFootprint()
+    {
+        var glibc = AllocatorUnderTest.All.Single(a => a.Name == "glibc");
+
+        BenchResult result = BenchIsolation.RunInChild(LarsonWorkload, glibc, 1, BenchScale.Tiny);
+
+        Assert.True(result.Verified, result.Detail);
+        Assert.Equal(("larson", "glibc", 1), (result.Workload, result.Allocator, result.Threads));
+        Assert.True(result.Operations > 0);
+        Assert.True(result.PeakLiveBytes > 0);
+        // larson fills 5000 slots of 8..1000 bytes before it starts: the C heap must have grown by at least that much.
+        Assert.True(result.PeakFootprintBytes >= result.PeakLiveBytes, $"footprint {result.PeakFootprintBytes} vs live {result.PeakLiveBytes}");
+    }
+
+    [Fact]
+    public void AnIsolatedRunOfAllocatorsReportsItsPages()
+    {
+        var kmalloc = AllocatorUnderTest.All.Single(a => a.Name == "allocators");
+
+        BenchResult result = BenchIsolation.RunInChild(LarsonWorkload, kmalloc, 2, BenchScale.Tiny);
+
+        Assert.True(result.Verified, result.Detail);
+        Assert.True(result.PeakFootprintBytes >= result.PeakLiveBytes, $"footprint {result.PeakFootprintBytes} vs live {result.PeakLiveBytes}");
+    }
+
+    [Fact]
+    public void TheChildRefusesWhatItCannotRun()
+    {
+        var (exit, stdout, _) = CliRunner.Run(TimeSpan.FromMinutes(1), BenchIsolation.ChildCommand, "no-such-workload", "glibc", "1", "tiny");
+        Assert.Equal(2, exit);
+        Assert.DoesNotContain(BenchIsolation.ResultPrefix, stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void InThisProcessNativeRunsReportNoFootprint()
+    {
+        // Earlier runs leave native allocators holding memory a later run reuses: only a fresh process reads them.
+        Assert.False(BenchIsolation.InFreshProcess);
+        var glibc = AllocatorUnderTest.All.Single(a => a.Name == "glibc");
+        using var session = glibc.Open();
+        Assert.Null(session.Footprint());
+    }
+}
