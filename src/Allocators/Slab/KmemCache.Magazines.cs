@@ -67,11 +67,15 @@ public sealed unsafe partial class KmemCache
             if (mc->Loaded->Count == 0)
             {
                 if (mc->Previous->Count > 0) SwapMagazines(mc);
-                else if (mc->Stash != null) LoadFromStash(mc);
-                else if (!TakeFullFromDepot(mc))
+                else
                 {
-                    RefillFromSlabs(mc->Loaded, mc->Loaded->Capacity, -1, mc->OwnerId);
-                    mc->Refills++;
+                    Adapt(mc, +1);
+                    if (mc->Stash != null) LoadFromStash(mc);
+                    else if (!TakeFullFromDepot(mc))
+                    {
+                        RefillFromSlabs(mc->Loaded, mc->Target, -1, mc->OwnerId);
+                        mc->Refills++;
+                    }
                 }
             }
             Magazine* m = mc->Loaded;
@@ -253,10 +257,14 @@ public sealed unsafe partial class KmemCache
             if (m->Count >= mc->FillLimit)
             {
                 if (mc->Previous->Count == 0) SwapMagazines(mc);
-                else if (mc->NrStash < _d->MaxStash) StashPrevious(mc);
+                else if (Adapt(mc, -1) && InRun(mc) && mc->NrStash < _d->MaxStash) StashPrevious(mc);
                 else if (ParkFullInDepot(mc))
                 {
-                    if (FeedsOtherThreads(mc)) mc->FillLimit = ConsumerFillLimit;
+                    if (FeedsOtherThreads(mc))
+                    {
+                        mc->FeedsOthers = 1;
+                        SetFillLimit(mc);
+                    }
                 }
                 else
                 {
@@ -279,7 +287,8 @@ public sealed unsafe partial class KmemCache
     /// <summary>Loads this thread's newest stashed magazine; the empty loaded one becomes a spare (or goes to the depot).</summary>
     private void LoadFromStash(MagazineCache* mc)
     {
-        mc->FillLimit = _d->MagazineCapacity; // this thread reuses its own frees: whole magazines again
+        mc->FeedsOthers = 0; // this thread reuses its own frees
+        SetFillLimit(mc);
         Magazine* m = mc->Stash;
         mc->Stash = m->Next;
         mc->NrStash--;
@@ -428,8 +437,51 @@ public sealed unsafe partial class KmemCache
         mc->Loaded = TakeEmptyMagazine();
         mc->Previous = TakeEmptyMagazine();
         mc->Remote = TakeEmptyMagazine();
-        mc->FillLimit = _d->MagazineCapacity;
+        mc->Target = MinTarget;
+        SetFillLimit(mc);
     }
+
+    /// <summary>
+    /// The fewest objects a thread keeps per magazine: 4 KiB of them (at least 8, at most the capacity). A thread that
+    /// allocates and frees a class in no long runs holds three magazines of this size, not of the full capacity.
+    /// </summary>
+    internal int MinTarget => Math.Clamp(MinTargetBytes / _d->Size, 8, _d->MagazineCapacity);
+
+    private const int MinTargetBytes = 4096;
+
+    /// <summary>
+    /// Sizes this thread's magazines by how it uses them, at every slow path that moves a whole magazine (jemalloc sizes
+    /// its thread caches' refills the same way): two in a row in the same direction (a run of allocations, or of frees:
+    /// a burst, a producer, a consumer, a tree built then freed) double <see cref="MagazineCache.Target"/> up to the
+    /// capacity; a change of direction right after another (the level going up and down as in a steady mix) halves it
+    /// down to <see cref="MinTarget"/>. A single change (the end of a burst) leaves it. Returns true, for use in a
+    /// condition chain.
+    /// </summary>
+    internal bool Adapt(MagazineCache* mc, int direction)
+    {
+        if (mc->LastSlowPath == direction)
+        {
+            mc->Target = Math.Min(mc->Target * 2, _d->MagazineCapacity);
+            mc->DirectionChanges = 0;
+        }
+        else if (++mc->DirectionChanges >= 2)
+        {
+            mc->Target = Math.Max(mc->Target / 2, MinTarget);
+        }
+        mc->LastSlowPath = direction;
+        SetFillLimit(mc);
+        return true;
+    }
+
+    /// <summary>
+    /// True while the thread's magazines are at full size (it is in runs of one direction): only then do full magazines
+    /// go to its own stash for a run the other way. A thread in a steady mix parks them in the depot, where any thread
+    /// can use them, instead of holding up to <see cref="KmemCacheData.MaxStash"/> of them for itself.
+    /// </summary>
+    private bool InRun(MagazineCache* mc) => mc->Target == _d->MagazineCapacity;
+
+    private void SetFillLimit(MagazineCache* mc)
+        => mc->FillLimit = mc->FeedsOthers != 0 ? Math.Min(mc->Target, ConsumerFillLimit) : mc->Target;
 
     /// <summary>
     /// How full a thread fills its magazines while they go to the depot for other threads (its stash is full and it

@@ -129,7 +129,7 @@ internal unsafe struct MagazineCache
     public Magazine* Previous;
     public Magazine* Remote;      // objects of slabs other threads took from: never reused here, parked in the depot
     public int OwnerId;           // marks the slabs this thread refills from (PageFrame.MapCount, see SlabPage.NoteRefill); 0 = untracked
-    public int FillLimit;         // a magazine takes frees up to this count: its capacity, less while this thread's frees feed other threads
+    public int FillLimit;         // a magazine takes frees up to this count: Target, at most ConsumerFillLimit while this thread's frees feed other threads
     public long AllocFastPath;
     public long FreeFastPath;
     public long Refills;
@@ -144,6 +144,13 @@ internal unsafe struct MagazineCache
     public Magazine* Spares;      // empty magazines
     public int NrStash;
     public int NrSpares;
+
+    // How many objects this thread keeps per magazine (KmemCache.Adapt): from MinTarget, doubled by a run of slow paths
+    // in one direction, halved by slow paths that keep changing direction.
+    public int Target;
+    public int LastSlowPath;      // direction of the last slow path that moved a whole magazine: +1 allocation, -1 free, 0 none
+    public int DirectionChanges;  // changes of direction since the last slow path that kept it
+    public int FeedsOthers;       // 1 while this thread's frees feed other threads (see KmemCache.FeedsOtherThreads)
 
     /// <summary>
     /// The stand-in for a cache without magazines (debug flags) in per-thread handles: permanently "held by a drainer",

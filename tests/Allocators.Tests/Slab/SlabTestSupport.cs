@@ -33,6 +33,15 @@ internal static unsafe class SlabTestSupport
         Assert.Equal(baseline, sys.Pages.BuddyInfo());
     }
 
+    /// <summary>Shrinks everything, checks <paramref name="cache"/> holds no object, destroys it and checks the buddy lists equal <paramref name="baseline"/>.</summary>
+    public static void AssertEmptiedBackToBaseline(MemorySystem sys, KmemCache cache, string baseline)
+    {
+        sys.Slab.ShrinkAll();
+        Assert.Equal(0, cache.ActiveObjects);
+        cache.Destroy();
+        AssertBackToBaseline(sys, baseline);
+    }
+
     /// <summary>
     /// Runs <paramref name="body"/> on a background thread and fails the test if it has not finished within
     /// <paramref name="seconds"/>: for code that, broken, would loop forever instead of failing. On timeout
