@@ -22,42 +22,58 @@ internal static class BenchIsolation
     /// </summary>
     public static bool InFreshProcess { get; set; }
 
-    /// <summary>Runs one measurement in a fresh process; a child that fails or says nothing becomes an unverified result.</summary>
+    /// <summary>How long a child may run before it is killed: far above the longest run (binary-trees at depth 21).</summary>
+    public static readonly TimeSpan ChildTimeout = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// Runs one measurement in a fresh process. A child that fails, hangs past <see cref="ChildTimeout"/> (it is
+    /// killed) or writes no readable result becomes an unverified result that says why.
+    /// </summary>
     public static BenchResult RunInChild(Workload workload, AllocatorUnderTest allocator, int threads, BenchScale scale)
     {
-        var start = new ProcessStartInfo
-        {
-            FileName = Environment.ProcessPath ?? "dotnet",
-            UseShellExecute = false,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        // Under `dotnet x.dll` (and in a test host) the process is the dotnet host: name the CLI assembly.
-        if (Path.GetFileNameWithoutExtension(start.FileName) == "dotnet") start.ArgumentList.Add(typeof(BenchIsolation).Assembly.Location);
-        foreach (string arg in ChildArguments(workload, allocator, threads, scale)) start.ArgumentList.Add(arg);
-
+        var start = CliProcess.StartInfo(ChildArguments(workload, allocator, threads, scale));
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
         using var child = Process.Start(start) ?? throw new InvalidOperationException("could not start a bench child process");
+        var output = child.StandardOutput.ReadToEndAsync();
         var errors = child.StandardError.ReadToEndAsync();
-        string? line, result = null;
-        while ((line = child.StandardOutput.ReadLine()) is not null)
+        if (!child.WaitForExit(ChildTimeout))
         {
-            if (line.StartsWith(ResultPrefix, StringComparison.Ordinal)) result = line[ResultPrefix.Length..];
+            child.Kill(entireProcessTree: true);
+            return Failed($"child process still running after {ChildTimeout.TotalMinutes:0} minutes: killed");
         }
         child.WaitForExit();
-        if (result is not null && JsonSerializer.Deserialize<BenchResult>(result) is { } parsed) return parsed;
-        string why = $"child process exited with {child.ExitCode} and no result: {errors.Result.Trim()}";
-        return new BenchResult(workload.Name, allocator.Name, threads, 0, TimeSpan.Zero, 0, 0, 0, null, false, why);
+        string? line = output.Result.Split('\n').LastOrDefault(l => l.StartsWith(ResultPrefix, StringComparison.Ordinal));
+        if (line is not null)
+        {
+            try
+            {
+                if (JsonSerializer.Deserialize<BenchResult>(line[ResultPrefix.Length..]) is { } parsed) return parsed;
+            }
+            catch (JsonException ex)
+            {
+                return Failed($"unreadable result from the child process: {ex.Message}");
+            }
+        }
+        return Failed($"child process exited with {child.ExitCode} and no result: {errors.Result.Trim()}");
+
+        BenchResult Failed(string why) => new(workload.Name, allocator.Name, threads, 0, TimeSpan.Zero, 0, 0, 0, null, false, why);
     }
 
     /// <summary>The child's command line after the program.</summary>
     public static IEnumerable<string> ChildArguments(Workload workload, AllocatorUnderTest allocator, int threads, BenchScale scale)
         => [ChildCommand, workload.Name, allocator.Name, threads.ToString(System.Globalization.CultureInfo.InvariantCulture), scale.Name];
 
-    /// <summary>The child's side: measure once (cold, see <see cref="BenchRunner.MeasureOnce"/>), write the result line; the exit code says whether it was verified.</summary>
+    /// <summary>
+    /// The child's side: one measured run with no warm-up, then the result line; the exit code says whether it was
+    /// verified. A warm-up on a native allocator would leave its arenas and caches holding memory that the measured
+    /// run's footprint then reuses or adds to, so the run starts cold: its throughput includes compiling its loops and,
+    /// for Allocators, the library's own code (the in-process suite is the one to read throughput from).
+    /// </summary>
     public static int RunHere(Workload workload, AllocatorUnderTest allocator, int threads, BenchScale scale, TextWriter output)
     {
         InFreshProcess = true;
-        var result = new BenchRunner(new BenchPlan([workload], [allocator], [threads], scale)).MeasureOnce(workload, allocator, threads);
+        var result = new BenchRunner(new BenchPlan([workload], [allocator], [threads], scale)).RunOnce(workload, allocator, threads, scale);
         output.WriteLine(ResultPrefix + JsonSerializer.Serialize(result));
         return result.Verified ? 0 : 1;
     }

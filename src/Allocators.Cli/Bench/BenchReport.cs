@@ -233,7 +233,7 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
         sb.Append("during the run minus the resident set just before it. footprint / live: for Allocators the peak of the pages handed out by ");
         sb.Append("the page allocator (ManagedPages - NrFreePages - PcpPages) over the peak of the bytes the workload held live, as requested");
         sb.Append(plan.Isolated
-            ? "; for the native allocators the peak growth of what their own statistics say they hold (glibc and NativeMemory: mallinfo2 arena + hblkhd; jemalloc: stats.active; tcmalloc: heap size less free and unmapped page-heap bytes; mimalloc: committed bytes where its build counts them) over the same live peak.\n\n"
+            ? "; for the native allocators the peak growth of what their own statistics say they hold (glibc and NativeMemory: mallinfo2 arena + hblkhd; jemalloc: stats.active; tcmalloc: heap size less free and unmapped page-heap bytes; mimalloc: committed bytes where its build counts them) over the same live peak. Isolated runs start cold, so their throughput includes compiling the run's code (for Allocators, the library's too): read throughput from the in-process suite.\n\n"
             : " (native allocators' statistics are read only with --isolate, where each run has a fresh process).\n\n");
         sb.Append("## Targets\n\n");
         AppendTargets(sb);

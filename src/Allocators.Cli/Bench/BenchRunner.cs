@@ -23,7 +23,7 @@ internal sealed record BenchResult(
     /// <summary>How much the process's resident set grew during the run (peak minus the level just before it).</summary>
     public long RssGrowthBytes => Math.Max(0, PeakRssBytes - BaselineRssBytes);
 
-    /// <summary>Peak footprint over peak live bytes (Allocators only).</summary>
+    /// <summary>Peak footprint over peak live bytes (Allocators, and native allocators in isolated runs).</summary>
     public double? Fragmentation => PeakFootprintBytes is { } f && PeakLiveBytes > 0 ? (double)f / PeakLiveBytes : null;
 }
 
@@ -69,8 +69,9 @@ internal sealed class BenchRunner(BenchPlan plan)
 
     /// <summary>
     /// Runs everything and returns one result per (workload, allocator, thread count). Per workload: a short warm-up
-    /// on every allocator, then for each thread count every allocator in turn, so runs that are compared with each
-    /// other are close in time (the machine may be shared). With more than one round the best run is kept.
+    /// on every allocator (not in isolated runs, which run cold in their own processes), then for each thread count
+    /// every allocator in turn, so runs that are compared with each other are close in time (the machine may be
+    /// shared). With more than one round the best run is kept.
     /// </summary>
     public List<BenchResult> Run(CancellationToken cancel = default)
     {
@@ -116,13 +117,6 @@ internal sealed class BenchRunner(BenchPlan plan)
         }
         return order.Select(k => best[k]).ToList();
     }
-
-    /// <summary>
-    /// One measured run with no warm-up (what an isolated child process does): a warm-up on a native allocator would
-    /// leave its arenas and caches holding memory the measured run's footprint either reuses or adds to, so the run
-    /// starts cold instead; its throughput includes compiling its loops (a few milliseconds).
-    /// </summary>
-    public BenchResult MeasureOnce(Workload workload, AllocatorUnderTest allocator, int threads) => RunOnce(workload, allocator, threads, plan.Scale);
 
     /// <summary>One run with RSS, live-byte and footprint sampling; failures become an unverified result.</summary>
     public BenchResult RunOnce(Workload workload, AllocatorUnderTest allocator, int threads, BenchScale scale)

@@ -6,12 +6,13 @@ namespace Allocators.Cli.Bench;
 /// <summary>
 /// What a native allocator holds for the program right now, in bytes, from its own statistics call: the counterpart of
 /// Allocators' pages handed out by the page allocator (memory kept in size classes, thread caches and partly used
-/// pages counts; free pages it keeps for later or gave back to the OS do not).
+/// pages counts; for jemalloc and tcmalloc, free pages they keep for later or gave back to the OS do not).
 /// </summary>
 /// <remarks>
 /// <list type="bullet">
 /// <item>glibc: <c>mallinfo2()</c>, <c>arena + hblkhd</c> (heap obtained from the OS over all arenas, plus mmapped
-/// chunks). The C heap is the runtime's too, so its own allocations during a run count as well.</item>
+/// chunks): glibc has no separate count of whole free pages, so its free chunks and untrimmed top count too. The C heap
+/// is the runtime's as well, so the runtime's own allocations during a run count.</item>
 /// <item>jemalloc: <c>stats.active</c> after an <c>epoch</c> refresh (pages of active extents, thread caches included).</item>
 /// <item>tcmalloc: <c>generic.heap_size - tcmalloc.pageheap_free_bytes - tcmalloc.pageheap_unmapped_bytes</c> (spans in use).</item>
 /// <item>mimalloc: <c>current_commit</c> of <c>mi_process_info</c> (what it has committed), where its build keeps that
@@ -35,16 +36,15 @@ internal sealed unsafe class NativeFootprint
     /// <summary>The probe of <paramref name="library"/>, or null when the library is absent or its call is missing or fails.</summary>
     public static NativeFootprint? For(NativeAllocatorLibrary library)
     {
-        if (!library.IsAvailable || library.LibraryPath is null || !NativeLibrary.TryLoad(library.LibraryPath, out nint handle)) return null;
-        string symbol = library.Name switch
+        nint address = NativeTrim.NativeExport(library, library.Name switch
         {
             "glibc" => "mallinfo2",
             "mimalloc" => "mi_process_info",
             "jemalloc" => "mallctl",
             "tcmalloc" => "MallocExtension_GetNumericProperty",
             _ => "",
-        };
-        if (symbol.Length == 0 || !NativeLibrary.TryGetExport(handle, symbol, out nint address)) return null;
+        });
+        if (address == 0) return null;
         var probe = new NativeFootprint(library.Name, address);
         if (probe.Read() is not { } first) return null;
         probe.Baseline = first;

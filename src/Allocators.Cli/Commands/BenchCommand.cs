@@ -123,16 +123,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
     {
         if (Environment.GetEnvironmentVariable(ReexecGuard) == "1") return null;
         if (NativeAllocators.Jemalloc.IsAvailable || !NativeAllocators.Jemalloc.Status.Contains("GLIBC_TUNABLES", StringComparison.Ordinal)) return null;
-        string? process = Environment.ProcessPath;
-        if (process is null) return null;
-
-        var start = new ProcessStartInfo { FileName = process, UseShellExecute = false };
-        string[] args = Environment.GetCommandLineArgs();
-        if (Path.GetFileNameWithoutExtension(process) == "dotnet")
-        {
-            start.ArgumentList.Add(typeof(BenchCommand).Assembly.Location);
-        }
-        foreach (string arg in args.Skip(1)) start.ArgumentList.Add(arg);
+        var start = CliProcess.StartInfo(Environment.GetCommandLineArgs().Skip(1));
         string? tunables = Environment.GetEnvironmentVariable("GLIBC_TUNABLES");
         start.Environment["GLIBC_TUNABLES"] = string.IsNullOrEmpty(tunables) ? StaticTlsTunable : tunables + ":" + StaticTlsTunable;
         start.Environment[ReexecGuard] = "1";

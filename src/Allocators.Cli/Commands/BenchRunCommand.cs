@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using Allocators.Cli.Bench;
-using Spectre.Console;
 using Spectre.Console.Cli;
 
 namespace Allocators.Cli.Commands;
@@ -37,8 +36,9 @@ internal sealed class BenchRunCommand : Command<BenchRunCommand.Settings>
         var scale = BenchIsolation.ScaleNamed(settings.Scale);
         if (workload is null || allocator is null || scale is null || settings.Threads < 1 || !allocator.IsAvailable || !allocator.Supports(workload))
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]cannot run {settings.Workload} on {settings.Allocator} ({allocator?.Status ?? "unknown allocator"}) with {settings.Threads} threads at scale {settings.Scale}[/]");
-            return 2;
+            // Standard error: the parent keeps it as the reason (its standard output is for the result line).
+            Console.Error.WriteLine($"cannot run {settings.Workload} ({(workload is null ? "unknown workload" : "known")}) on {settings.Allocator} ({allocator?.Status ?? "unknown allocator"}) with {settings.Threads} threads at scale {settings.Scale}");
+            return ExitCodes.UsageError;
         }
         return BenchIsolation.RunHere(workload, allocator, settings.Threads, scale, Console.Out);
     }

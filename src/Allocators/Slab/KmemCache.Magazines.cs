@@ -30,9 +30,9 @@ public sealed unsafe partial class KmemCache
         if (_owner.FailslabActive && _owner.Failslab.ShouldFail(_d->ObjectSize, 0, gfp))
             return AllocFailed(gfp, injected: true);
 
-        while (true)
+        for (bool retry = false; ; retry = true)
         {
-            void* obj = mc != null ? AllocThroughMagazines(mc) : AllocFromSlabs(node, requestedSize);
+            void* obj = mc != null ? AllocThroughMagazines(mc, retry) : AllocFromSlabs(node, requestedSize);
             if (obj != null)
             {
                 // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
@@ -57,8 +57,11 @@ public sealed unsafe partial class KmemCache
         return null;
     }
 
-    /// <summary>Previous magazine, then the thread's stash, then the depot, then the slabs; null when the slabs are out of objects too.</summary>
-    private void* AllocThroughMagazines(MagazineCache* mc)
+    /// <summary>
+    /// Previous magazine, then the thread's stash, then the depot, then the slabs; null when the slabs are out of objects
+    /// too. <paramref name="retry"/>: the same allocation again after a slab was grown (not another slow path to adapt to).
+    /// </summary>
+    private void* AllocThroughMagazines(MagazineCache* mc, bool retry)
     {
         ThreadCacheHeader* c = &mc->Header;
         if (!ThreadCacheHeader.TryEnter(c)) return AllocFromSlabs(-1, _d->ObjectSize);
@@ -69,7 +72,11 @@ public sealed unsafe partial class KmemCache
                 if (mc->Previous->Count > 0) SwapMagazines(mc);
                 else
                 {
-                    Adapt(mc, +1);
+                    if (!retry)
+                    {
+                        mc->FeedsOthers = 0; // it allocates again: its own frees are for itself
+                        Adapt(mc, +1);
+                    }
                     if (mc->Stash != null) LoadFromStash(mc);
                     else if (!TakeFullFromDepot(mc))
                     {
@@ -112,7 +119,7 @@ public sealed unsafe partial class KmemCache
     private static void SwapMagazines(MagazineCache* mc)
     {
         Magazine* loaded = mc->Loaded;
-        mc->Loaded = mc->Previous;
+        Load(mc, mc->Previous);
         mc->Previous = loaded;
     }
 
@@ -167,7 +174,7 @@ public sealed unsafe partial class KmemCache
         full->Next = null;
         KeepOrReturnEmpty(mc, mc->Previous);
         mc->Previous = mc->Loaded;
-        mc->Loaded = full;
+        Load(mc, full);
         return true;
     }
 
@@ -249,31 +256,15 @@ public sealed unsafe partial class KmemCache
             mc->FreeSlowPath++;
             if (remote)
             {
-                if (m->Count >= mc->FillLimit) ParkRemoteInDepot(mc);
+                if (m->Count >= m->Limit) ParkRemoteInDepot(mc);
                 m = mc->Remote;
                 m->Objects[m->Count++] = obj;
                 return;
             }
-            if (m->Count >= mc->FillLimit)
+            if (m->Count >= m->Limit)
             {
                 if (mc->Previous->Count == 0) SwapMagazines(mc);
-                else if (Adapt(mc, -1) && InRun(mc) && mc->NrStash < _d->MaxStash) StashPrevious(mc);
-                else if (ParkFullInDepot(mc))
-                {
-                    if (FeedsOtherThreads(mc))
-                    {
-                        mc->FeedsOthers = 1;
-                        SetFillLimit(mc);
-                    }
-                }
-                else
-                {
-                    // Depot full: give the previous magazine's objects back to their slabs and reuse it.
-                    FlushToSlabs(mc->Previous->Objects, mc->Previous->Count);
-                    mc->Previous->Count = 0;
-                    mc->Flushes++;
-                    SwapMagazines(mc);
-                }
+                else MovePreviousOut(mc);
             }
             m = mc->Loaded;
             m->Objects[m->Count++] = obj;
@@ -281,6 +272,35 @@ public sealed unsafe partial class KmemCache
         finally
         {
             ThreadCacheHeader.Exit(c);
+        }
+    }
+
+    /// <summary>
+    /// Both loaded magazines are full: the previous one goes to this thread's stash while it is in a run of frees, else to
+    /// the depot, else (depot full) back to the slabs; an empty one is loaded.
+    /// </summary>
+    private void MovePreviousOut(MagazineCache* mc)
+    {
+        Adapt(mc, -1);
+        if (InRun(mc) && mc->NrStash < _d->MaxStash)
+        {
+            StashPrevious(mc);
+        }
+        else if (ParkFullInDepot(mc))
+        {
+            if (FeedsOtherThreads(mc))
+            {
+                mc->FeedsOthers = 1;
+                SetFillLimit(mc);
+            }
+        }
+        else
+        {
+            // Depot full: give the previous magazine's objects back to their slabs and reuse it.
+            FlushToSlabs(mc->Previous->Objects, mc->Previous->Count);
+            mc->Previous->Count = 0;
+            mc->Flushes++;
+            SwapMagazines(mc);
         }
     }
 
@@ -294,7 +314,7 @@ public sealed unsafe partial class KmemCache
         mc->NrStash--;
         m->Next = null;
         KeepOrReturnEmpty(mc, mc->Loaded);
-        mc->Loaded = m;
+        Load(mc, m);
     }
 
     /// <summary>Stashes the (non-empty) previous magazine; the full loaded one becomes previous and an empty one is loaded.</summary>
@@ -305,7 +325,7 @@ public sealed unsafe partial class KmemCache
         mc->Stash = previous;
         mc->NrStash++;
         mc->Previous = mc->Loaded;
-        mc->Loaded = TakeEmpty(mc);
+        Load(mc, TakeEmpty(mc));
     }
 
     /// <summary>Keeps an empty magazine as this thread's spare, or gives it to the depot when the thread has enough.</summary>
@@ -335,7 +355,7 @@ public sealed unsafe partial class KmemCache
         Magazine* empty = ExchangeFullForEmpty(mc, mc->Previous, mc->OwnerId);
         if (empty == null) return false;
         mc->Previous = mc->Loaded;
-        mc->Loaded = empty;
+        Load(mc, empty);
         return true;
     }
 
@@ -349,6 +369,7 @@ public sealed unsafe partial class KmemCache
         Magazine* empty = ExchangeFullForEmpty(mc, mc->Remote, Math.Max(0, SlabOf(_memory, mc->Remote->Objects[0])->MapCount));
         if (empty != null)
         {
+            empty->Limit = RemoteFillLimit(mc);
             mc->Remote = empty;
             return;
         }
@@ -441,6 +462,13 @@ public sealed unsafe partial class KmemCache
         SetFillLimit(mc);
     }
 
+    /// <summary>Makes <paramref name="m"/> the loaded magazine, taking frees up to the thread's <see cref="MagazineCache.FillLimit"/>.</summary>
+    private static void Load(MagazineCache* mc, Magazine* m)
+    {
+        m->Limit = mc->FillLimit;
+        mc->Loaded = m;
+    }
+
     /// <summary>
     /// The fewest objects a thread keeps per magazine: 4 KiB of them (at least 8, at most the capacity). A thread that
     /// allocates and frees a class in no long runs holds three magazines of this size, not of the full capacity.
@@ -454,10 +482,10 @@ public sealed unsafe partial class KmemCache
     /// its thread caches' refills the same way): two in a row in the same direction (a run of allocations, or of frees:
     /// a burst, a producer, a consumer, a tree built then freed) double <see cref="MagazineCache.Target"/> up to the
     /// capacity; a change of direction right after another (the level going up and down as in a steady mix) halves it
-    /// down to <see cref="MinTarget"/>. A single change (the end of a burst) leaves it. Returns true, for use in a
-    /// condition chain.
+    /// down to <see cref="MinTarget"/>. A single change (the end of a burst) leaves it. Remote frees do not count: their
+    /// magazine has a limit of its own (<see cref="RemoteFillLimit"/>).
     /// </summary>
-    internal bool Adapt(MagazineCache* mc, int direction)
+    internal void Adapt(MagazineCache* mc, int direction)
     {
         if (mc->LastSlowPath == direction)
         {
@@ -470,7 +498,6 @@ public sealed unsafe partial class KmemCache
         }
         mc->LastSlowPath = direction;
         SetFillLimit(mc);
-        return true;
     }
 
     /// <summary>
@@ -480,8 +507,19 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private bool InRun(MagazineCache* mc) => mc->Target == _d->MagazineCapacity;
 
+    /// <summary>Sets the loaded magazine's limit from the target (and the remote one's, which depends on <see cref="MagazineCache.FeedsOthers"/>).</summary>
     private void SetFillLimit(MagazineCache* mc)
-        => mc->FillLimit = mc->FeedsOthers != 0 ? Math.Min(mc->Target, ConsumerFillLimit) : mc->Target;
+    {
+        mc->FillLimit = mc->FeedsOthers != 0 ? Math.Min(mc->Target, ConsumerFillLimit) : mc->Target;
+        if (mc->Loaded != null) mc->Loaded->Limit = mc->FillLimit;
+        if (mc->Remote != null) mc->Remote->Limit = RemoteFillLimit(mc);
+    }
+
+    /// <summary>
+    /// How full a remote magazine gets before it goes to the depot: whole magazines (the objects go back to one other
+    /// thread in one exchange), or <see cref="ConsumerFillLimit"/> while this thread's frees feed other threads.
+    /// </summary>
+    private int RemoteFillLimit(MagazineCache* mc) => mc->FeedsOthers != 0 ? ConsumerFillLimit : _d->MagazineCapacity;
 
     /// <summary>
     /// How full a thread fills its magazines while they go to the depot for other threads (its stash is full and it

@@ -287,7 +287,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     /// <summary>
     /// Pushes an object onto a thread's loaded magazine, or onto its remote magazine when the object's slab has been
     /// refilled from by one other thread only (reusing it here would put this thread's writes in cache lines that thread
-    /// is using: passive false sharing); false when that magazine is full (at <see cref="MagazineCache.FillLimit"/>),
+    /// is using: passive false sharing); false when that magazine is full (at its <see cref="Magazine.Limit"/>),
     /// held by a drainer, or the object was just freed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -298,7 +298,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         Magazine* m = SlabPage.IsRemote(slab, mc->OwnerId) ? mc->Remote : mc->Loaded;
         int n = m->Count;
         // Objects[-1] is the magazine's guard word (null): an empty magazine needs no test of its own.
-        if (n < mc->FillLimit && m->Objects[n - 1] != obj)
+        if (n < m->Limit && m->Objects[n - 1] != obj)
         {
             m->Objects[n] = obj;
             m->Count = n + 1;

@@ -91,7 +91,7 @@ internal unsafe struct Magazine
     public int Count;
     public int Capacity;
     public int Owner;             // in the depot: the thread cache it is for (0: anyone), see KmemCache.TakeFullFromDepot
-    public int Pad;
+    public int Limit;             // as a thread's loaded or remote magazine: frees push while Count < Limit (KmemCache.SetFillLimit)
     public nint Guard;            // always 0: Objects[-1], so "is obj on top?" needs no empty check
 
     public void** Objects
@@ -111,7 +111,7 @@ internal unsafe struct Magazine
         m->Count = 0;
         m->Capacity = capacity;
         m->Owner = 0;
-        m->Pad = 0;
+        m->Limit = capacity;
         m->Guard = 0;
         return m;
     }
@@ -129,7 +129,7 @@ internal unsafe struct MagazineCache
     public Magazine* Previous;
     public Magazine* Remote;      // objects of slabs other threads took from: never reused here, parked in the depot
     public int OwnerId;           // marks the slabs this thread refills from (PageFrame.MapCount, see SlabPage.NoteRefill); 0 = untracked
-    public int FillLimit;         // a magazine takes frees up to this count: Target, at most ConsumerFillLimit while this thread's frees feed other threads
+    public int FillLimit;         // the loaded magazine's Limit: Target, at most ConsumerFillLimit while this thread's frees feed other threads
     public long AllocFastPath;
     public long FreeFastPath;
     public long Refills;

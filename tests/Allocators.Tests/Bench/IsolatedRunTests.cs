@@ -87,9 +87,11 @@ public sealed unsafe class IsolatedRunTests
     [Fact]
     public void TheChildRefusesWhatItCannotRun()
     {
-        var (exit, stdout, _) = CliRunner.Run(TimeSpan.FromMinutes(1), BenchIsolation.ChildCommand, "no-such-workload", "glibc", "1", "tiny");
+        var (exit, stdout, stderr) = CliRunner.Run(TimeSpan.FromMinutes(1), BenchIsolation.ChildCommand, "no-such-workload", "glibc", "1", "tiny");
         Assert.Equal(2, exit);
         Assert.DoesNotContain(BenchIsolation.ResultPrefix, stdout, StringComparison.Ordinal);
+        // On standard error, where the parent takes the reason of a failed run from.
+        Assert.Contains("no-such-workload (unknown workload)", stderr, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -16,22 +16,55 @@ public unsafe class SlabMagazineTargetTests
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("target-64", 64);
         KmemCacheData* d = cache.Data;
-        int minTarget = cache.MinTarget;
+        int minTarget = cache.MinTarget, capacity = d->MagazineCapacity;
         Assert.Equal(4096 / 64, minTarget);
-        Assert.True(minTarget < d->MagazineCapacity, $"capacity {d->MagazineCapacity}");
+        Assert.True(minTarget < capacity, $"capacity {capacity}");
+        // Partial slabs holding far more free objects than a whole magazine: fill four slabs, keep one object in each.
+        int perSlab = d->Objects, slabs = 4;
+        var filled = new nint[perSlab * slabs];
+        for (int i = 0; i < filled.Length; i++) filled[i] = (nint)cache.Alloc();
+        var kept = filled.Where((_, i) => i % perSlab == 0).ToArray();
+        foreach (nint p in filled.Except(kept)) cache.Free((void*)p);
+        cache.Shrink();
+        long before = cache.ActiveObjects;
+        Assert.Equal(kept.Length, before);
 
         var objects = new nint[10];
-        long active = 0;
+        long taken = 0;
+        int target = 0;
         RunOnNewThread(() =>
         {
+            MagazineCache* mc = cache.ThisThreadMagazines();
             var h = cache.ThisThread();
             for (int i = 0; i < objects.Length; i++) objects[i] = (nint)h.Alloc();
-            active = cache.ActiveObjects;
+            taken = cache.ActiveObjects - before;
+            target = mc->Target;
             foreach (nint p in objects) h.Free((void*)p);
         });
 
-        // The refill took MinTarget objects out of the slabs, not a whole magazine's capacity.
-        Assert.Equal(minTarget, active);
+        // One refill of MinTarget objects, not a whole magazine's capacity, and no growth of the target for it.
+        Assert.Equal(minTarget, taken);
+        Assert.Equal(minTarget, target);
+        foreach (nint p in kept) cache.Free((void*)p);
+        AssertEmptiedBackToBaseline(sys, cache, baseline);
+    }
+
+    [Fact]
+    public void AFirstAllocationThatGrowsASlabIsOneSlowPathNotTwo()
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        var cache = sys.Slab.CreateCache("target-grow-64", 64);
+        int target = 0;
+        RunOnNewThread(() =>
+        {
+            MagazineCache* mc = cache.ThisThreadMagazines();
+            var h = cache.ThisThread();
+            h.Free(h.Alloc()); // the cache has no slab yet: the refill finds none, a slab is grown, the refill runs again
+            target = mc->Target;
+        });
+
+        Assert.Equal(cache.MinTarget, target);
         AssertEmptiedBackToBaseline(sys, cache, baseline);
     }
 
@@ -120,6 +153,50 @@ public unsafe class SlabMagazineTargetTests
         Assert.Equal(0, stashed);
         Assert.Equal(1, parked);
         Assert.Equal(minTarget, target);
+        AssertEmptiedBackToBaseline(sys, cache, baseline);
+    }
+
+    [Fact]
+    public void RemoteFreesParkWholeMagazinesWhateverTheTarget()
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        // 72-byte objects share cache lines, so their slabs have owners and frees by another thread are remote.
+        var cache = sys.Slab.CreateCache("target-remote-72", 72);
+        KmemCacheData* d = cache.Data;
+        int capacity = d->MagazineCapacity;
+        Assert.True(cache.MinTarget < capacity, $"min target {cache.MinTarget}, capacity {capacity}");
+        var objects = new nint[3 * capacity];
+        using var allocated = new ManualResetEventSlim();
+        using var freed = new ManualResetEventSlim();
+        // The allocating thread stays alive while the other frees: an ended thread's slabs pass to the next thread.
+        var allocator = new Thread(() =>
+        {
+            var h = cache.ThisThread();
+            for (int i = 0; i < objects.Length; i++) objects[i] = (nint)h.Alloc();
+            allocated.Set();
+            freed.Wait();
+        });
+        allocator.Start();
+        allocated.Wait();
+        int target = 0;
+        RunOnNewThread(() =>
+        {
+            MagazineCache* mc = cache.ThisThreadMagazines();
+            var h = cache.ThisThread();
+            foreach (nint p in objects) h.Free((void*)p);
+            target = mc->Target;
+        });
+        freed.Set();
+        allocator.Join();
+
+        var parked = new List<int>();
+        for (Magazine* m = d->FullMagazines; m != null; m = m->Next) parked.Add(m->Count);
+        for (int owner = 0; owner < d->OwnedCapacity; owner++)
+            for (Magazine* m = d->OwnedFull[owner]; m != null; m = m->Next) parked.Add(m->Count);
+        Assert.Equal(cache.MinTarget, target);
+        Assert.True(parked.Count >= 2, $"{parked.Count} magazines parked");
+        Assert.All(parked, c => Assert.Equal(capacity, c));
         AssertEmptiedBackToBaseline(sys, cache, baseline);
     }
 
