@@ -81,6 +81,7 @@ public sealed unsafe partial class KmemCache
                     else if (!TakeFullFromDepot(mc))
                     {
                         RefillFromSlabs(mc->Loaded, mc->Target, -1, mc->OwnerId);
+                        mc->ObjectsIn += mc->Loaded->Count;
                         mc->Refills++;
                     }
                 }
@@ -172,6 +173,7 @@ public sealed unsafe partial class KmemCache
         NativeSpinLock.Release(&_d->DepotLock);
         if (full == null) return false;
         full->Next = null;
+        mc->ObjectsIn += full->Count;
         KeepOrReturnEmpty(mc, mc->Previous);
         mc->Previous = mc->Loaded;
         Load(mc, full);
@@ -298,6 +300,7 @@ public sealed unsafe partial class KmemCache
         {
             // Depot full: give the previous magazine's objects back to their slabs and reuse it.
             FlushToSlabs(mc->Previous->Objects, mc->Previous->Count);
+            mc->ObjectsOut += mc->Previous->Count;
             mc->Previous->Count = 0;
             mc->Flushes++;
             SwapMagazines(mc);
@@ -374,6 +377,7 @@ public sealed unsafe partial class KmemCache
             return;
         }
         FlushToSlabs(mc->Remote->Objects, mc->Remote->Count);
+        mc->ObjectsOut += mc->Remote->Count;
         mc->Remote->Count = 0;
         mc->Flushes++;
     }
@@ -393,7 +397,9 @@ public sealed unsafe partial class KmemCache
             _d->DepotExchanges++;
         }
         NativeSpinLock.Release(&_d->DepotLock);
-        return parked ? TakeEmpty(mc) : null;
+        if (!parked) return null;
+        mc->ObjectsOut += full->Count;
+        return TakeEmpty(mc);
     }
 
     /// <summary>Returns every object parked in the depot to the slabs and frees the depot's magazines.</summary>
@@ -530,12 +536,12 @@ public sealed unsafe partial class KmemCache
     private int ConsumerFillLimit => Math.Min(_d->MagazineCapacity, 32);
 
     /// <summary>
-    /// True when the thread has freed more than twice as many of this cache's objects as it allocated: most of what it
-    /// frees was allocated elsewhere. A thread freeing a big structure it built itself (binary-trees) is not one, however
-    /// long its run of frees, and keeps whole magazines.
+    /// True when the thread's slow paths have moved more than twice as many objects out of its magazines as they brought
+    /// in: it frees more than it allocates, so most of what it frees was allocated elsewhere. (Counted on slow paths, so
+    /// it holds whether or not the fast paths count themselves.) A thread freeing a big structure it built itself
+    /// (binary-trees) is not one, however long its run of frees, and keeps whole magazines.
     /// </summary>
-    private static bool FeedsOtherThreads(MagazineCache* mc)
-        => mc->FreeFastPath + mc->FreeSlowPath > 2 * (mc->AllocFastPath + mc->AllocSlowPath);
+    private static bool FeedsOtherThreads(MagazineCache* mc) => mc->ObjectsOut > 2 * mc->ObjectsIn;
 
     /// <summary>An owner id no live thread cache of this cache holds, a retired one first (registry lock held).</summary>
     private int TakeOwnerId()

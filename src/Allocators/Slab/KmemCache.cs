@@ -227,7 +227,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         {
             obj = m->Objects[n];
             m->Count = n;
-            mc->AllocFastPath++;
+            if (SlabStatistics.Enabled) mc->AllocFastPath++;
         }
         ThreadCacheHeader.Exit(c);
         return obj;
@@ -302,7 +302,7 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         {
             m->Objects[n] = obj;
             m->Count = n + 1;
-            mc->FreeFastPath++;
+            if (SlabStatistics.Enabled) mc->FreeFastPath++;
             ThreadCacheHeader.Exit(c);
             return true;
         }

@@ -151,6 +151,8 @@ internal unsafe struct MagazineCache
     public int LastSlowPath;      // direction of the last slow path that moved a whole magazine: +1 allocation, -1 free, 0 none
     public int DirectionChanges;  // changes of direction since the last slow path that kept it
     public int FeedsOthers;       // 1 while this thread's frees feed other threads (see KmemCache.FeedsOtherThreads)
+    public long ObjectsIn;        // objects its slow paths brought into its magazines (slab refills, depot takes)
+    public long ObjectsOut;       // objects its slow paths moved out of its magazines (to the depot or the slabs)
 
     /// <summary>
     /// The stand-in for a cache without magazines (debug flags) in per-thread handles: permanently "held by a drainer",

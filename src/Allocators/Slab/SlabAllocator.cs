@@ -52,6 +52,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     public SlabAllocator(PageAllocator pages, SlabAllocatorOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(pages);
+        _ = SlabStatistics.Enabled; // initialised before any fast path is compiled, so the JIT folds it
         _pages = pages;
         _memory = pages.Memory;
         Options = options ?? new SlabAllocatorOptions();

@@ -14,7 +14,11 @@ public sealed record SlabReport(string Cache, string Problem, nuint Address, str
     public override string ToString() => Text;
 }
 
-/// <summary>Counters of one cache, like /sys/kernel/slab/&lt;cache&gt;/ statistics.</summary>
+/// <summary>
+/// Counters of one cache, like /sys/kernel/slab/&lt;cache&gt;/ statistics. <see cref="AllocFastPath"/> and
+/// <see cref="FreeFastPath"/> count only where <see cref="SlabStatistics.CountsFastPaths"/> (as the kernel's only exist
+/// with CONFIG_SLUB_STATS); the rest always count.
+/// </summary>
 public readonly record struct KmemCacheStats(
     long AllocFastPath, long AllocSlowPath, long FreeFastPath, long FreeSlowPath,
     long CpuCacheRefill, long CpuCacheFlush, long DepotExchanges,
