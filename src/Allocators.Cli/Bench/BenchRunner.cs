@@ -81,7 +81,7 @@ internal sealed class BenchRunner(BenchPlan plan)
         foreach (var workload in plan.Workloads)
         {
             var allocators = plan.Allocators.Where(a => a.IsAvailable && a.Supports(workload)).ToList();
-            // Isolated runs warm up in their own process (MeasureOnce).
+            // Isolated runs start cold, each in its own process (BenchIsolation.RunHere).
             foreach (var allocator in plan.Isolated ? [] : allocators)
             {
                 cancel.ThrowIfCancellationRequested();

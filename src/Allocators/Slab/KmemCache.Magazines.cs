@@ -117,7 +117,7 @@ public sealed unsafe partial class KmemCache
         return null;
     }
 
-    private static void SwapMagazines(MagazineCache* mc)
+    private void SwapMagazines(MagazineCache* mc)
     {
         Magazine* loaded = mc->Loaded;
         Load(mc, mc->Previous);
@@ -310,8 +310,6 @@ public sealed unsafe partial class KmemCache
     /// <summary>Loads this thread's newest stashed magazine; the empty loaded one becomes a spare (or goes to the depot).</summary>
     private void LoadFromStash(MagazineCache* mc)
     {
-        mc->FeedsOthers = 0; // this thread reuses its own frees
-        SetFillLimit(mc);
         Magazine* m = mc->Stash;
         mc->Stash = m->Next;
         mc->NrStash--;
@@ -468,10 +466,10 @@ public sealed unsafe partial class KmemCache
         SetFillLimit(mc);
     }
 
-    /// <summary>Makes <paramref name="m"/> the loaded magazine, taking frees up to the thread's <see cref="MagazineCache.FillLimit"/>.</summary>
-    private static void Load(MagazineCache* mc, Magazine* m)
+    /// <summary>Makes <paramref name="m"/> the loaded magazine, taking frees up to <see cref="LoadedLimit"/>.</summary>
+    private void Load(MagazineCache* mc, Magazine* m)
     {
-        m->Limit = mc->FillLimit;
+        m->Limit = LoadedLimit(mc);
         mc->Loaded = m;
     }
 
@@ -513,13 +511,15 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private bool InRun(MagazineCache* mc) => mc->Target == _d->MagazineCapacity;
 
-    /// <summary>Sets the loaded magazine's limit from the target (and the remote one's, which depends on <see cref="MagazineCache.FeedsOthers"/>).</summary>
+    /// <summary>Sets the loaded and the remote magazine's limits after the target or <see cref="MagazineCache.FeedsOthers"/> changed.</summary>
     private void SetFillLimit(MagazineCache* mc)
     {
-        mc->FillLimit = mc->FeedsOthers != 0 ? Math.Min(mc->Target, ConsumerFillLimit) : mc->Target;
-        if (mc->Loaded != null) mc->Loaded->Limit = mc->FillLimit;
+        if (mc->Loaded != null) mc->Loaded->Limit = LoadedLimit(mc);
         if (mc->Remote != null) mc->Remote->Limit = RemoteFillLimit(mc);
     }
+
+    /// <summary>How full the loaded magazine gets: the target, at most <see cref="ConsumerFillLimit"/> while this thread's frees feed other threads.</summary>
+    private int LoadedLimit(MagazineCache* mc) => mc->FeedsOthers != 0 ? Math.Min(mc->Target, ConsumerFillLimit) : mc->Target;
 
     /// <summary>
     /// How full a remote magazine gets before it goes to the depot: whole magazines (the objects go back to one other

@@ -129,7 +129,6 @@ internal unsafe struct MagazineCache
     public Magazine* Previous;
     public Magazine* Remote;      // objects of slabs other threads took from: never reused here, parked in the depot
     public int OwnerId;           // marks the slabs this thread refills from (PageFrame.MapCount, see SlabPage.NoteRefill); 0 = untracked
-    public int FillLimit;         // the loaded magazine's Limit: Target, at most ConsumerFillLimit while this thread's frees feed other threads
     public long AllocFastPath;
     public long FreeFastPath;
     public long Refills;

@@ -4,7 +4,7 @@ using static Allocators.Tests.Slab.SlabTestSupport;
 namespace Allocators.Tests.Slab;
 
 /// <summary>
-/// <see cref="MagazineCache.FillLimit"/>: a thread whose frees go to the depot for other threads (a consumer) parks
+/// The loaded magazine's <see cref="Magazine.Limit"/>: a thread whose frees go to the depot for other threads (a consumer) parks
 /// small magazines, so freed objects reach their allocating thread sooner; once it reuses its own stash it fills whole
 /// magazines again.
 /// </summary>
@@ -32,14 +32,14 @@ public unsafe class SlabFillLimitTests
             MagazineCache* mc = cache.ThisThreadMagazines();
             var h = cache.ThisThread();
             foreach (nint p in produced) h.Free((void*)p);
-            limitAfterFrees = mc->FillLimit;
+            limitAfterFrees = mc->Loaded->Limit;
             for (Magazine* m = d->FullMagazines; m != null; m = m->Next) parkedCounts.Add(m->Count);
 
             // Allocating takes the loaded magazines and then the stash: this thread reuses its own frees again.
             int reuse = 3 * capacity;
             var again = new nint[reuse];
             for (int i = 0; i < reuse; i++) again[i] = (nint)h.Alloc();
-            limitAfterReuse = mc->FillLimit;
+            limitAfterReuse = mc->Loaded->Limit;
             foreach (nint p in again) h.Free((void*)p);
         });
         consumer.Start();
@@ -50,10 +50,7 @@ public unsafe class SlabFillLimitTests
         Assert.DoesNotContain(parkedCounts, c => c > capacity || c == 0);
         Assert.Equal(capacity, limitAfterReuse);
 
-        sys.Slab.ShrinkAll();
-        Assert.Equal(0, cache.ActiveObjects);
-        cache.Destroy();
-        AssertBackToBaseline(sys, baseline);
+        AssertEmptiedBackToBaseline(sys, cache, baseline);
     }
 
     [Fact]
@@ -74,7 +71,7 @@ public unsafe class SlabFillLimitTests
             var mine = new nint[objects];
             for (int i = 0; i < objects; i++) mine[i] = (nint)h.Alloc();
             foreach (nint p in mine) h.Free((void*)p);
-            limitAfterFrees = mc->FillLimit;
+            limitAfterFrees = mc->Loaded->Limit;
             for (Magazine* m = d->FullMagazines; m != null; m = m->Next) parkedCounts.Add(m->Count);
         });
         worker.Start();
@@ -83,9 +80,6 @@ public unsafe class SlabFillLimitTests
         Assert.Equal(capacity, limitAfterFrees);
         Assert.True(parkedCounts.Count >= 4, $"{parkedCounts.Count} magazines parked");
         Assert.All(parkedCounts, c => Assert.Equal(capacity, c));
-        sys.Slab.ShrinkAll();
-        Assert.Equal(0, cache.ActiveObjects);
-        cache.Destroy();
-        AssertBackToBaseline(sys, baseline);
+        AssertEmptiedBackToBaseline(sys, cache, baseline);
     }
 }

@@ -84,7 +84,7 @@ public unsafe class SlabMagazineTargetTests
             var mine = new nint[(d->MaxStash + 4) * capacity];
             for (int i = 0; i < mine.Length; i++) mine[i] = (nint)h.Alloc();
             targetAfterAllocs = mc->Target;
-            limitAfterAllocs = mc->FillLimit;
+            limitAfterAllocs = mc->Loaded->Limit;
             foreach (nint p in mine) h.Free((void*)p);
             stashedAfterFrees = mc->NrStash;
         });
@@ -113,7 +113,7 @@ public unsafe class SlabMagazineTargetTests
             }
             // A run of allocations, then a run of frees (one change of direction), then a mix that alternates.
             Step(+1); Step(+1); Step(+1); Step(-1); Step(-1); Step(+1); Step(-1); Step(+1);
-            Assert.Equal(mc->Target, mc->FillLimit);
+            Assert.Equal(mc->Target, mc->Loaded->Limit);
         });
 
         Assert.Equal([minTarget, 2 * minTarget, capacity, capacity, capacity, capacity, minTarget, minTarget], targets);
