@@ -140,6 +140,15 @@ public sealed unsafe partial class KmemCache
     {
         SetFreePointer(_d, tail, SlabPage.Freelist(slab));
         SlabPage.SetFreelist(slab, head);
+        return ReturnedToSlab(n, slab, count);
+    }
+
+    /// <summary>
+    /// Counts <paramref name="count"/> objects just put on <paramref name="slab"/>'s free list as free; returns the slab
+    /// when it became empty and should be discarded. Node lock held.
+    /// </summary>
+    private PageFrame* ReturnedToSlab(KmemCacheNode* n, PageFrame* slab, int count)
+    {
         int inUse = SlabPage.InUse(slab) - count;
         SlabPage.SetInUse(slab, inUse);
         n->InUseObjects -= count;
@@ -246,7 +255,20 @@ public sealed unsafe partial class KmemCache
     /// <summary>Splices the untaken rest of a detached free list (at most <paramref name="most"/> objects) back onto its slab.</summary>
     private void ReturnDetached(KmemCacheNode* n, PageFrame* slab, void* head, int most)
     {
-        // Count it and find its tail outside the lock; a list longer than the slab's free count has a loop: cut it.
+        // Usually nothing was freed to the slab meanwhile: the rest becomes its free list as it is, unread (after a
+        // burst of frees that is most of a slab whose lines left the cache long ago; its next refill reads it anyway).
+        NativeSpinLock.Acquire(&n->ListLock);
+        if (SlabPage.Freelist(slab) == null)
+        {
+            SlabPage.SetFreelist(slab, head);
+            ReturnedToSlab(n, slab, most);
+            NativeSpinLock.Release(&n->ListLock);
+            return;
+        }
+        NativeSpinLock.Release(&n->ListLock);
+
+        // Objects came back meanwhile: count the rest and find its tail outside the lock, then splice it in front of them.
+        // A list longer than the slab's free count has a loop: cut it.
         int count = 1;
         void* tail = head;
         while (count < most)
