@@ -223,6 +223,9 @@ public abstract unsafe partial class VirtualAddressSpace
         // A zeroed TLB is an empty one.
     }
 
+    // A TLB counts its thread in _tlbThreads once initialised; retiring keeps that count right.
+    bool IThreadCacheOwner.AdoptCache(ThreadCacheHeader* cache) => false;
+
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
     {
         var t = (ThreadTlb*)cache;

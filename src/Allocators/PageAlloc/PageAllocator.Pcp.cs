@@ -76,6 +76,9 @@ public sealed unsafe partial class PageAllocator
         }
     }
 
+    // An exited thread's page lists and counters carry on in the thread that takes them over: nothing in them is about a thread.
+    bool IThreadCacheOwner.AdoptCache(ThreadCacheHeader* cache) => true;
+
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)
     {
         long* counters = (long*)Counters(cache);

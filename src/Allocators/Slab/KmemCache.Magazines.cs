@@ -466,6 +466,18 @@ public sealed unsafe partial class KmemCache
         SetFillLimit(mc);
     }
 
+    bool IThreadCacheOwner.AdoptCache(ThreadCacheHeader* cache)
+    {
+        // The exited thread's magazines, stash and owner id (with the slabs it refilled from) carry on in the new thread;
+        // how they were sized was about the old thread's use, so that starts again.
+        var mc = (MagazineCache*)cache;
+        mc->Target = MinTarget;
+        mc->LastSlowPath = mc->DirectionChanges = mc->FeedsOthers = 0;
+        mc->ObjectsIn = mc->ObjectsOut = 0;
+        SetFillLimit(mc);
+        return true;
+    }
+
     /// <summary>Makes <paramref name="m"/> the loaded magazine, taking frees up to <see cref="LoadedLimit"/>.</summary>
     private void Load(MagazineCache* mc, Magazine* m)
     {

@@ -14,14 +14,22 @@ internal unsafe interface IThreadCacheOwner
 
     /// <summary>Sets up a new, zeroed cache block before its thread first sees it.</summary>
     void InitCache(ThreadCacheHeader* cache);
+
+    /// <summary>
+    /// A thread that is registering may take over the cache of a thread that has exited, contents and all, instead of the
+    /// exited one flushing it and the new one starting empty. True: the cache is fit for its new thread (the owner has
+    /// reset what was about the old one); false: it is retired as usual.
+    /// </summary>
+    bool AdoptCache(ThreadCacheHeader* cache);
 }
 
 /// <summary>
 /// Per-thread cache blocks (native memory) for one owner, e.g. a page allocator or a slab cache.
 /// Finding the current thread's block is a thread-static array lookup with no atomic and no lock.
-/// The registry can drain every thread's block from any thread (<see cref="DrainAll"/>), and gives a block back
-/// to its owner when its thread exits (a finalizable sentinel in thread-static storage notices), so cached
-/// items are never lost or stranded.
+/// The registry can drain every thread's block from any thread (<see cref="DrainAll"/>). The block of a thread that
+/// exited goes, with what it caches, to the next thread that registers (when its owner agrees), or back to its owner:
+/// then, or when a finalizable sentinel in the exited thread's thread-static storage notices, whichever comes first;
+/// so cached items are never lost or stranded.
 /// </summary>
 internal sealed unsafe class ThreadCacheRegistry : IDisposable
 {
@@ -123,19 +131,27 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             slot = _slot;
-            // Threads that ended since the last registration give their caches back now, not at the next GC.
+            // Threads that ended since the last registration give their caches back now, not at the next GC; the first
+            // one this thread can take over is handed on whole (a thread pool or a server that starts a thread per
+            // task would otherwise flush a cache to the slabs and refill a new one from them every time).
+            block = null;
             for (int i = _caches.Count - 1; i >= 0; i--)
             {
-                if (!_threads[i].IsAlive) RetireLocked(i);
+                if (_threads[i].IsAlive) continue;
+                if (block == null && TryAdoptLocked(i)) block = (ThreadCacheHeader*)_caches[i];
+                else RetireLocked(i);
             }
-            block = (ThreadCacheHeader*)CacheLines.AllocIsolated(_blockSize);
-            NativeMemory.Clear(block, _blockSize);
-            block->OwnerThreadId = Environment.CurrentManagedThreadId;
-            block->Token = Interlocked.Increment(ref s_lastToken);
-            block->Index = _caches.Count;
-            _owner.InitCache(block);
-            _caches.Add((nint)block);
-            _threads.Add(Thread.CurrentThread);
+            if (block == null)
+            {
+                block = (ThreadCacheHeader*)CacheLines.AllocIsolated(_blockSize);
+                NativeMemory.Clear(block, _blockSize);
+                block->OwnerThreadId = Environment.CurrentManagedThreadId;
+                block->Token = Interlocked.Increment(ref s_lastToken);
+                block->Index = _caches.Count;
+                _owner.InitCache(block);
+                _caches.Add((nint)block);
+                _threads.Add(Thread.CurrentThread);
+            }
         }
         SlotEntry* slots = t_slots;
         long capacity = slots == null ? 0 : slots->Generation;
@@ -209,6 +225,22 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             if (index < 0 || cache->Token != token) return;
             RetireLocked(index);
         }
+    }
+
+    /// <summary>
+    /// Gives the cache of an exited thread to the calling thread when its owner agrees; the exited thread's finalizer
+    /// then finds a new token on it and leaves it alone. Registry lock held.
+    /// </summary>
+    private bool TryAdoptLocked(int index)
+    {
+        var cache = (ThreadCacheHeader*)_caches[index];
+        WaitIdle(cache);
+        if (!_owner.AdoptCache(cache)) return false;
+        cache->OwnerThreadId = Environment.CurrentManagedThreadId;
+        cache->Token = Interlocked.Increment(ref s_lastToken);
+        cache->Adoptions++;
+        _threads[index] = Thread.CurrentThread;
+        return true;
     }
 
     private void RetireLocked(int index)

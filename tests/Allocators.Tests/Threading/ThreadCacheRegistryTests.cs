@@ -15,6 +15,15 @@ public unsafe class ThreadCacheRegistryTests
         public void FlushCache(ThreadCacheHeader* cache) => Interlocked.Increment(ref Flushed);
 
         public void RetireCache(ThreadCacheHeader* cache) => Interlocked.Increment(ref Retired);
+
+        public bool Adopts;
+        public int Adopted;
+
+        public bool AdoptCache(ThreadCacheHeader* cache)
+        {
+            if (Adopts) Interlocked.Increment(ref Adopted);
+            return Adopts;
+        }
     }
 
     [Fact]
@@ -103,5 +112,82 @@ public unsafe class ThreadCacheRegistryTests
         }
         Assert.Equal(1, owner.Retired);
         Assert.Equal(0, registry.Count);
+    }
+
+    [Fact]
+    public void AThreadRegisteringAfterAnotherExitedTakesOverItsCacheWhenTheOwnerAgrees()
+    {
+        // A GC between the first thread's exit and the second's registration lets the first one's finalizer retire the
+        // cache before anyone could take it over: such an attempt proves nothing and is made again.
+        for (int attempt = 1; !TakeOverScenario(lastAttempt: attempt == 5); attempt++) { }
+    }
+
+    private static bool TakeOverScenario(bool lastAttempt)
+    {
+        var owner = new CountingOwner { Adopts = true };
+        using var registry = new ThreadCacheRegistry(owner, 128);
+        nint first = 0;
+        long firstToken = 0;
+        int collections = GC.CollectionCount(0);
+        var exited = new Thread(() =>
+        {
+            ThreadCacheHeader* c = registry.GetOrCreateCurrent();
+            first = (nint)c;
+            firstToken = c->Token;
+        });
+        exited.Start();
+        exited.Join();
+
+        using var registered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        nint second = 0;
+        var successor = new Thread(() =>
+        {
+            second = (nint)registry.GetOrCreateCurrent();
+            registered.Set();
+            release.Wait();
+        });
+        successor.Start();
+        registered.Wait();
+        try
+        {
+            if (GC.CollectionCount(0) != collections && !lastAttempt) return false;
+            Assert.Equal(first, second);
+            var block = (ThreadCacheHeader*)second;
+            Assert.Equal(1, block->Adoptions);
+            Assert.Equal(successor.ManagedThreadId, block->OwnerThreadId);
+            Assert.NotEqual(firstToken, block->Token);
+            Assert.Equal((1, 1, 0, 0), (owner.Initialised, owner.Adopted, owner.Flushed, owner.Retired));
+
+            // The exited thread's finalizer finds the new token and leaves the cache to the thread that took it over.
+            for (int i = 0; i < 3; i++)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+            Assert.Equal(0, owner.Retired);
+            Assert.Equal(1, registry.Count);
+            return true;
+        }
+        finally
+        {
+            release.Set();
+            successor.Join();
+        }
+    }
+
+    [Fact]
+    public void WhenTheOwnerDeclinesAnExitedThreadsCacheIsRetiredAtTheNextRegistration()
+    {
+        var owner = new CountingOwner { Adopts = false };
+        using var registry = new ThreadCacheRegistry(owner, 128);
+        var exited = new Thread(() => registry.GetOrCreateCurrent());
+        exited.Start();
+        exited.Join();
+
+        ThreadCacheHeader* mine = registry.GetOrCreateCurrent();
+        Assert.Equal((2, 1, 1), (owner.Initialised, owner.Flushed, owner.Retired)); // flushed and retired at once, not at a GC
+        Assert.Equal(0, mine->Adoptions);
+        Assert.Equal(1, registry.Count);
     }
 }
