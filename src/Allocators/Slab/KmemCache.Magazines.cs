@@ -127,12 +127,7 @@ public sealed unsafe partial class KmemCache
     private Magazine* TakeEmptyMagazine()
     {
         NativeSpinLock.Acquire(&_d->DepotLock);
-        Magazine* m = _d->EmptyMagazines;
-        if (m != null)
-        {
-            _d->EmptyMagazines = m->Next;
-            _d->NrEmpty--;
-        }
+        Magazine* m = PopEmpty();
         NativeSpinLock.Release(&_d->DepotLock);
         if (m == null) m = Magazine.Create(_d->MagazineCapacity);
         m->Next = null;
@@ -158,6 +153,10 @@ public sealed unsafe partial class KmemCache
     private bool TakeFullFromDepot(MagazineCache* mc)
     {
         if (_d->NrFull == 0) return false;
+        // The previous magazine is empty too (the caller found both so): it becomes a spare, or goes to the depot under
+        // the same lock hold (each hold moves the depot's line between the cores of a producer and a consumer).
+        Magazine* empty = mc->Previous;
+        bool keep = mc->NrSpares < _d->MaxStash;
         NativeSpinLock.Acquire(&_d->DepotLock);
         int owner = mc->OwnerId;
         Magazine** list = owner > 0 && owner < _d->OwnedCapacity && _d->OwnedFull[owner] != null
@@ -169,12 +168,13 @@ public sealed unsafe partial class KmemCache
             *list = full->Next;
             _d->NrFull--;
             _d->DepotExchanges++;
+            if (!keep) PushEmpty(empty);
         }
         NativeSpinLock.Release(&_d->DepotLock);
         if (full == null) return false;
         full->Next = null;
         mc->ObjectsIn += full->Count;
-        KeepOrReturnEmpty(mc, mc->Previous);
+        if (keep) TryKeepSpare(mc, empty);
         mc->Previous = mc->Loaded;
         Load(mc, full);
         return true;
@@ -334,10 +334,28 @@ public sealed unsafe partial class KmemCache
     {
         if (TryKeepSpare(mc, empty)) return;
         NativeSpinLock.Acquire(&_d->DepotLock);
+        PushEmpty(empty);
+        NativeSpinLock.Release(&_d->DepotLock);
+    }
+
+    /// <summary>Puts an empty magazine on the depot's list (depot lock held).</summary>
+    private void PushEmpty(Magazine* empty)
+    {
         empty->Next = _d->EmptyMagazines;
         _d->EmptyMagazines = empty;
         _d->NrEmpty++;
-        NativeSpinLock.Release(&_d->DepotLock);
+    }
+
+    /// <summary>Takes an empty magazine off the depot's list, or null (depot lock held).</summary>
+    private Magazine* PopEmpty()
+    {
+        Magazine* m = _d->EmptyMagazines;
+        if (m != null)
+        {
+            _d->EmptyMagazines = m->Next;
+            _d->NrEmpty--;
+        }
+        return m;
     }
 
     /// <summary>Keeps an empty magazine as this thread's spare; false when the thread has as many as its stash allows.</summary>
@@ -387,17 +405,23 @@ public sealed unsafe partial class KmemCache
     private Magazine* ExchangeFullForEmpty(MagazineCache* mc, Magazine* full, int owner)
     {
         full->Owner = owner;
+        // Without a spare of its own the thread takes an empty magazine in the same lock hold.
+        bool needEmpty = mc->Spares == null;
+        Magazine* empty = null;
         NativeSpinLock.Acquire(&_d->DepotLock);
         bool parked = _d->NrFull < _d->MaxFull;
         if (parked)
         {
             PushFull(full);
             _d->DepotExchanges++;
+            if (needEmpty) empty = PopEmpty();
         }
         NativeSpinLock.Release(&_d->DepotLock);
         if (!parked) return null;
         mc->ObjectsOut += full->Count;
-        return TakeEmpty(mc);
+        if (empty == null) return TakeEmpty(mc);
+        empty->Next = null;
+        return empty;
     }
 
     /// <summary>Returns every object parked in the depot to the slabs and frees the depot's magazines.</summary>
