@@ -223,7 +223,7 @@ public abstract unsafe partial class VirtualAddressSpace
         // A zeroed TLB is an empty one.
     }
 
-    // A TLB counts its thread in _tlbThreads once initialised; retiring keeps that count right.
+    // A TLB refills itself from the page tables in a few walks; an exited thread's is retired, not adopted.
     bool IThreadCacheOwner.AdoptCache(ThreadCacheHeader* cache) => false;
 
     void IThreadCacheOwner.RetireCache(ThreadCacheHeader* cache)

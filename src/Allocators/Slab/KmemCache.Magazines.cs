@@ -476,8 +476,9 @@ public sealed unsafe partial class KmemCache
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache)
     {
         // The owner id marks the slabs this thread refills from; 0 (nobody) and negative (shared) are never used.
-        // Ids are small and reused: a thread that starts after another ended adopts its slabs (its parked magazines
-        // became anyone's when it retired).
+        // Ids are small and reused: a thread that adopts an exited thread's cache keeps its id, and one that starts
+        // after a cache was retired takes that id (and with it the slabs marked with it; the retired cache's parked
+        // magazines became anyone's then).
         // Where every slot covers whole cache lines of its own no two objects share a line, so reusing another thread's
         // freed object cannot cause passive false sharing: such caches track no owner (0), and no free is remote.
         var mc = (MagazineCache*)cache;
@@ -492,14 +493,38 @@ public sealed unsafe partial class KmemCache
 
     bool IThreadCacheOwner.AdoptCache(ThreadCacheHeader* cache)
     {
-        // The exited thread's magazines, stash and owner id (with the slabs it refilled from) carry on in the new thread;
-        // how they were sized was about the old thread's use, so that starts again.
+        // The exited thread's three magazines and its owner id (with the slabs it refilled from) carry on in the new
+        // thread. What it kept for runs of its own (its stash, the magazines parked for it in the depot) goes to anyone:
+        // the new thread may touch this cache once. How the magazines were sized was about the old thread's use, and
+        // the slow-path balance starts from what the magazines hold.
         var mc = (MagazineCache*)cache;
+        ShareStash(mc);
+        if (mc->OwnerId > 0) ReleaseOwnedList(mc->OwnerId);
         mc->Target = MinTarget;
         mc->LastSlowPath = mc->DirectionChanges = mc->FeedsOthers = 0;
-        mc->ObjectsIn = mc->ObjectsOut = 0;
+        mc->ObjectsIn = mc->Loaded->Count + mc->Previous->Count + mc->Remote->Count;
+        mc->ObjectsOut = 0;
         SetFillLimit(mc);
         return true;
+    }
+
+    /// <summary>Parks a thread's stashed magazines in the depot for any thread, or gives their objects back to the slabs when it is full.</summary>
+    private void ShareStash(MagazineCache* mc)
+    {
+        while (mc->Stash != null)
+        {
+            Magazine* m = mc->Stash;
+            mc->Stash = m->Next;
+            mc->NrStash--;
+            m->Owner = 0;
+            NativeSpinLock.Acquire(&_d->DepotLock);
+            bool parked = _d->NrFull < _d->MaxFull;
+            if (parked) PushFull(m);
+            NativeSpinLock.Release(&_d->DepotLock);
+            if (parked) continue;
+            FlushMagazine(m);
+            if (!TryKeepSpare(mc, m)) Magazine.Free(m);
+        }
     }
 
     /// <summary>Makes <paramref name="m"/> the loaded magazine, taking frees up to <see cref="LoadedLimit"/>.</summary>

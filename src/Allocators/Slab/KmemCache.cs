@@ -328,6 +328,9 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     /// <summary>True once the cache is destroyed.</summary>
     internal bool IsDestroyed => _destroyed;
 
+    /// <summary>Magazine caches of exited threads adopted by threads that registered after them.</summary>
+    internal long ThreadCacheAdoptions => _registry?.Adoptions ?? 0;
+
     /// <summary>The managed cache of a native cache record (slow paths only).</summary>
     internal static KmemCache FromData(KmemCacheData* d)
         => (KmemCache)(GCHandle.FromIntPtr(d->Handle).Target ?? throw new ObjectDisposedException("kmem_cache"));

@@ -34,9 +34,6 @@ internal struct ThreadCacheHeader
     /// <summary>Unique number of this registration, so a stale reference to a reused block is never mistaken for it.</summary>
     public long Token;
 
-    /// <summary>Number of times a new thread took the cache over from an exited one.</summary>
-    public int Adoptions;
-
     /// <summary>Enters a cache operation; false when a drainer holds the cache (use the shared path then).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe bool TryEnter(ThreadCacheHeader* cache)

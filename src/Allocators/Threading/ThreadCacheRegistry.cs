@@ -16,9 +16,9 @@ internal unsafe interface IThreadCacheOwner
     void InitCache(ThreadCacheHeader* cache);
 
     /// <summary>
-    /// A thread that is registering may take over the cache of a thread that has exited, contents and all, instead of the
+    /// A thread that is registering may adopt the cache of a thread that has exited, contents and all, instead of the
     /// exited one flushing it and the new one starting empty. True: the cache is fit for its new thread (the owner has
-    /// reset what was about the old one); false: it is retired as usual.
+    /// reset what was about the old one); false: it is retired as usual. Registry lock held.
     /// </summary>
     bool AdoptCache(ThreadCacheHeader* cache);
 }
@@ -27,9 +27,9 @@ internal unsafe interface IThreadCacheOwner
 /// Per-thread cache blocks (native memory) for one owner, e.g. a page allocator or a slab cache.
 /// Finding the current thread's block is a thread-static array lookup with no atomic and no lock.
 /// The registry can drain every thread's block from any thread (<see cref="DrainAll"/>). The block of a thread that
-/// exited goes, with what it caches, to the next thread that registers (when its owner agrees), or back to its owner:
-/// then, or when a finalizable sentinel in the exited thread's thread-static storage notices, whichever comes first;
-/// so cached items are never lost or stranded.
+/// exited is adopted, with what it caches, by the next thread that registers (when its owner agrees), or given back to
+/// its owner: then, or when a finalizable sentinel in the exited thread's thread-static storage notices, whichever
+/// comes first; so cached items are never lost or stranded.
 /// </summary>
 internal sealed unsafe class ThreadCacheRegistry : IDisposable
 {
@@ -62,6 +62,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private int _slot;
     private readonly long _generation = Interlocked.Increment(ref s_lastGeneration);
     private bool _disposed;
+    private long _adoptions;
 
     public ThreadCacheRegistry(IThreadCacheOwner owner, int blockSize)
     {
@@ -119,6 +120,9 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         return c != null ? c : Register();
     }
 
+    /// <summary>Caches of exited threads adopted by a registering thread so far.</summary>
+    internal long Adoptions { get { lock (_lock) return _adoptions; } }
+
     /// <summary>Number of live per-thread caches.</summary>
     public int Count { get { lock (_lock) return _caches.Count; } }
 
@@ -132,8 +136,8 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             slot = _slot;
             // Threads that ended since the last registration give their caches back now, not at the next GC; the first
-            // one this thread can take over is handed on whole (a thread pool or a server that starts a thread per
-            // task would otherwise flush a cache to the slabs and refill a new one from them every time).
+            // one this thread can adopt is handed on whole (a thread pool or a server that starts a thread per task
+            // would otherwise flush a cache to the slabs and refill a new one from them every time).
             block = null;
             for (int i = _caches.Count - 1; i >= 0; i--)
             {
@@ -228,8 +232,8 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     }
 
     /// <summary>
-    /// Gives the cache of an exited thread to the calling thread when its owner agrees; the exited thread's finalizer
-    /// then finds a new token on it and leaves it alone. Registry lock held.
+    /// Gives the cache of an exited thread to the calling thread when its owner agrees (adopts it); the exited thread's
+    /// finalizer then finds a new token on it and leaves it alone. Registry lock held.
     /// </summary>
     private bool TryAdoptLocked(int index)
     {
@@ -238,7 +242,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         if (!_owner.AdoptCache(cache)) return false;
         cache->OwnerThreadId = Environment.CurrentManagedThreadId;
         cache->Token = Interlocked.Increment(ref s_lastToken);
-        cache->Adoptions++;
+        _adoptions++;
         _threads[index] = Thread.CurrentThread;
         return true;
     }

@@ -6,8 +6,8 @@ namespace Allocators.Tests.Slab;
 /// <summary>
 /// In caches whose objects share cache lines, every thread cache has a small owner id: the depot hands a parked
 /// magazine only to the thread it is for, refills prefer slabs that are nobody's or the thread's own, and a thread
-/// that starts after another ended takes over its id (and with it the slabs marked with it; the ended thread's parked
-/// magazines became anyone's when it retired).
+/// that adopts an ended thread's cache, or starts after one was retired, takes over its id (and with it the slabs
+/// marked with it; the ended thread's parked magazines become anyone's then).
 /// </summary>
 public unsafe class SlabOwnershipTests
 {

@@ -37,7 +37,6 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
         first.Start();
         first.Join();
         KmemCacheStats before = cache.Stats;
-        Assert.True(before.ActiveObjects > 0, "the exited thread's magazines hold its objects");
 
         var fromSecond = new List<nint>();
         var second = new Thread(() =>
@@ -51,6 +50,8 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
         output.WriteLine($"before: {before}\nafter:  {after}");
         if (GC.CollectionCount(0) != collections && !lastAttempt) return false;
 
+        Assert.True(before.ActiveObjects > 0, "the exited thread's magazines held its objects");
+        Assert.Equal(1, cache.ThreadCacheAdoptions);
         Assert.All(fromSecond, p => Assert.Contains(p, freedByFirst));
         Assert.Equal(before.CpuCacheRefill, after.CpuCacheRefill); // served from the magazines it took over, no refill
         Assert.Equal(before.CpuCacheFlush, after.CpuCacheFlush);   // and nothing was flushed to the slabs for it
@@ -63,12 +64,25 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
     public void SlotArraysHandedToNewThreadsKeepEveryObject()
     {
         // larson's pattern on kmalloc: each generation of threads replaces random blocks of its slot array, then hands
-        // the array to a thread it starts and exits, so most registrations take over an exited thread's magazines.
-        using var sys = NewSystem(64);
+        // the array to a thread it starts and exits; the new thread waits for that exit before its first operation, so
+        // its registrations find the exited thread's magazine caches and adopt them.
+        var sys = NewSystem(64);
+        bool abandoned = false; // stuck threads still use the memory system: leave it alive then
+        try
+        {
+            HandSlotArraysOn(sys, () => abandoned = true);
+        }
+        finally
+        {
+            if (!abandoned) sys.Dispose();
+        }
+    }
+
+    private void HandSlotArraysOn(MemorySystem sys, Action onTimeout)
+    {
         string baseline = Baseline(sys);
         const int Arrays = 3, Slots = 400, Generations = 40, ReplacementsPerGeneration = 2000;
         var blocks = new (nint Pointer, int Size, ulong Stamp)[Arrays][];
-        var errors = new ConcurrentQueue<Exception>();
         for (int a = 0; a < Arrays; a++)
         {
             blocks[a] = new (nint, int, ulong)[Slots];
@@ -76,11 +90,13 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
             for (int i = 0; i < Slots; i++) blocks[a][i] = NewBlock(sys, random.Next(8, 1001), (ulong)(a * Slots + i));
         }
 
+        var errors = new ConcurrentQueue<Exception>();
         using var finished = new CountdownEvent(Arrays);
-        void Serve(int array, int generation)
+        void Serve(int array, int generation, Thread? predecessor)
         {
             try
             {
+                predecessor?.Join();
                 var random = new Random(array * 1000 + generation);
                 var k = sys.Slab.ThisThread();
                 var slots = blocks[array];
@@ -98,7 +114,8 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
                 }
                 if (generation + 1 < Generations)
                 {
-                    new Thread(() => Serve(array, generation + 1)).Start();
+                    Thread self = Thread.CurrentThread;
+                    new Thread(() => Serve(array, generation + 1, self)).Start();
                     return;
                 }
             }
@@ -109,13 +126,22 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
             finished.Signal();
         }
 
-        for (int a = 0; a < Arrays; a++)
+        RunWithDeadline("thread generations", () =>
         {
-            int array = a;
-            new Thread(() => Serve(array, 0)).Start();
-        }
-        Assert.True(finished.Wait(TimeSpan.FromSeconds(60)), "the thread generations did not finish");
+            for (int a = 0; a < Arrays; a++)
+            {
+                int array = a;
+                new Thread(() => Serve(array, 0, null)).Start();
+            }
+            finished.Wait();
+        }, onTimeout, seconds: 60);
         if (!errors.IsEmpty) throw new AggregateException(errors);
+
+        long adoptions = sys.Slab.KmallocCaches.Sum(c => c.ThreadCacheAdoptions);
+        output.WriteLine($"{adoptions} magazine caches adopted");
+        // Each of the 3 x 39 successors adopts its predecessor's cache of every class it touches unless a GC's
+        // finalizer retired it first.
+        Assert.True(adoptions >= Arrays * (Generations - 1), $"only {adoptions} adoptions");
 
         foreach (var slots in blocks)
         {
@@ -125,7 +151,6 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
                 sys.Slab.Kfree((void*)pointer);
             }
         }
-        output.WriteLine(sys.Slab.SlabInfo());
         sys.Slab.ShrinkAll();
         foreach (KmemCache c in sys.Slab.KmallocCaches) Assert.Equal(0, c.ActiveObjects);
         AssertBackToBaseline(sys, baseline);

@@ -154,7 +154,7 @@ public unsafe class ThreadCacheRegistryTests
             if (GC.CollectionCount(0) != collections && !lastAttempt) return false;
             Assert.Equal(first, second);
             var block = (ThreadCacheHeader*)second;
-            Assert.Equal(1, block->Adoptions);
+            Assert.Equal(1, registry.Adoptions);
             Assert.Equal(successor.ManagedThreadId, block->OwnerThreadId);
             Assert.NotEqual(firstToken, block->Token);
             Assert.Equal((1, 1, 0, 0), (owner.Initialised, owner.Adopted, owner.Flushed, owner.Retired));
@@ -187,7 +187,8 @@ public unsafe class ThreadCacheRegistryTests
 
         ThreadCacheHeader* mine = registry.GetOrCreateCurrent();
         Assert.Equal((2, 1, 1), (owner.Initialised, owner.Flushed, owner.Retired)); // flushed and retired at once, not at a GC
-        Assert.Equal(0, mine->Adoptions);
+        Assert.Equal(0, registry.Adoptions);
+        Assert.Equal(Environment.CurrentManagedThreadId, mine->OwnerThreadId);
         Assert.Equal(1, registry.Count);
     }
 }
