@@ -40,7 +40,7 @@ public sealed unsafe partial class KmemCache
                     NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 ? requestedSize : _d->ObjectSize));
                 return obj;
             }
-            int grown = GrowSlab(gfp, node);
+            int grown = mc != null ? GrowSlabInto(mc, gfp) : GrowSlab(gfp, node);
             if (grown < 0) return AllocFailed(gfp, injected: false);
             // The page allocator may have fallen back to another node: take the object from where the slab went,
             // or a node-bound request would grow slabs it can never use, forever.

@@ -200,5 +200,38 @@ public unsafe class SlabMagazineTargetTests
         AssertEmptiedBackToBaseline(sys, cache, baseline);
     }
 
+    [Theory]
+    [InlineData(16)] // more objects per slab than the target: the rest stay on the slab's free list (a partial slab)
+    [InlineData(32)] // as many as the target: the whole slab goes to the magazine (a full slab)
+    public void AnAllocationThatGrowsASlabLoadsItsFirstObjectsIntoTheMagazine(int size)
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        var cache = sys.Slab.CreateCache($"grow-{size}", size);
+        KmemCacheData* d = cache.Data;
+        int reserved = Math.Min(cache.MinTarget, d->Objects);
+        var objects = new nint[d->Objects + 1];
+        KmemCacheStats afterFirst = default, afterAll = default;
+        RunOnNewThread(() =>
+        {
+            var h = cache.ThisThread();
+            objects[0] = (nint)h.Alloc();
+            afterFirst = cache.Stats;
+            for (int i = 1; i < objects.Length; i++) objects[i] = (nint)h.Alloc();
+            afterAll = cache.Stats;
+            foreach (nint p in objects) h.Free((void*)p);
+        });
+        byte* slab = (byte*)objects[0] - (reserved - 1) * size;
+        Assert.Equal(0, (nint)slab & 4095);                        // the first pop is the top: object reserved - 1 of the new slab
+        Assert.Equal((1, reserved), (afterFirst.SlabsAllocated, afterFirst.ActiveObjects));
+        Assert.Equal(reserved < d->Objects ? 1 : 0, afterFirst.PartialSlabs);
+        for (int i = 0; i < reserved; i++) Assert.Equal((nint)(slab + (reserved - 1 - i) * size), objects[i]);
+        // The rest of the slab comes through the ordinary refill, then a second slab: every object distinct.
+        Assert.Equal(objects.Length, objects.Distinct().Count());
+        Assert.Equal(2, afterAll.SlabsAllocated);
+        Assert.Empty(cache.Validate());
+        AssertEmptiedBackToBaseline(sys, cache, baseline);
+    }
+
     private static void RunOnNewThread(Action body) => RunWithDeadline("magazine target worker", body, () => { });
 }
