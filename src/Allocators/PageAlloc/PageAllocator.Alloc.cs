@@ -91,6 +91,25 @@ public sealed unsafe partial class PageAllocator
     /// <summary>The zone data of <paramref name="zoneId"/> (for handles that cache it).</summary>
     internal ZoneData* ZoneDataOf(int zoneId) => _zones + zoneId;
 
+    /// <summary><see cref="AllocPages"/> through the calling thread's cache known in advance (<see cref="ThisThreadCache"/>).</summary>
+    internal PageFrame* AllocPagesThrough(ThreadCacheHeader* cache, Gfp gfp, int order)
+    {
+        int node = CurrentNode;
+        if (CanUsePcp(node, gfp, order))
+        {
+            PageFrame* page = AllocFromPcp(cache, PcpLists(cache), Counters(cache), node, node, gfp, order);
+            if (page != null) return page;
+        }
+        return AllocPagesSlow(gfp, order, node, node);
+    }
+
+    /// <summary>The calling thread's per-thread lists, created on first use (for handles of other layers that keep it).</summary>
+    internal ThreadCacheHeader* ThisThreadCache()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _pcp.GetOrCreateCurrent();
+    }
+
     /// <summary>The slow path of an allocation the per-thread lists did not serve.</summary>
     internal PageFrame* AllocPagesNotFromPcp(int node, Gfp gfp, int order)
     {

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Allocators.PageAlloc;
 using Allocators.Physical;
+using Allocators.Threading;
 
 namespace Allocators.Slab;
 
@@ -27,6 +28,7 @@ public unsafe ref struct KmallocThread
     private readonly FaultAttributes _failslab;
     private readonly byte* _sizeIndex;
     private fixed long _magazines[Slots];   // MagazineCache* per class; Unresolved until the class is first used
+    private ThreadCacheHeader* _pcp;        // the thread's page lists, for large kmalloc; resolved on first use
 
     /// <summary>The stand-in for a class not used yet through this handle: refuses like a drained cache, and the handle's slow path resolves it.</summary>
     private static readonly MagazineCache* Unresolved = MagazineCache.CreateRefusing();
@@ -80,8 +82,12 @@ public unsafe ref struct KmallocThread
                 if (obj != null) return obj;
             }
         }
+        if (size - 1 - SlabAllocator.KmallocMaxCacheSize < SlabAllocator.KmallocMaxSize - SlabAllocator.KmallocMaxCacheSize)
+            return _slab.LargeKmallocAddress(_slab.Pages.AllocPagesThrough(Pcp, gfp | Gfp.Comp, SlabAllocator.LargeKmallocOrder(size)));
         return _slab.Kmalloc(size, gfp);
     }
+
+    private ThreadCacheHeader* Pcp => _pcp != null ? _pcp : (_pcp = _slab.Pages.ThisThreadCache());
 
     // Null, large kmalloc, a sparse arena, misuse (reported there), a full magazine, a drain: the plain call.
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -89,7 +95,7 @@ public unsafe ref struct KmallocThread
     {
         int slot = SlabPage.KmallocClass(a.Slab);
         if (_magazines[slot] == (long)Unresolved && KmemCache.FreeToMagazine(Resolve(slot), SlabPage.Cache(a.Slab), a.Slab, a.Offset, p)) return;
-        _slab.Kfree(p);
+        _slab.KfreeThrough(p, a.Slab == SlabLocator.NotASlab && (nuint)p > 16 ? Pcp : null);
     }
 
     private MagazineCache* Resolve(int index)

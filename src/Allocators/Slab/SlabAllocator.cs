@@ -7,6 +7,7 @@ using System.Text;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
+using Allocators.Threading;
 
 namespace Allocators.Slab;
 
@@ -200,9 +201,20 @@ public sealed unsafe class SlabAllocator : IDisposable
     private void* KmallocLargeOrZero(nuint size, Gfp gfp, int node)
     {
         if (size == 0) return ZeroSizePointer;
-        if (size > (nuint)PageFrame.PageSize << PageAllocator.MaxOrder) return null;
-        int order = BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)((size + PageFrame.PageSize - 1) >> PageFrame.PageShift)));
-        PageFrame* page = _pages.AllocPagesNode(node, gfp | Gfp.Comp, order);
+        if (size > KmallocMaxSize) return null;
+        return LargeKmallocAddress(_pages.AllocPagesNode(node, gfp | Gfp.Comp, LargeKmallocOrder(size)));
+    }
+
+    /// <summary>The largest kmalloc: a block of MAX_PAGE_ORDER.</summary>
+    internal const nuint KmallocMaxSize = (nuint)PageFrame.PageSize << PageAllocator.MaxOrder;
+
+    /// <summary>The order of the compound block a large kmalloc of <paramref name="size"/> bytes takes.</summary>
+    internal static int LargeKmallocOrder(nuint size)
+        => BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)((size + PageFrame.PageSize - 1) >> PageFrame.PageShift)));
+
+    /// <summary>Marks a new compound block as a large kmalloc and returns its address; null for null.</summary>
+    internal void* LargeKmallocAddress(PageFrame* page)
+    {
         if (page == null) return null;
         page->FlagsAndZone |= (uint)PageFlags.LargeKmalloc;
         return _pages.PageAddress(page);
@@ -210,7 +222,11 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>Frees memory from kmalloc (kfree). Null and <see cref="ZeroSizePointer"/> are ignored.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Kfree(void* p)
+    public void Kfree(void* p) => KfreeThrough(p, null);
+
+    /// <summary><see cref="Kfree(void*)"/>, a large block going to the page lists of <paramref name="pcp"/> (the calling thread's) when not null.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void KfreeThrough(void* p, ThreadCacheHeader* pcp)
     {
         if ((nuint)p <= 16) return;
         PageFrame* page = KmemCache.SlabOf(_memory, p);
@@ -220,10 +236,27 @@ public sealed unsafe class SlabAllocator : IDisposable
             if (!KmemCache.FreeFast(_memory, d, page, p)) KmemCache.FromData(d).FreeSlowPath(page, p);
             return;
         }
-        KfreeLarge(p, page);
+        KfreeLarge(p, page, pcp);
     }
 
-    private void KfreeLarge(void* p, PageFrame* page)
+    private void KfreeLarge(void* p, PageFrame* page, ThreadCacheHeader* pcp)
+    {
+        CheckLargeKmalloc(p, page);
+        page->FlagsAndZone &= ~(ulong)(uint)PageFlags.LargeKmalloc;
+        try
+        {
+            if (pcp != null) _pages.FreeCompoundThrough(pcp, page, page->Order);
+            else _pages.FreePages(page, page->Order);
+        }
+        catch
+        {
+            page->FlagsAndZone |= (uint)PageFlags.LargeKmalloc; // refused (a corrupted tail): the block stays as it was
+            throw;
+        }
+    }
+
+    /// <summary>Throws, naming <paramref name="p"/>, unless it is the start of a live large kmalloc block whose head frame is <paramref name="page"/>.</summary>
+    private void CheckLargeKmalloc(void* p, PageFrame* page)
     {
         if (page == null)
             throw new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p);
@@ -233,8 +266,6 @@ public sealed unsafe class SlabAllocator : IDisposable
         if (_pages.PageAddress(page) != p)
             throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
                 page->Pfn, page->Describe(), (nuint)p);
-        page->FlagsAndZone &= ~(ulong)(uint)PageFlags.LargeKmalloc;
-        _pages.FreePages(page, page->Order);
     }
 
     /// <summary>Frees every non-zero pointer of <paramref name="pointers"/> (kfree_bulk).</summary>

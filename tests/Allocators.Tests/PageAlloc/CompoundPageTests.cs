@@ -133,6 +133,33 @@ public sealed unsafe class CompoundPageTests : IDisposable
     }
 
     [Fact]
+    public void CorruptedTailFreedThroughTheThreadHandleChangesNothing()
+    {
+        // The handle checks and clears the tails in one pass: the ones before the bad tail are put back.
+        PageAllocatorThread handle = Pa.ThisThread();
+        PageFrame* head = handle.AllocPages(Gfp.Kernel | Gfp.Comp, 3);
+        PageFrame* bad = head + 5;
+        nuint saved = bad->Private;
+        bad->Private = 0;
+        FreeListState before = Snapshot(Pa);
+        var e = Assert.Throws<BadPageException>(() => Pa.ThisThread().FreePages(head, 3));
+        Assert.Contains($"0x{bad->Pfn:x}", e.Message);
+        AssertSameState(before, Snapshot(Pa));
+        Assert.True(head->Has(PageFlags.Head) && head->Has(PageFlags.Allocated) && head->RefCount == 1);
+        for (int i = 1; i < 8; i++)
+        {
+            if (i == 5) continue;
+            Assert.True((head + i)->Has(PageFlags.Tail) && (head + i)->Private == (nuint)head, $"tail {i}");
+        }
+
+        bad->Private = saved;
+        Pa.ThisThread().FreePages(head, 3);
+        Assert.False(head->Has(PageFlags.Head));
+        for (int i = 1; i < 8; i++) Assert.False((head + i)->Has(PageFlags.Tail));
+        AssertBackToBoot();
+    }
+
+    [Fact]
     public void CompoundPagesCycleThroughThePerThreadLists()
     {
         // Orders 1..3 are cached per thread: a freed compound page must come back as a clean block.

@@ -1,5 +1,6 @@
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
+using Allocators.Physical;
 using Allocators.Slab;
 using static Allocators.Tests.Slab.SlabTestSupport;
 
@@ -110,6 +111,66 @@ public unsafe class SlabThisThreadTests
         foreach (var (p, _) in blocks) k.Kfree((void*)p);
         other.Destroy();
         AssertBackToBaseline(sys, baseline);
+    }
+
+    [Theory]
+    [InlineData(9000)]    // order 2: the thread's page lists
+    [InlineData(30000)]   // order 3
+    [InlineData(100_000)] // order 5: the zone
+    public void ALargeKmallocThroughTheHandleRefusesBadFreesAndChangesNothing(int size)
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        var k = sys.Slab.ThisThread();
+        byte* p = (byte*)k.Kmalloc((nuint)size);
+        PageFrame* head = sys.Pages.Memory.VirtToPage(p);
+        int order = head->Order;
+        Assert.True(head->Has(PageFlags.LargeKmalloc) && head->Has(PageFlags.Head));
+
+        var interior = Assert.Throws<BadPageException>(() => sys.Slab.ThisThread().Kfree(p + 4096));
+        Assert.Contains("interior pointer", interior.Message);
+
+        // A stray write into the last tail's compound_head: the free is refused before anything changes, the tails
+        // before it included (the handle checks and clears them in one pass).
+        PageFrame* last = head + (1 << order) - 1;
+        nuint saved = last->Private;
+        last->Private = 0;
+        string buddyinfo = sys.Pages.BuddyInfo();
+        var corrupted = Assert.Throws<BadPageException>(() => sys.Slab.ThisThread().Kfree(p));
+        Assert.Contains($"0x{last->Pfn:x}", corrupted.Message);
+        Assert.True(head->Has(PageFlags.LargeKmalloc) && head->Has(PageFlags.Head) && head->Has(PageFlags.Allocated));
+        for (int i = 1; i < (1 << order) - 1; i++)
+            Assert.True((head + i)->Has(PageFlags.Tail) && (head + i)->Private == (nuint)head, $"tail {i}");
+        Assert.Equal(buddyinfo, sys.Pages.BuddyInfo());
+        Assert.Equal((nuint)(4096 << order), sys.Slab.Ksize(p));
+
+        last->Private = saved;
+        k.Kfree(p);
+        Assert.Throws<BadPageException>(() => sys.Slab.ThisThread().Kfree(p)); // freed already
+        AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
+    public void LargeKmallocThroughTheHandleAllocatesNoManagedBytes()
+    {
+        using var sys = NewSystem(64);
+        SlabAllocator slab = sys.Slab;
+        var sizes = new nuint[] { 8193, 12_000, 16_384, 20_000, 32_768 };
+        void Loop()
+        {
+            var k = slab.ThisThread();
+            for (int i = 0; i < 20_000; i++)
+            {
+                void* p = k.Kmalloc(sizes[i % sizes.Length]);
+                *(long*)p = i;
+                k.Kfree(p);
+            }
+        }
+        Loop();
+        Loop();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Loop();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
     [Fact]
