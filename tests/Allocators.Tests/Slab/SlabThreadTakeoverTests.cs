@@ -61,6 +61,58 @@ public unsafe class SlabThreadTakeoverTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AnAdoptedCacheKeepsTheExitedThreadsStash()
+    {
+        // The stash is at most what any thread keeps for its runs: it moves with the cache, neither flushed to the slabs
+        // (slow for the next run) nor parked in the depot (where nothing bounds it per thread).
+        for (int attempt = 1; !StashScenario(lastAttempt: attempt == 5); attempt++) { }
+    }
+
+    private bool StashScenario(bool lastAttempt)
+    {
+        using var sys = NewSystem(64);
+        string baseline = Baseline(sys);
+        KmemCache cache = sys.Slab.CreateCache("stash-64", 64);
+        int collections = GC.CollectionCount(0);
+        nint firstCache = 0;
+        int stashed = 0;
+        var first = new Thread(() =>
+        {
+            var objects = new nint[2000];
+            for (int i = 0; i < objects.Length; i++) objects[i] = (nint)cache.Alloc();
+            foreach (nint p in objects) cache.Free((void*)p);
+            MagazineCache* mc = cache.ThisThreadMagazines();
+            firstCache = (nint)mc;
+            stashed = mc->NrStash;
+        });
+        first.Start();
+        first.Join();
+        int parkedBefore = cache.Data->NrFull;
+        long flushesBefore = cache.Stats.CpuCacheFlush;
+
+        nint secondCache = 0;
+        int stashAfter = 0;
+        var second = new Thread(() =>
+        {
+            MagazineCache* mc = cache.ThisThreadMagazines();
+            secondCache = (nint)mc;
+            stashAfter = mc->NrStash;
+        });
+        second.Start();
+        second.Join();
+        output.WriteLine($"stash {stashed} -> {stashAfter}, depot {parkedBefore} -> {cache.Data->NrFull}; {cache.Stats}");
+        if (GC.CollectionCount(0) != collections && !lastAttempt) return false;
+
+        Assert.True(stashed > 0, "a run of frees fills the stash");
+        Assert.Equal(firstCache, secondCache);
+        Assert.Equal(stashed, stashAfter);
+        Assert.Equal(parkedBefore, cache.Data->NrFull);
+        Assert.Equal(flushesBefore, cache.Stats.CpuCacheFlush);
+        AssertEmptiedBackToBaseline(sys, cache, baseline);
+        return true;
+    }
+
+    [Fact]
     public void SlotArraysHandedToNewThreadsKeepEveryObject()
     {
         // larson's pattern on kmalloc: each generation of threads replaces random blocks of its slot array, then hands
