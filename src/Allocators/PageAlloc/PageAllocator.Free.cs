@@ -118,8 +118,9 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>
     /// <see cref="FreePages(PageFrame*, int)"/> of a compound block through the calling thread's cache known in advance
-    /// (a large kmalloc freed through a <c>KmallocThread</c>): the same validation, the tails checked and cleared in one
-    /// pass, then the thread's list; anything but a plain single-reference compound block of order 0..3 goes the general way.
+    /// (a <see cref="PageAllocatorThread"/>, or a large kmalloc freed through a <c>KmallocThread</c>): the same
+    /// validation, the tails checked and cleared in one pass, then the thread's list; anything but a plain
+    /// single-reference compound block of order 0..3 goes the general way.
     /// </summary>
     internal void FreeCompoundThrough(ThreadCacheHeader* cache, PageFrame* page, int order)
     {

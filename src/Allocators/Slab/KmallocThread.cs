@@ -9,7 +9,8 @@ namespace Allocators.Slab;
 /// The calling thread's magazines of the kmalloc caches, resolved once per size class on first use:
 /// <see cref="Kmalloc"/> and <see cref="Kfree"/> are <see cref="SlabAllocator.Kmalloc"/> and
 /// <see cref="SlabAllocator.Kfree"/> without the per-call thread-local lookup, with the same checks and fallbacks
-/// (large kmalloc, zeroing, failslab and debug caches go through the plain calls).
+/// (zeroing, failslab and debug caches go through the plain calls; large kmalloc goes to the thread's page lists,
+/// also resolved once).
 /// </summary>
 /// <remarks>
 /// A <c>ref struct</c> that only its own thread can use (see <see cref="KmemCacheThread"/>); keep it in a local and
@@ -82,20 +83,26 @@ public unsafe ref struct KmallocThread
                 if (obj != null) return obj;
             }
         }
-        if (size - 1 - SlabAllocator.KmallocMaxCacheSize < SlabAllocator.KmallocMaxSize - SlabAllocator.KmallocMaxCacheSize)
+        if (SlabAllocator.IsLargeKmallocSize(size))
             return _slab.LargeKmallocAddress(_slab.Pages.AllocPagesThrough(Pcp, gfp | Gfp.Comp, SlabAllocator.LargeKmallocOrder(size)));
         return _slab.Kmalloc(size, gfp);
     }
 
     private ThreadCacheHeader* Pcp => _pcp != null ? _pcp : (_pcp = _slab.Pages.ThisThreadCache());
 
-    // Null, large kmalloc, a sparse arena, misuse (reported there), a full magazine, a drain: the plain call.
+    // A class not resolved yet; a large kmalloc (to the thread's page lists); else null, a sparse arena, misuse
+    // (reported there, before anything changes), a full magazine or a drain: the plain call.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void KfreeSlow(void* p, SlabAddress a)
     {
         int slot = SlabPage.KmallocClass(a.Slab);
         if (_magazines[slot] == (long)Unresolved && KmemCache.FreeToMagazine(Resolve(slot), SlabPage.Cache(a.Slab), a.Slab, a.Offset, p)) return;
-        _slab.KfreeThrough(p, a.Slab == SlabLocator.NotASlab && (nuint)p > 16 ? Pcp : null);
+        if (a.Slab == SlabLocator.NotASlab && _slab.IsLargeKmalloc(p, out PageFrame* head))
+        {
+            _slab.FreeLargeKmalloc(p, head, Pcp);
+            return;
+        }
+        _slab.Kfree(p);
     }
 
     private MagazineCache* Resolve(int index)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
@@ -129,7 +130,7 @@ public sealed unsafe partial class KmemCache
         NativeSpinLock.Acquire(&_d->DepotLock);
         Magazine* m = PopEmpty();
         NativeSpinLock.Release(&_d->DepotLock);
-        if (m == null) m = Magazine.Create(_d->MagazineCapacity);
+        if (m == null) m = NewMagazine();
         m->Next = null;
         return m;
     }
@@ -153,8 +154,9 @@ public sealed unsafe partial class KmemCache
     private bool TakeFullFromDepot(MagazineCache* mc)
     {
         if (_d->NrFull == 0) return false;
-        // The previous magazine is empty too (the caller found both so): it becomes a spare, or goes to the depot under
-        // the same lock hold (each hold moves the depot's line between the cores of a producer and a consumer).
+        // The previous magazine is empty too (the caller found both so): it becomes a spare, or, when the thread has as
+        // many as it keeps, goes to the depot in the same lock hold (each hold moves the depot's line between the cores
+        // of a producer and a consumer).
         Magazine* empty = mc->Previous;
         bool keep = mc->NrSpares < _d->MaxStash;
         NativeSpinLock.Acquire(&_d->DepotLock);
@@ -174,7 +176,11 @@ public sealed unsafe partial class KmemCache
         if (full == null) return false;
         full->Next = null;
         mc->ObjectsIn += full->Count;
-        if (keep) TryKeepSpare(mc, empty);
+        if (keep)
+        {
+            bool kept = TryKeepSpare(mc, empty);
+            Debug.Assert(kept, "keep was decided by the same test");
+        }
         mc->Previous = mc->Loaded;
         Load(mc, full);
         return true;
@@ -419,7 +425,7 @@ public sealed unsafe partial class KmemCache
         NativeSpinLock.Release(&_d->DepotLock);
         if (!parked) return null;
         mc->ObjectsOut += full->Count;
-        if (empty == null) return TakeEmpty(mc);
+        if (empty == null) return needEmpty ? NewMagazine() : TakeEmpty(mc); // the depot had none either: no second hold
         empty->Next = null;
         return empty;
     }
@@ -438,13 +444,13 @@ public sealed unsafe partial class KmemCache
         {
             Magazine* next = full->Next;
             FlushToSlabs(full->Objects, full->Count);
-            Magazine.Free(full);
+            FreeMagazine(full);
             full = next;
         }
         while (empty != null)
         {
             Magazine* next = empty->Next;
-            Magazine.Free(empty);
+            FreeMagazine(empty);
             empty = next;
         }
     }
@@ -503,7 +509,7 @@ public sealed unsafe partial class KmemCache
         return true;
     }
 
-    /// <summary>Gives the objects of a thread's stashed magazines back to their slabs; the magazines become spares.</summary>
+    /// <summary>Gives the objects of a thread's stashed magazines back to their slabs; the magazines become spares, or are freed beyond those.</summary>
     private void FlushStash(MagazineCache* mc)
     {
         while (mc->Stash != null)
@@ -512,7 +518,7 @@ public sealed unsafe partial class KmemCache
             mc->Stash = m->Next;
             mc->NrStash--;
             FlushMagazine(m);
-            if (!TryKeepSpare(mc, m)) Magazine.Free(m);
+            if (!TryKeepSpare(mc, m)) FreeMagazine(m);
         }
     }
 
@@ -618,9 +624,9 @@ public sealed unsafe partial class KmemCache
             _retired[4] += mc->AllocSlowPath;
             _retired[5] += mc->FreeSlowPath;
         }
-        if (mc->Loaded != null) Magazine.Free(mc->Loaded);
-        if (mc->Previous != null) Magazine.Free(mc->Previous);
-        if (mc->Remote != null) Magazine.Free(mc->Remote);
+        if (mc->Loaded != null) FreeMagazine(mc->Loaded);
+        if (mc->Previous != null) FreeMagazine(mc->Previous);
+        if (mc->Remote != null) FreeMagazine(mc->Remote);
         mc->Loaded = mc->Previous = mc->Remote = null;
         FreeMagazineList(mc->Stash); // empty after FlushCache, which always runs first
         FreeMagazineList(mc->Spares);
@@ -628,14 +634,47 @@ public sealed unsafe partial class KmemCache
         mc->NrStash = mc->NrSpares = 0;
     }
 
-    private static void FreeMagazineList(Magazine* m)
+    private void FreeMagazineList(Magazine* m)
     {
         while (m != null)
         {
             Magazine* next = m->Next;
-            Magazine.Free(m);
+            FreeMagazine(m);
             m = next;
         }
+    }
+
+    private Magazine* NewMagazine()
+    {
+        Interlocked.Increment(ref _d->LiveMagazines);
+        return Magazine.Create(_d->MagazineCapacity);
+    }
+
+    private void FreeMagazine(Magazine* m)
+    {
+        Interlocked.Decrement(ref _d->LiveMagazines);
+        Magazine.Free(m);
+    }
+
+    /// <summary>
+    /// Magazines in existence and magazines where they can be: three per thread cache plus its stash and spares, and
+    /// the depot's full and empty ones (a leaked magazine makes the first larger). Read while nothing moves them.
+    /// </summary>
+    internal (long Live, long AccountedFor) MagazineCensus()
+    {
+        long accounted = 0, live = 0;
+        _registry?.ForEach(p =>
+        {
+            var mc = (MagazineCache*)p;
+            accounted += 3 + mc->NrStash + mc->NrSpares;
+        }, () =>
+        {
+            NativeSpinLock.Acquire(&_d->DepotLock);
+            accounted += _d->NrFull + _d->NrEmpty;
+            live = Volatile.Read(ref _d->LiveMagazines);
+            NativeSpinLock.Release(&_d->DepotLock);
+        });
+        return (live, accounted);
     }
 
     private void ThrowNotThisCache(void* obj, PageFrame* slab)

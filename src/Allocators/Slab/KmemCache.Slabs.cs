@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -63,6 +64,7 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private int GrowSlabInto(MagazineCache* mc, Gfp gfp)
     {
+        Debug.Assert(_d->FastPath != 0, "debug caches have no magazines: their slabs keep every object on the free list");
         int reserved = Math.Min(mc->Target, _d->Objects);
         PageFrame* slab = NewSlab(gfp, -1, reserved);
         if (slab == null) return -1;
@@ -93,7 +95,7 @@ public sealed unsafe partial class KmemCache
 
     /// <summary>
     /// Allocates a slab's pages and formats it, linking objects <paramref name="reserved"/> and up into its free list;
-    /// the first <paramref name="reserved"/> (none for a debug cache) are left for the caller. Null when out of pages.
+    /// the first <paramref name="reserved"/> are left for the caller. Null when out of pages.
     /// </summary>
     private PageFrame* NewSlab(Gfp gfp, int node, int reserved)
     {

@@ -60,6 +60,7 @@ internal unsafe struct KmemCacheData
     public int OwnedCapacity;
 
     public long CorruptionsFound;
+    public long LiveMagazines;    // created less freed, all of this cache's (KmemCache.MagazineCensus); rarely written
 
     /// <summary>Where the depot's line starts (a multiple of 64; the layout test keeps it so).</summary>
     public const int DepotLineOffset = 192;

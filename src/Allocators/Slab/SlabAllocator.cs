@@ -201,12 +201,15 @@ public sealed unsafe class SlabAllocator : IDisposable
     private void* KmallocLargeOrZero(nuint size, Gfp gfp, int node)
     {
         if (size == 0) return ZeroSizePointer;
-        if (size > KmallocMaxSize) return null;
+        if (!IsLargeKmallocSize(size)) return null;
         return LargeKmallocAddress(_pages.AllocPagesNode(node, gfp | Gfp.Comp, LargeKmallocOrder(size)));
     }
 
     /// <summary>The largest kmalloc: a block of MAX_PAGE_ORDER.</summary>
     internal const nuint KmallocMaxSize = (nuint)PageFrame.PageSize << PageAllocator.MaxOrder;
+
+    /// <summary>True for sizes above the kmalloc caches that kmalloc still serves (a compound block up to MAX_PAGE_ORDER).</summary>
+    internal static bool IsLargeKmallocSize(nuint size) => size - 1 - KmallocMaxCacheSize < KmallocMaxSize - KmallocMaxCacheSize;
 
     /// <summary>The order of the compound block a large kmalloc of <paramref name="size"/> bytes takes.</summary>
     internal static int LargeKmallocOrder(nuint size)
@@ -222,11 +225,7 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>Frees memory from kmalloc (kfree). Null and <see cref="ZeroSizePointer"/> are ignored.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Kfree(void* p) => KfreeThrough(p, null);
-
-    /// <summary><see cref="Kfree(void*)"/>, a large block going to the page lists of <paramref name="pcp"/> (the calling thread's) when not null.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void KfreeThrough(void* p, ThreadCacheHeader* pcp)
+    public void Kfree(void* p)
     {
         if ((nuint)p <= 16) return;
         PageFrame* page = KmemCache.SlabOf(_memory, p);
@@ -236,22 +235,34 @@ public sealed unsafe class SlabAllocator : IDisposable
             if (!KmemCache.FreeFast(_memory, d, page, p)) KmemCache.FromData(d).FreeSlowPath(page, p);
             return;
         }
-        KfreeLarge(p, page, pcp);
+        CheckLargeKmalloc(p, page);
+        FreeLargeKmalloc(p, page, null);
     }
 
-    private void KfreeLarge(void* p, PageFrame* page, ThreadCacheHeader* pcp)
+    /// <summary>True when <paramref name="p"/> starts a live large kmalloc block; <paramref name="head"/> is its head frame.</summary>
+    internal bool IsLargeKmalloc(void* p, out PageFrame* head)
     {
-        CheckLargeKmalloc(p, page);
-        page->FlagsAndZone &= ~(ulong)(uint)PageFlags.LargeKmalloc;
+        head = (nuint)p > 16 ? KmemCache.SlabOf(_memory, p) : null;
+        return head != null && (head->FlagsAndZone & (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)) == (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)
+            && _pages.PageAddress(head) == p;
+    }
+
+    /// <summary>
+    /// Frees a checked large kmalloc block, through the calling thread's page lists <paramref name="pcp"/> when given;
+    /// when the page allocator refuses it (a corrupted tail) the block stays a large kmalloc and the exception names <paramref name="p"/>.
+    /// </summary>
+    internal void FreeLargeKmalloc(void* p, PageFrame* head, ThreadCacheHeader* pcp)
+    {
+        head->FlagsAndZone &= ~(ulong)(uint)PageFlags.LargeKmalloc;
         try
         {
-            if (pcp != null) _pages.FreeCompoundThrough(pcp, page, page->Order);
-            else _pages.FreePages(page, page->Order);
+            if (pcp != null) _pages.FreeCompoundThrough(pcp, head, head->Order);
+            else _pages.FreePages(head, head->Order);
         }
-        catch
+        catch (BadPageException e)
         {
-            page->FlagsAndZone |= (uint)PageFlags.LargeKmalloc; // refused (a corrupted tail): the block stays as it was
-            throw;
+            head->FlagsAndZone |= (uint)PageFlags.LargeKmalloc;
+            throw new BadPageException($"kfree: 0x{(nuint)p:x}: {e.Message}", e.Pfn, e.PageState, (nuint)p);
         }
     }
 

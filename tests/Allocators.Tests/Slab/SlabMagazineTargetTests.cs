@@ -232,6 +232,4 @@ public unsafe class SlabMagazineTargetTests
         Assert.Empty(cache.Validate());
         AssertEmptiedBackToBaseline(sys, cache, baseline);
     }
-
-    private static void RunOnNewThread(Action body) => RunWithDeadline("magazine target worker", body, () => { });
 }

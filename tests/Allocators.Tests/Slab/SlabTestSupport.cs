@@ -89,6 +89,9 @@ internal static unsafe class SlabTestSupport
         }
     }
 
+    /// <summary>Runs <paramref name="body"/> on a fresh thread (its own thread caches) with a deadline, rethrowing its failure here.</summary>
+    public static void RunOnNewThread(Action body) => RunWithDeadline("worker thread", body, () => { });
+
     /// <summary>
     /// Fills an object with a pattern derived from <paramref name="stamp"/>: byte i depends on byte (i mod 8) of the
     /// stamp and on i, so every prefix of a pattern is the pattern of a shorter object (krealloc keeps prefixes).

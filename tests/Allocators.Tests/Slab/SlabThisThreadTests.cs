@@ -138,6 +138,7 @@ public unsafe class SlabThisThreadTests
         string buddyinfo = sys.Pages.BuddyInfo();
         var corrupted = Assert.Throws<BadPageException>(() => sys.Slab.ThisThread().Kfree(p));
         Assert.Contains($"0x{last->Pfn:x}", corrupted.Message);
+        Assert.Contains($"kfree: 0x{(nuint)p:x}", corrupted.Message);
         Assert.True(head->Has(PageFlags.LargeKmalloc) && head->Has(PageFlags.Head) && head->Has(PageFlags.Allocated));
         for (int i = 1; i < (1 << order) - 1; i++)
             Assert.True((head + i)->Has(PageFlags.Tail) && (head + i)->Private == (nuint)head, $"tail {i}");
@@ -148,6 +149,33 @@ public unsafe class SlabThisThreadTests
         k.Kfree(p);
         Assert.Throws<BadPageException>(() => sys.Slab.ThisThread().Kfree(p)); // freed already
         AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
+    public void ARefusedKfreeThroughTheHandleDoesNotEvenRegisterTheThread()
+    {
+        using var sys = NewSystem();
+        byte* outside = (byte*)System.Runtime.InteropServices.NativeMemory.Alloc(64);
+        try
+        {
+            int threadsBefore = 0, threadsAfter = 0;
+            Exception? refused = null;
+            var worker = new Thread(() =>
+            {
+                threadsBefore = sys.Pages.PcpThreadCount;
+                refused = Record.Exception(() => sys.Slab.ThisThread().Kfree(outside));
+                threadsAfter = sys.Pages.PcpThreadCount;
+            });
+            worker.Start();
+            worker.Join();
+            Assert.IsType<MemoryCorruptionException>(refused);
+            Assert.Contains($"0x{(nuint)outside:x}", refused!.Message);
+            Assert.Equal(threadsBefore, threadsAfter); // the thread's page lists were not created for a free that changes nothing
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.Free(outside);
+        }
     }
 
     [Fact]
