@@ -15,27 +15,38 @@ public sealed unsafe partial class PageAllocator
     /// Drops a reference to a block of 2^<paramref name="order"/> pages and frees it when it was the last (__free_pages).
     /// Throws <see cref="BadPageException"/> (changing nothing) when the page is not a live allocation of that order.
     /// </summary>
-    public void FreePages(PageFrame* page, int order)
+    public void FreePages(PageFrame* page, int order) => FreePages(page, order, null);
+
+    /// <summary>
+    /// <see cref="FreePages(PageFrame*, int)"/> with the calling thread's per-thread lists known in advance
+    /// (<paramref name="cache"/>, from <see cref="ThisThreadCache"/>), or looked up when null.
+    /// </summary>
+    internal void FreePages(PageFrame* page, int order, ThreadCacheHeader* cache)
     {
         if (page == null) throw new ArgumentNullException(nameof(page));
         if (!_memory.IsValidFrame(page)) ThrowBadFree(page, order, "free_pages");
-        FreeKnownFrame(page, order);
+        FreeKnownFrame(page, order, cache);
     }
 
-    /// <summary>The rest of <see cref="FreePages(PageFrame*, int)"/> for a frame known to belong to the arena.</summary>
-    private void FreeKnownFrame(PageFrame* page, int order)
+    /// <summary>The rest of <see cref="FreePages(PageFrame*, int, ThreadCacheHeader*)"/> for a frame known to belong to the arena.</summary>
+    private void FreeKnownFrame(PageFrame* page, int order, ThreadCacheHeader* cache = null)
     {
         if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order)
             ThrowBadFree(page, order, "free_pages");
-        if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
         int refs = page->RefCount;
-        if (refs != 1)
+        if (refs == 1)
         {
+            // The last reference: a compound block's tails are checked and cleared in one pass (ReleaseCompound).
+            if (page->Has(PageFlags.Head)) ReleaseCompound(page, order);
+        }
+        else
+        {
+            if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
             if (refs <= 0) ThrowBadFree(page, order, "free_pages");
             if (Interlocked.Decrement(ref page->RefCount) != 0) return;
         }
         page->RefCount = 0;
-        FreePagesPrepared(page, order);
+        FreePagesPrepared(page, order, cache);
     }
 
     /// <summary>Frees the block that starts at <paramref name="address"/> (free_pages with an address).</summary>
@@ -53,12 +64,12 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>Returns a block whose last reference is gone; its state was validated.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FreePagesPrepared(PageFrame* page, int order)
+    private void FreePagesPrepared(PageFrame* page, int order, ThreadCacheHeader* cache)
     {
         if (page->Has(PageFlags.Head)) ClearCompound(page, order);
         if (order <= PcpMaxOrder)
         {
-            ThreadCacheHeader* cache = _pcp.Current;
+            if (cache == null) cache = _pcp.Current;
             if (cache != null && FreeToPcp(cache, PcpLists(cache), Counters(cache), page, order)) return;
         }
         FreeToZone(page, order);
@@ -108,32 +119,7 @@ public sealed unsafe partial class PageAllocator
             if (FreeToPcp(cache, lists, counters, page, flags, order)) return;
             page->RefCount = 1;
         }
-        else if ((flags & (uint)PageFlags.Head) != 0)
-        {
-            FreeCompoundThrough(cache, page, order);
-            return;
-        }
-        FreePages(page, order);
-    }
-
-    /// <summary>
-    /// <see cref="FreePages(PageFrame*, int)"/> of a compound block through the calling thread's cache known in advance
-    /// (a <see cref="PageAllocatorThread"/>, or a large kmalloc freed through a <c>KmallocThread</c>): the same
-    /// validation, the tails checked and cleared in one pass, then the thread's list; anything but a plain
-    /// single-reference compound block of order 0..3 goes the general way.
-    /// </summary>
-    internal void FreeCompoundThrough(ThreadCacheHeader* cache, PageFrame* page, int order)
-    {
-        if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)
-            && (page->FlagsAndZone & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)(PageFlags.Allocated | PageFlags.Head)
-            && page->Order == order && *(ulong*)&page->RefCount == 1) // one reference, not mapped
-        {
-            ReleaseCompound(page, order);
-            page->RefCount = 0;
-            if (!FreeToPcp(cache, PcpLists(cache), Counters(cache), page, order)) FreeToZone(page, order);
-            return;
-        }
-        FreePages(page, order);
+        FreeKnownFrame(page, order, cache); // compound, shared or misused: the general path, through this thread's lists
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

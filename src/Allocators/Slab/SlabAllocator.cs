@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -235,7 +236,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             if (!KmemCache.FreeFast(_memory, d, page, p)) KmemCache.FromData(d).FreeSlowPath(page, p);
             return;
         }
-        CheckLargeKmalloc(p, page);
+        if (!IsLargeKmallocStart(p, page)) ThrowBadKfree(p, page);
         FreeLargeKmalloc(p, page, null);
     }
 
@@ -243,9 +244,13 @@ public sealed unsafe class SlabAllocator : IDisposable
     internal bool IsLargeKmalloc(void* p, out PageFrame* head)
     {
         head = (nuint)p > 16 ? KmemCache.SlabOf(_memory, p) : null;
-        return head != null && (head->FlagsAndZone & (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)) == (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)
-            && _pages.PageAddress(head) == p;
+        return IsLargeKmallocStart(p, head);
     }
+
+    /// <summary>True when <paramref name="page"/> (the head frame of the page holding <paramref name="p"/>, or null) is a live large kmalloc block starting at <paramref name="p"/>.</summary>
+    private bool IsLargeKmallocStart(void* p, PageFrame* page)
+        => page != null && (page->FlagsAndZone & (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)) == (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)
+            && _pages.PageAddress(page) == p;
 
     /// <summary>
     /// Frees a checked large kmalloc block, through the calling thread's page lists <paramref name="pcp"/> when given;
@@ -256,8 +261,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         head->FlagsAndZone &= ~(ulong)(uint)PageFlags.LargeKmalloc;
         try
         {
-            if (pcp != null) _pages.FreeCompoundThrough(pcp, head, head->Order);
-            else _pages.FreePages(head, head->Order);
+            _pages.FreePages(head, head->Order, pcp);
         }
         catch (BadPageException e)
         {
@@ -266,17 +270,18 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
     }
 
-    /// <summary>Throws, naming <paramref name="p"/>, unless it is the start of a live large kmalloc block whose head frame is <paramref name="page"/>.</summary>
-    private void CheckLargeKmalloc(void* p, PageFrame* page)
+    /// <summary>Throws, naming <paramref name="p"/> and what is wrong with it, for a kfree of what is not the start of a live large kmalloc block.</summary>
+    [DoesNotReturn]
+    private void ThrowBadKfree(void* p, PageFrame* page)
     {
         if (page == null)
             throw new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p);
         if ((page->FlagsAndZone & (uint)PageFlags.LargeKmalloc) == 0 || !page->Has(PageFlags.Allocated))
             throw new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
                 page->Pfn, page->Describe(), (nuint)p);
-        if (_pages.PageAddress(page) != p)
-            throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
-                page->Pfn, page->Describe(), (nuint)p);
+        // A live large kmalloc that does not start at p (the caller knows it is not one that does).
+        throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+            page->Pfn, page->Describe(), (nuint)p);
     }
 
     /// <summary>Frees every non-zero pointer of <paramref name="pointers"/> (kfree_bulk).</summary>
