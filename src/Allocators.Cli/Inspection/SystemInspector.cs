@@ -99,7 +99,8 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             long active = 0, total = 0, slabs = 0;
             foreach (var n in c.Nodes)
             {
-                active += n.InUseObjects;
+                // As the process counts them: objects of the node's partial slabs' free and remote lists are free.
+                active += n.TotalObjects - n.FreeObjects - RemoteFreesOnPartialList((ulong)n.Partial);
                 total += n.TotalObjects;
                 slabs += n.NrSlabs;
             }
@@ -204,6 +205,20 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             n = (ulong)area.Right;
         }
         return sb.ToString();
+    }
+
+    /// <summary>Objects on the remote lists of the slabs of a node's partial list (never more than the list's implausible-length limit).</summary>
+    private long RemoteFreesOnPartialList(ulong head)
+    {
+        long remote = 0;
+        int walked = 0;
+        for (ulong slab = head; slab != 0 && walked++ < MaxSlabsWalked;)
+        {
+            var frame = reader.Read<PageFrame>(slab);
+            remote += SlabPage.RemoteCount((long)frame.Data1);
+            slab = (ulong)frame.Next;
+        }
+        return remote;
     }
 
     private sealed record TargetCache(ulong Address, KmemCacheData Data, string Name, KmemCacheNode[] Nodes);

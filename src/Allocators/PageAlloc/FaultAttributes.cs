@@ -22,7 +22,12 @@ public sealed class FaultAttributes
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(value, 0);
             ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 100);
-            lock (_lock) { _probability = value; _enabled = value > 0 && _times != 0; }
+            lock (_lock)
+            {
+                _probability = value;
+                _enabled = value > 0 && _times != 0;
+            }
+            Changed?.Invoke();
         }
     }
 
@@ -33,7 +38,15 @@ public sealed class FaultAttributes
     public int Times
     {
         get => _times;
-        set { lock (_lock) { _times = value; _enabled = _probability > 0 && value != 0; } }
+        set
+        {
+            lock (_lock)
+            {
+                _times = value;
+                _enabled = _probability > 0 && value != 0;
+            }
+            Changed?.Invoke();
+        }
     }
 
     /// <summary>Bytes of allocations to let through before failures start.</summary>
@@ -54,6 +67,10 @@ public sealed class FaultAttributes
 
     internal bool Enabled => _enabled;
 
+    /// <summary>Raised after <see cref="Enabled"/> may have changed (layers that cache it on their fast paths refresh it).</summary>
+    internal event Action? Changed;
+
+
     internal bool ShouldFail(long size, int order, Gfp gfp)
     {
         if ((gfp & Gfp.NoFail) != 0 || order < MinOrder) return false;
@@ -64,9 +81,11 @@ public sealed class FaultAttributes
             if (Space > size) { Space -= size; return false; }
             if (Interval > 1 && ++_count % Interval != 0) return false;
             if (_probability <= _random.Next(100)) return false;
-            if (_times > 0 && --_times == 0) _enabled = false;
             _injected++;
-            return true;
+            if (_times > 0 && --_times == 0) _enabled = false;
+            else return true;
         }
+        Changed?.Invoke();
+        return true;
     }
 }

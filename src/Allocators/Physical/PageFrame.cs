@@ -22,6 +22,9 @@ public unsafe struct PageFrame
     /// <summary>log2 of <see cref="PageSize"/>.</summary>
     public const int PageShift = 12;
 
+    /// <summary>log2 of the size of a frame (64 bytes).</summary>
+    internal const int SizeShift = 6;
+
     /// <summary>Page flags (low 32 bits) and the zone id (bits 48..55).</summary>
     public ulong FlagsAndZone;
 

@@ -1,5 +1,7 @@
+using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
+using Allocators.Threading;
 
 namespace Allocators.Slab;
 
@@ -7,11 +9,31 @@ public sealed unsafe partial class KmemCache
 {
     internal void* AllocSlowPath(Gfp gfp, int node, int requestedSize) => AllocSlow(gfp, node, requestedSize);
 
-    internal void FreeSlowPath(PageFrame* slab, void* obj) => FreeSlow(slab, obj);
+    internal void FreeSlowPath(PageFrame* slab, void* obj) => FreeChecked(slab, obj);
 
-    internal void CheckKmallocPointer(PageFrame* slab, void* obj)
+    internal void FreeSlowPath(void* obj) => FreeSlow(obj);
+
+    /// <summary>The calling thread's entry for this cache, set up (for handles).</summary>
+    internal SlabCpu* EntryFor(SlabThreadContext* ctx)
+    {
+        if (_d->FastPath == 0) return SlabCpu.Refusing;
+        if (!ThreadCacheHeader.TryEnter(&ctx->Header)) return SlabCpu.Refusing;
+        try
+        {
+            return EntryOf(ctx);
+        }
+        finally
+        {
+            ThreadCacheHeader.Exit(&ctx->Header);
+        }
+    }
+
+    /// <summary>Refuses a pointer into a slab of this cache that is not a live object's start (krealloc, ksize).</summary>
+    internal void CheckLiveObject(PageFrame* slab, void* obj, string function)
     {
         if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
+        if (_d->FastPath == 0 ? OnFreelist(slab, obj) : LooksFree(_d, FreePointerAddress(_d, obj), (nuint)ObjectAt(slab, 0)))
+            throw new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj);
     }
 
     /// <summary>
@@ -50,13 +72,4 @@ public sealed unsafe partial class KmemCache
         return slab != null && slab->Has(PageFlags.Slab) && slab->Private == (nuint)_d && ObjectIndex(slab, obj) >= 0;
     }
 
-    /// <summary>Drops per-thread state when the whole slab layer goes away with its arena.</summary>
-    internal void Abandon()
-    {
-        if (_destroyed) return;
-        _destroyed = true;
-        _registry?.Dispose();
-        FlushDepot();
-        if (_handle.IsAllocated) _handle.Free();
-    }
 }

@@ -51,12 +51,12 @@ public sealed unsafe partial class KmemCache
         if (_d->TrackOffset >= 0) SetTrack(obj, 0, site);
     }
 
-    /// <summary>Frees an object of a debug cache with full checks (free_debug_processing).</summary>
+    /// <summary>Frees an object of a debug cache with full checks (free_debug_processing), under the node lock.</summary>
     private void FreeDebug(PageFrame* slab, void* obj)
     {
         int site = _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
-        PageFrame* gone;
+        PageFrame* gone = null;
         NativeSpinLock.Acquire(&n->ListLock);
         try
         {
@@ -64,7 +64,35 @@ public sealed unsafe partial class KmemCache
             CheckObject(slab, obj, active: true);
             if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
             InitObject(obj, active: false);
-            gone = FreeToSlab(n, slab, obj);
+            bool wasFull = SlabPage.FreeCount(slab) == 0;
+            SetFreePointer(obj, SlabPage.Freelist(slab));
+            SlabPage.SetFreelist(slab, obj);
+            int free = SlabPage.FreeCount(slab) + 1;
+            SlabPage.SetFreeCount(slab, free);
+            n->FreeObjects++;
+            if (wasFull)
+            {
+                SlabPage.Remove(&n->Full, slab);
+                n->NrFull--;
+                SlabPage.Push(&n->Partial, slab);
+                n->NrPartial++;
+            }
+            if (free == _d->Objects)
+            {
+                SlabPage.Remove(&n->Partial, slab);
+                n->NrPartial--;
+                if (NodeHasEnoughPartial(n))
+                {
+                    n->FreeObjects -= free;
+                    UncountSlab(n, slab, _d->Objects);
+                    gone = slab;
+                }
+                else
+                {
+                    SlabPage.Push(&n->Partial, slab);
+                    n->NrPartial++;
+                }
+            }
         }
         finally
         {
@@ -79,7 +107,7 @@ public sealed unsafe partial class KmemCache
         for (int i = 0; p != null && i < _d->Objects; i++)
         {
             if (p == obj) return true;
-            void* next = GetFreePointer(_d, p);
+            void* next = GetFreePointer(p);
             if (next != null && ObjectIndex(slab, next) < 0) return false;
             p = next;
         }
@@ -174,7 +202,7 @@ public sealed unsafe partial class KmemCache
             AppendTrack(text, "Freed", (Track*)((byte*)obj + _d->TrackOffset) + 1);
         }
         text.Append(CultureInfo.InvariantCulture,
-            $"Slab 0x{(nuint)slab:x} pfn=0x{slab->Pfn:x} objects={_d->Objects} used={SlabPage.InUse(slab)} fp=0x{(nuint)SlabPage.Freelist(slab):x} flags=[{slab->Flags}]\n");
+            $"Slab 0x{(nuint)slab:x} pfn=0x{slab->Pfn:x} objects={_d->Objects} free={SlabPage.FreeCount(slab)} {SlabPage.Describe(SlabPage.ReadState(slab))} fp=0x{(nuint)SlabPage.Freelist(slab):x} flags=[{slab->Flags}]\n");
         text.Append(CultureInfo.InvariantCulture, $"Object 0x{(nuint)obj:x}:");
         int dump = Math.Min(16, _d->ObjectSize);
         for (int i = 0; i < dump; i++) text.Append(CultureInfo.InvariantCulture, $" {((byte*)obj)[i]:x2}");

@@ -10,14 +10,16 @@ namespace Allocators.Slab;
 public sealed unsafe partial class KmemCache
 {
     /// <summary>
-    /// Walks every slab (validate_slab_cache): follows each free list without ever following a corrupted pointer,
-    /// checks counts and, for debug caches, the red zones and poison of every object. Every problem is reported
-    /// (and counted) and repaired like the kernel does, so a second call finds nothing.
+    /// Walks every slab (validate_slab_cache): first every thread's slabs of this cache go back to their nodes (a
+    /// drain), then each slab on a node list has its free list and remote list followed without ever following a
+    /// corrupted pointer, its counts checked and, for debug caches, every object's red zones and poison. Every problem is
+    /// reported (and counted) and repaired like the kernel does, so a second call finds nothing.
     /// </summary>
     /// <returns>The problems found by this call.</returns>
     public IReadOnlyList<SlabReport> Validate()
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
+        if (_d->FastPath != 0) SlabCpus.DrainIndex(_d->CpuIndex);
         int before;
         lock (_reports) before = _reports.Count;
         var free = new bool[_d->Objects];
@@ -43,6 +45,7 @@ public sealed unsafe partial class KmemCache
     private void ValidateSlab(KmemCacheNode* n, PageFrame* slab, bool[] free)
     {
         Array.Clear(free);
+        CollectRemoteLocked(n, slab);
         int count = 0;
         void* prev = null;
         void* p = SlabPage.Freelist(slab);
@@ -59,55 +62,82 @@ public sealed unsafe partial class KmemCache
                 else
                 {
                     RecordFreelistCorruption(slab, prev, p);
-                    SetFreePointer(_d, prev, null);
+                    SetFreePointer(prev, null);
                 }
                 break;
             }
             free[index] = true;
             count++;
             prev = p;
-            p = GetFreePointer(_d, p);
+            p = GetFreePointer(p);
         }
 
-        int expected = _d->Objects - count;
-        int recorded = SlabPage.InUse(slab);
-        if (recorded != expected)
+        int recorded = SlabPage.FreeCount(slab);
+        if (recorded != count)
         {
             var text = new StringBuilder();
             AppendHeader(text, "Wrong object count");
-            text.Append(CultureInfo.InvariantCulture, $"Wrong object count. Counter is {recorded} but counted were {expected}\n");
+            text.Append(CultureInfo.InvariantCulture, $"Wrong object count. Counter is {_d->Objects - recorded} but counted were {_d->Objects - count}\n");
             text.Append(CultureInfo.InvariantCulture, $"FIX {Name}: Object count adjusted\n");
             Record(new SlabReport(Name, "Wrong object count", (nuint)SlabBase(slab), text.ToString()));
-            n->InUseObjects += expected - recorded;
-            SlabPage.SetInUse(slab, expected);
+            n->FreeObjects += count - recorded;
+            SlabPage.SetFreeCount(slab, count);
         }
-        int list = SlabPage.List(slab);
-        if (count == 0 && list == SlabPage.ListPartial) MoveToFull(n, slab);
-        else if (count > 0 && list == SlabPage.ListFull) MoveToPartial(n, slab);
+        bool onFull = _d->FastPath == 0 && recorded == 0;
+        if (count == 0 && !onFull)
+        {
+            SlabPage.Remove(&n->Partial, slab);
+            n->NrPartial--;
+            if (_d->FastPath == 0)
+            {
+                SlabPage.Push(&n->Full, slab);
+                n->NrFull++;
+            }
+            else
+            {
+                Volatile.Write(ref SlabPage.State(slab), SlabPage.MakeState(0, false, 0, 0));
+            }
+        }
+        else if (count > 0 && onFull)
+        {
+            SlabPage.Remove(&n->Full, slab);
+            n->NrFull--;
+            SlabPage.Push(&n->Partial, slab);
+            n->NrPartial++;
+        }
 
         if ((_d->Flags & (int)(SlabFlags.RedZone | SlabFlags.Poison)) == 0) return;
         for (int i = 0; i < _d->Objects; i++) CheckObject(slab, ObjectAt(slab, i), active: !free[i]);
     }
 
     /// <summary>
-    /// Gives back everything cached (kmem_cache_shrink): every thread's magazines and the depot go back to the slabs,
-    /// and every empty slab goes back to the page allocator. Returns the pages freed.
+    /// Gives back everything cached (kmem_cache_shrink): every thread's slabs of this cache go back to their nodes, and
+    /// every empty slab goes back to the page allocator. Returns the pages freed.
     /// </summary>
     public long Shrink()
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
-        _registry?.DrainAll();
-        FlushDepot();
+        if (_d->FastPath != 0) SlabCpus.DrainIndex(_d->CpuIndex);
         return DiscardEmptySlabs();
     }
 
-    /// <summary>Objects handed out and not freed (magazines included until <see cref="Shrink"/>).</summary>
+    /// <summary>
+    /// Objects handed out and not freed, counting every object of a slab a thread owns as in use (as SLUB counts a CPU
+    /// slab's): exact after <see cref="Shrink"/>.
+    /// </summary>
     public long ActiveObjects
     {
         get
         {
             long sum = 0;
-            for (int i = 0; i < _d->NodeCount; i++) sum += Volatile.Read(ref _d->Nodes[i].InUseObjects);
+            for (int i = 0; i < _d->NodeCount; i++)
+            {
+                KmemCacheNode* n = _d->Nodes + i;
+                NativeSpinLock.Acquire(&n->ListLock);
+                sum += n->TotalObjects - n->FreeObjects;
+                for (PageFrame* s = n->Partial; s != null; s = s->Next) sum -= SlabPage.RemoteCount(SlabPage.ReadState(s));
+                NativeSpinLock.Release(&n->ListLock);
+            }
             return sum;
         }
     }
@@ -117,33 +147,38 @@ public sealed unsafe partial class KmemCache
     {
         get
         {
-            long allocFast, freeFast, refill, flush, allocSlow, freeSlow;
-            lock (_retired)
+            long allocFast = Interlocked.Read(ref _d->RetiredAllocFastPath), freeFast = Interlocked.Read(ref _d->RetiredFreeFastPath);
+            long refill = Interlocked.Read(ref _d->RetiredRefills), flush = Interlocked.Read(ref _d->RetiredFlushes);
+            long remote = Interlocked.Read(ref _d->RetiredRemoteFrees), claims = Interlocked.Read(ref _d->RetiredClaims);
+            long allocSlow = 0, freeSlow = 0;
+            long key = _d->LiveKey;
+            if (_d->FastPath != 0 && !_destroyed)
             {
-                allocFast = _retired[0]; freeFast = _retired[1]; refill = _retired[2]; flush = _retired[3];
-                allocSlow = _retired[4]; freeSlow = _retired[5];
+                SlabCpus.ForEachEntry(_d->CpuIndex, p =>
+                {
+                    var c = (SlabCpu*)p;
+                    if (c->Key != key) return;
+                    allocFast += c->AllocFastPath;
+                    freeFast += c->FreeFastPath;
+                    allocSlow += c->AllocSlowPath;
+                    freeSlow += c->FreeSlowPath;
+                    refill += c->Refills;
+                    flush += c->Flushes;
+                    remote += c->RemoteFrees;
+                    claims += c->Claims;
+                });
             }
-            _registry?.ForEach(p =>
-            {
-                var mc = (MagazineCache*)p;
-                allocFast += mc->AllocFastPath;
-                freeFast += mc->FreeFastPath;
-                refill += mc->Refills;
-                flush += mc->Flushes;
-                allocSlow += mc->AllocSlowPath;
-                freeSlow += mc->FreeSlowPath;
-            });
             allocSlow += Interlocked.Read(ref _d->AllocSlowPath);
             freeSlow += Interlocked.Read(ref _d->FreeSlowPath);
             long total = 0, slabs = 0, partial = 0;
             for (int i = 0; i < _d->NodeCount; i++)
             {
-                total += _d->Nodes[i].TotalObjects;
-                slabs += _d->Nodes[i].NrSlabs;
-                partial += _d->Nodes[i].NrPartial;
+                total += Volatile.Read(ref _d->Nodes[i].TotalObjects);
+                slabs += Volatile.Read(ref _d->Nodes[i].NrSlabs);
+                partial += Volatile.Read(ref _d->Nodes[i].NrPartial);
             }
             return new KmemCacheStats(allocFast, allocSlow, freeFast, freeSlow,
-                refill, flush, _d->DepotExchanges, Interlocked.Read(ref _d->SlabsAllocated), Interlocked.Read(ref _d->SlabsFreed),
+                refill, flush, remote, claims, Interlocked.Read(ref _d->SlabsAllocated), Interlocked.Read(ref _d->SlabsFreed),
                 Interlocked.Read(ref _d->AllocFailures), CorruptionsFound, ActiveObjects, total, slabs, partial);
         }
     }
@@ -155,6 +190,51 @@ public sealed unsafe partial class KmemCache
         int pagesPerSlab = 1 << _d->Order;
         return string.Create(CultureInfo.InvariantCulture,
             $"{Name,-17} {s.ActiveObjects,6} {s.TotalObjects,6} {_d->Size,6} {_d->Objects,4} {pagesPerSlab,4} : tunables {0,4} {0,4} {0,4} : slabdata {s.Slabs,6} {s.Slabs,6} {0,6}");
+    }
+
+    /// <summary>
+    /// Checks the cache's books against its slabs (debug builds; the tests call it after their runs): every node's
+    /// counters against its lists, and every slab of the arena against where it is. Only while nothing else runs.
+    /// </summary>
+    internal void CheckConsistency()
+    {
+        long slabsSeen = 0;
+        ForEachSlab(p =>
+        {
+            var slab = (PageFrame*)p;
+            long state = SlabPage.ReadState(slab);
+            int free = SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state);
+            if (free < 0 || free > _d->Objects) throw new InvalidOperationException($"{Name}: slab pfn 0x{slab->Pfn:x} has {free} free objects of {_d->Objects}");
+            if (SlabPage.Owner(state) == 0 && !SlabPage.OnNode(state) && free != 0)
+                throw new InvalidOperationException($"{Name}: floating slab pfn 0x{slab->Pfn:x} has {free} free objects");
+            slabsSeen++;
+        });
+        long nodeSlabs = 0;
+        for (int i = 0; i < _d->NodeCount; i++)
+        {
+            KmemCacheNode* n = _d->Nodes + i;
+            NativeSpinLock.Acquire(&n->ListLock);
+            try
+            {
+                long partial = 0, full = 0, freeObjects = 0;
+                for (PageFrame* s = n->Partial; s != null; s = s->Next)
+                {
+                    partial++;
+                    freeObjects += SlabPage.FreeCount(s);
+                    if (!SlabPage.OnNode(SlabPage.ReadState(s))) throw new InvalidOperationException($"{Name}: partial slab pfn 0x{s->Pfn:x} is not marked on-node");
+                }
+                for (PageFrame* s = n->Full; s != null; s = s->Next) full++;
+                if (partial != n->NrPartial || full != n->NrFull || freeObjects != n->FreeObjects || n->TotalObjects != n->NrSlabs * _d->Objects)
+                    throw new InvalidOperationException(
+                        $"{Name}: node {i}: partial {partial} vs {n->NrPartial}, full {full} vs {n->NrFull}, free {freeObjects} vs {n->FreeObjects}, total {n->TotalObjects} vs {n->NrSlabs} x {_d->Objects}");
+                nodeSlabs += n->NrSlabs;
+            }
+            finally
+            {
+                NativeSpinLock.Release(&n->ListLock);
+            }
+        }
+        if (nodeSlabs != slabsSeen) throw new InvalidOperationException($"{Name}: the nodes count {nodeSlabs} slabs, the arena holds {slabsSeen}");
     }
 
     /// <summary>
@@ -172,52 +252,86 @@ public sealed unsafe partial class KmemCache
             AppendHeader(text, "Objects remaining on __kmem_cache_shutdown()");
             text.Append(CultureInfo.InvariantCulture, $"{live} object(s) still allocated in {Name}\n");
             int listed = 0;
-            for (int i = 0; i < _d->NodeCount && listed < 16; i++)
+            var free = new bool[_d->Objects];
+            ForEachSlab(p =>
             {
-                KmemCacheNode* n = _d->Nodes + i;
+                var s = (PageFrame*)p;
+                if (listed >= 16) return;
+                KmemCacheNode* n = NodeOf(s);
                 NativeSpinLock.Acquire(&n->ListLock);
-                var free = new bool[_d->Objects];
-                for (int list = 0; list < 2; list++)
+                Array.Clear(free);
+                for (void* q = SlabPage.Freelist(s); q != null;)
                 {
-                    for (PageFrame* s = list == 0 ? n->Partial : n->Full; s != null && listed < 16; s = s->Next)
-                    {
-                        Array.Clear(free);
-                        for (void* p = SlabPage.Freelist(s); p != null;)
-                        {
-                            int idx = ObjectIndex(s, p);
-                            if (idx < 0 || free[idx]) break;
-                            free[idx] = true;
-                            p = GetFreePointer(_d, p);
-                        }
-                        for (int o = 0; o < _d->Objects && listed < 16; o++)
-                        {
-                            if (free[o]) continue;
-                            void* obj = ObjectAt(s, o);
-                            string? site = AllocationSite(obj);
-                            text.Append(CultureInfo.InvariantCulture,
-                                $"Object 0x{(nuint)obj:x} @offset={(nuint)obj - (nuint)SlabBase(s)}{(site is null ? "" : " allocated in " + site)}\n");
-                            listed++;
-                        }
-                    }
+                    int idx = ObjectIndex(s, q);
+                    if (idx < 0 || free[idx]) break;
+                    free[idx] = true;
+                    q = GetFreePointer(q);
                 }
                 NativeSpinLock.Release(&n->ListLock);
-            }
+                for (int o = 0; o < _d->Objects && listed < 16; o++)
+                {
+                    if (free[o]) continue;
+                    void* obj = ObjectAt(s, o);
+                    string? site = AllocationSite(obj);
+                    text.Append(CultureInfo.InvariantCulture,
+                        $"Object 0x{(nuint)obj:x} @offset={(nuint)obj - (nuint)SlabBase(s)}{(site is null ? "" : " allocated in " + site)}\n");
+                    listed++;
+                }
+            });
             var report = new SlabReport(Name, "Objects remaining on __kmem_cache_shutdown()", 0, text.ToString());
             Record(report);
             throw new InvalidOperationException($"kmem_cache_destroy {Name}: Slab cache still has objects\n{report.Text}");
         }
-        _destroyed = true;
-        _registry?.Dispose();
-        FlushDepot();
+        Close();
         DiscardEmptySlabs();
         _owner.Remove(this);
         NativeMemory.AlignedFree(_d->Nodes);
-        NativeMemory.Free(_d->OwnedFull);
-        _d->OwnedFull = null;
-        _d->OwnedCapacity = 0;
-        _handle.Free();
-        // The small native record itself stays: this object's properties still read it after destruction.
+        _d->Nodes = null;
+        _d->NodeCount = 0;
+        // The small native record itself stays: this object's properties (and a stale fast path) still read it.
     }
+
+    /// <summary>
+    /// Closes the cache to every thread: the fast paths stop serving it (its key goes to 0), then every thread's entry
+    /// for it is flushed and made fresh, with in-flight operations waited for, and its index is given back.
+    /// </summary>
+    private void Close()
+    {
+        Shut();
+        if (_d->FastPath != 0) SlabCpus.RetireIndices([_d->CpuIndex], flush: true);
+        ReleaseIndex();
+    }
+
+    /// <summary>Sets the key the fast paths compare: live unless destroyed, a debug cache, or fault injection is on.</summary>
+    internal void Rekey()
+    {
+        if (_destroyed || _d->FastPath == 0) return;
+        bool off = _owner.FailslabActive;
+        Volatile.Write(ref _d->Key, off ? 0 : _d->LiveKey);
+        // Every thread's objects and slabs of this cache go back to the nodes, so no fast path serves it from here on.
+        if (off) SlabCpus.DrainIndex(_d->CpuIndex);
+    }
+
+    /// <summary>Stops every new operation on the cache: the slow paths throw, the fast paths decline.</summary>
+    internal void Shut()
+    {
+        _destroyed = true;
+        Volatile.Write(ref _d->Key, 0);
+    }
+
+    /// <summary>Gives back the cache's index (once every thread's entry for it is fresh) and its handle.</summary>
+    internal void ReleaseIndex()
+    {
+        if (_ownsIndex) SlabCpus.FreeIndices(_d->CpuIndex, 1);
+        if (_handle.IsAllocated)
+        {
+            _d->Handle = 0;
+            _handle.Free();
+        }
+    }
+
+    /// <summary>This cache's index in the thread contexts.</summary>
+    internal int CpuIndex => _d->CpuIndex;
 
     /// <summary>Same as <see cref="Destroy"/>.</summary>
     public void Dispose() => Destroy();

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.PageAlloc;
@@ -10,24 +9,16 @@ namespace Allocators.Slab;
 
 public sealed unsafe partial class KmemCache
 {
-    // The slab layer: per-node partial/full lists under the node's list lock.
+    // The node side: slabs from and back to the page allocator, the node lists under their locks, and the paths that
+    // use them directly (debug caches, node-bound allocations, a thread whose context a drainer holds).
 
+    /// <summary>The head frame of the page that holds <paramref name="obj"/>, or null outside the arena (virt_to_slab without the type check).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void** FreePointerAddress(KmemCacheData* d, void* obj) => (void**)((byte*)obj + d->Offset);
-
-    /// <summary>Stores the hardened free pointer: next XOR the cache secret XOR the byte-swapped slot address.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetFreePointer(KmemCacheData* d, void* obj, void* next)
+    internal static PageFrame* SlabOf(PhysicalMemory memory, void* obj)
     {
-        void** location = FreePointerAddress(d, obj);
-        *location = (void*)((ulong)next ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void* GetFreePointer(KmemCacheData* d, void* obj)
-    {
-        void** location = FreePointerAddress(d, obj);
-        return (void*)((ulong)*location ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
+        PageFrame* page = memory.VirtToPage(obj);
+        if (page != null && (page->FlagsAndZone & (uint)PageFlags.Tail) != 0) page = (PageFrame*)page->Private;
+        return page;
     }
 
     private byte* SlabBase(PageFrame* slab) => _memory.PageAddress(slab);
@@ -46,58 +37,21 @@ public sealed unsafe partial class KmemCache
 
     private KmemCacheNode* NodeOf(PageFrame* slab) => _d->Nodes + slab->ZoneId / PageAllocator.ZonesPerNode;
 
-    /// <summary>
-    /// Allocates and formats a new slab and puts it on its node's partial list (allocate_slab). <paramref name="node"/>
-    /// is a preference: the page allocator may fall back to another node. Returns the node the slab went to, or -1.
-    /// </summary>
-    private int GrowSlab(Gfp gfp, int node)
+    /// <summary>Stores a hardened link in <paramref name="obj"/>.</summary>
+    private void SetFreePointer(void* obj, void* next)
     {
-        PageFrame* slab = NewSlab(gfp, node, reserved: 0);
-        return slab == null ? -1 : PublishSlab(slab, reserved: 0, owner: 0);
+        void** location = FreePointerAddress(_d, obj);
+        *location = EncodeFreePointer(_d, location, next);
     }
 
-    /// <summary>
-    /// Grows a slab for a thread whose magazines and partial slabs are out of objects: its first objects (the
-    /// thread's refill target) go straight into the thread's loaded magazine, never linked into the slab's free list,
-    /// so neither formatting the slab nor the refill reads or writes them (a burst of allocations that grows slab after
-    /// slab touches each object once, when its user does). Returns the node the slab went to, or -1.
-    /// </summary>
-    private int GrowSlabInto(MagazineCache* mc, Gfp gfp)
-    {
-        Debug.Assert(_d->FastPath != 0, "debug caches have no magazines: their slabs keep every object on the free list");
-        int reserved = Math.Min(mc->Target, _d->Objects);
-        PageFrame* slab = NewSlab(gfp, -1, reserved);
-        if (slab == null) return -1;
-        // Published first, counting the reserved objects in use: whatever happens to them next (the magazine, or back to
-        // the slab when a drainer holds the thread cache) is an ordinary operation on an ordinary slab.
-        int node = PublishSlab(slab, reserved, mc->OwnerId);
-        ThreadCacheHeader* c = &mc->Header;
-        if (ThreadCacheHeader.TryEnter(c))
-        {
-            Magazine* m = mc->Loaded;
-            bool room = m->Count + reserved <= m->Capacity;
-            if (room)
-            {
-                // In the order a refill from the slab's free list would stack them (measured: popping them the other
-                // way round made binary-trees 4-8 % slower).
-                for (int i = 0; i < reserved; i++) m->Objects[m->Count++] = ObjectAt(slab, i);
-                mc->ObjectsIn += reserved;
-                mc->Refills++;
-            }
-            ThreadCacheHeader.Exit(c);
-            if (room) return node;
-        }
-        void** objects = stackalloc void*[reserved];
-        for (int i = 0; i < reserved; i++) objects[i] = ObjectAt(slab, i);
-        FlushToSlabs(objects, reserved);
-        return node;
-    }
+    private void* GetFreePointer(void* obj) => DecodeFreePointer(_d, FreePointerAddress(_d, obj));
 
     /// <summary>
-    /// Allocates a slab's pages and formats it, linking objects <paramref name="reserved"/> and up into its free list;
-    /// the first <paramref name="reserved"/> are left for the caller. Null when out of pages.
+    /// Allocates a slab's pages and formats it (allocate_slab): every object on its own free list, first object first.
+    /// <paramref name="node"/> is a preference: the page allocator may fall back to another node. Null when out of pages.
+    /// The slab is on no list and counted nowhere yet.
     /// </summary>
-    private PageFrame* NewSlab(Gfp gfp, int node, int reserved)
+    private PageFrame* NewSlab(Gfp gfp, int node)
     {
         int order = _d->Order;
         Gfp pageGfp = (gfp & ~(Gfp.Zero | Gfp.Comp)) | (order > 0 ? Gfp.Comp : 0);
@@ -119,337 +73,315 @@ public sealed unsafe partial class KmemCache
                     if (_d->OrigSizeOffset >= 0) *(uint*)((byte*)obj + _d->OrigSizeOffset) = (uint)_d->ObjectSize;
                 }
                 _ctor?.Invoke(obj);
-                if (i < reserved) continue;
-                SetFreePointer(_d, obj, next);
+                SetFreePointer(obj, next);
                 next = obj;
             }
-            slab->FlagsAndZone = (slab->FlagsAndZone & ~SlabPage.KmallocClassMask) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
+            slab->FlagsAndZone = (slab->FlagsAndZone & ~(SlabPage.KmallocClassMask | SlabPage.OnThreadFullList)) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
             slab->Private = (nuint)_d;
             SlabPage.SetFreelist(slab, next);
-            slab->Data1 = 0;
+            SlabPage.SetFreeCount(slab, _d->Objects);
+            SlabPage.State(slab) = 0;
+            slab->Next = slab->Prev = null;
         }
         catch
         {
             _pages.FreePages(slab, order);
             throw;
         }
+        Interlocked.Increment(ref _d->SlabsAllocated);
         return slab;
     }
 
-    /// <summary>
-    /// Puts a new slab on its node's partial list, or the full one when all of its objects are
-    /// <paramref name="reserved"/> for a refill by <paramref name="owner"/>; returns the node.
-    /// </summary>
-    private int PublishSlab(PageFrame* slab, int reserved, int owner)
+    /// <summary>Counts a new slab in its node, owned by the thread context <paramref name="owner"/> (on no node list).</summary>
+    private void AccountNewSlab(PageFrame* slab, int owner)
     {
         KmemCacheNode* n = NodeOf(slab);
         NativeSpinLock.Acquire(&n->ListLock);
-        if (reserved > 0)
-        {
-            SlabPage.NoteRefill(slab, owner);
-            SlabPage.SetInUse(slab, reserved);
-            n->InUseObjects += reserved;
-        }
-        bool full = reserved == _d->Objects;
-        SlabPage.Push(full ? &n->Full : &n->Partial, slab);
-        SlabPage.SetList(slab, full ? SlabPage.ListFull : SlabPage.ListPartial);
-        if (full) n->NrFull++;
-        else n->NrPartial++;
         n->NrSlabs++;
         n->TotalObjects += _d->Objects;
+        Volatile.Write(ref SlabPage.State(slab), SlabPage.MakeState(owner, false, 0, 0));
         NativeSpinLock.Release(&n->ListLock);
-        Interlocked.Increment(ref _d->SlabsAllocated);
+    }
+
+    /// <summary>Counts a new slab in its node and puts it on the node's partial list; returns the node.</summary>
+    private int AddNewSlabToNode(PageFrame* slab)
+    {
+        KmemCacheNode* n = NodeOf(slab);
+        NativeSpinLock.Acquire(&n->ListLock);
+        n->NrSlabs++;
+        n->TotalObjects += _d->Objects;
+        Volatile.Write(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0));
+        SlabPage.Push(&n->Partial, slab);
+        n->NrPartial++;
+        n->FreeObjects += SlabPage.FreeCount(slab);
+        NativeSpinLock.Release(&n->ListLock);
         return (int)(n - _d->Nodes);
     }
 
-    /// <summary>Gives an empty slab back to the page allocator (discard_slab).</summary>
+    /// <summary>Gives an empty slab, on no list and no longer counted in its node, back to the page allocator (discard_slab).</summary>
     private void DiscardSlab(PageFrame* slab)
     {
-        slab->FlagsAndZone &= ~((ulong)(uint)PageFlags.Slab | SlabPage.KmallocClassMask);
+        slab->FlagsAndZone &= ~((ulong)(uint)PageFlags.Slab | SlabPage.KmallocClassMask | SlabPage.OnThreadFullList);
         slab->Private = 0;
         slab->Data0 = 0;
         slab->Data1 = 0;
-        SlabPage.SetOwner(slab, 0);
+        slab->MapCount = 0;
         _pages.FreePages(slab, _d->Order);
         Interlocked.Increment(ref _d->SlabsFreed);
     }
 
-    /// <summary>Takes the first free object of a partial slab; the node lock is held.</summary>
-    private void* TakeFromSlab(KmemCacheNode* n, PageFrame* slab)
+    /// <summary>
+    /// True when the node keeps no more empty slabs: it has more partial slabs than min_partial or a quarter of its slabs
+    /// (a burst's slabs are kept for the next burst up to that). Node lock held.
+    /// </summary>
+    private bool NodeHasEnoughPartial(KmemCacheNode* n) => n->NrPartial >= Math.Max(_d->MinPartial, n->NrSlabs / 4);
+
+    /// <summary>Takes a slab out of its node's books for the page allocator (node lock held; the slab is on no list).</summary>
+    private static void UncountSlab(KmemCacheNode* n, PageFrame* slab, int objects)
     {
-        void* obj = SlabPage.Freelist(slab);
-        void* next = GetFreePointer(_d, obj);
-        if (next != null && ObjectIndex(slab, next) < 0)
+        n->NrSlabs--;
+        n->TotalObjects -= objects;
+        SlabPage.State(slab) = 0;
+    }
+
+    /// <summary>
+    /// A thread gives up a slab it owns and holds on no list (deactivate_slab / unfreeze_partials): with free objects it
+    /// goes to its node's partial list, or back to the page allocator when all its objects are free and the node has
+    /// enough partial slabs; with none it floats.
+    /// </summary>
+    private void Unfreeze(PageFrame* slab)
+    {
+        KmemCacheNode* n = NodeOf(slab);
+        PageFrame* gone = null;
+        NativeSpinLock.Acquire(&n->ListLock);
+        while (true)
         {
-            // Never follow a corrupted pointer: cut the list here; the rest of the slab's free objects are lost.
-            RecordFreelistCorruption(slab, obj, next);
-            int lost = _d->Objects - SlabPage.InUse(slab) - 1;
-            SlabPage.SetInUse(slab, _d->Objects - 1);
-            n->InUseObjects += lost;
-            next = null;
+            long state = SlabPage.ReadState(slab);
+            Debug.Assert(SlabPage.Owner(state) != 0 && !SlabPage.OnNode(state), "only an owned slab is unfrozen");
+            int free = SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state);
+            long next = free == 0
+                ? SlabPage.MakeState(0, false, 0, 0)
+                : SlabPage.MakeState(0, true, SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
+            if (Interlocked.CompareExchange(ref SlabPage.State(slab), next, state) != state) continue;
+            if (free == 0) break;
+            if (free >= _d->Objects && NodeHasEnoughPartial(n))
+            {
+                UncountSlab(n, slab, _d->Objects);
+                gone = slab;
+            }
+            else
+            {
+                SlabPage.Push(&n->Partial, slab);
+                n->NrPartial++;
+                n->FreeObjects += SlabPage.FreeCount(slab);
+            }
+            break;
         }
-        SlabPage.SetFreelist(slab, next);
-        SlabPage.SetInUse(slab, SlabPage.InUse(slab) + 1);
-        n->InUseObjects++;
-        if (next == null) MoveToFull(n, slab);
-        return obj;
-    }
-
-    /// <summary>Puts an object back on its slab; returns the slab when it became empty and should be discarded. Node lock held.</summary>
-    private PageFrame* FreeToSlab(KmemCacheNode* n, PageFrame* slab, void* obj) => FreeToSlab(n, slab, obj, obj, 1);
-
-    /// <summary>
-    /// Puts a chain of <paramref name="count"/> objects of one slab (linked from <paramref name="head"/> to
-    /// <paramref name="tail"/>) back on it; returns the slab when it became empty and should be discarded. Node lock held.
-    /// </summary>
-    private PageFrame* FreeToSlab(KmemCacheNode* n, PageFrame* slab, void* head, void* tail, int count)
-    {
-        SetFreePointer(_d, tail, SlabPage.Freelist(slab));
-        SlabPage.SetFreelist(slab, head);
-        return ReturnedToSlab(n, slab, count);
+        NativeSpinLock.Release(&n->ListLock);
+        if (gone != null) DiscardSlab(gone);
     }
 
     /// <summary>
-    /// Counts <paramref name="count"/> objects just put on <paramref name="slab"/>'s free list as free; returns the slab
-    /// when it became empty and should be discarded. Node lock held.
+    /// Takes a slab off a node's partial list for the thread context <paramref name="owner"/> (get_partial_node), the
+    /// current node first; null when every node's list is empty.
     /// </summary>
-    private PageFrame* ReturnedToSlab(KmemCacheNode* n, PageFrame* slab, int count)
+    private PageFrame* TakeFromNode(int owner)
     {
-        int inUse = SlabPage.InUse(slab) - count;
-        SlabPage.SetInUse(slab, inUse);
-        n->InUseObjects -= count;
-        if (inUse == 0) SlabPage.SetOwner(slab, 0); // empty again: the next refiller owns it
-        if (SlabPage.List(slab) == SlabPage.ListFull) MoveToPartial(n, slab);
-        // Keep some empty slabs for the next burst (a quarter of the cache, at least min_partial); give back the rest.
-        if (inUse == 0 && n->NrPartial > Math.Max(_d->MinPartial, n->NrSlabs / 4))
+        int nodes = _d->NodeCount;
+        int start = _pages.CurrentNode;
+        for (int i = 0; i < nodes; i++)
         {
-            SlabPage.Remove(&n->Partial, slab);
-            n->NrPartial--;
-            n->NrSlabs--;
-            n->TotalObjects -= _d->Objects;
-            SlabPage.SetList(slab, SlabPage.ListNone);
-            return slab;
+            KmemCacheNode* n = _d->Nodes + (start + i) % nodes;
+            if (Volatile.Read(ref *(nint*)&n->Partial) == 0) continue;
+            NativeSpinLock.Acquire(&n->ListLock);
+            PageFrame* slab = n->Partial;
+            if (slab != null)
+            {
+                SlabPage.Remove(&n->Partial, slab);
+                n->NrPartial--;
+                n->FreeObjects -= SlabPage.FreeCount(slab);
+                while (true)
+                {
+                    long state = SlabPage.ReadState(slab);
+                    long owned = SlabPage.MakeState(owner, false, SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
+                    if (Interlocked.CompareExchange(ref SlabPage.State(slab), owned, state) == state) break;
+                }
+            }
+            NativeSpinLock.Release(&n->ListLock);
+            if (slab != null) return slab;
         }
         return null;
     }
 
     /// <summary>
-    /// Moves up to <paramref name="want"/> objects from partial slabs into a magazine (get_partial), preferring
-    /// <paramref name="node"/>. Each slab's whole free list is detached under the node lock in a few stores
-    /// (get_freelist) and walked after the lock is dropped: the walk reads every object, usually from memory, and
-    /// other threads' refills and flushes must not wait for that. What does not fit goes back in one splice.
+    /// A free into a floating slab by a thread that cannot claim it: the slab goes to its node's partial list with the
+    /// object on its free list. False when the slab's state changed meanwhile (the caller looks again).
     /// </summary>
-    private void RefillFromSlabs(Magazine* m, int want, int node, int owner)
+    private bool FloatingToNode(PageFrame* slab, void* obj, void** location, long floating)
+    {
+        KmemCacheNode* n = NodeOf(slab);
+        bool done = false;
+        NativeSpinLock.Acquire(&n->ListLock);
+        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0), floating) == floating)
+        {
+            *location = EncodeFreePointer(_d, location, null);
+            SlabPage.SetFreelist(slab, obj);
+            SlabPage.SetFreeCount(slab, 1);
+            SlabPage.Push(&n->Partial, slab);
+            n->NrPartial++;
+            n->FreeObjects++;
+            done = true;
+        }
+        NativeSpinLock.Release(&n->ListLock);
+        return done;
+    }
+
+    /// <summary>A remote free may have emptied a slab on a node list: gives it back when the node has enough partial slabs.</summary>
+    private void DiscardIfEmptyOnNode(PageFrame* slab)
+    {
+        KmemCacheNode* n = NodeOf(slab);
+        PageFrame* gone = null;
+        NativeSpinLock.Acquire(&n->ListLock);
+        long state = SlabPage.ReadState(slab);
+        if (SlabPage.OnNode(state) && SlabPage.Owner(state) == 0 && SlabPage.Cache(slab) == _d &&
+            SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state) >= _d->Objects)
+        {
+            SlabPage.Remove(&n->Partial, slab);
+            n->NrPartial--;
+            if (NodeHasEnoughPartial(n))
+            {
+                n->FreeObjects -= SlabPage.FreeCount(slab);
+                UncountSlab(n, slab, _d->Objects);
+                gone = slab;
+            }
+            else
+            {
+                SlabPage.Push(&n->Partial, slab);
+                n->NrPartial++;
+            }
+        }
+        NativeSpinLock.Release(&n->ListLock);
+        if (gone != null) DiscardSlab(gone);
+    }
+
+    /// <summary>
+    /// Allocates under the node locks, with no thread entry: debug caches (with their checks), node-bound requests and
+    /// a thread whose context a drainer holds. Grows a slab onto the node when the partial lists are empty.
+    /// </summary>
+    private void* AllocLocked(Gfp gfp, int node, int requestedSize, bool count)
+    {
+        if (count) Interlocked.Increment(ref _d->AllocSlowPath);
+        bool debug = _d->FastPath == 0;
+        int site = debug && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
+        while (true)
+        {
+            void* obj = TakeFromNodesLocked(node, requestedSize, site);
+            if (obj != null)
+            {
+                if ((gfp & Gfp.Zero) != 0)
+                    NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 ? requestedSize : _d->ObjectSize));
+                return obj;
+            }
+            PageFrame* slab = NewSlab(gfp, node);
+            if (slab == null) return AllocFailed(gfp, injected: false);
+            int grown = AddNewSlabToNode(slab);
+            // The page allocator may have fallen back to another node: take the object from where the slab went,
+            // or a node-bound request would grow slabs it can never use, forever.
+            if (node >= 0) node = grown;
+        }
+    }
+
+    private void* TakeFromNodesLocked(int node, int requestedSize, int site)
     {
         int nodes = _d->NodeCount;
-        if (node < 0) node = _pages.CurrentNode;
-        for (int i = 0; i < nodes && m->Count < want; i++)
+        int start = node < 0 ? _pages.CurrentNode : node;
+        int tries = node < 0 ? nodes : 1;
+        for (int i = 0; i < tries; i++)
         {
-            KmemCacheNode* n = _d->Nodes + (node + i) % nodes;
-            while (m->Count < want && n->Partial != null)
+            KmemCacheNode* n = _d->Nodes + (start + i) % nodes;
+            if (Volatile.Read(ref *(nint*)&n->Partial) == 0) continue;
+            NativeSpinLock.Acquire(&n->ListLock);
+            void* obj = null;
+            try
             {
-                NativeSpinLock.Acquire(&n->ListLock);
-                PageFrame* slab = PickPartial(n, owner);
-                int free = 0;
-                void* head = slab != null ? DetachFreelist(n, slab, owner, out free) : null;
+                PageFrame* slab = n->Partial;
+                if (slab != null)
+                {
+                    obj = TakeOneLocked(n, slab);
+                    if (obj != null && _d->FastPath == 0) AllocDebug(slab, obj, requestedSize, site);
+                }
+            }
+            finally
+            {
                 NativeSpinLock.Release(&n->ListLock);
-                if (slab == null) break;
-                TakeDetached(n, slab, head, free, m, want);
+            }
+            if (obj != null) return obj;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Takes the first free object of a slab on the node's partial list (node lock held), its remote list first moved
+    /// onto its free list when that is empty; a slab left with no free object goes to the full list (debug caches) or
+    /// floats. Null only when a corrupted list left the slab with nothing (it is then moved on too).
+    /// </summary>
+    private void* TakeOneLocked(KmemCacheNode* n, PageFrame* slab)
+    {
+        void* obj = SlabPage.Freelist(slab);
+        if (obj == null)
+        {
+            long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0));
+            int head = SlabPage.RemoteHead(old);
+            if (head != 0)
+            {
+                obj = ObjectAt(slab, head - 1);
+                SlabPage.SetFreelist(slab, obj);
+                SlabPage.SetFreeCount(slab, SlabPage.RemoteCount(old));
+                n->FreeObjects += SlabPage.RemoteCount(old);
             }
         }
-    }
-
-    /// <summary>
-    /// Takes every free object of a partial slab for the caller (node lock held): the slab counts them in use and moves
-    /// to the full list; returns the head of their list and, in <paramref name="free"/>, how many there are.
-    /// </summary>
-    private void* DetachFreelist(KmemCacheNode* n, PageFrame* slab, int owner, out int free)
-    {
-        SlabPage.NoteRefill(slab, owner);
-        void* head = SlabPage.Freelist(slab);
-        SlabPage.SetFreelist(slab, null);
-        free = _d->Objects - SlabPage.InUse(slab);
-        SlabPage.SetInUse(slab, _d->Objects);
-        n->InUseObjects += free;
-        MoveToFull(n, slab);
-        return head;
-    }
-
-    /// <summary>Moves a slab from the node's partial list to its full list (node lock held).</summary>
-    private static void MoveToFull(KmemCacheNode* n, PageFrame* slab)
-    {
-        SlabPage.Remove(&n->Partial, slab);
-        n->NrPartial--;
-        SlabPage.Push(&n->Full, slab);
-        n->NrFull++;
-        SlabPage.SetList(slab, SlabPage.ListFull);
-    }
-
-    /// <summary>Moves a slab from the node's full list to its partial list (node lock held).</summary>
-    private static void MoveToPartial(KmemCacheNode* n, PageFrame* slab)
-    {
-        SlabPage.Remove(&n->Full, slab);
-        n->NrFull--;
-        SlabPage.Push(&n->Partial, slab);
-        n->NrPartial++;
-        SlabPage.SetList(slab, SlabPage.ListPartial);
-    }
-
-    /// <summary>
-    /// Walks a detached free list (no lock: its objects are the caller's) into <paramref name="m"/>; a corrupted
-    /// pointer is reported and never followed (the objects after it stay counted in use: lost, as when the list is
-    /// cut under the lock); the rest of the list goes back to the slab.
-    /// </summary>
-    private void TakeDetached(KmemCacheNode* n, PageFrame* slab, void* obj, int free, Magazine* m, int want)
-    {
-        int taken = 0;
-        while (obj != null && m->Count < want && taken < free)
+        if (obj != null)
         {
-            void* next = GetFreePointer(_d, obj);
+            void* next = GetFreePointer(obj);
+            int free = SlabPage.FreeCount(slab) - 1;
             if (next != null && ObjectIndex(slab, next) < 0)
             {
+                // Never follow a corrupted pointer: cut the list here; the rest of the slab's free objects are lost.
                 RecordFreelistCorruption(slab, obj, next);
+                n->FreeObjects -= free;
+                free = 0;
                 next = null;
             }
-            m->Objects[m->Count++] = obj;
-            taken++;
-            obj = next;
+            SlabPage.SetFreelist(slab, next);
+            SlabPage.SetFreeCount(slab, free);
+            n->FreeObjects--;
+            if (_d->FastPath != 0) *FreePointerAddress(_d, obj) = null;
         }
-        if (obj != null && taken < free) ReturnDetached(n, slab, obj, free - taken);
+        if (SlabPage.Freelist(slab) == null) SlabExhaustedOnNode(n, slab);
+        return obj;
     }
 
-    /// <summary>Splices the untaken rest of a detached free list (at most <paramref name="most"/> objects) back onto its slab.</summary>
-    private void ReturnDetached(KmemCacheNode* n, PageFrame* slab, void* head, int most)
+    /// <summary>A partial slab's free list ran out under the node lock: full list (debug) or floating, unless remote frees came in.</summary>
+    private void SlabExhaustedOnNode(KmemCacheNode* n, PageFrame* slab)
     {
-        // Usually nothing was freed to the slab meanwhile: the rest becomes its free list as it is, unread (after a
-        // burst of frees that is most of a slab whose lines left the cache long ago; its next refill reads it anyway).
-        NativeSpinLock.Acquire(&n->ListLock);
-        if (SlabPage.Freelist(slab) == null)
+        if (_d->FastPath == 0)
         {
-            SlabPage.SetFreelist(slab, head);
-            ReturnedToSlab(n, slab, most);
-            NativeSpinLock.Release(&n->ListLock);
+            SlabPage.Remove(&n->Partial, slab);
+            n->NrPartial--;
+            SlabPage.Push(&n->Full, slab);
+            n->NrFull++;
             return;
         }
-        NativeSpinLock.Release(&n->ListLock);
-
-        // Objects came back meanwhile: count the rest and find its tail outside the lock, then splice it in front of them.
-        // A list longer than the slab's free count has a loop: cut it.
-        int count = 1;
-        void* tail = head;
-        while (count < most)
-        {
-            void* next = GetFreePointer(_d, tail);
-            if (next == null) break;
-            if (ObjectIndex(slab, next) < 0)
-            {
-                RecordFreelistCorruption(slab, tail, next);
-                break;
-            }
-            tail = next;
-            count++;
-        }
-        NativeSpinLock.Acquire(&n->ListLock);
-        FreeToSlab(n, slab, head, tail, count); // never empties it: the objects just taken stay in use
-        NativeSpinLock.Release(&n->ListLock);
+        long state = SlabPage.MakeState(0, true, 0, 0);
+        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.MakeState(0, false, 0, 0), state) != state) return;
+        SlabPage.Remove(&n->Partial, slab);
+        n->NrPartial--;
     }
 
     /// <summary>
-    /// The partial slab a refill by <paramref name="owner"/> takes: within the first few, one that is nobody's or its own
-    /// (objects next to another thread's live objects would share its cache lines). When there is none and the node
-    /// holds only a few partial slabs, null: the caller grows a slab of its own, as a per-thread heap would. With many
-    /// partial slabs, the first one anyway, so the memory other threads hold in them is used before the node grows.
-    /// Node lock held.
+    /// Frees every empty slab on every node, ignoring min_partial (the core of kmem_cache_shrink); each partial slab's
+    /// remote list is moved onto its free list first. Returns the pages freed.
     /// </summary>
-    private static PageFrame* PickPartial(KmemCacheNode* n, int owner)
-    {
-        PageFrame* first = n->Partial;
-        if (owner == 0) return first;
-        PageFrame* slab = first;
-        for (int i = 0; slab != null && i < OwnerScan; i++, slab = slab->Next)
-        {
-            int current = slab->MapCount;
-            if (current == 0 || current == owner) return slab;
-        }
-        return n->NrPartial > ForeignPartialLimit ? first : null;
-    }
-
-    /// <summary>Partial slabs of other threads a node may hold before a refill takes one of them rather than growing.</summary>
-    private const int ForeignPartialLimit = 32;
-
-    /// <summary>
-    /// Gives objects back to their slabs (free_to_partial_list in bulk); empty slabs beyond min_partial go to the page
-    /// allocator. Runs of objects of one slab (a tree freed in the order it was built, say) are linked into a chain
-    /// before the node lock is taken (build_detached_freelist), so under the lock each run costs one splice.
-    /// </summary>
-    private void FlushToSlabs(void** objects, int count)
-    {
-        const int Chunk = 128;
-        var runs = stackalloc FreeRun[Chunk];
-        for (int start = 0; start < count; start += Chunk)
-        {
-            int end = Math.Min(count, start + Chunk);
-            int nRuns = 0;
-            for (int i = start; i < end;)
-            {
-                PageFrame* slab = SlabOf(_memory, objects[i]);
-                int j = i + 1;
-                // Linked newest first, as pushing them one by one would: the last object freed heads the list.
-                while (j < end && SlabOf(_memory, objects[j]) == slab)
-                {
-                    SetFreePointer(_d, objects[j], objects[j - 1]);
-                    j++;
-                }
-                runs[nRuns++] = new FreeRun { Slab = slab, Head = objects[j - 1], Tail = objects[i], Count = j - i };
-                i = j;
-            }
-            SpliceRuns(runs, nRuns);
-        }
-    }
-
-    /// <summary>A chain of freed objects of one slab, linked through their free pointers except for the tail's.</summary>
-    private struct FreeRun
-    {
-        public PageFrame* Slab;
-        public void* Head;
-        public void* Tail;
-        public int Count;
-    }
-
-    private void SpliceRuns(FreeRun* runs, int nRuns)
-    {
-        const int MaxBatchEmpty = 64;
-        PageFrame** empty = stackalloc PageFrame*[MaxBatchEmpty];
-        int nEmpty = 0;
-        KmemCacheNode* locked = null;
-        for (int r = 0; r < nRuns; r++)
-        {
-            PageFrame* slab = runs[r].Slab;
-            KmemCacheNode* n = NodeOf(slab);
-            if (n != locked)
-            {
-                if (locked != null) NativeSpinLock.Release(&locked->ListLock);
-                NativeSpinLock.Acquire(&n->ListLock);
-                locked = n;
-            }
-            PageFrame* gone = FreeToSlab(n, slab, runs[r].Head, runs[r].Tail, runs[r].Count);
-            if (gone != null)
-            {
-                if (nEmpty == MaxBatchEmpty)
-                {
-                    NativeSpinLock.Release(&locked->ListLock);
-                    locked = null;
-                    for (int e = 0; e < nEmpty; e++) DiscardSlab(empty[e]);
-                    nEmpty = 0;
-                }
-                empty[nEmpty++] = gone;
-            }
-        }
-        if (locked != null) NativeSpinLock.Release(&locked->ListLock);
-        for (int e = 0; e < nEmpty; e++) DiscardSlab(empty[e]);
-    }
-
-    /// <summary>Frees every empty slab on every node, ignoring min_partial (the core of kmem_cache_shrink).</summary>
     private long DiscardEmptySlabs()
     {
         long pages = 0;
@@ -462,13 +394,13 @@ public sealed unsafe partial class KmemCache
             while (slab != null)
             {
                 PageFrame* next = slab->Next;
-                if (SlabPage.InUse(slab) == 0)
+                CollectRemoteLocked(n, slab);
+                if (SlabPage.FreeCount(slab) == _d->Objects)
                 {
                     SlabPage.Remove(&n->Partial, slab);
                     n->NrPartial--;
-                    n->NrSlabs--;
-                    n->TotalObjects -= _d->Objects;
-                    SlabPage.SetList(slab, SlabPage.ListNone);
+                    n->FreeObjects -= _d->Objects;
+                    UncountSlab(n, slab, _d->Objects);
                     empty.Add((nint)slab);
                 }
                 slab = next;
@@ -481,5 +413,54 @@ public sealed unsafe partial class KmemCache
             pages += 1L << _d->Order;
         }
         return pages;
+    }
+
+    /// <summary>
+    /// Moves a node slab's remote list in front of its free list (node lock held): walks it to its tail, never past a
+    /// link that does not name an object of the slab or past the count the state word gives.
+    /// </summary>
+    private void CollectRemoteLocked(KmemCacheNode* n, PageFrame* slab)
+    {
+        if (SlabPage.RemoteCount(SlabPage.ReadState(slab)) == 0) return;
+        long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0));
+        int head = SlabPage.RemoteHead(old);
+        int count = SlabPage.RemoteCount(old);
+        if (head == 0) return;
+        void* first = ObjectAt(slab, head - 1);
+        void* tail = first;
+        int taken = 1;
+        while (taken < count)
+        {
+            void* next = GetFreePointer(tail);
+            if (next == null) break;
+            if (ObjectIndex(slab, next) < 0)
+            {
+                RecordFreelistCorruption(slab, tail, next);
+                break;
+            }
+            tail = next;
+            taken++;
+        }
+        SetFreePointer(tail, SlabPage.Freelist(slab));
+        SlabPage.SetFreelist(slab, first);
+        SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) + taken);
+        n->FreeObjects += taken;
+    }
+
+    /// <summary>Calls <paramref name="visit"/> with every slab of this cache in the arena, wherever it is (a scan of the frame arrays: for reports).</summary>
+    private void ForEachSlab(Action<nint> visit)
+    {
+        MemSection* sections = _memory.SectionArray;
+        for (int i = 0; i < _memory.MaxSections; i++)
+        {
+            if (!_memory.IsSectionOnline(i)) continue;
+            PageFrame* frames = sections[i].MemMap;
+            for (long f = 0; f < sections[i].Pages; f++)
+            {
+                PageFrame* page = frames + f;
+                if ((page->FlagsAndZone & (ulong)(PageFlags.Slab | PageFlags.Tail)) == (ulong)PageFlags.Slab && page->Private == (nuint)_d)
+                    visit((nint)page);
+            }
+        }
     }
 }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -8,17 +9,50 @@ using Allocators.Threading;
 namespace Allocators.Slab;
 
 /// <summary>
-/// A slab cache of fixed-size objects (the kernel's <c>kmem_cache</c>): slabs are pages from the page allocator,
-/// free objects are linked through hardened in-object pointers, per-node partial and full slab lists sit behind a
-/// per-thread magazine layer (Bonwick's magazines and depot) that serves the fast path with no lock and no atomic.
+/// A slab cache of fixed-size objects (the kernel's <c>kmem_cache</c>): slabs are pages from the page allocator, free
+/// objects are linked through hardened in-object pointers, and each thread allocates from slabs it owns, as SLUB's CPUs
+/// do from their CPU slabs (here per thread, with no lock and no atomic on the fast paths).
 /// </summary>
 /// <remarks>
-/// Thread-safe. Objects may be freed on any thread. Allocation failure returns null unless the cache has
+/// <para>Thread-safe. Objects may be freed on any thread. Allocation failure returns null unless the cache has
 /// <see cref="SlabFlags.Panic"/>. Misuse (double free, foreign, interior or wrong-cache pointer) throws a
 /// <see cref="Diagnostics.MemoryCorruptionException"/> and changes nothing; corruption found in debug caches is
-/// reported (<see cref="Reports"/>) and repaired.
+/// reported (<see cref="Reports"/>) and repaired.</para>
+/// <para><b>Where a free object can be</b> (tiers):</para>
+/// <list type="number">
+/// <item>On a thread's <see cref="SlabCpu.Freelist"/>: objects of that thread's current slab (<see cref="SlabCpu.Slab"/>),
+/// popped by its allocations and pushed by its own frees of that slab's objects. Owner thread only.</item>
+/// <item>On a slab's own free list (<see cref="SlabPage.Freelist"/>, length <see cref="SlabPage.FreeCount"/>): written by
+/// the owner thread while a thread owns the slab (its current slab's list is empty: those objects are in tier 1), under
+/// the node's list lock otherwise.</item>
+/// <item>On a slab's remote list (in <see cref="SlabPage.State"/>): objects other threads freed into a slab they do not
+/// own, pushed with one compare-exchange; the owner (or the node lock holder) takes the whole list with one exchange.</item>
+/// </list>
+/// <para><b>Where a slab can be</b>: a thread's current slab; on a thread's partial list (<see cref="SlabCpu.Partial"/>,
+/// at most <see cref="KmemCacheData.MaxPartial"/>, the oldest goes to the node beyond that); on its node's partial list
+/// (no owner, free objects); or floating: no owner, no list, no free object (SLUB keeps full slabs on no list either).
+/// A free into a floating slab claims it for the freeing thread (one compare-exchange), so a thread that frees what
+/// another allocated frees the rest of that slab without atomics. Debug caches keep every slab on a node list and do
+/// everything under its lock.</para>
+/// <para><b>Locks</b>, outermost first: the thread-context registry's lock (drains) → a node's <c>ListLock</c> (node
+/// partial/full lists, <see cref="KmemCacheNode"/> counters, the free lists of slabs on them) → the page allocator's
+/// locks. A thread inside its context (<see cref="ThreadCacheHeader.TryEnter"/>) never waits for the registry lock and
+/// never calls the page allocator (slab growth and discards run outside it), so a drain can always finish.</para>
+/// <para><b>Invariants</b> (checked by <see cref="CheckConsistency"/> in debug builds and by the tests):</para>
+/// <list type="bullet">
+/// <item>per slab: in use = Objects − FreeCount − RemoteCount − (its owner's tier-1 objects, if it is a current slab);
+/// a floating slab has FreeCount = RemoteCount = 0; a current slab has FreeCount = 0.</item>
+/// <item>per node: NrSlabs = slabs of the node in any place; TotalObjects = NrSlabs × Objects;
+/// FreeObjects = Σ FreeCount over the node's partial slabs.</item>
+/// <item>after a drain (<see cref="Shrink"/>): <see cref="ActiveObjects"/> = objects handed out and not freed.</item>
+/// </list>
+/// <para>A free object's free pointer decodes to null or to an object of its own slab (every list above is per slab);
+/// an allocated object's free pointer word is zeroed when it is handed out, so a free finds a second free of the same
+/// object from that word alone (the check a free does anyway before it writes the link). Two threads freeing one
+/// object at the same instant can both pass that check; <see cref="SlabAllocatorOptions.SerializedFrees"/> closes that
+/// with one atomic per free.</para>
 /// </remarks>
-public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
+public sealed unsafe partial class KmemCache : IDisposable
 {
     internal const int WordSize = 8;
     private const int MaxSlabOrder = 3;
@@ -27,12 +61,12 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
     private readonly PhysicalMemory _memory;
     private readonly PageAllocator _pages;
     private readonly KmemCacheData* _d;
-    private readonly ThreadCacheRegistry? _registry;
     private readonly SlabConstructor? _ctor;
+    private readonly bool _ownsIndex;
     private GCHandle _handle;
-    private bool _destroyed;
+    private volatile bool _destroyed;
 
-    internal KmemCache(SlabAllocator owner, string name, int size, int align, SlabFlags flags, SlabConstructor? ctor, int id)
+    internal KmemCache(SlabAllocator owner, string name, int size, int align, SlabFlags flags, SlabConstructor? ctor, int id, int cpuIndex)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "Object size must be at least 1 byte.");
@@ -54,27 +88,28 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         CalculateSizes(size, align, flags, ctor != null);
         _d->Random = (ulong)Random.Shared.NextInt64() | 1;
         _d->MinPartial = Math.Clamp(BitOperations.Log2((uint)_d->Size) / 2, 5, 10);
-        _d->MagazineCapacity = Math.Clamp(32768 / _d->Size, 16, 128);
-        _d->MaxFull = Math.Max(16, (int)(DepotBytes(_memory) / _d->Size / _d->MagazineCapacity));
-        _d->MaxStash = Math.Min(16, StashBytes / (_d->Size * _d->MagazineCapacity));
+        _d->MaxPartial = Math.Clamp(ThreadPartialBytes / (PageFrame.PageSize << _d->Order), 4, 64);
+        _d->SerializedFree = owner.Options.SerializedFrees ? 1 : 0;
+        (nint arenaBase, nuint arenaBytes) = _memory.FlatRange;
+        (nint memMap, _) = _memory.FlatMemMap;
+        _d->ArenaBase = (nuint)arenaBase;
+        _d->ArenaBytes = arenaBytes;
+        _d->MemMap = (PageFrame*)memMap;
         _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), 64);
         NativeMemory.Clear(_d->Nodes, (nuint)(_d->NodeCount * sizeof(KmemCacheNode)));
 
-        if ((flags & SlabFlags.Debug) == 0)
-        {
-            _registry = new ThreadCacheRegistry(this, sizeof(MagazineCache));
-            _d->RegistrySlot = _registry.Slot;
-            _d->RegistryId = _registry.Id;
-            _d->FastPath = 1;
-        }
-        else
-        {
-            _d->RegistrySlot = int.MaxValue;
-        }
+        _ownsIndex = cpuIndex < 0;
+        _d->CpuIndex = cpuIndex >= 0 ? cpuIndex : SlabCpus.AllocateIndices(1);
+        _d->LiveKey = SlabCpus.NewKey();
+        _d->FastPath = (flags & SlabFlags.Debug) == 0 ? 1 : 0;
+        _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
         _d->Name = Diagnostics.NativeStrings.Create(name);
     }
+
+    /// <summary>Bytes of slabs a thread may keep on its partial list of one cache before the oldest goes to the node.</summary>
+    private const int ThreadPartialBytes = 128 * 1024;
 
     /// <summary>The cache's name (as in /proc/slabinfo).</summary>
     public string Name { get; }
@@ -174,162 +209,191 @@ public sealed unsafe partial class KmemCache : IDisposable, IThreadCacheOwner
         _d->DivisorMagic = ulong.MaxValue / (ulong)_d->Size + 1;
     }
 
-    /// <summary>
-    /// How many bytes of freed objects a cache's depot may hold: 1/64 of the arena, at most 4 MiB. Enough that a burst of
-    /// a thousand 4 KiB objects comes back through magazines instead of the slab lists (whose freelist writes all land
-    /// in the same few cache sets at a 4 KiB stride), little enough that the caches of a small arena hoard little; the
-    /// shrinkers empty depots under memory pressure.
-    /// </summary>
-    private static long DepotBytes(PhysicalMemory memory) => Math.Clamp(memory.Options.EffectiveMaxSize / 64, 512 * 1024, 4 << 20);
-
-    /// <summary>Bytes of objects a thread may keep in its own spare magazines of one cache (see <see cref="MagazineCache.Stash"/>).</summary>
-    private const int StashBytes = 128 * 1024;
-
     internal static int AlignUp(int value, int align) => (value + align - 1) & ~(align - 1);
 
     /// <summary>Allocates an object (kmem_cache_alloc). Null on failure, or <see cref="OutOfMemoryException"/> with <see cref="SlabFlags.Panic"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc(Gfp gfp = Gfp.Kernel)
     {
-        if (!_owner.FailslabActive)
-        {
-            void* obj = AllocFast(_d);
-            if (obj != null)
-            {
-                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, (nuint)_d->ObjectSize);
-                return obj;
-            }
-        }
-        return AllocSlow(gfp, -1, _d->ObjectSize);
+        SlabThreadContext* ctx = SlabCpus.Current;
+        KmemCacheData* d = _d;
+        void* obj = AllocFast(ctx, d, d->CpuIndex);
+        if (obj == null) return AllocSlow(gfp, -1, d->ObjectSize);
+        if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, (nuint)d->ObjectSize);
+        return obj;
     }
 
     /// <summary>Allocates an object from <paramref name="node"/> (kmem_cache_alloc_node).</summary>
     public void* AllocNode(Gfp gfp, int node) => AllocSlow(gfp, node, _d->ObjectSize);
 
-    /// <summary>The magazine fast path: pops the current thread's loaded magazine, or null.</summary>
+    /// <summary>The allocation fast path: the thread's entry for cache <paramref name="index"/>, or null when the slow path must run.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void* AllocFast(KmemCacheData* d)
+    internal static void* AllocFast(SlabThreadContext* ctx, KmemCacheData* d, int index)
     {
-        ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
-        return c != null ? PopThreadCache((MagazineCache*)c) : null;
+        if (ctx == null) return null;
+        SlabCpu* c = SlabThreadContext.Entry(ctx, index);
+        return c != null ? AllocFrom(ctx, c, d) : null;
     }
 
-    /// <summary>Pops an object off a thread's loaded magazine; null when it is empty or a drainer holds it.</summary>
+    /// <summary>
+    /// Pops the first object of a thread's <see cref="SlabCpu.Freelist"/> and zeroes its free pointer word (so a later
+    /// free does not take it for a free object); null when the list is empty, a drainer holds the context or the next
+    /// link does not name an object of the slab (the slow path reports it). A cache the fast paths must not serve has every
+    /// thread's list empty (see <see cref="KmemCacheData.Key"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void* PopThreadCache(MagazineCache* mc)
+    internal static void* AllocFrom(SlabThreadContext* ctx, SlabCpu* c, KmemCacheData* d)
     {
-        ThreadCacheHeader* c = &mc->Header;
-        if (!ThreadCacheHeader.TryEnter(c)) return null;
-        Magazine* m = mc->Loaded;
-        void* obj = null;
-        int n = m->Count - 1;
-        if (n >= 0)
+        ThreadCacheHeader* h = &ctx->Header;
+        Volatile.Write(ref h->Busy, 1);
+        void* obj = c->Freelist;
+        if (obj != null && Volatile.Read(ref h->DrainRequested) == 0)
         {
-            obj = m->Objects[n];
-            m->Count = n;
-            if (SlabStatistics.Enabled) mc->AllocFastPath++;
+            void** location = FreePointerAddress(d, obj);
+            void* next = DecodeFreePointer(d, location);
+            // Never hand out anything but an object of the slab: a corrupted link is refused here, reported by the slow path.
+            if (IsSlot(d, (nuint)next - (nuint)c->SlabBase - (nuint)d->RedLeftPad) || next == null)
+            {
+                c->Freelist = next;
+                *location = null;
+                if (SlabStatistics.Enabled) c->AllocFastPath++;
+                Volatile.Write(ref h->Busy, 0);
+                return obj;
+            }
         }
-        ThreadCacheHeader.Exit(c);
-        return obj;
+        Volatile.Write(ref h->Busy, 0);
+        return null;
     }
 
     /// <summary>Frees an object of this cache (kmem_cache_free); null is ignored.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* obj)
     {
-        if (obj == null) return;
-        PageFrame* slab = SlabOf(_memory, obj);
-        if (slab == null || (slab->FlagsAndZone & (uint)PageFlags.Slab) == 0 || slab->Private != (nuint)_d)
+        SlabThreadContext* ctx = SlabCpus.Current;
+        if (!FreeFast(ctx, _d, obj)) FreeSlow(obj);
+    }
+
+    /// <summary>
+    /// The free fast path for an object of the cache <paramref name="d"/>: finds its slab in the flat arena and frees it
+    /// to the thread (<see cref="FreeToThread"/>); false, with nothing changed, when the slow path must run.
+    /// Everything that reads the arena's metadata runs inside the thread's context, so a <see cref="Destroy"/> or a
+    /// dispose, which closes the cache (<see cref="KmemCacheData.Key"/> = 0) and then drains every context, never frees
+    /// it under a reader.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool FreeFast(SlabThreadContext* ctx, KmemCacheData* d, void* obj)
+    {
+        if (ctx == null) return false;
+        ThreadCacheHeader* h = &ctx->Header;
+        Volatile.Write(ref h->Busy, 1);
+        bool done = false;
+        if (Volatile.Read(ref h->DrainRequested) == 0 && d->Key != 0)
         {
-            ThrowNotThisCache(obj, slab);
+            nuint flat = (nuint)obj - d->ArenaBase;
+            if (flat < d->ArenaBytes)
+            {
+                PageFrame* slab = HeadFrame(d->MemMap, d->ArenaBytes, flat);
+                if (slab != null && (slab->FlagsAndZone & (ulong)PageFlags.Slab) != 0 && slab->Private == (nuint)d)
+                    done = FreeToThread(ctx, d, slab, flat - SlabOffsetInArena(d->MemMap, slab), obj);
+            }
         }
-        if (!FreeFast(_memory, _d, slab, obj)) FreeSlow(slab, obj);
-    }
-
-    /// <summary>The head frame of the page that holds <paramref name="obj"/>, or null outside the arena (virt_to_slab without the type check).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static PageFrame* SlabOf(PhysicalMemory memory, void* obj)
-    {
-        PageFrame* page = memory.VirtToPage(obj);
-        if (page != null && (page->FlagsAndZone & (uint)PageFlags.Tail) != 0) page = (PageFrame*)page->Private;
-        return page;
-    }
-
-    /// <summary>Pushes a validated object onto the current thread's magazine; false when the slow path must run.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool FreeFast(PhysicalMemory memory, KmemCacheData* d, PageFrame* slab, void* obj)
-    {
-        if (!IsFreeableObject(d, slab, (nuint)obj - (nuint)memory.PageAddress(slab), obj)) return false;
-        ThreadCacheHeader* c = ThreadCacheRegistry.Lookup(d->RegistrySlot, d->RegistryId);
-        return c != null && PushThreadCache((MagazineCache*)c, slab, obj);
+        Volatile.Write(ref h->Busy, 0);
+        return done;
     }
 
     /// <summary>
-    /// Validates <paramref name="obj"/> (at <paramref name="offset"/> bytes from the start of <paramref name="slab"/>, a
-    /// slab of <paramref name="d"/>) and pushes it onto <paramref name="mc"/>; false when the slow path must run.
+    /// The head frame of the page at <paramref name="flat"/> bytes into a flat arena of <paramref name="arenaBytes"/>
+    /// (a compound tail's head when it lies in the frame array), or null.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool FreeToMagazine(MagazineCache* mc, KmemCacheData* d, PageFrame* slab, nuint offset, void* obj)
-        => IsFreeableObject(d, slab, offset, obj) && PushThreadCache(mc, slab, obj);
-
-    /// <summary>
-    /// True when <paramref name="offset"/> (from the slab's first byte) is the start of an object, checked with one
-    /// multiply (Lemire's divisibility test), and the object does not head its slab's free list (it would be free already:
-    /// the slow path reports the double free).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool IsFreeableObject(KmemCacheData* d, PageFrame* slab, nuint offset, void* obj)
+    internal static PageFrame* HeadFrame(PageFrame* memMap, nuint arenaBytes, nuint flat)
     {
-        ulong slot = (ulong)(offset - (nuint)d->RedLeftPad);
-        return slot < d->SlabBytes && slot * d->DivisorMagic < d->DivisorMagic && SlabPage.Freelist(slab) != obj;
+        PageFrame* page = memMap + (flat >> PageFrame.PageShift);
+        if ((page->FlagsAndZone & (ulong)PageFlags.Tail) == 0) return page;
+        var head = (PageFrame*)page->Private;
+        return (nuint)head - (nuint)memMap < (arenaBytes >> PageFrame.PageShift) * (nuint)sizeof(PageFrame) ? head : null;
     }
 
+    /// <summary>Bytes from the arena's start to the first byte of <paramref name="slab"/> (frames are 64 bytes: pfn × 4096 = byte offset × 64).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static nuint SlabOffsetInArena(PageFrame* memMap, PageFrame* slab)
+        => ((nuint)slab - (nuint)memMap) << (PageFrame.PageShift - PageFrame.SizeShift);
+
     /// <summary>
-    /// Pushes an object onto a thread's loaded magazine, or onto its remote magazine when the object's slab has been
-    /// refilled from by one other thread only (reusing it here would put this thread's writes in cache lines that thread
-    /// is using: passive false sharing); false when that magazine is full (at its <see cref="Magazine.Limit"/>),
-    /// held by a drainer, or the object was just freed.
+    /// Frees <paramref name="obj"/>, at <paramref name="offset"/> bytes into <paramref name="slab"/> (a slab of
+    /// <paramref name="d"/>), to the calling thread when the thread owns the slab: onto its own list when the slab is
+    /// its current one, else onto the slab's free list. False, with nothing changed, for everything else (not an object
+    /// start, already free, another owner or none, serialized frees): the slow path sorts it out. Inside the context.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool PushThreadCache(MagazineCache* mc, PageFrame* slab, void* obj)
+    internal static bool FreeToThread(SlabThreadContext* ctx, KmemCacheData* d, PageFrame* slab, nuint offset, void* obj)
     {
-        ThreadCacheHeader* c = &mc->Header;
-        if (!ThreadCacheHeader.TryEnter(c)) return false;
-        Magazine* m = SlabPage.IsRemote(slab, mc->OwnerId) ? mc->Remote : mc->Loaded;
-        int n = m->Count;
-        // Objects[-1] is the magazine's guard word (null): an empty magazine needs no test of its own.
-        if (n < m->Limit && m->Objects[n - 1] != obj)
+        nuint slot = offset - (nuint)d->RedLeftPad;
+        if (!IsSlot(d, slot)) return false;
+        void** location = FreePointerAddress(d, obj);
+        if (LooksFree(d, location, (nuint)obj - slot) || d->SerializedFree != 0) return false;
+        SlabCpu* c = SlabThreadContext.Entry(ctx, d->CpuIndex);
+        if (c == null) return false;
+        if (slab == c->Slab)
         {
-            m->Objects[n] = obj;
-            m->Count = n + 1;
-            if (SlabStatistics.Enabled) mc->FreeFastPath++;
-            ThreadCacheHeader.Exit(c);
-            return true;
+            *location = EncodeFreePointer(d, location, c->Freelist);
+            c->Freelist = obj;
         }
-        ThreadCacheHeader.Exit(c);
-        return false;
+        else
+        {
+            if (SlabPage.Owner(SlabPage.ReadState(slab)) != ctx->Id) return false;
+            *location = EncodeFreePointer(d, location, SlabPage.Freelist(slab));
+            SlabPage.SetFreelist(slab, obj);
+            if (slab->MapCount++ == 0) FreedIntoOwnedSlab(c, slab);
+        }
+        if (SlabStatistics.Enabled) c->FreeFastPath++;
+        return true;
     }
 
+    /// <summary>True when <paramref name="slot"/> (bytes from a slab's first object) is the start of an object of the slab: one multiply (Lemire's divisibility test).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsSlot(KmemCacheData* d, nuint slot)
+        => (ulong)slot < d->SlabBytes && (ulong)slot * d->DivisorMagic < d->DivisorMagic;
+
     /// <summary>
-    /// The calling thread's magazines of this cache (<see cref="KmemCacheThread"/>): take it once before a run of
-    /// operations on one thread and allocate and free through it without the per-call thread-local lookup.
+    /// True when the free pointer word at <paramref name="location"/> reads as a free object's: it decodes to null or into
+    /// the slab whose objects start at <paramref name="firstObject"/>. Handed-out objects have the word zeroed, which
+    /// decodes to neither; data a program writes there does by a chance of about one in 2^50 (without the secret).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool LooksFree(KmemCacheData* d, void** location, nuint firstObject)
+    {
+        void* decoded = DecodeFreePointer(d, location);
+        return (nuint)decoded - firstObject < d->SlabBytes || decoded == null;
+    }
+
+    /// <summary>Where an object's free pointer lives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void** FreePointerAddress(KmemCacheData* d, void* obj) => (void**)((byte*)obj + d->Offset);
+
+    /// <summary>The hardened form of a link: next XOR the cache secret XOR the byte-swapped address it is stored at.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void* EncodeFreePointer(KmemCacheData* d, void** location, void* next)
+        => (void*)((ulong)next ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void* DecodeFreePointer(KmemCacheData* d, void** location)
+        => (void*)((ulong)*location ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
+
+    /// <summary>
+    /// The calling thread's entry for this cache (<see cref="KmemCacheThread"/>): take it once before a run of
+    /// operations on one thread and allocate and free through it without the per-call thread-local read.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The cache was destroyed.</exception>
-    public KmemCacheThread ThisThread() => new(this, _d, ThisThreadMagazines(), _memory, _owner.Failslab);
-
-    /// <summary>The calling thread's magazine cache, or <see cref="MagazineCache.Disabled"/> for a cache without magazines (debug).</summary>
-    internal MagazineCache* ThisThreadMagazines()
+    public KmemCacheThread ThisThread()
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
-        if (_d->FastPath == 0) return MagazineCache.Disabled;
-        return (MagazineCache*)_registry!.GetOrCreateCurrent();
+        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
+        return new KmemCacheThread(this, _d, ctx, EntryFor(ctx));
     }
 
     /// <summary>True once the cache is destroyed.</summary>
     internal bool IsDestroyed => _destroyed;
-
-    /// <summary>Magazine caches of exited threads adopted by threads that registered after them.</summary>
-    internal long ThreadCacheAdoptions => _registry?.Adoptions ?? 0;
 
     /// <summary>The managed cache of a native cache record (slow paths only).</summary>
     internal static KmemCache FromData(KmemCacheData* d)

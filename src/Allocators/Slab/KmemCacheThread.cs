@@ -1,37 +1,33 @@
 using System.Runtime.CompilerServices;
 using Allocators.PageAlloc;
-using Allocators.Physical;
 
 namespace Allocators.Slab;
 
 /// <summary>
-/// The calling thread's own magazines of one <see cref="KmemCache"/>, resolved once (like <c>this_cpu_ptr(s->cpu_slab)</c>
-/// taken before a loop): <see cref="Alloc()"/> and <see cref="Free"/> skip the thread-local lookup that
-/// <see cref="KmemCache.Alloc(Gfp)"/> and <see cref="KmemCache.Free"/> pay on every call, and are otherwise the same
-/// operations with the same checks and the same fallbacks.
+/// The calling thread's entry for one <see cref="KmemCache"/>, resolved once (like <c>this_cpu_ptr(s->cpu_slab)</c>
+/// taken before a loop): <see cref="Alloc()"/> and <see cref="Free"/> run the same fast paths as
+/// <see cref="KmemCache.Alloc(Gfp)"/> and <see cref="KmemCache.Free"/>, with the same checks and fallbacks, minus the
+/// thread-local read those do on every call (which the JIT usually hoists out of a loop anyway).
 /// </summary>
 /// <remarks>
 /// A <c>ref struct</c>: it lives on the stack of the thread that took it and cannot be stored in a field, captured by a
-/// lambda or carried across an <c>await</c>, so it is only ever used by its own thread. Take it with
-/// <see cref="KmemCache.ThisThread"/> where a thread does a run of operations; it must not be used after the cache is
-/// destroyed. Drains from other threads (shrink, memory pressure) stay safe: each operation enters the thread cache
-/// exactly as the plain calls do.
+/// lambda or carried across an <c>await</c>, so it is only ever used by its own thread. It must not be used after the
+/// cache is destroyed. Drains from other threads (shrink, memory pressure) stay safe: each operation enters the
+/// thread's context exactly as the plain calls do.
 /// </remarks>
 public readonly unsafe ref struct KmemCacheThread
 {
     private readonly KmemCache _cache;
     private readonly KmemCacheData* _d;
-    private readonly MagazineCache* _mc;
-    private readonly SlabLocator _locator;
-    private readonly FaultAttributes _failslab;
+    private readonly SlabThreadContext* _ctx;
+    private readonly SlabCpu* _entry;
 
-    internal KmemCacheThread(KmemCache cache, KmemCacheData* d, MagazineCache* mc, PhysicalMemory memory, FaultAttributes failslab)
+    internal KmemCacheThread(KmemCache cache, KmemCacheData* d, SlabThreadContext* ctx, SlabCpu* entry)
     {
         _cache = cache;
         _d = d;
-        _mc = mc;
-        _locator = new SlabLocator(memory);
-        _failslab = failslab;
+        _ctx = ctx;
+        _entry = entry;
     }
 
     /// <summary>The cache.</summary>
@@ -41,12 +37,8 @@ public readonly unsafe ref struct KmemCacheThread
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc()
     {
-        if (!_failslab.Enabled && !_cache.IsDestroyed)
-        {
-            void* obj = KmemCache.PopThreadCache(_mc);
-            if (obj != null) return obj;
-        }
-        return _cache.Alloc();
+        void* obj = KmemCache.AllocFrom(_ctx, _entry, _d);
+        return obj != null ? obj : _cache.AllocSlowPath(Gfp.Kernel, -1, _d->ObjectSize);
     }
 
     /// <summary>Allocates one object with <paramref name="gfp"/> (e.g. <see cref="Gfp.Zero"/>).</summary>
@@ -60,16 +52,11 @@ public readonly unsafe ref struct KmemCacheThread
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* obj)
     {
-        // A destroyed cache has no slabs left (Destroy refuses while objects live), so the owner test also keeps a
-        // use after Destroy away from the freed magazines.
-        SlabAddress a = _locator.Find(obj);
-        if (a.Slab->Private == (nuint)_d && KmemCache.FreeToMagazine(_mc, _d, a.Slab, a.Offset, obj)) return;
-        // Null, a sparse arena, misuse (reported there), a full magazine or a drain: the plain call sorts it out.
-        _cache.Free(obj);
+        if (!KmemCache.FreeFast(_ctx, _d, obj)) _cache.FreeSlowPath(obj);
     }
 }
 
-/// <summary>The typed face of <see cref="KmemCacheThread"/>: the calling thread's magazines of a <see cref="KmemCache{T}"/>.</summary>
+/// <summary>The typed face of <see cref="KmemCacheThread"/>: the calling thread's entry for a <see cref="KmemCache{T}"/>.</summary>
 public readonly unsafe ref struct KmemCacheThread<T> where T : unmanaged
 {
     private readonly KmemCacheThread _inner;

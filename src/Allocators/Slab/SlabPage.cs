@@ -4,10 +4,18 @@ using Allocators.Physical;
 namespace Allocators.Slab;
 
 /// <summary>
-/// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay): owning cache in
-/// Private, the slab's free list head in Data0, in-use count, object count and list membership in Data1, and in
-/// MapCount (unused by slabs otherwise) the id of the thread cache that last took objects from it, and in bits 32..37
-/// of the flags word (unused by page flags and zone) the cache's kmalloc class.
+/// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay):
+/// <list type="bullet">
+/// <item><c>Private</c>: the owning cache (<see cref="KmemCacheData"/>).</item>
+/// <item><c>Data0</c>: the slab's own free list (<see cref="Freelist"/>), <c>MapCount</c> its length
+/// (<see cref="FreeCount"/>). Written only by the slab's owner thread while a thread owns it, else under the node's
+/// list lock.</item>
+/// <item><c>Data1</c>: the atomic <see cref="State"/> word: owner thread id, "on a node list" bit and the remote free
+/// list (head object index and count) that other threads push onto with one compare-exchange.</item>
+/// <item><c>Next</c>/<c>Prev</c>: links in a thread's partial list or a node's partial (or, for debug caches, full) list.</item>
+/// <item>Bits 32..37 of the flags word (unused by page flags and zone): the cache's kmalloc class; bit 40: on its
+/// owner thread's full list.</item>
+/// </list>
 /// </summary>
 internal static unsafe class SlabPage
 {
@@ -16,10 +24,7 @@ internal static unsafe class SlabPage
     /// <summary>The kmalloc class bits' value for a slab of a cache that is not a kmalloc cache (and for no slab at all).</summary>
     public const int NoKmallocClass = 63;
 
-    /// <summary>
-    /// The slab's kmalloc class (<see cref="NoKmallocClass"/> for other caches), from the flags word that finding the
-    /// slab reads anyway: kfree through <see cref="KmallocThread"/> picks its magazine without reading the cache record first.
-    /// </summary>
+    /// <summary>The slab's kmalloc class (<see cref="NoKmallocClass"/> for other caches).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int KmallocClass(PageFrame* slab) => (int)(slab->FlagsAndZone >> KmallocClassShift) & NoKmallocClass;
 
@@ -29,53 +34,67 @@ internal static unsafe class SlabPage
     /// <summary>Every bit <see cref="KmallocClassBits"/> may set.</summary>
     public const ulong KmallocClassMask = (ulong)NoKmallocClass << KmallocClassShift;
 
-    public const int ListNone = 0;
-    public const int ListPartial = 1;
-    public const int ListFull = 2;
+    /// <summary>Flag-word bit (unused by page flags and zone) of a slab on its owner thread's full list (<see cref="SlabCpu.Full"/>).</summary>
+    public const ulong OnThreadFullList = 1UL << 40;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static KmemCacheData* Cache(PageFrame* slab) => (KmemCacheData*)slab->Private;
 
+    /// <summary>The slab's own free list (hardened links).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void* Freelist(PageFrame* slab) => (void*)slab->Data0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetFreelist(PageFrame* slab, void* head) => slab->Data0 = (ulong)head;
 
+    /// <summary>Objects on <see cref="Freelist"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int InUse(PageFrame* slab) => (int)(uint)slab->Data1;
+    public static int FreeCount(PageFrame* slab) => slab->MapCount;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void SetInUse(PageFrame* slab, int value) => slab->Data1 = (slab->Data1 & ~0xFFFF_FFFFUL) | (uint)value;
+    public static void SetFreeCount(PageFrame* slab, int count) => slab->MapCount = count;
 
-    /// <summary>Owner value of a slab that more than one thread cache has refilled from.</summary>
-    public const int SharedOwner = -1;
+    // State word layout: bits 0..15 remote head (object index + 1, 0 = empty), 16..31 remote count,
+    // 32..62 owner thread context id (0 = no thread), 63 on a node list.
+    private const int CountShift = 16;
+    private const int OwnerShift = 32;
+    private const ulong OnNodeBit = 1UL << 63;
 
-    /// <summary>
-    /// Sets the only thread cache that has refilled from this slab since it was last empty (0: none yet;
-    /// <see cref="SharedOwner"/>: several). A free by another thread of an object from a slab with a single owner is remote.
-    /// </summary>
-    public static void SetOwner(PageFrame* slab, int owner) => slab->MapCount = owner;
-
-    /// <summary>Records a refill by <paramref name="owner"/>: the first refiller owns the slab, a second one makes it shared.</summary>
-    public static void NoteRefill(PageFrame* slab, int owner)
-    {
-        int current = slab->MapCount;
-        if (current == 0) slab->MapCount = owner;
-        else if (current != owner) slab->MapCount = SharedOwner;
-    }
-
-    /// <summary>True when <paramref name="slab"/> belongs to one thread cache and that is not <paramref name="self"/>.</summary>
+    /// <summary>The atomic state word (see the type's remarks); compare-exchanged as a whole.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool IsRemote(PageFrame* slab, int self)
-    {
-        int owner = slab->MapCount;
-        return owner > 0 && owner != self;
-    }
+    public static ref long State(PageFrame* slab) => ref *(long*)&slab->Data1;
 
-    public static int List(PageFrame* slab) => (int)(slab->Data1 >> 32);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long ReadState(PageFrame* slab) => Volatile.Read(ref *(long*)&slab->Data1);
 
-    public static void SetList(PageFrame* slab, int list) => slab->Data1 = (slab->Data1 & 0xFFFF_FFFFUL) | ((ulong)list << 32);
+    /// <summary>The id of the thread context that owns the slab, 0 for none.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Owner(long state) => (int)((ulong)state >> OwnerShift) & int.MaxValue;
+
+    /// <summary>True while the slab is on one of its node's lists.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool OnNode(long state) => state < 0;
+
+    /// <summary>Objects on the remote free list.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int RemoteCount(long state) => (int)((ulong)state >> CountShift) & 0xFFFF;
+
+    /// <summary>Index + 1 of the remote list's first object, 0 when the list is empty.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int RemoteHead(long state) => (int)state & 0xFFFF;
+
+    /// <summary>A state word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long MakeState(int owner, bool onNode, int remoteHead, int remoteCount)
+        => (long)(((ulong)(uint)owner << OwnerShift) | (onNode ? OnNodeBit : 0) | ((ulong)(uint)remoteCount << CountShift) | (uint)remoteHead);
+
+    /// <summary>A state word with the same owner and node bit and an empty remote list.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long WithoutRemote(long state) => state & ~0xFFFF_FFFFL;
+
+    /// <summary>Describes a state word for reports.</summary>
+    public static string Describe(long state)
+        => $"owner={Owner(state)} on-node={OnNode(state)} remote={RemoteCount(state)}";
 
     public static void Push(PageFrame** head, PageFrame* slab)
     {

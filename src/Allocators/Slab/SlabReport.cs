@@ -17,10 +17,12 @@ public sealed record SlabReport(string Cache, string Problem, nuint Address, str
 /// <summary>
 /// Counters of one cache, like /sys/kernel/slab/&lt;cache&gt;/ statistics. <see cref="AllocFastPath"/> and
 /// <see cref="FreeFastPath"/> count only where <see cref="SlabStatistics.CountsFastPaths"/> (as the kernel's only exist
-/// with CONFIG_SLUB_STATS); the rest always count.
+/// with CONFIG_SLUB_STATS); the rest always count. <see cref="CpuCacheRefill"/>: a thread took another slab to allocate
+/// from; <see cref="CpuCacheFlush"/>: a thread's slabs went back to the nodes (drain); <see cref="RemoteFrees"/>: frees onto
+/// a slab another thread (or none) owns; <see cref="SlabClaims"/>: frees that took over a slab with no owner.
 /// </summary>
 public readonly record struct KmemCacheStats(
     long AllocFastPath, long AllocSlowPath, long FreeFastPath, long FreeSlowPath,
-    long CpuCacheRefill, long CpuCacheFlush, long DepotExchanges,
+    long CpuCacheRefill, long CpuCacheFlush, long RemoteFrees, long SlabClaims,
     long SlabsAllocated, long SlabsFreed, long AllocFailures, long CorruptionsFound,
     long ActiveObjects, long TotalObjects, long Slabs, long PartialSlabs);

@@ -26,7 +26,7 @@ internal unsafe interface IThreadCacheOwner
 /// <summary>
 /// Per-thread cache blocks (native memory) for one owner, e.g. a page allocator or a slab cache.
 /// Finding the current thread's block is a thread-static array lookup with no atomic and no lock.
-/// The registry can drain every thread's block from any thread (<see cref="DrainAll"/>). The block of a thread that
+/// The registry can drain every thread's block from any thread (<see cref="DrainAll()"/>). The block of a thread that
 /// exited is adopted, with what it caches, by the next thread that registers (when its owner agrees), or given back to
 /// its owner: then, or when a finalizable sentinel in the exited thread's thread-static storage notices, whichever
 /// comes first; so cached items are never lost or stranded.
@@ -181,7 +181,14 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     /// Takes every thread's cache in turn and flushes it back to the owner. Must not be called from inside a
     /// cache operation of the calling thread (its own Busy flag would never clear).
     /// </summary>
-    public void DrainAll()
+    public void DrainAll() => DrainAll(null);
+
+    /// <summary>
+    /// Takes every thread's cache in turn and runs <paramref name="flush"/> on it (the owner's
+    /// <see cref="IThreadCacheOwner.FlushCache"/> when null), the owner thread held off it meanwhile. Same restriction as
+    /// <see cref="DrainAll()"/>.
+    /// </summary>
+    public void DrainAll(Action<nint>? flush)
     {
         lock (_lock)
         {
@@ -193,7 +200,8 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             {
                 var cache = (ThreadCacheHeader*)p;
                 WaitIdle(cache);
-                _owner.FlushCache(cache);
+                if (flush != null) flush(p);
+                else _owner.FlushCache(cache);
                 if (cache->OwnerThreadId != Environment.CurrentManagedThreadId) cache->RemoteDrains++;
                 Volatile.Write(ref cache->DrainRequested, 0);
             }

@@ -108,20 +108,18 @@ public unsafe class KmallocSizeClassTests
     {
         using var sys = NewSystem(64, classes: classes);
         var other = sys.Slab.CreateCache("not-kmalloc", 72);
-        var locator = new SlabLocator(sys.Memory);
         var caches = sys.Slab.KmallocCaches;
         var blocks = new List<nint>();
         for (int i = 0; i < caches.Count; i++)
         {
             void* p = sys.Slab.Kmalloc((nuint)caches[i].ObjectSize);
-            PageFrame* slab = locator.Find(p).Slab;
+            PageFrame* slab = KmemCache.SlabOf(sys.Memory, p);
             Assert.Equal(i, SlabPage.KmallocClass(slab));
             blocks.Add((nint)p);
         }
         void* q = other.Alloc();
-        PageFrame* otherSlab = locator.Find(q).Slab;
+        PageFrame* otherSlab = KmemCache.SlabOf(sys.Memory, q);
         Assert.Equal(SlabPage.NoKmallocClass, SlabPage.KmallocClass(otherSlab));
-        Assert.Equal(SlabPage.NoKmallocClass, SlabPage.KmallocClass(SlabLocator.NotASlab));
         other.Free(q);
         other.Shrink();
         Assert.Equal(0UL, otherSlab->FlagsAndZone & SlabPage.KmallocClassMask);

@@ -1,0 +1,333 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.Slab;
+
+/// <summary>
+/// One thread's state for one cache (the kernel's <c>struct kmem_cache_cpu</c>, per thread instead of per CPU): the
+/// slab it allocates from, that slab's objects it holds (<see cref="Freelist"/>) and its partial slabs. Only the owner
+/// thread reads or writes it, inside <see cref="ThreadCacheHeader.TryEnter"/>/<see cref="ThreadCacheHeader.Exit"/>,
+/// except a drainer that holds the whole context (see <see cref="ThreadCacheRegistry"/>).
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 192)]
+internal unsafe struct SlabCpu
+{
+    // First line: what the fast paths read and the thread's slab lists.
+
+    /// <summary>Free objects of <see cref="Slab"/> this thread allocates next (hardened links, as in the slab).</summary>
+    public void* Freelist;
+
+    /// <summary>The slab this thread allocates from (owned by it), or null.</summary>
+    public PageFrame* Slab;
+
+    /// <summary>Address of <see cref="Slab"/>'s first byte: where the objects a link may name lie.</summary>
+    public byte* SlabBase;
+
+    /// <summary>
+    /// Slabs this thread owns with free objects (on their free or remote lists), newest first, linked through
+    /// <see cref="PageFrame.Next"/>/<see cref="PageFrame.Prev"/> (SLUB's per-CPU partial list).
+    /// </summary>
+    public PageFrame* Partial;
+
+    /// <summary>The oldest slab on <see cref="Partial"/> (the first to go to the node when the list is long).</summary>
+    public PageFrame* PartialTail;
+
+    /// <summary>
+    /// Slabs this thread owns whose objects it has all handed out, newest first: a free of one of theirs by this thread
+    /// moves the slab to <see cref="Partial"/> without an atomic; the oldest floats when the list is long.
+    /// </summary>
+    public PageFrame* Full;
+
+    /// <summary>The oldest slab on <see cref="Full"/>.</summary>
+    public PageFrame* FullTail;
+
+    /// <summary>Slabs on <see cref="Partial"/>.</summary>
+    public int NrPartial;
+
+    /// <summary>Slabs on <see cref="Full"/>.</summary>
+    public int NrFull;
+
+    // Second line: what the slow paths read, and counters (per thread, folded into the cache when the thread's context
+    // retires).
+
+    /// <summary>The <see cref="KmemCacheData.LiveKey"/> of the cache this entry serves; <see cref="FreshKey"/> before its first use.</summary>
+    public long Key;
+
+    /// <summary>The cache this entry serves.</summary>
+    public KmemCacheData* Cache;
+
+    public long AllocFastPath;
+    public long FreeFastPath;
+    public long AllocSlowPath;
+    public long FreeSlowPath;
+    public long Refills;
+    public long Flushes;
+    public long RemoteFrees;
+    public long Claims;
+
+    /// <summary>The key of an entry no cache has used yet: never equal to a cache's key (those are 0 or positive).</summary>
+    public const long FreshKey = -1;
+
+    /// <summary>
+    /// An entry that serves nothing (fresh key, empty lists), for handles of caches without per-thread slabs (debug)
+    /// or taken while a drainer held the context: every operation through it takes the slow path.
+    /// </summary>
+    public static readonly SlabCpu* Refusing = CreateRefusing();
+
+    private static SlabCpu* CreateRefusing()
+    {
+        var c = (SlabCpu*)NativeMemory.AlignedAlloc((nuint)sizeof(SlabCpu), 64);
+        *c = default;
+        c->Key = FreshKey;
+        return c;
+    }
+}
+
+/// <summary>
+/// A thread's slab context (one per thread for every slab allocator in the process): the drain header, the id the
+/// thread's slabs record as their owner, and one <see cref="SlabCpu"/> per cache index (<see cref="KmemCacheData.CpuIndex"/>),
+/// the first <see cref="InlineEntries"/> inline, the rest in chunks made on first use.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct SlabThreadContext
+{
+    public ThreadCacheHeader Header;
+
+    /// <summary>The owner id this thread's slabs carry (<see cref="SlabPage.Owner"/>); unique among live contexts.</summary>
+    public int Id;
+
+    /// <summary>Entries of <see cref="Chunks"/> (each <see cref="ChunkEntries"/> entries long, for indices past the inline ones).</summary>
+    public int ChunkCount;
+
+    /// <summary>Chunk table for indices from <see cref="InlineEntries"/> on; null entries are chunks not made yet.</summary>
+    public SlabCpu** Chunks;
+
+    private fixed long _pad[6];
+
+    /// <summary>Entries held inline, enough for every cache of a system or two.</summary>
+    public const int InlineEntries = 64;
+
+    /// <summary>Entries per chunk beyond the inline ones.</summary>
+    public const int ChunkEntries = 64;
+
+    /// <summary>Bytes of a context block.</summary>
+    public static int BlockSize => sizeof(SlabThreadContext) + InlineEntries * sizeof(SlabCpu);
+
+    /// <summary>The inline entries, right after the header.</summary>
+    public SlabCpu* Inline
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (SlabCpu*)((byte*)Unsafe.AsPointer(ref this) + sizeof(SlabThreadContext));
+    }
+
+    /// <summary>The entry for cache <paramref name="index"/>, or null when it lies in a chunk not made yet.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SlabCpu* Entry(SlabThreadContext* ctx, int index)
+    {
+        if ((uint)index < InlineEntries) return ctx->Inline + index;
+        return ChunkEntry(ctx, index);
+    }
+
+    private static SlabCpu* ChunkEntry(SlabThreadContext* ctx, int index)
+    {
+        int chunk = (index - InlineEntries) / ChunkEntries;
+        if ((uint)chunk >= (uint)ctx->ChunkCount || ctx->Chunks[chunk] == null) return null;
+        return ctx->Chunks[chunk] + (index - InlineEntries) % ChunkEntries;
+    }
+
+    /// <summary>Calls <paramref name="visit"/> on every entry that exists (inline and in chunks).</summary>
+    public static void ForEachEntry(SlabThreadContext* ctx, delegate*<SlabCpu*, void> visit)
+    {
+        for (int i = 0; i < InlineEntries; i++) visit(ctx->Inline + i);
+        for (int k = 0; k < ctx->ChunkCount; k++)
+        {
+            SlabCpu* chunk = ctx->Chunks[k];
+            if (chunk == null) continue;
+            for (int i = 0; i < ChunkEntries; i++) visit(chunk + i);
+        }
+    }
+}
+
+/// <summary>
+/// The process's slab thread contexts: the registry that finds, drains, adopts and retires them, the thread-local
+/// pointer to the calling thread's one, and the allocation of cache indices and owner ids.
+/// </summary>
+/// <remarks>
+/// One context per thread serves every cache of every slab allocator in the process, so the fast paths find the
+/// thread's entry for any cache with one thread-local read (which the JIT hoists out of loops) and one index.
+/// A cache index (<see cref="KmemCacheData.CpuIndex"/>) is reused only after every thread's entry for it was flushed.
+/// </remarks>
+internal static unsafe class SlabCpus
+{
+    [ThreadStatic] private static SlabThreadContext* t_ctx;
+
+    private static readonly Owner s_owner = new();
+    private static readonly ThreadCacheRegistry s_registry = new(s_owner, SlabThreadContext.BlockSize);
+
+    private static readonly Lock s_indexLock = new();
+    private static readonly List<bool> s_indexUsed = new();
+    private static readonly Stack<int> s_freeIds = new();
+    private static int s_lastId;
+    private static long s_lastKey;
+
+    /// <summary>The calling thread's context, or null before its first slow path.</summary>
+    public static SlabThreadContext* Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_ctx;
+    }
+
+    /// <summary>The calling thread's context, registered on first use.</summary>
+    public static SlabThreadContext* GetOrCreateCurrent()
+    {
+        SlabThreadContext* ctx = t_ctx;
+        if (ctx != null) return ctx;
+        ctx = (SlabThreadContext*)s_registry.GetOrCreateCurrent();
+        t_ctx = ctx;
+        return ctx;
+    }
+
+    /// <summary>
+    /// The calling thread's entry for <paramref name="index"/>, making its chunk when it has none. The thread must be
+    /// inside its context (a drainer reads the chunk table only while it holds the context).
+    /// </summary>
+    public static SlabCpu* EntryMaking(SlabThreadContext* ctx, int index)
+    {
+        SlabCpu* c = SlabThreadContext.Entry(ctx, index);
+        if (c != null) return c;
+        int chunk = (index - SlabThreadContext.InlineEntries) / SlabThreadContext.ChunkEntries;
+        if (chunk >= ctx->ChunkCount)
+        {
+            int count = Math.Max(chunk + 1, Math.Max(4, ctx->ChunkCount * 2));
+            var table = (SlabCpu**)NativeMemory.AllocZeroed((nuint)count, (nuint)sizeof(nint));
+            for (int i = 0; i < ctx->ChunkCount; i++) table[i] = ctx->Chunks[i];
+            NativeMemory.Free(ctx->Chunks);
+            ctx->Chunks = table;
+            ctx->ChunkCount = count;
+        }
+        var entries = (SlabCpu*)CacheLines.AllocIsolated((nuint)(SlabThreadContext.ChunkEntries * sizeof(SlabCpu)));
+        InitEntries(entries, SlabThreadContext.ChunkEntries);
+        ctx->Chunks[chunk] = entries;
+        return entries + (index - SlabThreadContext.InlineEntries) % SlabThreadContext.ChunkEntries;
+    }
+
+    private static void InitEntries(SlabCpu* entries, int count)
+    {
+        NativeMemory.Clear(entries, (nuint)(count * sizeof(SlabCpu)));
+        for (int i = 0; i < count; i++) entries[i].Key = SlabCpu.FreshKey;
+    }
+
+    /// <summary>A key no cache has had (see <see cref="KmemCacheData.Key"/>).</summary>
+    public static long NewKey() => Interlocked.Increment(ref s_lastKey);
+
+    /// <summary>Reserves <paramref name="count"/> consecutive cache indices (kmalloc's classes take one block).</summary>
+    public static int AllocateIndices(int count)
+    {
+        lock (s_indexLock)
+        {
+            int run = 0;
+            for (int i = 0; i < s_indexUsed.Count; i++)
+            {
+                run = s_indexUsed[i] ? 0 : run + 1;
+                if (run == count)
+                {
+                    int start = i - count + 1;
+                    for (int j = start; j <= i; j++) s_indexUsed[j] = true;
+                    return start;
+                }
+            }
+            // Extend from the free run at the end, if any.
+            int first = s_indexUsed.Count - run;
+            for (int j = first; j < s_indexUsed.Count; j++) s_indexUsed[j] = true;
+            while (s_indexUsed.Count < first + count) s_indexUsed.Add(true);
+            return first;
+        }
+    }
+
+    /// <summary>Gives cache indices back; every thread's entries for them must have been flushed.</summary>
+    public static void FreeIndices(int start, int count)
+    {
+        lock (s_indexLock)
+        {
+            for (int i = start; i < start + count; i++) s_indexUsed[i] = false;
+        }
+    }
+
+    /// <summary>Indices in use (for leak tests).</summary>
+    internal static int IndicesInUse
+    {
+        get { lock (s_indexLock) return s_indexUsed.Count(u => u); }
+    }
+
+    /// <summary>
+    /// Flushes every thread's entry for cache <paramref name="index"/> (kmem_cache_shrink's flush_all): each thread's
+    /// slabs of that cache go back to the node lists, with the thread held off its context meanwhile.
+    /// </summary>
+    public static void DrainIndex(int index) => s_registry.DrainAll(cache =>
+    {
+        SlabCpu* c = SlabThreadContext.Entry((SlabThreadContext*)cache, index);
+        if (c != null) KmemCache.FlushEntry(c);
+    });
+
+    /// <summary>
+    /// Closes cache indices for good: every thread's entry for them is flushed (when <paramref name="flush"/>; a
+    /// system going away with its arena skips that), its counters folded into its cache, and made fresh, with every
+    /// thread held off its context meanwhile, so no operation of theirs is still inside those caches afterwards.
+    /// </summary>
+    public static void RetireIndices(int[] indices, bool flush) => s_registry.DrainAll(cache =>
+    {
+        foreach (int index in indices)
+        {
+            SlabCpu* c = SlabThreadContext.Entry((SlabThreadContext*)cache, index);
+            if (c == null) continue;
+            if (flush) KmemCache.FlushEntry(c);
+            KmemCache.RetireEntry(c);
+        }
+    });
+
+    /// <summary>Runs <paramref name="visit"/> on every live thread's entry for <paramref name="index"/> (counters; reads only).</summary>
+    public static void ForEachEntry(int index, Action<nint> visit) => s_registry.ForEach(cache =>
+    {
+        SlabCpu* c = SlabThreadContext.Entry((SlabThreadContext*)cache, index);
+        if (c != null) visit((nint)c);
+    });
+
+    /// <summary>Live thread contexts (tests).</summary>
+    internal static int ContextCount => s_registry.Count;
+
+    /// <summary>Thread contexts adopted by a registering thread so far (tests).</summary>
+    internal static long Adoptions => s_registry.Adoptions;
+
+    /// <summary>The registry's callbacks: set up, flush, adopt and retire a context.</summary>
+    private sealed class Owner : IThreadCacheOwner
+    {
+        public void InitCache(ThreadCacheHeader* cache)
+        {
+            var ctx = (SlabThreadContext*)cache;
+            lock (s_indexLock) ctx->Id = s_freeIds.Count > 0 ? s_freeIds.Pop() : ++s_lastId;
+            InitEntries(ctx->Inline, SlabThreadContext.InlineEntries);
+        }
+
+        public void FlushCache(ThreadCacheHeader* cache)
+            => SlabThreadContext.ForEachEntry((SlabThreadContext*)cache, &KmemCache.FlushEntry);
+
+        // The exited thread's slabs, free objects and counters carry on in the new thread: its owner id stays on them.
+        public bool AdoptCache(ThreadCacheHeader* cache) => true;
+
+        public void RetireCache(ThreadCacheHeader* cache)
+        {
+            var ctx = (SlabThreadContext*)cache;
+            SlabThreadContext.ForEachEntry(ctx, &KmemCache.RetireEntry);
+            for (int k = 0; k < ctx->ChunkCount; k++)
+            {
+                if (ctx->Chunks[k] != null) CacheLines.Free(ctx->Chunks[k]);
+            }
+            NativeMemory.Free(ctx->Chunks);
+            ctx->Chunks = null;
+            ctx->ChunkCount = 0;
+            lock (s_indexLock) s_freeIds.Push(ctx->Id);
+        }
+    }
+}
