@@ -7,21 +7,22 @@ namespace Allocators.Slab;
 public enum KmallocSizeClasses
 {
     /// <summary>
-    /// The kernel's: kmalloc-8, 16, 32, 64, 96, 128, 192, 256, 512, 1k, 2k, 4k, 8k. A request just above a power of
+    /// The kernel's: kmalloc-8, 16, 32, 64, 96, 128, 192, 256, 512, 1k, 2k, 4k, 8k (and 16k, 32k here, see
+    /// <see cref="SlabAllocator.KmallocMaxCacheSize"/>). A request just above a power of
     /// two gets nearly twice its size: random sizes waste about a quarter of every slot on average.
     /// </summary>
     Kernel,
 
     /// <summary>
     /// Four classes per power of two from 64 bytes up (8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320 ...
-    /// 7168, 8192: the spacing jemalloc and mimalloc use), so no slot is more than a quarter larger than the largest
+    /// 28672, 32768: the spacing jemalloc and mimalloc use), so no slot is more than a quarter larger than the largest
     /// request it serves (about a tenth on average for random sizes). Alignment as with <see cref="Kernel"/>: a power-of-two
     /// size is aligned to itself, other sizes to 8 bytes.
     /// </summary>
     Fine,
 }
 
-/// <summary>The kmalloc class table: slot sizes and the size-to-class index for 1..8192 bytes.</summary>
+/// <summary>The kmalloc class table: slot sizes and the size-to-class index for 1..<see cref="SlabAllocator.KmallocMaxCacheSize"/> bytes.</summary>
 internal static unsafe class KmallocClassTable
 {
     /// <summary>Entries of the size-to-class index: one per 8 bytes up to <see cref="SlabAllocator.KmallocMaxCacheSize"/>.</summary>
@@ -30,7 +31,7 @@ internal static unsafe class KmallocClassTable
     /// <summary>The slot sizes, smallest first.</summary>
     public static int[] Sizes(KmallocSizeClasses classes)
     {
-        if (classes == KmallocSizeClasses.Kernel) return [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+        if (classes == KmallocSizeClasses.Kernel) return [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768];
         var sizes = new List<int> { 8, 16, 32, 48, 64 };
         for (int power = 64; power < SlabAllocator.KmallocMaxCacheSize; power *= 2)
         {
@@ -45,7 +46,7 @@ internal static unsafe class KmallocClassTable
 
     /// <summary>
     /// A native table mapping (size - 1) / 8 to the index of the smallest class of <paramref name="sizes"/> that holds
-    /// size, for every size up to 8 KiB (the kernel's size_index, extended over the whole kmalloc range so one load
+    /// size, for every size up to 32 KiB (the kernel's size_index, extended over the whole kmalloc range so one load
     /// replaces its branch and fls). Free it with <see cref="NativeMemory.Free"/>.
     /// </summary>
     public static byte* CreateIndex(int[] sizes)

@@ -55,7 +55,8 @@ namespace Allocators.Slab;
 public sealed unsafe partial class KmemCache : IDisposable
 {
     internal const int WordSize = 8;
-    private const int MaxSlabOrder = 3;
+    private const int MaxSlabOrder = 3;        // PAGE_ALLOC_COSTLY_ORDER
+    private const int MaxLargeSlabOrder = 5;   // kmalloc-32k: four objects in 128 KiB
 
     private readonly SlabAllocator _owner;
     private readonly PhysicalMemory _memory;
@@ -71,7 +72,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "Object size must be at least 1 byte.");
         if (align < 0 || (align & (align - 1)) != 0 || align > SlabAllocator.KmallocMaxCacheSize)
-            throw new ArgumentOutOfRangeException(nameof(align), align, "Alignment must be 0 or a power of two up to 8192.");
+            throw new ArgumentOutOfRangeException(nameof(align), align, $"Alignment must be 0 or a power of two up to {SlabAllocator.KmallocMaxCacheSize}.");
         _owner = owner;
         _pages = owner.Pages;
         _memory = owner.Pages.Memory;
@@ -187,6 +188,11 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->Size = AlignUp(size + leftPad, a);
         _d->Align = a;
 
+        // The smallest order that wastes at most a sixteenth with enough objects per slab (slub_min_objects), stopping
+        // at PAGE_ALLOC_COSTLY_ORDER, or higher for objects above a page so that a slab still holds a few of them.
+        bool large = _d->Size > PageFrame.PageSize;
+        int maxOrder = large ? MaxLargeSlabOrder : MaxSlabOrder;
+        int minObjects = large ? 4 : 8;
         int order = 0;
         int best = -1;
         double bestWaste = double.MaxValue;
@@ -197,8 +203,8 @@ public sealed unsafe partial class KmemCache : IDisposable
             if (objects < 1) continue;
             double waste = (bytes - objects * (double)_d->Size) / bytes;
             if (waste < bestWaste) { bestWaste = waste; best = order; }
-            if (waste <= 1.0 / 16 && (objects >= 8 || order == MaxSlabOrder)) break;
-            if (order >= MaxSlabOrder && best >= 0) { order = best; break; }
+            if (waste <= 1.0 / 16 && (objects >= minObjects || order == maxOrder)) break;
+            if (order >= maxOrder && best >= 0) { order = best; break; }
         }
         if (order > PageAllocator.MaxOrder) order = best;
         if (order < 0) throw new ArgumentOutOfRangeException(nameof(objectSize), objectSize, "Object too large for a slab.");

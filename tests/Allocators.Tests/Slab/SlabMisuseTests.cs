@@ -255,7 +255,7 @@ public unsafe class SlabMisuseTests
     {
         using var sys = NewSystem();
         string baseline = Baseline(sys);
-        foreach (nuint size in new nuint[] { 8193, 20000, 65536, 4 << 20 })
+        foreach (nuint size in new nuint[] { SlabAllocator.KmallocMaxCacheSize + 1, 40000, 65536, 4 << 20 })
         {
             byte* p = (byte*)sys.Slab.Kmalloc(size);
             Assert.True(p != null, $"kmalloc({size})");
@@ -272,8 +272,8 @@ public unsafe class SlabMisuseTests
             var ex = Rejected<MemoryCorruptionException>(sys, p, () => sys.Slab.Kfree(p));
             Assert.Equal((nuint)p, ex.Address);
         }
-        byte* z = (byte*)sys.Slab.Kzalloc(30000);
-        AssertBytes(z, 30000, 0, "kzalloc of a large block");
+        byte* z = (byte*)sys.Slab.Kzalloc(50000);
+        AssertBytes(z, 50000, 0, "kzalloc of a large block");
         sys.Slab.Kfree(z);
         AssertBackToBaseline(sys, baseline);
     }

@@ -114,9 +114,8 @@ public unsafe class SlabThisThreadTests
     }
 
     [Theory]
-    [InlineData(9000)]    // order 2: the thread's page lists
-    [InlineData(30000)]   // order 3
-    [InlineData(100_000)] // order 5: the zone
+    [InlineData(32769)]   // order 4
+    [InlineData(100_000)] // order 5
     public void ALargeKmallocThroughTheHandleRefusesBadFreesAndChangesNothing(int size)
     {
         using var sys = NewSystem(64);
