@@ -32,8 +32,19 @@ public sealed unsafe partial class KmemCache
     internal void CheckLiveObject(PageFrame* slab, void* obj, string function)
     {
         if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
-        if (_d->FastPath == 0 ? OnFreelist(slab, obj) : LooksFree(_d, FreePointerAddress(_d, obj), (nuint)ObjectAt(slab, 0)))
-            throw new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj);
+        bool free;
+        if (_d->FastPath != 0)
+        {
+            free = LooksFree(_d, FreePointerAddress(_d, obj), (nuint)ObjectAt(slab, 0));
+        }
+        else
+        {
+            KmemCacheNode* n = NodeOf(slab);
+            NativeSpinLock.Acquire(&n->ListLock);
+            free = OnFreelist(slab, obj);
+            NativeSpinLock.Release(&n->ListLock);
+        }
+        if (free) throw new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj);
     }
 
     /// <summary>

@@ -418,7 +418,16 @@ public sealed unsafe class SlabAllocator : IDisposable
         void* fresh = Kmalloc(newSize, gfp);
         if (fresh == null) return null;
         Buffer.MemoryCopy(p, fresh, (long)newSize, (long)Math.Min(keep, newSize));
-        Kfree(p);
+        try
+        {
+            Kfree(p);
+        }
+        catch
+        {
+            // p was freed by another thread meanwhile: the caller keeps nothing new.
+            Kfree(fresh);
+            throw;
+        }
         return fresh;
     }
 
