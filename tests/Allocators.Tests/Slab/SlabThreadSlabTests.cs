@@ -1,4 +1,5 @@
 using Allocators.Slab;
+using Xunit.Abstractions;
 using static Allocators.Tests.Slab.SlabTestSupport;
 
 namespace Allocators.Tests.Slab;
