@@ -9,8 +9,6 @@ public sealed unsafe partial class KmemCache
 {
     internal void* AllocSlowPath(Gfp gfp, int node, int requestedSize) => AllocSlow(gfp, node, requestedSize);
 
-    internal void FreeSlowPath(PageFrame* slab, void* obj) => FreeChecked(slab, obj);
-
     internal void FreeSlowPath(void* obj) => FreeSlow(obj);
 
     /// <summary>The calling thread's entry for this cache, set up (for handles).</summary>
@@ -76,11 +74,20 @@ public sealed unsafe partial class KmemCache
         }
     }
 
-    /// <summary>The cache's slab and object for an address, or false when it is not one of this cache's objects (virt_to_slab).</summary>
+    /// <summary>True when <paramref name="obj"/> is the start of an object of this cache (allocated or not), from its slab (virt_to_slab).</summary>
     public bool Owns(void* obj)
     {
-        PageFrame* slab = SlabOf(_memory, obj);
-        return slab != null && slab->Has(PageFlags.Slab) && slab->Private == (nuint)_d && ObjectIndex(slab, obj) >= 0;
+        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
+        Enter(ctx);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_destroyed, this);
+            PageFrame* slab = SlabOf(_memory, obj);
+            return slab != null && slab->Has(PageFlags.Slab) && slab->Private == (nuint)_d && ObjectIndex(slab, obj) >= 0;
+        }
+        finally
+        {
+            Exit(ctx);
+        }
     }
-
 }

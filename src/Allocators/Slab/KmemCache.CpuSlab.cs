@@ -13,67 +13,99 @@ public sealed unsafe partial class KmemCache
     // The thread side of the slab layer (___slab_alloc, __slab_free, deactivate_slab, put_cpu_partial): what a thread
     // does when its fast path cannot, and what a drainer does to a thread's entry.
 
+    /// <summary>
+    /// The allocation slow path (___slab_alloc), inside the thread's context like everything that reads the arena: the
+    /// thread's slabs, then the node's; a new slab when both are out, grown outside the context (the page allocator
+    /// may run the shrinkers, which drain every context, this one included). Debug caches, node-bound requests and
+    /// caches the fast paths do not serve take their objects from the node lists under the node lock.
+    /// </summary>
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
-        ObjectDisposedException.ThrowIf(_destroyed, this);
-        if (_owner.FailslabActive && _owner.Failslab.ShouldFail(_d->ObjectSize, 0, gfp))
-            return AllocFailed(gfp, injected: true);
-        // A cache the fast paths do not serve keeps every thread's entry empty (KmemCacheData.Key).
-        if (node >= 0 || _d->Key == 0) return AllocLocked(gfp, node, requestedSize, count: true);
-
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
         bool counted = false; // one slow path, however many times it goes round
+        int site = 0;
         while (true)
         {
-            if (!ThreadCacheHeader.TryEnter(&ctx->Header)) return AllocLocked(gfp, -1, requestedSize, count: !counted);
-            void* obj = null;
-            bool closed = _d->Key == 0;   // destroyed, or fault injection turned on meanwhile
+            bool locked;
+            Enter(ctx);
             try
             {
-                if (!closed)
+                ObjectDisposedException.ThrowIf(_destroyed, this);
+                if (!counted && _owner.FailslabActive && _owner.Failslab.ShouldFail(_d->ObjectSize, 0, gfp))
+                    return AllocFailed(gfp, injected: true);
+                // A cache the fast paths do not serve keeps every thread's entry empty (KmemCacheData.Key).
+                locked = node >= 0 || _d->Key == 0;
+                void* obj;
+                if (locked)
+                {
+                    if (!counted) Interlocked.Increment(ref _d->AllocSlowPath);
+                    if (!counted && _d->FastPath == 0 && _d->TrackOffset >= 0) site = _owner.CallSites.Capture();
+                    obj = TakeFromNodesLocked(node, requestedSize, site);
+                }
+                else
                 {
                     SlabCpu* c = EntryOf(ctx);
                     if (!counted) c->AllocSlowPath++;
-                    counted = true;
                     obj = Refill(ctx, c);
+                }
+                counted = true;
+                if (obj != null)
+                {
+                    // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
+                    if ((gfp & Gfp.Zero) != 0)
+                        NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 || !locked ? requestedSize : _d->ObjectSize));
+                    return obj;
                 }
             }
             finally
             {
-                ThreadCacheHeader.Exit(&ctx->Header);
+                Exit(ctx);
             }
-            if (closed)
-            {
-                ObjectDisposedException.ThrowIf(_destroyed, this);
-                return AllocLocked(gfp, -1, requestedSize, count: !counted);
-            }
-            if (obj != null)
-            {
-                // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
-                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(obj, (nuint)requestedSize);
-                return obj;
-            }
-            // Nothing left in this thread's slabs or the node's: grow one, outside the context (the page allocator may
-            // run the shrinkers, which drain every context, this one included).
-            PageFrame* slab = NewSlab(gfp, -1);
+            PageFrame* slab = NewSlab(gfp, node);
             if (slab == null) return AllocFailed(gfp, injected: false);
-            AccountNewSlab(slab, owner: ctx->Id);
-            if (!ThreadCacheHeader.TryEnter(&ctx->Header))
-            {
-                Unfreeze(slab);
-                continue;
-            }
+            Enter(ctx);
             try
             {
-                if (_d->Key == 0) Unfreeze(slab);
-                else AddPartial(EntryOf(ctx), slab);
+                if (_destroyed)
+                {
+                    _pages.FreePages(slab, _d->Order);
+                    throw new ObjectDisposedException(Name);
+                }
+                if (locked)
+                {
+                    // The page allocator may have fallen back to another node: take the object from where the slab
+                    // went, or a node-bound request would grow slabs it can never use, forever.
+                    int grown = AddNewSlabToNode(slab);
+                    if (node >= 0) node = grown;
+                }
+                else
+                {
+                    AccountNewSlab(slab, owner: ctx->Id);
+                    AddPartial(EntryOf(ctx), slab);
+                }
             }
             finally
             {
-                ThreadCacheHeader.Exit(&ctx->Header);
+                Exit(ctx);
             }
         }
     }
+
+    /// <summary>
+    /// Enters the calling thread's context for a slow path, waiting out a drain that holds it (a few microseconds):
+    /// every slab operation runs inside it, so a drain, a destroy or a dispose waits for the operations under way.
+    /// Not reentrant: the slow paths never nest.
+    /// </summary>
+    internal static void Enter(SlabThreadContext* ctx)
+    {
+        while (!ThreadCacheHeader.TryEnter(&ctx->Header))
+        {
+            var spin = new SpinWait();
+            while (Volatile.Read(ref ctx->Header.DrainRequested) != 0) spin.SpinOnce(sleep1Threshold: 30);
+        }
+    }
+
+    internal static void Exit(SlabThreadContext* ctx) => ThreadCacheHeader.Exit(&ctx->Header);
 
     private void* AllocFailed(Gfp gfp, bool injected)
     {
@@ -94,14 +126,37 @@ public sealed unsafe partial class KmemCache
             *c = default;
             c->Key = _d->LiveKey;
             c->Cache = _d;
+            if (ctx->Id >= _d->HintCapacity) GrowRemoteHints(ctx->Id);
         }
         return c;
     }
 
+    private readonly Lock _hintLock = new();
+    private readonly List<nint> _oldHints = new();
+
+    /// <summary>
+    /// Makes room in <see cref="KmemCacheData.RemoteHints"/> for thread context <paramref name="id"/>. Remote freers
+    /// read the capacity, then the array: the array is published first, and old arrays stay until the cache goes.
+    /// </summary>
+    private void GrowRemoteHints(int id)
+    {
+        lock (_hintLock)
+        {
+            int capacity = _d->HintCapacity;
+            if (id < capacity) return;
+            int grown = Math.Max(capacity * 2, id + 1);
+            var hints = (byte*)NativeMemory.AllocZeroed((nuint)grown);
+            Buffer.MemoryCopy(_d->RemoteHints, hints, grown, capacity);
+            _oldHints.Add((nint)_d->RemoteHints);
+            Volatile.Write(ref *(nint*)&_d->RemoteHints, (nint)hints);
+            Volatile.Write(ref _d->HintCapacity, grown);
+        }
+    }
+
     /// <summary>
     /// Finds the thread an object when its list is empty: the current slab's remote frees, then its partial slabs,
-    /// then the node's; the exhausted current slab floats away on the way. Null when there is no free object anywhere
-    /// but in other threads' slabs. Inside the context.
+    /// then the node's; the exhausted current slab goes to the thread's full list on the way. Null when there is no free
+    /// object anywhere but in other threads' slabs. Inside the context.
     /// </summary>
     private void* Refill(SlabThreadContext* ctx, SlabCpu* c)
     {
@@ -121,12 +176,13 @@ public sealed unsafe partial class KmemCache
                     c->Freelist = TakeRemote(slab);
                     continue;
                 }
-                // Every object of the current slab is out: it waits on the thread's full list for frees (the oldest
-                // there floats, with no owner and on no list, until a free claims it).
                 c->Slab = null;
                 c->SlabBase = null;
                 AddFull(c, slab);
             }
+            // Other threads freed into the thread's full slabs (the hint says so): those join the partial list first,
+            // before the node's lock or a new slab (a producer whose objects others free keeps reusing its slabs).
+            if (c->Partial == null && _d->RemoteHints[ctx->Id] != 0) CollectRemotelyFreedFull(ctx, c);
             slab = c->Partial;
             if (slab != null)
             {
@@ -166,9 +222,26 @@ public sealed unsafe partial class KmemCache
         Debug.Assert(SlabPage.Owner(SlabPage.ReadState(slab)) != 0, "a current slab is owned");
         c->Slab = slab;
         c->SlabBase = SlabBase(slab);
+        // An empty slab's list is in the order its objects were freed, scattered over its lines; relinked in address
+        // order (one sequential pass) its allocations walk the slab as the prefetcher expects instead of chasing cold lines.
+        if (SlabPage.FreeCount(slab) == _d->Objects && _ctor == null) Relink(slab);
         c->Freelist = SlabPage.Freelist(slab);
         SlabPage.SetFreelist(slab, null);
         SlabPage.SetFreeCount(slab, 0);
+    }
+
+    /// <summary>Links every object of an empty slab in address order (its free list; no object is in use).</summary>
+    private void Relink(PageFrame* slab)
+    {
+        byte* first = SlabBase(slab) + _d->RedLeftPad;
+        void* next = null;
+        for (int i = _d->Objects - 1; i >= 0; i--)
+        {
+            void* obj = first + (long)i * _d->Size;
+            SetFreePointer(obj, next);
+            next = obj;
+        }
+        SlabPage.SetFreelist(slab, next);
     }
 
     /// <summary>Takes an owned slab's whole remote list with one exchange; its head (the list keeps its links).</summary>
@@ -181,37 +254,47 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Puts an owned slab with free objects on the thread's partial list (put_cpu_partial); when the list is longer than
-    /// <see cref="KmemCacheData.MaxPartial"/> the oldest one goes to its node. Inside the context.
+    /// Puts an owned slab with free objects on the thread's partial list (put_cpu_partial). The list has no bound: it
+    /// holds only slabs the thread allocated from, and the thread allocates from it before it takes from anywhere else
+    /// (a bound would send a thread with a large live set to the node's lock for the slabs it frees into). Inside the context.
     /// </summary>
     private void AddPartial(SlabCpu* c, PageFrame* slab)
     {
         ListPush(ref c->Partial, ref c->PartialTail, slab);
-        if (++c->NrPartial <= _d->MaxPartial) return;
-        PageFrame* oldest = c->PartialTail;
-        ListRemove(ref c->Partial, ref c->PartialTail, oldest);
-        c->NrPartial--;
-        Unfreeze(oldest);
+        c->NrPartial++;
     }
 
     /// <summary>
-    /// Puts an owned slab with no free object on the thread's full list; when the list is longer than
-    /// <see cref="KmemCacheData.MaxPartial"/> the oldest one floats, or joins the partial list when remote frees reached
-    /// it meanwhile. Inside the context.
+    /// Puts an exhausted owned slab on the thread's full list, where a free of one of its objects by this thread finds
+    /// it without an atomic. Inside the context.
     /// </summary>
-    private void AddFull(SlabCpu* c, PageFrame* slab)
+    private static void AddFull(SlabCpu* c, PageFrame* slab)
     {
         Debug.Assert(SlabPage.FreeCount(slab) == 0, "a slab on the full list has no object on its own free list");
         slab->FlagsAndZone |= SlabPage.OnThreadFullList;
         ListPush(ref c->Full, ref c->FullTail, slab);
-        if (++c->NrFull <= _d->MaxPartial) return;
-        PageFrame* oldest = c->FullTail;
-        RemoveFull(c, oldest);
-        long state = SlabPage.ReadState(oldest);
-        if (SlabPage.RemoteCount(state) == 0 &&
-            Interlocked.CompareExchange(ref SlabPage.State(oldest), SlabPage.MakeState(0, false, 0, 0), state) == state)
-            return;
-        AddPartial(c, oldest);
+        c->NrFull++;
+    }
+
+    /// <summary>
+    /// Moves every slab of the thread's full list that other threads freed objects into to its partial list, after
+    /// clearing the hint that said there were some (a free that comes after the clear sets it again). Inside the context.
+    /// </summary>
+    private void CollectRemotelyFreedFull(SlabThreadContext* ctx, SlabCpu* c)
+    {
+        Volatile.Write(ref _d->RemoteHints[ctx->Id], 0);
+        Interlocked.MemoryBarrier();
+        PageFrame* slab = c->FullTail;
+        while (slab != null)
+        {
+            PageFrame* newer = slab->Prev;
+            if (SlabPage.RemoteCount(SlabPage.ReadState(slab)) != 0)
+            {
+                RemoveFull(c, slab);
+                AddPartial(c, slab);
+            }
+            slab = newer;
+        }
     }
 
     private static void RemoveFull(SlabCpu* c, PageFrame* slab)
@@ -222,15 +305,16 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// The thread freed the first object onto the free list of a slab it owns (not its current one): a slab on its full
-    /// list moves to its partial list. Inside the context.
+    /// The thread freed onto a slab it owns (not its current one) the first object there: a slab on its full list moves
+    /// to its partial list. Inside the context.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static void FreedIntoOwnedSlab(SlabCpu* c, PageFrame* slab)
     {
         if ((slab->FlagsAndZone & SlabPage.OnThreadFullList) == 0) return;
         RemoveFull(c, slab);
-        FromData(c->Cache).AddPartial(c, slab);
+        ListPush(ref c->Partial, ref c->PartialTail, slab);
+        c->NrPartial++;
     }
 
     private static void ListPush(ref PageFrame* head, ref PageFrame* tail, PageFrame* slab)
@@ -250,25 +334,33 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>Frees an object after the fast path declined: checks everything and reports misuse, then frees.</summary>
-    private void FreeSlow(void* obj)
+    internal void FreeSlow(void* obj)
     {
         if (obj == null) return;
-        ObjectDisposedException.ThrowIf(_destroyed, this);
-        PageFrame* slab = SlabOf(_memory, obj);
-        if (slab == null || (slab->FlagsAndZone & (uint)PageFlags.Slab) == 0 || slab->Private != (nuint)_d)
-            ThrowNotThisCache(obj, slab);
-        FreeChecked(slab, obj);
+        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
+        Enter(ctx);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_destroyed, this);
+            PageFrame* slab = SlabOf(_memory, obj);
+            if (slab == null || (slab->FlagsAndZone & (uint)PageFlags.Slab) == 0 || slab->Private != (nuint)_d)
+                ThrowNotThisCache(obj, slab);
+            FreeChecked(ctx, slab, obj);
+        }
+        finally
+        {
+            Exit(ctx);
+        }
     }
 
     /// <summary>
-    /// Frees an object of this cache, <paramref name="slab"/> being its slab: refuses an interior pointer and a double
-    /// free with nothing changed, then frees to the calling thread when it owns the slab or can claim it, else onto the
-    /// slab's remote list (__slab_free).
+    /// Frees an object of this cache, <paramref name="slab"/> being its slab (__slab_free): refuses an interior pointer
+    /// and a double free with nothing changed, then frees to the calling thread when it owns the slab or owned it last,
+    /// else onto the slab's remote list. Inside the context.
     /// </summary>
-    private void FreeChecked(PageFrame* slab, void* obj)
+    internal void FreeChecked(SlabThreadContext* ctx, PageFrame* slab, void* obj)
     {
-        int index = ObjectIndex(slab, obj);
-        if (index < 0) ThrowInteriorPointer(slab, obj);
+        if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
         if (_d->FastPath == 0)
         {
             FreeDebug(slab, obj);
@@ -278,26 +370,12 @@ public sealed unsafe partial class KmemCache
         void** location = FreePointerAddress(_d, obj);
         if (_d->SerializedFree != 0) ClaimForFree(slab, obj, location);
         else if (LooksFree(_d, location, (nuint)ObjectAt(slab, 0))) ThrowDoubleFree(slab, obj, "it is already free");
-
-        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
-        if (ThreadCacheHeader.TryEnter(&ctx->Header))
+        if (_d->Key != 0)
         {
-            bool done = false;
-            try
-            {
-                if (_d->Key != 0)
-                {
-                    SlabCpu* c = EntryOf(ctx);
-                    c->FreeSlowPath++;
-                    done = FreeOwned(ctx, c, slab, obj, location);
-                    if (!done) c->RemoteFrees++;
-                }
-            }
-            finally
-            {
-                ThreadCacheHeader.Exit(&ctx->Header);
-            }
-            if (done) return;
+            SlabCpu* c = EntryOf(ctx);
+            c->FreeSlowPath++;
+            if (FreeOwned(ctx, c, slab, obj, location)) return;
+            c->RemoteFrees++;
         }
         else
         {
@@ -307,9 +385,9 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Frees to the calling thread when it owns the slab (its current slab, or one on its partial list) or the slab
-    /// floats and the thread claims it (one compare-exchange; the slab joins its partial list). False when another
-    /// thread owns it or it is on a node list. Inside the context.
+    /// Frees to the calling thread when it owns the slab (its current slab, or one on its partial or full list) or owned
+    /// it last and the slab floats (it takes it back with one compare-exchange onto its partial list). False when
+    /// another thread owns it, another thread floated it, or it is on a node list. Inside the context.
     /// </summary>
     private bool FreeOwned(SlabThreadContext* ctx, SlabCpu* c, PageFrame* slab, void* obj, void** location)
     {
@@ -320,11 +398,10 @@ public sealed unsafe partial class KmemCache
             return true;
         }
         long state = SlabPage.ReadState(slab);
-        int owner = SlabPage.Owner(state);
-        if (owner == 0 && !SlabPage.OnNode(state))
+        if (SlabPage.IsFloating(state) && SlabPage.Owner(state) == ctx->Id)
         {
             Debug.Assert(SlabPage.RemoteCount(state) == 0 && SlabPage.FreeCount(slab) == 0, "a floating slab has no free object");
-            if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.MakeState(ctx->Id, false, 0, 0), state) != state) return false;
+            if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.Owned(ctx->Id), state) != state) return false;
             c->Claims++;
             *location = EncodeFreePointer(_d, location, null);
             SlabPage.SetFreelist(slab, obj);
@@ -332,7 +409,7 @@ public sealed unsafe partial class KmemCache
             AddPartial(c, slab);
             return true;
         }
-        if (owner != ctx->Id) return false;
+        if (SlabPage.OwnerWord(state) != ctx->Id) return false;
         *location = EncodeFreePointer(_d, location, SlabPage.Freelist(slab));
         SlabPage.SetFreelist(slab, obj);
         if (slab->MapCount++ == 0) FreedIntoOwnedSlab(c, slab);
@@ -341,8 +418,9 @@ public sealed unsafe partial class KmemCache
 
     /// <summary>
     /// Pushes an object onto its slab's remote list with one compare-exchange (the owner, or whoever next takes the slab
-    /// from its node, collects the list). A floating slab that this thread could not claim (its context held by a drainer)
-    /// goes to its node's partial list with the object instead. An object that empties a slab on a node list may
+    /// from its node, collects the list). A floating slab this thread may not take back (another thread floated it)
+    /// goes to its node's partial list with the object instead, so a thread that frees what others allocate never
+    /// collects their slabs. An object that empties a slab on a node list may
     /// take the slab back to the page allocator.
     /// </summary>
     private void FreeRemote(PageFrame* slab, void* obj, void** location)
@@ -351,21 +429,35 @@ public sealed unsafe partial class KmemCache
         while (true)
         {
             long state = SlabPage.ReadState(slab);
-            int owner = SlabPage.Owner(state);
-            bool onNode = SlabPage.OnNode(state);
-            if (owner == 0 && !onNode)
+            if (SlabPage.IsFloating(state))
             {
                 if (FloatingToNode(slab, obj, location, state)) return;
                 continue;
             }
             int head = SlabPage.RemoteHead(state);
             *location = EncodeFreePointer(_d, location, head == 0 ? null : ObjectAt(slab, head - 1));
-            int count = SlabPage.RemoteCount(state) + 1;
-            long updated = SlabPage.MakeState(owner, onNode, index + 1, count);
-            if (Interlocked.CompareExchange(ref SlabPage.State(slab), updated, state) != state) continue;
-            if (owner == 0 && SlabPage.FreeCount(slab) + count >= _d->Objects) DiscardIfEmptyOnNode(slab);
+            long pushed = SlabPage.PushRemote(state, index);
+            if (Interlocked.CompareExchange(ref SlabPage.State(slab), pushed, state) != state) continue;
+            if (SlabPage.OnNode(state))
+            {
+                if (SlabPage.FreeCount(slab) + SlabPage.RemoteCount(pushed) >= _d->Objects) DiscardIfEmptyOnNode(slab);
+            }
+            else if (SlabPage.RemoteCount(state) == 0)
+            {
+                NoteRemoteFree(SlabPage.Owner(state));
+            }
             return;
         }
+    }
+
+    /// <summary>
+    /// Tells the slab's owner that another thread freed into one of its slabs that had no remote free yet: the slab may be
+    /// on its full list, which the owner looks through only when told (a plain store of a byte only the owner clears;
+    /// the owner's id is live while it owns slabs, and a thread that took over a retired id finds a hint it can ignore).
+    /// </summary>
+    private void NoteRemoteFree(int owner)
+    {
+        if ((uint)owner < (uint)Volatile.Read(ref _d->HintCapacity)) Volatile.Write(ref _d->RemoteHints[owner], 1);
     }
 
     /// <summary>

@@ -95,7 +95,7 @@ public sealed unsafe partial class KmemCache
             }
             else
             {
-                Volatile.Write(ref SlabPage.State(slab), SlabPage.MakeState(0, false, 0, 0));
+                Volatile.Write(ref SlabPage.State(slab), SlabPage.Floating(0));
             }
         }
         else if (count > 0 && onFull)
@@ -205,7 +205,7 @@ public sealed unsafe partial class KmemCache
             long state = SlabPage.ReadState(slab);
             int free = SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state);
             if (free < 0 || free > _d->Objects) throw new InvalidOperationException($"{Name}: slab pfn 0x{slab->Pfn:x} has {free} free objects of {_d->Objects}");
-            if (SlabPage.Owner(state) == 0 && !SlabPage.OnNode(state) && free != 0)
+            if (SlabPage.IsFloating(state) && free != 0)
                 throw new InvalidOperationException($"{Name}: floating slab pfn 0x{slab->Pfn:x} has {free} free objects");
             slabsSeen++;
         });
@@ -308,8 +308,9 @@ public sealed unsafe partial class KmemCache
         if (_destroyed || _d->FastPath == 0) return;
         bool off = _owner.FailslabActive;
         Volatile.Write(ref _d->Key, off ? 0 : _d->LiveKey);
-        // Every thread's objects and slabs of this cache go back to the nodes, so no fast path serves it from here on.
-        if (off) SlabCpus.DrainIndex(_d->CpuIndex);
+        // Every thread's objects and slabs of this cache go back to the nodes, so no fast path serves it from here on
+        // (every thread is held off, even one that looks empty: it may be filling its entry right now).
+        if (off) SlabCpus.RetireIndices([_d->CpuIndex], flush: true);
     }
 
     /// <summary>Stops every new operation on the cache: the slow paths throw, the fast paths decline.</summary>

@@ -99,7 +99,7 @@ public sealed unsafe partial class KmemCache
         NativeSpinLock.Acquire(&n->ListLock);
         n->NrSlabs++;
         n->TotalObjects += _d->Objects;
-        Volatile.Write(ref SlabPage.State(slab), SlabPage.MakeState(owner, false, 0, 0));
+        Volatile.Write(ref SlabPage.State(slab), SlabPage.Owned(owner));
         NativeSpinLock.Release(&n->ListLock);
     }
 
@@ -110,7 +110,7 @@ public sealed unsafe partial class KmemCache
         NativeSpinLock.Acquire(&n->ListLock);
         n->NrSlabs++;
         n->TotalObjects += _d->Objects;
-        Volatile.Write(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0));
+        Volatile.Write(ref SlabPage.State(slab), SlabPage.OnNodeState());
         SlabPage.Push(&n->Partial, slab);
         n->NrPartial++;
         n->FreeObjects += SlabPage.FreeCount(slab);
@@ -147,7 +147,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>
     /// A thread gives up a slab it owns and holds on no list (deactivate_slab / unfreeze_partials): with free objects it
     /// goes to its node's partial list, or back to the page allocator when all its objects are free and the node has
-    /// enough partial slabs; with none it floats.
+    /// enough partial slabs; with none it floats (its last owner may take it back, anyone else's free puts it on the node).
     /// </summary>
     private void Unfreeze(PageFrame* slab)
     {
@@ -157,11 +157,11 @@ public sealed unsafe partial class KmemCache
         while (true)
         {
             long state = SlabPage.ReadState(slab);
-            Debug.Assert(SlabPage.Owner(state) != 0 && !SlabPage.OnNode(state), "only an owned slab is unfrozen");
+            Debug.Assert(SlabPage.Owner(state) != 0 && !SlabPage.OnNode(state) && !SlabPage.IsFloating(state), "only an owned slab is unfrozen");
             int free = SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state);
             long next = free == 0
-                ? SlabPage.MakeState(0, false, 0, 0)
-                : SlabPage.MakeState(0, true, SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
+                ? SlabPage.Floating(SlabPage.Owner(state))
+                : SlabPage.OnNodeState(SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
             if (Interlocked.CompareExchange(ref SlabPage.State(slab), next, state) != state) continue;
             if (free == 0) break;
             if (free >= _d->Objects && NodeHasEnoughPartial(n))
@@ -203,7 +203,7 @@ public sealed unsafe partial class KmemCache
                 while (true)
                 {
                     long state = SlabPage.ReadState(slab);
-                    long owned = SlabPage.MakeState(owner, false, SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
+                    long owned = SlabPage.Owned(owner, SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
                     if (Interlocked.CompareExchange(ref SlabPage.State(slab), owned, state) == state) break;
                 }
             }
@@ -222,7 +222,7 @@ public sealed unsafe partial class KmemCache
         KmemCacheNode* n = NodeOf(slab);
         bool done = false;
         NativeSpinLock.Acquire(&n->ListLock);
-        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0), floating) == floating)
+        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.OnNodeState(), floating) == floating)
         {
             *location = EncodeFreePointer(_d, location, null);
             SlabPage.SetFreelist(slab, obj);
@@ -265,32 +265,9 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Allocates under the node locks, with no thread entry: debug caches (with their checks), node-bound requests and
-    /// a thread whose context a drainer holds. Grows a slab onto the node when the partial lists are empty.
+    /// Takes an object from the node lists under their locks, with no thread entry (debug caches with their checks,
+    /// node-bound requests, caches the fast paths do not serve); null when every partial list is empty. Inside the context.
     /// </summary>
-    private void* AllocLocked(Gfp gfp, int node, int requestedSize, bool count)
-    {
-        if (count) Interlocked.Increment(ref _d->AllocSlowPath);
-        bool debug = _d->FastPath == 0;
-        int site = debug && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
-        while (true)
-        {
-            void* obj = TakeFromNodesLocked(node, requestedSize, site);
-            if (obj != null)
-            {
-                if ((gfp & Gfp.Zero) != 0)
-                    NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 ? requestedSize : _d->ObjectSize));
-                return obj;
-            }
-            PageFrame* slab = NewSlab(gfp, node);
-            if (slab == null) return AllocFailed(gfp, injected: false);
-            int grown = AddNewSlabToNode(slab);
-            // The page allocator may have fallen back to another node: take the object from where the slab went,
-            // or a node-bound request would grow slabs it can never use, forever.
-            if (node >= 0) node = grown;
-        }
-    }
-
     private void* TakeFromNodesLocked(int node, int requestedSize, int site)
     {
         int nodes = _d->NodeCount;
@@ -330,7 +307,7 @@ public sealed unsafe partial class KmemCache
         void* obj = SlabPage.Freelist(slab);
         if (obj == null)
         {
-            long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0));
+            long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.OnNodeState());
             int head = SlabPage.RemoteHead(old);
             if (head != 0)
             {
@@ -372,8 +349,8 @@ public sealed unsafe partial class KmemCache
             n->NrFull++;
             return;
         }
-        long state = SlabPage.MakeState(0, true, 0, 0);
-        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.MakeState(0, false, 0, 0), state) != state) return;
+        long state = SlabPage.OnNodeState();
+        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.Floating(0), state) != state) return;
         SlabPage.Remove(&n->Partial, slab);
         n->NrPartial--;
     }
@@ -422,7 +399,7 @@ public sealed unsafe partial class KmemCache
     private void CollectRemoteLocked(KmemCacheNode* n, PageFrame* slab)
     {
         if (SlabPage.RemoteCount(SlabPage.ReadState(slab)) == 0) return;
-        long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.MakeState(0, true, 0, 0));
+        long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.OnNodeState());
         int head = SlabPage.RemoteHead(old);
         int count = SlabPage.RemoteCount(old);
         if (head == 0) return;

@@ -28,12 +28,15 @@ namespace Allocators.Slab;
 /// <item>On a slab's remote list (in <see cref="SlabPage.State"/>): objects other threads freed into a slab they do not
 /// own, pushed with one compare-exchange; the owner (or the node lock holder) takes the whole list with one exchange.</item>
 /// </list>
-/// <para><b>Where a slab can be</b>: a thread's current slab; on a thread's partial list (<see cref="SlabCpu.Partial"/>,
-/// at most <see cref="KmemCacheData.MaxPartial"/>, the oldest goes to the node beyond that); on its node's partial list
-/// (no owner, free objects); or floating: no owner, no list, no free object (SLUB keeps full slabs on no list either).
-/// A free into a floating slab claims it for the freeing thread (one compare-exchange), so a thread that frees what
-/// another allocated frees the rest of that slab without atomics. Debug caches keep every slab on a node list and do
-/// everything under its lock.</para>
+/// <para><b>Where a slab can be</b>: a thread's current slab; on a thread's partial list (<see cref="SlabCpu.Partial"/>:
+/// free objects) or full list (<see cref="SlabCpu.Full"/>: none); on its node's partial list (no owner, free objects);
+/// or floating: no owner, no list, no free object (SLUB keeps full slabs on no list either; here slabs float when a
+/// drain takes them from their thread). A thread keeps every slab it allocated from until a drain, like mimalloc's
+/// heaps, so however large its live set its own frees need no atomic and no lock; empty slabs go back when the cache is
+/// shrunk (by the shrinkers under memory pressure, the idle trimmer, or a caller). A thread's free into a slab it
+/// floated takes it back (one compare-exchange); any other thread's free into a floating slab puts it on its node's
+/// list, so a thread that frees what another allocated never collects that thread's slabs. Debug caches keep every
+/// slab on a node list and do everything under its lock.</para>
 /// <para><b>Locks</b>, outermost first: the thread-context registry's lock (drains) → a node's <c>ListLock</c> (node
 /// partial/full lists, <see cref="KmemCacheNode"/> counters, the free lists of slabs on them) → the page allocator's
 /// locks. A thread inside its context (<see cref="ThreadCacheHeader.TryEnter"/>) never waits for the registry lock and
@@ -89,13 +92,14 @@ public sealed unsafe partial class KmemCache : IDisposable
         CalculateSizes(size, align, flags, ctor != null);
         _d->Random = (ulong)Random.Shared.NextInt64() | 1;
         _d->MinPartial = Math.Clamp(BitOperations.Log2((uint)_d->Size) / 2, 5, 10);
-        _d->MaxPartial = Math.Clamp(ThreadPartialBytes / (PageFrame.PageSize << _d->Order), 4, 64);
         _d->SerializedFree = owner.Options.SerializedFrees ? 1 : 0;
         (nint arenaBase, nuint arenaBytes) = _memory.FlatRange;
         (nint memMap, _) = _memory.FlatMemMap;
         _d->ArenaBase = (nuint)arenaBase;
         _d->ArenaBytes = arenaBytes;
         _d->MemMap = (PageFrame*)memMap;
+        _d->RemoteHints = (byte*)NativeMemory.AllocZeroed(InitialHints);
+        _d->HintCapacity = InitialHints;
         _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), 64);
         NativeMemory.Clear(_d->Nodes, (nuint)(_d->NodeCount * sizeof(KmemCacheNode)));
 
@@ -108,9 +112,6 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->Handle = GCHandle.ToIntPtr(_handle);
         _d->Name = Diagnostics.NativeStrings.Create(name);
     }
-
-    /// <summary>Bytes of slabs a thread may keep on its partial list of one cache before the oldest goes to the node.</summary>
-    private const int ThreadPartialBytes = 128 * 1024;
 
     /// <summary>The cache's name (as in /proc/slabinfo).</summary>
     public string Name { get; }
@@ -214,6 +215,9 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->SlabBytes = (uint)(_d->Objects * _d->Size);
         _d->DivisorMagic = ulong.MaxValue / (ulong)_d->Size + 1;
     }
+
+    /// <summary>Thread context ids a new cache has remote-free hints for (the array grows when a higher id uses it).</summary>
+    private const int InitialHints = 64;
 
     internal static int AlignUp(int value, int align) => (value + align - 1) & ~(align - 1);
 
@@ -347,7 +351,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         }
         else
         {
-            if (SlabPage.Owner(SlabPage.ReadState(slab)) != ctx->Id) return false;
+            if (SlabPage.OwnerWord(SlabPage.ReadState(slab)) != ctx->Id) return false;
             *location = EncodeFreePointer(d, location, SlabPage.Freelist(slab));
             SlabPage.SetFreelist(slab, obj);
             if (slab->MapCount++ == 0) FreedIntoOwnedSlab(c, slab);

@@ -39,7 +39,7 @@ internal unsafe struct KmemCacheData
     public int OrigSizeOffset;    // kmalloc with debug: requested size (uint) from the object start; -1 when absent
     public int Order;
     public int Align;
-    public int MaxPartial;        // partial slabs a thread keeps before it gives the oldest to the node (cpu_partial)
+    public int HintCapacity;      // entries of RemoteHints (thread context ids below it have one)
     public int MinPartial;
     public int NodeCount;
     public int Id;
@@ -50,6 +50,7 @@ internal unsafe struct KmemCacheData
     public KmemCacheData* NextCache;   // the slab allocator's native cache list
     public KmemCacheData* PrevCache;
     public KmemCacheNode* Nodes;
+    public byte* RemoteHints;     // [thread context id]: 1 when another thread freed into a slab that thread owns (see KmemCache.NoteRemoteFree)
 
     // Statistics the per-thread entries do not keep: paths without a thread entry (debug caches, node-bound and
     // drained calls), and the counters of thread contexts that retired. Interlocked.

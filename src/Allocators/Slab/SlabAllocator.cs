@@ -303,15 +303,24 @@ public sealed unsafe class SlabAllocator : IDisposable
     private void KfreeSlow(void* p)
     {
         if ((nuint)p <= 16) return;
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        PageFrame* page = KmemCache.SlabOf(_memory, p);
-        if (page != null && (page->FlagsAndZone & (uint)PageFlags.Slab) != 0)
+        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
+        KmemCache.Enter(ctx);
+        try
         {
-            KmemCache.FromData(SlabPage.Cache(page)).FreeSlowPath(page, p);
-            return;
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            PageFrame* page = KmemCache.SlabOf(_memory, p);
+            if (page != null && (page->FlagsAndZone & (uint)PageFlags.Slab) != 0)
+            {
+                KmemCache.FromData(SlabPage.Cache(page)).FreeChecked(ctx, page, p);
+                return;
+            }
+            if (!IsLargeKmallocStart(p, page)) ThrowBadKfree(p, page);
+            FreeLargeKmalloc(p, page, null);
         }
-        if (!IsLargeKmallocStart(p, page)) ThrowBadKfree(p, page);
-        FreeLargeKmalloc(p, page, null);
+        finally
+        {
+            KmemCache.Exit(ctx);
+        }
     }
 
     /// <summary>True when <paramref name="p"/> starts a live large kmalloc block; <paramref name="head"/> is its head frame.</summary>
@@ -368,8 +377,23 @@ public sealed unsafe class SlabAllocator : IDisposable
     public nuint Ksize(void* p)
     {
         if ((nuint)p <= 16) return 0;
+        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
+        KmemCache.Enter(ctx);
+        try
+        {
+            return KsizeInside(p, out _);
+        }
+        finally
+        {
+            KmemCache.Exit(ctx);
+        }
+    }
+
+    /// <summary>ksize inside the thread's context; <paramref name="page"/> is the head frame.</summary>
+    private nuint KsizeInside(void* p, out PageFrame* page)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        PageFrame* page = KmemCache.SlabOf(_memory, p);
+        page = KmemCache.SlabOf(_memory, p);
         if (page != null && page->Has(PageFlags.Slab))
         {
             KmemCache cache = KmemCache.FromData(SlabPage.Cache(page));
@@ -392,32 +416,48 @@ public sealed unsafe class SlabAllocator : IDisposable
             Kfree(p);
             return ZeroSizePointer;
         }
-        PageFrame* page = KmemCache.SlabOf(_memory, p);
+        SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
         nuint keep;
-        if (page != null && page->Has(PageFlags.Slab))
+        KmemCache.Enter(ctx);
+        try
         {
-            KmemCache cache = KmemCache.FromData(SlabPage.Cache(page));
-            cache.CheckLiveObject(page, p, "krealloc");
-            int old = cache.OriginalSize(p);
-            if (newSize <= (nuint)cache.ObjectSize)
+            nuint size = KsizeInside(p, out PageFrame* page);
+            if (page->Has(PageFlags.Slab))
             {
-                cache.ResizeInPlace(p, old, (int)newSize, (gfp & Gfp.Zero) != 0);
-                return p;
+                KmemCache cache = KmemCache.FromData(SlabPage.Cache(page));
+                int old = cache.OriginalSize(p);
+                if (newSize <= size)
+                {
+                    cache.ResizeInPlace(p, old, (int)newSize, (gfp & Gfp.Zero) != 0);
+                    return p;
+                }
+                keep = (nuint)old;
             }
-            keep = (nuint)old;
+            else
+            {
+                if (_pages.PageAddress(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
+                    throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+                        page->Pfn, page->Describe(), (nuint)p);
+                if (newSize <= size) return p;
+                keep = size;
+            }
         }
-        else
+        finally
         {
-            nuint size = Ksize(p);
-            if (_pages.PageAddress(page) != p) // Ksize accepted it, so page is a large kmalloc head
-                throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
-                    page->Pfn, page->Describe(), (nuint)p);
-            if (newSize <= size) return p;
-            keep = size;
+            KmemCache.Exit(ctx);
         }
         void* fresh = Kmalloc(newSize, gfp);
         if (fresh == null) return null;
-        Buffer.MemoryCopy(p, fresh, (long)newSize, (long)Math.Min(keep, newSize));
+        KmemCache.Enter(ctx);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            Buffer.MemoryCopy(p, fresh, (long)newSize, (long)Math.Min(keep, newSize));
+        }
+        finally
+        {
+            KmemCache.Exit(ctx);
+        }
         try
         {
             Kfree(p);

@@ -36,7 +36,8 @@ internal unsafe struct SlabCpu
 
     /// <summary>
     /// Slabs this thread owns whose objects it has all handed out, newest first: a free of one of theirs by this thread
-    /// moves the slab to <see cref="Partial"/> without an atomic; the oldest floats when the list is long.
+    /// moves the slab to <see cref="Partial"/> without an atomic; frees by other threads reach it through the slab's
+    /// remote list and the cache's hint for this thread (<see cref="KmemCacheData.RemoteHints"/>).
     /// </summary>
     public PageFrame* Full;
 
@@ -48,6 +49,7 @@ internal unsafe struct SlabCpu
 
     /// <summary>Slabs on <see cref="Full"/>.</summary>
     public int NrFull;
+
 
     // Second line: what the slow paths read, and counters (per thread, folded into the cache when the thread's context
     // retires).
@@ -269,23 +271,44 @@ internal static unsafe class SlabCpus
     {
         SlabCpu* c = SlabThreadContext.Entry((SlabThreadContext*)cache, index);
         if (c != null) KmemCache.FlushEntry(c);
-    });
+    }, cache => Holds(SlabThreadContext.Entry((SlabThreadContext*)cache, index)));
+    // Threads that hold nothing of this cache are left alone: a shrink of one cache must not stall every thread's fast
+    // paths for every cache.
 
     /// <summary>
     /// Closes cache indices for good: every thread's entry for them is flushed (when <paramref name="flush"/>; a
-    /// system going away with its arena skips that), its counters folded into its cache, and made fresh, with every
-    /// thread held off its context meanwhile, so no operation of theirs is still inside those caches afterwards.
+    /// system going away with its arena skips that), its counters folded into its cache, and made fresh, with the
+    /// thread held off its context meanwhile, so no operation of theirs is still inside those caches afterwards. The
+    /// caches' keys must be 0 already: after a process-wide barrier, a thread that is idle and holds nothing of them
+    /// can only see the closed key from then on, and is left alone (a dispose must not stall every other system).
     /// </summary>
-    public static void RetireIndices(int[] indices, bool flush) => s_registry.DrainAll(cache =>
+    public static void RetireIndices(int[] indices, bool flush)
     {
-        foreach (int index in indices)
+        Interlocked.MemoryBarrierProcessWide();
+        s_registry.DrainAll(cache =>
         {
-            SlabCpu* c = SlabThreadContext.Entry((SlabThreadContext*)cache, index);
-            if (c == null) continue;
-            if (flush) KmemCache.FlushEntry(c);
-            KmemCache.RetireEntry(c);
-        }
-    });
+            foreach (int index in indices)
+            {
+                SlabCpu* c = SlabThreadContext.Entry((SlabThreadContext*)cache, index);
+                if (c == null) continue;
+                if (flush) KmemCache.FlushEntry(c);
+                KmemCache.RetireEntry(c);
+            }
+        }, cache =>
+        {
+            if (Volatile.Read(ref ((ThreadCacheHeader*)cache)->Busy) != 0) return true;
+            foreach (int index in indices)
+            {
+                if (Holds(SlabThreadContext.Entry((SlabThreadContext*)cache, index))) return true;
+            }
+            return false;
+        });
+    }
+
+    /// <summary>True when an entry (read without holding its thread) holds slabs or objects.</summary>
+    private static bool Holds(SlabCpu* c)
+        => c != null && (Volatile.Read(ref *(nint*)&c->Slab) != 0 || Volatile.Read(ref *(nint*)&c->Partial) != 0 ||
+            Volatile.Read(ref *(nint*)&c->Full) != 0 || Volatile.Read(ref *(nint*)&c->Freelist) != 0);
 
     /// <summary>Runs <paramref name="visit"/> on every live thread's entry for <paramref name="index"/> (counters; reads only).</summary>
     public static void ForEachEntry(int index, Action<nint> visit) => s_registry.ForEach(cache =>

@@ -185,18 +185,22 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
 
     /// <summary>
     /// Takes every thread's cache in turn and runs <paramref name="flush"/> on it (the owner's
-    /// <see cref="IThreadCacheOwner.FlushCache"/> when null), the owner thread held off it meanwhile. Same restriction as
+    /// <see cref="IThreadCacheOwner.FlushCache"/> when null), the owner thread held off it meanwhile. With
+    /// <paramref name="holds"/>, only the caches it says hold something are taken (read without holding them: a thread
+    /// that fills its cache meanwhile keeps what it took, as it would a moment after the drain). Same restriction as
     /// <see cref="DrainAll()"/>.
     /// </summary>
-    public void DrainAll(Action<nint>? flush)
+    public void DrainAll(Action<nint>? flush, Func<nint, bool>? holds = null)
     {
         lock (_lock)
         {
             if (_caches.Count == 0) return;
-            foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
+            var taken = holds == null ? _caches : _caches.Where(holds).ToList();
+            if (taken.Count == 0) return;
+            foreach (nint p in taken) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
             // Either an owner's Busy=1 is now visible to us, or its next read of DrainRequested sees 1.
             Interlocked.MemoryBarrierProcessWide();
-            foreach (nint p in _caches)
+            foreach (nint p in taken)
             {
                 var cache = (ThreadCacheHeader*)p;
                 WaitIdle(cache);
