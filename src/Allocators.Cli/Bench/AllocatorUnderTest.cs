@@ -29,6 +29,9 @@ internal abstract class AllocatorUnderTest
     /// <summary>True for a variant that runs only when named with <c>--allocator</c>, never in the default set.</summary>
     public virtual bool OnlyOnRequest => false;
 
+    /// <summary>True for an extra row that runs in <c>--full</c> and when named, but not in the default quick set.</summary>
+    public virtual bool OnlyInFull => false;
+
     /// <summary>Prepares one run.</summary>
     public abstract AllocatorSession Open();
 
@@ -40,6 +43,8 @@ internal abstract class AllocatorUnderTest
     [
         new AllocatorsKmalloc(),
         new AllocatorsTypedCache(),
+        new AllocatorsKmallocHandle(),
+        new AllocatorsTypedCacheHandle(),
         new AllocatorsKmallocFine(),
         new NativeLibraryUnderTest(() => NativeAllocators.Glibc, "glibc malloc/free through SuppressGCTransition function pointers (the baseline)"),
         new NativeMemoryUnderTest(),
@@ -51,8 +56,12 @@ internal abstract class AllocatorUnderTest
         new PrivateReferenceUnderTest(),
     ];
 
-    /// <summary>What runs when no allocator is named: every one but the <see cref="OnlyOnRequest"/> variants.</summary>
-    public static IReadOnlyList<AllocatorUnderTest> DefaultSet { get; } = [.. All.Where(a => !a.OnlyOnRequest)];
+    /// <summary>
+    /// What runs in <paramref name="scale"/> when no allocator is named: every one but the <see cref="OnlyOnRequest"/>
+    /// variants, and the <see cref="OnlyInFull"/> ones only when the scale runs the published parameters.
+    /// </summary>
+    public static IReadOnlyList<AllocatorUnderTest> DefaultSet(BenchScale scale)
+        => [.. All.Where(a => !a.OnlyOnRequest && (!a.OnlyInFull || scale.IsPublished))];
 
     /// <summary>The name of the baseline allocator that ratios are computed against.</summary>
     public const string BaselineName = "glibc";
@@ -70,6 +79,9 @@ internal abstract class AllocatorSession : IDisposable
     /// <summary>Checks after the run that the allocator got every byte back (no lost objects).</summary>
     public virtual void Verify(WorkloadOutcome outcome) { }
 
+    /// <summary>Per-thread handles the runs took: only Allocators' handle variants take any.</summary>
+    public virtual long ThreadHandlesTaken => 0;
+
     /// <inheritdoc/>
     public virtual void Dispose() { }
 }
@@ -84,7 +96,7 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
     public override string Name => "allocators";
 
     /// <inheritdoc/>
-    public override string Description => "Allocators kmalloc/kfree (slab caches kmalloc-8..8k, larger from the buddy allocator), 1 GiB arena";
+    public override string Description => "Allocators Slab.Kmalloc/Kfree, the plain calls (slab caches kmalloc-8..32k, larger from the buddy allocator), 1 GiB arena";
 
     /// <inheritdoc/>
     public override AllocatorSession Open() => new Session(this);
@@ -92,9 +104,14 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
     /// <summary>The slab layer's options of the bench memory system.</summary>
     protected virtual SlabAllocatorOptions SlabOptions => new();
 
-    /// <summary>Runs the workload on the given system.</summary>
-    protected virtual WorkloadOutcome RunOn(MemorySystem system, Workload workload, RunContext context)
-        => workload.Run<KmallocAllocator, nint>(new KmallocAllocator(system.Slab), context);
+    /// <summary>True for the variants whose threads run through their per-thread handles instead of the plain calls.</summary>
+    protected virtual bool ThroughHandles => false;
+
+    /// <summary>Runs the workload on the given system; <paramref name="handles"/> is null for the plain calls.</summary>
+    protected virtual WorkloadOutcome RunOn(MemorySystem system, Workload workload, RunContext context, ThreadHandleCount? handles)
+        => handles is null
+            ? workload.Run<KmallocAllocator, nint>(new KmallocAllocator(system.Slab), context)
+            : workload.Run<KmallocThreadHandles, nint>(new KmallocThreadHandles(system.Slab, handles), context);
 
     /// <summary>Pages handed out by the page allocator (slabs and large kmallocs), per-thread page lists excluded.</summary>
     public static long PagesInUse(MemorySystem system)
@@ -105,17 +122,21 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
         private readonly AllocatorsKmalloc _owner;
         private readonly MemorySystem _system;
         private readonly long _baseline;
+        private readonly ThreadHandleCount? _handles;
 
         public Session(AllocatorsKmalloc owner)
         {
             _owner = owner;
+            _handles = owner.ThroughHandles ? new ThreadHandleCount() : null;
             _system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = ArenaBytes }, Slab = owner.SlabOptions });
             _baseline = PagesInUse(_system);
         }
 
         public override long? Footprint() => (PagesInUse(_system) - _baseline) * PageFrame.PageSize;
 
-        public override WorkloadOutcome Run(Workload workload, RunContext context) => _owner.RunOn(_system, workload, context);
+        public override WorkloadOutcome Run(Workload workload, RunContext context) => _owner.RunOn(_system, workload, context, _handles);
+
+        public override long ThreadHandlesTaken => _handles?.Taken ?? 0;
 
         public override void Verify(WorkloadOutcome outcome)
         {
@@ -149,20 +170,52 @@ internal sealed class AllocatorsKmallocFine : AllocatorsKmalloc
 }
 
 /// <summary>Allocators' typed slab cache (<c>KmemCache&lt;T&gt;</c>) for workloads whose blocks all have one size.</summary>
-internal sealed class AllocatorsTypedCache : AllocatorsKmalloc
+internal class AllocatorsTypedCache : AllocatorsKmalloc
 {
     /// <inheritdoc/>
     public override string Name => "allocators-cache";
 
     /// <inheritdoc/>
-    public override string Description => "Allocators typed slab cache KmemCache<T> (workloads with one object size)";
+    public override string Description => "Allocators typed slab cache KmemCache<T>, the plain Alloc/Free (workloads with one object size)";
 
     /// <inheritdoc/>
     public override bool Supports(Workload workload) => workload.HasTypedCache;
 
     /// <inheritdoc/>
-    protected override WorkloadOutcome RunOn(MemorySystem system, Workload workload, RunContext context)
-        => workload.RunOnTypedCache(system.Slab, context) ?? throw new NotSupportedException($"{workload.Name} has no single object size");
+    protected override WorkloadOutcome RunOn(MemorySystem system, Workload workload, RunContext context, ThreadHandleCount? handles)
+        => workload.RunOnTypedCache(system.Slab, context, handles) ?? throw new NotSupportedException($"{workload.Name} has no single object size");
+}
+
+/// <summary>Allocators' kmalloc through each thread's handle: an extra row beside the plain calls.</summary>
+internal sealed class AllocatorsKmallocHandle : AllocatorsKmalloc
+{
+    /// <inheritdoc/>
+    public override string Name => "allocators-handle";
+
+    /// <inheritdoc/>
+    public override string Description => "extra (--full, or -a): Allocators kmalloc/kfree through each thread's handle, Slab.ThisThread(), taken once per thread's run";
+
+    /// <inheritdoc/>
+    public override bool OnlyInFull => true;
+
+    /// <inheritdoc/>
+    protected override bool ThroughHandles => true;
+}
+
+/// <summary>Allocators' typed slab cache through each thread's handle: an extra row beside the plain calls.</summary>
+internal sealed class AllocatorsTypedCacheHandle : AllocatorsTypedCache
+{
+    /// <inheritdoc/>
+    public override string Name => "allocators-cache-handle";
+
+    /// <inheritdoc/>
+    public override string Description => "extra (--full, or -a): Allocators typed slab cache through each thread's handle, KmemCache<T>.ThisThread(), taken once per thread's run";
+
+    /// <inheritdoc/>
+    public override bool OnlyInFull => true;
+
+    /// <inheritdoc/>
+    protected override bool ThroughHandles => true;
 }
 
 /// <summary>A native allocator library (glibc, mimalloc, jemalloc, tcmalloc) through its function pointers.</summary>

@@ -18,7 +18,7 @@ internal static class BenchProgress
         if (!AnsiConsole.Profile.Capabilities.Interactive)
         {
             runner.RunFinished += r => AnsiConsole.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Workload,-14} {r.Allocator,-16} {r.Threads,3} thr {BenchReport.FormatRate(r.OpsPerSecond),9} ops/s  rss +{r.RssGrowthBytes / 1048576.0,7:0.0} MiB{(r.Verified ? "" : "  FAILED: " + r.Detail)}"));
+                $"{r.Workload,-14} {r.Allocator,-23} {r.Threads,3} thr {BenchReport.FormatRate(r.OpsPerSecond),9} ops/s  rss +{r.RssGrowthBytes / 1048576.0,7:0.0} MiB{(r.Verified ? "" : "  FAILED: " + r.Detail)}"));
             return runner.Run(cancel);
         }
 

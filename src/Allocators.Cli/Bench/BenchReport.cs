@@ -13,6 +13,9 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
     /// <summary>The results.</summary>
     public IReadOnlyList<BenchResult> Results => results;
 
+    /// <summary>The <c>--json</c> document of this run; <paramref name="directory"/> is where its files went.</summary>
+    public BenchJsonReport Json(string? directory) => BenchJson.Build(this, plan, machine, wallTime, directory);
+
     /// <summary>Throughput with an SI suffix: 950 k, 12.3 M, 1.20 G.</summary>
     public static string FormatRate(double perSecond) => perSecond switch
     {
@@ -101,7 +104,10 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
     /// <summary>One target of the issue and how this run did.</summary>
     public sealed record Target(string Name, bool? Met, string Evidence);
 
-    /// <summary>Evaluates the targets on this run's numbers (ratios from this one run).</summary>
+    /// <summary>
+    /// Evaluates the targets on this run's numbers (ratios from this one run). They judge the headline rows, the plain
+    /// calls a program makes (allocators, allocators-cache); the per-thread-handle rows are extras and judged by none.
+    /// </summary>
     public List<Target> Targets()
     {
         int t = TargetThreads;
@@ -215,7 +221,7 @@ internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> res
         sb.Append(Inv, $"Machine: {machine.OneLine}.  \n");
         sb.Append(Inv, $"Native allocators: {(machine.Libraries.Count == 0 ? "none" : string.Join(", ", machine.Libraries))}.  \n");
         foreach (var a in plan.Allocators.Where(a => !a.IsAvailable)) sb.Append(Inv, $"{a.Name}: {a.Status}.  \n");
-        sb.Append(Inv, $"Mode: {plan.Scale.Name} ({plan.Scale.Duration.TotalSeconds:0.###} s per time-bound run, binary-trees depth {plan.Scale.TreeDepth}), ");
+        sb.Append(Inv, $"Mode: {plan.Scale.Name} ({plan.Scale.Share} of every workload, binary-trees depth {plan.Scale.TreeDepth}), ");
         sb.Append(Inv, $"threads {string.Join(", ", plan.ThreadCounts)}, {results.Count} runs in {wallTime.TotalSeconds:0} s{(plan.Isolated ? ", each in a fresh process (--isolate)" : "")}. ");
         sb.Append(Inv, $"Load average (1/5/15 min) {machine.LoadAtStart} at the start, {_loadAtEnd} at the end. ");
         sb.Append("All numbers come from this one run and runs that are compared were made back to back, so the ratios compare ");

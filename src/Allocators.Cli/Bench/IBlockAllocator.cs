@@ -15,7 +15,7 @@ namespace Allocators.Cli.Bench;
 /// <typeparam name="TBlock">How a block is held.</typeparam>
 internal interface IBlockAllocator<TBlock>
 {
-    /// <summary>Allocates at least <paramref name="size"/> bytes (size &gt;= 8); throws when the allocator is out of memory.</summary>
+    /// <summary>Allocates at least <paramref name="size"/> bytes (size &gt;= 1); throws when the allocator is out of memory.</summary>
     TBlock Allocate(int size);
 
     /// <summary>Frees a block of this allocator (any thread).</summary>
@@ -29,8 +29,9 @@ internal interface IBlockAllocator<TBlock>
 
     /// <summary>
     /// Runs <paramref name="run"/> (a run of operations on the calling thread) with this allocator as that thread
-    /// should use it: through the allocator's per-thread handle where it has one (Allocators'
-    /// <see cref="SlabAllocator.ThisThread"/> and <see cref="KmemCache{T}.ThisThread"/>), else as it is.
+    /// uses it: as it is for every allocator but Allocators' handle variants (<see cref="KmallocThreadHandles"/>,
+    /// <see cref="SlabCacheThreadHandles{T}"/>), which take the thread's handle (<see cref="SlabAllocator.ThisThread"/>,
+    /// <see cref="KmemCache{T}.ThisThread"/>) and run through it.
     /// </summary>
     void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<TBlock>;
 }
@@ -51,108 +52,6 @@ internal static class AllocatorFailure
 {
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static void OutOfMemory(string who, int size) => throw new OutOfMemoryException($"{who}: allocation of {size} bytes failed.");
-}
-
-/// <summary>Allocators' kmalloc/kfree.</summary>
-internal readonly unsafe struct KmallocAllocator(SlabAllocator slab) : IBlockAllocator<nint>
-{
-    private readonly SlabAllocator _slab = slab;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Allocate(int size)
-    {
-        void* p = _slab.Kmalloc((nuint)size);
-        if (p == null) AllocatorFailure.OutOfMemory("kmalloc", size);
-        return (nint)p;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Free(nint block) => _slab.Kfree((void*)block);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref byte Data(nint block) => ref *(byte*)block;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsNull(nint block) => block == 0;
-
-    /// <inheritdoc/>
-    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
-    {
-        var handle = new KmallocHandleAllocator(_slab.ThisThread());
-        run.Run(ref handle);
-    }
-}
-
-/// <summary>An Allocators typed slab cache (<see cref="KmemCache{T}"/>): every block is one <typeparamref name="T"/>.</summary>
-internal readonly unsafe struct SlabCacheAllocator<T>(KmemCache<T> cache) : IBlockAllocator<nint> where T : unmanaged
-{
-    private readonly KmemCache<T> _cache = cache;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Allocate(int size) => (nint)_cache.Alloc();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Free(nint block) => _cache.Free((T*)block);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref byte Data(nint block) => ref *(byte*)block;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsNull(nint block) => block == 0;
-
-    /// <inheritdoc/>
-    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint>
-    {
-        var handle = new SlabCacheHandleAllocator<T>(_cache.ThisThread());
-        run.Run(ref handle);
-    }
-}
-
-/// <summary>kmalloc/kfree through the calling thread's handle (<see cref="SlabAllocator.ThisThread"/>): one thread's run.</summary>
-internal unsafe ref struct KmallocHandleAllocator(KmallocThread handle) : IBlockAllocator<nint>
-{
-    private KmallocThread _handle = handle;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Allocate(int size)
-    {
-        void* p = _handle.Kmalloc((nuint)size);
-        if (p == null) AllocatorFailure.OutOfMemory("kmalloc", size);
-        return (nint)p;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Free(nint block) => _handle.Kfree((void*)block);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref byte Data(nint block) => ref *(byte*)block;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsNull(nint block) => block == 0;
-
-    /// <inheritdoc/>
-    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint> => run.Run(ref this);
-}
-
-/// <summary>A typed slab cache through the calling thread's handle (<see cref="KmemCache{T}.ThisThread"/>): one thread's run.</summary>
-internal unsafe ref struct SlabCacheHandleAllocator<T>(KmemCacheThread<T> handle) : IBlockAllocator<nint> where T : unmanaged
-{
-    private readonly KmemCacheThread<T> _handle = handle;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Allocate(int size) => (nint)_handle.Alloc();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Free(nint block) => _handle.Free((T*)block);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref byte Data(nint block) => ref *(byte*)block;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsNull(nint block) => block == 0;
-
-    /// <inheritdoc/>
-    public void OnThisThread<TRun>(ref TRun run) where TRun : struct, IThreadRun<nint> => run.Run(ref this);
 }
 
 /// <summary>A native allocator's malloc/free called through its unmanaged function pointers (no GC transition).</summary>

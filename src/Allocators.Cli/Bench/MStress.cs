@@ -3,177 +3,198 @@ using System.Runtime.CompilerServices;
 namespace Allocators.Cli.Bench;
 
 /// <summary>
-/// mstress (after the stress test shipped with mimalloc): a server-like mix. Threads allocate blocks of power-of-two
-/// sizes (mostly 8 B..1 KiB, sometimes up to 32 KiB, rarely 256 KiB) into their own retained arrays, free random ones,
-/// allocate and drop short-lived ones, and swap blocks with a shared transfer array so blocks migrate between
-/// threads. Threads have unequal amounts of work. The run has several phases: after each phase all threads exit,
-/// about half of each retained array is freed and the rest survives into the next phase, served by new threads.
-/// Threads = threads per phase.
+/// mstress (the stress test shipped with mimalloc): in each iteration the calling thread and N - 1 new threads each make
+/// a different number of allocations of 1..16 words (kept in a growing array, 67 % of steps freeing a random earlier one,
+/// 26 % swapping one with a shared transfer array, so blocks migrate between threads) and a retained set of 1..64
+/// words, 2 % of them 100, 1000 or 10000 times larger; every word is written and checked on free. At the end of its
+/// work a thread frees everything it holds; after each iteration the main thread frees about half of the transfer
+/// array, and the rest survives into the next iteration. Threads = threads per iteration.
 /// </summary>
+/// <remarks>
+/// The published run is mimalloc-bench's (github.com/daanx/mimalloc-bench, bench.sh, test "mstress"):
+/// <c>./mstress $procs 50 25</c>, read by bench/mstress/mstress.c's main as THREADS, SCALE 50, ITER 25. From the same
+/// file: TRANSFERS 1000; stress(tid) makes allocs = 100 * SCALE * (tid % 8 + 1) allocations of 1 &lt;&lt; (r % 5) words and
+/// retain = allocs / 2 of 1 &lt;&lt; (r % 7) words, choosing an allocation with chance(50) while both remain; then
+/// chance(66) frees a random one of them and chance(25) swaps one with a random transfer slot; chance(p) is r % 100 &lt;= p;
+/// alloc_items multiplies the words by 10000 with chance(1) within chance(1), else by 1000 with chance(10), else by
+/// 100; every word is (items - i) ^ cookie and free_items checks them all; run_os_threads runs tid 0 on the main thread;
+/// after each iteration chance(50) frees each transfer slot, and the last iteration frees them all. Differences: the
+/// one size above Allocators' largest kmalloc (64 words x 10000 = 5,120,000 bytes, a few in a run) is capped at 4 MiB
+/// for every allocator; and each thread's arrays of pointers are managed arrays (the program mallocs them) so ArrayPool
+/// and the GC can run it too.
+/// </remarks>
 internal sealed class MStress : Workload
 {
-    /// <summary>Phases (each with fresh threads).</summary>
-    public const int Phases = 8;
+    /// <summary>Iterations, each with fresh threads (ITER).</summary>
+    public const int PublishedIterations = 25;
 
-    /// <summary>Retained slots per thread.</summary>
-    public const int RetainedSlots = 1000;
+    /// <summary>
+    /// Fewest iterations a shortened run makes: one would never carry transfer blocks into a next iteration, and a
+    /// published iteration is only milliseconds long.
+    /// </summary>
+    public const int MinIterations = 4;
 
-    /// <summary>Slots of the shared transfer array.</summary>
-    public const int TransferSlots = 1024;
+    /// <summary>The load factor (SCALE).</summary>
+    public const int Scale = 50;
 
-    /// <summary>Operations of the lightest thread per phase in quick mode (others do 2x or 3x).</summary>
-    public const int QuickOperations = 40_000;
+    /// <summary>Slots of the shared transfer array (TRANSFERS).</summary>
+    public const int TransferSlots = 1000;
+
+    /// <summary>Allocations thread <paramref name="tid"/> makes per iteration besides its retained ones: 100 x SCALE x (tid % 8 + 1).</summary>
+    public static int AllocationsOf(int tid) => 100 * Scale * (tid % 8 + 1);
+
+    /// <summary>Words of the largest block: 4 MiB, Allocators' largest kmalloc.</summary>
+    public const long MaxWords = (4L << 20) / sizeof(ulong);
+
+    /// <summary>What every word of a block is XORed with (the program's 64-bit cookie).</summary>
+    private const ulong Cookie = 0xbf58476d1ce4e5b9UL;
 
     /// <inheritdoc/>
     public override string Name => "mstress";
 
     /// <inheritdoc/>
     public override string Description =>
-        $"{Phases} phases of fresh threads; power-of-two sizes 8 B..256 KiB, retained/transient/migrating blocks, unequal work; op = one malloc, free or swap";
+        $"mimalloc-bench mstress N {Scale} {PublishedIterations}: {PublishedIterations} iterations of fresh threads, thread t makes {100 * Scale:N0} x (t % 8 + 1) allocations "
+        + $"of 1..16 words plus half as many retained of 1..64, 2 % of them 100-10000 x larger, blocks swapped through {TransferSlots} shared slots, every word written and checked; "
+        + $"--full runs the published {PublishedIterations} iterations, --quick {BenchScale.Quick.Share} but at least {MinIterations}; op = one malloc (each freed once)";
 
     /// <inheritdoc/>
     public override WorkloadOutcome Run<TAlloc, TBlock>(TAlloc allocator, RunContext context)
     {
         int threads = context.Threads;
-        var retained = new TBlock[threads][];
-        for (int t = 0; t < threads; t++) retained[t] = new TBlock[RetainedSlots];
+        long iterations = context.Count(PublishedIterations, MinIterations);
         var transfer = new TBlock[TransferSlots];
-        long baseOps = context.Work(QuickOperations);
         var totals = new long[threads * 16];
+        long errors = 0;
+        var random = new FastRandom(43 * 43);
+        ref long mainLive = ref context.Live.Of(threads);
 
         var clock = Clock();
-        for (int phase = 0; phase < Phases; phase++)
+        for (long n = 0; n < iterations; n++)
         {
-            int p = phase;
-            RunThreads(threads, t =>
+            void Work(int tid)
             {
-                var random = new FastRandom((ulong)(p * 1000 + t + 1));
-                long ops = baseOps * (1 + (t + p) % 3);
-                var run = new WorkRun<TBlock> { Retained = retained[t], Transfer = transfer, Operations = ops, Random = random, Live = context.Live, Index = t };
+                var run = new StressRun<TBlock> { Tid = tid, Transfer = transfer, Live = context.Live };
                 allocator.OnThisThread(ref run);
-                random = run.Random;
-                totals[t * 16] += run.Done;
-                // End of phase: about half of the retained blocks survive into the next phase.
-                TBlock[] mine = retained[t];
-                for (int i = 0; i < mine.Length; i++)
-                {
-                    if (!allocator.IsNull(mine[i]) && (random.Next() & 1) == 0)
-                    {
-                        context.Live.Of(t) -= Release(allocator, mine[i]);
-                        mine[i] = default!;
-                    }
-                }
-            }, Name);
-        }
-        var elapsed = clock.Elapsed;
-
-        long errors = 0;
-        ref long liveMain = ref context.Live.Of(threads);
-        foreach (TBlock[] array in retained.Append(transfer))
-        {
-            for (int i = 0; i < array.Length; i++)
+                totals[tid * 16] += run.Allocations;
+                Interlocked.Add(ref errors, run.Errors);
+            }
+            var others = new Thread(() => RunThreads(threads - 1, i => Work(i + 1), Name));
+            others.Start();
+            Work(0); // the program's main thread runs tid 0 itself
+            others.Join();
+            for (int i = 0; i < TransferSlots; i++)
             {
-                if (allocator.IsNull(array[i])) continue;
-                long size = Release(allocator, array[i]);
-                if (size < 0) errors++;
-                else liveMain -= size;
-                array[i] = default!;
+                if (random.Below(100) <= 50 || n + 1 == iterations)
+                {
+                    TBlock block = Interlocked.Exchange(ref transfer[i], default!);
+                    if (!allocator.IsNull(block)) errors += FreeItems(ref allocator, block, ref mainLive);
+                }
             }
         }
+        var elapsed = clock.Elapsed;
         return new WorkloadOutcome { Operations = WorkloadOutcome.SumPadded(totals, threads), Elapsed = elapsed }
             .CheckStampsAndLive(errors, context);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int PickSize(ref FastRandom random)
+    /// <summary>One thread's share of an iteration (the program's stress(tid)) with the allocator as the thread uses it.</summary>
+    private struct StressRun<TBlock> : IThreadRun<TBlock>
     {
-        ulong r = random.Next();
-        int shift;
-        if ((r & 0xFFFF) < 7) shift = 18;                       // ~1 in 10000: 256 KiB
-        else if ((r & 0xFFFF) < 655) shift = 11 + (int)((r >> 16) % 5); // ~1 %: 2..32 KiB
-        else shift = 3 + (int)((r >> 16) % 8);                  // 8 B .. 1 KiB
-        return 1 << shift;
-    }
-
-    private static long Release<TAlloc, TBlock>(TAlloc allocator, TBlock block) where TAlloc : struct, IBlockAllocator<TBlock>
-    {
-        int size = ReadStamp(ref allocator.Data(block));
-        allocator.Free(block);
-        return size;
-    }
-
-    /// <summary>One thread's share of a phase with the allocator as the thread uses it.</summary>
-    private struct WorkRun<TBlock> : IThreadRun<TBlock>
-    {
-        public TBlock[] Retained;
+        public int Tid;
         public TBlock[] Transfer;
-        public long Operations;
-        public FastRandom Random;
         public LiveCounters Live;
-        public int Index;
-        public long Done;
+        public long Allocations;
+        public long Errors;
 
         public void Run<TAlloc>(ref TAlloc allocator) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
-            => Done = Work(ref allocator, Retained, Transfer, Operations, ref Random, ref Live.Of(Index));
+            => Allocations = Stress(ref allocator, Tid, Transfer, ref Live.Of(Tid), out Errors);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long Work<TAlloc, TBlock>(ref TAlloc allocator, TBlock[] retained, TBlock[] transfer, long operations,
-        ref FastRandom random, ref long live)
+    private static long Stress<TAlloc, TBlock>(ref TAlloc allocator, int tid, TBlock[] transfer, ref long live, out long errors)
         where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
-        for (long n = 0; n < operations; n++)
+        var random = new FastRandom((ulong)(tid + 1) * 43);
+        int allocs = AllocationsOf(tid), retain = allocs / 2;
+        long made = allocs + retain;
+        // The program grows its array 100,000 entries at a time: one step covers the most any thread makes (40,000).
+        var data = new TBlock[Math.Max(100_000, allocs)];
+        var retained = new TBlock[retain];
+        int dataTop = 0, retainTop = 0;
+        errors = 0;
+        while (allocs > 0 || retain > 0)
         {
-            int action = random.Below(100);
-            int slot = random.Below(retained.Length);
-            if (action < 50)
+            if (retain == 0 || (Chance(50, ref random) && allocs > 0))
             {
-                // Allocate a retained block (replacing what was there).
-                TBlock old = retained[slot];
-                if (!allocator.IsNull(old)) live -= ReleaseChecked(ref allocator, old);
-                int size = PickSize(ref random);
-                TBlock block = allocator.Allocate(size);
-                Stamp(ref allocator.Data(block), size);
-                retained[slot] = block;
-                live += size;
-            }
-            else if (action < 75)
-            {
-                TBlock old = retained[slot];
-                if (!allocator.IsNull(old))
-                {
-                    live -= ReleaseChecked(ref allocator, old);
-                    retained[slot] = default!;
-                }
-            }
-            else if (action < 85)
-            {
-                // Migrate: swap with the shared transfer array.
-                int other = random.Below(transfer.Length);
-                retained[slot] = Interlocked.Exchange(ref transfer[other], retained[slot]);
+                allocs--;
+                data[dataTop++] = AllocItems<TAlloc, TBlock>(ref allocator, 1L << random.Below(5), ref random, ref live);
             }
             else
             {
-                // Short-lived block.
-                int size = PickSize(ref random);
-                TBlock block = allocator.Allocate(size);
-                Stamp(ref allocator.Data(block), size);
-                live += size;
-                live -= ReleaseChecked(ref allocator, block);
+                retained[retainTop++] = AllocItems<TAlloc, TBlock>(ref allocator, 1L << random.Below(7), ref random, ref live);
+                retain--;
+            }
+            if (Chance(66, ref random) && dataTop > 0)
+            {
+                int index = random.Below(dataTop);
+                if (!allocator.IsNull(data[index])) errors += FreeItems(ref allocator, data[index], ref live);
+                data[index] = default!;
+            }
+            if (Chance(25, ref random) && dataTop > 0)
+            {
+                int index = random.Below(dataTop);
+                data[index] = Interlocked.Exchange(ref transfer[random.Below(TransferSlots)], data[index]);
             }
         }
-        return operations;
+        for (int i = 0; i < retainTop; i++) errors += FreeItems(ref allocator, retained[i], ref live);
+        for (int i = 0; i < dataTop; i++)
+        {
+            if (!allocator.IsNull(data[i])) errors += FreeItems(ref allocator, data[i], ref live);
+        }
+        return made;
     }
 
+    /// <summary>True with probability (<paramref name="percent"/> + 1) / 100, as the program's chance().</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ReleaseChecked<TAlloc, TBlock>(ref TAlloc allocator, TBlock block) where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+    private static bool Chance(int percent, ref FastRandom random) => random.Below(100) <= percent;
+
+    /// <summary>A block of <paramref name="items"/> words (sometimes many more), every word written.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TBlock AllocItems<TAlloc, TBlock>(ref TAlloc allocator, long items, ref FastRandom random, ref long live)
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
     {
-        int size = ReadStamp(ref allocator.Data(block));
-        if (size < 0) ThrowCorrupted();
-        allocator.Free(block);
-        return size;
+        if (Chance(1, ref random))
+        {
+            if (Chance(1, ref random)) items *= 10000;
+            else if (Chance(10, ref random)) items *= 1000;
+            else items *= 100;
+        }
+        items = Math.Min(items, MaxWords);
+        int bytes = (int)items * sizeof(ulong);
+        TBlock block = allocator.Allocate(bytes);
+        ref byte data = ref allocator.Data(block);
+        for (long i = 0; i < items; i++) Unsafe.WriteUnaligned(ref Unsafe.Add(ref data, (nint)(i * sizeof(ulong))), (ulong)(items - i) ^ Cookie);
+        live += bytes;
+        return block;
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowCorrupted() => throw new InvalidOperationException("mstress: a block's stamp was overwritten.");
+    /// <summary>Checks every word of a block and frees it; 1 when a word was wrong.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int FreeItems<TAlloc, TBlock>(ref TAlloc allocator, TBlock block, ref long live)
+        where TAlloc : IBlockAllocator<TBlock>, allows ref struct
+    {
+        ref byte data = ref allocator.Data(block);
+        ulong items = Unsafe.ReadUnaligned<ulong>(ref data) ^ Cookie;
+        int bad = items is 0 or > (ulong)MaxWords ? 1 : 0;
+        if (bad == 0)
+        {
+            for (ulong i = 0; i < items; i++)
+            {
+                if ((Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref data, (nint)(i * sizeof(ulong)))) ^ Cookie) != items - i) bad = 1;
+            }
+            live -= (long)items * sizeof(ulong);
+        }
+        allocator.Free(block);
+        return bad;
+    }
 }

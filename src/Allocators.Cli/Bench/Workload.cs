@@ -1,26 +1,40 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Slab;
 
 namespace Allocators.Cli.Bench;
 
-/// <summary>Sizes and durations of one bench mode.</summary>
+/// <summary>How much of each workload's published run one bench mode runs.</summary>
 /// <param name="Name">"quick", "full" or "tiny" (tests).</param>
-/// <param name="Duration">How long a time-bound workload runs.</param>
-/// <param name="Work">Multiplier for fixed-work workloads (1 = quick).</param>
-/// <param name="TreeDepth">binary-trees maximum depth.</param>
+/// <param name="Fraction">
+/// Share of each workload's published run: of its duration for the time-bound workloads, of its count (rounds,
+/// iterations, operations per thread) for the fixed-work ones. Only the length changes: sizes, slot counts, batch and
+/// hand-off intervals, and what one operation is stay the published ones in every mode.
+/// </param>
+/// <param name="MinDuration">Shortest time-bound run: below about 15 ms the threads would barely have started.</param>
+/// <param name="TreeDepth">binary-trees maximum depth (its work doubles per level, so it is scaled by depth).</param>
 /// <param name="Rounds">Measured runs per (workload, allocator, threads); the fastest is reported.</param>
-internal sealed record BenchScale(string Name, TimeSpan Duration, double Work, int TreeDepth, int Rounds)
+internal sealed record BenchScale(string Name, double Fraction, TimeSpan MinDuration, int TreeDepth, int Rounds)
 {
-    /// <summary>Well under a minute for the whole suite on 2 cores.</summary>
-    public static BenchScale Quick { get; } = new("quick", TimeSpan.FromMilliseconds(80), 1, 15, 1);
+    /// <summary>1/32 of every published run: the whole suite in under a minute on 2 cores.</summary>
+    public static BenchScale Quick { get; } = new("quick", 1.0 / 32, TimeSpan.FromMilliseconds(15), 15, 1);
 
-    /// <summary>Longer runs, binary-trees at the published depth 21 (once), the rest best of 2 rounds.</summary>
-    public static BenchScale Full { get; } = new("full", TimeSpan.FromMilliseconds(1000), 8, 21, 2);
+    /// <summary>
+    /// The published runs (larson and xmalloc-test 5 s, glibc-thread 2 s, binary-trees depth 21, the fixed-work ones
+    /// their full counts), once each: a published run lasts seconds, so a second round would add minutes, not precision.
+    /// </summary>
+    public static BenchScale Full { get; } = new("full", 1, TimeSpan.Zero, 21, 1);
 
     /// <summary>Smallest sizes, for tests and warm-ups.</summary>
-    public static BenchScale Tiny { get; } = new("tiny", TimeSpan.FromMilliseconds(15), 0.02, 6, 1);
+    public static BenchScale Tiny { get; } = new("tiny", 1.0 / 2000, TimeSpan.FromMilliseconds(15), 6, 1);
+
+    /// <summary>True when this mode runs the published parameters in full.</summary>
+    public bool IsPublished => Fraction >= 1;
+
+    /// <summary>"the published run" or "1/32 of the published run", for descriptions.</summary>
+    public string Share => IsPublished ? "the published run" : string.Create(CultureInfo.InvariantCulture, $"1/{Math.Round(1 / Fraction):0} of the published run");
 }
 
 /// <summary>What a workload reports about one run.</summary>
@@ -37,6 +51,9 @@ internal sealed class WorkloadOutcome
 
     /// <summary>What failed, or a remark.</summary>
     public string? Detail { get; set; }
+
+    /// <summary>Slot arrays handed to a new thread (larson); 0 for the other workloads.</summary>
+    public long Handoffs { get; init; }
 
     /// <summary>Program output (binary-trees).</summary>
     public string? Output { get; init; }
@@ -81,8 +98,13 @@ internal sealed class RunContext(int threads, BenchScale scale)
     /// <summary>Bytes the workload holds live, as requested (per-owner counters the runner samples).</summary>
     public LiveCounters Live { get; } = new(Math.Max(threads * 2 + 2, 8));
 
-    /// <summary>Scales a fixed amount of work by the mode (at least 1).</summary>
-    public long Work(long quickAmount) => Math.Max(1, (long)(quickAmount * Scale.Work));
+    /// <summary>How long a time-bound workload whose published run lasts <paramref name="published"/> runs in this mode.</summary>
+    public TimeSpan Duration(TimeSpan published)
+        => Scale.IsPublished ? published : TimeSpan.FromTicks(Math.Max(Scale.MinDuration.Ticks, (long)(published.Ticks * Scale.Fraction)));
+
+    /// <summary>This mode's share of a published count (rounds, iterations, operations), at least <paramref name="atLeast"/>.</summary>
+    public long Count(long published, long atLeast = 1)
+        => Scale.IsPublished ? published : Math.Min(published, Math.Max(atLeast, (long)Math.Round(published * Scale.Fraction)));
 }
 
 /// <summary>
@@ -146,18 +168,20 @@ internal abstract class Workload
     /// <summary>True when every block has one size, so <see cref="RunOnTypedCache"/> runs on a typed cache.</summary>
     public bool HasTypedCache => GetType().GetMethod(nameof(RunOnTypedCache))!.DeclaringType != typeof(Workload);
 
-    /// <summary>Runs on an Allocators typed cache when every block has one size; null when the workload has several sizes.</summary>
-    public virtual WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context) => null;
+    /// <summary>
+    /// Runs on an Allocators typed cache when every block has one size; null when the workload has several sizes. The
+    /// cache is called through its plain <c>Alloc</c>/<c>Free</c>, or, with <paramref name="handles"/>, through each
+    /// thread's handle (<see cref="KmemCache{T}.ThisThread"/>), every handle taken counted there.
+    /// </summary>
+    public virtual WorkloadOutcome? RunOnTypedCache(SlabAllocator slab, RunContext context, ThreadHandleCount? handles) => null;
 
     /// <summary>Helper for <see cref="RunOnTypedCache"/>: a fresh typed cache of <typeparamref name="T"/>, destroyed after (which fails if objects leaked).</summary>
-    protected WorkloadOutcome RunOnCache<T>(SlabAllocator slab, RunContext context) where T : unmanaged
-        => RunOnCache<T>(slab, cache => Run<SlabCacheAllocator<T>, nint>(new SlabCacheAllocator<T>(cache), context));
-
-    /// <summary>As <see cref="RunOnCache{T}(SlabAllocator, RunContext)"/>, with the run given by the workload.</summary>
-    protected WorkloadOutcome RunOnCache<T>(SlabAllocator slab, Func<KmemCache<T>, WorkloadOutcome> run) where T : unmanaged
+    protected WorkloadOutcome RunOnCache<T>(SlabAllocator slab, RunContext context, ThreadHandleCount? handles) where T : unmanaged
     {
         var cache = slab.CreateCache<T>($"bench-{Name}");
-        WorkloadOutcome outcome = run(cache);
+        WorkloadOutcome outcome = handles is null
+            ? Run<SlabCacheAllocator<T>, nint>(new SlabCacheAllocator<T>(cache), context)
+            : Run<SlabCacheThreadHandles<T>, nint>(new SlabCacheThreadHandles<T>(cache, handles), context);
         try
         {
             cache.Dispose();
@@ -188,7 +212,7 @@ internal abstract class Workload
         if (failure is not null) throw new InvalidOperationException($"{name}: a worker failed: {failure.Message}", failure);
     }
 
-    /// <summary>Sleeps for the mode's duration and then raises <paramref name="stop"/>; returns the elapsed time.</summary>
+    /// <summary>Sleeps for <paramref name="duration"/> and then raises <paramref name="stop"/>.</summary>
     internal static void StopAfter(TimeSpan duration, StrongBox<bool> stop)
     {
         Thread.Sleep(duration);

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using Allocators.Cli.Bench;
+using Allocators.Cli.Output;
 using Allocators.Native;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -24,14 +25,14 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
 
     private const string StaticTlsTunable = "glibc.rtld.optional_static_tls=16384";
 
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : JsonSettings
     {
         [CommandOption("--quick")]
-        [Description("Quick mode (default): short runs, binary-trees at depth 16; the whole suite in well under a minute.")]
+        [Description("Quick mode (default): 1/32 of every workload's published run (same sizes and intervals, shorter), binary-trees at depth 15; the whole suite in under a minute.")]
         public bool Quick { get; init; }
 
         [CommandOption("--full")]
-        [Description("Full mode: longer runs and binary-trees at the published depth 21.")]
+        [Description("Full mode: every workload at its published parameters (mimalloc-bench's invocations, binary-trees depth 21), plus the per-thread-handle rows of Allocators.")]
         public bool Full { get; init; }
 
         [CommandOption("-t|--threads <LIST>")]
@@ -43,7 +44,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         public string? Workload { get; init; }
 
         [CommandOption("-a|--allocator <LIST>")]
-        [Description("Allocators to run, comma separated (default all available; glibc is always added as the baseline).")]
+        [Description("Allocators to run, comma separated (default all available; the per-thread-handle rows allocators-handle and allocators-cache-handle only in --full; glibc is always added as the baseline).")]
         public string? Allocator { get; init; }
 
         [CommandOption("-o|--out <DIR>")]
@@ -67,12 +68,14 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        // With --json the JSON document is all that goes to standard output: the progress and the tables go to standard error.
+        if (settings.Json) AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         if (!settings.NoReexec && NeedsReexecForJemalloc() is { } child) return child;
 
         BenchScale scale = settings.Full ? BenchScale.Full : BenchScale.Quick;
         var workloads = Select(settings.Workload, WorkloadCatalog.All, w => w.Name, "workload");
         var allocators = string.IsNullOrWhiteSpace(settings.Allocator)
-            ? [.. AllocatorUnderTest.DefaultSet]
+            ? [.. AllocatorUnderTest.DefaultSet(scale)]
             : Select(settings.Allocator, AllocatorUnderTest.All, a => a.Name, "allocator");
         if (workloads is null || allocators is null) return 2;
         if (!allocators.Any(a => a.Name == AllocatorUnderTest.BaselineName))
@@ -96,8 +99,8 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         AnsiConsole.WriteLine(machine.OneLine + ", load average " + machine.LoadAtStart);
         foreach (var a in allocators)
         {
-            if (a.IsAvailable) AnsiConsole.MarkupLineInterpolated($"  [green]{a.Name,-16}[/] {a.Description}");
-            else AnsiConsole.MarkupLineInterpolated($"  [yellow]{a.Name,-16} {a.Status}[/]");
+            if (a.IsAvailable) AnsiConsole.MarkupLineInterpolated($"  [green]{a.Name,-23}[/] {a.Description}");
+            else AnsiConsole.MarkupLineInterpolated($"  [yellow]{a.Name,-23} {a.Status}[/]");
         }
         AnsiConsole.MarkupLine("[grey]Numbers from one run on a shared machine: other builds running in parallel make them noisy.[/]");
         AnsiConsole.WriteLine();
@@ -111,6 +114,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         report.WriteConsole();
         string written = report.WriteFiles(settings.Out);
         AnsiConsole.MarkupLineInterpolated($"Report and charts written to [bold]{written}[/] in {clock.Elapsed.TotalSeconds:0.0} s.");
+        if (settings.Json) BenchJson.Write(report.Json(written));
 
         var failures = results.Where(r => !r.Verified).ToList();
         foreach (var f in failures)

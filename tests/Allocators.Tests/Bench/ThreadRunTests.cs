@@ -4,9 +4,9 @@ using Allocators.Physical;
 namespace Allocators.Tests.Bench;
 
 /// <summary>
-/// <see cref="IBlockAllocator{TBlock}.OnThisThread"/>: Allocators' contenders run a thread's loop through the per-thread
-/// handles (the API a program doing runs of operations on one thread uses), the others as they are; either way blocks
-/// cross between the two kinds of call.
+/// <see cref="IBlockAllocator{TBlock}.OnThisThread"/>: the headline Allocators rows run a thread's loop through the plain
+/// calls, like every other allocator; only the handle variants take the thread's handle. Blocks cross between the two
+/// kinds of call.
 /// </summary>
 public sealed unsafe class ThreadRunTests
 {
@@ -34,24 +34,38 @@ public sealed unsafe class ThreadRunTests
     }
 
     [Fact]
-    public void AllocatorsRunThroughTheirThreadHandlesAndOthersAsTheyAre()
+    public void PlainRowsRunAsTheyAreAndOnlyTheHandleVariantsTakeAHandle()
     {
         using var system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 32L << 20 } });
+        var handles = new ThreadHandleCount();
+
         var kmalloc = new KmallocAllocator(system.Slab);
         var probe = new Probe();
         kmalloc.OnThisThread(ref probe);
-        Assert.Equal(typeof(KmallocHandleAllocator), probe.Seen);
+        Assert.Equal(typeof(KmallocAllocator), probe.Seen);
         Assert.Equal(0x5a, *(byte*)probe.Block);
-        kmalloc.Free(probe.Block); // a block from the handle goes back through the plain call, and the other way
-        nint plain = kmalloc.Allocate(48);
-        var release = new Release(plain);
-        kmalloc.OnThisThread(ref release);
+
+        var kmallocHandles = new KmallocThreadHandles(system.Slab, handles);
+        var viaHandle = new Probe();
+        kmallocHandles.OnThisThread(ref viaHandle);
+        Assert.Equal(typeof(KmallocHandleAllocator), viaHandle.Seen);
+        Assert.Equal(1, handles.Taken);
+        // A block from the handle goes back through the plain call, and the other way.
+        kmalloc.Free(viaHandle.Block);
+        var release = new Release(probe.Block);
+        kmallocHandles.OnThisThread(ref release);
+        Assert.Equal(2, handles.Taken);
 
         using var cache = system.Slab.CreateCache<Node>();
         var typed = new SlabCacheAllocator<Node>(cache);
         probe = new Probe();
         typed.OnThisThread(ref probe);
-        Assert.Equal(typeof(SlabCacheHandleAllocator<Node>), probe.Seen);
+        Assert.Equal(typeof(SlabCacheAllocator<Node>), probe.Seen);
+        viaHandle = new Probe();
+        new SlabCacheThreadHandles<Node>(cache, handles).OnThisThread(ref viaHandle);
+        Assert.Equal(typeof(SlabCacheHandleAllocator<Node>), viaHandle.Seen);
+        Assert.Equal(3, handles.Taken);
+        typed.Free(viaHandle.Block);
         typed.Free(probe.Block);
 
         probe = new Probe();
