@@ -96,7 +96,7 @@ internal class AllocatorsKmalloc : AllocatorUnderTest
     public override string Name => "allocators";
 
     /// <inheritdoc/>
-    public override string Description => "Allocators Slab.Kmalloc/Kfree, the plain calls (slab caches kmalloc-8..32k, larger from the buddy allocator), 1 GiB arena";
+    public override string Description => "Allocators Slab.Kmalloc/Kfree, the plain calls (slab caches kmalloc-16..32k, larger from the buddy allocator), 1 GiB arena";
 
     /// <inheritdoc/>
     public override AllocatorSession Open() => new Session(this);

@@ -100,7 +100,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             foreach (var n in c.Nodes)
             {
                 // As the process counts them: objects of the node's partial slabs' free and remote lists are free.
-                active += n.TotalObjects - n.FreeObjects - RemoteFreesOnPartialList((ulong)n.Partial);
+                active += n.TotalObjects - n.FreeObjects - RemoteFreesOnPartialList((ulong)n.Partial, c.Data, memory);
                 total += n.TotalObjects;
                 slabs += n.NrSlabs;
             }
@@ -207,15 +207,22 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
         return sb.ToString();
     }
 
-    /// <summary>Objects on the remote lists of the slabs of a node's partial list (never more than the list's implausible-length limit).</summary>
-    private long RemoteFreesOnPartialList(ulong head)
+    /// <summary>Objects in the remote bitmaps of the slabs of a node's partial list (never more than the list's implausible-length limit).</summary>
+    private long RemoteFreesOnPartialList(ulong head, in KmemCacheData d, TargetPhysical memory)
     {
+        if (d.FastPath == 0) return 0;
         long remote = 0;
         int walked = 0;
+        var words = new byte[d.Words * sizeof(ulong)];
         for (ulong slab = head; slab != 0 && walked++ < MaxSlabsWalked;)
         {
             var frame = reader.Read<PageFrame>(slab);
-            remote += SlabPage.RemoteCount((long)frame.Data1);
+            ulong ext = memory.ExtAddress(slab);
+            if (ext != 0)
+            {
+                reader.ReadExactly(ext + (ulong)words.Length, words, $"remote bitmap of slab frame 0x{slab:x}");
+                foreach (ulong w in System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(words)) remote += System.Numerics.BitOperations.PopCount(w);
+            }
             slab = (ulong)frame.Next;
         }
         return remote;
@@ -288,7 +295,15 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
                         break;
                     }
                     reader.ReadExactly(baseAddress, bytes, $"slab at 0x{baseAddress:x}");
-                    DecodeFreelist(d, baseAddress, (ulong)frame.Data0, bytes, free, problems);
+                    ulong ext = memory.ExtAddress(slab);
+                    if (ext == 0)
+                    {
+                        problems.Add($"slab frame 0x{slab:x} has no page_ext words");
+                        break;
+                    }
+                    var bitmap = new byte[d.Words * sizeof(ulong)];
+                    reader.ReadExactly(ext, bitmap, $"bitmap of slab 0x{baseAddress:x}");
+                    DecodeBitmap(d, baseAddress, bitmap, free, problems);
                     for (int i = 0; i < d.Objects; i++)
                     {
                         if (free[i]) continue;
@@ -310,32 +325,17 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
         return new CacheLeaks(cache.Name, d.ObjectSize, live, slabsWalked, sites, problems);
     }
 
-    /// <summary>Marks the free objects of one slab; never follows a pointer outside the slab or around a loop.</summary>
-    internal static void DecodeFreelist(in KmemCacheData d, ulong slabBase, ulong head, ReadOnlySpan<byte> slabBytes, bool[] free, List<string> problems)
+    /// <summary>
+    /// Marks the free objects of one slab of a debug cache from its local bitmap (its bits of free objects; a debug
+    /// cache frees under the node lock, so it has no remote bits). Bits past the slab's last object are reported: the
+    /// process never sets them.
+    /// </summary>
+    internal static void DecodeBitmap(in KmemCacheData d, ulong slabBase, ReadOnlySpan<byte> bitmap, bool[] free, List<string> problems)
     {
-        Array.Clear(free);
-        ulong p = head;
-        int count = 0;
-        while (p != 0)
-        {
-            ulong offset = p - slabBase - (ulong)d.RedLeftPad;
-            if (offset >= (ulong)d.Objects * (ulong)d.Size || offset % (ulong)d.Size != 0)
-            {
-                problems.Add($"slab 0x{slabBase:x}: free pointer 0x{p:x} is not an object of the slab; free list cut there");
-                return;
-            }
-            int index = (int)(offset / (ulong)d.Size);
-            if (free[index])
-            {
-                problems.Add($"slab 0x{slabBase:x}: free list loops at object 0x{p:x}");
-                return;
-            }
-            free[index] = true;
-            if (++count > d.Objects) return;
-            ulong location = p + (ulong)d.Offset;
-            ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(slabBytes[(int)(location - slabBase)..]);
-            p = stored ^ d.Random ^ BinaryPrimitives.ReverseEndianness(location);
-        }
+        for (int i = 0; i < d.Objects; i++) free[i] = (bitmap[i >> 3] & (1 << (i & 7))) != 0;
+        int stray = 0;
+        for (int i = d.Objects; i < bitmap.Length * 8; i++) if ((bitmap[i >> 3] & (1 << (i & 7))) != 0) stray++;
+        if (stray != 0) problems.Add($"slab 0x{slabBase:x}: its free bitmap marks {stray} objects past its last ({d.Objects} objects)");
     }
 
     private static string Ranges(SortedSet<int> values)
@@ -381,6 +381,20 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
                 ulong end = first + (ulong)s.Pages * (ulong)sizeof(PageFrame);
                 if (frame >= first && frame < end && (frame - first) % (ulong)sizeof(PageFrame) == 0)
                     return (ulong)s.Base + (frame - first) / (ulong)sizeof(PageFrame) * PageFrame.PageSize;
+            }
+            return 0;
+        }
+
+        /// <summary>The address of a frame's page_ext words in the target, or 0 when the frame lies in no online section.</summary>
+        public ulong ExtAddress(ulong frame)
+        {
+            foreach (var s in sections)
+            {
+                if (s.Online == 0 || s.MemMap == null || s.Ext == null) continue;
+                ulong first = (ulong)s.MemMap;
+                ulong end = first + (ulong)s.Pages * (ulong)sizeof(PageFrame);
+                if (frame >= first && frame < end && (frame - first) % (ulong)sizeof(PageFrame) == 0)
+                    return (ulong)s.Ext + (frame - first) / (ulong)sizeof(PageFrame) * PageFrame.ExtWords * sizeof(ulong);
             }
             return 0;
         }

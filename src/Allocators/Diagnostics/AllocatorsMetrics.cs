@@ -38,7 +38,7 @@ public static class AllocatorsMetrics
             meter.CreateObservableCounter("allocators.pages.released", () => Sum(s => s.Pages.PagesReleasedToHost * PageFrame.PageSize), "By",
                 "Bytes of free memory given back to the OS.");
             meter.CreateObservableUpDownCounter("allocators.slab.active_objects", () => CacheMeasurements(c => c.ActiveObjects), "{object}",
-                "Objects allocated from each slab cache (per-thread magazines included).");
+                "Objects allocated from each slab cache (those in threads' slabs included).");
             meter.CreateObservableUpDownCounter("allocators.slab.active_bytes", () => CacheMeasurements(c => c.ActiveObjects * c.ObjectSize), "By",
                 "Bytes of objects allocated from each slab cache.");
             meter.CreateObservableUpDownCounter("allocators.memory_pool.rented", () => PoolSum(p => p.RentedBytes), "By",

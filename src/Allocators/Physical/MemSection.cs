@@ -8,6 +8,7 @@ internal unsafe struct MemSection
 {
     public byte* Base;
     public PageFrame* MemMap;
+    public ulong* Ext;       // PageFrame.ExtWords words per page for the page's owner (page_ext): the slab's bitmaps
     public long Pages;
     public int Node;
     public int Online;

@@ -25,6 +25,12 @@ public unsafe struct PageFrame
     /// <summary>log2 of the size of a frame (64 bytes).</summary>
     internal const int SizeShift = 6;
 
+    /// <summary>
+    /// 64-bit words of extension data every page has beside its frame (the kernel's <c>page_ext</c>), in a parallel
+    /// array: the slab layer keeps its per-object bitmaps there, out of the objects and out of the frame's line.
+    /// </summary>
+    internal const int ExtWords = 8;
+
     /// <summary>Page flags (low 32 bits) and the zone id (bits 48..55).</summary>
     public ulong FlagsAndZone;
 
@@ -49,10 +55,10 @@ public unsafe struct PageFrame
     /// <summary>This frame's page frame number.</summary>
     public uint Pfn;
 
-    /// <summary>Subsystem-defined word (slab: freelist; page tables: used-entry count).</summary>
+    /// <summary>Subsystem-defined word (slab: the owner thread's full-slab chain link; page tables: used-entry count).</summary>
     public ulong Data0;
 
-    /// <summary>Subsystem-defined word (slab: in-use/object counts).</summary>
+    /// <summary>Subsystem-defined word (slab: owner/state word).</summary>
     public ulong Data1;
 
     internal const int ZoneShift = 48;

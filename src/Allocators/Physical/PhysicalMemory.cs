@@ -27,6 +27,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly int _memFd = -1;
     private readonly PageFrame* _flatMemMap;     // the only frame array of the flat model: virt_to_page without a section walk
     private readonly nuint _flatMemMapBytes;
+    private readonly ulong* _flatExt;            // the flat model's page_ext array
     private SectionLookupTable* _lookup;          // sparse NativeMemory model only
     private nint _lookupAddress;                  // _lookup, published for lock-free readers
     private readonly List<nint> _retiredLookups = new();
@@ -71,6 +72,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         {
             _flatMemMap = _sections[0].MemMap;
             _flatMemMapBytes = (nuint)_sections[0].Pages * (nuint)sizeof(PageFrame);
+            _flatExt = _sections[0].Ext;
         }
     }
 
@@ -153,6 +155,17 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     /// <summary>The flat model's frame array and its size in bytes (null and 0 in the sparse model), for callers that cache them.</summary>
     internal (nint MemMap, nuint Bytes) FlatMemMap => ((nint)_flatMemMap, _flatMemMapBytes);
+
+    /// <summary>The flat model's page_ext array (null in the sparse model).</summary>
+    internal ulong* FlatExt => _flatExt;
+
+    /// <summary>The <see cref="PageFrame.ExtWords"/> extension words of <paramref name="page"/>, a frame of an online section (page_ext_get).</summary>
+    internal ulong* ExtOf(PageFrame* page)
+    {
+        if (_flatMemMap != null) return _flatExt + (nuint)(page - _flatMemMap) * PageFrame.ExtWords;
+        MemSection* s = _sections + (page->Pfn >> _pagesPerSectionShift);
+        return s->Ext + (nuint)(page - s->MemMap) * PageFrame.ExtWords;
+    }
 
     /// <summary>The flat model's host range (pfn 0 at <c>Base</c>); zero and 0 in the sparse model.</summary>
     internal (nint Base, nuint Bytes) FlatRange => _flatMemMap != null ? ((nint)_contiguousBase, _contiguousBytes) : (0, 0);
@@ -237,6 +250,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), 64);
         NativeMemory.Clear(memMap, (nuint)(pages * sizeof(PageFrame)));
+        var ext = (ulong*)NativeMemory.AlignedAlloc((nuint)(pages * PageFrame.ExtWords * sizeof(ulong)), 64);
+        NativeMemory.Clear(ext, (nuint)(pages * PageFrame.ExtWords * sizeof(ulong)));
         uint firstPfn = (uint)SectionStartPfn(index);
         for (long i = 0; i < pages; i++)
         {
@@ -246,6 +261,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         s->Base = bytes;
         s->MemMap = memMap;
+        s->Ext = ext;
         s->Pages = pages;
         s->Node = node;
         Volatile.Write(ref s->Online, 1);
@@ -273,9 +289,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
             NativeMemory.AlignedFree(s->Base);
         }
         NativeMemory.AlignedFree(s->MemMap);
+        NativeMemory.AlignedFree(s->Ext);
         Interlocked.Add(ref _presentPages, -s->Pages);
         s->Base = null;
         s->MemMap = null;
+        s->Ext = null;
         s->Pages = 0;
     }
 
@@ -314,6 +332,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             if (s->Online == 0) continue;
             if (_memFd < 0 && _contiguousBase == null) NativeMemory.AlignedFree(s->Base);
             NativeMemory.AlignedFree(s->MemMap);
+            NativeMemory.AlignedFree(s->Ext);
         }
         if (_memFd >= 0)
         {

@@ -5,7 +5,7 @@ namespace Allocators.Reclaim;
 
 /// <summary>
 /// Gives memory that nobody used for a while back: when no page was allocated or freed for <see cref="IdleTime"/>,
-/// every cache (slab magazines and depots, per-thread page lists) is drained to the page allocator and free
+/// every cache (threads' slabs, per-thread page lists) is drained to the page allocator and free
 /// max-order blocks go back to the OS. A timer polls cheap counters; the hot paths are not touched.
 /// </summary>
 public sealed class IdleTrimmer : IDisposable

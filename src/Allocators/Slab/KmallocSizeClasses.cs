@@ -7,14 +7,15 @@ namespace Allocators.Slab;
 public enum KmallocSizeClasses
 {
     /// <summary>
-    /// The kernel's: kmalloc-8, 16, 32, 64, 96, 128, 192, 256, 512, 1k, 2k, 4k, 8k (and 16k, 32k here, see
-    /// <see cref="SlabAllocator.KmallocMaxCacheSize"/>). A request just above a power of
+    /// The kernel's: kmalloc-16, 32, 64, 96, 128, 192, 256, 512, 1k, 2k, 4k, 8k (and 16k, 32k here, see
+    /// <see cref="SlabAllocator.KmallocMaxCacheSize"/>; no kmalloc-8, as no slab slot is under 16 bytes: a page's
+    /// free bitmaps cover at most 256 objects). A request just above a power of
     /// two gets nearly twice its size: random sizes waste about a quarter of every slot on average.
     /// </summary>
     Kernel,
 
     /// <summary>
-    /// Four classes per power of two from 64 bytes up (8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320 ...
+    /// Four classes per power of two from 64 bytes up (16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320 ...
     /// 28672, 32768: the spacing jemalloc and mimalloc use), so no slot is more than a quarter larger than the largest
     /// request it serves (about a tenth on average for random sizes). Alignment as with <see cref="Kernel"/>: a power-of-two
     /// size is aligned to itself, other sizes to 8 bytes.
@@ -31,8 +32,8 @@ internal static unsafe class KmallocClassTable
     /// <summary>The slot sizes, smallest first.</summary>
     public static int[] Sizes(KmallocSizeClasses classes)
     {
-        if (classes == KmallocSizeClasses.Kernel) return [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768];
-        var sizes = new List<int> { 8, 16, 32, 48, 64 };
+        if (classes == KmallocSizeClasses.Kernel) return [16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768];
+        var sizes = new List<int> { 16, 32, 48, 64 };
         for (int power = 64; power < SlabAllocator.KmallocMaxCacheSize; power *= 2)
         {
             for (int quarter = 5; quarter <= 8; quarter++) sizes.Add(power * quarter / 4);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
@@ -7,8 +8,10 @@ namespace Allocators.Slab;
 
 public sealed unsafe partial class KmemCache
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
     internal void* AllocSlowPath(Gfp gfp, int node, int requestedSize) => AllocSlow(gfp, node, requestedSize);
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     internal void FreeSlowPath(void* obj) => FreeSlow(obj);
 
     /// <summary>The calling thread's entry for this cache, set up (for handles).</summary>
@@ -29,20 +32,10 @@ public sealed unsafe partial class KmemCache
     /// <summary>Refuses a pointer into a slab of this cache that is not a live object's start (krealloc, ksize).</summary>
     internal void CheckLiveObject(PageFrame* slab, void* obj, string function)
     {
-        if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
-        bool free;
-        if (_d->FastPath != 0)
-        {
-            free = LooksFree(_d, FreePointerAddress(_d, obj), (nuint)ObjectAt(slab, 0));
-        }
-        else
-        {
-            KmemCacheNode* n = NodeOf(slab);
-            NativeSpinLock.Acquire(&n->ListLock);
-            free = OnFreelist(slab, obj);
-            NativeSpinLock.Release(&n->ListLock);
-        }
-        if (free) throw new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj);
+        int index = ObjectIndex(slab, obj);
+        if (index < 0) ThrowInteriorPointer(slab, obj);
+        if (IsFree(slab, index))
+            throw new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj);
     }
 
     /// <summary>

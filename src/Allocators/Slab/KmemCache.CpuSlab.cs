@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Diagnostics;
@@ -19,6 +20,7 @@ public sealed unsafe partial class KmemCache
     /// may run the shrinkers, which drain every context, this one included). Debug caches, node-bound requests and
     /// caches the fast paths do not serve take their objects from the node lists under the node lock.
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
@@ -122,7 +124,7 @@ public sealed unsafe partial class KmemCache
         SlabCpu* c = SlabCpus.EntryMaking(ctx, _d->CpuIndex);
         if (c->Key != _d->LiveKey)
         {
-            Debug.Assert(c->Freelist == null && c->Slab == null && c->Partial == null && c->Full == null, "an entry is flushed before its index is reused");
+            Debug.Assert(c->Slab == null && c->Partial == null && c->Full == null, "an entry is flushed before its index is reused");
             *c = default;
             c->Key = _d->LiveKey;
             c->Cache = _d;
@@ -154,186 +156,179 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Finds the thread an object when its list is empty: the current slab's remote frees, then its partial slabs,
-    /// then the node's; the exhausted current slab goes to the thread's full list on the way. Null when there is no free
-    /// object anywhere but in other threads' slabs. Inside the context.
+    /// Finds the thread an object when its current word is empty: the rest of its current slab (other threads' frees
+    /// into it too), then its partial slabs, then the slabs of its full list that other threads freed into, then the
+    /// node's; the exhausted current slab goes to the thread's full list on the way. Null when there is no free object
+    /// anywhere but in other threads' slabs. Inside the context.
     /// </summary>
     private void* Refill(SlabThreadContext* ctx, SlabCpu* c)
     {
+        // The stack first, always: the bitmaps are only taken from while it is empty (its objects are free there too).
+        if (c->Count > 0) return PopStack(c, c->Count - 1);
         while (true)
         {
-            if (c->Freelist != null)
+            void* obj = AllocFromThreadSlabs(c, _d);
+            if (obj != null) return obj;
+            if (c->Slab != null)
             {
-                void* obj = PopChecked(c);
-                if (obj != null) return obj;
-            }
-            PageFrame* slab = c->Slab;
-            if (slab != null)
-            {
-                long state = SlabPage.ReadState(slab);
-                if (SlabPage.RemoteCount(state) > 0)
-                {
-                    c->Freelist = TakeRemote(slab);
-                    continue;
-                }
+                AddFull(c, c->Slab);
                 c->Slab = null;
-                c->SlabBase = null;
-                AddFull(c, slab);
+                c->Word = null;
             }
             // Other threads freed into the thread's full slabs (the hint says so): those join the partial list first,
             // before the node's lock or a new slab (a producer whose objects others free keeps reusing its slabs).
             if (c->Partial == null && _d->RemoteHints[ctx->Id] != 0) CollectRemotelyFreedFull(ctx, c);
-            slab = c->Partial;
-            if (slab != null)
-            {
-                ListRemove(ref c->Partial, ref c->PartialTail, slab);
-                c->NrPartial--;
-            }
-            else
-            {
-                slab = TakeFromNode(ctx->Id);
-                if (slab == null) return null;
-            }
-            MakeCurrent(c, slab);
+            if (c->Partial != null) continue;
+            PageFrame* slab = TakeFromNode(ctx->Id);
+            if (slab == null) return null;
+            MakeCurrent(c, slab, _d, SlabBase(slab));
             c->Refills++;
         }
     }
 
-    /// <summary>Pops the first object of the thread's list in the slow path, reporting (and cutting the list at) a link that does not name an object of the slab.</summary>
-    private void* PopChecked(SlabCpu* c)
+    /// <summary>
+    /// The cheap half of the allocation slow path, called by the fast path (inside the context) when the thread's
+    /// current word is empty: another word of the current slab, the current slab's remote frees, or the next slab of the
+    /// thread's partial list, without the general slow path's set-up. Null when none of them has an object.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void* AllocFromThreadSlabs(SlabCpu* c, KmemCacheData* d)
     {
-        void* obj = c->Freelist;
-        void** location = FreePointerAddress(_d, obj);
-        void* next = DecodeFreePointer(_d, location);
-        if (next != null && !IsSlot(_d, (nuint)next - (nuint)c->SlabBase - (nuint)_d->RedLeftPad))
+        while (true)
         {
-            // Never follow a corrupted pointer: the objects after it stay in use (lost), as SLUB's get_freepointer cut.
-            RecordFreelistCorruption(c->Slab, obj, next);
-            next = null;
+            PageFrame* slab = c->Slab;
+            if (slab != null && NextFreeWord(c, d)) return TakeBit(c, d);
+            PageFrame* next = c->Partial;
+            if (next == null) return null;
+            if (slab != null)
+            {
+                AddFull(c, slab);
+                c->Slab = null;
+                c->Word = null;
+            }
+            PopPartial(c);
+            byte* slabBase = d->ArenaBytes != 0 ? (byte*)d->ArenaBase + SlabOffsetInArena(d->MemMap, next) : FromData(d).SlabBase(next);
+            MakeCurrent(c, next, d, slabBase);
+            c->Refills++;
         }
-        c->Freelist = next;
-        *location = null;
-        return obj;
     }
 
-    /// <summary>Makes an owned slab the thread's current one: its free list becomes the thread's (inside the context).</summary>
-    private void MakeCurrent(SlabCpu* c, PageFrame* slab)
+    /// <summary>Pops the lowest bit of the current word (which has one).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void* TakeBit(SlabCpu* c, KmemCacheData* d)
     {
-        Debug.Assert(SlabPage.Owner(SlabPage.ReadState(slab)) != 0, "a current slab is owned");
-        c->Slab = slab;
-        c->SlabBase = SlabBase(slab);
-        // An empty slab's list is in the order its objects were freed, scattered over its lines; relinked in address
-        // order (one sequential pass) its allocations walk the slab as the prefetcher expects instead of chasing cold lines.
-        if (SlabPage.FreeCount(slab) == _d->Objects && _ctor == null) Relink(slab);
-        c->Freelist = SlabPage.Freelist(slab);
-        SlabPage.SetFreelist(slab, null);
-        SlabPage.SetFreeCount(slab, 0);
-    }
-
-    /// <summary>Links every object of an empty slab in address order (its free list; no object is in use).</summary>
-    private void Relink(PageFrame* slab)
-    {
-        byte* first = SlabBase(slab) + _d->RedLeftPad;
-        void* next = null;
-        for (int i = _d->Objects - 1; i >= 0; i--)
-        {
-            void* obj = first + (long)i * _d->Size;
-            SetFreePointer(obj, next);
-            next = obj;
-        }
-        SlabPage.SetFreelist(slab, next);
-    }
-
-    /// <summary>Takes an owned slab's whole remote list with one exchange; its head (the list keeps its links).</summary>
-    private void* TakeRemote(PageFrame* slab)
-    {
-        long state = SlabPage.ReadState(slab);
-        long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.WithoutRemote(state));
-        int head = SlabPage.RemoteHead(old);
-        return head == 0 ? null : ObjectAt(slab, head - 1);
+        ulong free = *c->Word;
+        *c->Word = free & (free - 1);
+        return c->WordBase + (nuint)BitOperations.TrailingZeroCount(free) * (nuint)(uint)d->Size;
     }
 
     /// <summary>
-    /// Puts an owned slab with free objects on the thread's partial list (put_cpu_partial). The list has no bound: it
-    /// holds only slabs the thread allocated from, and the thread allocates from it before it takes from anywhere else
-    /// (a bound would send a thread with a large live set to the node's lock for the slabs it frees into). Inside the context.
+    /// Points the thread at the first word of its current slab's local bitmap with a free object, after taking in the
+    /// slab's remote frees when the local bitmap has none; false when the slab has no free object at all.
     /// </summary>
-    private void AddPartial(SlabCpu* c, PageFrame* slab)
+    private static bool NextFreeWord(SlabCpu* c, KmemCacheData* d)
     {
-        ListPush(ref c->Partial, ref c->PartialTail, slab);
+        ulong* local = c->Bitmap;
+        for (int pass = 0; pass < 2; pass++)
+        {
+            for (int i = 0; i < d->Words; i++)
+            {
+                if (local[i] == 0) continue;
+                c->Word = local + i;
+                c->WordBase = c->SlabObjects + (long)i * 64 * d->Size;
+                return true;
+            }
+            if (pass == 0 && SlabPage.CollectRemote(local, local + d->Words, d->Words) == 0) return false;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Makes an owned slab (whose first byte is at <paramref name="slabBase"/>) the thread's current one: the thread
+    /// allocates from its local bitmap from here on. Inside the context.
+    /// </summary>
+    private static void MakeCurrent(SlabCpu* c, PageFrame* slab, KmemCacheData* d, byte* slabBase)
+    {
+        Debug.Assert(SlabPage.Owner(SlabPage.ReadState(slab)) != 0 && !SlabPage.IsFloating(SlabPage.ReadState(slab)), "a current slab is owned");
+        c->Slab = slab;
+        c->SlabObjects = slabBase + d->RedLeftPad;
+        c->Bitmap = d->ArenaBytes != 0 ? ExtOf(d, slab) : FromData(d)._memory.ExtOf(slab);
+        c->Word = c->Bitmap;
+        c->WordBase = c->SlabObjects;
+    }
+
+    /// <summary>Puts an owned slab with free objects on the thread's partial stack (put_cpu_partial). Inside the context.</summary>
+    private static void AddPartial(SlabCpu* c, PageFrame* slab)
+    {
+        slab->Next = c->Partial;
+        c->Partial = slab;
         c->NrPartial++;
     }
 
-    /// <summary>
-    /// Puts an exhausted owned slab on the thread's full list, where a free of one of its objects by this thread finds
-    /// it without an atomic. Inside the context.
-    /// </summary>
-    private static void AddFull(SlabCpu* c, PageFrame* slab)
+    /// <summary>Takes the newest slab off the thread's partial stack (which has one). Inside the context.</summary>
+    private static PageFrame* PopPartial(SlabCpu* c)
     {
-        Debug.Assert(SlabPage.FreeCount(slab) == 0, "a slab on the full list has no object on its own free list");
-        slab->FlagsAndZone |= SlabPage.OnThreadFullList;
-        ListPush(ref c->Full, ref c->FullTail, slab);
-        c->NrFull++;
+        PageFrame* slab = c->Partial;
+        c->Partial = slab->Next;
+        slab->Next = null;
+        c->NrPartial--;
+        return slab;
     }
 
     /// <summary>
-    /// Moves every slab of the thread's full list that other threads freed objects into to its partial list, after
-    /// clearing the hint that said there were some (a free that comes after the clear sets it again). Inside the context.
+    /// Marks an owned slab exhausted, linked on the thread's full chain (once: a slab that left it and comes back is
+    /// still linked), where a free of one of its objects by this thread finds it without an atomic. Inside the context.
+    /// </summary>
+    private static void AddFull(SlabCpu* c, PageFrame* slab)
+    {
+        ulong flags = slab->FlagsAndZone;
+        if ((flags & SlabPage.OnFullChain) == 0)
+        {
+            slab->Data0 = (ulong)c->Full;
+            c->Full = slab;
+            c->NrFull++;
+        }
+        slab->FlagsAndZone = flags | SlabPage.ThreadListBits;
+    }
+
+    /// <summary>
+    /// Walks the thread's full chain: slabs that other threads freed objects into go to its partial stack, slabs that
+    /// left the chain already are unlinked. The hint that said there were some is cleared first (a free that comes
+    /// after sets it again). Inside the context.
     /// </summary>
     private void CollectRemotelyFreedFull(SlabThreadContext* ctx, SlabCpu* c)
     {
         Volatile.Write(ref _d->RemoteHints[ctx->Id], 0);
         Interlocked.MemoryBarrier();
-        PageFrame* slab = c->FullTail;
-        while (slab != null)
+        PageFrame** link = &c->Full;
+        while (*link != null)
         {
-            PageFrame* newer = slab->Prev;
-            if (SlabPage.RemoteCount(SlabPage.ReadState(slab)) != 0)
+            PageFrame* slab = *link;
+            ulong flags = slab->FlagsAndZone;
+            bool leaves = (flags & SlabPage.Exhausted) == 0 || SlabPage.Any(SlabPage.Remote(ExtOf(slab), _d), _d->Words);
+            if (!leaves)
             {
-                RemoveFull(c, slab);
-                AddPartial(c, slab);
+                link = (PageFrame**)&slab->Data0;
+                continue;
             }
-            slab = newer;
+            *link = (PageFrame*)slab->Data0;
+            slab->Data0 = 0;
+            c->NrFull--;
+            slab->FlagsAndZone = flags & ~SlabPage.ThreadListBits;
+            if ((flags & SlabPage.Exhausted) != 0) AddPartial(c, slab);
         }
     }
 
-    private static void RemoveFull(SlabCpu* c, PageFrame* slab)
-    {
-        slab->FlagsAndZone &= ~SlabPage.OnThreadFullList;
-        ListRemove(ref c->Full, ref c->FullTail, slab);
-        c->NrFull--;
-    }
-
-    /// <summary>
-    /// The thread freed onto a slab it owns (not its current one) the first object there: a slab on its full list moves
-    /// to its partial list. Inside the context.
-    /// </summary>
+    /// <summary>The thread freed into an exhausted slab of its own: onto its partial stack (it stays linked on the full chain). Inside the context.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static void FreedIntoOwnedSlab(SlabCpu* c, PageFrame* slab)
     {
-        if ((slab->FlagsAndZone & SlabPage.OnThreadFullList) == 0) return;
-        RemoveFull(c, slab);
-        ListPush(ref c->Partial, ref c->PartialTail, slab);
-        c->NrPartial++;
-    }
-
-    private static void ListPush(ref PageFrame* head, ref PageFrame* tail, PageFrame* slab)
-    {
-        slab->Prev = null;
-        slab->Next = head;
-        if (head != null) head->Prev = slab;
-        else tail = slab;
-        head = slab;
-    }
-
-    private static void ListRemove(ref PageFrame* head, ref PageFrame* tail, PageFrame* slab)
-    {
-        if (slab->Prev != null) slab->Prev->Next = slab->Next; else head = slab->Next;
-        if (slab->Next != null) slab->Next->Prev = slab->Prev; else tail = slab->Prev;
-        slab->Next = slab->Prev = null;
+        slab->FlagsAndZone &= ~SlabPage.Exhausted;
+        AddPartial(c, slab);
     }
 
     /// <summary>Frees an object after the fast path declined: checks everything and reports misuse, then frees.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     internal void FreeSlow(void* obj)
     {
         if (obj == null) return;
@@ -356,32 +351,34 @@ public sealed unsafe partial class KmemCache
     /// <summary>
     /// Frees an object of this cache, <paramref name="slab"/> being its slab (__slab_free): refuses an interior pointer
     /// and a double free with nothing changed, then frees to the calling thread when it owns the slab or owned it last,
-    /// else onto the slab's remote list. Inside the context.
+    /// else into the slab's remote bitmap. Inside the context.
     /// </summary>
     internal void FreeChecked(SlabThreadContext* ctx, PageFrame* slab, void* obj)
     {
-        if (ObjectIndex(slab, obj) < 0) ThrowInteriorPointer(slab, obj);
+        int index = ObjectIndex(slab, obj);
+        if (index < 0) ThrowInteriorPointer(slab, obj);
         if (_d->FastPath == 0)
         {
-            FreeDebug(slab, obj);
+            FreeDebug(slab, obj, index);
             Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }
-        void** location = FreePointerAddress(_d, obj);
-        if (_d->SerializedFree != 0) ClaimForFree(slab, obj, location);
-        else if (LooksFree(_d, location, (nuint)ObjectAt(slab, 0))) ThrowDoubleFree(slab, obj, "it is already free");
-        if (_d->Key != 0)
+        ulong* local = ExtOf(slab) + (index >> 6);
+        ulong mask = 1UL << index;
+        if (((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->Words])) & mask) != 0)
+            ThrowDoubleFree(slab, obj, "it is already free");
+        if (_d->Key != 0 && _d->SerializedFree == 0)
         {
             SlabCpu* c = EntryOf(ctx);
             c->FreeSlowPath++;
-            if (FreeOwned(ctx, c, slab, obj, location)) return;
+            if (FreeOwned(ctx, c, slab, local, mask)) return;
             c->RemoteFrees++;
         }
         else
         {
             Interlocked.Increment(ref _d->FreeSlowPath);
         }
-        FreeRemote(slab, obj, location);
+        FreeRemote(slab, obj, local, mask);
     }
 
     /// <summary>
@@ -389,71 +386,55 @@ public sealed unsafe partial class KmemCache
     /// it last and the slab floats (it takes it back with one compare-exchange onto its partial list). False when
     /// another thread owns it, another thread floated it, or it is on a node list. Inside the context.
     /// </summary>
-    private bool FreeOwned(SlabThreadContext* ctx, SlabCpu* c, PageFrame* slab, void* obj, void** location)
+    private bool FreeOwned(SlabThreadContext* ctx, SlabCpu* c, PageFrame* slab, ulong* local, ulong mask)
     {
-        if (slab == c->Slab)
-        {
-            *location = EncodeFreePointer(_d, location, c->Freelist);
-            c->Freelist = obj;
-            return true;
-        }
         long state = SlabPage.ReadState(slab);
         if (SlabPage.IsFloating(state) && SlabPage.Owner(state) == ctx->Id)
         {
-            Debug.Assert(SlabPage.RemoteCount(state) == 0 && SlabPage.FreeCount(slab) == 0, "a floating slab has no free object");
             if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.Owned(ctx->Id), state) != state) return false;
             c->Claims++;
-            *location = EncodeFreePointer(_d, location, null);
-            SlabPage.SetFreelist(slab, obj);
-            SlabPage.SetFreeCount(slab, 1);
+            *local |= mask;
             AddPartial(c, slab);
             return true;
         }
         if (SlabPage.OwnerWord(state) != ctx->Id) return false;
-        *location = EncodeFreePointer(_d, location, SlabPage.Freelist(slab));
-        SlabPage.SetFreelist(slab, obj);
-        if (slab->MapCount++ == 0) FreedIntoOwnedSlab(c, slab);
+        *local |= mask;
+        if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
         return true;
     }
 
     /// <summary>
-    /// Pushes an object onto its slab's remote list with one compare-exchange (the owner, or whoever next takes the slab
-    /// from its node, collects the list). A floating slab this thread may not take back (another thread floated it)
-    /// goes to its node's partial list with the object instead, so a thread that frees what others allocate never
-    /// collects their slabs. An object that empties a slab on a node list may
-    /// take the slab back to the page allocator.
+    /// Frees into the slab's remote bitmap with one atomic OR (the owner, or whoever next takes the slab from its node,
+    /// takes the bits in): of two threads freeing one object that way, exactly one finds the bit clear. A floating slab
+    /// goes to its node's partial list first, so a thread that frees what others allocated never collects their slabs.
+    /// A free that empties a slab on a node list may give the slab back to the page allocator.
     /// </summary>
-    private void FreeRemote(PageFrame* slab, void* obj, void** location)
+    private void FreeRemote(PageFrame* slab, void* obj, ulong* local, ulong mask)
     {
-        int index = ObjectIndex(slab, obj);
-        while (true)
+        if (SlabPage.IsFloating(SlabPage.ReadState(slab))) RescueFloating(slab);
+        ulong* remote = local + _d->Words;
+        ulong old = Interlocked.Or(ref *remote, mask);
+        if ((old & mask) != 0) ThrowDoubleFree(slab, obj, "another thread freed it at the same time");
+        long state = SlabPage.ReadState(slab);
+        if (SlabPage.IsFloating(state))
         {
-            long state = SlabPage.ReadState(slab);
-            if (SlabPage.IsFloating(state))
-            {
-                if (FloatingToNode(slab, obj, location, state)) return;
-                continue;
-            }
-            int head = SlabPage.RemoteHead(state);
-            *location = EncodeFreePointer(_d, location, head == 0 ? null : ObjectAt(slab, head - 1));
-            long pushed = SlabPage.PushRemote(state, index);
-            if (Interlocked.CompareExchange(ref SlabPage.State(slab), pushed, state) != state) continue;
-            if (SlabPage.OnNode(state))
-            {
-                if (SlabPage.FreeCount(slab) + SlabPage.RemoteCount(pushed) >= _d->Objects) DiscardIfEmptyOnNode(slab);
-            }
-            else if (SlabPage.RemoteCount(state) == 0)
-            {
-                NoteRemoteFree(SlabPage.Owner(state));
-            }
-            return;
+            // It floated in the meantime (a drain took it from its owner): it must not keep a free object unseen.
+            RescueFloating(slab);
+        }
+        else if (SlabPage.OnNode(state))
+        {
+            if (IsEmptyOnNode(slab)) DiscardIfEmptyOnNode(slab);
+        }
+        else if (old == 0)
+        {
+            NoteRemoteFree(SlabPage.Owner(state));
         }
     }
 
     /// <summary>
-    /// Tells the slab's owner that another thread freed into one of its slabs that had no remote free yet: the slab may be
-    /// on its full list, which the owner looks through only when told (a plain store of a byte only the owner clears;
-    /// the owner's id is live while it owns slabs, and a thread that took over a retired id finds a hint it can ignore).
+    /// Tells the slab's owner that another thread freed into one of its slabs (the first bit of a remote word): the slab
+    /// may be on its full list, which the owner looks through only when told. A plain store of a byte only the owner
+    /// clears; a thread that took over a retired id finds a hint it can ignore.
     /// </summary>
     private void NoteRemoteFree(int owner)
     {
@@ -461,26 +442,12 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Serialized frees: claims the object by compare-exchanging its free pointer word from what it held to the free
-    /// form, so of two threads freeing it at once exactly one gets past here; the other sees a free object.
-    /// </summary>
-    private void ClaimForFree(PageFrame* slab, void* obj, void** location)
-    {
-        var word = (long*)location;
-        long observed = Volatile.Read(ref *word);
-        long free = (long)EncodeFreePointer(_d, location, null);
-        if (LooksFree(_d, location, (nuint)ObjectAt(slab, 0)) ||
-            Interlocked.CompareExchange(ref *word, free, observed) != observed)
-            ThrowDoubleFree(slab, obj, "it is already free (or being freed by another thread)");
-    }
-
-    /// <summary>
-    /// Flushes a thread's entry (flush_slab and unfreeze_partials): the current slab and every partial slab go to their
-    /// nodes, free objects and all. Called by a drainer that holds the thread's context, or when the context retires.
+    /// Flushes a thread's entry (flush_slab and unfreeze_partials): the current slab and every partial and full slab go
+    /// to their nodes. Called by a drainer that holds the thread's context, or when the context retires.
     /// </summary>
     internal static void FlushEntry(SlabCpu* c)
     {
-        if (c->Slab == null && c->Partial == null && c->Full == null) return;
+        if (c->Slab == null && c->Partial == null && c->Full == null && c->Count == 0) return;
         // A cache collected without being destroyed (its system was dropped, not disposed): its slabs went with it.
         if (c->Cache->Handle == 0 || GCHandle.FromIntPtr(c->Cache->Handle).Target is not KmemCache cache)
         {
@@ -492,59 +459,27 @@ public sealed unsafe partial class KmemCache
 
     private void FlushEntryOf(SlabCpu* c)
     {
-        PageFrame* slab = c->Slab;
-        if (slab != null)
-        {
-            int count = CountChain(slab, c->Freelist);
-            SlabPage.SetFreelist(slab, c->Freelist);
-            SlabPage.SetFreeCount(slab, count);
-            c->Freelist = null;
-            c->Slab = null;
-            c->SlabBase = null;
-            Unfreeze(slab);
-        }
-        while (c->Partial != null)
-        {
-            PageFrame* partial = c->Partial;
-            ListRemove(ref c->Partial, ref c->PartialTail, partial);
-            c->NrPartial--;
-            Unfreeze(partial);
-        }
+        c->Count = 0; // its objects are free in their bitmaps already
+        // The full chain first: slabs on it that are also on the partial stack are only unlinked here.
         while (c->Full != null)
         {
-            PageFrame* full = c->Full;
-            RemoveFull(c, full);
-            Unfreeze(full);
+            PageFrame* slab = c->Full;
+            c->Full = (PageFrame*)slab->Data0;
+            slab->Data0 = 0;
+            ulong flags = slab->FlagsAndZone;
+            slab->FlagsAndZone = flags & ~SlabPage.ThreadListBits;
+            if ((flags & SlabPage.Exhausted) != 0) Unfreeze(slab);
         }
-        c->Flushes++;
-    }
-
-    /// <summary>
-    /// Counts a thread's list of a slab's objects, cutting it at a link that does not name an object of the slab or
-    /// when it is longer than the slab (a loop): the objects after the cut stay in use.
-    /// </summary>
-    private int CountChain(PageFrame* slab, void* head)
-    {
-        int count = 0;
-        for (void* p = head; p != null && count < _d->Objects;)
+        c->NrFull = 0;
+        PageFrame* current = c->Slab;
+        if (current != null)
         {
-            count++;
-            void** location = FreePointerAddress(_d, p);
-            void* next = DecodeFreePointer(_d, location);
-            if (next != null && ObjectIndex(slab, next) < 0)
-            {
-                RecordFreelistCorruption(slab, p, next);
-                *location = EncodeFreePointer(_d, location, null);
-                break;
-            }
-            if (count == _d->Objects && next != null)
-            {
-                *location = EncodeFreePointer(_d, location, null);
-                break;
-            }
-            p = next;
+            c->Slab = null;
+            c->Word = null;
+            Unfreeze(current);
         }
-        return count;
+        while (c->Partial != null) Unfreeze(PopPartial(c));
+        c->Flushes++;
     }
 
     /// <summary>Folds a retiring (or destroyed cache's) entry's counters into its cache and makes it fresh. The entry is flushed.</summary>

@@ -51,22 +51,23 @@ public sealed unsafe partial class KmemCache
         if (_d->TrackOffset >= 0) SetTrack(obj, 0, site);
     }
 
-    /// <summary>Frees an object of a debug cache with full checks (free_debug_processing), under the node lock.</summary>
-    private void FreeDebug(PageFrame* slab, void* obj)
+    /// <summary>Frees object <paramref name="index"/> of a debug cache with full checks (free_debug_processing), under the node lock.</summary>
+    private void FreeDebug(PageFrame* slab, void* obj, int index)
     {
         int site = _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
+        ulong* local = SlabPage.Local(ExtOf(slab)) + (index >> 6);
+        ulong mask = 1UL << index;
         NativeSpinLock.Acquire(&n->ListLock);
         try
         {
-            if (OnFreelist(slab, obj)) ThrowDoubleFree(slab, obj, "it is already on its slab's free list");
+            if ((*local & mask) != 0) ThrowDoubleFree(slab, obj, "it is already free in its slab");
             CheckObject(slab, obj, active: true);
             if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
             InitObject(obj, active: false);
             bool wasFull = SlabPage.FreeCount(slab) == 0;
-            SetFreePointer(obj, SlabPage.Freelist(slab));
-            SlabPage.SetFreelist(slab, obj);
+            *local |= mask;
             int free = SlabPage.FreeCount(slab) + 1;
             SlabPage.SetFreeCount(slab, free);
             n->FreeObjects++;
@@ -77,21 +78,11 @@ public sealed unsafe partial class KmemCache
                 SlabPage.Push(&n->Partial, slab);
                 n->NrPartial++;
             }
-            if (free == _d->Objects)
+            if (free == _d->Objects && NodeHasEnoughPartial(n) && n->NrPartial > 1)
             {
-                SlabPage.Remove(&n->Partial, slab);
-                n->NrPartial--;
-                if (NodeHasEnoughPartial(n))
-                {
-                    n->FreeObjects -= free;
-                    UncountSlab(n, slab, _d->Objects);
-                    gone = slab;
-                }
-                else
-                {
-                    SlabPage.Push(&n->Partial, slab);
-                    n->NrPartial++;
-                }
+                UnlinkPartial(n, slab);
+                UncountSlab(n, slab, _d->Objects);
+                gone = slab;
             }
         }
         finally
@@ -99,19 +90,6 @@ public sealed unsafe partial class KmemCache
             NativeSpinLock.Release(&n->ListLock);
         }
         if (gone != null) DiscardSlab(gone);
-    }
-
-    private bool OnFreelist(PageFrame* slab, void* obj)
-    {
-        void* p = SlabPage.Freelist(slab);
-        for (int i = 0; p != null && i < _d->Objects; i++)
-        {
-            if (p == obj) return true;
-            void* next = GetFreePointer(p);
-            if (next != null && ObjectIndex(slab, next) < 0) return false;
-            p = next;
-        }
-        return false;
     }
 
     /// <summary>The usable size of a kmalloc object: what was asked for when debugging records it, else the object size.</summary>
@@ -176,17 +154,6 @@ public sealed unsafe partial class KmemCache
         return false;
     }
 
-    private void RecordFreelistCorruption(PageFrame* slab, void* obj, void* badNext)
-    {
-        var text = new StringBuilder();
-        AppendHeader(text, "Freepointer corrupt");
-        text.Append(CultureInfo.InvariantCulture,
-            $"Freepointer 0x{(nuint)badNext:x} stored at 0x{(nuint)FreePointerAddress(_d, obj):x} in object 0x{(nuint)obj:x} does not point to an object of this slab\n");
-        AppendObjectInfo(text, slab, obj);
-        text.Append(CultureInfo.InvariantCulture, $"FIX {Name}: Freelist cleared after object 0x{(nuint)obj:x}\n");
-        Record(new SlabReport(Name, "Freepointer corrupt", (nuint)obj, text.ToString()));
-    }
-
     private void AppendHeader(StringBuilder text, string problem)
     {
         text.Append("=============================================================================\n");
@@ -202,7 +169,7 @@ public sealed unsafe partial class KmemCache
             AppendTrack(text, "Freed", (Track*)((byte*)obj + _d->TrackOffset) + 1);
         }
         text.Append(CultureInfo.InvariantCulture,
-            $"Slab 0x{(nuint)slab:x} pfn=0x{slab->Pfn:x} objects={_d->Objects} free={SlabPage.FreeCount(slab)} {SlabPage.Describe(SlabPage.ReadState(slab))} fp=0x{(nuint)SlabPage.Freelist(slab):x} flags=[{slab->Flags}]\n");
+            $"Slab 0x{(nuint)slab:x} pfn=0x{slab->Pfn:x} objects={_d->Objects} free={SlabPage.FreeCount(slab)} {SlabPage.Describe(SlabPage.ReadState(slab))} flags=[{slab->Flags}]\n");
         text.Append(CultureInfo.InvariantCulture, $"Object 0x{(nuint)obj:x}:");
         int dump = Math.Min(16, _d->ObjectSize);
         for (int i = 0; i < dump; i++) text.Append(CultureInfo.InvariantCulture, $" {((byte*)obj)[i]:x2}");

@@ -11,8 +11,8 @@ public sealed unsafe partial class KmemCache
 {
     /// <summary>
     /// Walks every slab (validate_slab_cache): first every thread's slabs of this cache go back to their nodes (a
-    /// drain), then each slab on a node list has its free list and remote list followed without ever following a
-    /// corrupted pointer, its counts checked and, for debug caches, every object's red zones and poison. Every problem is
+    /// drain), then each slab on a node list has its bitmaps and counts checked and, for debug caches, every object's
+    /// red zones and poison. Every problem is
     /// reported (and counted) and repaired like the kernel does, so a second call finds nothing.
     /// </summary>
     /// <returns>The problems found by this call.</returns>
@@ -44,34 +44,24 @@ public sealed unsafe partial class KmemCache
 
     private void ValidateSlab(KmemCacheNode* n, PageFrame* slab, bool[] free)
     {
-        Array.Clear(free);
-        CollectRemoteLocked(n, slab);
-        int count = 0;
-        void* prev = null;
-        void* p = SlabPage.Freelist(slab);
-        while (p != null)
+        if (_d->FastPath != 0) CollectRemoteLocked(n, slab);
+        ulong* local = SlabPage.Local(ExtOf(slab));
+        // Bits past the last object are never set: a set one would hand out memory past the slab's objects.
+        if ((local[_d->Words - 1] & ~_d->LastWordMask) != 0)
         {
-            int index = ObjectIndex(slab, p);
-            if (index < 0 || free[index])
-            {
-                if (prev == null)
-                {
-                    RecordFreelistCorruption(slab, p, p);
-                    SlabPage.SetFreelist(slab, null);
-                }
-                else
-                {
-                    RecordFreelistCorruption(slab, prev, p);
-                    SetFreePointer(prev, null);
-                }
-                break;
-            }
-            free[index] = true;
-            count++;
-            prev = p;
-            p = GetFreePointer(p);
+            var text = new StringBuilder();
+            AppendHeader(text, "Bitmap corrupt");
+            text.Append(CultureInfo.InvariantCulture, $"Free bits past the last of {_d->Objects} objects: 0x{local[_d->Words - 1] & ~_d->LastWordMask:x}\n");
+            text.Append(CultureInfo.InvariantCulture, $"FIX {Name}: Bits cleared\n");
+            Record(new SlabReport(Name, "Bitmap corrupt", (nuint)SlabBase(slab), text.ToString()));
+            local[_d->Words - 1] &= _d->LastWordMask;
         }
-
+        int count = 0;
+        for (int i = 0; i < _d->Objects; i++)
+        {
+            free[i] = (local[i >> 6] & (1UL << i)) != 0;
+            if (free[i]) count++;
+        }
         int recorded = SlabPage.FreeCount(slab);
         if (recorded != count)
         {
@@ -86,8 +76,7 @@ public sealed unsafe partial class KmemCache
         bool onFull = _d->FastPath == 0 && recorded == 0;
         if (count == 0 && !onFull)
         {
-            SlabPage.Remove(&n->Partial, slab);
-            n->NrPartial--;
+            UnlinkPartial(n, slab);
             if (_d->FastPath == 0)
             {
                 SlabPage.Push(&n->Full, slab);
@@ -104,6 +93,7 @@ public sealed unsafe partial class KmemCache
             n->NrFull--;
             SlabPage.Push(&n->Partial, slab);
             n->NrPartial++;
+            n->FreeObjects += count;
         }
 
         if ((_d->Flags & (int)(SlabFlags.RedZone | SlabFlags.Poison)) == 0) return;
@@ -135,7 +125,10 @@ public sealed unsafe partial class KmemCache
                 KmemCacheNode* n = _d->Nodes + i;
                 NativeSpinLock.Acquire(&n->ListLock);
                 sum += n->TotalObjects - n->FreeObjects;
-                for (PageFrame* s = n->Partial; s != null; s = s->Next) sum -= SlabPage.RemoteCount(SlabPage.ReadState(s));
+                if (_d->FastPath != 0)
+                {
+                    for (PageFrame* s = n->Partial; s != null; s = s->Next) sum -= SlabPage.Count(SlabPage.Remote(ExtOf(s), _d), _d->Words);
+                }
                 NativeSpinLock.Release(&n->ListLock);
             }
             return sum;
@@ -203,8 +196,10 @@ public sealed unsafe partial class KmemCache
         {
             var slab = (PageFrame*)p;
             long state = SlabPage.ReadState(slab);
-            int free = SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state);
-            if (free < 0 || free > _d->Objects) throw new InvalidOperationException($"{Name}: slab pfn 0x{slab->Pfn:x} has {free} free objects of {_d->Objects}");
+            ulong* local = SlabPage.Local(ExtOf(slab));
+            int free = SlabPage.Count(local, _d->Words) + SlabPage.Count(SlabPage.Remote(local, _d), _d->Words);
+            if (free > _d->Objects || (local[_d->Words - 1] & ~_d->LastWordMask) != 0)
+                throw new InvalidOperationException($"{Name}: slab pfn 0x{slab->Pfn:x} has {free} free objects of {_d->Objects}");
             if (SlabPage.IsFloating(state) && free != 0)
                 throw new InvalidOperationException($"{Name}: floating slab pfn 0x{slab->Pfn:x} has {free} free objects");
             slabsSeen++;
@@ -221,6 +216,8 @@ public sealed unsafe partial class KmemCache
                 {
                     partial++;
                     freeObjects += SlabPage.FreeCount(s);
+                    if (SlabPage.FreeCount(s) != SlabPage.Count(SlabPage.Local(ExtOf(s)), _d->Words))
+                        throw new InvalidOperationException($"{Name}: partial slab pfn 0x{s->Pfn:x} counts {SlabPage.FreeCount(s)} free objects, its bitmap has {SlabPage.Count(SlabPage.Local(ExtOf(s)), _d->Words)}");
                     if (!SlabPage.OnNode(SlabPage.ReadState(s))) throw new InvalidOperationException($"{Name}: partial slab pfn 0x{s->Pfn:x} is not marked on-node");
                 }
                 for (PageFrame* s = n->Full; s != null; s = s->Next) full++;
@@ -257,17 +254,7 @@ public sealed unsafe partial class KmemCache
             {
                 var s = (PageFrame*)p;
                 if (listed >= 16) return;
-                KmemCacheNode* n = NodeOf(s);
-                NativeSpinLock.Acquire(&n->ListLock);
-                Array.Clear(free);
-                for (void* q = SlabPage.Freelist(s); q != null;)
-                {
-                    int idx = ObjectIndex(s, q);
-                    if (idx < 0 || free[idx]) break;
-                    free[idx] = true;
-                    q = GetFreePointer(q);
-                }
-                NativeSpinLock.Release(&n->ListLock);
+                for (int o = 0; o < _d->Objects; o++) free[o] = IsFree(s, o);
                 for (int o = 0; o < _d->Objects && listed < 16; o++)
                 {
                     if (free[o]) continue;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.PageAlloc;
@@ -10,7 +11,7 @@ namespace Allocators.Slab;
 public sealed unsafe partial class KmemCache
 {
     // The node side: slabs from and back to the page allocator, the node lists under their locks, and the paths that
-    // use them directly (debug caches, node-bound allocations, a thread whose context a drainer holds).
+    // use them directly (debug caches, node-bound allocations, caches the fast paths do not serve).
 
     /// <summary>The head frame of the page that holds <paramref name="obj"/>, or null outside the arena (virt_to_slab without the type check).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -23,11 +24,14 @@ public sealed unsafe partial class KmemCache
 
     private byte* SlabBase(PageFrame* slab) => _memory.PageAddress(slab);
 
+    /// <summary>A slab's extension words (its two bitmaps), in a flat or a sparse arena.</summary>
+    private ulong* ExtOf(PageFrame* slab) => _d->ArenaBytes != 0 ? ExtOf(_d, slab) : _memory.ExtOf(slab);
+
     /// <summary>Index of the object at <paramref name="p"/> in its slab, or -1 when it is not an object start.</summary>
     private int ObjectIndex(PageFrame* slab, void* p)
     {
         nuint offset = (nuint)p - (nuint)SlabBase(slab) - (nuint)_d->RedLeftPad;
-        if (offset >= (nuint)((uint)_d->Objects * (uint)_d->Size)) return -1;
+        if (offset >= _d->SlabBytes) return -1;
         // offset < 2^16 * Size, so the reciprocal gives the exact quotient (reciprocal_divide).
         uint index = (uint)(((ulong)offset * _d->Reciprocal) >> 32);
         return index * (uint)_d->Size == offset ? (int)index : -1;
@@ -37,17 +41,16 @@ public sealed unsafe partial class KmemCache
 
     private KmemCacheNode* NodeOf(PageFrame* slab) => _d->Nodes + slab->ZoneId / PageAllocator.ZonesPerNode;
 
-    /// <summary>Stores a hardened link in <paramref name="obj"/>.</summary>
-    private void SetFreePointer(void* obj, void* next)
+    /// <summary>True when object <paramref name="index"/> of the slab is free in either bitmap (a racy read: an allocated object's bits do not change under it).</summary>
+    private bool IsFree(PageFrame* slab, int index)
     {
-        void** location = FreePointerAddress(_d, obj);
-        *location = EncodeFreePointer(_d, location, next);
+        ulong* local = ExtOf(slab) + (index >> 6);
+        return ((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->Words])) & (1UL << index)) != 0;
     }
 
-    private void* GetFreePointer(void* obj) => DecodeFreePointer(_d, FreePointerAddress(_d, obj));
-
     /// <summary>
-    /// Allocates a slab's pages and formats it (allocate_slab): every object on its own free list, first object first.
+    /// Allocates a slab's pages and formats it (allocate_slab): every object free in its local bitmap, none in its
+    /// remote one; the objects themselves are not touched (but for debug caches' patterns and constructors).
     /// <paramref name="node"/> is a preference: the page allocator may fall back to another node. Null when out of pages.
     /// The slab is on no list and counted nowhere yet.
     /// </summary>
@@ -60,27 +63,32 @@ public sealed unsafe partial class KmemCache
         byte* bytes = SlabBase(slab);
         try
         {
-            bool poison = _d->Has(SlabFlags.Poison) && _ctor == null;
-            if (poison) NativeMemory.Fill(bytes, (nuint)(PageFrame.PageSize << order), SlabPoison.InUse);
-            void* next = null;
-            for (int i = _d->Objects - 1; i >= 0; i--)
+            if ((_d->Flags & (int)SlabFlags.Debug) != 0)
             {
-                void* obj = bytes + (long)i * _d->Size + _d->RedLeftPad;
-                if ((_d->Flags & (int)SlabFlags.Debug) != 0)
+                if (_d->Has(SlabFlags.Poison) && _ctor == null) NativeMemory.Fill(bytes, (nuint)(PageFrame.PageSize << order), SlabPoison.InUse);
+                for (int i = 0; i < _d->Objects; i++)
                 {
+                    void* obj = bytes + (long)i * _d->Size + _d->RedLeftPad;
                     InitObject(obj, active: false);
                     if (_d->TrackOffset >= 0) NativeMemory.Clear((byte*)obj + _d->TrackOffset, (nuint)(2 * sizeof(Track)));
                     if (_d->OrigSizeOffset >= 0) *(uint*)((byte*)obj + _d->OrigSizeOffset) = (uint)_d->ObjectSize;
                 }
-                _ctor?.Invoke(obj);
-                SetFreePointer(obj, next);
-                next = obj;
             }
-            slab->FlagsAndZone = (slab->FlagsAndZone & ~(SlabPage.KmallocClassMask | SlabPage.OnThreadFullList)) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
+            if (_ctor != null)
+            {
+                for (int i = 0; i < _d->Objects; i++) _ctor(bytes + (long)i * _d->Size + _d->RedLeftPad);
+            }
+            slab->FlagsAndZone = (slab->FlagsAndZone & ~(SlabPage.KmallocClassMask | SlabPage.ThreadListBits)) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
             slab->Private = (nuint)_d;
-            SlabPage.SetFreelist(slab, next);
+            ulong* ext = ExtOf(slab);
+            for (int i = 0; i < _d->Words; i++)
+            {
+                ext[i] = i == _d->Words - 1 ? _d->LastWordMask : ulong.MaxValue;
+                ext[_d->Words + i] = 0;
+            }
             SlabPage.SetFreeCount(slab, _d->Objects);
             SlabPage.State(slab) = 0;
+            slab->Data0 = 0;
             slab->Next = slab->Prev = null;
         }
         catch
@@ -110,18 +118,34 @@ public sealed unsafe partial class KmemCache
         NativeSpinLock.Acquire(&n->ListLock);
         n->NrSlabs++;
         n->TotalObjects += _d->Objects;
-        Volatile.Write(ref SlabPage.State(slab), SlabPage.OnNodeState());
-        SlabPage.Push(&n->Partial, slab);
-        n->NrPartial++;
-        n->FreeObjects += SlabPage.FreeCount(slab);
+        Volatile.Write(ref SlabPage.State(slab), SlabPage.OnNodeState);
+        LinkPartial(n, slab);
         NativeSpinLock.Release(&n->ListLock);
         return (int)(n - _d->Nodes);
+    }
+
+    /// <summary>Puts a slab (state on-node already) on the node's partial list with its local bitmap's count (node lock held).</summary>
+    private void LinkPartial(KmemCacheNode* n, PageFrame* slab)
+    {
+        int free = SlabPage.Count(SlabPage.Local(ExtOf(slab)), _d->Words);
+        SlabPage.SetFreeCount(slab, free);
+        SlabPage.Push(&n->Partial, slab);
+        n->NrPartial++;
+        n->FreeObjects += free;
+    }
+
+    /// <summary>Takes a slab off the node's partial list (node lock held).</summary>
+    private static void UnlinkPartial(KmemCacheNode* n, PageFrame* slab)
+    {
+        SlabPage.Remove(&n->Partial, slab);
+        n->NrPartial--;
+        n->FreeObjects -= SlabPage.FreeCount(slab);
     }
 
     /// <summary>Gives an empty slab, on no list and no longer counted in its node, back to the page allocator (discard_slab).</summary>
     private void DiscardSlab(PageFrame* slab)
     {
-        slab->FlagsAndZone &= ~((ulong)(uint)PageFlags.Slab | SlabPage.KmallocClassMask | SlabPage.OnThreadFullList);
+        slab->FlagsAndZone &= ~((ulong)(uint)PageFlags.Slab | SlabPage.KmallocClassMask | SlabPage.ThreadListBits);
         slab->Private = 0;
         slab->Data0 = 0;
         slab->Data1 = 0;
@@ -146,36 +170,39 @@ public sealed unsafe partial class KmemCache
 
     /// <summary>
     /// A thread gives up a slab it owns and holds on no list (deactivate_slab / unfreeze_partials): with free objects it
-    /// goes to its node's partial list, or back to the page allocator when all its objects are free and the node has
-    /// enough partial slabs; with none it floats (its last owner may take it back, anyone else's free puts it on the node).
+    /// goes to its node's partial list (its remote frees taken in), or back to the page allocator when all its objects
+    /// are free and the node has enough partial slabs; with none it floats (its last owner may take it back, anyone
+    /// else's free puts it on the node).
     /// </summary>
     private void Unfreeze(PageFrame* slab)
     {
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
+        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* remote = SlabPage.Remote(local, _d);
         NativeSpinLock.Acquire(&n->ListLock);
-        while (true)
+        long state = SlabPage.ReadState(slab);
+        Debug.Assert(SlabPage.Owner(state) != 0 && !SlabPage.OnNode(state) && !SlabPage.IsFloating(state), "only an owned slab is unfrozen");
+        SlabPage.CollectRemote(local, remote, _d->Words);
+        if (!SlabPage.Any(local, _d->Words))
         {
-            long state = SlabPage.ReadState(slab);
-            Debug.Assert(SlabPage.Owner(state) != 0 && !SlabPage.OnNode(state) && !SlabPage.IsFloating(state), "only an owned slab is unfrozen");
-            int free = SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state);
-            long next = free == 0
-                ? SlabPage.Floating(SlabPage.Owner(state))
-                : SlabPage.OnNodeState(SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
-            if (Interlocked.CompareExchange(ref SlabPage.State(slab), next, state) != state) continue;
-            if (free == 0) break;
-            if (free >= _d->Objects && NodeHasEnoughPartial(n))
+            Volatile.Write(ref SlabPage.State(slab), SlabPage.Floating(SlabPage.Owner(state)));
+            // A remote free that came after the collection sees the slab floating and rescues it, or we see its bit.
+            Interlocked.MemoryBarrier();
+            if (SlabPage.Any(remote, _d->Words)) TryFloatingToNodeLocked(n, slab);
+        }
+        else
+        {
+            Volatile.Write(ref SlabPage.State(slab), SlabPage.OnNodeState);
+            if (SlabPage.Count(local, _d->Words) == _d->Objects && NodeHasEnoughPartial(n))
             {
                 UncountSlab(n, slab, _d->Objects);
                 gone = slab;
             }
             else
             {
-                SlabPage.Push(&n->Partial, slab);
-                n->NrPartial++;
-                n->FreeObjects += SlabPage.FreeCount(slab);
+                LinkPartial(n, slab);
             }
-            break;
         }
         NativeSpinLock.Release(&n->ListLock);
         if (gone != null) DiscardSlab(gone);
@@ -197,15 +224,8 @@ public sealed unsafe partial class KmemCache
             PageFrame* slab = n->Partial;
             if (slab != null)
             {
-                SlabPage.Remove(&n->Partial, slab);
-                n->NrPartial--;
-                n->FreeObjects -= SlabPage.FreeCount(slab);
-                while (true)
-                {
-                    long state = SlabPage.ReadState(slab);
-                    long owned = SlabPage.Owned(owner, SlabPage.RemoteHead(state), SlabPage.RemoteCount(state));
-                    if (Interlocked.CompareExchange(ref SlabPage.State(slab), owned, state) == state) break;
-                }
+                UnlinkPartial(n, slab);
+                Volatile.Write(ref SlabPage.State(slab), SlabPage.Owned(owner));
             }
             NativeSpinLock.Release(&n->ListLock);
             if (slab != null) return slab;
@@ -214,26 +234,34 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// A free into a floating slab by a thread that cannot claim it: the slab goes to its node's partial list with the
-    /// object on its free list. False when the slab's state changed meanwhile (the caller looks again).
+    /// A free into a floating slab by a thread that may not take it back, or one that raced the slab floating: onto its
+    /// node's partial list (the free itself then goes into the remote bitmap like any other).
     /// </summary>
-    private bool FloatingToNode(PageFrame* slab, void* obj, void** location, long floating)
+    private void RescueFloating(PageFrame* slab)
     {
         KmemCacheNode* n = NodeOf(slab);
-        bool done = false;
         NativeSpinLock.Acquire(&n->ListLock);
-        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.OnNodeState(), floating) == floating)
-        {
-            *location = EncodeFreePointer(_d, location, null);
-            SlabPage.SetFreelist(slab, obj);
-            SlabPage.SetFreeCount(slab, 1);
-            SlabPage.Push(&n->Partial, slab);
-            n->NrPartial++;
-            n->FreeObjects++;
-            done = true;
-        }
+        TryFloatingToNodeLocked(n, slab);
         NativeSpinLock.Release(&n->ListLock);
-        return done;
+    }
+
+    /// <summary>Moves a floating slab with remote frees to the node's partial list, its remote bits taken in (node lock held).</summary>
+    private bool TryFloatingToNodeLocked(KmemCacheNode* n, PageFrame* slab)
+    {
+        long state = SlabPage.ReadState(slab);
+        if (!SlabPage.IsFloating(state)) return false;
+        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.OnNodeState, state) != state) return false;
+        ulong* local = SlabPage.Local(ExtOf(slab));
+        SlabPage.CollectRemote(local, SlabPage.Remote(local, _d), _d->Words);
+        LinkPartial(n, slab);
+        return true;
+    }
+
+    /// <summary>True when every object of a slab on a node list is free (a racy read; the lock holder checks again).</summary>
+    private bool IsEmptyOnNode(PageFrame* slab)
+    {
+        ulong* local = SlabPage.Local(ExtOf(slab));
+        return SlabPage.Count(local, _d->Words) + SlabPage.Count(SlabPage.Remote(local, _d), _d->Words) >= _d->Objects;
     }
 
     /// <summary>A remote free may have emptied a slab on a node list: gives it back when the node has enough partial slabs.</summary>
@@ -242,26 +270,34 @@ public sealed unsafe partial class KmemCache
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
         NativeSpinLock.Acquire(&n->ListLock);
-        long state = SlabPage.ReadState(slab);
-        if (SlabPage.OnNode(state) && SlabPage.Owner(state) == 0 && SlabPage.Cache(slab) == _d &&
-            SlabPage.FreeCount(slab) + SlabPage.RemoteCount(state) >= _d->Objects)
+        if (SlabPage.OnNode(SlabPage.ReadState(slab)) && SlabPage.Cache(slab) == _d && _d->FastPath != 0)
         {
-            SlabPage.Remove(&n->Partial, slab);
-            n->NrPartial--;
-            if (NodeHasEnoughPartial(n))
+            CollectRemoteLocked(n, slab);
+            if (SlabPage.FreeCount(slab) == _d->Objects)
             {
-                n->FreeObjects -= SlabPage.FreeCount(slab);
-                UncountSlab(n, slab, _d->Objects);
-                gone = slab;
-            }
-            else
-            {
-                SlabPage.Push(&n->Partial, slab);
-                n->NrPartial++;
+                UnlinkPartial(n, slab);
+                if (NodeHasEnoughPartial(n))
+                {
+                    UncountSlab(n, slab, _d->Objects);
+                    gone = slab;
+                }
+                else
+                {
+                    LinkPartial(n, slab);
+                }
             }
         }
         NativeSpinLock.Release(&n->ListLock);
         if (gone != null) DiscardSlab(gone);
+    }
+
+    /// <summary>Takes a node slab's remote frees into its local bitmap and the node's count (node lock held).</summary>
+    private void CollectRemoteLocked(KmemCacheNode* n, PageFrame* slab)
+    {
+        ulong* local = SlabPage.Local(ExtOf(slab));
+        int taken = SlabPage.CollectRemote(local, SlabPage.Remote(local, _d), _d->Words);
+        SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) + taken);
+        n->FreeObjects += taken;
     }
 
     /// <summary>
@@ -298,66 +334,51 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Takes the first free object of a slab on the node's partial list (node lock held), its remote list first moved
-    /// onto its free list when that is empty; a slab left with no free object goes to the full list (debug caches) or
-    /// floats. Null only when a corrupted list left the slab with nothing (it is then moved on too).
+    /// Takes the lowest free object of a slab on the node's partial list (node lock held), its remote frees taken in
+    /// first when the local bitmap has none; a slab left with no free object goes to the full list (debug caches) or
+    /// floats. Null when the slab had none (it is moved on too).
     /// </summary>
     private void* TakeOneLocked(KmemCacheNode* n, PageFrame* slab)
     {
-        void* obj = SlabPage.Freelist(slab);
-        if (obj == null)
+        ulong* local = SlabPage.Local(ExtOf(slab));
+        if (SlabPage.FreeCount(slab) == 0) CollectRemoteLocked(n, slab);
+        void* obj = null;
+        for (int i = 0; i < _d->Words; i++)
         {
-            long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.OnNodeState());
-            int head = SlabPage.RemoteHead(old);
-            if (head != 0)
-            {
-                obj = ObjectAt(slab, head - 1);
-                SlabPage.SetFreelist(slab, obj);
-                SlabPage.SetFreeCount(slab, SlabPage.RemoteCount(old));
-                n->FreeObjects += SlabPage.RemoteCount(old);
-            }
-        }
-        if (obj != null)
-        {
-            void* next = GetFreePointer(obj);
-            int free = SlabPage.FreeCount(slab) - 1;
-            if (next != null && ObjectIndex(slab, next) < 0)
-            {
-                // Never follow a corrupted pointer: cut the list here; the rest of the slab's free objects are lost.
-                RecordFreelistCorruption(slab, obj, next);
-                n->FreeObjects -= free;
-                free = 0;
-                next = null;
-            }
-            SlabPage.SetFreelist(slab, next);
-            SlabPage.SetFreeCount(slab, free);
+            ulong free = local[i];
+            if (free == 0) continue;
+            local[i] = free & (free - 1);
+            obj = ObjectAt(slab, i * 64 + BitOperations.TrailingZeroCount(free));
+            SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) - 1);
             n->FreeObjects--;
-            if (_d->FastPath != 0) *FreePointerAddress(_d, obj) = null;
+            break;
         }
-        if (SlabPage.Freelist(slab) == null) SlabExhaustedOnNode(n, slab);
+        if (SlabPage.FreeCount(slab) == 0) SlabExhaustedOnNode(n, slab);
         return obj;
     }
 
-    /// <summary>A partial slab's free list ran out under the node lock: full list (debug) or floating, unless remote frees came in.</summary>
+    /// <summary>A partial slab's local bitmap ran out under the node lock: full list (debug) or floating, unless remote frees came in.</summary>
     private void SlabExhaustedOnNode(KmemCacheNode* n, PageFrame* slab)
     {
         if (_d->FastPath == 0)
         {
-            SlabPage.Remove(&n->Partial, slab);
-            n->NrPartial--;
+            UnlinkPartial(n, slab);
             SlabPage.Push(&n->Full, slab);
             n->NrFull++;
             return;
         }
-        long state = SlabPage.OnNodeState();
-        if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.Floating(0), state) != state) return;
-        SlabPage.Remove(&n->Partial, slab);
-        n->NrPartial--;
+        ulong* remote = SlabPage.Remote(SlabPage.Local(ExtOf(slab)), _d);
+        if (SlabPage.Any(remote, _d->Words)) return;
+        UnlinkPartial(n, slab);
+        Volatile.Write(ref SlabPage.State(slab), SlabPage.Floating(0));
+        // A remote free that came meanwhile sees the slab floating and waits for our lock to rescue it; or we see its bit.
+        Interlocked.MemoryBarrier();
+        if (SlabPage.Any(remote, _d->Words)) TryFloatingToNodeLocked(n, slab);
     }
 
     /// <summary>
     /// Frees every empty slab on every node, ignoring min_partial (the core of kmem_cache_shrink); each partial slab's
-    /// remote list is moved onto its free list first. Returns the pages freed.
+    /// remote frees are taken in first. Returns the pages freed.
     /// </summary>
     private long DiscardEmptySlabs()
     {
@@ -371,12 +392,10 @@ public sealed unsafe partial class KmemCache
             while (slab != null)
             {
                 PageFrame* next = slab->Next;
-                CollectRemoteLocked(n, slab);
+                if (_d->FastPath != 0) CollectRemoteLocked(n, slab);
                 if (SlabPage.FreeCount(slab) == _d->Objects)
                 {
-                    SlabPage.Remove(&n->Partial, slab);
-                    n->NrPartial--;
-                    n->FreeObjects -= _d->Objects;
+                    UnlinkPartial(n, slab);
                     UncountSlab(n, slab, _d->Objects);
                     empty.Add((nint)slab);
                 }
@@ -390,38 +409,6 @@ public sealed unsafe partial class KmemCache
             pages += 1L << _d->Order;
         }
         return pages;
-    }
-
-    /// <summary>
-    /// Moves a node slab's remote list in front of its free list (node lock held): walks it to its tail, never past a
-    /// link that does not name an object of the slab or past the count the state word gives.
-    /// </summary>
-    private void CollectRemoteLocked(KmemCacheNode* n, PageFrame* slab)
-    {
-        if (SlabPage.RemoteCount(SlabPage.ReadState(slab)) == 0) return;
-        long old = Interlocked.Exchange(ref SlabPage.State(slab), SlabPage.OnNodeState());
-        int head = SlabPage.RemoteHead(old);
-        int count = SlabPage.RemoteCount(old);
-        if (head == 0) return;
-        void* first = ObjectAt(slab, head - 1);
-        void* tail = first;
-        int taken = 1;
-        while (taken < count)
-        {
-            void* next = GetFreePointer(tail);
-            if (next == null) break;
-            if (ObjectIndex(slab, next) < 0)
-            {
-                RecordFreelistCorruption(slab, tail, next);
-                break;
-            }
-            tail = next;
-            taken++;
-        }
-        SetFreePointer(tail, SlabPage.Freelist(slab));
-        SlabPage.SetFreelist(slab, first);
-        SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) + taken);
-        n->FreeObjects += taken;
     }
 
     /// <summary>Calls <paramref name="visit"/> with every slab of this cache in the arena, wherever it is (a scan of the frame arrays: for reports).</summary>

@@ -1,4 +1,4 @@
-using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -9,51 +9,49 @@ using Allocators.Threading;
 namespace Allocators.Slab;
 
 /// <summary>
-/// A slab cache of fixed-size objects (the kernel's <c>kmem_cache</c>): slabs are pages from the page allocator, free
-/// objects are linked through hardened in-object pointers, and each thread allocates from slabs it owns, as SLUB's CPUs
-/// do from their CPU slabs (here per thread, with no lock and no atomic on the fast paths).
+/// A slab cache of fixed-size objects (the kernel's <c>kmem_cache</c>): slabs are pages from the page allocator, each
+/// object's state is a bit in its slab's bitmaps (kept beside the slab's frame, never in the object), and each thread
+/// allocates from slabs it owns, as SLUB's CPUs do from their CPU slabs (here per thread, with no lock and no atomic on
+/// the fast paths).
 /// </summary>
 /// <remarks>
 /// <para>Thread-safe. Objects may be freed on any thread. Allocation failure returns null unless the cache has
 /// <see cref="SlabFlags.Panic"/>. Misuse (double free, foreign, interior or wrong-cache pointer) throws a
 /// <see cref="Diagnostics.MemoryCorruptionException"/> and changes nothing; corruption found in debug caches is
 /// reported (<see cref="Reports"/>) and repaired.</para>
-/// <para><b>Where a free object can be</b> (tiers):</para>
-/// <list type="number">
-/// <item>On a thread's <see cref="SlabCpu.Freelist"/>: objects of that thread's current slab (<see cref="SlabCpu.Slab"/>),
-/// popped by its allocations and pushed by its own frees of that slab's objects. Owner thread only.</item>
-/// <item>On a slab's own free list (<see cref="SlabPage.Freelist"/>, length <see cref="SlabPage.FreeCount"/>): written by
-/// the owner thread while a thread owns the slab (its current slab's list is empty: those objects are in tier 1), under
-/// the node's list lock otherwise.</item>
-/// <item>On a slab's remote list (in <see cref="SlabPage.State"/>): objects other threads freed into a slab they do not
-/// own, pushed with one compare-exchange; the owner (or the node lock holder) takes the whole list with one exchange.</item>
-/// </list>
-/// <para><b>Where a slab can be</b>: a thread's current slab; on a thread's partial list (<see cref="SlabCpu.Partial"/>:
-/// free objects) or full list (<see cref="SlabCpu.Full"/>: none); on its node's partial list (no owner, free objects);
-/// or floating: no owner, no list, no free object (SLUB keeps full slabs on no list either; here slabs float when a
-/// drain takes them from their thread). A thread keeps every slab it allocated from until a drain, like mimalloc's
-/// heaps, so however large its live set its own frees need no atomic and no lock; empty slabs go back when the cache is
-/// shrunk (by the shrinkers under memory pressure, the idle trimmer, or a caller). A thread's free into a slab it
-/// floated takes it back (one compare-exchange); any other thread's free into a floating slab puts it on its node's
-/// list, so a thread that frees what another allocated never collects that thread's slabs. Debug caches keep every
-/// slab on a node list and do everything under its lock.</para>
+/// <para><b>An object's state</b> is two bits of its slab (<see cref="SlabPage"/>): free in the <i>local</i> bitmap,
+/// written by the slab's owner thread (or, when no thread owns the slab, under its node's list lock), and free in the
+/// <i>remote</i> bitmap, set by any other thread with one atomic OR and taken into the local bitmap by the owner with
+/// one exchange per word. Allocated = neither bit. An allocation clears the lowest local bit of the thread's current
+/// word; a free by the owner sets one; neither touches the object's memory. A free that finds either bit already set
+/// is a double free, refused whatever the order of the frees; two threads freeing one object at once both pass that
+/// test only when one of them owns the slab (<see cref="SlabAllocatorOptions.SerializedFrees"/> sends every free
+/// through the atomic OR, and then exactly one succeeds).</para>
+/// <para><b>Where a slab can be</b>: a thread's current slab (<see cref="SlabCpu.Slab"/>); on a thread's partial list
+/// (<see cref="SlabCpu.Partial"/>: free objects) or full list (<see cref="SlabCpu.Full"/>: none, as far as the thread
+/// knows); on its node's partial list (no owner, free objects); or floating: no owner, no list, no free object (SLUB
+/// keeps full slabs on no list either; here slabs float when a drain takes them from their thread). A thread keeps every
+/// slab it allocated from until a drain, like mimalloc's heaps, so however large its live set its own frees need no
+/// atomic and no lock; empty slabs go back when the cache is shrunk (by the shrinkers under memory pressure, the idle
+/// trimmer, or a caller). Other threads' frees into a thread's full slabs set a hint byte for that thread
+/// (<see cref="KmemCacheData.RemoteHints"/>), which looks through its full list only then. A thread's free into a
+/// slab it floated takes it back (one compare-exchange); any other thread's free into a floating slab puts it on its
+/// node's list, so a thread that frees what another allocated never collects that thread's slabs. Debug caches keep
+/// every slab on a node list and do everything under its lock.</para>
 /// <para><b>Locks</b>, outermost first: the thread-context registry's lock (drains) → a node's <c>ListLock</c> (node
-/// partial/full lists, <see cref="KmemCacheNode"/> counters, the free lists of slabs on them) → the page allocator's
-/// locks. A thread inside its context (<see cref="ThreadCacheHeader.TryEnter"/>) never waits for the registry lock and
-/// never calls the page allocator (slab growth and discards run outside it), so a drain can always finish.</para>
-/// <para><b>Invariants</b> (checked by <see cref="CheckConsistency"/> in debug builds and by the tests):</para>
+/// partial/full lists, <see cref="KmemCacheNode"/> counters, the local bitmaps of slabs no thread owns) → the page
+/// allocator's locks. Every slab operation runs inside the calling thread's context
+/// (<see cref="ThreadCacheHeader.TryEnter"/>); inside it a thread never waits for the registry lock and never
+/// allocates pages (slab growth runs outside it), so a drain can always finish, and a destroy or dispose, which closes
+/// the cache and then drains every thread, never frees memory under an operation.</para>
+/// <para><b>Invariants</b> (<see cref="CheckConsistency"/>, run by the tests):</para>
 /// <list type="bullet">
-/// <item>per slab: in use = Objects − FreeCount − RemoteCount − (its owner's tier-1 objects, if it is a current slab);
-/// a floating slab has FreeCount = RemoteCount = 0; a current slab has FreeCount = 0.</item>
-/// <item>per node: NrSlabs = slabs of the node in any place; TotalObjects = NrSlabs × Objects;
-/// FreeObjects = Σ FreeCount over the node's partial slabs.</item>
+/// <item>per slab: free objects = popcount(local) + popcount(remote) ≤ Objects; no bit past the last object; a floating
+/// slab has none.</item>
+/// <item>per node: NrSlabs = the node's slabs wherever they are; TotalObjects = NrSlabs × Objects; FreeObjects =
+/// Σ popcount(local) over its partial slabs (each slab's count in <see cref="SlabPage.FreeCount"/>).</item>
 /// <item>after a drain (<see cref="Shrink"/>): <see cref="ActiveObjects"/> = objects handed out and not freed.</item>
 /// </list>
-/// <para>A free object's free pointer decodes to null or to an object of its own slab (every list above is per slab);
-/// an allocated object's free pointer word is zeroed when it is handed out, so a free finds a second free of the same
-/// object from that word alone (the check a free does anyway before it writes the link). Two threads freeing one
-/// object at the same instant can both pass that check; <see cref="SlabAllocatorOptions.SerializedFrees"/> closes that
-/// with one atomic per free.</para>
 /// </remarks>
 public sealed unsafe partial class KmemCache : IDisposable
 {
@@ -90,7 +88,6 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->ObjectSize = size;
         _d->NodeCount = _pages.NodeCount;
         CalculateSizes(size, align, flags, ctor != null);
-        _d->Random = (ulong)Random.Shared.NextInt64() | 1;
         _d->MinPartial = Math.Clamp(BitOperations.Log2((uint)_d->Size) / 2, 5, 10);
         _d->SerializedFree = owner.Options.SerializedFrees ? 1 : 0;
         (nint arenaBase, nuint arenaBytes) = _memory.FlatRange;
@@ -98,6 +95,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->ArenaBase = (nuint)arenaBase;
         _d->ArenaBytes = arenaBytes;
         _d->MemMap = (PageFrame*)memMap;
+        _d->Ext = _memory.FlatExt;
         _d->RemoteHints = (byte*)NativeMemory.AllocZeroed(InitialHints);
         _d->HintCapacity = InitialHints;
         _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), 64);
@@ -134,11 +132,11 @@ public sealed unsafe partial class KmemCache : IDisposable
     /// <summary>Objects per slab.</summary>
     public int ObjectsPerSlab => _d->Objects;
 
-    /// <summary>Where the free pointer sits, from the object's start (inside the object unless debugging or a constructor needs it outside).</summary>
-    public int FreePointerOffset => _d->Offset;
-
     /// <summary>Bytes of red zone before each object.</summary>
     public int RedLeftPad => _d->RedLeftPad;
+
+    /// <summary>Bytes from the object's start to the end of its right red zone (the kernel's <c>inuse</c>); <see cref="ObjectSize"/> rounded up to a word without red zoning.</summary>
+    public int InUseSize => _d->InUse;
 
     /// <summary>The slab allocator this cache belongs to.</summary>
     public SlabAllocator Owner => _owner;
@@ -146,8 +144,8 @@ public sealed unsafe partial class KmemCache : IDisposable
     internal KmemCacheData* Data => _d;
 
     /// <summary>
-    /// Lays out a slot like SLUB's calculate_sizes: object, right red zone, free pointer (outside the object when
-    /// poisoning, red zoning or constructing), two tracks, kmalloc's original size, left red zone, alignment.
+    /// Lays out a slot like SLUB's calculate_sizes: object, right red zone, two tracks, kmalloc's original size, left
+    /// red zone, alignment (no free pointer: an object's state is a bit of its slab's bitmaps).
     /// </summary>
     private void CalculateSizes(int objectSize, int align, SlabFlags flags, bool hasCtor)
     {
@@ -163,15 +161,6 @@ public sealed unsafe partial class KmemCache : IDisposable
         int size = AlignUp(objectSize, WordSize);
         if (redZone && size == objectSize) size += WordSize;
         _d->InUse = size;
-        if ((flags & (SlabFlags.Poison | SlabFlags.RedZone)) != 0 || hasCtor)
-        {
-            _d->Offset = size;
-            size += WordSize;
-        }
-        else
-        {
-            _d->Offset = objectSize >= 2 * WordSize ? (objectSize / 2) & ~(WordSize - 1) : 0;
-        }
         _d->TrackOffset = -1;
         if ((flags & SlabFlags.StoreUser) != 0)
         {
@@ -186,7 +175,8 @@ public sealed unsafe partial class KmemCache : IDisposable
         }
         int leftPad = redZone ? AlignUp(WordSize, a) : 0;
         _d->RedLeftPad = leftPad;
-        _d->Size = AlignUp(size + leftPad, a);
+        // At least MinSlot bytes: a page's extension words hold a bitmap bit for each of at most 256 objects per page.
+        _d->Size = AlignUp(Math.Max(size + leftPad, MinSlot), a);
         _d->Align = a;
 
         // The smallest order that wastes at most a sixteenth with enough objects per slab (slub_min_objects), stopping
@@ -210,11 +200,16 @@ public sealed unsafe partial class KmemCache : IDisposable
         if (order > PageAllocator.MaxOrder) order = best;
         if (order < 0) throw new ArgumentOutOfRangeException(nameof(objectSize), objectSize, "Object too large for a slab.");
         _d->Order = order;
-        _d->Objects = Math.Min((PageFrame.PageSize << order) / _d->Size, 65535);
+        _d->Objects = (PageFrame.PageSize << order) / _d->Size;
         _d->Reciprocal = (uint)((0x1_0000_0000UL + (ulong)_d->Size - 1) / (ulong)_d->Size);
         _d->SlabBytes = (uint)(_d->Objects * _d->Size);
-        _d->DivisorMagic = ulong.MaxValue / (ulong)_d->Size + 1;
+        _d->Words = (_d->Objects + 63) / 64;
+        _d->LastWordMask = _d->Objects % 64 == 0 ? ulong.MaxValue : (1UL << (_d->Objects % 64)) - 1;
+        System.Diagnostics.Debug.Assert(2 * _d->Words <= PageFrame.ExtWords << order, "both bitmaps fit the slab's extension words");
     }
+
+    /// <summary>The smallest slot: 16 bytes, so that a page holds at most 256 objects (two 256-bit bitmaps in its 64 extension bytes).</summary>
+    internal const int MinSlot = 16;
 
     /// <summary>Thread context ids a new cache has remote-free hints for (the array grows when a higher id uses it).</summary>
     private const int InitialHints = 64;
@@ -246,33 +241,56 @@ public sealed unsafe partial class KmemCache : IDisposable
     }
 
     /// <summary>
-    /// Pops the first object of a thread's <see cref="SlabCpu.Freelist"/> and zeroes its free pointer word (so a later
-    /// free does not take it for a free object); null when the list is empty, a drainer holds the context or the next
-    /// link does not name an object of the slab (the slow path reports it). A cache the fast paths must not serve has every
-    /// thread's list empty (see <see cref="KmemCacheData.Key"/>).
+    /// Takes the object the thread freed last (its stack, <see cref="SlabCpu.Stack"/>), else the lowest free object of its
+    /// current bitmap word (<see cref="SlabCpu.Word"/>); when that word is empty, the cheap half of the slow path
+    /// (<see cref="AllocFromThreadSlabs"/>: the slab's other words, its remote frees, the thread's next slab). Null when
+    /// the thread has nothing, or a drainer holds the context. The object's memory is not touched. A cache the fast
+    /// paths must not serve has every thread's entry empty (<see cref="KmemCacheData.Key"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void* AllocFrom(SlabThreadContext* ctx, SlabCpu* c, KmemCacheData* d)
     {
         ThreadCacheHeader* h = &ctx->Header;
         Volatile.Write(ref h->Busy, 1);
-        void* obj = c->Freelist;
-        if (obj != null && Volatile.Read(ref h->DrainRequested) == 0)
+        void* obj = null;
+        if (Volatile.Read(ref h->DrainRequested) == 0)
         {
-            void** location = FreePointerAddress(d, obj);
-            void* next = DecodeFreePointer(d, location);
-            // Never hand out anything but an object of the slab: a corrupted link is refused here, reported by the slow path.
-            if (IsSlot(d, (nuint)next - (nuint)c->SlabBase - (nuint)d->RedLeftPad) || next == null)
+            int n = c->Count - 1;
+            if (n >= 0)
             {
-                c->Freelist = next;
-                *location = null;
-                if (SlabStatistics.Enabled) c->AllocFastPath++;
-                Volatile.Write(ref h->Busy, 0);
-                return obj;
+                obj = PopStack(c, n);
             }
+            else if (c->Word != null)
+            {
+                ulong* word = c->Word;
+                ulong free = *word;
+                if (free != 0)
+                {
+                    *word = free & (free - 1);
+                    obj = c->WordBase + (nuint)BitOperations.TrailingZeroCount(free) * (nuint)(uint)d->Size;
+                }
+                else
+                {
+                    obj = AllocFromThreadSlabs(c, d);
+                }
+            }
+            if (SlabStatistics.Enabled && obj != null) c->AllocFastPath++;
         }
         Volatile.Write(ref h->Busy, 0);
-        return null;
+        return obj;
+    }
+
+    /// <summary>Takes entry <paramref name="n"/> (the top) off the thread's stack and clears its object's bit.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void* PopStack(SlabCpu* c, int n)
+    {
+        long* entry = c->Stack + 2 * n;
+        long bit = entry[1];
+        c->Count = n;
+        var word = (ulong*)((ulong)bit >> SlabCpu.BitShift);
+        Debug.Assert((*word & (1UL << (int)bit)) != 0, "an object on the stack is free in its bitmap");
+        *word &= ~(1UL << (int)bit);
+        return (void*)entry[0];
     }
 
     /// <summary>Frees an object of this cache (kmem_cache_free); null is ignored.</summary>
@@ -329,66 +347,44 @@ public sealed unsafe partial class KmemCache : IDisposable
     internal static nuint SlabOffsetInArena(PageFrame* memMap, PageFrame* slab)
         => ((nuint)slab - (nuint)memMap) << (PageFrame.PageShift - PageFrame.SizeShift);
 
+    /// <summary>The extension words of a slab of the flat arena (its bitmaps).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ulong* ExtOf(KmemCacheData* d, PageFrame* slab)
+        => d->Ext + (((nuint)slab - (nuint)d->MemMap) >> (PageFrame.SizeShift - 3));
+
     /// <summary>
     /// Frees <paramref name="obj"/>, at <paramref name="offset"/> bytes into <paramref name="slab"/> (a slab of
-    /// <paramref name="d"/>), to the calling thread when the thread owns the slab: onto its own list when the slab is
-    /// its current one, else onto the slab's free list. False, with nothing changed, for everything else (not an object
-    /// start, already free, another owner or none, serialized frees): the slow path sorts it out. Inside the context.
+    /// <paramref name="d"/> in the flat arena), to the calling thread when the thread owns the slab: one bit set in the
+    /// slab's local bitmap, and the object on top of the thread's stack while it has room. False, with nothing changed,
+    /// for everything else (not an object start, already free in either bitmap, another owner or none, serialized
+    /// frees): the slow path sorts it out. Inside the context.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool FreeToThread(SlabThreadContext* ctx, KmemCacheData* d, PageFrame* slab, nuint offset, void* obj)
     {
         nuint slot = offset - (nuint)d->RedLeftPad;
-        if (!IsSlot(d, slot)) return false;
-        void** location = FreePointerAddress(d, obj);
-        if (LooksFree(d, location, (nuint)obj - slot) || d->SerializedFree != 0) return false;
+        uint index = (uint)(((ulong)slot * d->Reciprocal) >> 32);
+        if ((ulong)slot >= d->SlabBytes || (nuint)index * (nuint)(uint)d->Size != slot) return false;
+        ulong* local = ExtOf(d, slab) + (index >> 6);
+        ulong mask = 1UL << (int)index;
+        ulong free = *local;
+        if (((free | local[d->Words]) & mask) != 0 || SlabPage.OwnerWord(SlabPage.ReadState(slab)) != ctx->Id || d->SerializedFree != 0)
+            return false;
         SlabCpu* c = SlabThreadContext.Entry(ctx, d->CpuIndex);
         if (c == null) return false;
-        if (slab == c->Slab)
+        *local = free | mask;
+        int n = c->Count;
+        if (n < SlabCpu.StackCapacity)
         {
-            *location = EncodeFreePointer(d, location, c->Freelist);
-            c->Freelist = obj;
+            long* entry = c->Stack + 2 * n;
+            entry[0] = (long)obj;
+            entry[1] = (long)(((ulong)local << SlabCpu.BitShift) | (index & 63));
+            c->Count = n + 1;
         }
-        else
-        {
-            if (SlabPage.OwnerWord(SlabPage.ReadState(slab)) != ctx->Id) return false;
-            *location = EncodeFreePointer(d, location, SlabPage.Freelist(slab));
-            SlabPage.SetFreelist(slab, obj);
-            if (slab->MapCount++ == 0) FreedIntoOwnedSlab(c, slab);
-        }
+        if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
         if (SlabStatistics.Enabled) c->FreeFastPath++;
         return true;
     }
-
-    /// <summary>True when <paramref name="slot"/> (bytes from a slab's first object) is the start of an object of the slab: one multiply (Lemire's divisibility test).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool IsSlot(KmemCacheData* d, nuint slot)
-        => (ulong)slot < d->SlabBytes && (ulong)slot * d->DivisorMagic < d->DivisorMagic;
-
-    /// <summary>
-    /// True when the free pointer word at <paramref name="location"/> reads as a free object's: it decodes to null or into
-    /// the slab whose objects start at <paramref name="firstObject"/>. Handed-out objects have the word zeroed, which
-    /// decodes to neither; data a program writes there does by a chance of about one in 2^50 (without the secret).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool LooksFree(KmemCacheData* d, void** location, nuint firstObject)
-    {
-        void* decoded = DecodeFreePointer(d, location);
-        return (nuint)decoded - firstObject < d->SlabBytes || decoded == null;
-    }
-
-    /// <summary>Where an object's free pointer lives.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void** FreePointerAddress(KmemCacheData* d, void* obj) => (void**)((byte*)obj + d->Offset);
-
-    /// <summary>The hardened form of a link: next XOR the cache secret XOR the byte-swapped address it is stored at.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void* EncodeFreePointer(KmemCacheData* d, void** location, void* next)
-        => (void*)((ulong)next ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void* DecodeFreePointer(KmemCacheData* d, void** location)
-        => (void*)((ulong)*location ^ d->Random ^ BinaryPrimitives.ReverseEndianness((ulong)location));
 
     /// <summary>
     /// The calling thread's entry for this cache (<see cref="KmemCacheThread"/>): take it once before a run of

@@ -22,13 +22,13 @@ internal unsafe struct KmemCacheData
     public int Size;              // slot size: object, red zones and metadata (s->size)
     public int ObjectSize;        // what callers asked for (s->object_size)
     public int RedLeftPad;        // bytes before the object inside its slot
-    public int Offset;            // free pointer offset from the object start
-    public uint Reciprocal;       // ceil(2^32 / Size), for slot index arithmetic
+    public int Words;             // 64-bit words of each of a slab's two bitmaps (free here, freed by other threads)
+    public uint Reciprocal;       // ceil(2^32 / Size): slot index = offset * Reciprocal >> 32
     public int Objects;           // objects per slab
     public uint SlabBytes;        // Objects * Size: offsets from here on are past the last slot
-    public int SerializedFree;    // 1: every free claims its object with a compare-exchange (SlabAllocatorOptions.SerializedFrees)
-    public ulong DivisorMagic;    // ceil(2^64 / Size): offset * DivisorMagic < DivisorMagic iff Size divides offset
-    public ulong Random;          // freelist hardening secret
+    public int SerializedFree;    // 1: every free claims its object with an atomic (SlabAllocatorOptions.SerializedFrees)
+    public ulong LastWordMask;    // the valid bits of a bitmap's last word
+    public ulong* Ext;            // flat arena: the page_ext array (a slab's bitmaps are its head page's words)
     public nuint ArenaBase;       // flat arena: address of pfn 0 (0 for a sparse arena)
     public nuint ArenaBytes;      // flat arena: its size (0 for a sparse arena: frees take the general lookup)
     public PageFrame* MemMap;     // flat arena: the frame array
@@ -86,7 +86,7 @@ internal unsafe struct KmemCacheNode
     public long NrFull;
     public long NrSlabs;
     public long TotalObjects;
-    public long FreeObjects;      // objects on the free lists of the slabs on Partial (their remote lists not counted)
+    public long FreeObjects;      // free objects in the local bitmaps of the slabs on Partial (their remote bitmaps not counted)
 }
 
 /// <summary>Who allocated or freed an object (the kernel's <c>struct track</c>), kept in the slot with StoreUser.</summary>

@@ -31,7 +31,7 @@ public sealed unsafe class KmemCache<T> : IDisposable where T : unmanaged
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(T* obj) => Cache.Free(obj);
 
-    /// <summary>The calling thread's magazines of this cache, for a run of operations on one thread (see <see cref="KmemCacheThread"/>).</summary>
+    /// <summary>The calling thread's slabs of this cache, for a run of operations on one thread (see <see cref="KmemCacheThread"/>).</summary>
     public KmemCacheThread<T> ThisThread() => new(Cache.ThisThread());
 
     /// <summary>Allocates one object and returns a reference to it.</summary>

@@ -33,7 +33,7 @@ public sealed class SlabAllocatorOptions
 
 /// <summary>
 /// The slab layer of a memory system: creates <see cref="KmemCache"/>s and serves the kmalloc family from the
-/// caches kmalloc-8 ... kmalloc-32k, larger requests from the page allocator as compound pages ("large kmalloc").
+/// caches kmalloc-16 ... kmalloc-32k, larger requests from the page allocator as compound pages ("large kmalloc").
 /// </summary>
 /// <remarks>
 /// Thread-safe. kmalloc of a power-of-two size is aligned to that size. A pointer from kmalloc may be freed on any
@@ -116,7 +116,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>Call sites recorded by StoreUser caches.</summary>
     public CallSiteTable CallSites { get; } = new();
 
-    /// <summary>Raised for every problem any cache reports (red zone, poison, free pointer, leaks at destroy).</summary>
+    /// <summary>Raised for every problem any cache reports (red zone, poison, bitmap counts, leaks at destroy).</summary>
     public event Action<SlabReport>? CorruptionDetected;
 
     internal bool FailslabActive

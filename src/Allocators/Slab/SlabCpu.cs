@@ -7,52 +7,60 @@ namespace Allocators.Slab;
 
 /// <summary>
 /// One thread's state for one cache (the kernel's <c>struct kmem_cache_cpu</c>, per thread instead of per CPU): the
-/// slab it allocates from, that slab's objects it holds (<see cref="Freelist"/>) and its partial slabs. Only the owner
+/// slab it allocates from (<see cref="Slab"/>, <see cref="Word"/>) and the slabs it owns besides. Only the owner
 /// thread reads or writes it, inside <see cref="ThreadCacheHeader.TryEnter"/>/<see cref="ThreadCacheHeader.Exit"/>,
 /// except a drainer that holds the whole context (see <see cref="ThreadCacheRegistry"/>).
 /// </summary>
-[StructLayout(LayoutKind.Sequential, Size = 192)]
+[StructLayout(LayoutKind.Sequential, Size = 704)]
 internal unsafe struct SlabCpu
 {
     // First line: what the fast paths read and the thread's slab lists.
 
-    /// <summary>Free objects of <see cref="Slab"/> this thread allocates next (hardened links, as in the slab).</summary>
-    public void* Freelist;
+    /// <summary>
+    /// The word of the current slab's local bitmap this thread allocates from once its stack is empty (its lowest set
+    /// bit first), or null; a free into the current slab sets bits in the same words.
+    /// </summary>
+    public ulong* Word;
+
+    /// <summary>Address of the object that bit 0 of <see cref="Word"/> stands for.</summary>
+    public byte* WordBase;
+
+    /// <summary>Objects on <see cref="Stack"/>.</summary>
+    public int Count;
+
+    public int Pad;
 
     /// <summary>The slab this thread allocates from (owned by it), or null.</summary>
     public PageFrame* Slab;
 
-    /// <summary>Address of <see cref="Slab"/>'s first byte: where the objects a link may name lie.</summary>
-    public byte* SlabBase;
-
     /// <summary>
-    /// Slabs this thread owns with free objects (on their free or remote lists), newest first, linked through
-    /// <see cref="PageFrame.Next"/>/<see cref="PageFrame.Prev"/> (SLUB's per-CPU partial list).
+    /// Slabs this thread owns with free objects (in either bitmap), newest first, a stack linked through
+    /// <see cref="PageFrame.Next"/> (SLUB's per-CPU partial list): pushing and popping touch no other slab's frame.
     /// </summary>
     public PageFrame* Partial;
 
-    /// <summary>The oldest slab on <see cref="Partial"/> (the first to go to the node when the list is long).</summary>
-    public PageFrame* PartialTail;
-
     /// <summary>
-    /// Slabs this thread owns whose objects it has all handed out, newest first: a free of one of theirs by this thread
-    /// moves the slab to <see cref="Partial"/> without an atomic; frees by other threads reach it through the slab's
-    /// remote list and the cache's hint for this thread (<see cref="KmemCacheData.RemoteHints"/>).
+    /// Slabs this thread owns whose objects it had all handed out, linked through <c>Data0</c>: a chain other threads'
+    /// frees are looked for in when the cache's hint for this thread says so (<see cref="KmemCacheData.RemoteHints"/>).
+    /// A slab that got a free from this thread since (<see cref="SlabPage.Exhausted"/> clear) stays linked until the
+    /// chain is next walked, so moving a slab off it touches no other slab's frame.
     /// </summary>
     public PageFrame* Full;
-
-    /// <summary>The oldest slab on <see cref="Full"/>.</summary>
-    public PageFrame* FullTail;
 
     /// <summary>Slabs on <see cref="Partial"/>.</summary>
     public int NrPartial;
 
-    /// <summary>Slabs on <see cref="Full"/>.</summary>
+    /// <summary>Slabs linked on <see cref="Full"/> (some may have left it already).</summary>
     public int NrFull;
 
+    // Second and third lines: what the slow paths read, and counters (per thread, folded into the cache when the
+    // thread's context retires).
 
-    // Second line: what the slow paths read, and counters (per thread, folded into the cache when the thread's context
-    // retires).
+    /// <summary>The current slab's local bitmap (its first word).</summary>
+    public ulong* Bitmap;
+
+    /// <summary>The current slab's first object.</summary>
+    public byte* SlabObjects;
 
     /// <summary>The <see cref="KmemCacheData.LiveKey"/> of the cache this entry serves; <see cref="FreshKey"/> before its first use.</summary>
     public long Key;
@@ -68,6 +76,23 @@ internal unsafe struct SlabCpu
     public long Flushes;
     public long RemoteFrees;
     public long Claims;
+
+    /// <summary>Objects on the stack at most.</summary>
+    public const int StackCapacity = 32;
+
+    private fixed long _pad2[5];
+
+    /// <summary>
+    /// The objects this thread freed last into its own slabs (free in their bitmaps too), newest on top, <see cref="Count"/>
+    /// of them: its next allocations take them back first, so frees and allocations scattered over many slabs (a
+    /// server's working set) reuse objects without moving from slab to slab. Entry i is the object (element 2i) and its
+    /// bit (2i + 1: the local bitmap word's address shifted left by <see cref="BitShift"/>, plus the bit number), so
+    /// taking one back clears its bit without finding its slab again. At offset 192: lines of its own.
+    /// </summary>
+    public fixed long Stack[2 * StackCapacity];
+
+    /// <summary>How a stack entry packs a bitmap word's address and a bit number.</summary>
+    public const int BitShift = 16;
 
     /// <summary>The key of an entry no cache has used yet: never equal to a cache's key (those are 0 or positive).</summary>
     public const long FreshKey = -1;
@@ -308,7 +333,7 @@ internal static unsafe class SlabCpus
     /// <summary>True when an entry (read without holding its thread) holds slabs or objects.</summary>
     private static bool Holds(SlabCpu* c)
         => c != null && (Volatile.Read(ref *(nint*)&c->Slab) != 0 || Volatile.Read(ref *(nint*)&c->Partial) != 0 ||
-            Volatile.Read(ref *(nint*)&c->Full) != 0 || Volatile.Read(ref *(nint*)&c->Freelist) != 0);
+            Volatile.Read(ref *(nint*)&c->Full) != 0);
 
     /// <summary>Runs <paramref name="visit"/> on every live thread's entry for <paramref name="index"/> (counters; reads only).</summary>
     public static void ForEachEntry(int index, Action<nint> visit) => s_registry.ForEach(cache =>

@@ -1,21 +1,28 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using Allocators.Physical;
 
 namespace Allocators.Slab;
 
 /// <summary>
-/// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay):
+/// The slab view of a head <see cref="PageFrame"/> (the kernel's <c>struct slab</c> overlay) and of its pages'
+/// extension words:
 /// <list type="bullet">
 /// <item><c>Private</c>: the owning cache (<see cref="KmemCacheData"/>).</item>
-/// <item><c>Data0</c>: the slab's own free list (<see cref="Freelist"/>), <c>MapCount</c> its length
-/// (<see cref="FreeCount"/>). Written only by the slab's owner thread while a thread owns it, else under the node's
-/// list lock.</item>
-/// <item><c>Data1</c>: the atomic <see cref="State"/> word: owner thread id, "floating" and "on a node list" bits and
-/// the remote free list (head object index and count) that other threads push onto with one compare-exchange.</item>
-/// <item><c>Next</c>/<c>Prev</c>: links in a thread's partial list or a node's partial (or, for debug caches, full) list.</item>
-/// <item>Bits 32..37 of the flags word (unused by page flags and zone): the cache's kmalloc class; bit 40: on its
-/// owner thread's full list.</item>
+/// <item><c>Data1</c>: the atomic <see cref="State"/> word: owner thread id, "floating" and "on a node list" bits.</item>
+/// <item><c>Next</c>/<c>Prev</c>: links in a thread's partial or full list, or a node's partial (or, for debug caches,
+/// full) list.</item>
+/// <item><c>MapCount</c>: while the slab is on a node list, the free objects of its local bitmap (node lock).</item>
+/// <item>Bits 32..37 of the flags word (unused by page flags and zone): the cache's kmalloc class; bits 40 and 41: its
+/// owner thread's <see cref="Exhausted"/> and <see cref="OnFullChain"/>.</item>
+/// <item><c>Data0</c>: the next slab on the owner thread's full chain.</item>
+/// <item>The page_ext words of its pages (<see cref="PageFrame.ExtWords"/> each): two bitmaps of
+/// <see cref="KmemCacheData.Words"/> words, bit i for object i. <see cref="Local"/>: 1 = free, written by the owner
+/// thread (or under the node lock when no thread owns the slab); <see cref="Remote"/>: 1 = freed by another thread,
+/// set with one atomic OR, taken back into the local bitmap with one exchange per word.</item>
 /// </list>
+/// Nothing lives in the objects themselves: a stray write into a free object cannot mislead the allocator, and neither
+/// an allocation nor a free reads or writes the object's memory.
 /// </summary>
 internal static unsafe class SlabPage
 {
@@ -34,29 +41,66 @@ internal static unsafe class SlabPage
     /// <summary>Every bit <see cref="KmallocClassBits"/> may set.</summary>
     public const ulong KmallocClassMask = (ulong)NoKmallocClass << KmallocClassShift;
 
-    /// <summary>Flag-word bit (unused by page flags and zone) of a slab on its owner thread's full list (<see cref="SlabCpu.Full"/>).</summary>
-    public const ulong OnThreadFullList = 1UL << 40;
+    /// <summary>Flag-word bit (unused by page flags and zone): its owner thread handed out every object of the slab and has not freed one since.</summary>
+    public const ulong Exhausted = 1UL << 40;
+
+    /// <summary>Flag-word bit: the slab is linked on its owner thread's full chain (<see cref="SlabCpu.Full"/>, through <c>Data0</c>).</summary>
+    public const ulong OnFullChain = 1UL << 41;
+
+    /// <summary>Both thread-list bits.</summary>
+    public const ulong ThreadListBits = Exhausted | OnFullChain;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static KmemCacheData* Cache(PageFrame* slab) => (KmemCacheData*)slab->Private;
 
-    /// <summary>The slab's own free list (hardened links).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void* Freelist(PageFrame* slab) => (void*)slab->Data0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void SetFreelist(PageFrame* slab, void* head) => slab->Data0 = (ulong)head;
-
-    /// <summary>Objects on <see cref="Freelist"/>.</summary>
+    /// <summary>Free objects of the local bitmap while the slab is on a node list (node lock).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int FreeCount(PageFrame* slab) => slab->MapCount;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetFreeCount(PageFrame* slab, int count) => slab->MapCount = count;
 
-    // State word layout: bits 0..15 remote head (object index + 1, 0 = empty), 16..31 remote count,
-    // 32..61 owner thread context id (0 = none), 62 floating, 63 on a node list.
-    private const int CountShift = 16;
+    /// <summary>The slab's local bitmap (bit set: the object is free) in its head page's extension words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* Local(ulong* ext) => ext;
+
+    /// <summary>The slab's remote bitmap (bit set: another thread freed the object), after the local one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* Remote(ulong* ext, KmemCacheData* d) => ext + d->Words;
+
+    /// <summary>Free objects in a bitmap.</summary>
+    public static int Count(ulong* bitmap, int words)
+    {
+        int count = 0;
+        for (int i = 0; i < words; i++) count += BitOperations.PopCount(Volatile.Read(ref bitmap[i]));
+        return count;
+    }
+
+    /// <summary>True when any word of a bitmap has a bit set.</summary>
+    public static bool Any(ulong* bitmap, int words)
+    {
+        for (int i = 0; i < words; i++)
+        {
+            if (Volatile.Read(ref bitmap[i]) != 0) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Moves the remote bitmap's bits into the local one (one exchange per non-empty word); how many came.</summary>
+    public static int CollectRemote(ulong* local, ulong* remote, int words)
+    {
+        int count = 0;
+        for (int i = 0; i < words; i++)
+        {
+            if (Volatile.Read(ref remote[i]) == 0) continue;
+            ulong taken = Interlocked.Exchange(ref remote[i], 0);
+            local[i] |= taken;
+            count += BitOperations.PopCount(taken);
+        }
+        return count;
+    }
+
+    // State word layout: bits 32..61 owner thread context id (0 = none), 62 floating, 63 on a node list.
     private const int OwnerShift = 32;
     private const ulong FloatingBit = 1UL << 62;
     private const ulong OnNodeBit = 1UL << 63;
@@ -88,39 +132,20 @@ internal static unsafe class SlabPage
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool OnNode(long state) => state < 0;
 
-    /// <summary>Objects on the remote free list.</summary>
+    /// <summary>The state of a slab owned by thread context <paramref name="owner"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int RemoteCount(long state) => (int)((ulong)state >> CountShift) & 0xFFFF;
-
-    /// <summary>Index + 1 of the remote list's first object, 0 when the list is empty.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int RemoteHead(long state) => (int)state & 0xFFFF;
-
-    /// <summary>The state of a slab owned by thread context <paramref name="owner"/> with the given remote list.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long Owned(int owner, int remoteHead = 0, int remoteCount = 0)
-        => (long)(((ulong)(uint)owner << OwnerShift) | ((ulong)(uint)remoteCount << CountShift) | (uint)remoteHead);
+    public static long Owned(int owner) => (long)((ulong)(uint)owner << OwnerShift);
 
     /// <summary>The state of a floating slab that <paramref name="lastOwner"/> (0: none) may take back.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static long Floating(int lastOwner) => Owned(lastOwner) | (long)FloatingBit;
 
-    /// <summary>The state of a slab on a node list with the given remote list.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long OnNodeState(int remoteHead = 0, int remoteCount = 0) => Owned(0, remoteHead, remoteCount) | unchecked((long)OnNodeBit);
-
-    /// <summary>The same state with one more object, <paramref name="index"/>, at the head of the remote list.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long PushRemote(long state, int index)
-        => (state & ~0xFFFF_FFFFL) | ((long)(RemoteCount(state) + 1) << CountShift) | (uint)(index + 1);
-
-    /// <summary>A state word with the same owner and flags and an empty remote list.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long WithoutRemote(long state) => state & ~0xFFFF_FFFFL;
+    /// <summary>The state of a slab on a node list.</summary>
+    public static long OnNodeState => unchecked((long)OnNodeBit);
 
     /// <summary>Describes a state word for reports.</summary>
     public static string Describe(long state)
-        => $"owner={Owner(state)}{(IsFloating(state) ? " floating" : "")}{(OnNode(state) ? " on-node" : "")} remote={RemoteCount(state)}";
+        => $"owner={Owner(state)}{(IsFloating(state) ? " floating" : "")}{(OnNode(state) ? " on-node" : "")}";
 
     public static void Push(PageFrame** head, PageFrame* slab)
     {

@@ -11,7 +11,7 @@ public class NativeMemoryPoolTests
 
     [Theory]
     [InlineData(-1, 4096)]
-    [InlineData(1, 8)]
+    [InlineData(1, 16)]
     [InlineData(100, 128)]
     [InlineData(5000, 8192)]
     [InlineData(10000, 16384)]

@@ -12,7 +12,7 @@ public unsafe class KmallocSizeClassTests
     public void KernelClassesAreTheKernelsKmallocCachesUpTo32K()
     {
         using var sys = NewSystem();
-        Assert.Equal(["kmalloc-8", "kmalloc-16", "kmalloc-32", "kmalloc-64", "kmalloc-96", "kmalloc-128", "kmalloc-192",
+        Assert.Equal(["kmalloc-16", "kmalloc-32", "kmalloc-64", "kmalloc-96", "kmalloc-128", "kmalloc-192",
             "kmalloc-256", "kmalloc-512", "kmalloc-1k", "kmalloc-2k", "kmalloc-4k", "kmalloc-8k", "kmalloc-16k", "kmalloc-32k"],
             sys.Slab.KmallocCaches.Select(c => c.Name));
     }
@@ -21,7 +21,7 @@ public unsafe class KmallocSizeClassTests
     public void FineClassesAreFourPerPowerOfTwo()
     {
         using var sys = NewSystem(classes: KmallocSizeClasses.Fine);
-        Assert.Equal([8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+        Assert.Equal([16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
             1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576,
             28672, 32768],
             sys.Slab.KmallocCaches.Select(c => c.ObjectSize));

@@ -110,7 +110,6 @@ public unsafe class KmemCacheOfTTests
             n->Tag = 0xab;
             constructed++;
         });
-        Assert.True(cache.Cache.FreePointerOffset >= sizeof(Node), "the free pointer must not overwrite constructed state");
         var expected = new Node { Key = 0x1234_5678, Value = 99, Flags = 3, Tag = 0xab };
 
         var objects = new List<nint>();
@@ -155,10 +154,10 @@ public unsafe class KmemCacheOfTTests
         });
         byte* p = (byte*)cache.Alloc();
         for (int i = 0; i < 40; i++) Assert.Equal((byte)(i + 1), p[i]);
-        AssertBytes(p + 40, cache.FreePointerOffset - 40, SlabPoison.RedActive, "right red zone");
+        AssertBytes(p + 40, cache.InUseSize - 40, SlabPoison.RedActive, "right red zone");
         cache.Free(p);
         for (int i = 0; i < 40; i++) Assert.Equal((byte)(i + 1), p[i]); // a constructed cache is not poisoned
-        AssertBytes(p + 40, cache.FreePointerOffset - 40, SlabPoison.RedInactive, "right red zone of a free object");
+        AssertBytes(p + 40, cache.InUseSize - 40, SlabPoison.RedInactive, "right red zone of a free object");
         p[40] = 0;
         Assert.Single(cache.Validate(), r => r.Title == "BUG ctor-debug: Right Redzone overwritten");
         byte* q = (byte*)cache.Alloc();
