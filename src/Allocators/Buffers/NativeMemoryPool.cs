@@ -135,7 +135,8 @@ public sealed unsafe class NativeMemoryPool : MemoryPool<byte>
     internal void Return(NativeMemoryOwner owner, byte* p, int length)
     {
         int prefix = Options.ExposeAsArrays ? NativeArrayHeader.Size : 0;
-        FreeBlock(p - prefix, length + prefix);
+        // A buffer returned after its memory system was disposed has nothing to go back to (the arena went with it).
+        if (!_pages.IsDisposed) FreeBlock(p - prefix, length + prefix);
         Interlocked.Add(ref _rentedBytes, -length);
         Interlocked.Decrement(ref _rentedBuffers);
         Interlocked.Increment(ref _totalReturns);

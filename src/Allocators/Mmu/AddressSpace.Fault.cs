@@ -242,7 +242,7 @@ public sealed unsafe partial class AddressSpace
         }
         // wp_page_copy
         PageFrame* copy = AllocAnonPage(va, zero: false);
-        Buffer.MemoryCopy(_pages.PageAddress(old), _pages.PageAddress(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
+        Buffer.MemoryCopy(_pages.AddressOf(old), _pages.AddressOf(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
         ReplacePte(ptep, PageTableEntry.Make(copy->Pfn, prot).Value, page4k);
         Interlocked.Decrement(ref old->MapCount);
         _pages.PutPage(old);

@@ -169,7 +169,7 @@ public sealed unsafe partial class AddressSpace
         PageFrame* head = _memory.PfnToPage(pfn);
         PageFrame* tablePage = AllocTablePage();
         if (tablePage == null) throw new OutOfMemoryException($"split_huge_pmd 0x{haddr:x}: no memory for a page table.");
-        var table = (ulong*)_pages.PageAddress(tablePage);
+        var table = (ulong*)_pages.AddressOf(tablePage);
         ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~HugeBit;
         for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = ((pfn + (ulong)i) << 12) | prot;
         tablePage->Data0 = VirtualAddress.HugePagePages;

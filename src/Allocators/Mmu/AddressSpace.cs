@@ -206,7 +206,11 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
     /// <summary>Tears the process down (exit_mmap): every mapping, page table and TLB is released.</summary>
     protected override void Dispose(bool disposing)
     {
-        if (disposing)
+        if (disposing && IsOrphaned)
+        {
+            _vmas.Clear(); // the pages and tables went with the memory system
+        }
+        else if (disposing)
         {
             _mmapLock.EnterWriteLock();
             try

@@ -104,7 +104,10 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         if ((prot & PteFlags.Present) == 0 || (prot & PteFlags.User) != 0 || (prot & PteFlags.Huge) != 0)
             throw new ArgumentException($"MapKernelPage 0x{va:x}: protection {prot} must be present, supervisor-only and not huge.", nameof(prot));
         for (int i = 0; i < pages.Length; i++)
-            if (pages[i] == 0) throw new ArgumentException($"MapKernelPage 0x{va + (ulong)i * 4096:x}: page {i} is null.", nameof(pages));
+        {
+            if (!_memory.IsValidFrame((PageFrame*)pages[i]))
+                throw new ArgumentException($"MapKernelPage 0x{va + (ulong)i * 4096:x}: page {i} (0x{pages[i]:x}) is not a page frame of this memory.", nameof(pages));
+        }
         lock (_ptl)
         {
             for (int i = 0; i < pages.Length; i++)
@@ -169,8 +172,10 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
             throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: the address is not 2 MiB aligned.", nameof(va));
         if ((prot & PteFlags.Present) == 0 || (prot & PteFlags.User) != 0)
             throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: protection {prot} must be present and supervisor-only.", nameof(prot));
+        if (!_memory.IsValidFrame(page))
+            throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: 0x{(nuint)page:x} is not a page frame of this memory.", nameof(page));
         ulong pfn = page->Pfn;
-        if (_memory.PfnToPage(pfn) != page || (pfn & (VirtualAddress.HugePagePages - 1)) != 0
+        if ( (pfn & (VirtualAddress.HugePagePages - 1)) != 0
             || _memory.PfnToPage(pfn + VirtualAddress.HugePagePages - 1) != page + (VirtualAddress.HugePagePages - 1))
             throw new ArgumentException($"MapKernelHugePmd 0x{va:x}: pfn 0x{pfn:x} does not start a 2 MiB-aligned block of this memory.", nameof(page));
         ulong entry = PageTableEntry.Make(pfn, prot | PteFlags.Huge).Value;
@@ -350,6 +355,10 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     {
         if (disposing)
         {
+            // Processes nobody disposed lose their memory with the system: their calls throw from here on.
+            AddressSpace[] orphans;
+            lock (_processes) orphans = [.. _processes];
+            foreach (var p in orphans) p.Orphan();
             for (int i = VirtualAddress.KernelPgdIndex; i < VirtualAddress.EntriesPerTable; i++)
             {
                 ulong pgd = _pgd[i];

@@ -45,6 +45,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
     private int _tlbThreads;
     private long _pageTablePages;
     private bool _disposed;
+    private bool _orphaned;
 
     /// <summary>The page-table lock (mm->page_table_lock): serialises every change of an entry.</summary>
     private protected readonly Lock _ptl = new();
@@ -61,7 +62,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
         _tlbCacheEnd = tlbCacheEnd;
         _pgdPage = AllocTablePage();
         if (_pgdPage == null) throw new OutOfMemoryException("pgd_alloc: out of memory for the PGD page.");
-        _pgd = (ulong*)_pages.PageAddress(_pgdPage);
+        _pgd = (ulong*)_pages.AddressOf(_pgdPage);
         _tlbs = new ThreadCacheRegistry(this, ThreadTlb.BlockSize);
         _self = this;
     }
@@ -96,7 +97,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
         if (!disposing) return;
         ForgetCachedTlb();
         _tlbs.Dispose();
-        if (_pgdPage != null)
+        if (_pgdPage != null && !IsOrphaned)
         {
             FreeTablePage(_pgdPage);
             _pgdPage = null;
@@ -104,8 +105,23 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
         }
     }
 
-    /// <summary>Throws <see cref="ObjectDisposedException"/> after disposal.</summary>
-    private protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    /// <summary>Throws <see cref="ObjectDisposedException"/> after disposal, or once the memory system under the space is gone.</summary>
+    private protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed || Volatile.Read(ref _orphaned), this);
+
+    /// <summary>
+    /// The memory system is being disposed under a space nobody disposed: every thread's TLB stops hitting and every
+    /// call from here on throws <see cref="ObjectDisposedException"/>. A later <see cref="Dispose()"/> frees nothing
+    /// (the pages went with the system).
+    /// </summary>
+    internal void Orphan()
+    {
+        Volatile.Write(ref _orphaned, true);
+        ForgetCachedTlb();
+        Interlocked.Increment(ref _tlbGen);
+    }
+
+    /// <summary>True once <see cref="Orphan"/> ran.</summary>
+    private protected bool IsOrphaned => Volatile.Read(ref _orphaned);
 
     /// <summary>Host address of a page frame number, or null when no online memory holds it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -130,7 +130,7 @@ public sealed unsafe partial class PageAllocator
 
     private void PrepNewPageSlow(PageFrame* page, int order, Gfp gfp)
     {
-        if ((gfp & Gfp.Zero) != 0) System.Runtime.InteropServices.NativeMemory.Clear(PageAddress(page), (nuint)PageFrame.PageSize << order);
+        if ((gfp & Gfp.Zero) != 0) System.Runtime.InteropServices.NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if ((gfp & Gfp.Comp) != 0 && order > 0)
         {
             page->FlagsAndZone |= (uint)PageFlags.Head;

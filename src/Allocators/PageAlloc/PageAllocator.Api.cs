@@ -9,7 +9,7 @@ public sealed unsafe partial class PageAllocator
     public byte* GetFreePages(Gfp gfp, int order)
     {
         PageFrame* page = AllocPages(gfp, order);
-        return page == null ? null : PageAddress(page);
+        return page == null ? null : AddressOf(page);
     }
 
     /// <summary>Allocates one zeroed page and returns its address, or null (get_zeroed_page).</summary>
@@ -30,9 +30,8 @@ public sealed unsafe partial class PageAllocator
     /// </summary>
     public void SplitPage(PageFrame* page, int order)
     {
-        if (page == null) throw new ArgumentNullException(nameof(page));
-        if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order
-            || _memory.PfnToPage(page->Pfn) != page || page->RefCount != 1)
+        ThrowIfNotFrame(page, "split_page");
+        if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order || page->RefCount != 1)
             ThrowBadFree(page, order, "split_page");
         if (page->Has(PageFlags.Head))
             throw new BadPageException($"split_page: pfn 0x{page->Pfn:x} is a compound page.", page->Pfn, page->Describe());
@@ -49,6 +48,7 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Takes another reference to a live page (get_page); a tail page counts on its compound head.</summary>
     public void GetPage(PageFrame* page)
     {
+        ThrowIfNotFrame(page, "get_page");
         PageFrame* head = PageFrame.CompoundHead(page);
         if (!head->Has(PageFlags.Allocated) || head->RefCount <= 0)
             throw new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe());
@@ -58,12 +58,17 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Drops a reference (put_page); the last one frees the whole allocation.</summary>
     public void PutPage(PageFrame* page)
     {
+        ThrowIfNotFrame(page, "put_page");
         PageFrame* head = PageFrame.CompoundHead(page);
         FreePages(head, head->Order);
     }
 
     /// <summary>The reference count of the page's allocation (page_ref_count).</summary>
-    public static int PageRefCount(PageFrame* page) => PageFrame.CompoundHead(page)->RefCount;
+    public int PageRefCount(PageFrame* page)
+    {
+        ThrowIfNotFrame(page, "page_ref_count");
+        return PageFrame.CompoundHead(page)->RefCount;
+    }
 
     /// <summary>
     /// Fills the empty (zero) entries of <paramref name="pages"/> with order-0 pages (alloc_pages_bulk).

@@ -56,7 +56,7 @@ public sealed unsafe partial class PageAllocator
         PageFrame* page = _memory.VirtToPage(address);
         if (page == null)
             throw new MemoryCorruptionException($"free_pages: address 0x{(nuint)address:x} is not in the arena.", (nuint)address);
-        if (PageAddress(page) != address)
+        if (AddressOf(page) != address)
             throw new BadPageException($"free_pages: address 0x{(nuint)address:x} is not page aligned (interior pointer).",
                 page->Pfn, page->Describe(), (nuint)address);
         FreeKnownFrame(page, order); // virt_to_page only returns genuine frames
@@ -125,6 +125,8 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeToZone(PageFrame* page, int order)
     {
+        // A disposed allocator's threads find no lists, so every free after the dispose comes here.
+        ObjectDisposedException.ThrowIf(_disposed, this);
         ZoneData* zone = _zones + page->ZoneId;
         (Counters(_pcp.GetOrCreateCurrent()) + zone->Id)->PgFree += 1L << order;
         page->FlagsAndZone &= ~(ulong)(uint)(PageFlags.Allocated | PageFlags.PfMemAlloc);
@@ -212,13 +214,20 @@ public sealed unsafe partial class PageAllocator
         head->FlagsAndZone &= ~(ulong)(uint)PageFlags.Head;
     }
 
+    /// <summary>Throws <see cref="MemoryCorruptionException"/> naming <paramref name="page"/> unless it is a frame of this allocator's memory; reads nothing at it.</summary>
+    internal void ThrowIfNotFrame(PageFrame* page, string operation)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (page == null) throw new ArgumentNullException(nameof(page), $"{operation}: null page frame.");
+        if (!_memory.IsValidFrame(page))
+            throw new MemoryCorruptionException($"{operation}: 0x{(nuint)page:x} is not a page frame of this allocator.", (nuint)page);
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     [DoesNotReturn]
     private void ThrowBadFree(PageFrame* page, int order, string operation)
     {
-        PageFrame* expected = _memory.PfnToPage(page->Pfn);
-        if (expected != page)
-            throw new MemoryCorruptionException($"{operation}: 0x{(nuint)page:x} is not a page frame of this allocator.", (nuint)page);
+        ThrowIfNotFrame(page, operation);
         PageFlags flags = page->Flags;
         string state = page->Describe();
         string reason =
@@ -233,6 +242,6 @@ public sealed unsafe partial class PageAllocator
             page->Order != order ? $"freed with order {order} but allocated with order {page->Order}" :
             page->RefCount <= 0 ? $"bad refcount {page->RefCount}" :
             "bad page state";
-        throw new BadPageException($"BUG: Bad page state in {operation}: pfn 0x{page->Pfn:x}: {reason}.", page->Pfn, state, (nuint)PageAddress(page));
+        throw new BadPageException($"BUG: Bad page state in {operation}: pfn 0x{page->Pfn:x}: {reason}.", page->Pfn, state, (nuint)AddressOf(page));
     }
 }

@@ -28,8 +28,8 @@ public sealed unsafe partial class PageAllocator
     /// <exception cref="Diagnostics.BadPageException">The page is not a live page-table page.</exception>
     public void PageTableFree(PageFrame* page)
     {
-        if (page == null) throw new ArgumentNullException(nameof(page));
-        if (!page->Has(PageFlags.PageTable) || _memory.PfnToPage(page->Pfn) != page)
+        ThrowIfNotFrame(page, "pagetable_free");
+        if (!page->Has(PageFlags.PageTable))
             throw new Diagnostics.BadPageException($"pagetable_free: pfn 0x{page->Pfn:x} is not a page-table page.", page->Pfn, page->Describe());
         page->FlagsAndZone &= ~(ulong)(uint)PageFlags.PageTable;
         page->Data0 = 0;

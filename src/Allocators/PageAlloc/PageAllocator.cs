@@ -179,8 +179,19 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     public PageFrame* PfnToPage(ulong pfn) => _memory.PfnToPage(pfn);
 
     /// <summary>The bytes of a page (page_address).</summary>
+    /// <exception cref="ArgumentException"><paramref name="page"/> is not a page frame of this allocator's memory.</exception>
+    public byte* PageAddress(PageFrame* page)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _memory.PageAddress(page);
+    }
+
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed);
+
+    /// <summary><see cref="PageAddress"/> for a frame the caller got from this allocator (no check).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* PageAddress(PageFrame* page) => _memory.PageAddress(page);
+    internal byte* AddressOf(PageFrame* page) => _memory.AddressOf(page);
 
     /// <summary>The frame of the page holding an address, or null (virt_to_page).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -203,13 +214,23 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         return result;
     }
 
-    /// <summary>Gives the arena-independent metadata back; the arena itself belongs to the caller.</summary>
+    /// <summary>
+    /// Closes the allocator: every thread's lists are flushed (in-flight operations waited for) and from here on every
+    /// call throws <see cref="ObjectDisposedException"/>. The zone metadata stays until nothing references this object
+    /// (its finalizer frees it), so a call racing the dispose reads nothing freed. The arena belongs to the caller.
+    /// </summary>
     public void Dispose()
     {
         if (_disposed) return;
-        _disposed = true;
+        Volatile.Write(ref _disposed, true);
         StopReporting();
         _pcp.Dispose();
+    }
+
+    /// <summary>Frees the zone metadata once no caller can reach a disposed allocator (one never disposed keeps it: threads' lists may point at it).</summary>
+    ~PageAllocator()
+    {
+        if (!_disposed) return;
         NativeMemory.AlignedFree(_zones);
         NativeMemory.Free(_preferredZone);
         NativeMemory.Free(_pcpHigh);

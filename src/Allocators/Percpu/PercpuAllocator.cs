@@ -185,7 +185,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
         var chunk = (PercpuChunk*)NativeMemory.AllocZeroed((nuint)sizeof(PercpuChunk));
         chunk->Page = page;
         chunk->Order = _chunkOrder;
-        chunk->Base = _pages.PageAddress(page);
+        chunk->Base = _pages.AddressOf(page);
         chunk->FreeBytes = UnitSize;
         chunk->ContigHint = _unitGranules;
         chunk->AllocMap = (ulong*)NativeMemory.AllocZeroed((nuint)((_unitGranules + 63) / 64), sizeof(ulong));

@@ -30,6 +30,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly ulong* _flatExt;            // the flat model's page_ext array
     private SectionLookupTable* _lookup;          // sparse NativeMemory model only
     private nint _lookupAddress;                  // _lookup, published for lock-free readers
+    private readonly int _memMapShift;            // log2 of a section frame array's alignment (sparse model)
+    private nint _frameLookupAddress;             // sparse model: frame arrays to their sections, for lock-free readers
     private readonly List<nint> _retiredLookups = new();
     private long _presentPages;
     private bool _disposed;
@@ -64,6 +66,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
         {
             _lookup = SectionLookupTable.Create(_maxSections, _sectionShift, _sections);
             _lookupAddress = (nint)_lookup;
+        }
+        if (Model != MemoryModel.Flat)
+        {
+            _memMapShift = BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)(PagesPerSection * sizeof(PageFrame))));
+            _frameLookupAddress = (nint)SectionLookupTable.Create(_maxSections, _memMapShift, _sections, byMemMap: true);
         }
 
         int initial = (int)(options.Size / _sectionBytes);
@@ -133,12 +140,31 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     /// <summary>The pfn of a frame (page_to_pfn).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong PageToPfn(PageFrame* page) => page->Pfn;
+    /// <exception cref="ArgumentException"><paramref name="page"/> is not a frame of an online section.</exception>
+    public ulong PageToPfn(PageFrame* page)
+    {
+        ThrowIfNotFrame(page, "page_to_pfn");
+        return page->Pfn;
+    }
 
     /// <summary>The host address of a frame's bytes (page_address, the direct map).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    /// <exception cref="ArgumentException"><paramref name="page"/> is not a frame of an online section.</exception>
     public byte* PageAddress(PageFrame* page)
+    {
+        ThrowIfNotFrame(page, "page_address");
+        return AddressOf(page);
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="page"/> unless it is a frame of an online section; reads nothing at it.</summary>
+    internal void ThrowIfNotFrame(PageFrame* page, string operation)
+    {
+        if (!IsValidFrame(page))
+            throw new ArgumentException($"{operation}: 0x{(nuint)page:x} is not a page frame of this memory.", nameof(page));
+    }
+
+    /// <summary><see cref="PageAddress"/> for a frame the caller knows is one (no check).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal byte* AddressOf(PageFrame* page)
     {
         ulong pfn = page->Pfn;
         if (_contiguousBase != null) return _contiguousBase + (pfn << PageFrame.PageShift);
@@ -150,7 +176,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public byte* PfnToVirt(ulong pfn)
     {
         PageFrame* page = PfnToPage(pfn);
-        return page == null ? null : PageAddress(page);
+        return page == null ? null : AddressOf(page);
     }
 
     /// <summary>The flat model's frame array and its size in bytes (null and 0 in the sparse model), for callers that cache them.</summary>
@@ -171,14 +197,22 @@ public sealed unsafe class PhysicalMemory : IDisposable
     internal (nint Base, nuint Bytes) FlatRange => _flatMemMap != null ? ((nint)_contiguousBase, _contiguousBytes) : (0, 0);
 
     /// <summary>
-    /// True when <paramref name="page"/> is exactly a frame of an online section (<c>pfn_to_page(page_to_pfn(page)) == page</c>);
-    /// in the flat model a range and alignment check that reads nothing.
+    /// True when <paramref name="page"/> is exactly a frame of an online section, whatever the pointer: it reads
+    /// nothing at <paramref name="page"/> (a range and alignment check in the flat model; in the sparse model a lookup
+    /// of the frame array that would hold it, each array being aligned to its power-of-two size).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsValidFrame(PageFrame* page)
     {
         if (_flatMemMap != null) return IsFrameOf((byte*)_flatMemMap, _flatMemMapBytes, page);
-        return page != null && PfnToPage(page->Pfn) == page;
+        return IsSparseFrame(page);
+    }
+
+    private bool IsSparseFrame(PageFrame* page)
+    {
+        var table = (SectionLookupTable*)Volatile.Read(ref _frameLookupAddress);
+        MemSection* s = table->Find(page);
+        return s != null && IsFrameOf((byte*)s->MemMap, (nuint)s->Pages * (nuint)sizeof(PageFrame), page);
     }
 
     /// <summary>True when <paramref name="page"/> is exactly one of the frames of the array at <paramref name="memMap"/> (<paramref name="bytes"/> long).</summary>
@@ -248,7 +282,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
             bytes = (byte*)NativeMemory.AlignedAlloc((nuint)_sectionBytes, (nuint)_sectionBytes);
         }
 
-        var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), 64);
+        // Aligned to its power-of-two size in the sparse model: the frame lookup keys an array by its address.
+        var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), Model == MemoryModel.Flat ? 64 : (nuint)1 << _memMapShift);
         NativeMemory.Clear(memMap, (nuint)(pages * sizeof(PageFrame)));
         var ext = (ulong*)NativeMemory.AlignedAlloc((nuint)(pages * PageFrame.ExtWords * sizeof(ulong)), 64);
         NativeMemory.Clear(ext, (nuint)(pages * PageFrame.ExtWords * sizeof(ulong)));
@@ -265,7 +300,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         s->Pages = pages;
         s->Node = node;
         Volatile.Write(ref s->Online, 1);
-        if (_lookup != null) RebuildLookup();
+        RebuildLookup();
         Interlocked.Add(ref _presentPages, pages);
         return memMap;
     }
@@ -276,7 +311,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         MemSection* s = _sections + index;
         if (s->Online == 0) throw new InvalidOperationException($"Section {index} is not online.");
         Volatile.Write(ref s->Online, 0);
-        if (_lookup != null) RebuildLookup();
+        RebuildLookup();
         if (_memFd >= 0)
         {
             HostMemory.PunchHole(_memFd, index * _sectionBytes, _sectionBytes);
@@ -310,22 +345,64 @@ public sealed unsafe class PhysicalMemory : IDisposable
             HostMemory.PunchHole(_memFd, (long)page->Pfn << PageFrame.PageShift, (long)length);
             return true;
         }
-        return Libc.Madvise(PageAddress(page), length, Libc.MadvDontNeed) == 0;
+        return Libc.Madvise(AddressOf(page), length, Libc.MadvDontNeed) == 0;
     }
 
     private void RebuildLookup()
     {
-        SectionLookupTable* old = _lookup;
-        _lookup = SectionLookupTable.Create(_maxSections, _sectionShift, _sections);
-        Volatile.Write(ref _lookupAddress, (nint)_lookup);
-        _retiredLookups.Add((nint)old); // readers may still hold it; freed on Dispose
+        // Readers may still hold the old tables: they are freed on Dispose.
+        if (_lookup != null)
+        {
+            SectionLookupTable* old = _lookup;
+            _lookup = SectionLookupTable.Create(_maxSections, _sectionShift, _sections);
+            Volatile.Write(ref _lookupAddress, (nint)_lookup);
+            _retiredLookups.Add((nint)old);
+        }
+        if (_frameLookupAddress != 0)
+        {
+            _retiredLookups.Add(_frameLookupAddress);
+            Volatile.Write(ref _frameLookupAddress, (nint)SectionLookupTable.Create(_maxSections, _memMapShift, _sections, byMemMap: true));
+        }
     }
 
-    /// <summary>Releases the arena and all metadata. Pointers into the arena become invalid.</summary>
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed);
+
+    /// <summary>
+    /// Gives the arena's memory back to the host: its bytes read as zero from here on. The address ranges and the frame
+    /// arrays stay until nothing references this object (its finalizer frees them), so a call that races the dispose,
+    /// or a stale one on a disposed layer, reads and writes only memory that is still there and fails with
+    /// <see cref="ObjectDisposedException"/> instead of touching freed memory.
+    /// </summary>
     public void Dispose()
     {
         if (_disposed) return;
-        _disposed = true;
+        Volatile.Write(ref _disposed, true);
+        if (!OperatingSystem.IsLinux()) return;
+        if (_memFd >= 0)
+        {
+            HostMemory.PunchHole(_memFd, 0, (long)_contiguousBytes);
+            return;
+        }
+        if (_contiguousBase != null)
+        {
+            Libc.Madvise(_contiguousBase, _contiguousBytes, Libc.MadvDontNeed);
+            return;
+        }
+        for (int i = 0; i < _maxSections; i++)
+        {
+            MemSection* s = _sections + i;
+            if (s->Online != 0) Libc.Madvise(s->Base, (nuint)_sectionBytes, Libc.MadvDontNeed);
+        }
+    }
+
+    /// <summary>
+    /// Frees the arena and all metadata once no caller can reach a disposed arena. One never disposed stays: threads'
+    /// caches (process-wide) may still hold pointers into it.
+    /// </summary>
+    ~PhysicalMemory()
+    {
+        if (!_disposed) return;
         for (int i = 0; i < _maxSections; i++)
         {
             MemSection* s = _sections + i;
@@ -344,6 +421,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             NativeMemory.AlignedFree(_contiguousBase);
         }
         if (_lookup != null) NativeMemory.Free(_lookup);
+        if (_frameLookupAddress != 0) NativeMemory.Free((void*)_frameLookupAddress);
         foreach (nint p in _retiredLookups) NativeMemory.Free((void*)p);
         NativeMemory.Free(_sections);
     }

@@ -4,8 +4,10 @@ using System.Runtime.InteropServices;
 namespace Allocators.Physical;
 
 /// <summary>
-/// Open-addressing map from a host address's section-aligned key to its online section, for the sparse model
-/// whose sections are separate host allocations each aligned to the section size. Immutable once built.
+/// Open-addressing map from an address's aligned key to its online section, for the sparse model: keyed by the
+/// sections' bytes (separate host allocations each aligned to the section size: virt_to_page), or by their frame
+/// arrays (each aligned to its power-of-two size: telling a frame pointer from a wild one without reading it).
+/// Immutable once built.
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct SectionLookupTable
@@ -21,7 +23,8 @@ internal unsafe struct SectionLookupTable
         public MemSection* Section;
     }
 
-    public static SectionLookupTable* Create(int maxSections, int shift, MemSection* sections)
+    /// <summary>A table of the online sections keyed by <c>Base &gt;&gt; shift</c>, or by <c>MemMap &gt;&gt; shift</c> when <paramref name="byMemMap"/>.</summary>
+    public static SectionLookupTable* Create(int maxSections, int shift, MemSection* sections, bool byMemMap = false)
     {
         int capacity = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(4, maxSections * 2));
         var table = (SectionLookupTable*)NativeMemory.AllocZeroed((nuint)(sizeof(SectionLookupTable) + capacity * sizeof(Entry)));
@@ -31,7 +34,7 @@ internal unsafe struct SectionLookupTable
         for (int i = 0; i < maxSections; i++)
         {
             if (sections[i].Online == 0) continue;
-            nuint key = (nuint)sections[i].Base >> shift;
+            nuint key = (byMemMap ? (nuint)sections[i].MemMap : (nuint)sections[i].Base) >> shift;
             int slot = Hash(key) & table->_mask;
             while (table->_entries[slot].Section != null) slot = (slot + 1) & table->_mask;
             table->_entries[slot].Key = key;

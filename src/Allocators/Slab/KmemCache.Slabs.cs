@@ -22,7 +22,7 @@ public sealed unsafe partial class KmemCache
         return page;
     }
 
-    private byte* SlabBase(PageFrame* slab) => _memory.PageAddress(slab);
+    private byte* SlabBase(PageFrame* slab) => _memory.AddressOf(slab);
 
     /// <summary>A slab's extension words (its two bitmaps), in a flat or a sparse arena.</summary>
     private ulong* ExtOf(PageFrame* slab) => _d->ArenaBytes != 0 ? ExtOf(_d, slab) : _memory.ExtOf(slab);

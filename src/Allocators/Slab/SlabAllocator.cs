@@ -261,7 +261,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     {
         if (page == null) return null;
         page->FlagsAndZone |= (uint)PageFlags.LargeKmalloc;
-        return _pages.PageAddress(page);
+        return _pages.AddressOf(page);
     }
 
     /// <summary>Frees memory from kmalloc (kfree). Null and <see cref="ZeroSizePointer"/> are ignored.</summary>
@@ -333,7 +333,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>True when <paramref name="page"/> (the head frame of the page holding <paramref name="p"/>, or null) is a live large kmalloc block starting at <paramref name="p"/>.</summary>
     private bool IsLargeKmallocStart(void* p, PageFrame* page)
         => page != null && (page->FlagsAndZone & (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)) == (uint)(PageFlags.LargeKmalloc | PageFlags.Allocated)
-            && _pages.PageAddress(page) == p;
+            && _pages.AddressOf(page) == p;
 
     /// <summary>
     /// Frees a checked large kmalloc block, through the calling thread's page lists <paramref name="pcp"/> when given;
@@ -363,7 +363,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             throw new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
                 page->Pfn, page->Describe(), (nuint)p);
         // A live large kmalloc that does not start at p (the caller knows it is not one that does).
-        throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+        throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
             page->Pfn, page->Describe(), (nuint)p);
     }
 
@@ -435,8 +435,8 @@ public sealed unsafe class SlabAllocator : IDisposable
             }
             else
             {
-                if (_pages.PageAddress(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
-                    throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.PageAddress(page):x}.",
+                if (_pages.AddressOf(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
+                    throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
                         page->Pfn, page->Describe(), (nuint)p);
                 if (newSize <= size) return p;
                 keep = size;
@@ -510,9 +510,13 @@ public sealed unsafe class SlabAllocator : IDisposable
         SlabCpus.FreeIndices(_kmallocBase, _kmalloc.Length);
     }
 
-    /// <summary>The size index and class table stay until nothing can reach them (a call racing a dispose may still read them).</summary>
+    /// <summary>
+    /// The size index and class table stay until nothing can reach them (a call racing a dispose may still read them);
+    /// never freed without a dispose, as threads' slab contexts may still point at the kmalloc caches' records.
+    /// </summary>
     ~SlabAllocator()
     {
+        if (!_disposed) return;
         NativeMemory.Free(_kmallocData);
         NativeMemory.Free(_sizeIndex);
     }

@@ -58,6 +58,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private readonly Lock _lock = new();
     private readonly List<nint> _caches = new();
     private readonly List<Thread> _threads = new();   // owner of _caches[i]
+    private readonly List<nint> _closedBlocks = new(); // blocks a dispose retired, freed by the finalizer
     private static long s_lastToken;
     private int _slot;
     private readonly long _generation = Interlocked.Increment(ref s_lastGeneration);
@@ -259,7 +260,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         return true;
     }
 
-    private void RetireLocked(int index)
+    private void RetireLocked(int index, bool free = true)
     {
         var cache = (ThreadCacheHeader*)_caches[index];
         WaitIdle(cache);
@@ -272,10 +273,15 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         ((ThreadCacheHeader*)_caches[index])->Index = index;
         _caches.RemoveAt(last);
         _threads.RemoveAt(last);
-        CacheLines.Free(cache);
+        if (free) CacheLines.Free(cache);
+        else _closedBlocks.Add((nint)cache);
     }
 
-    /// <summary>Flushes and frees every cache; afterwards no thread finds a cache here.</summary>
+    /// <summary>
+    /// Flushes every cache (in-flight operations waited for); afterwards no thread finds a cache here. The blocks stay,
+    /// drain requested for good, until nothing references the registry (a handle may still hold one: its operations
+    /// then fail to enter and take their owner's slow path).
+    /// </summary>
     public void Dispose()
     {
         lock (_lock)
@@ -285,10 +291,16 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             _slot = int.MaxValue; // fast paths stop finding their cache from here on
             foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
             Interlocked.MemoryBarrierProcessWide();
-            while (_caches.Count > 0) RetireLocked(_caches.Count - 1);
+            while (_caches.Count > 0) RetireLocked(_caches.Count - 1, free: false);
             _disposed = true;
             lock (s_slotLock) s_slotInUse[slot] = false;
         }
+    }
+
+    /// <summary>Frees the blocks a dispose kept.</summary>
+    ~ThreadCacheRegistry()
+    {
+        foreach (nint p in _closedBlocks) CacheLines.Free((void*)p);
     }
 
     /// <summary>Lives in thread-static storage; when its thread is gone the GC finalizes it and the caches go home.</summary>

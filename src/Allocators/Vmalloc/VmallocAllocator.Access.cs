@@ -48,7 +48,7 @@ public sealed unsafe partial class VmallocAllocator
         {
             PageFrame* page = _kernel.TranslateToPage(address + done);
             if (page == null) throw new InvalidOperationException($"vmalloc: 0x{address + done:x} is not mapped.");
-            byte* start = _memory.PageAddress(page);
+            byte* start = _memory.AddressOf(page);
             ulong run = Math.Min(PageSize, length - done);
             // Merge pages that are physically contiguous.
             while (done + run < length)

@@ -281,7 +281,7 @@ public sealed unsafe class BuddyModelPropertyTests(ITestOutputHelper output)
             bool comp = (b.Gfp & Gfp.Comp) != 0 && b.Order > 0;
             PageFrame* target = comp ? head + pick % n : head;
             _pa.GetPage(target);
-            Assert.Equal(2, PageAllocator.PageRefCount(target));
+            Assert.Equal(2, _pa.PageRefCount(target));
             Assert.Equal(2, head->RefCount);
             _pa.PutPage(target);
             Assert.Equal(1, head->RefCount);

@@ -42,7 +42,7 @@ public sealed unsafe class CompoundPageTests : IDisposable
             Assert.True(tail->Has(PageFlags.Tail), $"page {i} is not a tail");
             Assert.False(tail->Has(PageFlags.Head) || tail->Has(PageFlags.Allocated));
             Assert.True(PageFrame.CompoundHead(tail) == head);
-            Assert.Equal(1, PageAllocator.PageRefCount(tail));
+            Assert.Equal(1, Pa.PageRefCount(tail));
         }
         Pa.FreePages(head, order);
         Assert.False(head->Has(PageFlags.Head));
@@ -84,7 +84,7 @@ public sealed unsafe class CompoundPageTests : IDisposable
         Pa.GetPage(head + 2);                 // a tail's reference counts on the head
         Pa.GetPage(head);
         Assert.Equal(3, head->RefCount);
-        Assert.Equal(3, PageAllocator.PageRefCount(head + 7));
+        Assert.Equal(3, Pa.PageRefCount(head + 7));
 
         Pa.PutPage(head + 7);
         Assert.Equal(2, head->RefCount);
