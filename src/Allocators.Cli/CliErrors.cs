@@ -8,7 +8,7 @@ namespace Allocators.Cli;
 /// <summary>Turns exceptions into messages and the documented exit codes.</summary>
 internal static class CliErrors
 {
-    public static int Handle(Exception exception, string[] args)
+    public static int Handle(Exception exception, string[] args, OptionCatalog commands)
     {
         int code = exception switch
         {
@@ -16,13 +16,16 @@ internal static class CliErrors
             TargetException => ExitCodes.TargetError,
             _ => ExitCodes.InternalError,
         };
-        string message = code == ExitCodes.InternalError ? exception.ToString() : exception.Message;
+        UnknownOption? unknown = exception is CommandParseException ? commands.FindUnknown(args) : null;
+        // Errors other than internal ones are one line each, whatever the messages of the libraries underneath hold.
+        string message = code == ExitCodes.InternalError ? exception.ToString() : (unknown?.Message ?? exception.Message).ReplaceLineEndings(" ");
         if (args.Contains("--json") && code != ExitCodes.UsageError)
         {
             JsonOutput.Write(new ErrorReport(exception.Message, code), CliJsonContext.Default.ErrorReport);
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        if (Console.IsErrorRedirected) console.Profile.Width = 240;
+        // Redirected, nothing would read wrapped lines as one message: no wrapping.
+        if (Console.IsErrorRedirected) console.Profile.Width = int.MaxValue;
         string prefix = code switch
         {
             ExitCodes.UsageError => "usage error",
@@ -30,7 +33,8 @@ internal static class CliErrors
             _ => "internal error",
         };
         console.MarkupLineInterpolated($"[red]{prefix}:[/] {message}");
-        if (code == ExitCodes.UsageError) console.WriteLine("Run 'allocators --help' or 'allocators <command> --help' for usage.");
+        if (unknown is not null) console.WriteLine($"Run 'allocators {unknown.Command} --help' for usage.");
+        else if (code == ExitCodes.UsageError) console.WriteLine("Run 'allocators --help' or 'allocators <command> --help' for usage.");
         return code;
     }
 }

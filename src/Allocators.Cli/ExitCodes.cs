@@ -12,7 +12,10 @@ internal static class ExitCodes
     /// <summary>Bad command line: unknown command or option, missing or invalid value.</summary>
     public const int UsageError = 2;
 
-    /// <summary>The inspection target does not exist, cannot be read, or does not use a compatible library version.</summary>
+    /// <summary>
+    /// The inspection target does not exist (including a pid that is not a process id), cannot be read (a dump that is
+    /// not a whole core file), or does not use a compatible library version.
+    /// </summary>
     public const int TargetError = 3;
 
     /// <summary>An unexpected internal error.</summary>

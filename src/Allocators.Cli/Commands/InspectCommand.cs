@@ -15,9 +15,10 @@ internal sealed class InspectCommand : Command<InspectCommand.Settings>
 {
     public sealed class Settings : JsonSettings
     {
+        // Text, not a number: a pid that does not parse is a target that does not exist (exit 3), not a usage error.
         [CommandArgument(0, "[PID]")]
         [Description("Id of a running .NET process that uses the Allocators library.")]
-        public int? Pid { get; init; }
+        public string? Pid { get; init; }
 
         [CommandOption("-d|--dump <FILE>")]
         [Description("Read a core dump (made with createdump, default or --full) instead of a live process.")]
@@ -42,7 +43,6 @@ internal sealed class InspectCommand : Command<InspectCommand.Settings>
         public override ValidationResult Validate()
         {
             if (Pid is null == Dump is null) return ValidationResult.Error("give either a process id or --dump <FILE>, not both and not neither");
-            if (Pid is <= 0) return ValidationResult.Error("the process id must be positive");
             if (Dump is not null && NoSuspend) return ValidationResult.Error("--no-suspend applies to live processes only");
             return ValidationResult.Success();
         }
@@ -52,7 +52,7 @@ internal sealed class InspectCommand : Command<InspectCommand.Settings>
     {
         InspectReport report = settings.Dump is { } dump
             ? Inspector.InspectDump(dump, settings.Leaks, settings.System, settings.Dac)
-            : Inspector.InspectProcess(settings.Pid!.Value, settings.Leaks, settings.System, !settings.NoSuspend, settings.Dac);
+            : Inspector.InspectProcess(ProcessId(settings.Pid!), settings.Leaks, settings.System, !settings.NoSuspend, settings.Dac);
         if (settings.Json)
         {
             JsonOutput.Write(report, CliJsonContext.Default.InspectReport);
@@ -64,6 +64,11 @@ internal sealed class InspectCommand : Command<InspectCommand.Settings>
         if (settings.System is { } id && report.Systems.Count == 0) return ExitCodes.TargetError;
         return ExitCodes.Ok;
     }
+
+    private static int ProcessId(string pid)
+        => int.TryParse(pid, NumberStyles.None, CultureInfo.InvariantCulture, out int id) && id > 0
+            ? id
+            : throw new TargetException($"inspect: '{pid}' is not a process id");
 
     private static void Print(InspectReport report)
     {

@@ -60,6 +60,7 @@ internal sealed class ClrmdTarget : ITargetMemory, IDisposable
     public static ClrmdTarget LoadDump(string path, string? dacPath)
     {
         if (!File.Exists(path)) throw new TargetException($"dump file not found: {path}");
+        CoreFile.Check(path);
         DataTarget target;
         try
         {
@@ -83,10 +84,12 @@ internal sealed class ClrmdTarget : ITargetMemory, IDisposable
             ClrRuntime runtime = CreateRuntime(clr, dacPath, description);
             return new ClrmdTarget(target, runtime, description, isDump);
         }
-        catch
+        catch (Exception e)
         {
             target.Dispose();
-            throw;
+            if (e is TargetException) throw;
+            // ClrMD reads the target lazily: a file or process it cannot read fails here, not where it was opened.
+            throw new TargetException($"cannot read {description}: {e.Message}", e);
         }
     }
 

@@ -66,6 +66,27 @@ public sealed class InspectTests(SelftestTargetFixture target, ITestOutputHelper
     }
 
     [Fact]
+    public void TruncatedDumpIsATargetErrorOnOneLine()
+    {
+        string dump = Path.Combine(Path.GetTempPath(), $"allocators-test-{Guid.NewGuid():N}.core");
+        try
+        {
+            CreateDump(target.Pid, dump, "--full");
+            long size = new FileInfo(dump).Length;
+            // Cut in the memory segments (the headers are whole) and in the program headers.
+            foreach (long length in new[] { size / 2, 4096 })
+            {
+                using (var file = new FileStream(dump, FileMode.Open, FileAccess.Write)) file.SetLength(length);
+                Assert.Contains("truncated", InspectTargetErrorTests.RefusedDumpLine(dump, output));
+            }
+        }
+        finally
+        {
+            File.Delete(dump);
+        }
+    }
+
+    [Fact]
     public void CliPrintsJsonWithLeaksAndExitsZero()
     {
         var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", target.Pid.ToString(), "--leaks", "--json");
@@ -187,6 +208,45 @@ public sealed class InspectTargetErrorTests(ITestOutputHelper output)
         var (code, _, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", "--dump", "/nonexistent/core.1", "--json");
         Assert.Equal(3, code);
         Assert.Contains("dump file not found", stderr);
+    }
+
+    [Theory]
+    [InlineData("abc")]
+    [InlineData("12x")]
+    [InlineData("0")]
+    [InlineData("99999999999")]
+    public void PidThatIsNotAProcessIdIsTargetError(string pid)
+    {
+        var (code, _, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", pid);
+        output.WriteLine(stderr);
+        Assert.Equal(3, code);
+        Assert.Contains($"inspect: '{pid}' is not a process id", stderr);
+    }
+
+    [Fact]
+    public void DumpThatIsNoCoreFileIsTargetError()
+    {
+        string dump = Path.Combine(Path.GetTempPath(), $"allocators-test-{Guid.NewGuid():N}.core");
+        try
+        {
+            File.WriteAllText(dump, "not a core dump, just text\n");
+            Assert.Contains("not a core dump", RefusedDumpLine(dump, output));
+        }
+        finally
+        {
+            File.Delete(dump);
+        }
+    }
+
+    /// <summary>Runs <c>inspect --dump</c> on a file it must refuse: exit 3 and one line, naming the file, and no stack trace.</summary>
+    internal static string RefusedDumpLine(string dump, ITestOutputHelper output)
+    {
+        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "inspect", "--dump", dump);
+        output.WriteLine($"{new FileInfo(dump).Length} bytes: exit {code}: {stderr}");
+        Assert.True(code == 3, $"exit {code}: {stderr}{stdout}");
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(dump, line);
+        return line;
     }
 
     [Fact]
