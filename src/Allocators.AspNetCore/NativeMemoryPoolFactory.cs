@@ -6,7 +6,8 @@ namespace Allocators.AspNetCore;
 
 /// <summary>
 /// Kestrel's memory pool factory (.NET 10's <see cref="IMemoryPoolFactory{T}"/>) backed by Allocators: every pool it
-/// creates is a <see cref="NativeMemoryPool"/> over one shared <see cref="MemorySystem"/>.
+/// creates is a <see cref="NativeMemoryPool"/> over one shared <see cref="MemorySystem"/>, with
+/// <see cref="NativeMemoryPoolOptions.ExposeAsArrays"/> on whatever the options say.
 /// </summary>
 public sealed class NativeMemoryPoolFactory : IMemoryPoolFactory<byte>
 {
@@ -19,7 +20,8 @@ public sealed class NativeMemoryPoolFactory : IMemoryPoolFactory<byte>
     public NativeMemoryPoolFactory(MemorySystem system, NativeMemoryPoolOptions? options = null)
     {
         _system = system ?? throw new ArgumentNullException(nameof(system));
-        // Kestrel's socket transport sends multi-segment buffers through arrays: the pool must expose them.
+        // Kestrel's socket transport sends multi-segment buffers through arrays (MemoryMarshal.TryGetArray, or it throws):
+        // the pool must hand out real ones.
         options ??= new NativeMemoryPoolOptions();
         _options = new NativeMemoryPoolOptions
         {
@@ -27,6 +29,7 @@ public sealed class NativeMemoryPoolFactory : IMemoryPoolFactory<byte>
             MaxBufferSize = options.MaxBufferSize,
             DebugChecks = options.DebugChecks,
             MaxPooledOwners = options.MaxPooledOwners,
+            MaxPooledArrayBytes = options.MaxPooledArrayBytes,
             ExposeAsArrays = true,
         };
     }

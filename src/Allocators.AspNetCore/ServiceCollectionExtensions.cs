@@ -10,7 +10,9 @@ public static class ServiceCollectionExtensions
 {
     /// <summary>
     /// Makes Kestrel (and anything else resolving <see cref="IMemoryPoolFactory{T}"/>) rent its buffers from
-    /// <paramref name="system"/> through <see cref="NativeMemoryPool"/>s.
+    /// <see cref="NativeMemoryPool"/>s over <paramref name="system"/>. The pools always run with
+    /// <see cref="NativeMemoryPoolOptions.ExposeAsArrays"/>, since Kestrel's socket transport needs arrays: their
+    /// buffers are pooled pinned arrays, counted in the pools' statistics and metrics.
     /// </summary>
     public static IServiceCollection AddAllocatorsMemoryPool(this IServiceCollection services, MemorySystem system, NativeMemoryPoolOptions? options = null)
     {

@@ -8,8 +8,9 @@ namespace Allocators.Buffers;
 
 /// <summary>
 /// A <see cref="MemoryPool{T}"/> of native memory for Kestrel, System.IO.Pipelines and any code that rents buffers:
-/// up to 8 KiB from the kmalloc caches, larger buffers as compound pages from the page allocator. Owner objects are
-/// recycled, so a Rent/Dispose pair allocates no managed bytes in steady state. With
+/// up to 8 KiB from the kmalloc caches, larger buffers as compound pages from the page allocator. With
+/// <see cref="NativeMemoryPoolOptions.ExposeAsArrays"/> every buffer is instead a pinned <c>byte[]</c>, pooled by size.
+/// Owner objects (and arrays) are recycled, so a Rent/Dispose pair allocates no managed bytes in steady state. With
 /// <see cref="NativeMemoryPoolOptions.DebugChecks"/>, returning twice and using after return throw.
 /// </summary>
 /// <remarks>Thread-safe: rent on one thread, return on another.</remarks>
@@ -17,10 +18,8 @@ public sealed unsafe class NativeMemoryPool : MemoryPool<byte>
 {
     private readonly SlabAllocator _slab;
     private readonly PageAllocator _pages;
-    private readonly NativeMemoryOwner?[] _owners;
-    private readonly KmemCache? _defaultCache;
-    private readonly Lock _ownersLock = new();
-    private int _ownerCount;
+    private readonly BoundedStack<NativeMemoryOwner> _owners;
+    private readonly PinnedArrayPool? _arrays;
     private long _rentedBytes;
     private long _rentedBuffers;
     private long _totalRents;
@@ -42,12 +41,9 @@ public sealed unsafe class NativeMemoryPool : MemoryPool<byte>
         if (Options.DefaultBufferSize <= 0 || Options.MaxBufferSize < Options.DefaultBufferSize
             || Options.MaxBufferSize > PageFrame.PageSize << PageAllocator.MaxOrder)
             throw new ArgumentException("Need 0 < DefaultBufferSize <= MaxBufferSize <= 4 MiB.");
-        _owners = new NativeMemoryOwner?[Math.Max(0, Options.MaxPooledOwners)];
+        _owners = new BoundedStack<NativeMemoryOwner>(Options.MaxPooledOwners);
         if (Options.ExposeAsArrays)
-        {
-            // The default size plus the array header would waste half of an 8 KiB slot; give it a cache of its own.
-            _defaultCache = slab.CreateCache($"memory-pool-{Options.DefaultBufferSize}", Options.DefaultBufferSize + NativeArrayHeader.Size, 64);
-        }
+            _arrays = new PinnedArrayPool(Options.DefaultBufferSize, Math.Max(0, Options.MaxPooledOwners), Math.Max(0, Options.MaxPooledArrayBytes));
         NativeMemoryPoolRegistry.Add(this);
     }
 
@@ -61,6 +57,8 @@ public sealed unsafe class NativeMemoryPool : MemoryPool<byte>
     public override int MaxBufferSize => Options.MaxBufferSize;
 
     internal bool DebugChecks => Options.DebugChecks;
+
+    internal bool ExposeAsArrays => _arrays != null;
 
     /// <summary>Bytes currently rented out.</summary>
     public long RentedBytes => Interlocked.Read(ref _rentedBytes);
@@ -78,7 +76,10 @@ public sealed unsafe class NativeMemoryPool : MemoryPool<byte>
     public long Failures => Interlocked.Read(ref _failures);
 
     /// <summary>Owner objects waiting for reuse.</summary>
-    public int PooledOwners { get { lock (_ownersLock) return _ownerCount; } }
+    public int PooledOwners => _owners.Count;
+
+    /// <summary>Bytes in returned arrays kept for reuse (<see cref="NativeMemoryPoolOptions.ExposeAsArrays"/> only).</summary>
+    public long PooledArrayBytes => _arrays?.PooledBytes ?? 0;
 
     /// <summary>
     /// Rents a buffer of at least <paramref name="minBufferSize"/> bytes (-1: the default size).
@@ -90,94 +91,92 @@ public sealed unsafe class NativeMemoryPool : MemoryPool<byte>
         int size = minBufferSize <= 0 ? Options.DefaultBufferSize : minBufferSize;
         if (size > Options.MaxBufferSize)
             throw new ArgumentOutOfRangeException(nameof(minBufferSize), minBufferSize, $"Larger than MaxBufferSize ({Options.MaxBufferSize}).");
-        int prefix = Options.ExposeAsArrays ? NativeArrayHeader.Size : 0;
-        int block = BufferLength(size + prefix);
-        byte* p = AllocBlock(block);
-        if (p == null)
+        NativeMemoryOwner owner;
+        int length;
+        if (_arrays != null)
         {
-            Interlocked.Increment(ref _failures);
-            throw new OutOfMemoryException($"NativeMemoryPool: no memory for a {block}-byte buffer.");
+            byte[] array = RentArray(_arrays.LengthFor(size));
+            owner = TakeOwner();
+            owner.Attach(array);
+            length = array.Length;
         }
-        int length = block - prefix;
-        NativeMemoryOwner owner = TakeOwner();
-        owner.Attach(p + prefix, length, prefix != 0);
+        else
+        {
+            length = BufferLength(size);
+            byte* p = AllocBlock(length);
+            if (p == null)
+            {
+                Interlocked.Increment(ref _failures);
+                throw new OutOfMemoryException($"NativeMemoryPool: no memory for a {length}-byte buffer.");
+            }
+            owner = TakeOwner();
+            owner.Attach(p, length);
+        }
         Interlocked.Add(ref _rentedBytes, length);
         Interlocked.Increment(ref _rentedBuffers);
         Interlocked.Increment(ref _totalRents);
         return owner;
     }
 
-    /// <summary>The block a request is rounded to: the default-size cache, a kmalloc slot up to 8 KiB, then a power-of-two page block.</summary>
-    internal int BufferLength(int size)
+    private byte[] RentArray(int length)
     {
-        if (_defaultCache != null && size <= _defaultCache.ObjectSize && size > _defaultCache.ObjectSize / 2) return _defaultCache.ObjectSize;
+        try
+        {
+            return _arrays!.Rent(length);
+        }
+        catch (OutOfMemoryException)
+        {
+            Interlocked.Increment(ref _failures);
+            throw;
+        }
+    }
+
+    /// <summary>The native block a request is rounded to: a kmalloc slot up to 8 KiB, then a power-of-two page block.</summary>
+    private int BufferLength(int size)
+    {
         if (size <= SlabAllocator.KmallocMaxCacheSize) return _slab.KmallocCache((nuint)size)!.ObjectSize;
         return PageFrame.PageSize << OrderOf(size);
     }
 
     private byte* AllocBlock(int block)
     {
-        if (_defaultCache != null && block == _defaultCache.ObjectSize) return (byte*)_defaultCache.Alloc(Gfp.Kernel | Gfp.NoWarn);
         if (block <= SlabAllocator.KmallocMaxCacheSize) return (byte*)_slab.Kmalloc((nuint)block, Gfp.Kernel | Gfp.NoWarn);
         return _pages.GetFreePages(Gfp.Kernel | Gfp.NoWarn | Gfp.Comp, OrderOf(block));
     }
 
     private void FreeBlock(byte* p, int block)
     {
-        if (_defaultCache != null && block == _defaultCache.ObjectSize) _defaultCache.Free(p);
-        else if (block <= SlabAllocator.KmallocMaxCacheSize) _slab.Kfree(p);
+        if (block <= SlabAllocator.KmallocMaxCacheSize) _slab.Kfree(p);
         else _pages.FreePages(p, OrderOf(block));
     }
 
     private static int OrderOf(int length)
         => BitOperations.Log2(BitOperations.RoundUpToPowerOf2((uint)((length + PageFrame.PageSize - 1) / PageFrame.PageSize)));
 
-    internal void Return(NativeMemoryOwner owner, byte* p, int length)
+    /// <summary>Takes back the buffer of <paramref name="owner"/>: <paramref name="array"/> if it had one, else the native block.</summary>
+    internal void Return(NativeMemoryOwner owner, byte* p, int length, byte[]? array)
     {
-        int prefix = Options.ExposeAsArrays ? NativeArrayHeader.Size : 0;
         // A buffer returned after its memory system was disposed has nothing to go back to (the arena went with it).
-        if (!_pages.IsDisposed) FreeBlock(p - prefix, length + prefix);
+        if (array == null) { if (!_pages.IsDisposed) FreeBlock(p, length); }
+        else if (!_disposed) _arrays!.Return(array);
         Interlocked.Add(ref _rentedBytes, -length);
         Interlocked.Decrement(ref _rentedBuffers);
         Interlocked.Increment(ref _totalReturns);
-        if (!Options.DebugChecks) GiveBackOwner(owner);
+        if (!Options.DebugChecks && !_disposed) _owners.TryPush(owner);
     }
 
     private NativeMemoryOwner TakeOwner()
     {
-        if (!Options.DebugChecks)
-        {
-            lock (_ownersLock)
-            {
-                if (_ownerCount > 0)
-                {
-                    NativeMemoryOwner owner = _owners[--_ownerCount]!;
-                    _owners[_ownerCount] = null;
-                    return owner;
-                }
-            }
-        }
+        if (!Options.DebugChecks && _owners.TryPop(out NativeMemoryOwner? owner)) return owner;
         return new NativeMemoryOwner(this);
     }
 
-    private void GiveBackOwner(NativeMemoryOwner owner)
-    {
-        lock (_ownersLock)
-        {
-            if (_ownerCount < _owners.Length) _owners[_ownerCount++] = owner;
-        }
-    }
-
-    /// <summary>Stops renting; buffers still rented stay valid until returned.</summary>
+    /// <summary>Stops renting and lets go of pooled owners and arrays; buffers still rented stay valid until returned.</summary>
     protected override void Dispose(bool disposing)
     {
         _disposed = true;
         NativeMemoryPoolRegistry.Remove(this);
-        if (_defaultCache != null && RentedBuffers == 0) _defaultCache.Destroy();
-        lock (_ownersLock)
-        {
-            Array.Clear(_owners);
-            _ownerCount = 0;
-        }
+        _arrays?.Clear();
+        while (_owners.TryPop(out _)) { }
     }
 }

@@ -16,11 +16,21 @@ public sealed class NativeMemoryPoolOptions
     public bool DebugChecks { get; init; }
 
     /// <summary>
-    /// Make every buffer also visible as a <c>byte[]</c> (<c>MemoryMarshal.TryGetArray</c> succeeds), for APIs that
-    /// need arrays, such as Kestrel's socket transport. The array header lives in 32 native bytes before the data.
+    /// Hand out every buffer as a real <c>byte[]</c> (<c>MemoryMarshal.TryGetArray</c> succeeds), for APIs that need
+    /// arrays, such as Kestrel's socket transport, which sends multi-segment buffers through
+    /// <c>SocketAsyncEventArgs.BufferList</c>. The arrays are allocated pinned on the pinned object heap, outside the
+    /// native arena, and pooled by size (see <see cref="MaxPooledArrayBytes"/>), so renting in steady state allocates
+    /// nothing. An array kept after its owner is returned stays the same array: it may see a later renter's bytes, but
+    /// its length never changes and it reaches nothing outside itself.
     /// Default false; <c>AddAllocatorsMemoryPool</c> turns it on.
     /// </summary>
     public bool ExposeAsArrays { get; init; }
+
+    /// <summary>
+    /// With <see cref="ExposeAsArrays"/>, most bytes of returned arrays kept for reuse; arrays returned beyond it are
+    /// left to the garbage collector. Default 64 MiB.
+    /// </summary>
+    public long MaxPooledArrayBytes { get; init; } = 64L << 20;
 
     /// <summary>Most owner objects kept for reuse. Default 1024.</summary>
     public int MaxPooledOwners { get; init; } = 1024;

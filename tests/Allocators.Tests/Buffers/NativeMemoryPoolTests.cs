@@ -100,30 +100,3 @@ public class NativeMemoryPoolTests
         Assert.Equal(0, pool.RentedBytes);
     }
 }
-
-public class NativeMemoryPoolArrayTests
-{
-    [Fact]
-    public void ExposedArraysAliasTheNativeBuffer()
-    {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new Allocators.Physical.PhysicalMemoryOptions { Size = 64L << 20 } });
-        using var pool = new Allocators.Buffers.NativeMemoryPool(sys, new Allocators.Buffers.NativeMemoryPoolOptions { ExposeAsArrays = true });
-        for (int round = 0; round < 3; round++)
-        {
-            foreach (int size in new[] { -1, 10, 5000, 100_000 })
-            {
-                using var owner = pool.Rent(size);
-                Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(owner.Memory, out var segment));
-                Assert.Equal(owner.Memory.Length, segment.Count);
-                Assert.Equal(owner.Memory.Length, segment.Array!.Length);
-                segment.Array[segment.Count - 1] = 42;
-                Assert.Equal(42, owner.Memory.Span[^1]);
-                owner.Memory.Span[0] = 7;
-                Assert.Equal(7, segment.Array[0]);
-                GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
-                Assert.Equal(42, segment.Array[^1]);
-            }
-        }
-        Assert.Equal(4096, pool.Rent(-1).Memory.Length);
-    }
-}
