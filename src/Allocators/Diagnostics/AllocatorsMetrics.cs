@@ -35,6 +35,8 @@ public static class AllocatorsMetrics
                 "Bytes of managed memory not in the buddy lists (allocated or cached on per-thread lists), per node and zone.");
             meter.CreateObservableCounter("allocators.pages.alloc_failures", () => Sum(s => s.Pages.AllocFailures), "{failure}",
                 "Page allocations that failed.");
+            meter.CreateObservableCounter("allocators.pages.alloc_stalls", () => Sum(s => s.Pages.AllocStalls), "{stall}",
+                "Stall reports of page allocations (Gfp.NoFail) still waiting for memory after the stall interval.");
             meter.CreateObservableCounter("allocators.pages.released", () => Sum(s => s.Pages.PagesReleasedToHost * PageFrame.PageSize), "By",
                 "Bytes of free memory given back to the OS.");
             meter.CreateObservableUpDownCounter("allocators.slab.active_objects", () => CacheMeasurements(c => c.ActiveObjects), "{object}",

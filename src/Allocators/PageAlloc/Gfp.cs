@@ -40,7 +40,11 @@ public enum Gfp : uint
 
     /// <summary>Zero the memory (__GFP_ZERO).</summary>
     Zero = 1u << 11,
-    /// <summary>Never fail; wait for memory or grow the arena (__GFP_NOFAIL). Order &gt; 1 is not supported.</summary>
+    /// <summary>
+    /// Never fail; wait for memory or grow the arena (__GFP_NOFAIL). Needs <see cref="DirectReclaim"/> (refused
+    /// otherwise). Once reclaim fails, orders up to 3 may take pages below the watermarks; a request still waiting is
+    /// reported every <see cref="PageAllocatorOptions.StallWarningInterval"/>. Order &gt; 1 is not guaranteed.
+    /// </summary>
     NoFail = 1u << 12,
     /// <summary>Fail fast: no waiting, no growth (__GFP_NORETRY).</summary>
     NoRetry = 1u << 13,
@@ -88,6 +92,21 @@ public static class GfpExtensions
 
     /// <summary>True when the caller may block (gfpflags_allow_blocking).</summary>
     public static bool AllowsBlocking(this Gfp gfp) => (gfp & Gfp.DirectReclaim) != 0;
+
+    /// <summary>
+    /// Rejects <see cref="Gfp.NoFail"/> without <see cref="Gfp.DirectReclaim"/>. A caller that may not block can neither
+    /// reclaim nor wait, so nothing can keep the promise; the kernel WARNs and fails such a request, here the misuse is
+    /// refused outright, before any state changes, so that it is found where it is written.
+    /// </summary>
+    internal static void ThrowIfNoFailCannotBlock(this Gfp gfp)
+    {
+        if ((gfp & (Gfp.NoFail | Gfp.DirectReclaim)) == Gfp.NoFail) Throw(gfp);
+
+        static void Throw(Gfp gfp) => throw new ArgumentException(
+            $"Gfp.NoFail needs Gfp.DirectReclaim, but mode:0x{(uint)gfp:x}({gfp.Describe()}) may not block: it could neither reclaim "
+            + "nor wait for memory, so it cannot be promised success (the kernel refuses __GFP_NOFAIL without __GFP_DIRECT_RECLAIM). "
+            + "Ask with Gfp.Kernel | Gfp.NoFail, or drop NoFail and handle failure.", nameof(gfp));
+    }
 
     /// <summary>The flags in the kernel's <c>%pGg</c> style, e.g. <c>GFP_KERNEL|__GFP_ZERO</c>.</summary>
     public static string Describe(this Gfp gfp)

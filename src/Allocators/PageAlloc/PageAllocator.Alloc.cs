@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Allocators.Physical;
 using Allocators.Threading;
@@ -6,13 +7,14 @@ namespace Allocators.PageAlloc;
 
 public sealed unsafe partial class PageAllocator
 {
-    private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode | Gfp.NoFail; // NoFail: the order check lives on the slow path
+    private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode | Gfp.NoFail; // NoFail: its checks live on the slow path
     private long _allocFailures;
     private long _allocFailuresInjected;
     private long _warnings;
 
     /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
     /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
+    /// <exception cref="ArgumentException"><see cref="Gfp.NoFail"/> without <see cref="Gfp.DirectReclaim"/>.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public PageFrame* AllocPages(Gfp gfp, int order) => AllocPagesNode(-1, gfp, order);
 
@@ -148,12 +150,11 @@ public sealed unsafe partial class PageAllocator
     private PageFrame* AllocPagesSlow(Gfp gfp, int order, int node, int cpuNode)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if ((gfp & Gfp.NoFail) != 0 && order > 1) WarnNoFailCostlyOrder(gfp, order);
+        bool noFail = (gfp & Gfp.NoFail) != 0;
+        if (noFail) CheckNoFailRequest(gfp, order);
 
         if ((uint)order > MaxOrder)
         {
-            if ((gfp & Gfp.NoFail) != 0)
-                throw new ArgumentOutOfRangeException(nameof(order), order, $"Gfp.NoFail allocation of order {order}: above MAX_PAGE_ORDER {MaxOrder}, it can never succeed.");
             ReportFailure(gfp, order, $"order {order} exceeds MAX_PAGE_ORDER {MaxOrder}");
             return null;
         }
@@ -176,6 +177,10 @@ public sealed unsafe partial class PageAllocator
         AllocFlags flags = GfpToAllocFlags(gfp);
         // Hot-added sections join the Normal zone (AddMemory), so growing only helps requests that may use it.
         bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow && highest == (int)ZoneType.Normal;
+        bool mayIgnoreWatermarks = (gfp & (Gfp.MemAlloc | Gfp.NoMemAlloc)) == Gfp.MemAlloc
+            || NoFailMayIgnoreWatermarks(gfp, order, highest);
+        long start = noFail ? Stopwatch.GetTimestamp() : 0;
+        long nextStallReport = start + _stallTicks;
         while (true)
         {
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
@@ -194,7 +199,9 @@ public sealed unsafe partial class PageAllocator
 
             if (mayGrow && TryGrow(node)) continue;
 
-            if ((gfp & Gfp.MemAlloc) != 0 && (gfp & Gfp.NoMemAlloc) == 0)
+            // Reclaim has failed: what is left is the reserve below the watermarks, and pages taken from it are
+            // marked so that their users know (pfmemalloc).
+            if (mayIgnoreWatermarks)
             {
                 page = GetPageFromFreelist(gfp, order, AllocFlags.NoWatermarks, node, highest, thisNode, cpuNode);
                 if (page != null)
@@ -204,9 +211,12 @@ public sealed unsafe partial class PageAllocator
                 }
             }
 
-            if ((gfp & Gfp.NoFail) == 0) break;
+            if (!noFail) break;
+            // The kernel's last NOFAIL attempt (ALLOC_MIN_RESERVE): half the min reserve, as __GFP_HIGH gets.
+            page = GetPageFromFreelist(gfp, order, flags | AllocFlags.MinReserve, node, highest, thisNode, cpuNode);
+            if (page != null) return page;
+            nextStallReport = ReportStallIfDue(gfp, order, start, nextStallReport);
             WaitForFreedPages();
-            flags |= AllocFlags.MinReserve;
         }
 
         ReportFailure(gfp, order, null);
@@ -303,40 +313,22 @@ public sealed unsafe partial class PageAllocator
         _ = node;
     }
 
-    private void WaitForFreedPages()
-    {
-        Interlocked.Increment(ref _noFailWaiters);
-        try
-        {
-            lock (_freeSignal) Monitor.Wait(_freeSignal, 5);
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _noFailWaiters);
-        }
-    }
-
-    private int _noFailOrderWarned;
-
-    /// <summary>
-    /// The kernel's WARN_ON_ONCE for __GFP_NOFAIL above order 1: such a block may never form, so the caller may wait
-    /// forever. The allocation still goes ahead (it usually succeeds); the warning is given once per allocator.
-    /// </summary>
-    private void WarnNoFailCostlyOrder(Gfp gfp, int order)
-    {
-        if (Interlocked.Exchange(ref _noFailOrderWarned, 1) != 0) return;
-        Interlocked.Increment(ref _warnings);
-        _options.Warn?.Invoke(
-            $"allocators: WARNING: __GFP_NOFAIL with order {order} > 1, mode:0x{(uint)gfp:x}({gfp.Describe()}): costly orders are not guaranteed and may wait forever");
-    }
-
     private void ReportFailure(Gfp gfp, int order, string? why)
     {
         Interlocked.Increment(ref _allocFailures);
-        if ((gfp & Gfp.NoWarn) != 0) return;
+        if ((gfp & Gfp.NoWarn) == 0) WarnAlloc(gfp, $"page allocation failure: order:{order}", why);
+    }
+
+    /// <summary>
+    /// warn_alloc: one line in the kernel's format (<c>comm: what, mode:%#x(%pGg), nodemask=...</c>) to the Warn
+    /// channel, with <paramref name="why"/> appended in brackets where the kernel would leave the reader to guess.
+    /// </summary>
+    /// <returns>The line.</returns>
+    private string WarnAlloc(Gfp gfp, string what, string? why = null)
+    {
         Interlocked.Increment(ref _warnings);
-        _options.Warn?.Invoke(
-            $"allocators: page allocation failure: order:{order}, mode:0x{(uint)gfp:x}({gfp.Describe()}), nodemask=(null)"
-            + (why is null ? "" : $" [{why}]"));
+        string text = $"allocators: {what}, mode:0x{(uint)gfp:x}({gfp.Describe()}), nodemask=(null)" + (why is null ? "" : $" [{why}]");
+        _options.Warn?.Invoke(text);
+        return text;
     }
 }

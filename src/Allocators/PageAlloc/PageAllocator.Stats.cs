@@ -13,7 +13,7 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Failures injected by <see cref="FaultInjection"/>.</summary>
     public long InjectedFailures => Interlocked.Read(ref _allocFailuresInjected);
 
-    /// <summary>Failure warnings emitted (failures without <see cref="Gfp.NoWarn"/>).</summary>
+    /// <summary>Warnings given to <see cref="PageAllocatorOptions.Warn"/>: failures without <see cref="Gfp.NoWarn"/>, stall reports, NoFail misuse.</summary>
     public long Warnings => Interlocked.Read(ref _warnings);
 
     /// <summary>Pages allocated (sum of pgalloc_* over zones).</summary>

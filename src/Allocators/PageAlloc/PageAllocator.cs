@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -14,7 +15,8 @@ namespace Allocators.PageAlloc;
 /// Thread-safe. The fast path (orders 0..3) serves from the calling thread's page lists without any lock or atomic
 /// instruction; zone locks are taken only to refill or flush a batch and on the slow path.
 /// Allocation failure returns null (never with <see cref="Gfp.NoFail"/>); misuse throws a
-/// <see cref="Diagnostics.MemoryCorruptionException"/> and changes nothing.
+/// <see cref="Diagnostics.MemoryCorruptionException"/> (bad frees) or an <see cref="ArgumentException"/> (bad requests)
+/// and changes nothing.
 /// </remarks>
 public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwner
 {
@@ -46,6 +48,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     private readonly Lock _hotplugLock = new();
     private readonly object _freeSignal = new();
     private int _noFailWaiters;
+    private readonly long _stallTicks;           // StallWarningInterval in Stopwatch ticks
     private bool _disposed;
 
     /// <summary>Builds the allocator and hands it every page of the arena's online sections.</summary>
@@ -56,6 +59,9 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _options = options ?? new PageAllocatorOptions();
         if (_options.PcpBatch < 1 || _options.PcpHigh < _options.PcpBatch)
             throw new ArgumentException("PcpBatch must be >= 1 and PcpHigh >= PcpBatch.");
+        if (_options.StallWarningInterval <= TimeSpan.Zero)
+            throw new ArgumentException($"StallWarningInterval must be positive, not {_options.StallWarningInterval}.");
+        _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
         FaultInjection = new FaultAttributes();
 
         var physical = memory.Options;

@@ -28,6 +28,17 @@ public sealed class PageAllocatorOptions
     /// <summary>In the sparse model, hot-add a section when an allocation would fail. Default true.</summary>
     public bool AutoGrow { get; init; } = true;
 
-    /// <summary>Receives allocation-failure warnings (the kernel's "page allocation failure" report). Default: none.</summary>
+    /// <summary>
+    /// Receives the allocator's warnings in the kernel's words: "page allocation failure" for a failed request without
+    /// <see cref="Gfp.NoWarn"/>, "page allocation stalls for" for a <see cref="Gfp.NoFail"/> request still waiting after
+    /// <see cref="StallWarningInterval"/>, and misuse warnings (WARN_ON_ONCE). Default: none.
+    /// </summary>
     public Action<string>? Warn { get; init; }
+
+    /// <summary>
+    /// How long a <see cref="Gfp.NoFail"/> request may wait for memory before a stall is reported, and again after each
+    /// further interval while it waits: a warning to <see cref="Warn"/>, <see cref="PageAllocator.AllocationStalled"/>
+    /// and the <c>allocators.pages.alloc_stalls</c> counter. Must be positive. Default 10 s (the kernel's interval).
+    /// </summary>
+    public TimeSpan StallWarningInterval { get; init; } = TimeSpan.FromSeconds(10);
 }

@@ -29,6 +29,7 @@ public sealed unsafe partial class VmallocAllocator
     /// <paramref name="gfp"/> (__vmalloc_node_range). Returns 0 quickly, leaving everything as it was, when the size or
     /// alignment cannot be met or memory runs out.
     /// </summary>
+    /// <exception cref="ArgumentException"><see cref="Gfp.NoFail"/> without <see cref="Gfp.DirectReclaim"/>.</exception>
     public ulong Vmalloc(ulong size, ulong align, Gfp gfp, int node = -1, [CallerMemberName] string caller = "", [CallerFilePath] string callerFile = "", [CallerLineNumber] int callerLine = 0)
         => VmallocNodeRange(size, align, gfp, node, allowHuge: false, _callSites.Intern(caller, callerFile, callerLine));
 
@@ -52,6 +53,7 @@ public sealed unsafe partial class VmallocAllocator
 
     private ulong VmallocNodeRange(ulong size, ulong align, Gfp gfp, int node, bool allowHuge, int callSite)
     {
+        gfp.ThrowIfNoFailCannotBlock(); // here, not at the first page, so that no area is reserved for a refused request
         if (size == 0 || size > VmallocSize - PageSize || align == 0 || !BitOperations.IsPow2(align) || align > VmallocSize)
             return Fail();
         align = Math.Max(align, PageSize);

@@ -31,7 +31,7 @@ public unsafe class MetricsAndTrimTests
                 values[instrument.Name] = values.GetValueOrDefault(instrument.Name) + value;
                 var set = tags.TryGetValue(instrument.Name, out var s) ? s : tags[instrument.Name] = new();
                 foreach (var t in tagList) set.Add(t.Key);
-                Assert.Contains(instrument.Unit, new[] { "By", "{object}", "{failure}", "{buffer}" });
+                Assert.Contains(instrument.Unit, new[] { "By", "{object}", "{failure}", "{stall}", "{buffer}" });
             }
         });
         listener.Start();

@@ -51,6 +51,31 @@ internal static unsafe class PageTestKit
             },
         });
 
+    /// <summary>Allocates blocks of <paramref name="order"/> with <paramref name="gfp"/> until one fails; returns them.</summary>
+    public static List<nint> AllocateUntilFailure(PageAllocator pa, Gfp gfp, int order = 0)
+    {
+        var pages = new List<nint>();
+        while (true)
+        {
+            PageFrame* page = pa.AllocPages(gfp, order);
+            if (page == null) return pages;
+            pages.Add((nint)page);
+        }
+    }
+
+    /// <summary>
+    /// A NoFail request that had to wait got its page (<paramref name="got"/>) and counted no failure; frees it and
+    /// <paramref name="pages"/>.
+    /// </summary>
+    public static void AssertWaitedNoFailSucceeded(PageAllocator pa, nint got, long failuresBefore, List<nint> pages)
+    {
+        Assert.NotEqual(0, got);
+        Assert.Equal(failuresBefore, pa.AllocFailures);
+        pages.Add(got);
+        foreach (nint p in pages) pa.FreePages((PageFrame*)p, 0);
+        pages.Clear();
+    }
+
     /// <summary>Everything a rejected operation must leave untouched.</summary>
     public readonly record struct FreeListState(string BuddyInfo, long[] Blocks, long PcpPages, long NrFreePages, long PagesFreed,
         long PagesAllocated);
