@@ -140,8 +140,7 @@ public sealed unsafe partial class AddressSpace
         bool write = (error & PageFaultErrorCode.Write) != 0;
         lock (_ptl)
         {
-            ulong* pudSlot = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.PageTable);
-            ulong* pmdSlot = pudSlot == null ? null : AllocLowerTable(pudSlot, VirtualAddress.PmdIndex(va), PteFlags.PageTable);
+            ulong* pmdSlot = AllocPmdSlot(va, PteFlags.PageTable);
             if (pmdSlot == null) throw FaultOom(va);
             ulong pmd = Volatile.Read(ref *pmdSlot);
             if (pmd == 0 && HugeEligible(vma, va))
@@ -265,15 +264,25 @@ public sealed unsafe partial class AddressSpace
         return haddr >= vma.Start && haddr + VirtualAddress.PmdSize <= vma.End;
     }
 
-    /// <summary>do_huge_pmd_anonymous_page: a zeroed order-9 page mapped by one PMD with PSE. False when none is free.</summary>
+    /// <summary>
+    /// do_huge_pmd_anonymous_page: a zeroed order-9 page mapped by one PMD with PSE, and a page table deposited with it
+    /// for the day it is split. False when either cannot be had.
+    /// </summary>
     private bool DoHugeAnonymousPage(VmArea vma, ulong* pmdSlot)
     {
+        PageFrame* deposit = AllocTablePage();
+        if (deposit == null) return false;
         PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.Zero | Gfp.NoWarn | Gfp.NoRetry, VirtualAddress.HugePageOrder);
-        if (page == null) return false;
+        if (page == null)
+        {
+            FreeTablePage(deposit); // never reachable by a walker
+            return false;
+        }
         page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
         page->MapCount = 1;
         PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Huge;
         if ((vma.Flags & VmFlags.Write) != 0) prot |= PteFlags.ReadWrite | PteFlags.Dirty;
+        DepositTable(pmdSlot, deposit);
         Volatile.Write(ref *pmdSlot, PageTableEntry.Make(page->Pfn, prot).Value);
         TablePage(AlignToTable(pmdSlot))->Data0++;
         AddRss(anon: true, VirtualAddress.HugePagePages);

@@ -11,7 +11,9 @@ public sealed unsafe partial class AddressSpace
     /// Huge mappings of private areas are split first (huge pages are never shared here).
     /// </summary>
     /// <param name="name">The child's name; the parent's when null.</param>
-    /// <exception cref="OutOfMemoryException">No memory for the child's page tables; the child is torn down again.</exception>
+    /// <exception cref="OutOfMemoryException">No memory for the child's page tables; the child is torn down again, giving
+    /// back everything it took. The parent keeps its private pages write-protected (as after a failed fork in Linux) and
+    /// its huge pages split; the next write reuses the page.</exception>
     public AddressSpace Fork(string? name = null)
     {
         ThrowIfDisposed();
@@ -57,6 +59,10 @@ public sealed unsafe partial class AddressSpace
                     ulong* slot = table + VirtualAddress.PteIndex(va);
                     ulong pte = Volatile.Read(ref *slot);
                     if (!IsMapped(pte)) continue;
+                    // The child's table first: running out of memory then leaves no reference or count behind that
+                    // the child's teardown would not give back.
+                    ulong* dst = child.AllocPteSlot(va, PteFlags.PageTable);
+                    if (dst == null) throw new OutOfMemoryException($"fork: no memory for the child's page tables at 0x{va:x}.");
                     if ((pte & SpecialBit) == 0)
                     {
                         PageFrame* page = _memory.PfnToPage((pte & (ulong)PteFlags.PfnMask) >> 12);
@@ -70,10 +76,6 @@ public sealed unsafe partial class AddressSpace
                         }
                         child.AddRss(page->Has(PageFlags.Anon), 1);
                     }
-                    ulong* pud = child.AllocLowerTable(child._pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.PageTable);
-                    ulong* pmd = pud == null ? null : child.AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.PageTable);
-                    ulong* dst = pmd == null ? null : child.AllocLowerTable(pmd, VirtualAddress.PteIndex(va), PteFlags.PageTable);
-                    if (dst == null) throw new OutOfMemoryException($"fork: no memory for the child's page tables at 0x{va:x}.");
                     // The child's entry starts old (pte_mkold); PROTNONE entries keep their bits.
                     ulong childPte = (pte & PresentBit) != 0 ? pte & ~(ulong)PteFlags.Accessed : pte;
                     Volatile.Write(ref *dst, childPte);

@@ -14,7 +14,8 @@ public sealed partial class AddressSpace
     /// <returns>The start of the new mapping.</returns>
     /// <exception cref="ArgumentException">Bad length, flags, or a fixed address that is unaligned, below mmap_min_addr or beyond user space.</exception>
     /// <exception cref="InvalidOperationException"><see cref="MapFlags.FixedNoReplace"/> and the range is in use (EEXIST).</exception>
-    /// <exception cref="OutOfMemoryException">No free range of that size.</exception>
+    /// <exception cref="OutOfMemoryException">No free range of that size, or, with <see cref="MapFlags.Populate"/>, no memory
+    /// for a page or a page table; the new mapping is gone again then.</exception>
     public ulong Mmap(ulong address, ulong length, MemoryProtection protection, MapFlags flags)
     {
         ThrowIfDisposed();
@@ -38,36 +39,81 @@ public sealed partial class AddressSpace
             | ((flags & MapFlags.HugePage) != 0 ? VmFlags.HugePage : 0);
         ulong align = (flags & MapFlags.HugePage) != 0 && len >= VirtualAddress.PmdSize ? VirtualAddress.PmdSize : VirtualAddress.PageSize;
 
-        var gather = new TlbGather();
-        ulong start;
+        if ((flags & MapFlags.Populate) != 0) return MmapPopulate(address, len, align, flags, vmFlags);
         _mmapLock.EnterWriteLock();
         try
         {
-            if ((flags & MapFlags.FixedNoReplace) != 0)
-            {
-                if (!NoOverlap(address, address + len))
-                    throw new InvalidOperationException($"mmap: [0x{address:x}, 0x{address + len:x}) overlaps an existing mapping (EEXIST).");
-                start = address;
-            }
-            else if ((flags & MapFlags.Fixed) != 0)
-            {
-                DoMunmap(address, address + len, gather);
-                start = address;
-            }
-            else
-            {
-                start = GetUnmappedArea(address, len, align);
-            }
-            var vma = new VmArea(start, start + len, vmFlags);
-            if (shared) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
-            _vmas.Insert(vma);
+            VmArea vma = MapRegion(address, len, align, flags, vmFlags);
+            ulong start = vma.Start;
             MergeVma(vma);
-            FinishGather(gather);
+            return start;
         }
         finally { _mmapLock.ExitWriteLock(); }
+    }
 
-        if ((flags & MapFlags.Populate) != 0) Populate(start, len, vmFlags);
-        return start;
+    /// <summary>
+    /// mmap_region: the new area at <paramref name="address"/> (replacing what lies there with
+    /// <see cref="MapFlags.Fixed"/>) or at a free range, inserted but not yet merged. Under the mmap_lock for writing.
+    /// </summary>
+    private VmArea MapRegion(ulong address, ulong len, ulong align, MapFlags flags, VmFlags vmFlags)
+    {
+        ulong start;
+        if ((flags & MapFlags.FixedNoReplace) != 0)
+        {
+            if (!NoOverlap(address, address + len))
+                throw new InvalidOperationException($"mmap: [0x{address:x}, 0x{address + len:x}) overlaps an existing mapping (EEXIST).");
+            start = address;
+        }
+        else if ((flags & MapFlags.Fixed) != 0)
+        {
+            var gather = new TlbGather();
+            DoMunmap(address, address + len, gather);
+            FinishGather(gather);
+            start = address;
+        }
+        else
+        {
+            start = GetUnmappedArea(address, len, align);
+        }
+        var vma = new VmArea(start, start + len, vmFlags);
+        if ((vmFlags & VmFlags.Shared) != 0) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
+        _vmas.Insert(vma);
+        return vma;
+    }
+
+    /// <summary>
+    /// mmap with MAP_POPULATE. The caller gets the address only once every page is in, so a failure has to take the
+    /// mapping away again: a caller that never saw the address could never unmap it (the kernel instead returns the
+    /// mapping and ignores mm_populate's failure). The upgradeable mmap_lock keeps other threads' mmap, munmap and
+    /// mremap off the new area meanwhile, while their faults go on; the area is merged with its neighbours only once
+    /// populated, so that until then it is exactly what a failure removes. Mappings replaced by MAP_FIXED stay
+    /// unmapped, as after a failed mmap in Linux.
+    /// </summary>
+    private ulong MmapPopulate(ulong address, ulong len, ulong align, MapFlags flags, VmFlags vmFlags)
+    {
+        _mmapLock.EnterUpgradeableReadLock();
+        try
+        {
+            VmArea vma;
+            _mmapLock.EnterWriteLock();
+            try { vma = MapRegion(address, len, align, flags, vmFlags); }
+            finally { _mmapLock.ExitWriteLock(); }
+            ulong start = vma.Start;
+            try
+            {
+                Populate(start, len, vmFlags);
+            }
+            catch
+            {
+                UnmapRange(start, start + len);
+                throw;
+            }
+            _mmapLock.EnterWriteLock();
+            try { MergeVma(vma); }
+            finally { _mmapLock.ExitWriteLock(); }
+            return start;
+        }
+        finally { _mmapLock.ExitUpgradeableReadLock(); }
     }
 
     /// <summary>mm_populate: faults every page of the new mapping in, for writing where a write would copy-on-write.</summary>
@@ -86,11 +132,17 @@ public sealed partial class AddressSpace
         if (length == 0) throw new ArgumentException($"munmap at 0x{address:x}: length is 0 (EINVAL).", nameof(length));
         ulong len = VirtualAddress.PageAlignUp(length);
         ValidateUserRange(address, len, "munmap", allowLow: true);
+        UnmapRange(address, address + len);
+    }
+
+    /// <summary>Takes the mmap_lock for writing and unmaps [<paramref name="start"/>, <paramref name="end"/>), flushing and freeing what was mapped.</summary>
+    private void UnmapRange(ulong start, ulong end)
+    {
         var gather = new TlbGather();
         _mmapLock.EnterWriteLock();
         try
         {
-            DoMunmap(address, address + len, gather);
+            DoMunmap(start, end, gather);
             FinishGather(gather);
         }
         finally { _mmapLock.ExitWriteLock(); }
@@ -257,7 +309,9 @@ public sealed partial class AddressSpace
 
     /// <summary>
     /// move_vma: a new area at <paramref name="target"/> with the old one's backing, the entries of the old range
-    /// moved over (pages keep their mapcounts), and the old range unmapped.
+    /// moved over (pages keep their mapcounts), and the old range unmapped. When a page table for the new range cannot
+    /// be had, the tables already made for it are freed and nothing has moved (the kernel moves the entries back
+    /// instead); huge pages of the old range stay split, which changes no count.
     /// </summary>
     private ulong MoveVma(VmArea vma, ulong oldAddress, ulong oldLen, ulong target, ulong newLen, TlbGather gather)
     {
@@ -267,28 +321,38 @@ public sealed partial class AddressSpace
         moved.PgOff = vma.PageIndex(oldAddress);
         moved.Shared?.EnsureCapacity(moved.PageIndex(moved.End));
         SplitHugeRange(oldAddress, oldAddress + oldLen);
-        MovePageTables(oldAddress, target, oldLen);
+        if (!MovePageTables(oldAddress, target, oldLen))
+        {
+            moved.Shared?.Release();
+            ZapRange(target, target + oldLen, gather); // maps nothing: frees the tables left empty
+            FinishGather(gather);
+            throw new OutOfMemoryException($"mremap: no memory for the page tables of [0x{target:x}, 0x{target + newLen:x}) (ENOMEM).");
+        }
         _vmas.Insert(moved);
         DoMunmap(oldAddress, oldAddress + oldLen, gather);
         MergeVma(moved);
         return target;
     }
 
-    /// <summary>move_page_tables: moves every mapped entry of [old, old + length) to new (huge entries already split).</summary>
-    private unsafe void MovePageTables(ulong oldAddress, ulong newAddress, ulong length)
+    /// <summary>
+    /// move_page_tables: moves every mapped entry of [old, old + length) to new (huge entries already split). The
+    /// tables of the new range are all made before the first entry moves; false, with no entry moved, when one cannot be.
+    /// </summary>
+    private unsafe bool MovePageTables(ulong oldAddress, ulong newAddress, ulong length)
     {
         lock (_ptl)
         {
+            for (ulong off = 0; off < length; off += VirtualAddress.PageSize)
+            {
+                ulong* src = FindPteSlot(oldAddress + off);
+                if (src != null && *src != 0 && AllocPteSlot(newAddress + off, PteFlags.PageTable) == null) return false;
+            }
             bool any = false;
             for (ulong off = 0; off < length; off += VirtualAddress.PageSize)
             {
                 ulong* src = FindPteSlot(oldAddress + off);
                 if (src == null || *src == 0) continue;
-                ulong va = newAddress + off;
-                ulong* pud = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.PageTable);
-                ulong* pmd = pud == null ? null : AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.PageTable);
-                ulong* dst = pmd == null ? null : AllocLowerTable(pmd, VirtualAddress.PteIndex(va), PteFlags.PageTable);
-                if (dst == null) throw new OutOfMemoryException($"mremap: no memory for page tables at 0x{va:x}.");
+                ulong* dst = FindPteSlot(newAddress + off);
                 ulong e = Interlocked.Exchange(ref *src, 0);
                 TablePage(AlignToTable(src))->Data0--;
                 Volatile.Write(ref *dst, e);
@@ -296,6 +360,7 @@ public sealed partial class AddressSpace
                 any = true;
             }
             if (any) Flush(oldAddress, oldAddress + length, waitForAccesses: true);
+            return true;
         }
     }
 

@@ -81,6 +81,7 @@ public sealed unsafe partial class AddressSpace
                     {
                         Interlocked.Exchange(ref *pmdSlot, 0);
                         TablePage(AlignToTable(pmdSlot))->Data0--;
+                        gather.Tables.Add((nint)WithdrawTable(pmdSlot));
                         PageFrame* head = _memory.PfnToPage((pmd & (ulong)PteFlags.PfnMask) >> 12);
                         Interlocked.Decrement(ref head->MapCount);
                         AddRss(anon: true, -VirtualAddress.HugePagePages);
@@ -160,15 +161,15 @@ public sealed unsafe partial class AddressSpace
 
     /// <summary>
     /// Splits a huge PMD mapping into a table of 512 PTEs (split_huge_pmd) and the order-9 page into 512 order-0
-    /// pages (split_huge_page); huge pages are never shared here, so the split page is exclusive. Under the ptl.
+    /// pages (split_huge_page); huge pages are never shared here, so the split page is exclusive. The table is the one
+    /// deposited when the huge page was mapped, so a split needs no memory and cannot fail. Under the ptl.
     /// </summary>
     private void SplitHugePmd(ulong* pmdSlot, ulong haddr)
     {
         ulong pmd = Volatile.Read(ref *pmdSlot);
         ulong pfn = (pmd & (ulong)PteFlags.PfnMask) >> 12;
         PageFrame* head = _memory.PfnToPage(pfn);
-        PageFrame* tablePage = AllocTablePage();
-        if (tablePage == null) throw new OutOfMemoryException($"split_huge_pmd 0x{haddr:x}: no memory for a page table.");
+        PageFrame* tablePage = WithdrawTable(pmdSlot);
         var table = (ulong*)_pages.AddressOf(tablePage);
         ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~HugeBit;
         for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = ((pfn + (ulong)i) << 12) | prot;
@@ -183,6 +184,31 @@ public sealed unsafe partial class AddressSpace
         Volatile.Write(ref *pmdSlot, ((ulong)tablePage->Pfn << 12) | (ulong)PteFlags.PageTable);
         Flush(haddr, haddr + VirtualAddress.PmdSize, waitForAccesses: false);
         Interlocked.Increment(ref _stats.ThpSplitPmd);
+    }
+
+    /// <summary>
+    /// pgtable_trans_huge_deposit: keeps <paramref name="table"/> (a page table no walker can reach) with the PMD
+    /// table that maps a huge page at <paramref name="pmdSlot"/>, counted as a page table like the kernel's. The PMD
+    /// table's frame heads a stack of them in <see cref="PageFrame.Private"/> (pmd_huge_pte), linked through
+    /// <see cref="PageFrame.Next"/>. Under the ptl.
+    /// </summary>
+    private void DepositTable(ulong* pmdSlot, PageFrame* table)
+    {
+        PageFrame* pmdTable = TablePage(AlignToTable(pmdSlot));
+        table->Next = (PageFrame*)pmdTable->Private;
+        pmdTable->Private = (nuint)table;
+    }
+
+    /// <summary>pgtable_trans_huge_withdraw: takes back a table deposited with the PMD table of <paramref name="pmdSlot"/>. Under the ptl.</summary>
+    private PageFrame* WithdrawTable(ulong* pmdSlot)
+    {
+        PageFrame* pmdTable = TablePage(AlignToTable(pmdSlot));
+        var table = (PageFrame*)pmdTable->Private;
+        if (table == null)
+            throw new InvalidOperationException($"pgtable_trans_huge_withdraw: the PMD table at pfn 0x{pmdTable->Pfn:x} holds no deposited table for a huge mapping.");
+        pmdTable->Private = (nuint)table->Next;
+        table->Next = null;
+        return table;
     }
 
     /// <summary>Splits every huge PMD overlapping [start, end) (before fork, mremap, or a partial change).</summary>

@@ -12,8 +12,10 @@ namespace Allocators.Mmu;
 /// <para>Thread-safe. Reads and writes (<see cref="VirtualAddressSpace.Read{T}"/> ...) take no lock on a TLB hit.
 /// The fault handler holds the mmap_lock for reading (several threads fault at once) and the page-table lock while it
 /// changes an entry; <see cref="Mmap"/>, <see cref="Munmap"/>, <see cref="Mprotect"/>, <see cref="Brk"/>,
-/// <see cref="Mremap"/> and <see cref="Fork"/> hold the mmap_lock for writing. Accesses are user-mode accesses;
-/// <see cref="CopyToUser"/>/<see cref="CopyFromUser"/> and <see cref="ReadKernel{T}"/> are kernel-mode.</para>
+/// <see cref="Mremap"/> and <see cref="Fork"/> hold the mmap_lock for writing (<see cref="Mmap"/> with
+/// <see cref="MapFlags.Populate"/> holds it upgradeable while it faults the pages in, so other threads' faults go on).
+/// Accesses are user-mode accesses; <see cref="CopyToUser"/>/<see cref="CopyFromUser"/> and
+/// <see cref="ReadKernel{T}"/> are kernel-mode.</para>
 /// <para>Pages are counted like the kernel's: every mapping of a page holds one reference and one mapcount, a shared
 /// anonymous object holds one more reference per page; so unmapping and disposal free exactly the pages nobody else
 /// maps. Disposing (exit_mmap) is not thread-safe with accesses still running.</para>

@@ -97,6 +97,8 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     /// <summary>Maps consecutive pages starting at <paramref name="va"/> (vmap): entry i of <paramref name="pages"/> is a PageFrame*.</summary>
     /// <exception cref="ArgumentException">Bad address, protection or a null page.</exception>
     /// <exception cref="InvalidOperationException">Part of the range is already mapped; nothing is mapped then.</exception>
+    /// <exception cref="OutOfMemoryException">No memory for a page table; nothing is mapped then (the tables made on the
+    /// way stay, as kernel tables do).</exception>
     public void MapKernelPages(ulong va, ReadOnlySpan<nint> pages, PteFlags prot)
     {
         ThrowIfDisposed();
@@ -108,6 +110,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
             if (!_memory.IsValidFrame((PageFrame*)pages[i]))
                 throw new ArgumentException($"MapKernelPage 0x{va + (ulong)i * 4096:x}: page {i} (0x{pages[i]:x}) is not a page frame of this memory.", nameof(pages));
         }
+        int mapped = 0;
         lock (_ptl)
         {
             for (int i = 0; i < pages.Length; i++)
@@ -122,30 +125,19 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
                 if (pte != 0)
                     throw new InvalidOperationException($"vmap: kernel address 0x{a:x} is already mapped (PTE {pte:x}).");
             }
-            for (int i = 0; i < pages.Length; i++)
+            for (; mapped < pages.Length; mapped++)
             {
-                ulong a = va + (ulong)i * VirtualAddress.PageSize;
-                ulong* slot = AllocKernelPteSlot(a);
-                if (slot == null) throw new OutOfMemoryException($"vmap: no memory for a page table at 0x{a:x}.");
-                var page = (PageFrame*)pages[i];
+                ulong* slot = AllocPteSlot(va + (ulong)mapped * VirtualAddress.PageSize, PteFlags.KernelPageTable);
+                if (slot == null) break;
+                var page = (PageFrame*)pages[mapped];
                 Volatile.Write(ref *slot, PageTableEntry.Make(page->Pfn, prot).Value);
                 TablePage(AlignToTable(slot))->Data0++;
             }
         }
-    }
-
-    private ulong* AllocKernelPteSlot(ulong va)
-    {
-        ulong* pmd = AllocKernelPmdSlot(va);
-        if (pmd == null) return null;
-        return AllocLowerTable(pmd, VirtualAddress.PteIndex(va), PteFlags.KernelPageTable);
-    }
-
-    private ulong* AllocKernelPmdSlot(ulong va)
-    {
-        ulong* pud = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), PteFlags.KernelPageTable);
-        if (pud == null) return null;
-        return AllocLowerTable(pud, VirtualAddress.PmdIndex(va), PteFlags.KernelPageTable);
+        if (mapped == pages.Length) return;
+        // The caller cannot tell how far the call got: what it mapped goes again.
+        if (mapped > 0) UnmapKernelRange(va, (ulong)mapped * VirtualAddress.PageSize);
+        throw new OutOfMemoryException($"vmap: no memory for a page table at 0x{va + (ulong)mapped * VirtualAddress.PageSize:x}.");
     }
 
     /// <summary>
@@ -181,7 +173,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         ulong entry = PageTableEntry.Make(pfn, prot | PteFlags.Huge).Value;
         lock (_ptl)
         {
-            ulong* slot = AllocKernelPmdSlot(va);
+            ulong* slot = AllocPmdSlot(va, PteFlags.KernelPageTable);
             if (slot == null) throw new OutOfMemoryException($"vmap: no memory for a page table at 0x{va:x}.");
             ulong old = *slot;
             if ((old & (ulong)PteFlags.Present) == 0)

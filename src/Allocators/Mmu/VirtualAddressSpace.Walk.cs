@@ -195,6 +195,26 @@ public abstract unsafe partial class VirtualAddressSpace
         return TableOf(e) + index;
     }
 
+    /// <summary>
+    /// Under the page-table lock: the PMD slot of <paramref name="va"/>, allocating the PUD and PMD tables on the way
+    /// (pud_alloc, pmd_alloc). Null when out of memory; tables made before that stay, empty, as in the kernel.
+    /// </summary>
+    private protected ulong* AllocPmdSlot(ulong va, PteFlags tableProt)
+    {
+        ulong* pud = AllocLowerTable(_pgd + VirtualAddress.PgdIndex(va), VirtualAddress.PudIndex(va), tableProt);
+        return pud == null ? null : AllocLowerTable(pud, VirtualAddress.PmdIndex(va), tableProt);
+    }
+
+    /// <summary>
+    /// Under the page-table lock: the PTE slot of <paramref name="va"/>, allocating every table on the way (pte_alloc).
+    /// The PMD entry must not be a huge one. Null when out of memory.
+    /// </summary>
+    private protected ulong* AllocPteSlot(ulong va, PteFlags tableProt)
+    {
+        ulong* pmd = AllocPmdSlot(va, tableProt);
+        return pmd == null ? null : AllocLowerTable(pmd, VirtualAddress.PteIndex(va), tableProt);
+    }
+
     /// <summary>The table that holds an entry slot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected static ulong* AlignToTable(ulong* slot) => (ulong*)((nuint)slot & ~(nuint)0xFFF);

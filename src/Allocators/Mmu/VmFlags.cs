@@ -52,7 +52,7 @@ public enum MapFlags
     Anonymous = 0x20,
     /// <summary>A stack that grows down (MAP_GROWSDOWN).</summary>
     GrowsDown = 0x100,
-    /// <summary>Fault every page in now (MAP_POPULATE).</summary>
+    /// <summary>Fault every page in now (MAP_POPULATE); when that runs out of memory, mmap fails and maps nothing.</summary>
     Populate = 0x8000,
     /// <summary>Back with 2 MiB transparent huge pages where possible (here: MAP_HUGETLB's value, THP semantics).</summary>
     HugePage = 0x40000,

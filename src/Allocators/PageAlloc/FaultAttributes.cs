@@ -3,7 +3,7 @@ namespace Allocators.PageAlloc;
 /// <summary>
 /// Fault injection like the kernel's <c>fail_page_alloc</c> / <c>failslab</c> (struct fault_attr): makes
 /// allocations fail on purpose so that callers' failure paths can be tested. Disabled until
-/// <see cref="Probability"/> is set above zero. Thread-safe.
+/// <see cref="Probability"/> or <see cref="FailNth"/> is set above zero. Thread-safe.
 /// </summary>
 public sealed class FaultAttributes
 {
@@ -13,6 +13,7 @@ public sealed class FaultAttributes
     private volatile bool _enabled;
     private int _probability;
     private int _times = -1;
+    private int _failNth;
 
     /// <summary>Percent chance (0..100) that an eligible call fails. 0 disables injection.</summary>
     public int Probability
@@ -25,7 +26,7 @@ public sealed class FaultAttributes
             lock (_lock)
             {
                 _probability = value;
-                _enabled = value > 0 && _times != 0;
+                _enabled = ShouldBeEnabled();
             }
             Changed?.Invoke();
         }
@@ -43,7 +44,29 @@ public sealed class FaultAttributes
             lock (_lock)
             {
                 _times = value;
-                _enabled = _probability > 0 && value != 0;
+                _enabled = ShouldBeEnabled();
+            }
+            Changed?.Invoke();
+        }
+    }
+
+    /// <summary>
+    /// Fails the Nth eligible call from now, once, whatever the other settings say (the kernel's fail-nth, written to
+    /// /proc/thread-self/fail-nth; here it belongs to this set of attributes and counts the calls of every thread).
+    /// Reads back 0 once that failure has been injected, else how many eligible calls are still to come before it: a
+    /// caller that steps N up from 1 until an operation leaves it above 0 has failed each of the operation's
+    /// allocations in turn. Setting 0 turns it off.
+    /// </summary>
+    public int FailNth
+    {
+        get { lock (_lock) return _failNth; }
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            lock (_lock)
+            {
+                _failNth = value;
+                _enabled = ShouldBeEnabled();
             }
             Changed?.Invoke();
         }
@@ -75,17 +98,30 @@ public sealed class FaultAttributes
     {
         if ((gfp & Gfp.NoFail) != 0 || order < MinOrder) return false;
         if (IgnoreGfpWait && gfp.AllowsBlocking()) return false;
+        bool changed;
         lock (_lock)
         {
-            if (_times == 0) return false;
-            if (Space > size) { Space -= size; return false; }
-            if (Interval > 1 && ++_count % Interval != 0) return false;
-            if (_probability <= _random.Next(100)) return false;
+            if (_failNth > 0)
+            {
+                if (--_failNth != 0) return false;
+            }
+            else
+            {
+                if (_times == 0) return false;
+                if (Space > size) { Space -= size; return false; }
+                if (Interval > 1 && ++_count % Interval != 0) return false;
+                if (_probability <= _random.Next(100)) return false;
+                if (_times > 0) _times--;
+            }
             _injected++;
-            if (_times > 0 && --_times == 0) _enabled = false;
-            else return true;
+            bool enabled = ShouldBeEnabled();
+            changed = enabled != _enabled;
+            _enabled = enabled;
         }
-        Changed?.Invoke();
+        if (changed) Changed?.Invoke();
         return true;
     }
+
+    /// <summary>Whether any failure may still come. Under the lock.</summary>
+    private bool ShouldBeEnabled() => (_probability > 0 && _times != 0) || _failNth > 0;
 }

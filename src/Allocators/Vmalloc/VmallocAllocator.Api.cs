@@ -219,7 +219,6 @@ public sealed unsafe partial class VmallocAllocator
         }
         catch (OutOfMemoryException)
         {
-            _kernel.UnmapKernelRange(area->Start, (ulong)mapped * PageSize);
             FreePageArray(array, mapped);
             area->Pages = null;
             return AbortArea(area);

@@ -49,6 +49,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
     /// <param name="kernel">The kernel address space whose tables map vmalloc areas.</param>
     /// <param name="slab">Slab layer for area records and page arrays (and kmalloc for Kvmalloc).</param>
     /// <param name="hostWindowSize">Bytes of host address space reserved for real mappings on the memfd arena (default 64 GiB).</param>
+    /// <exception cref="OutOfMemoryException">No memory for the record of the free range; nothing is left behind.</exception>
     public VmallocAllocator(KernelAddressSpace kernel, SlabAllocator slab, ulong hostWindowSize = 64UL << 30)
     {
         ArgumentNullException.ThrowIfNull(kernel);
@@ -63,6 +64,12 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         _stats->VmapAreaSize = sizeof(VmapArea);
         _areaCache = slab.CreateCache("vmap_area", sizeof(VmapArea), 8);
         VmapArea* all = NewArea(VmallocStart, VmallocEnd);
+        if (all == null)
+        {
+            _areaCache.Destroy();
+            NativeMemory.Free(_stats);
+            throw new OutOfMemoryException("vmalloc: no memory for the record of the free range.");
+        }
         _free.Insert(all);
         // lazy_max_pages: 32 MiB per fls(online CPUs).
         _lazyMaxPages = (32L << 20) / PageFrame.PageSize * (32 - int.LeadingZeroCount(Environment.ProcessorCount));
@@ -130,7 +137,20 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
                     ulong start = (Math.Max(block->Start, VmallocStart) + align - 1) & ~(align - 1);
                     VmapArea* busy = NewArea(start, start + size);
                     if (busy == null) return null;
-                    Carve(block, start, start + size);
+                    // Cutting the area out of the middle of a free block leaves two blocks: the second record is
+                    // taken before anything changes, so running out of memory leaves both trees as they were
+                    // (the kernel's ne_fit_preload).
+                    VmapArea* rest = null;
+                    if (start > block->Start && start + size < block->End)
+                    {
+                        rest = NewArea(start + size, block->End);
+                        if (rest == null)
+                        {
+                            _areaCache.Free(busy);
+                            return null;
+                        }
+                    }
+                    Carve(block, start, start + size, rest);
                     busy->Flags = flags;
                     _busy.Insert(busy);
                     return busy;
@@ -142,8 +162,11 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         }
     }
 
-    /// <summary>Takes [start, end) out of free block <paramref name="block"/>, keeping what is left on either side.</summary>
-    private void Carve(VmapArea* block, ulong start, ulong end)
+    /// <summary>
+    /// Takes [start, end) out of free block <paramref name="block"/>, keeping what is left on either side;
+    /// <paramref name="rest"/> is the record for what is left above when both sides are (null otherwise).
+    /// </summary>
+    private void Carve(VmapArea* block, ulong start, ulong end, VmapArea* rest)
     {
         bool left = start > block->Start;
         bool right = end < block->End;
@@ -164,11 +187,8 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         }
         else
         {
-            ulong oldEnd = block->End;
             block->End = start;
             _free.Refresh(block);
-            VmapArea* rest = NewArea(end, oldEnd);
-            if (rest == null) throw new OutOfMemoryException("vmalloc: no memory for a vmap_area record.");
             _free.Insert(rest);
         }
     }
@@ -245,7 +265,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         Interlocked.Increment(ref _purges);
     }
 
-    /// <summary>Gives the address space and every remaining page back. Areas still allocated are freed.</summary>
+    /// <summary>Gives the address space, every remaining page and its area records back. Areas still allocated are freed.</summary>
     public void Dispose()
     {
         lock (_lock)
@@ -264,6 +284,15 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
                 var area = (VmapArea*)p;
                 if (_busy.Find(area->Start) == area) { _busy.Remove(area); ReleaseRange(area); }
             }
+            // The records of the free space live in the slab layer, which outlives this allocator.
+            var free = new List<nint>();
+            _free.InOrder(p => free.Add(p));
+            foreach (nint p in free)
+            {
+                _free.Remove((VmapArea*)p);
+                _areaCache.Free((VmapArea*)p);
+            }
+            _areaCache.Destroy();
             _disposed = true;
         }
         _host?.Dispose();

@@ -172,6 +172,41 @@ public sealed unsafe class FaultInjectionTests : IDisposable
     }
 
     [Fact]
+    public void FailNthFailsExactlyTheNthCallOnceAndReadsBackZero()
+    {
+        Pa.FaultInjection.FailNth = 3;
+        Assert.Equal([true, true, false, true, true], Run(5));
+        Assert.Equal(0, Pa.FaultInjection.FailNth);
+        Assert.Equal(1, Pa.InjectedFailures);
+        Assert.Equal(1, Pa.FaultInjection.Injected);
+        Assert.All(Run(50), Assert.True);
+    }
+
+    [Fact]
+    public void FailNthStillAboveZeroCountsTheCallsThatNeverCame()
+    {
+        Pa.FaultInjection.FailNth = 10;
+        Assert.All(Run(4), Assert.True);
+        Assert.Equal(6, Pa.FaultInjection.FailNth);
+        Pa.FaultInjection.FailNth = 0;
+        Assert.All(Run(20), Assert.True);
+        Assert.Equal(0, Pa.InjectedFailures);
+    }
+
+    [Fact]
+    public void FailNthNeedsNoProbabilityAndSkipsWhatIsNotEligible()
+    {
+        Pa.FaultInjection.MinOrder = 1;
+        Pa.FaultInjection.FailNth = 2;
+        Assert.True(Try(Gfp.Kernel | Gfp.NoFail, 1)); // neither NoFail nor an order below MinOrder counts
+        Assert.True(Try(Gfp.Kernel, 0));
+        Assert.True(Try(Gfp.Kernel, 1));
+        Assert.False(Try(Gfp.Kernel, 1));
+        Assert.Equal(0, Pa.FaultInjection.Probability);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Pa.FaultInjection.FailNth = -1);
+    }
+
+    [Fact]
     public void ProbabilityIsValidated()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => Pa.FaultInjection.Probability = 101);

@@ -43,6 +43,27 @@ public unsafe class SlabFailslabTests
     }
 
     [Fact]
+    public void FailNthFailsTheNthSlabAllocationThenTheFastPathComesBack()
+    {
+        using var sys = NewSystem();
+        string baseline = Baseline(sys);
+        sys.Slab.Kfree(sys.Slab.Kmalloc(64)); // warm the fast path: fail-nth must still count every call
+        sys.Slab.Failslab.FailNth = 2;
+        void* a = sys.Slab.Kmalloc(64);
+        void* b = sys.Slab.Kmalloc(64);
+        void* c = sys.Slab.Kmalloc(64);
+        Assert.True(a != null && b == null && c != null);
+        Assert.Equal(0, sys.Slab.Failslab.FailNth);
+        Assert.Equal(1, sys.Slab.Failslab.Injected);
+        long slow = sys.Slab.KmallocCache(64)!.Stats.AllocSlowPath;
+        for (int i = 0; i < 10; i++) sys.Slab.Kfree(sys.Slab.Kmalloc(64));
+        Assert.Equal(slow, sys.Slab.KmallocCache(64)!.Stats.AllocSlowPath);
+        sys.Slab.Kfree(a);
+        sys.Slab.Kfree(c);
+        AssertBackToBaseline(sys, baseline);
+    }
+
+    [Fact]
     public void CacheAllocFailsAndNoFailIsExempt()
     {
         using var sys = NewSystem();
