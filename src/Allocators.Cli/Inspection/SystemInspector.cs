@@ -217,11 +217,18 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
         for (ulong slab = head; slab != 0 && walked++ < MaxSlabsWalked;)
         {
             var frame = reader.Read<PageFrame>(slab);
-            ulong ext = memory.ExtAddress(slab);
-            if (ext != 0)
+            if (d.BitmapInFrame != 0)
             {
-                reader.ReadExactly(ext + (ulong)words.Length, words, $"remote bitmap of slab frame 0x{slab:x}");
-                foreach (ulong w in System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(words)) remote += System.Numerics.BitOperations.PopCount(w);
+                remote += System.Numerics.BitOperations.PopCount(frame.Data0);
+            }
+            else
+            {
+                ulong ext = memory.ExtAddress(slab);
+                if (ext != 0)
+                {
+                    reader.ReadExactly(ext + (ulong)words.Length, words, $"remote bitmap of slab frame 0x{slab:x}");
+                    foreach (ulong w in System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(words)) remote += System.Numerics.BitOperations.PopCount(w);
+                }
             }
             slab = (ulong)frame.Next;
         }
@@ -295,14 +302,23 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
                         break;
                     }
                     reader.ReadExactly(baseAddress, bytes, $"slab at 0x{baseAddress:x}");
-                    ulong ext = memory.ExtAddress(slab);
-                    if (ext == 0)
-                    {
-                        problems.Add($"slab frame 0x{slab:x} has no page_ext words");
-                        break;
-                    }
                     var bitmap = new byte[d.Words * sizeof(ulong)];
-                    reader.ReadExactly(ext, bitmap, $"bitmap of slab 0x{baseAddress:x}");
+                    if (d.BitmapInFrame != 0)
+                    {
+                        // The local bitmap is the frame's RefCount and MapCount words (see SlabPage).
+                        BitConverter.TryWriteBytes(bitmap, (uint)frame.RefCount);
+                        BitConverter.TryWriteBytes(bitmap.AsSpan(4), (uint)frame.MapCount);
+                    }
+                    else
+                    {
+                        ulong ext = memory.ExtAddress(slab);
+                        if (ext == 0)
+                        {
+                            problems.Add($"slab frame 0x{slab:x} has no page_ext words");
+                            break;
+                        }
+                        reader.ReadExactly(ext, bitmap, $"bitmap of slab 0x{baseAddress:x}");
+                    }
                     DecodeBitmap(d, baseAddress, bitmap, free, problems);
                     for (int i = 0; i < d.Objects; i++)
                     {

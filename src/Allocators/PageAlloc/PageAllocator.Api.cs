@@ -50,6 +50,8 @@ public sealed unsafe partial class PageAllocator
     {
         ThrowIfNotFrame(page, "get_page");
         PageFrame* head = PageFrame.CompoundHead(page);
+        if (head->Has(PageFlags.Slab))
+            throw new BadPageException($"get_page: pfn 0x{head->Pfn:x} belongs to the slab allocator (its slab holds its only reference).", head->Pfn, head->Describe());
         if (!head->Has(PageFlags.Allocated) || head->RefCount <= 0)
             throw new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe());
         Interlocked.Increment(ref head->RefCount);
@@ -67,7 +69,9 @@ public sealed unsafe partial class PageAllocator
     public int PageRefCount(PageFrame* page)
     {
         ThrowIfNotFrame(page, "page_ref_count");
-        return PageFrame.CompoundHead(page)->RefCount;
+        PageFrame* head = PageFrame.CompoundHead(page);
+        // A slab page's one reference is its slab's; small slabs keep their bitmap where the count would be.
+        return head->Has(PageFlags.Slab) ? 1 : head->RefCount;
     }
 
     /// <summary>

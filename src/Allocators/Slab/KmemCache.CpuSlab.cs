@@ -238,7 +238,7 @@ public sealed unsafe partial class KmemCache
                 c->WordBase = c->SlabObjects + (long)i * 64 * d->Size;
                 return true;
             }
-            if (pass == 0 && SlabPage.CollectRemote(local, local + d->Words, d->Words) == 0) return false;
+            if (pass == 0 && SlabPage.CollectRemote(local, local + d->RemoteDelta, d->Words) == 0) return false;
         }
         return false;
     }
@@ -252,7 +252,7 @@ public sealed unsafe partial class KmemCache
         Debug.Assert(SlabPage.Owner(SlabPage.ReadState(slab)) != 0 && !SlabPage.IsFloating(SlabPage.ReadState(slab)), "a current slab is owned");
         c->Slab = slab;
         c->SlabObjects = slabBase + d->RedLeftPad;
-        c->Bitmap = d->ArenaBytes != 0 ? ExtOf(d, slab) : FromData(d)._memory.ExtOf(slab);
+        c->Bitmap = LocalBitmapAny(d, slab);
         c->Word = c->Bitmap;
         c->WordBase = c->SlabObjects;
     }
@@ -284,7 +284,7 @@ public sealed unsafe partial class KmemCache
         ulong flags = slab->FlagsAndZone;
         if ((flags & SlabPage.OnFullChain) == 0)
         {
-            slab->Data0 = (ulong)c->Full;
+            *FullLinkOf(c->Cache, slab) = c->Full;
             c->Full = slab;
             c->NrFull++;
         }
@@ -305,14 +305,15 @@ public sealed unsafe partial class KmemCache
         {
             PageFrame* slab = *link;
             ulong flags = slab->FlagsAndZone;
-            bool leaves = (flags & SlabPage.Exhausted) == 0 || SlabPage.Any(SlabPage.Remote(ExtOf(slab), _d), _d->Words);
+            bool leaves = (flags & SlabPage.Exhausted) == 0 || SlabPage.Any(SlabPage.Remote(LocalOf(slab), _d), _d->Words);
+            PageFrame** next = FullLinkOf(_d, slab);
             if (!leaves)
             {
-                link = (PageFrame**)&slab->Data0;
+                link = next;
                 continue;
             }
-            *link = (PageFrame*)slab->Data0;
-            slab->Data0 = 0;
+            *link = *next;
+            *next = null;
             c->NrFull--;
             slab->FlagsAndZone = flags & ~SlabPage.ThreadListBits;
             if ((flags & SlabPage.Exhausted) != 0) AddPartial(c, slab);
@@ -363,9 +364,9 @@ public sealed unsafe partial class KmemCache
             Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }
-        ulong* local = ExtOf(slab) + (index >> 6);
+        ulong* local = LocalOf(slab) + (index >> 6);
         ulong mask = 1UL << index;
-        if (((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->Words])) & mask) != 0)
+        if (((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->RemoteDelta])) & mask) != 0)
             ThrowDoubleFree(slab, obj, "it is already free");
         if (_d->Key != 0 && _d->SerializedFree == 0)
         {
@@ -412,7 +413,7 @@ public sealed unsafe partial class KmemCache
     private void FreeRemote(PageFrame* slab, void* obj, ulong* local, ulong mask)
     {
         if (SlabPage.IsFloating(SlabPage.ReadState(slab))) RescueFloating(slab);
-        ulong* remote = local + _d->Words;
+        ulong* remote = local + _d->RemoteDelta;
         ulong old = Interlocked.Or(ref *remote, mask);
         if ((old & mask) != 0) ThrowDoubleFree(slab, obj, "another thread freed it at the same time");
         long state = SlabPage.ReadState(slab);
@@ -464,8 +465,9 @@ public sealed unsafe partial class KmemCache
         while (c->Full != null)
         {
             PageFrame* slab = c->Full;
-            c->Full = (PageFrame*)slab->Data0;
-            slab->Data0 = 0;
+            PageFrame** next = FullLinkOf(_d, slab);
+            c->Full = *next;
+            *next = null;
             ulong flags = slab->FlagsAndZone;
             slab->FlagsAndZone = flags & ~SlabPage.ThreadListBits;
             if ((flags & SlabPage.Exhausted) != 0) Unfreeze(slab);

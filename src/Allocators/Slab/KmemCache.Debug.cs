@@ -57,7 +57,7 @@ public sealed unsafe partial class KmemCache
         int site = _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
-        ulong* local = SlabPage.Local(ExtOf(slab)) + (index >> 6);
+        ulong* local = LocalOf(slab) + (index >> 6);
         ulong mask = 1UL << index;
         NativeSpinLock.Acquire(&n->ListLock);
         try
@@ -66,9 +66,9 @@ public sealed unsafe partial class KmemCache
             CheckObject(slab, obj, active: true);
             if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
             InitObject(obj, active: false);
-            bool wasFull = SlabPage.FreeCount(slab) == 0;
+            int free = SlabPage.FreeCount(slab) + 1; // read before the bit is set: in-frame bitmaps count themselves
+            bool wasFull = free == 1;
             *local |= mask;
-            int free = SlabPage.FreeCount(slab) + 1;
             SlabPage.SetFreeCount(slab, free);
             n->FreeObjects++;
             if (wasFull)

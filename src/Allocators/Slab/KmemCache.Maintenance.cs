@@ -45,7 +45,7 @@ public sealed unsafe partial class KmemCache
     private void ValidateSlab(KmemCacheNode* n, PageFrame* slab, bool[] free)
     {
         if (_d->FastPath != 0) CollectRemoteLocked(n, slab);
-        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* local = LocalOf(slab);
         // Bits past the last object are never set: a set one would hand out memory past the slab's objects.
         if ((local[_d->Words - 1] & ~_d->LastWordMask) != 0)
         {
@@ -127,7 +127,7 @@ public sealed unsafe partial class KmemCache
                 sum += n->TotalObjects - n->FreeObjects;
                 if (_d->FastPath != 0)
                 {
-                    for (PageFrame* s = n->Partial; s != null; s = s->Next) sum -= SlabPage.Count(SlabPage.Remote(ExtOf(s), _d), _d->Words);
+                    for (PageFrame* s = n->Partial; s != null; s = s->Next) sum -= SlabPage.Count(SlabPage.Remote(LocalOf(s), _d), _d->Words);
                 }
                 NativeSpinLock.Release(&n->ListLock);
             }
@@ -196,7 +196,7 @@ public sealed unsafe partial class KmemCache
         {
             var slab = (PageFrame*)p;
             long state = SlabPage.ReadState(slab);
-            ulong* local = SlabPage.Local(ExtOf(slab));
+            ulong* local = LocalOf(slab);
             int free = SlabPage.Count(local, _d->Words) + SlabPage.Count(SlabPage.Remote(local, _d), _d->Words);
             if (free > _d->Objects || (local[_d->Words - 1] & ~_d->LastWordMask) != 0)
                 throw new InvalidOperationException($"{Name}: slab pfn 0x{slab->Pfn:x} has {free} free objects of {_d->Objects}");
@@ -216,8 +216,8 @@ public sealed unsafe partial class KmemCache
                 {
                     partial++;
                     freeObjects += SlabPage.FreeCount(s);
-                    if (SlabPage.FreeCount(s) != SlabPage.Count(SlabPage.Local(ExtOf(s)), _d->Words))
-                        throw new InvalidOperationException($"{Name}: partial slab pfn 0x{s->Pfn:x} counts {SlabPage.FreeCount(s)} free objects, its bitmap has {SlabPage.Count(SlabPage.Local(ExtOf(s)), _d->Words)}");
+                    if (SlabPage.FreeCount(s) != SlabPage.Count(LocalOf(s), _d->Words))
+                        throw new InvalidOperationException($"{Name}: partial slab pfn 0x{s->Pfn:x} counts {SlabPage.FreeCount(s)} free objects, its bitmap has {SlabPage.Count(LocalOf(s), _d->Words)}");
                     if (!SlabPage.OnNode(SlabPage.ReadState(s))) throw new InvalidOperationException($"{Name}: partial slab pfn 0x{s->Pfn:x} is not marked on-node");
                 }
                 for (PageFrame* s = n->Full; s != null; s = s->Next) full++;

@@ -24,8 +24,8 @@ public sealed unsafe partial class KmemCache
 
     private byte* SlabBase(PageFrame* slab) => _memory.AddressOf(slab);
 
-    /// <summary>A slab's extension words (its two bitmaps), in a flat or a sparse arena.</summary>
-    private ulong* ExtOf(PageFrame* slab) => _d->ArenaBytes != 0 ? ExtOf(_d, slab) : _memory.ExtOf(slab);
+    /// <summary>A slab's local bitmap (its remote one is <see cref="KmemCacheData.RemoteDelta"/> words on), in a flat or a sparse arena.</summary>
+    private ulong* LocalOf(PageFrame* slab) => LocalBitmapAny(_d, slab);
 
     /// <summary>Index of the object at <paramref name="p"/> in its slab, or -1 when it is not an object start.</summary>
     private int ObjectIndex(PageFrame* slab, void* p)
@@ -44,8 +44,8 @@ public sealed unsafe partial class KmemCache
     /// <summary>True when object <paramref name="index"/> of the slab is free in either bitmap (a racy read: an allocated object's bits do not change under it).</summary>
     private bool IsFree(PageFrame* slab, int index)
     {
-        ulong* local = ExtOf(slab) + (index >> 6);
-        return ((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->Words])) & (1UL << index)) != 0;
+        ulong* local = LocalOf(slab) + (index >> 6);
+        return ((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->RemoteDelta])) & (1UL << index)) != 0;
     }
 
     /// <summary>
@@ -80,15 +80,15 @@ public sealed unsafe partial class KmemCache
             }
             slab->FlagsAndZone = (slab->FlagsAndZone & ~(SlabPage.KmallocClassMask | SlabPage.ThreadListBits)) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
             slab->Private = (nuint)_d;
-            ulong* ext = ExtOf(slab);
+            ulong* local = LocalOf(slab);
             for (int i = 0; i < _d->Words; i++)
             {
-                ext[i] = i == _d->Words - 1 ? _d->LastWordMask : ulong.MaxValue;
-                ext[_d->Words + i] = 0;
+                local[i] = i == _d->Words - 1 ? _d->LastWordMask : ulong.MaxValue;
+                local[_d->RemoteDelta + i] = 0;
             }
             SlabPage.SetFreeCount(slab, _d->Objects);
             SlabPage.State(slab) = 0;
-            slab->Data0 = 0;
+            *FullLinkOf(_d, slab) = null;
             slab->Next = slab->Prev = null;
         }
         catch
@@ -127,7 +127,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Puts a slab (state on-node already) on the node's partial list with its local bitmap's count (node lock held).</summary>
     private void LinkPartial(KmemCacheNode* n, PageFrame* slab)
     {
-        int free = SlabPage.Count(SlabPage.Local(ExtOf(slab)), _d->Words);
+        int free = SlabPage.Count(LocalOf(slab), _d->Words);
         SlabPage.SetFreeCount(slab, free);
         SlabPage.Push(&n->Partial, slab);
         n->NrPartial++;
@@ -149,7 +149,7 @@ public sealed unsafe partial class KmemCache
         slab->Private = 0;
         slab->Data0 = 0;
         slab->Data1 = 0;
-        slab->MapCount = 0;
+        *(ulong*)&slab->RefCount = 1; // RefCount 1, MapCount 0: in-frame bitmaps lived there
         _pages.FreePages(slab, _d->Order);
         Interlocked.Increment(ref _d->SlabsFreed);
     }
@@ -178,7 +178,7 @@ public sealed unsafe partial class KmemCache
     {
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
-        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* local = LocalOf(slab);
         ulong* remote = SlabPage.Remote(local, _d);
         NativeSpinLock.Acquire(&n->ListLock);
         long state = SlabPage.ReadState(slab);
@@ -251,7 +251,7 @@ public sealed unsafe partial class KmemCache
         long state = SlabPage.ReadState(slab);
         if (!SlabPage.IsFloating(state)) return false;
         if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.OnNodeState, state) != state) return false;
-        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* local = LocalOf(slab);
         SlabPage.CollectRemote(local, SlabPage.Remote(local, _d), _d->Words);
         LinkPartial(n, slab);
         return true;
@@ -260,7 +260,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>True when every object of a slab on a node list is free (a racy read; the lock holder checks again).</summary>
     private bool IsEmptyOnNode(PageFrame* slab)
     {
-        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* local = LocalOf(slab);
         return SlabPage.Count(local, _d->Words) + SlabPage.Count(SlabPage.Remote(local, _d), _d->Words) >= _d->Objects;
     }
 
@@ -294,7 +294,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Takes a node slab's remote frees into its local bitmap and the node's count (node lock held).</summary>
     private void CollectRemoteLocked(KmemCacheNode* n, PageFrame* slab)
     {
-        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* local = LocalOf(slab);
         int taken = SlabPage.CollectRemote(local, SlabPage.Remote(local, _d), _d->Words);
         SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) + taken);
         n->FreeObjects += taken;
@@ -340,7 +340,7 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private void* TakeOneLocked(KmemCacheNode* n, PageFrame* slab)
     {
-        ulong* local = SlabPage.Local(ExtOf(slab));
+        ulong* local = LocalOf(slab);
         if (SlabPage.FreeCount(slab) == 0) CollectRemoteLocked(n, slab);
         void* obj = null;
         for (int i = 0; i < _d->Words; i++)
@@ -367,7 +367,7 @@ public sealed unsafe partial class KmemCache
             n->NrFull++;
             return;
         }
-        ulong* remote = SlabPage.Remote(SlabPage.Local(ExtOf(slab)), _d);
+        ulong* remote = SlabPage.Remote(LocalOf(slab), _d);
         if (SlabPage.Any(remote, _d->Words)) return;
         UnlinkPartial(n, slab);
         Volatile.Write(ref SlabPage.State(slab), SlabPage.Floating(0));

@@ -95,7 +95,9 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->ArenaBase = (nuint)arenaBase;
         _d->ArenaBytes = arenaBytes;
         _d->MemMap = (PageFrame*)memMap;
-        _d->Ext = _memory.FlatExt;
+        // In the flat arena a frame's page_ext words sit at a fixed distance from it (both arrays: 64 bytes per page).
+        _d->ExtDelta = arenaBytes != 0 ? (nint)((byte*)_memory.FlatExt - (byte*)memMap) : 0;
+        _d->BitmapDelta = _d->BitmapInFrame != 0 ? SlabPage.FrameBitmapOffset : _d->ExtDelta;
         _d->RemoteHints = (byte*)NativeMemory.AllocZeroed(InitialHints);
         _d->HintCapacity = InitialHints;
         _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), 64);
@@ -205,6 +207,8 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->SlabBytes = (uint)(_d->Objects * _d->Size);
         _d->Words = (_d->Objects + 63) / 64;
         _d->LastWordMask = _d->Objects % 64 == 0 ? ulong.MaxValue : (1UL << (_d->Objects % 64)) - 1;
+        _d->BitmapInFrame = _d->Words == 1 ? 1 : 0;
+        _d->RemoteDelta = _d->BitmapInFrame != 0 ? SlabPage.FrameRemoteDelta : _d->Words;
         System.Diagnostics.Debug.Assert(2 * _d->Words <= PageFrame.ExtWords << order, "both bitmaps fit the slab's extension words");
     }
 
@@ -347,10 +351,21 @@ public sealed unsafe partial class KmemCache : IDisposable
     internal static nuint SlabOffsetInArena(PageFrame* memMap, PageFrame* slab)
         => ((nuint)slab - (nuint)memMap) << (PageFrame.PageShift - PageFrame.SizeShift);
 
-    /// <summary>The extension words of a slab of the flat arena (its bitmaps).</summary>
+    /// <summary>The local bitmap of a slab of the flat arena (in its frame or its page_ext words: one addition either way).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ulong* ExtOf(KmemCacheData* d, PageFrame* slab)
-        => d->Ext + (((nuint)slab - (nuint)d->MemMap) >> (PageFrame.SizeShift - 3));
+    internal static ulong* LocalBitmap(KmemCacheData* d, PageFrame* slab) => (ulong*)((byte*)slab + d->BitmapDelta);
+
+    /// <summary>The local bitmap of a slab in a flat or a sparse arena.</summary>
+    internal static ulong* LocalBitmapAny(KmemCacheData* d, PageFrame* slab)
+        => d->ArenaBytes != 0 ? LocalBitmap(d, slab) : d->BitmapInFrame != 0 ? SlabPage.InFrameLocal(slab) : FromData(d)._memory.ExtOf(slab);
+
+    /// <summary>The page_ext words of a slab's head page in a flat or a sparse arena.</summary>
+    internal static ulong* ExtWordsOf(KmemCacheData* d, PageFrame* slab)
+        => d->ArenaBytes != 0 ? (ulong*)((byte*)slab + d->ExtDelta) : FromData(d)._memory.ExtOf(slab);
+
+    /// <summary>Where a slab's full-chain link lives: <c>Data0</c>, or the first page_ext word when the bitmaps are in the frame (see <see cref="SlabPage"/>).</summary>
+    internal static PageFrame** FullLinkOf(KmemCacheData* d, PageFrame* slab)
+        => d->BitmapInFrame != 0 ? (PageFrame**)ExtWordsOf(d, slab) : (PageFrame**)&slab->Data0;
 
     /// <summary>
     /// Frees <paramref name="obj"/>, at <paramref name="offset"/> bytes into <paramref name="slab"/> (a slab of
@@ -365,13 +380,14 @@ public sealed unsafe partial class KmemCache : IDisposable
         nuint slot = offset - (nuint)d->RedLeftPad;
         uint index = (uint)(((ulong)slot * d->Reciprocal) >> 32);
         if ((ulong)slot >= d->SlabBytes || (nuint)index * (nuint)(uint)d->Size != slot) return false;
-        ulong* local = ExtOf(d, slab) + (index >> 6);
-        ulong mask = 1UL << (int)index;
-        ulong free = *local;
-        if (((free | local[d->Words]) & mask) != 0 || SlabPage.OwnerWord(SlabPage.ReadState(slab)) != ctx->Id || d->SerializedFree != 0)
-            return false;
+        if (SlabPage.OwnerWord(SlabPage.ReadState(slab)) != ctx->Id || d->SerializedFree != 0) return false;
+        // The entry before the bitmap: fewer values live across its lookup (no spills).
         SlabCpu* c = SlabThreadContext.Entry(ctx, d->CpuIndex);
         if (c == null) return false;
+        ulong* local = LocalBitmap(d, slab) + (index >> 6);
+        ulong mask = 1UL << (int)index;
+        ulong free = *local;
+        if (((free | local[d->RemoteDelta]) & mask) != 0) return false;
         *local = free | mask;
         int n = c->Count;
         if (n < SlabCpu.StackCapacity)

@@ -28,7 +28,10 @@ internal unsafe struct KmemCacheData
     public uint SlabBytes;        // Objects * Size: offsets from here on are past the last slot
     public int SerializedFree;    // 1: every free claims its object with an atomic (SlabAllocatorOptions.SerializedFrees)
     public ulong LastWordMask;    // the valid bits of a bitmap's last word
-    public ulong* Ext;            // flat arena: the page_ext array (a slab's bitmaps are its head page's words)
+    public int BitmapInFrame;     // 1: one word per bitmap, kept in the slab's head frame (see SlabPage)
+    public int RemoteDelta;       // words from a slab's local bitmap to its remote one
+    public nint BitmapDelta;      // flat arena: bytes from a slab's head frame to its local bitmap
+    public nint ExtDelta;         // flat arena: bytes from a frame to its page_ext words
     public nuint ArenaBase;       // flat arena: address of pfn 0 (0 for a sparse arena)
     public nuint ArenaBytes;      // flat arena: its size (0 for a sparse arena: frees take the general lookup)
     public PageFrame* MemMap;     // flat arena: the frame array

@@ -58,7 +58,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     private readonly byte* _sizeIndex;
     private readonly int _kmallocBase;          // cpu index of kmalloc class 0; class i has _kmallocBase + i
     private readonly nuint _arenaBase;          // flat arena (0 and 0 for a sparse one: frees take the general lookup)
-    private readonly nuint _arenaBytes;
+    private nuint _arenaBytes;   // 0 once disposed: the fast free's range test then sends every pointer to the slow path
     private readonly PageFrame* _memMap;
     private readonly KmemCacheData** _cacheList = (KmemCacheData**)NativeMemory.AllocZeroed((nuint)sizeof(nint));
     private readonly List<KmemCache> _caches = new();
@@ -281,7 +281,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             ThreadCacheHeader* h = &ctx->Header;
             Volatile.Write(ref h->Busy, 1);
             bool done = false;
-            if (Volatile.Read(ref h->DrainRequested) == 0 && !_disposed)
+            if (Volatile.Read(ref h->DrainRequested) == 0)
             {
                 nuint flat = (nuint)p - _arenaBase;
                 if (flat < _arenaBytes)
@@ -500,6 +500,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
+            Volatile.Write(ref _arenaBytes, 0); // the drains below wait out frees that read it before
         }
         _pages.UnregisterShrinker(_shrinker);
         Failslab.Changed -= RekeyCaches;

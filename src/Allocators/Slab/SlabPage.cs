@@ -12,15 +12,21 @@ namespace Allocators.Slab;
 /// <item><c>Data1</c>: the atomic <see cref="State"/> word: owner thread id, "floating" and "on a node list" bits.</item>
 /// <item><c>Next</c>/<c>Prev</c>: links in a thread's partial or full list, or a node's partial (or, for debug caches,
 /// full) list.</item>
-/// <item><c>MapCount</c>: while the slab is on a node list, the free objects of its local bitmap (node lock).</item>
+/// <item><c>MapCount</c>: while the slab is on a node list, the free objects of its local bitmap (node lock), unless
+/// the bitmaps are in the frame (below).</item>
 /// <item>Bits 32..37 of the flags word (unused by page flags and zone): the cache's kmalloc class; bits 40 and 41: its
 /// owner thread's <see cref="Exhausted"/> and <see cref="OnFullChain"/>.</item>
 /// <item><c>Data0</c>: the next slab on the owner thread's full chain.</item>
 /// <item>The page_ext words of its pages (<see cref="PageFrame.ExtWords"/> each): two bitmaps of
-/// <see cref="KmemCacheData.Words"/> words, bit i for object i. <see cref="Local"/>: 1 = free, written by the owner
-/// thread (or under the node lock when no thread owns the slab); <see cref="Remote"/>: 1 = freed by another thread,
-/// set with one atomic OR, taken back into the local bitmap with one exchange per word.</item>
+/// <see cref="KmemCacheData.Words"/> words, bit i for object i. Local: 1 = free, written by the owner thread (or under
+/// the node lock when no thread owns the slab); remote (<see cref="KmemCacheData.RemoteDelta"/> words after it): 1 =
+/// freed by another thread, set with one atomic OR, taken back into the local bitmap with one exchange per word.</item>
 /// </list>
+/// A slab of at most 64 objects (<see cref="KmemCacheData.BitmapInFrame"/>: most caches) keeps both one-word bitmaps in
+/// its head frame instead, so that a free touches one cache line of metadata: the local bitmap over <c>RefCount</c> and
+/// <c>MapCount</c> (a slab page's reference is its slab's; <see cref="FreeCount"/> is then the local bitmap's
+/// popcount), the remote one over <c>Data0</c>, and the full-chain link moves to the first page_ext word
+/// (<see cref="KmemCache.FullLinkOf"/>). The frame gets <c>RefCount</c> = 1 back when the slab is discarded.
 /// Nothing lives in the objects themselves: a stray write into a free object cannot mislead the allocator, and neither
 /// an allocation nor a free reads or writes the object's memory.
 /// </summary>
@@ -55,18 +61,29 @@ internal static unsafe class SlabPage
 
     /// <summary>Free objects of the local bitmap while the slab is on a node list (node lock).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int FreeCount(PageFrame* slab) => slab->MapCount;
+    public static int FreeCount(PageFrame* slab)
+        => Cache(slab)->BitmapInFrame != 0 ? BitOperations.PopCount(*InFrameLocal(slab)) : slab->MapCount;
 
+    /// <summary>Records the local bitmap's free objects (nothing to record when the bitmaps are in the frame: <see cref="FreeCount"/> counts them).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void SetFreeCount(PageFrame* slab, int count) => slab->MapCount = count;
+    public static void SetFreeCount(PageFrame* slab, int count)
+    {
+        if (Cache(slab)->BitmapInFrame == 0) slab->MapCount = count;
+    }
 
-    /// <summary>The slab's local bitmap (bit set: the object is free) in its head page's extension words.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong* Local(ulong* ext) => ext;
+    /// <summary>Bytes from a head frame to its in-frame local bitmap (<c>RefCount</c> and <c>MapCount</c>).</summary>
+    public const int FrameBitmapOffset = 32;
 
-    /// <summary>The slab's remote bitmap (bit set: another thread freed the object), after the local one.</summary>
+    /// <summary>Words from the in-frame local bitmap to the in-frame remote one (<c>Data0</c>).</summary>
+    public const int FrameRemoteDelta = 2;
+
+    /// <summary>The in-frame local bitmap of a slab of a <see cref="KmemCacheData.BitmapInFrame"/> cache.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong* Remote(ulong* ext, KmemCacheData* d) => ext + d->Words;
+    public static ulong* InFrameLocal(PageFrame* slab) => (ulong*)((byte*)slab + FrameBitmapOffset);
+
+    /// <summary>The slab's remote bitmap (bit set: another thread freed the object) from its local one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* Remote(ulong* local, KmemCacheData* d) => local + d->RemoteDelta;
 
     /// <summary>Free objects in a bitmap.</summary>
     public static int Count(ulong* bitmap, int words)

@@ -112,3 +112,40 @@ public unsafe class SlabOutOfObjectStateTests
         Assert.Equal(0, cache.ActiveObjects);
     }
 }
+
+/// <summary>
+/// Slabs of at most 64 objects keep both bitmaps in their head frame (so a free touches one line of metadata): the
+/// frame's reference count is the slab's, and the page goes back to the page allocator with its count restored.
+/// </summary>
+public unsafe class SlabInFrameBitmapTests
+{
+    [Fact]
+    public void SmallSlabsKeepTheirBitmapsInTheFrameAndGiveThePageBackIntact()
+    {
+        using var sys = NewSystem();
+        string boot = sys.Pages.BuddyInfo();
+        KmemCache small = sys.Slab.CreateCache("in-frame-64", 64);
+        KmemCache many = sys.Slab.CreateCache("in-ext-16", 16);
+        Assert.Equal(1, small.Data->BitmapInFrame);
+        Assert.Equal(0, many.Data->BitmapInFrame);
+
+        var objects = new List<nint>();
+        for (int i = 0; i < small.ObjectsPerSlab; i++) objects.Add((nint)small.Alloc());
+        Allocators.Physical.PageFrame* frame = sys.Pages.VirtToPage((void*)objects[0]);
+        Assert.Equal(1, sys.Pages.PageRefCount(frame));
+        var e = Assert.Throws<Allocators.Diagnostics.BadPageException>(() => sys.Pages.GetPage(frame));
+        Assert.Contains("belongs to the slab allocator", e.Message);
+        Assert.Throws<Allocators.Diagnostics.BadPageException>(() => sys.Pages.PutPage(frame));
+
+        foreach (nint p in objects) small.Free((void*)p);
+        void* o = many.Alloc();
+        many.Free(o);
+        sys.Slab.ShrinkAll();
+        Assert.Equal(0, small.Stats.Slabs);
+        Assert.Equal(0, many.Stats.Slabs);
+        small.Dispose();
+        many.Dispose();
+        sys.Pages.DrainAllPages();
+        Assert.Equal(boot, sys.Pages.BuddyInfo());
+    }
+}
