@@ -33,8 +33,14 @@ public unsafe class SlabBenchmarks
     public static IEnumerable<string> Contenders => NativeAllocatorColumns.Available(["kmalloc", "kmalloc ThisThread", "kmem_cache", "kmem_cache ThisThread", "NativeMemory", "ArrayPool"]);
 
     /// <summary>Block size in bytes.</summary>
-    [Params(16, 64, 256, 1024, 4096)]
+    [ParamsSource(nameof(Sizes))]
     public int Size { get; set; }
+
+    /// <summary>16, 64, 256, 1024 and 4096 bytes, or the comma-separated list in ALLOCATORS_BENCH_SIZES (e.g. "64" for a quick table).</summary>
+    public static IEnumerable<int> Sizes
+        => Environment.GetEnvironmentVariable("ALLOCATORS_BENCH_SIZES") is { Length: > 0 } list
+            ? list.Split(',').Select(int.Parse)
+            : [16, 64, 256, 1024, 4096];
 
     [GlobalSetup]
     public void Setup()

@@ -63,6 +63,8 @@ public sealed unsafe partial class KmemCache
             {
                 Exit(ctx);
             }
+            // An exited thread's slabs may hold what this one needs: retire it and look again before growing.
+            if (!locked && SlabCpus.RetireExited()) continue;
             PageFrame* slab = NewSlab(gfp, node);
             if (slab == null) return AllocFailed(gfp, injected: false);
             Enter(ctx);

@@ -342,6 +342,13 @@ internal static unsafe class SlabCpus
         if (c != null) visit((nint)c);
     });
 
+    /// <summary>
+    /// Retires the contexts of threads that have exited (their slabs go to the nodes), at most once per millisecond;
+    /// true when one was retired. A thread about to grow a slab calls it first: a thread that takes over another's
+    /// objects (larson's successor threads) then reuses the exited thread's slabs instead of growing its own.
+    /// </summary>
+    public static bool RetireExited() => s_registry.RetireExited();
+
     /// <summary>Live thread contexts (tests).</summary>
     internal static int ContextCount => s_registry.Count;
 

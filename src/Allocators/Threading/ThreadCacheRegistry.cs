@@ -59,6 +59,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private readonly List<nint> _caches = new();
     private readonly List<Thread> _threads = new();   // owner of _caches[i]
     private readonly List<nint> _closedBlocks = new(); // blocks a dispose retired, freed by the finalizer
+    private long _lastExitScan;                        // Environment.TickCount64 of the last RetireExited scan
     private static long s_lastToken;
     private int _slot;
     private readonly long _generation = Interlocked.Increment(ref s_lastGeneration);
@@ -295,6 +296,31 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             _disposed = true;
             lock (s_slotLock) s_slotInUse[slot] = false;
         }
+    }
+
+    /// <summary>
+    /// Retires the caches of threads that have exited, now rather than when their sentinels are finalized (a GC away):
+    /// what they hold goes back to the owner's shared structures, where a thread that needs memory finds it. At most
+    /// one scan per millisecond (each is a lock and an <see cref="Thread.IsAlive"/> per cache); true when it retired
+    /// something.
+    /// </summary>
+    public bool RetireExited()
+    {
+        long now = Environment.TickCount64;
+        if (Volatile.Read(ref _lastExitScan) == now) return false;
+        Volatile.Write(ref _lastExitScan, now);
+        bool retired = false;
+        lock (_lock)
+        {
+            if (_disposed) return false;
+            for (int i = _caches.Count - 1; i >= 0; i--)
+            {
+                if (_threads[i].IsAlive) continue;
+                RetireLocked(i);
+                retired = true;
+            }
+        }
+        return retired;
     }
 
     /// <summary>Frees the blocks a dispose kept.</summary>

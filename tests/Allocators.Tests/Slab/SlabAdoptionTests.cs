@@ -49,4 +49,41 @@ public unsafe class SlabAdoptionTests
         cache.Destroy();
         AssertBackToBaseline(sys, baseline);
     }
+
+    [Fact]
+    public void AThreadAboutToGrowASlabFirstTakesTheSlabsOfAThreadThatEnded()
+    {
+        using var sys = NewSystem();
+        var cache = sys.Slab.CreateCache("retired-exited", 64);
+        using var registered = new ManualResetEventSlim();
+        using var go = new ManualResetEventSlim();
+        long grown = -1, after = -1;
+        // The taker registers first, so it cannot adopt the ended thread's context: only RetireExited can give it the slab.
+        var taker = new Thread(() =>
+        {
+            SlabCpus.GetOrCreateCurrent();
+            registered.Set();
+            go.Wait();
+            Thread.Sleep(5); // a fresh millisecond for the scan
+            grown = cache.Stats.SlabsAllocated;
+            var objects = Enumerable.Range(0, 40).Select(_ => (nint)cache.Alloc()).ToArray();
+            after = cache.Stats.SlabsAllocated;
+            foreach (nint p in objects) cache.Free((void*)p);
+        });
+        taker.Start();
+        registered.Wait();
+        RunOnNewThread(() =>
+        {
+            var objects = Enumerable.Range(0, 40).Select(_ => (nint)cache.Alloc()).ToArray();
+            foreach (nint p in objects) cache.Free((void*)p);
+        });
+        go.Set();
+        taker.Join();
+        Assert.Equal(1, grown);
+        Assert.Equal(grown, after); // no new slab: the ended thread's went to the node and the taker took it
+        cache.Shrink();
+        Assert.Equal(0, cache.ActiveObjects);
+        cache.CheckConsistency();
+        cache.Destroy();
+    }
 }

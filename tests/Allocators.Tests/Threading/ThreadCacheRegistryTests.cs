@@ -191,4 +191,37 @@ public unsafe class ThreadCacheRegistryTests
         Assert.Equal(Environment.CurrentManagedThreadId, mine->OwnerThreadId);
         Assert.Equal(1, registry.Count);
     }
+
+    [Fact]
+    public void RetireExitedGivesBackTheCachesOfThreadsThatEndedAtOnceAtMostOncePerMillisecond()
+    {
+        // A GC in between may finalize the ended thread's sentinel, which retires the cache first: then try again.
+        for (int attempt = 0; ; attempt++)
+        {
+            if (TryRetireExited(lastAttempt: attempt == 4)) return;
+        }
+    }
+
+    private static bool TryRetireExited(bool lastAttempt)
+    {
+        var owner = new CountingOwner { Adopts = true };
+        using var registry = new ThreadCacheRegistry(owner, 128);
+        registry.GetOrCreateCurrent();
+        int collections = GC.CollectionCount(0);
+        var exited = new Thread(() => registry.GetOrCreateCurrent());
+        exited.Start();
+        exited.Join();
+        Assert.Equal(2, registry.Count);
+
+        Thread.Sleep(5); // a fresh millisecond
+        bool retired = registry.RetireExited();
+        if (!retired && GC.CollectionCount(0) != collections && !lastAttempt) return false;
+        Assert.True(retired);
+        Assert.Equal((1, 1), (owner.Flushed, owner.Retired)); // the ended thread's only, not a GC away
+        Assert.Equal(1, registry.Count);
+        Thread.Sleep(5);
+        Assert.False(registry.RetireExited()); // the calling thread is alive
+        Assert.Equal(1, registry.Count);
+        return true;
+    }
 }
