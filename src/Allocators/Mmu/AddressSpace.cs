@@ -168,7 +168,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
         {
             PageTableEntry e = GetPte(va);
             if (!IsMapped(e.Value)) return null;
-            ulong pfn = e.Pfn + (e.Huge ? (va >> 12) & 511 : 0);
+            ulong pfn = e.Pfn + (e.Huge ? (ulong)VirtualAddress.PteIndex(va) : 0);
             return _memory.PfnToPage(pfn);
         }
     }
