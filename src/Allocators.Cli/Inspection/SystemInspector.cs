@@ -141,30 +141,14 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
     internal static string RenderBuddyInfo(IEnumerable<ZoneData> zones)
     {
         var sb = new StringBuilder();
-        foreach (var zone in zones)
-        {
-            if (!zone.Populated) continue;
-            sb.Append(CultureInfo.InvariantCulture, $"Node {zone.Node}, zone {zone.Type.KernelName(),8} ");
-            for (int o = 0; o <= PageAllocator.MaxOrder; o++) sb.Append(CultureInfo.InvariantCulture, $"{zone.FreeAreas[o].Count,6} ");
-            sb.Append('\n');
-        }
+        foreach (var zone in zones) BuddyInfoFormat.AppendZone(sb, zone);
         return sb.ToString();
     }
 
     /// <summary>Exactly what <see cref="SlabAllocator.SlabInfo"/> prints.</summary>
     internal static string RenderSlabInfo(IEnumerable<CacheReport> caches)
-    {
-        var sb = new StringBuilder();
-        sb.Append("slabinfo - version: 2.1\n");
-        sb.Append("# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n");
-        foreach (var c in caches)
-        {
-            sb.Append(CultureInfo.InvariantCulture,
-                $"{c.Name,-17} {c.ActiveObjects,6} {c.TotalObjects,6} {c.SlotSize,6} {c.ObjectsPerSlab,4} {c.PagesPerSlab,4} : tunables {0,4} {0,4} {0,4} : slabdata {c.Slabs,6} {c.Slabs,6} {0,6}");
-            sb.Append('\n');
-        }
-        return sb.ToString();
-    }
+        => SlabInfoFormat.Render(caches.Select(c => new SlabInfoRow(c.Name, c.ActiveObjects, c.TotalObjects, c.SlotSize, c.ObjectsPerSlab,
+            c.PagesPerSlab, c.Slabs)));
 
     /// <summary>
     /// /proc/vmallocinfo of the target: walks its busy-area tree in address order (bounded, loop-checked) and, for

@@ -50,12 +50,7 @@ public sealed unsafe partial class PageAllocator
         var sb = new StringBuilder();
         for (int z = 0; z < _zoneCount; z++)
         {
-            ZoneData* zone = _zones + z;
-            if (!zone->Populated) continue;
-            sb.Append(CultureInfo.InvariantCulture, $"Node {zone->Node}, zone {zone->Type.KernelName(),8} ");
-            for (int o = 0; o <= MaxOrder; o++)
-                sb.Append(CultureInfo.InvariantCulture, $"{Volatile.Read(ref ZoneData.Area(zone, o)->Count),6} ");
-            sb.Append('\n');
+            BuddyInfoFormat.AppendZone(sb, _zones[z]);
         }
         return sb.ToString();
     }

@@ -180,9 +180,7 @@ public sealed unsafe partial class KmemCache
     public string SlabInfoLine()
     {
         var s = Stats;
-        int pagesPerSlab = 1 << _d->Order;
-        return string.Create(CultureInfo.InvariantCulture,
-            $"{Name,-17} {s.ActiveObjects,6} {s.TotalObjects,6} {_d->Size,6} {_d->Objects,4} {pagesPerSlab,4} : tunables {0,4} {0,4} {0,4} : slabdata {s.Slabs,6} {s.Slabs,6} {0,6}");
+        return SlabInfoFormat.Line(new SlabInfoRow(Name, s.ActiveObjects, s.TotalObjects, _d->Size, _d->Objects, 1 << _d->Order, s.Slabs));
     }
 
     /// <summary>

@@ -482,9 +482,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>All caches exactly in /proc/slabinfo 2.1 format.</summary>
     public string SlabInfo()
     {
-        var sb = new StringBuilder();
-        sb.Append("slabinfo - version: 2.1\n");
-        sb.Append("# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n");
+        var sb = new StringBuilder(SlabInfoFormat.Header);
         foreach (var cache in Caches) sb.Append(cache.SlabInfoLine()).Append('\n');
         return sb.ToString();
     }
