@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Allocators.Physical;
 
@@ -14,6 +15,7 @@ public sealed unsafe partial class AddressSpace
     /// </summary>
     private void WalkPmds(ulong start, ulong end, PmdVisitor visit, TlbGather? gather)
     {
+        Debug.Assert(_ptl.IsHeldByCurrentThread);
         for (ulong a = start; a < end;)
         {
             ulong* pgdSlot = _pgd + VirtualAddress.PgdIndex(a);
@@ -161,6 +163,7 @@ public sealed unsafe partial class AddressSpace
     /// </summary>
     private void SplitHugePmd(ulong* pmdSlot, ulong haddr)
     {
+        Debug.Assert(_ptl.IsHeldByCurrentThread);
         ulong pmd = Volatile.Read(ref *pmdSlot);
         ulong pfn = PageTableEntry.PfnOf(pmd);
         PageFrame* head = _memory.PfnToPage(pfn);
@@ -189,6 +192,7 @@ public sealed unsafe partial class AddressSpace
     /// </summary>
     private void DepositTable(ulong* pmdSlot, PageFrame* table)
     {
+        Debug.Assert(_ptl.IsHeldByCurrentThread);
         PageFrame* pmdTable = TablePage(AlignToTable(pmdSlot));
         table->Next = (PageFrame*)pmdTable->Private;
         pmdTable->Private = (nuint)table;
@@ -197,6 +201,7 @@ public sealed unsafe partial class AddressSpace
     /// <summary>pgtable_trans_huge_withdraw: takes back a table deposited with the PMD table of <paramref name="pmdSlot"/>. Under the ptl.</summary>
     private PageFrame* WithdrawTable(ulong* pmdSlot)
     {
+        Debug.Assert(_ptl.IsHeldByCurrentThread);
         PageFrame* pmdTable = TablePage(AlignToTable(pmdSlot));
         var table = (PageFrame*)pmdTable->Private;
         if (table == null)

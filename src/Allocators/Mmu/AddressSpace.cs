@@ -19,6 +19,10 @@ namespace Allocators.Mmu;
 /// <para>Pages are counted like the kernel's: every mapping of a page holds one reference and one mapcount, a shared
 /// anonymous object holds one more reference per page; so unmapping and disposal free exactly the pages nobody else
 /// maps. Disposing (exit_mmap) is not thread-safe with accesses still running.</para>
+/// <para>Locks: mmap_lock, then the page-table lock (docs/locking.md). Invariants (<c>CheckConsistency</c> checks them;
+/// the model-based tests run it): areas are disjoint and sorted, <c>list order = tree order</c>, <c>|list| = |tree|</c>;
+/// every non-empty user entry lies in an area, <c>writable ⇒ VM_WRITE</c>, and for each table
+/// <c>Data0 = #non-empty entries</c>.</para>
 /// </remarks>
 public sealed unsafe partial class AddressSpace : VirtualAddressSpace
 {
@@ -110,8 +114,9 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
     }
 
     /// <summary>
-    /// Checks the area tree's invariants (tests run it): ordered, balanced, heights and count right, and the address
-    /// list agrees with the tree (each area starts at or after the previous one's end).
+    /// Checks the address space's invariants (tests run it): the area tree is ordered, balanced, its heights and count
+    /// right, and the address list agrees with it (each area starts at or after the previous one's end); the user
+    /// half's page tables agree with the areas and with their own entry counts (see <see cref="CheckTable"/>).
     /// </summary>
     internal void CheckConsistency()
     {
@@ -127,8 +132,51 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
                 if (!ReferenceEquals(_vmas.Find(v.Start), v)) throw new InvalidOperationException($"VMA {v} is listed but the tree finds {_vmas.Find(v.Start)}.");
             }
             if (listed != _vmas.Count) throw new InvalidOperationException($"{listed} VMAs listed, {_vmas.Count} in the tree.");
+            lock (_ptl)
+            {
+                for (int i = 0; i < VirtualAddress.KernelPgdIndex; i++)
+                {
+                    ulong e = Volatile.Read(ref _pgd[i]);
+                    if (e != 0) CheckTable(e, VirtualAddress.PudLevel, (ulong)i << VirtualAddress.LevelShift(VirtualAddress.PgdLevel));
+                }
+            }
         }
         finally { _mmapLock.ExitReadLock(); }
+    }
+
+    /// <summary>
+    /// The page-table half of <see cref="CheckConsistency"/> for the table an upper entry points at: its entry count
+    /// (the table page's Data0) equals its non-empty entries, and every leaf, present or not (a swap entry), lies in a
+    /// VMA that allows what it maps (writable only in a VM_WRITE area, a huge leaf not past the area's end).
+    /// </summary>
+    private void CheckTable(ulong upper, int level, ulong baseVa)
+    {
+        ulong* table = TableOf(upper);
+        if (table == null) throw new InvalidOperationException($"page table at 0x{baseVa:x} level {level}: entry {upper:x} points outside memory.");
+        int used = 0;
+        for (int i = 0; i < VirtualAddress.EntriesPerTable; i++)
+        {
+            ulong e = Volatile.Read(ref table[i]);
+            if (e == 0) continue;
+            used++;
+            ulong va = baseVa | ((ulong)i << VirtualAddress.LevelShift(level));
+            if (PointsToTable(e, level))
+            {
+                CheckTable(e, level + 1, va);
+                continue;
+            }
+            var pte = new PageTableEntry(e);
+            if (!pte.Present && level < VirtualAddress.PteLevel)
+                throw new InvalidOperationException($"page table: a non-present upper entry {e:x} maps 0x{va:x} (level {level}).");
+            VmArea? vma = _vmas.Find(va);
+            if (vma == null) throw new InvalidOperationException($"page table: entry {e:x} maps 0x{va:x}, which no VMA covers.");
+            if (pte.Present && pte.Writable && (vma.Flags & VmFlags.Write) == 0)
+                throw new InvalidOperationException($"page table: 0x{va:x} is writable in a VMA without VM_WRITE ({vma}).");
+            if (va + (1UL << VirtualAddress.LevelShift(level)) > vma.End)
+                throw new InvalidOperationException($"page table: the level-{level} leaf at 0x{va:x} runs past its VMA {vma}.");
+        }
+        ulong counted = TablePage(table)->Data0;
+        if (counted != (ulong)used) throw new InvalidOperationException($"page table at 0x{baseVa:x} level {level}: {used} entries in use, count {counted}.");
     }
 
     /// <summary>A snapshot of the areas in address order.</summary>

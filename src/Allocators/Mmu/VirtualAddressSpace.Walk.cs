@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text;
 
@@ -183,7 +184,7 @@ public abstract unsafe partial class VirtualAddressSpace
     /// huge leaf (PSE in a PUD or PMD; the PGD has no PSE).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool PointsToTable(ulong e, int level)
+    private protected static bool PointsToTable(ulong e, int level)
         => (e & P) != 0 && level < VirtualAddress.PteLevel && (level == VirtualAddress.PgdLevel || (e & PSE) == 0);
 
     /// <summary>
@@ -192,6 +193,7 @@ public abstract unsafe partial class VirtualAddressSpace
     /// </summary>
     private protected ulong* AllocLowerTable(ulong* slot, int index, PteFlags tableProt)
     {
+        Debug.Assert(_ptl.IsHeldByCurrentThread);
         ulong e = *slot;
         if ((e & P) == 0)
         {

@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Allocators.Physical;
+using Allocators.Threading;
 
 namespace Allocators.PageAlloc;
 
@@ -9,6 +11,7 @@ public sealed unsafe partial class PageAllocator
 
     private static void AddToFreeArea(ZoneData* zone, PageFrame* page, int order, bool reported, bool atTail = false)
     {
+        NativeSpinLock.AssertHeld(&zone->Lock);
         FreeArea* area = ZoneData.Area(zone, order);
         page->Order = order;
         page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask)
@@ -38,6 +41,7 @@ public sealed unsafe partial class PageAllocator
 
     private static void DelFromFreeArea(ZoneData* zone, PageFrame* page, int order)
     {
+        NativeSpinLock.AssertHeld(&zone->Lock);
         FreeArea* area = ZoneData.Area(zone, order);
         if (page->Prev != null) page->Prev->Next = page->Next; else area->Head = page->Next;
         if (page->Next != null) page->Next->Prev = page->Prev; else area->Tail = page->Prev;
@@ -56,6 +60,7 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Takes the smallest free block of at least <paramref name="order"/> and splits it down (__rmqueue_smallest).</summary>
     private static PageFrame* RmqueueSmallest(ZoneData* zone, int order)
     {
+        NativeSpinLock.AssertHeld(&zone->Lock);
         for (int current = order; current <= MaxOrder; current++)
         {
             PageFrame* page = ZoneData.Area(zone, current)->Head;
@@ -72,6 +77,7 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Gives back the upper halves of a block split from order <paramref name="high"/> down to <paramref name="low"/>.</summary>
     private static void Expand(ZoneData* zone, PageFrame* page, int low, int high, bool reported)
     {
+        NativeSpinLock.AssertHeld(&zone->Lock);
         long size = 1L << high;
         while (high > low)
         {
@@ -84,6 +90,7 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Frees a block and merges it with its free buddies as far as possible (__free_one_page).</summary>
     private static void FreeOneBlock(ZoneData* zone, PageFrame* page, int order)
     {
+        NativeSpinLock.AssertHeld(&zone->Lock);
         ulong pfn = page->Pfn;
         int zoneId = page->ZoneId;
         while (order < MaxOrder)

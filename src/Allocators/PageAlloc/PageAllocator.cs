@@ -17,6 +17,13 @@ namespace Allocators.PageAlloc;
 /// Allocation failure returns null (never with <see cref="Gfp.NoFail"/>); misuse throws a
 /// <see cref="Diagnostics.MemoryCorruptionException"/> (bad frees) or an <see cref="ArgumentException"/> (bad requests)
 /// and changes nothing.
+/// <para>Locks: a zone's free areas, free-page count and watermarks change only under its <c>ZoneData.Lock</c>
+/// (innermost in the suite's order, docs/locking.md); per-thread lists belong to their thread.</para>
+/// <para>Invariants, per zone (<c>CheckConsistency</c> checks them; the tests run it):
+/// <c>FreePages = Σ_{o=0..MaxOrder} 2^o · free_area[o].Count</c>;
+/// <c>ReportedPages = Σ_o 2^o · free_area[o].Reported</c>;
+/// a block on <c>free_area[o]</c> has PG_buddy, order o and <c>pfn mod 2^o = 0</c>, and its buddy is not a free block
+/// of order o (it would have merged); frames marked PG_buddy = <c>Σ_o free_area[o].Count</c>.</para>
 /// </remarks>
 public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwner
 {

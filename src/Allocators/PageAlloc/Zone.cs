@@ -51,6 +51,9 @@ public sealed unsafe class Zone
     /// <summary>Number of free blocks of 2^<paramref name="order"/> pages.</summary>
     public long FreeBlocks(int order) => Volatile.Read(ref ZoneData.Area(_data, order)->Count);
 
+    /// <summary>For tests: the first free block of <paramref name="order"/>, or null.</summary>
+    internal Physical.PageFrame* FreeListHeadForTesting(int order) => ZoneData.Area(_data, order)->Head;
+
     /// <summary>True when the zone holds memory.</summary>
     public bool Populated => _data->Populated;
 

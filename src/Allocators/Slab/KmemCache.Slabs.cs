@@ -127,6 +127,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Puts a slab (state on-node already) on the node's partial list with its local bitmap's count (node lock held).</summary>
     private void LinkPartial(KmemCacheNode* n, PageFrame* slab)
     {
+        NativeSpinLock.AssertHeld(&n->ListLock);
         int free = SlabPage.Count(LocalOf(slab), _d->Words);
         SlabPage.SetFreeCount(slab, free);
         SlabPage.Push(&n->Partial, slab);
@@ -137,6 +138,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Takes a slab off the node's partial list (node lock held).</summary>
     private static void UnlinkPartial(KmemCacheNode* n, PageFrame* slab)
     {
+        NativeSpinLock.AssertHeld(&n->ListLock);
         SlabPage.Remove(&n->Partial, slab);
         n->NrPartial--;
         n->FreeObjects -= SlabPage.FreeCount(slab);
@@ -163,6 +165,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Takes a slab out of its node's books for the page allocator (node lock held; the slab is on no list).</summary>
     private static void UncountSlab(KmemCacheNode* n, PageFrame* slab, int objects)
     {
+        NativeSpinLock.AssertHeld(&n->ListLock);
         n->NrSlabs--;
         n->TotalObjects -= objects;
         SlabPage.State(slab) = 0;
@@ -248,6 +251,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Moves a floating slab with remote frees to the node's partial list, its remote bits taken in (node lock held).</summary>
     private bool TryFloatingToNodeLocked(KmemCacheNode* n, PageFrame* slab)
     {
+        NativeSpinLock.AssertHeld(&n->ListLock);
         long state = SlabPage.ReadState(slab);
         if (!SlabPage.IsFloating(state)) return false;
         if (Interlocked.CompareExchange(ref SlabPage.State(slab), SlabPage.OnNodeState, state) != state) return false;
@@ -294,6 +298,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>Takes a node slab's remote frees into its local bitmap and the node's count (node lock held).</summary>
     private void CollectRemoteLocked(KmemCacheNode* n, PageFrame* slab)
     {
+        NativeSpinLock.AssertHeld(&n->ListLock);
         ulong* local = LocalOf(slab);
         int taken = SlabPage.CollectRemote(local, SlabPage.Remote(local, _d), _d->Words);
         SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) + taken);
@@ -340,6 +345,7 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private void* TakeOneLocked(KmemCacheNode* n, PageFrame* slab)
     {
+        NativeSpinLock.AssertHeld(&n->ListLock);
         ulong* local = LocalOf(slab);
         if (SlabPage.FreeCount(slab) == 0) CollectRemoteLocked(n, slab);
         void* obj = null;

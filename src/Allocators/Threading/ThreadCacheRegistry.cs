@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -251,6 +252,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     /// </summary>
     private bool TryAdoptLocked(int index)
     {
+        Debug.Assert(_lock.IsHeldByCurrentThread);
         var cache = (ThreadCacheHeader*)_caches[index];
         WaitIdle(cache);
         if (!_owner.AdoptCache(cache)) return false;
@@ -263,6 +265,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
 
     private void RetireLocked(int index, bool free = true)
     {
+        Debug.Assert(_lock.IsHeldByCurrentThread);
         var cache = (ThreadCacheHeader*)_caches[index];
         WaitIdle(cache);
         _owner.FlushCache(cache);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Allocators.Mmu;
 using Allocators.PageAlloc;
@@ -14,7 +15,13 @@ namespace Allocators.Vmalloc;
 /// With the memfd arena the same frames are also mapped for real into a reserved host window, so an area is one
 /// contiguous <see cref="Span{T}"/> as well.
 /// </summary>
-/// <remarks>Thread-safe (one vmap lock; the page and slab allocators have their own).</remarks>
+/// <remarks>
+/// <para>Thread-safe: one vmap lock over both trees and the lazy list, taken after the mmap and page-table locks and
+/// before the slab and page allocators' (docs/locking.md).</para>
+/// <para>Invariants (<c>CheckConsistency</c>, run by the tests): busy areas (lazily freed ones included) and free
+/// blocks tile the range, <c>Σ busy + Σ free = VmallocSize</c> with no gap or overlap; each free-tree node's
+/// <c>LargestFree = max(own size, children's LargestFree)</c>; <c>VmallocPages = Σ NrPages</c> of live vmalloc areas.</para>
+/// </remarks>
 public sealed unsafe partial class VmallocAllocator : IDisposable
 {
     /// <summary>VMALLOC_START of x86-64 with 4-level paging and no KASLR.</summary>
@@ -243,6 +250,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
 
     private void PurgeLocked()
     {
+        Debug.Assert(_lock.IsHeldByCurrentThread);
         if (_lazy == null) return;
         ulong min = ulong.MaxValue, max = 0;
         for (VmapArea* a = _lazy; a != null; a = a->NextLazy)
@@ -268,7 +276,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
     /// <summary>
     /// Checks the invariants (tests run it): both trees are ordered, balanced and counted right, the free tree's
     /// largest-block values are current, and busy areas (lazily freed ones included) and free blocks tile the vmalloc
-    /// range exactly: Σ busy + Σ free = VmallocSize, with no gap and no overlap.
+    /// range exactly: Σ busy + Σ free = VmallocSize, with no gap and no overlap; VmallocPages = Σ pages of live vmalloc areas.
     /// </summary>
     internal void CheckConsistency()
     {
@@ -288,6 +296,13 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
                 at = end;
             }
             if (at != VmallocEnd) throw new InvalidOperationException($"vmalloc: the ranges end at 0x{at:x}, not at VMALLOC_END 0x{VmallocEnd:x}.");
+            long pages = 0;
+            _busy.InOrder(p =>
+            {
+                var a = (VmapArea*)p;
+                if ((a->Flags & (VmAreaFlags.Alloc | VmAreaFlags.Unpurged)) == VmAreaFlags.Alloc) pages += a->NrPages;
+            });
+            if (pages != VmallocPages) throw new InvalidOperationException($"vmalloc: live vmalloc areas hold {pages} pages, VmallocPages is {VmallocPages}.");
         }
     }
 

@@ -139,6 +139,7 @@ public sealed unsafe class BuddyModelPropertyTests(ITestOutputHelper output)
                     _pa.DrainAllPages();
                     Assert.Equal(0, _pa.PcpPages);
                     foreach (Zone z in _pa.Zones) Assert.Equal(ModelFree(z), z.FreePages);
+                    _pa.CheckConsistency();
                     break;
             }
             CheckGlobalInvariants();
@@ -307,6 +308,7 @@ public sealed unsafe class BuddyModelPropertyTests(ITestOutputHelper output)
             _pa.DrainAllPages();
             Assert.Equal(0, _pa.PcpPages);
             Assert.Equal(_pa.ManagedPages, _pa.NrFreePages);
+            _pa.CheckConsistency();
             Assert.Equal(_initialBuddyInfo, _pa.BuddyInfo());
             Assert.Equal(_initialBlocks, _pa.FreeBlockCounts().Cast<long>().ToArray());
             Assert.Equal(_pa.PagesAllocated - _alloc0, _pa.PagesFreed - _freed0);

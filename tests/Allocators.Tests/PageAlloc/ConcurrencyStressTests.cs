@@ -185,6 +185,7 @@ public sealed unsafe class ConcurrencyStressTests(ITestOutputHelper output)
         Assert.Equal(allocatedPages, pa.PagesAllocated - alloc0);
         Assert.Equal(freedPages, pa.PagesFreed - freed0);
         Assert.Equal(pa.ManagedPages, pa.NrFreePages);
+        pa.CheckConsistency();
         Assert.Equal(initial, pa.BuddyInfo());
     }
 
@@ -282,6 +283,7 @@ public sealed unsafe class ConcurrencyStressTests(ITestOutputHelper output)
             Assert.False(head->Has(PageFlags.Allocated));
         }
         pa.DrainAllPages();
+        pa.CheckConsistency();
         Assert.Equal(boot, pa.BuddyInfo());
     }
 
