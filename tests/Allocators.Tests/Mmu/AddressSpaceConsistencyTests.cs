@@ -12,8 +12,7 @@ public sealed unsafe class AddressSpaceConsistencyTests
     {
         using var f = new MmuFixture();
         using var mm = f.NewProcess();
-        ulong a = mm.Mmap(At, 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
-        mm.Write<int>(a, 1);
+        ulong a = MapWrittenPage(mm);
         mm.CheckConsistency();
         ulong* mapped = mm.EntrySlotForTesting(a, VirtualAddress.PteLevel);
         ulong* next = mapped + 1; // the same PTE table maps the page after the one-page VMA
@@ -32,8 +31,7 @@ public sealed unsafe class AddressSpaceConsistencyTests
     {
         using var f = new MmuFixture();
         using var mm = f.NewProcess();
-        ulong a = mm.Mmap(At, 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
-        mm.Write<int>(a, 1);
+        ulong a = MapWrittenPage(mm);
         mm.Mprotect(a, 4096, MemoryProtection.Read);
         mm.CheckConsistency();
         ulong* pte = mm.EntrySlotForTesting(a, VirtualAddress.PteLevel);
@@ -46,5 +44,13 @@ public sealed unsafe class AddressSpaceConsistencyTests
         }
         finally { *pte = saved; }
         mm.CheckConsistency();
+    }
+
+    /// <summary>One private anonymous page at <see cref="At"/>, written so that it is mapped.</summary>
+    private static ulong MapWrittenPage(AddressSpace mm)
+    {
+        ulong a = mm.Mmap(At, 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
+        mm.Write<int>(a, 1);
+        return a;
     }
 }
