@@ -23,4 +23,19 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<IMemoryPoolFactory<byte>>(factory);
         return services;
     }
+
+    /// <summary>
+    /// As <see cref="AddAllocatorsMemoryPool(IServiceCollection, MemorySystem, NativeMemoryPoolOptions?)"/>, over the
+    /// <see cref="MemorySystem"/> registered with dependency injection (by
+    /// <see cref="AllocatorsServiceCollectionExtensions.AddAllocators(IServiceCollection, Action{AllocatorsOptions}?)"/>,
+    /// called here if it was not).
+    /// </summary>
+    public static IServiceCollection AddAllocatorsMemoryPool(this IServiceCollection services, NativeMemoryPoolOptions? options = null)
+    {
+        services.AddAllocators();
+        services.RemoveAll<IMemoryPoolFactory<byte>>();
+        services.AddSingleton(provider => new NativeMemoryPoolFactory(provider.GetRequiredService<MemorySystem>(), options));
+        services.AddSingleton<IMemoryPoolFactory<byte>>(provider => provider.GetRequiredService<NativeMemoryPoolFactory>());
+        return services;
+    }
 }

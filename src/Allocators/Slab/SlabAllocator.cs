@@ -29,6 +29,18 @@ public sealed class SlabAllocatorOptions
     /// one locked instruction (about 6 ns on the dev machine, more than a whole fast-path pair).
     /// </summary>
     public bool SerializedFrees { get; init; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first value out of range.</summary>
+    internal void Validate()
+    {
+        if (!Enum.IsDefined(KmallocSizeClasses))
+            throw new ArgumentException(
+                $"KmallocSizeClasses must be one of {string.Join(", ", Enum.GetNames<KmallocSizeClasses>())}, was {KmallocSizeClasses}.", nameof(KmallocSizeClasses));
+        SlabFlags known = SlabFlags.None;
+        foreach (SlabFlags flag in Enum.GetValues<SlabFlags>()) known |= flag;
+        if ((KmallocFlags & ~known) != 0)
+            throw new ArgumentException($"KmallocFlags has unknown bits 0x{(int)(KmallocFlags & ~known):x}.", nameof(KmallocFlags));
+    }
 }
 
 /// <summary>
@@ -75,6 +87,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         _pages = pages;
         _memory = pages.Memory;
         Options = options ?? new SlabAllocatorOptions();
+        Options.Validate();
         int[] sizes = KmallocClassTable.Sizes(Options.KmallocSizeClasses);
         Debug.Assert(sizes.Length <= SlabPage.NoKmallocClass); // a class index must fit a slab's class bits
         _sizeIndex = KmallocClassTable.CreateIndex(sizes);
@@ -171,7 +184,11 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>The cell holding the head of the native cache list (for inspectors).</summary>
     internal KmemCacheData** NativeCacheList => _cacheList;
 
-    internal void OnReport(SlabReport report) => CorruptionDetected?.Invoke(report);
+    internal void OnReport(SlabReport report)
+    {
+        CorruptionDetected?.Invoke(report);
+        AllocatorsEventSource.Log.CorruptionFound(_pages.Id, report);
+    }
 
     /// <summary>The kmalloc cache that serves <paramref name="size"/> bytes, or null above <see cref="KmallocMaxCacheSize"/> (kmalloc_slab).</summary>
     public KmemCache? KmallocCache(nuint size) => size == 0 || size > KmallocMaxCacheSize ? null : _kmalloc[KmallocIndex(size)];
