@@ -1,3 +1,5 @@
+using Allocators.Buffers;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -7,7 +9,15 @@ using Microsoft.Extensions.Options;
 
 namespace Allocators.AspNetCore;
 
-/// <summary>Registers a <see cref="MemorySystem"/> with dependency injection, configuration and logging.</summary>
+/// <summary>
+/// The one way to put Allocators into a host: <c>AddAllocators</c> registers the <see cref="MemorySystem"/> (options
+/// from configuration and code, validated at startup, reports to <see cref="ILogger"/>s, disposed with the host), and
+/// <c>AddAllocatorsMemoryPool</c> makes Kestrel rent from it.
+/// </summary>
+/// <remarks>
+/// Every call may be repeated: configuration accumulates in call order and there is still one system. The system is
+/// built on first resolution, from the options as they are then.
+/// </remarks>
 public static class AllocatorsServiceCollectionExtensions
 {
     /// <summary>
@@ -40,6 +50,23 @@ public static class AllocatorsServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(section);
         services.AddOptions<AllocatorsOptions>().Bind(section, binder => binder.ErrorOnUnknownConfiguration = true);
         return services.AddAllocators(configure);
+    }
+
+    /// <summary>
+    /// Makes Kestrel (and anything else resolving <see cref="IMemoryPoolFactory{T}"/>) rent its buffers from
+    /// <see cref="NativeMemoryPool"/>s over the registered <see cref="MemorySystem"/> (registering it with
+    /// <see cref="AddAllocators(IServiceCollection, Action{AllocatorsOptions}?)"/> if that was not called). The pools
+    /// always run with <see cref="NativeMemoryPoolOptions.ExposeAsArrays"/>, since Kestrel's socket transport needs
+    /// arrays: their buffers are pooled pinned arrays, counted in the pools' statistics and metrics.
+    /// </summary>
+    public static IServiceCollection AddAllocatorsMemoryPool(this IServiceCollection services, NativeMemoryPoolOptions? options = null)
+    {
+        services.AddAllocators();
+        services.RemoveAll<IMemoryPoolFactory<byte>>();
+        services.RemoveAll<NativeMemoryPoolFactory>();
+        services.AddSingleton(provider => new NativeMemoryPoolFactory(provider.GetRequiredService<MemorySystem>(), options));
+        services.AddSingleton<IMemoryPoolFactory<byte>>(provider => provider.GetRequiredService<NativeMemoryPoolFactory>());
+        return services;
     }
 
     private static MemorySystem CreateSystem(IServiceProvider services)

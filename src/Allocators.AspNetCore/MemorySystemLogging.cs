@@ -1,3 +1,4 @@
+using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Reclaim;
@@ -9,8 +10,10 @@ namespace Allocators.AspNetCore;
 /// <summary>
 /// Writes a <see cref="MemorySystem"/>'s reports to <see cref="ILogger"/>s, one category per layer
 /// (<c>Allocators.PageAlloc.PageAllocator</c>, <c>Allocators.Slab.SlabAllocator</c>, <c>Allocators.Reclaim.IdleTrimmer</c>,
-/// <c>Allocators.MemorySystem</c>): failures, stalls and misuse as warnings, corruption as errors, trims as information,
-/// shrinker runs and the system's creation as debug. Event ids are the <c>Allocators</c> event source's.
+/// <c>Allocators.MemorySystem</c>, and <c>Allocators.Diagnostics.MemoryCorruptionException</c> for misuse refused by any
+/// layer): failures, stalls and risky requests as warnings, corruption and refused misuse (double free, bad pointer) as
+/// errors, trims as information, shrinker runs and the system's creation as debug. Event ids 1..7 are the
+/// <c>Allocators</c> event source's.
 /// The generated methods test <see cref="ILogger.IsEnabled"/> before they format anything.
 /// </summary>
 internal static partial class MemorySystemLogging
@@ -23,6 +26,8 @@ internal static partial class MemorySystemLogging
         ILogger slab = loggers.CreateLogger<SlabAllocator>();
         system.Pages.Warned += warning => PageWarning(pages, id, warning);
         system.Pages.ShrinkersRan += run => ShrinkerRun(pages, id, run.Shrinkers, run.PagesFreed, run.Order, run.Elapsed.TotalMilliseconds);
+        ILogger misuse = loggers.CreateLogger<MemoryCorruptionException>();
+        system.Pages.MisuseDetected += e => MemoryMisuse(misuse, id, e.Message, e.GetType().Name, (ulong)e.Address);
         system.Slab.CorruptionDetected += report => SlabCorruption(slab, id, report.Cache, report.Problem, (ulong)report.Address, report.Text);
         if (system.Trimmer is { } trimmer)
         {
@@ -64,7 +69,11 @@ internal static partial class MemorySystemLogging
         Message = "System {SystemId}: slab cache {Cache}: {Problem} at 0x{Address:x}\n{Report}")]
     private static partial void SlabCorruption(ILogger logger, int systemId, string cache, string problem, ulong address, string report);
 
-    [LoggerMessage(EventId = 7, EventName = "Created", Level = LogLevel.Debug,
+    [LoggerMessage(EventId = 7, EventName = "MemoryMisuse", Level = LogLevel.Error,
+        Message = "System {SystemId}: {Report} ({Exception} at 0x{Address:x})")]
+    private static partial void MemoryMisuse(ILogger logger, int systemId, string report, string exception, ulong address);
+
+    [LoggerMessage(EventId = 100, EventName = "Created", Level = LogLevel.Debug,
         Message = "System {SystemId}: {ArenaMiB} MiB arena ({Backing}, {Model}), {Nodes} nodes")]
     private static partial void Created(ILogger logger, int systemId, long arenaMiB, ArenaBacking backing, MemoryModel model, int nodes);
 }

@@ -7,7 +7,8 @@ namespace Allocators.Diagnostics;
 
 /// <summary>
 /// The <c>Allocators</c> event source (EventPipe, ETW, LTTng, in-process <see cref="EventListener"/>s): page allocation
-/// failures, stalls and misuse warnings, shrinker runs, trims and slab corruption reports, each with the system's id
+/// failures, stalls and misuse warnings, shrinker runs, trims, slab corruption reports and refused misuse (double
+/// free, bad pointer: each <see cref="MemoryCorruptionException"/> thrown), each with the system's id
 /// (<see cref="PageAllocator.Id"/>, the <c>allocators.system</c> metric attribute). Every event comes from a slow path,
 /// and the <see cref="NonEventAttribute"/> entry points test <see cref="EventSource.IsEnabled(EventLevel, EventKeywords)"/>
 /// before they format anything, so a process nobody traces pays one field test per report.
@@ -33,11 +34,14 @@ internal sealed class AllocatorsEventSource : EventSource
 
         /// <summary>Reclaim: shrinker runs and trims.</summary>
         public const EventKeywords Reclaim = (EventKeywords)4;
+
+        /// <summary>Misuse refused by any layer (double free, foreign or interior pointer, wrong order or cache).</summary>
+        public const EventKeywords Misuse = (EventKeywords)8;
     }
 
     /// <summary>Event ids; a listener may rely on them.</summary>
     public const int AllocationFailureId = 1, AllocationStallId = 2, PageAllocatorWarningId = 3, ShrinkerRunId = 4, TrimId = 5,
-        SlabCorruptionId = 6;
+        SlabCorruptionId = 6, MemoryMisuseId = 7;
 
     private AllocatorsEventSource() { }
 
@@ -84,6 +88,14 @@ internal sealed class AllocatorsEventSource : EventSource
             SlabCorruption(systemId, report.Cache, report.Problem, report.Address, report.Text);
     }
 
+    /// <summary>Writes the event for <paramref name="misuse"/> in system <paramref name="systemId"/>, if anyone listens.</summary>
+    [NonEvent]
+    public void MisuseFound(int systemId, MemoryCorruptionException misuse)
+    {
+        if (IsEnabled(EventLevel.Error, Keywords.Misuse))
+            MemoryMisuse(systemId, misuse.GetType().Name, misuse.Address, misuse is BadPageException bad ? bad.Pfn : ulong.MaxValue, misuse.Message);
+    }
+
     /// <summary>A page allocation failed and was reported (it did not have <see cref="Gfp.NoWarn"/>).</summary>
     [Event(AllocationFailureId, Level = EventLevel.Warning, Keywords = Keywords.Pages, Message = "{4}")]
     public void AllocationFailure(int systemId, int order, uint gfpMask, string gfpFlags, string message)
@@ -115,4 +127,13 @@ internal sealed class AllocatorsEventSource : EventSource
     [Event(SlabCorruptionId, Level = EventLevel.Error, Keywords = Keywords.Slab, Message = "{4}")]
     public void SlabCorruption(int systemId, string cache, string problem, ulong address, string report)
         => WriteEvent(SlabCorruptionId, systemId, cache, problem, address, report);
+
+    /// <summary>
+    /// A call was refused as misuse or corruption (<paramref name="exception"/> names the
+    /// <see cref="MemoryCorruptionException"/> type thrown); <paramref name="pfn"/> is <see cref="ulong.MaxValue"/> when
+    /// no page frame is involved.
+    /// </summary>
+    [Event(MemoryMisuseId, Level = EventLevel.Error, Keywords = Keywords.Misuse, Message = "{4}")]
+    public void MemoryMisuse(int systemId, string exception, ulong address, ulong pfn, string message)
+        => WriteEvent(MemoryMisuseId, systemId, exception, address, pfn, message);
 }

@@ -375,13 +375,13 @@ public sealed unsafe class SlabAllocator : IDisposable
     private void ThrowBadKfree(void* p, PageFrame* page)
     {
         if (page == null)
-            throw new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p);
+            throw _pages.ReportMisuse(new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p));
         if ((page->FlagsAndZone & (uint)PageFlags.LargeKmalloc) == 0 || !page->Has(PageFlags.Allocated))
-            throw new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
-                page->Pfn, page->Describe(), (nuint)p);
+            throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
+                page->Pfn, page->Describe(), (nuint)p));
         // A live large kmalloc that does not start at p (the caller knows it is not one that does).
-        throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
-            page->Pfn, page->Describe(), (nuint)p);
+        throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
+            page->Pfn, page->Describe(), (nuint)p));
     }
 
     /// <summary>Frees every non-zero pointer of <paramref name="pointers"/> (kfree_bulk).</summary>
@@ -418,7 +418,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             return (nuint)cache.ObjectSize;
         }
         if (page != null && page->Has(PageFlags.LargeKmalloc)) return (nuint)PageFrame.PageSize << page->Order;
-        throw new MemoryCorruptionException($"ksize: 0x{(nuint)p:x} was not allocated by kmalloc.", (nuint)p);
+        throw _pages.ReportMisuse(new MemoryCorruptionException($"ksize: 0x{(nuint)p:x} was not allocated by kmalloc.", (nuint)p));
     }
 
     /// <summary>
@@ -453,8 +453,8 @@ public sealed unsafe class SlabAllocator : IDisposable
             else
             {
                 if (_pages.AddressOf(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
-                    throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
-                        page->Pfn, page->Describe(), (nuint)p);
+                    throw _pages.ReportMisuse(new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
+                        page->Pfn, page->Describe(), (nuint)p));
                 if (newSize <= size) return p;
                 keep = size;
             }

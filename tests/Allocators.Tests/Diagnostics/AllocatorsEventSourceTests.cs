@@ -101,6 +101,30 @@ public sealed unsafe class AllocatorsEventSourceTests
     }
 
     [Fact]
+    public void RefusedMisuseWritesAnErrorEventPerCall()
+    {
+        using var events = new AllocatorsEventCollector();
+        using var sys = NewSystem();
+        int id = sys.Pages.Id;
+
+        MemoryCorruptionException doubleFree = DoubleFree(sys, out nuint address);
+        EventWrittenEventArgs slab = Assert.Single(events.Of(id, MemoryMisuseId));
+        Assert.Equal(EventLevel.Error, slab.Level);
+        Assert.Equal(Keywords.Misuse, slab.Keywords & Keywords.Misuse);
+        Assert.Equal(nameof(MemoryCorruptionException), AllocatorsEventCollector.Payload<string>(slab, "exception"));
+        Assert.Equal((ulong)address, AllocatorsEventCollector.Payload<ulong>(slab, "address"));
+        Assert.Equal(ulong.MaxValue, AllocatorsEventCollector.Payload<ulong>(slab, "pfn"));
+        Assert.Equal(doubleFree.Message, AllocatorsEventCollector.Payload<string>(slab, "message"));
+        Assert.Contains("double free", doubleFree.Message);
+
+        BadPageException badPage = DoublePageFree(sys);
+        EventWrittenEventArgs page = events.Of(id, MemoryMisuseId)[1];
+        Assert.Equal(nameof(BadPageException), AllocatorsEventCollector.Payload<string>(page, "exception"));
+        Assert.Equal(badPage.Pfn, AllocatorsEventCollector.Payload<ulong>(page, "pfn"));
+        Assert.Contains("double free: the page is already free on a per-CPU page list", AllocatorsEventCollector.Payload<string>(page, "message"));
+    }
+
+    [Fact]
     public void ASessionForOneLevelGetsNothingBelowIt()
     {
         using var events = new AllocatorsEventCollector(EventLevel.Error);
@@ -108,8 +132,10 @@ public sealed unsafe class AllocatorsEventSourceTests
         FailAllocation(sys);
         RunShrinkers(sys);
         CorruptRedZone(sys);
+        DoubleFree(sys, out _);
         Assert.All(events.All, e => Assert.Equal(EventLevel.Error, e.Level));
         Assert.Single(events.Of(sys.Pages.Id, SlabCorruptionId));
+        Assert.Single(events.Of(sys.Pages.Id, MemoryMisuseId));
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -64,5 +65,25 @@ internal static unsafe class ReportTriggers
         cache.Free(p);
         Assert.Equal(1, cache.CorruptionsFound);
         return cache.Name;
+    }
+
+    /// <summary>Frees an object of a plain (non-debug) cache twice: the second free is refused as a double free.</summary>
+    /// <returns>What the second free threw; <paramref name="address"/> is the object's.</returns>
+    public static MemoryCorruptionException DoubleFree(MemorySystem sys, out nuint address)
+    {
+        using KmemCache cache = sys.Slab.CreateCache("trigger-double-free", 64);
+        nint p = (nint)cache.Alloc();
+        cache.Free((void*)p);
+        address = (nuint)p;
+        return Assert.Throws<MemoryCorruptionException>(() => cache.Free((void*)p));
+    }
+
+    /// <summary>Frees an order-0 page twice: the second free is refused as a bad page (it is on a per-thread list).</summary>
+    /// <returns>What the second free threw.</returns>
+    public static BadPageException DoublePageFree(MemorySystem sys)
+    {
+        nint page = (nint)sys.Pages.AllocPages(Gfp.Kernel, 0);
+        sys.Pages.FreePages((PageFrame*)page, 0);
+        return Assert.Throws<BadPageException>(() => sys.Pages.FreePages((PageFrame*)page, 0));
     }
 }

@@ -70,6 +70,21 @@ public sealed class AllocatorsLoggingTests
     }
 
     [Fact]
+    public void RefusedMisuseIsAnErrorOfItsOwnCategory()
+    {
+        var (host, sys, log) = Start(LogLevel.Information);
+        using var _ = host;
+
+        var e = DoubleFree(sys, out nuint address);
+        LogEntry entry = Only(log, "MemoryMisuse");
+        Assert.Equal(("Allocators.Diagnostics.MemoryCorruptionException", LogLevel.Error, 7), (entry.Category, entry.Level, entry.EventId.Id));
+        Assert.Equal($"System {sys.Pages.Id}: {e.Message} (MemoryCorruptionException at 0x{address:x})", entry.Message);
+
+        DoublePageFree(sys);
+        Assert.Contains(log.Allocators, x => x.EventId.Name == "MemoryMisuse" && x.Message.Contains("(BadPageException at 0x"));
+    }
+
+    [Fact]
     public void TrimsAreInformationAndShrinkerRunsDebug()
     {
         var (host, sys, log) = Start(LogLevel.Debug);
