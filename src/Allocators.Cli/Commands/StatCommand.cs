@@ -42,10 +42,7 @@ internal sealed class StatCommand : Command<StatCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        using var system = new MemorySystem(new MemorySystemOptions
-        {
-            Physical = new Physical.PhysicalMemoryOptions { Size = (long)settings.ArenaMiB << 20 },
-        });
+        using var system = KernelBoot.Boot(settings.ArenaMiB);
         string? vmalloc = system.Vmalloc.VmallocInfo();
         if (settings.Json)
         {

@@ -216,7 +216,7 @@ public sealed unsafe partial class AddressSpace
     /// </summary>
     private void DoWpPage(VmArea vma, ulong va, ulong* ptep, ulong pte)
     {
-        ulong page4k = va & ~0xFFFUL;
+        ulong page4k = VirtualAddress.PageAlignDown(va);
         if (vma.IsShared)
         {
             Volatile.Write(ref *ptep, pte | (ulong)PteFlags.ReadWrite | (ulong)PteFlags.Dirty);

@@ -167,7 +167,7 @@ public sealed unsafe partial class AddressSpace
         PageFrame* tablePage = WithdrawTable(pmdSlot);
         var table = (ulong*)_pages.AddressOf(tablePage);
         ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~(ulong)PteFlags.Huge;
-        for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = ((pfn + (ulong)i) << 12) | prot;
+        for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = PageTableEntry.Make(pfn + (ulong)i, (PteFlags)prot).Value;
         tablePage->Data0 = VirtualAddress.HugePagePages;
         _pages.SplitPage(head, VirtualAddress.HugePageOrder);
         for (int i = 0; i < VirtualAddress.HugePagePages; i++)
@@ -176,7 +176,7 @@ public sealed unsafe partial class AddressSpace
             head[i].MapCount = 1;
         }
         // Same frames, same permissions: translations stay valid, but x86 requires a flush when the page size changes.
-        Volatile.Write(ref *pmdSlot, ((ulong)tablePage->Pfn << 12) | (ulong)PteFlags.PageTable);
+        Volatile.Write(ref *pmdSlot, PageTableEntry.Make(tablePage->Pfn, PteFlags.PageTable).Value);
         Flush(haddr, haddr + VirtualAddress.PmdSize, waitForAccesses: false);
         Interlocked.Increment(ref _stats.ThpSplitPmd);
     }

@@ -191,7 +191,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
                 if ((old & (ulong)PteFlags.Accessed) == 0) return false;
             }
             while (Interlocked.CompareExchange(ref *slot, old & ~(ulong)PteFlags.Accessed, old) != old);
-            Flush(va & ~0xFFFUL, (va & ~0xFFFUL) + VirtualAddress.PageSize, waitForAccesses: false);
+            Flush(VirtualAddress.PageAlignDown(va), VirtualAddress.PageAlignDown(va) + VirtualAddress.PageSize, waitForAccesses: false);
             return true;
         }
     }

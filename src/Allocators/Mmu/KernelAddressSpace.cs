@@ -320,7 +320,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
 
     private static void ValidateKernelRange(ulong va, ulong size)
     {
-        if (!VirtualAddress.IsPageAligned(va) || (size & 0xFFF) != 0)
+        if (!VirtualAddress.IsPageAligned(va) || !VirtualAddress.IsPageAligned(size))
             throw new ArgumentException($"Kernel range 0x{va:x} + 0x{size:x} is not page aligned.", nameof(va));
         if (va < VirtualAddress.KernelStart || va + size < va)
             throw new ArgumentException($"0x{va:x} + 0x{size:x} is not a kernel-half range (from 0x{VirtualAddress.KernelStart:x}).", nameof(va));

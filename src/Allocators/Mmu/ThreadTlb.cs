@@ -38,7 +38,7 @@ internal unsafe struct ThreadTlb
     public const ulong Valid = 1;
     public const ulong Writable = 2;
     public const ulong Executable = 4;
-    public const ulong KeyMask = ~0xFFFUL;
+    public const ulong KeyMask = ~VirtualAddress.PageOffsetMask;
     public const int EntriesOffset = 128;
     public const int BlockSize = EntriesOffset + Sets * Ways * 16;
 

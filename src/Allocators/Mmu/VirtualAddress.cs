@@ -12,10 +12,21 @@ public static class VirtualAddress
     public const int PageSize = Physical.PageFrame.PageSize;
     /// <summary>log2 of <see cref="PageSize"/>.</summary>
     public const int PageShift = Physical.PageFrame.PageShift;
-    /// <summary>Pages a PMD entry maps (the index mask of a PTE table + 1).</summary>
-    private const int PteIndexMask = 511;
     /// <summary>Entries in every table.</summary>
     public const int EntriesPerTable = 512;
+    /// <summary>Address bits each table level translates (log2 of <see cref="EntriesPerTable"/>).</summary>
+    public const int TableIndexBits = 9;
+    private const int TableIndexMask = EntriesPerTable - 1;
+    /// <summary>Level number of the PGD in <see cref="TableIndex"/> (the walk goes PGD 0, PUD 1, PMD 2, PTE 3).</summary>
+    public const int PgdLevel = 0;
+    /// <summary>Level number of the PUD.</summary>
+    public const int PudLevel = 1;
+    /// <summary>Level number of the PMD.</summary>
+    public const int PmdLevel = 2;
+    /// <summary>Level number of the PTE table, the last level.</summary>
+    public const int PteLevel = 3;
+    /// <summary>Mask of the byte offset inside a page.</summary>
+    public const ulong PageOffsetMask = PageSize - 1;
     /// <summary>Bytes mapped by one PMD entry (2 MiB).</summary>
     public const ulong PmdSize = 1UL << 21;
     /// <summary>Bytes mapped by one PUD entry (1 GiB).</summary>
@@ -43,25 +54,33 @@ public static class VirtualAddress
     /// <summary>First PGD index of the kernel half (256).</summary>
     public const int KernelPgdIndex = 256;
 
+    /// <summary>The lowest address bit that the table at <paramref name="level"/> translates (39, 30, 21, 12).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int LevelShift(int level) => PageShift + TableIndexBits * (PteLevel - level);
+
+    /// <summary>Index of <paramref name="va"/>'s entry in the table at <paramref name="level"/> (0 PGD .. 3 PTE).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int TableIndex(ulong va, int level) => (int)((va >> LevelShift(level)) & TableIndexMask);
+
     /// <summary>Index into the PGD (bits 47..39).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int PgdIndex(ulong va) => (int)((va >> 39) & 511);
+    public static int PgdIndex(ulong va) => TableIndex(va, PgdLevel);
 
     /// <summary>Index into the PUD (bits 38..30).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int PudIndex(ulong va) => (int)((va >> 30) & 511);
+    public static int PudIndex(ulong va) => TableIndex(va, PudLevel);
 
     /// <summary>Index into the PMD (bits 29..21).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int PmdIndex(ulong va) => (int)((va >> 21) & 511);
+    public static int PmdIndex(ulong va) => TableIndex(va, PmdLevel);
 
     /// <summary>Index into the PTE table (bits 20..12).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int PteIndex(ulong va) => (int)((va >> PageShift) & PteIndexMask);
+    public static int PteIndex(ulong va) => TableIndex(va, PteLevel);
 
     /// <summary>Byte offset within the page (bits 11..0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int PageOffsetOf(ulong va) => (int)(va & (PageSize - 1));
+    public static int PageOffsetOf(ulong va) => (int)(va & PageOffsetMask);
 
     /// <summary>All five parts of <paramref name="va"/>.</summary>
     public static (int Pgd, int Pud, int Pmd, int Pte, int Offset) Split(ulong va)
@@ -70,9 +89,11 @@ public static class VirtualAddress
     /// <summary>Builds the canonical address of the given indices (bit 47 sign-extended).</summary>
     public static ulong Compose(int pgd, int pud, int pmd, int pte, int offset = 0)
     {
-        if ((uint)pgd > 511 || (uint)pud > 511 || (uint)pmd > 511 || (uint)pte > 511 || (uint)offset >= PageSize)
+        if ((uint)pgd > TableIndexMask || (uint)pud > TableIndexMask || (uint)pmd > TableIndexMask || (uint)pte > TableIndexMask
+            || (uint)offset >= PageSize)
             throw new ArgumentOutOfRangeException(nameof(pgd), "Indices must be 0..511 and the offset 0..4095.");
-        ulong va = ((ulong)pgd << 39) | ((ulong)pud << 30) | ((ulong)pmd << 21) | ((ulong)pte << 12) | (uint)offset;
+        ulong va = ((ulong)pgd << LevelShift(PgdLevel)) | ((ulong)pud << LevelShift(PudLevel)) | ((ulong)pmd << LevelShift(PmdLevel))
+            | ((ulong)pte << PageShift) | (uint)offset;
         return Canonicalize(va);
     }
 
@@ -88,11 +109,11 @@ public static class VirtualAddress
 
     /// <summary>Rounds down to a page boundary.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong PageAlignDown(ulong va) => va & ~(ulong)(PageSize - 1);
+    public static ulong PageAlignDown(ulong va) => va & ~PageOffsetMask;
 
     /// <summary>Rounds up to a page boundary.</summary>
-    public static ulong PageAlignUp(ulong va) => (va + PageSize - 1) & ~(ulong)(PageSize - 1);
+    public static ulong PageAlignUp(ulong va) => (va + PageOffsetMask) & ~PageOffsetMask;
 
     /// <summary>True when page aligned.</summary>
-    public static bool IsPageAligned(ulong va) => (va & (PageSize - 1)) == 0;
+    public static bool IsPageAligned(ulong va) => (va & PageOffsetMask) == 0;
 }

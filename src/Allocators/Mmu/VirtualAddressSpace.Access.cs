@@ -44,14 +44,14 @@ public abstract unsafe partial class VirtualAddressSpace
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal T ReadWith<T>(ThreadTlb* tlb, ulong va) where T : unmanaged
     {
-        if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
+        if (tlb != null && (uint)VirtualAddress.PageOffsetOf(va) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
             Volatile.Write(ref tlb->Busy, 1);
             TlbEntry* e = ThreadTlb.Set(tlb, va);
             if (tlb->Gen == Volatile.Read(ref _tlbGen)
                 && (e->Key & ~(ThreadTlb.Writable | ThreadTlb.Executable)) == ((va & ThreadTlb.KeyMask) | ThreadTlb.Valid))
             {
-                T value = Unsafe.ReadUnaligned<T>(e->Host + (va & 0xFFF));
+                T value = Unsafe.ReadUnaligned<T>(e->Host + VirtualAddress.PageOffsetOf(va));
                 Volatile.Write(ref tlb->Busy, 0);
                 tlb->Hits++;
                 return value;
@@ -71,14 +71,14 @@ public abstract unsafe partial class VirtualAddressSpace
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void WriteWith<T>(ThreadTlb* tlb, ulong va, T value) where T : unmanaged
     {
-        if (tlb != null && (uint)(va & 0xFFF) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
+        if (tlb != null && (uint)VirtualAddress.PageOffsetOf(va) <= (uint)(VirtualAddress.PageSize - sizeof(T)))
         {
             Volatile.Write(ref tlb->Busy, 1);
             TlbEntry* e = ThreadTlb.Set(tlb, va);
             if (tlb->Gen == Volatile.Read(ref _tlbGen)
                 && (e->Key & ~ThreadTlb.Executable) == ((va & ThreadTlb.KeyMask) | ThreadTlb.Valid | ThreadTlb.Writable))
             {
-                Unsafe.WriteUnaligned(e->Host + (va & 0xFFF), value);
+                Unsafe.WriteUnaligned(e->Host + VirtualAddress.PageOffsetOf(va), value);
                 Volatile.Write(ref tlb->Busy, 0);
                 tlb->Hits++;
                 return;
@@ -186,7 +186,7 @@ public abstract unsafe partial class VirtualAddressSpace
     public Span<byte> GetSpan(ulong va, int length, bool write)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
-        if ((va & 0xFFF) + (ulong)length > VirtualAddress.PageSize)
+        if ((ulong)VirtualAddress.PageOffsetOf(va) + (ulong)length > VirtualAddress.PageSize)
             throw new ArgumentException($"GetSpan: [0x{va:x}, +{length}) crosses a page boundary; use ReadBytes/WriteBytes.", nameof(length));
         byte* p = Translate(va, write ? MemoryAccess.Write : MemoryAccess.Read);
         return new Span<byte>(p, length);
@@ -236,7 +236,7 @@ public abstract unsafe partial class VirtualAddressSpace
         ThreadTlb* tlb = CurrentTlb();
         while (length > 0)
         {
-            int chunk = (int)Math.Min(length, VirtualAddress.PageSize - (long)(va & 0xFFF));
+            int chunk = (int)Math.Min(length, VirtualAddress.PageSize - (long)VirtualAddress.PageOffsetOf(va));
             int retries = 0;
             while (true)
             {

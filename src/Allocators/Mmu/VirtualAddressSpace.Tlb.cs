@@ -104,14 +104,14 @@ public abstract unsafe partial class VirtualAddressSpace
             {
                 tlb->Hits++;
                 error = 0;
-                return set->Host + (va & 0xFFF);
+                return set->Host + VirtualAddress.PageOffsetOf(va);
             }
             byte* other = ThreadTlb.LookupOtherWays(tlb, va, need);
             if (other != null)
             {
                 tlb->Hits++;
                 error = 0;
-                return other + (va & 0xFFF);
+                return other + VirtualAddress.PageOffsetOf(va);
             }
         }
         tlb->Misses++;

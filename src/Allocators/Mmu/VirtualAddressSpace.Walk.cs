@@ -32,13 +32,11 @@ public abstract unsafe partial class VirtualAddressSpace
     restart:
         ulong* table = _pgd;
         ulong rw = RW, us = US, nx = 0;
-        int level = 0;
-        int shift = 39;
-        ulong e;
+        int level = VirtualAddress.PgdLevel;
         while (true)
         {
-            ulong* slot = table + ((va >> shift) & 511);
-            e = Volatile.Read(ref *slot);
+            ulong* slot = EntryOffset(table, va, level);
+            ulong e = Volatile.Read(ref *slot);
             if ((e & P) == 0)
             {
                 error = baseCode;
@@ -47,7 +45,7 @@ public abstract unsafe partial class VirtualAddressSpace
             rw &= e; us &= e; nx |= e & NX;
             slots[level] = slot;
             values[level] = e;
-            if (level == 3 || (level >= 1 && (e & PSE) != 0)) break;
+            if (!PointsToTable(e, level)) break;
             table = TableOf(e);
             if (table == null)
             {
@@ -55,7 +53,6 @@ public abstract unsafe partial class VirtualAddressSpace
                 return null;
             }
             level++;
-            shift -= 9;
         }
 
         if ((user && us == 0) || (write && rw == 0) || (access == MemoryAccess.Execute && nx != 0))
@@ -79,8 +76,8 @@ public abstract unsafe partial class VirtualAddressSpace
             return null;
         }
         // Offset of the 4 KiB page inside a 2 MiB / 1 GiB leaf.
-        ulong leafSpan = 1UL << shift;
-        byte* page = frame + ((va & (leafSpan - 1)) & ~0xFFFUL);
+        ulong leafSpan = 1UL << VirtualAddress.LevelShift(level);
+        byte* page = frame + VirtualAddress.PageAlignDown(va & (leafSpan - 1));
         if (fill && va >= _tlbCacheStart && va < _tlbCacheEnd && (!_userMode || us != 0))
         {
             ulong perms = ThreadTlb.Valid
@@ -89,7 +86,7 @@ public abstract unsafe partial class VirtualAddressSpace
             ThreadTlb.Fill(tlb, va, perms, page);
         }
         error = 0;
-        return page + (va & 0xFFF);
+        return page + VirtualAddress.PageOffsetOf(va);
     }
 
     /// <summary>
@@ -100,16 +97,11 @@ public abstract unsafe partial class VirtualAddressSpace
     {
         ThrowIfDisposed();
         if (!VirtualAddress.IsCanonical(va)) return default;
-        ulong* table = _pgd;
-        int shift = 39;
-        for (int level = 0; ; level++, shift -= 9)
-        {
-            ulong e = Volatile.Read(ref table[(va >> shift) & 511]);
-            if ((e & P) == 0) return level == 3 ? new PageTableEntry(e) : default;
-            if (level == 3 || (level >= 1 && (e & PSE) != 0)) return new PageTableEntry(e);
-            table = TableOf(e);
-            if (table == null) return default;
-        }
+        ulong* slot = LookupSlot(va, VirtualAddress.PteLevel, out int level);
+        if (slot == null) return default;
+        ulong e = Volatile.Read(ref *slot);
+        // A non-present PTE can still carry a swap or migration entry; a non-present upper entry maps nothing.
+        return (e & P) != 0 || level == VirtualAddress.PteLevel ? new PageTableEntry(e) : default;
     }
 
     /// <summary>
@@ -120,23 +112,23 @@ public abstract unsafe partial class VirtualAddressSpace
     public string DumpPageTable(ulong va)
     {
         ThrowIfDisposed();
-        var sb = new StringBuilder();
         if (!VirtualAddress.IsCanonical(va)) return "non-canonical address";
-        ulong pgd = Volatile.Read(ref _pgd[VirtualAddress.PgdIndex(va)]);
-        // With the P4D folded, pgd_present() is always true: the kernel prints PGD and P4D, then checks the P4D.
-        sb.Append("PGD ").Append(pgd.ToString("x")).Append(' ');
-        sb.Append("P4D ").Append(pgd.ToString("x")).Append(' ');
-        if ((pgd & P) == 0) return sb.ToString();
-        ulong pud = Volatile.Read(ref TableOf(pgd)[VirtualAddress.PudIndex(va)]);
-        sb.Append("PUD ").Append(pud.ToString("x")).Append(' ');
-        if ((pud & P) == 0 || (pud & PSE) != 0) return sb.ToString();
-        ulong pmd = Volatile.Read(ref TableOf(pud)[VirtualAddress.PmdIndex(va)]);
-        sb.Append("PMD ").Append(pmd.ToString("x")).Append(' ');
-        if ((pmd & P) == 0 || (pmd & PSE) != 0) return sb.ToString();
-        ulong pte = Volatile.Read(ref TableOf(pmd)[VirtualAddress.PteIndex(va)]);
-        sb.Append("PTE ").Append(pte.ToString("x"));
+        var sb = new StringBuilder();
+        for (int level = VirtualAddress.PgdLevel; level <= VirtualAddress.PteLevel; level++)
+        {
+            ulong* slot = LookupSlot(va, level, out int reached);
+            if (slot == null || reached != level) break;
+            ulong e = Volatile.Read(ref *slot);
+            sb.Append(s_levelNames[level]).Append(' ').Append(e.ToString("x"));
+            if (level == VirtualAddress.PteLevel) break;
+            sb.Append(' ');
+            // With the P4D folded, p4d_offset returns the PGD slot: the kernel prints it again before checking it.
+            if (level == VirtualAddress.PgdLevel) sb.Append("P4D ").Append(e.ToString("x")).Append(' ');
+        }
         return sb.ToString();
     }
+
+    private static readonly string[] s_levelNames = ["PGD", "PUD", "PMD", "PTE"];
 
     /// <summary>
     /// For tests: the slot of the entry at <paramref name="level"/> (0 PGD, 1 PUD, 2 PMD, 3 PTE) on the walk of
@@ -144,38 +136,55 @@ public abstract unsafe partial class VirtualAddressSpace
     /// </summary>
     internal ulong* EntrySlotForTesting(ulong va, int level)
     {
-        ulong* table = _pgd;
-        for (int l = 0, shift = 39; ; l++, shift -= 9)
-        {
-            ulong* slot = table + ((va >> shift) & 511);
-            if (l == level) return slot;
-            ulong e = Volatile.Read(ref *slot);
-            if ((e & P) == 0 || (l >= 1 && (e & PSE) != 0)) return null;
-            table = TableOf(e);
-        }
+        ulong* slot = LookupSlot(va, level, out int reached);
+        return reached == level ? slot : null;
     }
 
     /// <summary>Pointer to the PTE slot for <paramref name="va"/> when every upper level is present and not huge; else null.</summary>
     private protected ulong* FindPteSlot(ulong va)
     {
-        ulong pgd = Volatile.Read(ref _pgd[VirtualAddress.PgdIndex(va)]);
-        if ((pgd & P) == 0) return null;
-        ulong pud = Volatile.Read(ref TableOf(pgd)[VirtualAddress.PudIndex(va)]);
-        if ((pud & P) == 0 || (pud & PSE) != 0) return null;
-        ulong pmd = Volatile.Read(ref TableOf(pud)[VirtualAddress.PmdIndex(va)]);
-        if ((pmd & P) == 0 || (pmd & PSE) != 0) return null;
-        return TableOf(pmd) + VirtualAddress.PteIndex(va);
+        ulong* slot = LookupSlot(va, VirtualAddress.PteLevel, out int reached);
+        return reached == VirtualAddress.PteLevel ? slot : null;
     }
 
     /// <summary>Pointer to the PMD slot for <paramref name="va"/> when the PGD and PUD entries are present; else null.</summary>
     private protected ulong* FindPmdSlot(ulong va)
     {
-        ulong pgd = Volatile.Read(ref _pgd[VirtualAddress.PgdIndex(va)]);
-        if ((pgd & P) == 0) return null;
-        ulong pud = Volatile.Read(ref TableOf(pgd)[VirtualAddress.PudIndex(va)]);
-        if ((pud & P) == 0 || (pud & PSE) != 0) return null;
-        return TableOf(pud) + VirtualAddress.PmdIndex(va);
+        ulong* slot = LookupSlot(va, VirtualAddress.PmdLevel, out int reached);
+        return reached == VirtualAddress.PmdLevel ? slot : null;
     }
+
+    /// <summary>
+    /// The lookup walk every reader shares (pgd_offset, then pud/pmd/pte_offset while the entry points at a table):
+    /// from the PGD towards <paramref name="targetLevel"/>, stopping early at a non-present entry or a huge leaf.
+    /// Returns the slot where it stopped and that slot's level in <paramref name="level"/>; null when an entry points
+    /// outside memory. Reads only, lock-free like <see cref="Walk"/>.
+    /// </summary>
+    private ulong* LookupSlot(ulong va, int targetLevel, out int level)
+    {
+        ulong* table = _pgd;
+        for (level = VirtualAddress.PgdLevel; ; level++)
+        {
+            ulong* slot = EntryOffset(table, va, level);
+            if (level == targetLevel) return slot;
+            ulong e = Volatile.Read(ref *slot);
+            if (!PointsToTable(e, level)) return slot;
+            table = TableOf(e);
+            if (table == null) return null;
+        }
+    }
+
+    /// <summary>pgd_offset / pud_offset / pmd_offset / pte_offset: the slot of <paramref name="va"/>'s entry in <paramref name="table"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private protected static ulong* EntryOffset(ulong* table, ulong va, int level) => table + VirtualAddress.TableIndex(va, level);
+
+    /// <summary>
+    /// Whether an entry at <paramref name="level"/> leads to a lower table: present, above the PTE level and not a
+    /// huge leaf (PSE in a PUD or PMD; the PGD has no PSE).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool PointsToTable(ulong e, int level)
+        => (e & P) != 0 && level < VirtualAddress.PteLevel && (level == VirtualAddress.PgdLevel || (e & PSE) == 0);
 
     /// <summary>
     /// Under the page-table lock: the slot in the table below <paramref name="slot"/>, allocating that table when the
@@ -188,7 +197,7 @@ public abstract unsafe partial class VirtualAddressSpace
         {
             var page = AllocTablePage();
             if (page == null) return null;
-            e = ((ulong)page->Pfn << 12) | (ulong)tableProt;
+            e = PageTableEntry.Make(page->Pfn, tableProt).Value;
             Volatile.Write(ref *slot, e); // the zeroed table is visible before the entry that points at it
             TablePage(AlignToTable(slot))->Data0++;
         }
@@ -217,5 +226,5 @@ public abstract unsafe partial class VirtualAddressSpace
 
     /// <summary>The table that holds an entry slot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private protected static ulong* AlignToTable(ulong* slot) => (ulong*)((nuint)slot & ~(nuint)0xFFF);
+    private protected static ulong* AlignToTable(ulong* slot) => (ulong*)VirtualAddress.PageAlignDown((nuint)slot);
 }

@@ -106,7 +106,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
     /// <exception cref="OutOfMemoryException">No memory for a new chunk.</exception>
     public Percpu<T> AllocPercpu<T>() where T : unmanaged
     {
-        int align = Math.Min((int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(sizeof(T), 1)), 64);
+        int align = Math.Min((int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(sizeof(T), 1)), Threading.CacheLines.Size);
         nint p = AllocPercpu(sizeof(T), Math.Max(align, Granule));
         if (p == 0) throw new OutOfMemoryException($"alloc_percpu: no memory for {sizeof(T)} bytes per CPU.");
         return new Percpu<T>(this, p);

@@ -283,9 +283,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         // Aligned to its power-of-two size in the sparse model: the frame lookup keys an array by its address.
-        var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), Model == MemoryModel.Flat ? 64 : (nuint)1 << _memMapShift);
+        var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), Model == MemoryModel.Flat ? Threading.CacheLines.Size : (nuint)1 << _memMapShift);
         NativeMemory.Clear(memMap, (nuint)(pages * sizeof(PageFrame)));
-        var ext = (ulong*)NativeMemory.AlignedAlloc((nuint)(pages * PageFrame.ExtWords * sizeof(ulong)), 64);
+        var ext = (ulong*)NativeMemory.AlignedAlloc((nuint)(pages * PageFrame.ExtWords * sizeof(ulong)), Threading.CacheLines.Size);
         NativeMemory.Clear(ext, (nuint)(pages * PageFrame.ExtWords * sizeof(ulong)));
         uint firstPfn = (uint)SectionStartPfn(index);
         for (long i = 0; i < pages; i++)

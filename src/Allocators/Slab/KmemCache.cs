@@ -80,7 +80,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _ctor = ctor;
         Name = name;
 
-        _d = (KmemCacheData*)NativeMemory.AlignedAlloc((nuint)sizeof(KmemCacheData), 64);
+        _d = (KmemCacheData*)NativeMemory.AlignedAlloc((nuint)sizeof(KmemCacheData), Threading.CacheLines.Size);
         NativeMemory.Clear(_d, (nuint)sizeof(KmemCacheData));
         _d->Id = id;
         _d->KmallocIndex = -1;
@@ -100,7 +100,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->BitmapDelta = _d->BitmapInFrame != 0 ? SlabPage.FrameBitmapOffset : _d->ExtDelta;
         _d->RemoteHints = (byte*)NativeMemory.AllocZeroed(InitialHints);
         _d->HintCapacity = InitialHints;
-        _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), 64);
+        _d->Nodes = (KmemCacheNode*)NativeMemory.AlignedAlloc((nuint)(_d->NodeCount * sizeof(KmemCacheNode)), Threading.CacheLines.Size);
         NativeMemory.Clear(_d->Nodes, (nuint)(_d->NodeCount * sizeof(KmemCacheNode)));
 
         _ownsIndex = cpuIndex < 0;
@@ -154,7 +154,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         int a = Math.Max(align, WordSize);
         if ((flags & SlabFlags.HwCacheAlign) != 0)
         {
-            int line = 64;
+            int line = Threading.CacheLines.Size;
             while (objectSize <= line / 2 && line > WordSize) line /= 2;
             a = Math.Max(a, line);
         }

@@ -105,7 +105,7 @@ internal unsafe struct SlabCpu
 
     private static SlabCpu* CreateRefusing()
     {
-        var c = (SlabCpu*)NativeMemory.AlignedAlloc((nuint)sizeof(SlabCpu), 64);
+        var c = (SlabCpu*)NativeMemory.AlignedAlloc((nuint)sizeof(SlabCpu), CacheLines.Size);
         *c = default;
         c->Key = FreshKey;
         return c;

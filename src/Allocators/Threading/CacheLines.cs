@@ -12,6 +12,9 @@ internal static unsafe class CacheLines
     /// </summary>
     public const int FalseSharingSpan = 128;
 
+    /// <summary>Bytes in one cache line (L1_CACHE_BYTES on x86-64 and arm64 server parts).</summary>
+    public const int Size = 64;
+
     /// <summary>Allocates <paramref name="bytes"/> rounded up to, and aligned on, <see cref="FalseSharingSpan"/>; free with <see cref="Free"/>.</summary>
     public static void* AllocIsolated(nuint bytes)
         => NativeMemory.AlignedAlloc((bytes + FalseSharingSpan - 1) & ~(nuint)(FalseSharingSpan - 1), FalseSharingSpan);

@@ -90,7 +90,13 @@ public sealed unsafe partial class CommandTests(ITestOutputHelper output)
         Assert.StartsWith("slabinfo - version: 2.1", report.System.SlabInfo);
         Assert.Contains("pages free", report.ZoneInfo);
         Assert.Contains(report.VmStatItems, i => i.Name == "nr_free_pages" && i.Value > 16000);
-        Assert.NotNull(report.VmallocInfo);
+        // A booted system: kernel-thread stacks and a hash table in vmallocinfo, init's page tables in meminfo.
+        string[] areas = report.VmallocInfo!.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains(areas, l => l.Contains("AllocThreadStackNode") && l.Contains(" pages=4 vmalloc"));
+        Assert.Contains(areas, l => l.Contains("AllocLargeSystemHash") && l.Contains(" pages=8 vmalloc"));
+        Assert.Contains(report.System.Meminfo, i => i.Name == "PageTables" && i.Kb >= 16);
+        Assert.Contains(report.System.Meminfo, i => i.Name == "VmallocUsed" && i.Kb > 0);
+        Assert.Contains(report.System.Meminfo, i => i.Name == "Percpu" && i.Kb > 0);
         Assert.Contains(report.System.Meminfo, i => i.Name == "VmallocTotal" && i.Kb == 34359738367);
         Assert.Contains(report.System.Caches, c => c.Name == "kmalloc-8k");
     }

@@ -69,4 +69,20 @@ public class AddressLayoutTests
             Assert.Equal(bit >= 12 && bit <= 51 ? 1UL << (bit - 12) : 0UL, single.Pfn);
         }
     }
+
+    [Fact]
+    public void LevelIndicesAreTheNamedOnes()
+    {
+        Assert.Equal([39, 30, 21, 12], [.. Enumerable.Range(0, 4).Select(VirtualAddress.LevelShift)]);
+        ulong va = VirtualAddress.Compose(0x1a3, 0x0b7, 0x155, 0x1ff, 0x123);
+        Assert.Equal(VirtualAddress.PgdIndex(va), VirtualAddress.TableIndex(va, VirtualAddress.PgdLevel));
+        Assert.Equal(0x0b7, VirtualAddress.TableIndex(va, VirtualAddress.PudLevel));
+        Assert.Equal(0x155, VirtualAddress.TableIndex(va, VirtualAddress.PmdLevel));
+        Assert.Equal(0x1ff, VirtualAddress.TableIndex(va, VirtualAddress.PteLevel));
+        Assert.Equal(0x123, VirtualAddress.PageOffsetOf(va));
+        Assert.Equal(va - 0x123, VirtualAddress.PageAlignDown(va));
+        Assert.Equal(VirtualAddress.PmdSize, 1UL << VirtualAddress.LevelShift(VirtualAddress.PmdLevel));
+        Assert.Equal(VirtualAddress.PudSize, 1UL << VirtualAddress.LevelShift(VirtualAddress.PudLevel));
+        Assert.Equal(VirtualAddress.PgdSize, 1UL << VirtualAddress.LevelShift(VirtualAddress.PgdLevel));
+    }
 }
