@@ -23,6 +23,21 @@ public sealed class MemorySystemOptions
 
     /// <summary>Give cached and free memory back after this long without page activity; null (default) never.</summary>
     public TimeSpan? IdleTrimAfter { get; init; }
+
+    /// <summary>
+    /// Checks every layer's options without building anything (the <see cref="MemorySystem"/> constructor runs the same
+    /// checks first).
+    /// </summary>
+    /// <exception cref="ArgumentException">A value is out of range; <see cref="ArgumentException.ParamName"/> names the property.</exception>
+    /// <exception cref="PlatformNotSupportedException">The backing needs another operating system.</exception>
+    public void Validate()
+    {
+        Physical.Validate();
+        PageAllocator.Validate();
+        Slab.Validate();
+        if (IdleTrimAfter is { } idle && idle <= TimeSpan.Zero)
+            throw new ArgumentException($"IdleTrimAfter must be positive, was {idle}.", nameof(IdleTrimAfter));
+    }
 }
 
 /// <summary>
@@ -35,6 +50,7 @@ public sealed unsafe class MemorySystem : IDisposable
     public MemorySystem(MemorySystemOptions? options = null)
     {
         Options = options ?? new MemorySystemOptions();
+        Options.Validate();
         Memory = new PhysicalMemory(Options.Physical);
         try
         {

@@ -10,7 +10,6 @@ public sealed unsafe partial class PageAllocator
     private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode | Gfp.NoFail; // NoFail: its checks live on the slow path
     private long _allocFailures;
     private long _allocFailuresInjected;
-    private long _warnings;
 
     /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
     /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
@@ -155,7 +154,7 @@ public sealed unsafe partial class PageAllocator
 
         if ((uint)order > MaxOrder)
         {
-            ReportFailure(gfp, order, $"order {order} exceeds MAX_PAGE_ORDER {MaxOrder}");
+            ReportFailure(gfp, order, FailureCause.OrderAboveMax);
             return null;
         }
         if ((uint)node >= (uint)_nodeCount)
@@ -163,7 +162,7 @@ public sealed unsafe partial class PageAllocator
         if (FaultInjection.Enabled && FaultInjection.ShouldFail((long)PageFrame.PageSize << order, order, gfp))
         {
             Interlocked.Increment(ref _allocFailuresInjected);
-            ReportFailure(gfp, order, "fail_page_alloc injected failure");
+            ReportFailure(gfp, order, FailureCause.Injected);
             return null;
         }
 
@@ -191,7 +190,7 @@ public sealed unsafe partial class PageAllocator
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
             if (page != null) return page;
 
-            if (RunShrinkers() > 0)
+            if (RunShrinkers(order) > 0)
             {
                 page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
                 if (page != null) return page;
@@ -219,7 +218,7 @@ public sealed unsafe partial class PageAllocator
             WaitForFreedPages();
         }
 
-        ReportFailure(gfp, order, null);
+        ReportFailure(gfp, order, FailureCause.NoMemory);
         return null;
     }
 
@@ -311,24 +310,5 @@ public sealed unsafe partial class PageAllocator
         }
         if (zone->Node != cpuNode) z->NumaOther++; // numa_local is derived: hit + miss - other
         _ = node;
-    }
-
-    private void ReportFailure(Gfp gfp, int order, string? why)
-    {
-        Interlocked.Increment(ref _allocFailures);
-        if ((gfp & Gfp.NoWarn) == 0) WarnAlloc(gfp, $"page allocation failure: order:{order}", why);
-    }
-
-    /// <summary>
-    /// warn_alloc: one line in the kernel's format (<c>comm: what, mode:%#x(%pGg), nodemask=...</c>) to the Warn
-    /// channel, with <paramref name="why"/> appended in brackets where the kernel would leave the reader to guess.
-    /// </summary>
-    /// <returns>The line.</returns>
-    private string WarnAlloc(Gfp gfp, string what, string? why = null)
-    {
-        Interlocked.Increment(ref _warnings);
-        string text = $"allocators: {what}, mode:0x{(uint)gfp:x}({gfp.Describe()}), nodemask=(null)" + (why is null ? "" : $" [{why}]");
-        _options.Warn?.Invoke(text);
-        return text;
     }
 }

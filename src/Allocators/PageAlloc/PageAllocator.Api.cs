@@ -34,7 +34,7 @@ public sealed unsafe partial class PageAllocator
         if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order || page->RefCount != 1)
             ThrowBadFree(page, order, "split_page");
         if (page->Has(PageFlags.Head))
-            throw new BadPageException($"split_page: pfn 0x{page->Pfn:x} is a compound page.", page->Pfn, page->Describe());
+            throw ReportMisuse(new BadPageException($"split_page: pfn 0x{page->Pfn:x} is a compound page.", page->Pfn, page->Describe()));
         long n = 1L << order;
         for (long i = 0; i < n; i++)
         {
@@ -51,9 +51,9 @@ public sealed unsafe partial class PageAllocator
         ThrowIfNotFrame(page, "get_page");
         PageFrame* head = PageFrame.CompoundHead(page);
         if (head->Has(PageFlags.Slab))
-            throw new BadPageException($"get_page: pfn 0x{head->Pfn:x} belongs to the slab allocator (its slab holds its only reference).", head->Pfn, head->Describe());
+            throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} belongs to the slab allocator (its slab holds its only reference).", head->Pfn, head->Describe()));
         if (!head->Has(PageFlags.Allocated) || head->RefCount <= 0)
-            throw new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe());
+            throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe()));
         Interlocked.Increment(ref head->RefCount);
     }
 

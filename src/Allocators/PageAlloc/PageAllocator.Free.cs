@@ -55,10 +55,10 @@ public sealed unsafe partial class PageAllocator
         if (address == null) return;
         PageFrame* page = _memory.VirtToPage(address);
         if (page == null)
-            throw new MemoryCorruptionException($"free_pages: address 0x{(nuint)address:x} is not in the arena.", (nuint)address);
+            throw ReportMisuse(new MemoryCorruptionException($"free_pages: address 0x{(nuint)address:x} is not in the arena.", (nuint)address));
         if (AddressOf(page) != address)
-            throw new BadPageException($"free_pages: address 0x{(nuint)address:x} is not page aligned (interior pointer).",
-                page->Pfn, page->Describe(), (nuint)address);
+            throw ReportMisuse(new BadPageException($"free_pages: address 0x{(nuint)address:x} is not page aligned (interior pointer).",
+                page->Pfn, page->Describe(), (nuint)address));
         FreeKnownFrame(page, order); // virt_to_page only returns genuine frames
     }
 
@@ -162,7 +162,7 @@ public sealed unsafe partial class PageAllocator
         if (_options.ReleaseFreeMemory && ShouldReportFreePages(zone)) RequestFreePageReporting(zone);
     }
 
-    private static void ValidateCompound(PageFrame* head, int order)
+    private void ValidateCompound(PageFrame* head, int order)
     {
         long n = 1L << order;
         for (long i = 1; i < n; i++)
@@ -176,7 +176,7 @@ public sealed unsafe partial class PageAllocator
     /// <see cref="ValidateCompound"/> and <see cref="ClearCompound"/> in one pass over the tails; a corrupted tail puts
     /// back the ones already cleared before it throws, so a refused free changes nothing.
     /// </summary>
-    private static void ReleaseCompound(PageFrame* head, int order)
+    private void ReleaseCompound(PageFrame* head, int order)
     {
         long n = 1L << order;
         for (long i = 1; i < n; i++)
@@ -198,9 +198,9 @@ public sealed unsafe partial class PageAllocator
     }
 
     [DoesNotReturn]
-    private static void ThrowCorruptedTail(PageFrame* head, PageFrame* tail)
-        => throw new BadPageException($"free_pages: compound page pfn 0x{head->Pfn:x} has a corrupted tail at pfn 0x{tail->Pfn:x}.",
-            tail->Pfn, tail->Describe());
+    private void ThrowCorruptedTail(PageFrame* head, PageFrame* tail)
+        => throw ReportMisuse(new BadPageException($"free_pages: compound page pfn 0x{head->Pfn:x} has a corrupted tail at pfn 0x{tail->Pfn:x}.",
+            tail->Pfn, tail->Describe()));
 
     private static void ClearCompound(PageFrame* head, int order)
     {
@@ -220,7 +220,7 @@ public sealed unsafe partial class PageAllocator
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (page == null) throw new ArgumentNullException(nameof(page), $"{operation}: null page frame.");
         if (!_memory.IsValidFrame(page))
-            throw new MemoryCorruptionException($"{operation}: 0x{(nuint)page:x} is not a page frame of this allocator.", (nuint)page);
+            throw ReportMisuse(new MemoryCorruptionException($"{operation}: 0x{(nuint)page:x} is not a page frame of this allocator.", (nuint)page));
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -242,6 +242,6 @@ public sealed unsafe partial class PageAllocator
             page->Order != order ? $"freed with order {order} but allocated with order {page->Order}" :
             page->RefCount <= 0 ? $"bad refcount {page->RefCount}" :
             "bad page state";
-        throw new BadPageException($"BUG: Bad page state in {operation}: pfn 0x{page->Pfn:x}: {reason}.", page->Pfn, state, (nuint)AddressOf(page));
+        throw ReportMisuse(new BadPageException($"BUG: Bad page state in {operation}: pfn 0x{page->Pfn:x}: {reason}.", page->Pfn, state, (nuint)AddressOf(page)));
     }
 }

@@ -39,8 +39,9 @@ public sealed unsafe partial class PageAllocator
     {
         if (Interlocked.Exchange(ref _noFailOrderWarned, 1) != 0) return;
         Interlocked.Increment(ref _warnings);
-        _options.Warn?.Invoke(
-            $"allocators: WARNING: __GFP_NOFAIL with order {order} > 1, mode:0x{(uint)gfp:x}({gfp.Describe()}): costly orders are not guaranteed and may wait forever");
+        if (!WarningsWanted) return;
+        Deliver(new PageAllocatorWarning(PageAllocatorWarningKind.Misuse, gfp, order,
+            $"allocators: WARNING: __GFP_NOFAIL with order {order} > 1, mode:0x{(uint)gfp:x}({gfp.Describe()}): costly orders are not guaranteed and may wait forever"), default);
     }
 
     /// <summary>
@@ -54,17 +55,22 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>
     /// The slow path's stall check: once a request has been in the allocator until <paramref name="due"/>, it is
-    /// reported (warn_alloc "page allocation stalls for", even with NoWarn, as the kernel does), counted and raised.
+    /// counted, reported (warn_alloc "page allocation stalls for", even with NoWarn, as the kernel does) and raised.
     /// </summary>
     /// <returns>When the next report is due.</returns>
     private long ReportStallIfDue(Gfp gfp, int order, long start, long due)
     {
         long now = Stopwatch.GetTimestamp();
         if (now < due) return due;
-        TimeSpan elapsed = Stopwatch.GetElapsedTime(start, now);
-        string text = WarnAlloc(gfp & ~Gfp.NoWarn, $"page allocation stalls for {(long)elapsed.TotalMilliseconds}ms, order:{order}");
+        Interlocked.Increment(ref _warnings);
         Interlocked.Increment(ref _allocStalls);
-        AllocationStalled?.Invoke(new AllocationStall(gfp, order, elapsed, text));
+        if (WarningsWanted || AllocationStalled != null)
+        {
+            TimeSpan elapsed = Stopwatch.GetElapsedTime(start, now);
+            string text = WarnAllocText(gfp & ~Gfp.NoWarn, $"page allocation stalls for {(long)elapsed.TotalMilliseconds}ms, order:{order}");
+            Deliver(new PageAllocatorWarning(PageAllocatorWarningKind.AllocationStall, gfp, order, text), elapsed);
+            AllocationStalled?.Invoke(new AllocationStall(gfp, order, elapsed, text));
+        }
         return due + _stallTicks;
     }
 

@@ -1,3 +1,7 @@
+using System.Diagnostics;
+using System.Diagnostics.Tracing;
+using Allocators.Diagnostics;
+
 namespace Allocators.PageAlloc;
 
 public sealed unsafe partial class PageAllocator
@@ -22,7 +26,13 @@ public sealed unsafe partial class PageAllocator
         lock (_shrinkerLock) _shrinkers = Array.FindAll(_shrinkers, s => s != shrink);
     }
 
-    private long RunShrinkers()
+    /// <summary>
+    /// Raised on the allocating thread after each run of the shrinkers (for an allocation about to fail, so often
+    /// under memory pressure). Handlers run as the shrinkers do: they must not allocate pages of this allocator.
+    /// </summary>
+    public event Action<ShrinkerRun>? ShrinkersRan;
+
+    private long RunShrinkers(int order)
     {
         if (t_inShrinker) return 0;
         Func<long>[] shrinkers = _shrinkers;
@@ -30,9 +40,17 @@ public sealed unsafe partial class PageAllocator
         t_inShrinker = true;
         try
         {
+            long start = Stopwatch.GetTimestamp();
             long freed = 0;
             foreach (var shrink in shrinkers) freed += shrink();
             if (freed > 0) DrainAllPages();
+            // Raised inside the shrinker context, so that a handler's own allocation failing does not shrink again.
+            if (ShrinkersRan != null || AllocatorsEventSource.Log.IsEnabled(EventLevel.Verbose, AllocatorsEventSource.Keywords.Reclaim))
+            {
+                var run = new ShrinkerRun(order, shrinkers.Length, freed, Stopwatch.GetElapsedTime(start));
+                ShrinkersRan?.Invoke(run);
+                AllocatorsEventSource.Log.Shrunk(Id, run);
+            }
             return freed;
         }
         finally

@@ -64,10 +64,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         ArgumentNullException.ThrowIfNull(memory);
         _memory = memory;
         _options = options ?? new PageAllocatorOptions();
-        if (_options.PcpBatch < 1 || _options.PcpHigh < _options.PcpBatch)
-            throw new ArgumentException("PcpBatch must be >= 1 and PcpHigh >= PcpBatch.");
-        if (_options.StallWarningInterval <= TimeSpan.Zero)
-            throw new ArgumentException($"StallWarningInterval must be positive, not {_options.StallWarningInterval}.");
+        _options.Validate();
         _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
         FaultInjection = new FaultAttributes();
 

@@ -37,6 +37,10 @@ public sealed class PhysicalMemoryOptions
 
     internal void Validate()
     {
+        if (!Enum.IsDefined(Backing))
+            throw new ArgumentException($"Backing must be one of {string.Join(", ", Enum.GetNames<ArenaBacking>())}, was {Backing}.", nameof(Backing));
+        if (!Enum.IsDefined(Model))
+            throw new ArgumentException($"Model must be one of {string.Join(", ", Enum.GetNames<MemoryModel>())}, was {Model}.", nameof(Model));
         if (Size < BlockBytes || Size % BlockBytes != 0)
             throw new ArgumentException($"Size must be a positive multiple of 4 MiB, was {Size}.", nameof(Size));
         if (Nodes is < 1 or > 8)
@@ -45,8 +49,10 @@ public sealed class PhysicalMemoryOptions
         {
             if (SectionSize < BlockBytes || (SectionSize & (SectionSize - 1)) != 0)
                 throw new ArgumentException($"SectionSize must be a power of two of at least 4 MiB, was {SectionSize}.", nameof(SectionSize));
-            if (Size % SectionSize != 0 || EffectiveMaxSize % SectionSize != 0)
-                throw new ArgumentException($"Size ({Size}) and MaxSize ({EffectiveMaxSize}) must be multiples of SectionSize ({SectionSize}).");
+            if (Size % SectionSize != 0)
+                throw new ArgumentException($"Size ({Size}) must be a multiple of SectionSize ({SectionSize}).", nameof(Size));
+            if (EffectiveMaxSize % SectionSize != 0)
+                throw new ArgumentException($"MaxSize ({EffectiveMaxSize}) must be a multiple of SectionSize ({SectionSize}).", nameof(MaxSize));
         }
         foreach (var (value, name) in new[] { (DmaZoneSize, nameof(DmaZoneSize)), (Dma32ZoneSize, nameof(Dma32ZoneSize)) })
         {

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Slab;
 
@@ -40,14 +42,27 @@ public sealed class IdleTrimmer : IDisposable
     /// <summary>Pages given back to the OS by trimming.</summary>
     public long PagesReleased => Interlocked.Read(ref _pagesReleased);
 
+    /// <summary>
+    /// Raised after every trim, on the trimming thread (the timer's, or the caller of <see cref="TrimNow"/>). A handler
+    /// that throws on the timer's thread ends the process, as any timer callback's exception does.
+    /// </summary>
+    public event Action<TrimResult>? Trimmed;
+
     /// <summary>Trims now, whatever the activity (drop_caches).</summary>
-    public long TrimNow()
+    /// <returns>The pages given back to the OS.</returns>
+    public long TrimNow() => Trim(idle: false);
+
+    private long Trim(bool idle)
     {
+        long start = Stopwatch.GetTimestamp();
         _slab?.ShrinkAll();
         _pages.DrainAllPages();
         long released = _pages.ReleaseFreeMemory();
         Interlocked.Add(ref _pagesReleased, released);
         Interlocked.Increment(ref _trims);
+        var trim = new TrimResult(released, idle, Stopwatch.GetElapsedTime(start));
+        Trimmed?.Invoke(trim);
+        AllocatorsEventSource.Log.Trimmed(_pages.Id, trim);
         return released;
     }
 
@@ -65,7 +80,7 @@ public sealed class IdleTrimmer : IDisposable
                 return;
             }
             if (now - _idleSinceTicks < IdleTime.TotalMilliseconds) return;
-            TrimNow();
+            Trim(idle: true);
             // Trimming itself frees pages: remember the new count so the next tick does not see "activity".
             _lastActivity = _pages.PagesAllocated + _pages.PagesFreed;
             _idleSinceTicks = long.MaxValue / 2;

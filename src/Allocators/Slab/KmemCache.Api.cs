@@ -35,7 +35,7 @@ public sealed unsafe partial class KmemCache
         int index = ObjectIndex(slab, obj);
         if (index < 0) ThrowInteriorPointer(slab, obj);
         if (IsFree(slab, index))
-            throw new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj);
+            throw _pages.ReportMisuse(new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj));
     }
 
     /// <summary>

@@ -510,22 +510,22 @@ public sealed unsafe partial class KmemCache
     private void ThrowNotThisCache(void* obj, PageFrame* slab)
     {
         if (slab == null)
-            throw new MemoryCorruptionException($"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not in the arena.", (nuint)obj);
+            throw _pages.ReportMisuse(new MemoryCorruptionException($"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not in the arena.", (nuint)obj));
         if ((slab->FlagsAndZone & (uint)PageFlags.Slab) == 0)
-            throw new MemoryCorruptionException(
-                $"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not a slab object (page pfn 0x{slab->Pfn:x}: {slab->Describe()}).", (nuint)obj);
+            throw _pages.ReportMisuse(new MemoryCorruptionException(
+                $"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not a slab object (page pfn 0x{slab->Pfn:x}: {slab->Describe()}).", (nuint)obj));
         var other = (KmemCacheData*)slab->Private;
         string otherName = other->Handle != 0 && GCHandle.FromIntPtr(other->Handle).Target is KmemCache k ? k.Name : "?";
-        throw new MemoryCorruptionException(
-            $"kmem_cache_free({Name}): wrong cache: object 0x{(nuint)obj:x} belongs to cache {otherName} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj);
+        throw _pages.ReportMisuse(new MemoryCorruptionException(
+            $"kmem_cache_free({Name}): wrong cache: object 0x{(nuint)obj:x} belongs to cache {otherName} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj));
     }
 
     private void ThrowInteriorPointer(PageFrame* slab, void* obj)
-        => throw new MemoryCorruptionException(
+        => throw _pages.ReportMisuse(new MemoryCorruptionException(
             $"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not the start of an object (interior pointer; slab pfn 0x{slab->Pfn:x} at 0x{(nuint)SlabBase(slab):x}, object size {_d->Size}).",
-            (nuint)obj);
+            (nuint)obj));
 
     private void ThrowDoubleFree(PageFrame* slab, void* obj, string why)
-        => throw new MemoryCorruptionException(
-            $"kmem_cache_free({Name}): double free of object 0x{(nuint)obj:x}: {why} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj);
+        => throw _pages.ReportMisuse(new MemoryCorruptionException(
+            $"kmem_cache_free({Name}): double free of object 0x{(nuint)obj:x}: {why} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj));
 }

@@ -29,6 +29,18 @@ public sealed class SlabAllocatorOptions
     /// one locked instruction (about 6 ns on the dev machine, more than a whole fast-path pair).
     /// </summary>
     public bool SerializedFrees { get; init; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first value out of range.</summary>
+    internal void Validate()
+    {
+        if (!Enum.IsDefined(KmallocSizeClasses))
+            throw new ArgumentException(
+                $"KmallocSizeClasses must be one of {string.Join(", ", Enum.GetNames<KmallocSizeClasses>())}, was {KmallocSizeClasses}.", nameof(KmallocSizeClasses));
+        SlabFlags known = SlabFlags.None;
+        foreach (SlabFlags flag in Enum.GetValues<SlabFlags>()) known |= flag;
+        if ((KmallocFlags & ~known) != 0)
+            throw new ArgumentException($"KmallocFlags has unknown bits 0x{(int)(KmallocFlags & ~known):x}.", nameof(KmallocFlags));
+    }
 }
 
 /// <summary>
@@ -75,6 +87,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         _pages = pages;
         _memory = pages.Memory;
         Options = options ?? new SlabAllocatorOptions();
+        Options.Validate();
         int[] sizes = KmallocClassTable.Sizes(Options.KmallocSizeClasses);
         Debug.Assert(sizes.Length <= SlabPage.NoKmallocClass); // a class index must fit a slab's class bits
         _sizeIndex = KmallocClassTable.CreateIndex(sizes);
@@ -171,7 +184,11 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// <summary>The cell holding the head of the native cache list (for inspectors).</summary>
     internal KmemCacheData** NativeCacheList => _cacheList;
 
-    internal void OnReport(SlabReport report) => CorruptionDetected?.Invoke(report);
+    internal void OnReport(SlabReport report)
+    {
+        CorruptionDetected?.Invoke(report);
+        AllocatorsEventSource.Log.CorruptionFound(_pages.Id, report);
+    }
 
     /// <summary>The kmalloc cache that serves <paramref name="size"/> bytes, or null above <see cref="KmallocMaxCacheSize"/> (kmalloc_slab).</summary>
     public KmemCache? KmallocCache(nuint size) => size == 0 || size > KmallocMaxCacheSize ? null : _kmalloc[KmallocIndex(size)];
@@ -358,13 +375,13 @@ public sealed unsafe class SlabAllocator : IDisposable
     private void ThrowBadKfree(void* p, PageFrame* page)
     {
         if (page == null)
-            throw new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p);
+            throw _pages.ReportMisuse(new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p));
         if ((page->FlagsAndZone & (uint)PageFlags.LargeKmalloc) == 0 || !page->Has(PageFlags.Allocated))
-            throw new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
-                page->Pfn, page->Describe(), (nuint)p);
+            throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
+                page->Pfn, page->Describe(), (nuint)p));
         // A live large kmalloc that does not start at p (the caller knows it is not one that does).
-        throw new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
-            page->Pfn, page->Describe(), (nuint)p);
+        throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
+            page->Pfn, page->Describe(), (nuint)p));
     }
 
     /// <summary>Frees every non-zero pointer of <paramref name="pointers"/> (kfree_bulk).</summary>
@@ -401,7 +418,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             return (nuint)cache.ObjectSize;
         }
         if (page != null && page->Has(PageFlags.LargeKmalloc)) return (nuint)PageFrame.PageSize << page->Order;
-        throw new MemoryCorruptionException($"ksize: 0x{(nuint)p:x} was not allocated by kmalloc.", (nuint)p);
+        throw _pages.ReportMisuse(new MemoryCorruptionException($"ksize: 0x{(nuint)p:x} was not allocated by kmalloc.", (nuint)p));
     }
 
     /// <summary>
@@ -436,8 +453,8 @@ public sealed unsafe class SlabAllocator : IDisposable
             else
             {
                 if (_pages.AddressOf(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
-                    throw new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
-                        page->Pfn, page->Describe(), (nuint)p);
+                    throw _pages.ReportMisuse(new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
+                        page->Pfn, page->Describe(), (nuint)p));
                 if (newSize <= size) return p;
                 keep = size;
             }

@@ -230,19 +230,22 @@ public sealed unsafe partial class VmallocAllocator
     private void Release(ulong address, VmAreaFlags kind, string operation)
     {
         VmapArea* area;
+        MemoryCorruptionException? misuse;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             area = _busy.Find(address);
-            if (area == null || area->Start != address)
-                throw new MemoryCorruptionException($"{operation}: 0x{address:x} is not the start of a vmalloc area"
-                    + (area == null ? "." : $" (it lies inside the area at 0x{area->Start:x})."), (nuint)address);
-            if ((area->Flags & VmAreaFlags.Unpurged) != 0)
-                throw new MemoryCorruptionException($"{operation}: double free of the area at 0x{address:x}.", (nuint)address);
-            if ((area->Flags & kind) == 0)
-                throw new MemoryCorruptionException($"{operation}: the area at 0x{address:x} was created by {Describe(area->Flags)}, not {operation}'s counterpart.", (nuint)address);
-            area->Flags |= VmAreaFlags.Unpurged;
+            misuse =
+                area == null || area->Start != address ? new MemoryCorruptionException($"{operation}: 0x{address:x} is not the start of a vmalloc area"
+                    + (area == null ? "." : $" (it lies inside the area at 0x{area->Start:x})."), (nuint)address) :
+                (area->Flags & VmAreaFlags.Unpurged) != 0 ? new MemoryCorruptionException($"{operation}: double free of the area at 0x{address:x}.", (nuint)address) :
+                (area->Flags & kind) == 0 ? new MemoryCorruptionException(
+                    $"{operation}: the area at 0x{address:x} was created by {Describe(area->Flags)}, not {operation}'s counterpart.", (nuint)address) :
+                null;
+            if (misuse == null) area->Flags |= VmAreaFlags.Unpurged;
         }
+        // Reported outside the lock: a report's handlers may use vmalloc themselves.
+        if (misuse != null) throw _pages.ReportMisuse(misuse);
         TearDown(area);
     }
 
@@ -358,7 +361,7 @@ public sealed unsafe partial class VmallocAllocator
             return 0;
         }
         ulong old = AreaSize(address);
-        if (old == 0) throw new MemoryCorruptionException($"vrealloc: 0x{address:x} is not a live vmalloc area.", (nuint)address);
+        if (old == 0) throw _pages.ReportMisuse(new MemoryCorruptionException($"vrealloc: 0x{address:x} is not a live vmalloc area.", (nuint)address));
         if (newSize <= old)
         {
             _kernel.Memset(address + newSize, 0, (long)(old - newSize));

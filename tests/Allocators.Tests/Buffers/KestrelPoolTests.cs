@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Sockets;
 using Allocators.AspNetCore;
 using Allocators.Buffers;
-using Allocators.Physical;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -22,14 +21,14 @@ public class KestrelPoolTests
         return port;
     }
 
-    /// <summary>A minimal app on 127.0.0.1 whose Kestrel rents from <paramref name="sys"/>; POST /echo returns the body.</summary>
-    private static async Task<(WebApplication App, int Port)> StartEchoServer(MemorySystem sys, NativeMemoryPoolOptions? options)
+    /// <summary>A minimal app on 127.0.0.1 whose Kestrel rents from a system of <paramref name="arenaMiB"/>; POST /echo returns the body.</summary>
+    private static async Task<(WebApplication App, int Port)> StartEchoServer(int arenaMiB, NativeMemoryPoolOptions? options)
     {
         int port = FreePort();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
-        builder.Services.AddAllocatorsMemoryPool(sys, options);
+        builder.Services.AddAllocators(o => o.ArenaSizeMiB = arenaMiB).AddAllocatorsMemoryPool(options);
         var app = builder.Build();
         app.MapPost("/echo", async (HttpContext ctx) =>
         {
@@ -45,8 +44,7 @@ public class KestrelPoolTests
     [Fact]
     public async Task KestrelServesRequestsFromTheNativePool()
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 128L << 20 } });
-        var (app, port) = await StartEchoServer(sys, options: null);
+        var (app, port) = await StartEchoServer(arenaMiB: 128, options: null);
         await using var _ = app;
         try
         {
@@ -78,8 +76,7 @@ public class KestrelPoolTests
     [Fact]
     public async Task ConcurrentLoadReturnsEveryBuffer()
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 256L << 20 } });
-        var (app, port) = await StartEchoServer(sys, new NativeMemoryPoolOptions { DebugChecks = true });
+        var (app, port) = await StartEchoServer(arenaMiB: 256, new NativeMemoryPoolOptions { DebugChecks = true });
         var factory = app.Services.GetRequiredService<NativeMemoryPoolFactory>();
         int[] sizes = [0, 17, 1000, 4095, 4097, 30_000, 100_000, 262_144];
         long requests = 0;
