@@ -22,19 +22,54 @@ public sealed unsafe class CallSiteTable
     /// <summary>The call site's text, e.g. <c>Server.HandleRequest+0x1c</c>.</summary>
     public string Name(int id) { lock (_lock) return (uint)id < (uint)_names.Count ? _names[id] : "<unknown>"; }
 
-    /// <summary>Records the first caller outside the allocator and returns its id (never 0).</summary>
+    /// <summary>
+    /// Records the first caller outside the allocator and returns its id (never 0). The site is
+    /// <c>Type.Method+0xOFFSET</c>: the IL offset under the JIT, the machine-code offset under NativeAOT, which keeps
+    /// no IL offsets. An AOT app published with <c>StackTraceSupport</c> off has no method names to give: its sites are
+    /// all <see cref="NoStackTraceData"/>.
+    /// </summary>
     public int Capture()
     {
         var trace = new StackTrace(2, fNeedFileInfo: false);
         string site = "<unknown>";
         for (int i = 0; i < trace.FrameCount; i++)
         {
-            var method = trace.GetFrame(i)?.GetMethod();
-            if (method is null || method.DeclaringType?.Assembly == typeof(CallSiteTable).Assembly) continue;
-            site = $"{method.DeclaringType?.Name}.{method.Name}+0x{trace.GetFrame(i)!.GetILOffset():x}";
+            if (trace.GetFrame(i) is not { } frame) continue;
+            // DiagnosticMethodInfo reads the stack trace metadata NativeAOT keeps; StackFrame.GetMethod needs reflection
+            // metadata that trimming removes.
+            var method = DiagnosticMethodInfo.Create(frame);
+            if (method is null)
+            {
+                site = NoStackTraceData;
+                break;
+            }
+            if (method.Name.Length == 0 || IsThisLibrary(method.DeclaringAssemblyName)) continue;
+            int offset = frame.GetILOffset();
+            if (offset == StackFrame.OFFSET_UNKNOWN) offset = frame.GetNativeOffset();
+            string type = ShortTypeName(method.DeclaringTypeName);
+            site = $"{type}{(type.Length > 0 ? "." : "")}{method.Name}+0x{offset:x}";
             break;
         }
         return Intern(site);
+    }
+
+    /// <summary>The site of every capture in a NativeAOT app published without stack trace data.</summary>
+    public const string NoStackTraceData = "<unknown (AOT without stack trace data)>";
+
+    private static readonly string LibraryName = typeof(CallSiteTable).Assembly.GetName().Name!;
+
+    /// <summary>True for a display name such as <c>Allocators, Version=0.1.0.0, ...</c>.</summary>
+    private static bool IsThisLibrary(string? assembly)
+        => assembly is not null && assembly.StartsWith(LibraryName, StringComparison.Ordinal)
+            && (assembly.Length == LibraryName.Length || assembly[LibraryName.Length] == ',');
+
+    /// <summary><c>Handlers+Get</c> for <c>App.Web.Handlers+Get</c>: the name without its namespace.</summary>
+    private static string ShortTypeName(string? fullName)
+    {
+        if (string.IsNullOrEmpty(fullName)) return "";
+        int generic = fullName.IndexOf('[');
+        int dot = fullName.LastIndexOf('.', generic < 0 ? fullName.Length - 1 : generic);
+        return dot < 0 ? fullName : fullName[(dot + 1)..];
     }
 
     /// <summary>
