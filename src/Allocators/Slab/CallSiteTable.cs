@@ -23,54 +23,17 @@ public sealed unsafe class CallSiteTable
     public string Name(int id) { lock (_lock) return (uint)id < (uint)_names.Count ? _names[id] : "<unknown>"; }
 
     /// <summary>
-    /// Records the first caller outside the allocator and returns its id (never 0). The site is
-    /// <c>Type.Method+0xOFFSET</c>: the IL offset under the JIT, the machine-code offset under NativeAOT, which keeps
-    /// no IL offsets. An AOT app published with <c>StackTraceSupport</c> off has no method names to give: its sites are
-    /// all <see cref="NoStackTraceData"/>.
+    /// Records the first caller outside the allocator and returns its id (never 0); <see cref="CallerName"/> says how
+    /// it is named under the JIT and under NativeAOT.
     /// </summary>
-    public int Capture()
-    {
-        var trace = new StackTrace(2, fNeedFileInfo: false);
-        string site = "<unknown>";
-        for (int i = 0; i < trace.FrameCount; i++)
-        {
-            if (trace.GetFrame(i) is not { } frame) continue;
-            // DiagnosticMethodInfo reads the stack trace metadata NativeAOT keeps; StackFrame.GetMethod needs reflection
-            // metadata that trimming removes.
-            var method = DiagnosticMethodInfo.Create(frame);
-            if (method is null)
-            {
-                site = NoStackTraceData;
-                break;
-            }
-            if (method.Name.Length == 0 || IsThisLibrary(method.DeclaringAssemblyName)) continue;
-            int offset = frame.GetILOffset();
-            if (offset == StackFrame.OFFSET_UNKNOWN) offset = frame.GetNativeOffset();
-            string type = ShortTypeName(method.DeclaringTypeName);
-            site = $"{type}{(type.Length > 0 ? "." : "")}{method.Name}+0x{offset:x}";
-            break;
-        }
-        return Intern(site);
-    }
+    public int Capture() => Intern(CallerName.Of(new StackTrace(2, fNeedFileInfo: false)));
 
-    /// <summary>The site of every capture in a NativeAOT app published without stack trace data.</summary>
-    public const string NoStackTraceData = "<unknown (AOT without stack trace data)>";
-
-    private static readonly string LibraryName = typeof(CallSiteTable).Assembly.GetName().Name!;
-
-    /// <summary>True for a display name such as <c>Allocators, Version=0.1.0.0, ...</c>.</summary>
-    private static bool IsThisLibrary(string? assembly)
-        => assembly is not null && assembly.StartsWith(LibraryName, StringComparison.Ordinal)
-            && (assembly.Length == LibraryName.Length || assembly[LibraryName.Length] == ',');
-
-    /// <summary><c>Handlers+Get</c> for <c>App.Web.Handlers+Get</c>: the name without its namespace.</summary>
-    private static string ShortTypeName(string? fullName)
-    {
-        if (string.IsNullOrEmpty(fullName)) return "";
-        int generic = fullName.IndexOf('[');
-        int dot = fullName.LastIndexOf('.', generic < 0 ? fullName.Length - 1 : generic);
-        return dot < 0 ? fullName : fullName[(dot + 1)..];
-    }
+    /// <summary>
+    /// How every captured site starts in a NativeAOT app published with <c>StackTraceSupport</c> off: it keeps no method
+    /// names, so the site lists image offsets (<c>&lt;unknown, AOT&gt; image+0x1f2e0 &lt; ...</c>) that
+    /// <c>addr2line -e app.dbg</c> resolves.
+    /// </summary>
+    public const string UnknownUnderAot = CallerName.UnknownUnderAot;
 
     /// <summary>
     /// The id of a call site named by the compiler's caller information (<c>File.Member:line</c>): a dictionary hit,

@@ -56,6 +56,9 @@ public sealed class PackedFeed : IDisposable
 
     public TimeSpan PackTime { get; }
 
+    /// <summary>A new empty folder in <see cref="Work"/>, named PREFIX and a unique suffix.</summary>
+    public string NewFolder(string prefix) => Directory.CreateDirectory(Path.Combine(Work, $"{prefix}{Guid.NewGuid():N}")).FullName;
+
     /// <summary>The path of a package in the feed.</summary>
     public string Package(string id, string extension = "nupkg") => Path.Combine(Feed, $"{id}.{Version}.{extension}");
 
