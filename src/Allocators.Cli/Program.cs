@@ -9,6 +9,7 @@ var commands = new OptionCatalog();
 app.Configure(config =>
 {
     config.SetApplicationName("allocators");
+    config.UseAssemblyInformationalVersion();
     // An option a command does not have is a usage error, not something to ignore while running with the defaults.
     config.UseStrictParsing();
     config.SetExceptionHandler((exception, _) => CliErrors.Handle(exception, args, commands));

@@ -4,7 +4,7 @@ using Spectre.Console;
 
 namespace Allocators.Cli.Bench;
 
-/// <summary>Turns bench results into console tables, a markdown report, a README snippet and PNG charts.</summary>
+/// <summary>Turns bench results into console tables, a markdown report, a README snippet and SVG charts.</summary>
 internal sealed class BenchReport(BenchPlan plan, IReadOnlyList<BenchResult> results, MachineInfo machine, TimeSpan wallTime)
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;

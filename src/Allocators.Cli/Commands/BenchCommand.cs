@@ -10,7 +10,7 @@ namespace Allocators.Cli.Commands;
 
 /// <summary>
 /// The comparative workload suite: every workload on every available allocator at 1, 2, 4 ... cores and 2x cores
-/// threads; prints tables with ratios against glibc malloc and writes bench-results/*.md and PNG charts.
+/// threads; prints tables with ratios against glibc malloc and writes bench-results/*.md and SVG charts.
 /// </summary>
 /// <remarks>
 /// jemalloc (Debian's build uses static TLS) only loads when GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384 was
@@ -48,7 +48,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         public string? Allocator { get; init; }
 
         [CommandOption("-o|--out <DIR>")]
-        [Description("Where the markdown report and PNG charts go (default bench-results).")]
+        [Description("Where the markdown report and SVG charts go (default bench-results).")]
         public string Out { get; init; } = "bench-results";
 
         [CommandOption("--isolate")]

@@ -6,8 +6,33 @@ using Spectre.Console.Cli;
 
 namespace Allocators.Cli.Commands;
 
-/// <summary>What <c>allocators stat --json</c> prints.</summary>
-internal sealed record StatReport(SystemReport System, string ZoneInfo, string VmStat, IReadOnlyList<VmStatItem> VmStatItems, string? VmallocInfo);
+/// <summary>
+/// What <c>allocators stat --json</c> prints: the files asked for (all by default), each as its /proc text and, where it
+/// has one, its table; the files not asked for are left out.
+/// </summary>
+/// <param name="Files">The files in this document, in the order <c>stat</c> prints them.</param>
+/// <param name="BuddyInfo">/proc/buddyinfo.</param>
+/// <param name="Zones">Each zone's free blocks per order and basics (with buddyinfo or zoneinfo).</param>
+/// <param name="ZoneInfo">/proc/zoneinfo.</param>
+/// <param name="SlabInfo">/proc/slabinfo.</param>
+/// <param name="Caches">Each slab cache's slabinfo columns (with slabinfo).</param>
+/// <param name="VmallocInfo">/proc/vmallocinfo (absent when the library has no vmalloc layer).</param>
+/// <param name="Meminfo">/proc/meminfo.</param>
+/// <param name="MeminfoItems">The meminfo lines as numbers.</param>
+/// <param name="VmStat">/proc/vmstat.</param>
+/// <param name="VmStatItems">The vmstat counters as numbers.</param>
+internal sealed record StatReport(
+    IReadOnlyList<string> Files,
+    string? BuddyInfo,
+    IReadOnlyList<ZoneReport>? Zones,
+    string? ZoneInfo,
+    string? SlabInfo,
+    IReadOnlyList<CacheReport>? Caches,
+    string? VmallocInfo,
+    string? Meminfo,
+    IReadOnlyList<MeminfoItem>? MeminfoItems,
+    string? VmStat,
+    IReadOnlyList<VmStatItem>? VmStatItems);
 
 /// <summary>One /proc/vmstat counter.</summary>
 internal sealed record VmStatItem(string Name, long Value);
@@ -44,14 +69,12 @@ internal sealed class StatCommand : Command<StatCommand.Settings>
     {
         using var system = KernelBoot.Boot(settings.ArenaMiB);
         string? vmalloc = system.Vmalloc.VmallocInfo();
+        bool Want(string file) => settings.Only.Length == 0 || settings.Only.Contains(file, StringComparer.OrdinalIgnoreCase);
         if (settings.Json)
         {
-            var items = system.Pages.VmStatItems().Select(i => new VmStatItem(i.Name, i.Value)).ToArray();
-            JsonOutput.Write(new StatReport(LiveSystem.Report(system), system.Pages.ZoneInfo(), system.Pages.VmStat(), items, vmalloc),
-                CliJsonContext.Default.StatReport);
+            JsonOutput.Write(Report(system, vmalloc, Want), CliJsonContext.Default.StatReport);
             return ExitCodes.Ok;
         }
-        bool Want(string file) => settings.Only.Length == 0 || settings.Only.Contains(file, StringComparer.OrdinalIgnoreCase);
         void Print(string file, string text)
         {
             AnsiConsole.WriteLine($"/proc/{file}:");
@@ -68,5 +91,24 @@ internal sealed class StatCommand : Command<StatCommand.Settings>
         if (Want("meminfo")) Print("meminfo", system.Meminfo());
         if (Want("vmstat")) Print("vmstat", system.Pages.VmStat());
         return ExitCodes.Ok;
+    }
+
+    private static StatReport Report(MemorySystem system, string? vmalloc, Func<string, bool> want)
+    {
+        var live = LiveSystem.Report(system);
+        string[] files = [.. Files.Where(f => want(f) && (f != "vmallocinfo" || vmalloc is not null))];
+        bool Has(string file) => files.Contains(file);
+        return new StatReport(
+            files,
+            Has("buddyinfo") ? live.BuddyInfo : null,
+            Has("buddyinfo") || Has("zoneinfo") ? live.Zones : null,
+            Has("zoneinfo") ? system.Pages.ZoneInfo() : null,
+            Has("slabinfo") ? live.SlabInfo : null,
+            Has("slabinfo") ? live.Caches : null,
+            Has("vmallocinfo") ? vmalloc : null,
+            Has("meminfo") ? live.MeminfoText : null,
+            Has("meminfo") ? live.Meminfo : null,
+            Has("vmstat") ? system.Pages.VmStat() : null,
+            Has("vmstat") ? [.. system.Pages.VmStatItems().Select(i => new VmStatItem(i.Name, i.Value))] : null);
     }
 }

@@ -22,20 +22,18 @@ public sealed unsafe class CallSiteTable
     /// <summary>The call site's text, e.g. <c>Server.HandleRequest+0x1c</c>.</summary>
     public string Name(int id) { lock (_lock) return (uint)id < (uint)_names.Count ? _names[id] : "<unknown>"; }
 
-    /// <summary>Records the first caller outside the allocator and returns its id (never 0).</summary>
-    public int Capture()
-    {
-        var trace = new StackTrace(2, fNeedFileInfo: false);
-        string site = "<unknown>";
-        for (int i = 0; i < trace.FrameCount; i++)
-        {
-            var method = trace.GetFrame(i)?.GetMethod();
-            if (method is null || method.DeclaringType?.Assembly == typeof(CallSiteTable).Assembly) continue;
-            site = $"{method.DeclaringType?.Name}.{method.Name}+0x{trace.GetFrame(i)!.GetILOffset():x}";
-            break;
-        }
-        return Intern(site);
-    }
+    /// <summary>
+    /// Records the first caller outside the allocator and returns its id (never 0); <see cref="CallerName"/> says how
+    /// it is named under the JIT and under NativeAOT.
+    /// </summary>
+    public int Capture() => Intern(CallerName.Of(new StackTrace(2, fNeedFileInfo: false)));
+
+    /// <summary>
+    /// How every captured site starts in a NativeAOT app published with <c>StackTraceSupport</c> off: it keeps no method
+    /// names, so the site lists image offsets (<c>&lt;unknown, AOT&gt; image+0x1f2e0 &lt; ...</c>) that
+    /// <c>addr2line -e app.dbg</c> resolves.
+    /// </summary>
+    public const string UnknownUnderAot = CallerName.UnknownUnderAot;
 
     /// <summary>
     /// The id of a call site named by the compiler's caller information (<c>File.Member:line</c>): a dictionary hit,

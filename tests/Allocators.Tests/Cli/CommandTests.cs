@@ -85,20 +85,35 @@ public sealed unsafe partial class CommandTests(ITestOutputHelper output)
         var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "stat", "--json", "--arena-mib", "64");
         Assert.True(code == 0, stderr);
         var report = JsonSerializer.Deserialize(stdout, CliJsonContext.Default.StatReport)!;
-        Assert.Equal(65536, report.System.Meminfo.Single(i => i.Name == "MemTotal").Kb);
-        Assert.StartsWith("Node 0, zone      DMA", report.System.BuddyInfo);
-        Assert.StartsWith("slabinfo - version: 2.1", report.System.SlabInfo);
+        Assert.Equal(["buddyinfo", "zoneinfo", "slabinfo", "vmallocinfo", "meminfo", "vmstat"], report.Files);
+        Assert.Equal(65536, report.MeminfoItems!.Single(i => i.Name == "MemTotal").Kb);
+        Assert.StartsWith("Node 0, zone      DMA", report.BuddyInfo);
+        Assert.StartsWith("slabinfo - version: 2.1", report.SlabInfo);
         Assert.Contains("pages free", report.ZoneInfo);
-        Assert.Contains(report.VmStatItems, i => i.Name == "nr_free_pages" && i.Value > 16000);
+        Assert.Contains(report.VmStatItems!, i => i.Name == "nr_free_pages" && i.Value > 16000);
         // A booted system: kernel-thread stacks and a hash table in vmallocinfo, init's page tables in meminfo.
         string[] areas = report.VmallocInfo!.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Contains(areas, l => l.Contains("AllocThreadStackNode") && l.Contains(" pages=4 vmalloc"));
         Assert.Contains(areas, l => l.Contains("AllocLargeSystemHash") && l.Contains(" pages=8 vmalloc"));
-        Assert.Contains(report.System.Meminfo, i => i.Name == "PageTables" && i.Kb >= 16);
-        Assert.Contains(report.System.Meminfo, i => i.Name == "VmallocUsed" && i.Kb > 0);
-        Assert.Contains(report.System.Meminfo, i => i.Name == "Percpu" && i.Kb > 0);
-        Assert.Contains(report.System.Meminfo, i => i.Name == "VmallocTotal" && i.Kb == 34359738367);
-        Assert.Contains(report.System.Caches, c => c.Name == "kmalloc-8k");
+        Assert.Contains(report.MeminfoItems!, i => i.Name == "PageTables" && i.Kb >= 16);
+        Assert.Contains(report.MeminfoItems!, i => i.Name == "VmallocUsed" && i.Kb > 0);
+        Assert.Contains(report.MeminfoItems!, i => i.Name == "Percpu" && i.Kb > 0);
+        Assert.Contains(report.MeminfoItems!, i => i.Name == "VmallocTotal" && i.Kb == 34359738367);
+        Assert.Contains(report.Caches!, c => c.Name == "kmalloc-8k");
+    }
+
+    [Fact]
+    public void StatJsonCarriesOnlyTheChosenFiles()
+    {
+        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "stat", "buddyinfo", "--json", "--arena-mib", "64");
+        Assert.True(code == 0, stderr);
+        var report = JsonSerializer.Deserialize(stdout, CliJsonContext.Default.StatReport)!;
+        Assert.Equal(["buddyinfo"], report.Files);
+        Assert.StartsWith("Node 0, zone      DMA", report.BuddyInfo);
+        Assert.NotEmpty(report.Zones!);
+        // Absent, not empty: the JSON has only what was asked for.
+        using var json = JsonDocument.Parse(stdout);
+        Assert.Equal(["files", "buddyInfo", "zones"], json.RootElement.EnumerateObject().Select(p => p.Name));
     }
 
     [Fact]
