@@ -1,0 +1,79 @@
+using System.Runtime.InteropServices;
+using Allocators.Threading;
+
+namespace Allocators.Buffers;
+
+/// <summary>
+/// The buffers of one size class that no thread caches: a stack of owner ids in native memory under a spin lock,
+/// taken only on slow paths (a thread's magazine empty or full, a drain, a reap). Besides the count it keeps the
+/// least count since the last reap: that many buffers sat here unused through the whole period.
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+internal unsafe struct PoolDepot
+{
+    public int Lock;
+    public int Count;
+    public int Capacity;
+    public int LowWater;
+    public int* Items;
+
+    /// <summary>Length of the class's buffers.</summary>
+    public int Length;
+
+    /// <summary>Slots of each thread's magazine for this class.</summary>
+    public int ThreadCapacity;
+
+    /// <summary>Moves the first <paramref name="count"/> of <paramref name="ids"/>, at most <paramref name="max"/>, in; returns how many.</summary>
+    public static int Push(PoolDepot* depot, int* ids, int count, int max)
+    {
+        int n = Math.Min(count, max);
+        if (n <= 0) return 0;
+        NativeSpinLock.Acquire(&depot->Lock);
+        if (depot->Count + n > depot->Capacity) Grow(depot, depot->Count + n);
+        for (int i = 0; i < n; i++) depot->Items[depot->Count++] = ids[i];
+        NativeSpinLock.Release(&depot->Lock);
+        return n;
+    }
+
+    /// <summary>Takes up to <paramref name="max"/> ids, the most recently pushed first; returns how many.</summary>
+    public static int Pop(PoolDepot* depot, int* ids, int max)
+    {
+        NativeSpinLock.Acquire(&depot->Lock);
+        int n = Math.Min(max, depot->Count);
+        for (int i = 0; i < n; i++) ids[i] = depot->Items[--depot->Count];
+        if (depot->Count < depot->LowWater) depot->LowWater = depot->Count;
+        NativeSpinLock.Release(&depot->Lock);
+        return n;
+    }
+
+    /// <summary>
+    /// Takes up to <paramref name="max"/> of the ids that stayed unused since the last call (from the bottom of the
+    /// stack, the longest idle) and starts a new period.
+    /// </summary>
+    public static int TakeIdle(PoolDepot* depot, int* ids, int max)
+    {
+        NativeSpinLock.Acquire(&depot->Lock);
+        int n = Math.Min(max, Math.Min(depot->LowWater, depot->Count));
+        for (int i = 0; i < n; i++) ids[i] = depot->Items[i];
+        depot->Count -= n;
+        new Span<int>(depot->Items + n, depot->Count).CopyTo(new Span<int>(depot->Items, depot->Count));
+        depot->LowWater = depot->Count;
+        NativeSpinLock.Release(&depot->Lock);
+        return n;
+    }
+
+    private static void Grow(PoolDepot* depot, int needed)
+    {
+        int capacity = Math.Max(needed, Math.Max(16, depot->Capacity * 2));
+        depot->Items = (int*)NativeMemory.Realloc(depot->Items, (nuint)capacity * sizeof(int));
+        depot->Capacity = capacity;
+    }
+
+    /// <summary>Frees the stack's memory.</summary>
+    public static void Free(PoolDepot* depot)
+    {
+        NativeMemory.Free(depot->Items);
+        depot->Items = null;
+        depot->Capacity = depot->Count = depot->LowWater = 0;
+    }
+}
