@@ -58,7 +58,7 @@ app.MapGet("/stats", () =>
     if (app.Services.GetService<NativeMemoryPoolFactory>() is { } factory)
     {
         foreach (NativeMemoryPool p in factory.Pools)
-            pools += $" rented={p.RentedBytes} pooled={p.PooledArrayBytes} failures={p.Failures}";
+            pools += $" rented={p.RentedBytes} pooled={p.PooledBytes} failures={p.Failures}";
     }
     return Results.Text($"rss_kb={Kb("VmRSS")} hwm_kb={Kb("VmHWM")} gc_heap={GC.GetTotalMemory(false)} committed={GC.GetGCMemoryInfo().TotalCommittedBytes}{pools}\n");
 });

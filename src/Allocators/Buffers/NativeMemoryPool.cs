@@ -16,7 +16,7 @@ namespace Allocators.Buffers;
 /// lock, no atomic instruction on the pool, counters per thread summed on read), then in shared stacks per class.
 /// Unused buffers go back: periodically (<see cref="NativeMemoryPoolOptions.TrimInterval"/>), all of them when the
 /// system is idle (<see cref="MemorySystemOptions.IdleTrimAfter"/>) or on <see cref="Trim"/>, and under memory pressure
-/// (a page allocator shrinker for native buffers, full garbage collections under high memory load for arrays).
+/// (a page allocator shrinker for native buffers; for arrays, a rent that finds the heap full trims first).
 /// A rent that finds no memory raises <see cref="RentFailed"/>, counts in <c>allocators.memory_pool.rent_failures</c>
 /// and throws <see cref="MemoryPoolExhaustedException"/>. With <see cref="NativeMemoryPoolOptions.DebugChecks"/>,
 /// returning twice and using after return throw.
@@ -59,7 +59,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
         _maxBufferSize = Options.MaxBufferSize;
         _defaultLength = Options.DefaultBufferSize;
         _defaultLow = _defaultLength / 2;
-        _defaultClass = BitOperationsIsPow2(_defaultLength) ? PoolSizeClasses.PowerOfTwoClass(_defaultLength) : PoolSizeClasses.DefaultClass;
+        _defaultClass = System.Numerics.BitOperations.IsPow2(_defaultLength) ? PoolSizeClasses.PowerOfTwoClass(_defaultLength) : PoolSizeClasses.DefaultClass;
 
         Span<int> capacities = stackalloc int[PoolSizeClasses.Count];
         _depots = (PoolDepot*)CacheLines.AllocIsolated((nuint)(PoolSizeClasses.Count * sizeof(PoolDepot)));
@@ -73,17 +73,19 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
         }
         *_counters = default;
         _capacities = capacities.ToArray();
+        _lengths = new int[PoolSizeClasses.Count];
+        for (int c = 0; c < PoolSizeClasses.Count; c++) _lengths[c] = _depots[c].Length;
         _caches = new ThreadCacheRegistry(this, PoolThreadCache.BlockSize(capacities));
         Name = NativeMemoryPoolRegistry.Add(this, Options.Name ?? "memory-pool");
         if (!_arrays) RegisterShrinker();
+        StartReaper();
     }
 
     /// <summary>Most buffers of one class a thread caches.</summary>
     private const int MaxThreadCached = 64;
 
     private readonly int[] _capacities;
-
-    private static bool BitOperationsIsPow2(int value) => System.Numerics.BitOperations.IsPow2(value);
+    private readonly int[] _lengths;
 
     /// <summary>The pool's name (<see cref="NativeMemoryPoolOptions.Name"/>, made unique among live pools).</summary>
     public string Name { get; }
@@ -124,8 +126,10 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
                 int id = magazine->Slots[count - 1];
                 magazine->Count = count - 1;
                 PoolThreadStats* stats = PoolThreadCache.Stats(cache);
+                int length = magazine->Length;
                 stats->Rents++;
-                stats->RentedBytes += _depots[sizeClass].Length;
+                stats->RentedBytes += length;
+                stats->RentedTotal += length;
                 ThreadCacheHeader.Exit(cache);
                 NativeMemoryOwner owner = _owners.Get(id);
                 owner.MarkRented();
@@ -185,6 +189,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
         if (_disposed) return;
         _disposed = true;
         NativeMemoryPoolRegistry.Remove(this);
+        StopReaper();
         if (!_arrays) UnregisterShrinker();
         // Threads' caches go to the shared stacks (in-flight operations waited for), and everything there is evicted.
         _caches.Dispose();

@@ -12,6 +12,7 @@ internal struct PoolCounters
     public long Rents;
     public long Returns;
     public long RentedBytes;
+    public long RentedTotal;
     public long Allocations;
     public long AllocatedBytes;
     public long Evictions;
@@ -21,4 +22,7 @@ internal struct PoolCounters
     /// <summary>Bytes in the shared stacks now (the budget <see cref="NativeMemoryPoolOptions.MaxPooledBytes"/> applies to).</summary>
     public long DepotBytes;
     public long Reaps;
+
+    /// <summary>Array bytes evicted since the pool last asked the garbage collector to give memory back.</summary>
+    public long UncollectedBytes;
 }

@@ -47,13 +47,14 @@ internal unsafe struct PoolDepot
     }
 
     /// <summary>
-    /// Takes up to <paramref name="max"/> of the ids that stayed unused since the last call (from the bottom of the
-    /// stack, the longest idle) and starts a new period.
+    /// Takes half (rounded up), at most <paramref name="max"/>, of the ids that stayed unused since the last call (from
+    /// the bottom of the stack, the longest idle) and starts a new period: the kernel's cache_reap, which frees a part
+    /// of what sat idle so that a steady load keeps its working set and a finished burst drains away geometrically.
     /// </summary>
     public static int TakeIdle(PoolDepot* depot, int* ids, int max)
     {
         NativeSpinLock.Acquire(&depot->Lock);
-        int n = Math.Min(max, Math.Min(depot->LowWater, depot->Count));
+        int n = Math.Min(max, Math.Min((depot->LowWater + 1) / 2, depot->Count));
         for (int i = 0; i < n; i++) ids[i] = depot->Items[i];
         depot->Count -= n;
         new Span<int>(depot->Items + n, depot->Count).CopyTo(new Span<int>(depot->Items, depot->Count));

@@ -16,6 +16,9 @@ internal struct PoolThreadStats
     public long Returns;
     public long RentedBytes;
 
+    /// <summary>Bytes rented in all (only ever grows: Kestrel's <c>rented</c> counter).</summary>
+    public long RentedTotal;
+
     /// <summary>Rents + returns when the reaper last looked (written by the reaper only, under the registry lock).</summary>
     public long OpsAtLastReap;
 }
@@ -27,7 +30,9 @@ internal unsafe struct PoolMagazine
     public int Count;
     public int Capacity;
     public int SlotsOffset; // from this struct to its slots
-    private int _pad;
+
+    /// <summary>Length of the class's buffers, here so that the fast path reads no shared line.</summary>
+    public int Length;
 
     public int* Slots
     {
@@ -61,13 +66,14 @@ internal static unsafe class PoolThreadCache
         => (PoolMagazine*)((byte*)cache + sizeof(ThreadCacheHeader) + sizeof(PoolThreadStats)) + sizeClass;
 
     /// <summary>Lays out the magazines of a fresh (zeroed) block.</summary>
-    public static void Init(ThreadCacheHeader* cache, ReadOnlySpan<int> capacities)
+    public static void Init(ThreadCacheHeader* cache, ReadOnlySpan<int> capacities, ReadOnlySpan<int> lengths)
     {
         byte* slots = (byte*)Magazine(cache, capacities.Length);
         for (int c = 0; c < capacities.Length; c++)
         {
             PoolMagazine* m = Magazine(cache, c);
             m->Capacity = capacities[c];
+            m->Length = lengths[c];
             m->SlotsOffset = (int)(slots - (byte*)m);
             slots += capacities[c] * sizeof(int);
         }
