@@ -193,6 +193,10 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
         if (!_arrays) UnregisterShrinker();
         // Threads' caches go to the shared stacks (in-flight operations waited for), and everything there is evicted.
         _caches.Dispose();
+        // Closed depots take nothing more (a racing return evicts its buffer), so once emptied their memory can go;
+        // the depot and counter blocks themselves stay, since a buffer returned later still counts there.
+        for (int c = 0; c < PoolSizeClasses.Count; c++) PoolDepot.Close(_depots + c);
         EvictDepots();
+        for (int c = 0; c < PoolSizeClasses.Count; c++) PoolDepot.Free(_depots + c);
     }
 }

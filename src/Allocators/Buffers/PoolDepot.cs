@@ -6,7 +6,8 @@ namespace Allocators.Buffers;
 /// <summary>
 /// The buffers of one size class that no thread caches: a stack of owner ids in native memory under a spin lock,
 /// taken only on slow paths (a thread's magazine empty or full, a drain, a reap). Besides the count it keeps the
-/// least count since the last reap: that many buffers sat here unused through the whole period.
+/// least count since the last reap: that many buffers sat here unused through the whole period. A closed depot
+/// (capacity -1, its pool disposed) takes nothing.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Size = 64)]
 internal unsafe struct PoolDepot
@@ -29,6 +30,11 @@ internal unsafe struct PoolDepot
         int n = Math.Min(count, max);
         if (n <= 0) return 0;
         NativeSpinLock.Acquire(&depot->Lock);
+        if (depot->Capacity < 0)
+        {
+            NativeSpinLock.Release(&depot->Lock);
+            return 0; // closed: the pool is disposed
+        }
         if (depot->Count + n > depot->Capacity) Grow(depot, depot->Count + n);
         for (int i = 0; i < n; i++) depot->Items[depot->Count++] = ids[i];
         NativeSpinLock.Release(&depot->Lock);
@@ -70,11 +76,21 @@ internal unsafe struct PoolDepot
         depot->Capacity = capacity;
     }
 
-    /// <summary>Frees the stack's memory.</summary>
+    /// <summary>Refuses every later push (the pool is being disposed); pops still take what is there.</summary>
+    public static void Close(PoolDepot* depot)
+    {
+        NativeSpinLock.Acquire(&depot->Lock);
+        depot->Capacity = -1;
+        NativeSpinLock.Release(&depot->Lock);
+    }
+
+    /// <summary>Frees the memory of a closed depot that was emptied after it was closed.</summary>
     public static void Free(PoolDepot* depot)
     {
+        NativeSpinLock.Acquire(&depot->Lock);
         NativeMemory.Free(depot->Items);
         depot->Items = null;
-        depot->Capacity = depot->Count = depot->LowWater = 0;
+        depot->Count = depot->LowWater = 0;
+        NativeSpinLock.Release(&depot->Lock);
     }
 }
