@@ -23,24 +23,32 @@ public sealed class NativeMemoryPoolFactory : IMemoryPoolFactory<byte>
         // Kestrel's socket transport sends multi-segment buffers through arrays (MemoryMarshal.TryGetArray, or it throws):
         // the pool must hand out real ones.
         options ??= new NativeMemoryPoolOptions();
-        _options = new NativeMemoryPoolOptions
-        {
-            DefaultBufferSize = options.DefaultBufferSize,
-            MaxBufferSize = options.MaxBufferSize,
-            DebugChecks = options.DebugChecks,
-            MaxPooledOwners = options.MaxPooledOwners,
-            MaxPooledArrayBytes = options.MaxPooledArrayBytes,
-            ExposeAsArrays = true,
-        };
+        _options = WithOwner(options, options.Name);
     }
+
+    private static NativeMemoryPoolOptions WithOwner(NativeMemoryPoolOptions options, string? name) => new()
+    {
+        Name = name,
+        DefaultBufferSize = options.DefaultBufferSize,
+        MaxBufferSize = options.MaxBufferSize,
+        DebugChecks = options.DebugChecks,
+        MaxPooledBytes = options.MaxPooledBytes,
+        ThreadCacheBytes = options.ThreadCacheBytes,
+        TrimInterval = options.TrimInterval,
+        ExposeAsArrays = true,
+    };
 
     /// <summary>The pools created so far.</summary>
     public IReadOnlyList<NativeMemoryPool> Pools { get { lock (_lock) return _pools.ToArray(); } }
 
-    /// <summary>Creates a pool for one Kestrel transport or connection owner.</summary>
+    /// <summary>
+    /// Creates a pool for one Kestrel transport or connection owner, named after <see cref="MemoryPoolOptions.Owner"/>
+    /// (unique among live pools, so Kestrel's pools stay apart in metrics and messages).
+    /// </summary>
     public MemoryPool<byte> Create(MemoryPoolOptions? options = null)
     {
-        var pool = new NativeMemoryPool(_system, _options);
+        string? owner = options?.Owner ?? _options.Name;
+        var pool = new NativeMemoryPool(_system, owner == _options.Name ? _options : WithOwner(_options, owner));
         lock (_lock) _pools.Add(pool);
         return pool;
     }

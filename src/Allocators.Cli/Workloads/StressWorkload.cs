@@ -330,6 +330,8 @@ internal sealed unsafe class StressWorkload : IDisposable
         if (counterSum != _counterExpected) failures.Add($"per-CPU counter sums to {counterSum}, expected {_counterExpected}");
         if (_pool.RentedBuffers != 0 || _pool.RentedBytes != 0)
             failures.Add($"memory pool still has {_pool.RentedBuffers} buffer(s) / {_pool.RentedBytes} bytes rented");
+        // The pool keeps returned buffers for reuse; they go back to the slab and page allocators before the audit.
+        _pool.Trim();
 
         if (_system.Percpu.ChunkCount != _initialChunks)
             failures.Add($"the per-CPU allocator has {_system.Percpu.ChunkCount} chunk(s), {_initialChunks} at the start "

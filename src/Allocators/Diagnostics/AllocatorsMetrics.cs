@@ -43,14 +43,24 @@ public static class AllocatorsMetrics
                 "Objects allocated from each slab cache (those in threads' slabs included).");
             meter.CreateObservableUpDownCounter("allocators.slab.active_bytes", () => CacheMeasurements(c => c.ActiveObjects * c.ObjectSize), "By",
                 "Bytes of objects allocated from each slab cache.");
-            meter.CreateObservableUpDownCounter("allocators.memory_pool.rented", () => PoolSum(p => p.RentedBytes), "By",
-                "Bytes rented out of NativeMemoryPool instances.");
-            meter.CreateObservableCounter("allocators.memory_pool.allocated", () => PoolSum(p => p.TotalRents), "{buffer}",
-                "Buffers rented from NativeMemoryPool instances since start.");
-            meter.CreateObservableUpDownCounter("allocators.memory_pool.pooled", () => Sum(s => s.Pages.PcpPages * PageFrame.PageSize), "By",
+            meter.CreateObservableUpDownCounter("allocators.pages.pcp", () => Sum(s => s.Pages.PcpPages * PageFrame.PageSize), "By",
                 "Bytes of free pages cached on per-thread lists, ready for reuse.");
-            meter.CreateObservableCounter("allocators.memory_pool.evicted", () => Sum(s => s.Trimmer?.PagesReleased * PageFrame.PageSize ?? 0), "By",
+            meter.CreateObservableCounter("allocators.pages.trimmed", () => Sum(s => s.Trimmer?.PagesReleased * PageFrame.PageSize ?? 0), "By",
                 "Bytes given back to the OS by idle trimming.");
+            // The pool's instruments mean what Kestrel's aspnetcore.memory_pool.* ones do, one series per pool
+            // (allocators.memory_pool.owner, unique per live pool), plus the kernel's active bytes and the failures.
+            meter.CreateObservableCounter("allocators.memory_pool.rented", () => PoolMeasurements(s => s.TotalRentedBytes), "By",
+                "Bytes rented from each NativeMemoryPool since it was created.");
+            meter.CreateObservableUpDownCounter("allocators.memory_pool.pooled", () => PoolMeasurements(s => s.PooledBytes), "By",
+                "Bytes of returned buffers each NativeMemoryPool keeps for reuse (threads' caches and shared stacks).");
+            meter.CreateObservableCounter("allocators.memory_pool.allocated", () => PoolMeasurements(s => s.TotalAllocatedBytes), "By",
+                "Bytes of buffers each NativeMemoryPool allocated since it was created.");
+            meter.CreateObservableCounter("allocators.memory_pool.evicted", () => PoolMeasurements(s => s.TotalEvictedBytes), "By",
+                "Bytes of pooled buffers each NativeMemoryPool gave back (reaper, trim, shrinker, budget).");
+            meter.CreateObservableUpDownCounter("allocators.memory_pool.active", () => PoolMeasurements(s => s.RentedBytes), "By",
+                "Bytes rented out of each NativeMemoryPool now.");
+            meter.CreateObservableCounter("allocators.memory_pool.rent_failures", () => PoolMeasurements(s => s.Failures), "{failure}",
+                "Rents from each NativeMemoryPool that found no memory (each threw MemoryPoolExhaustedException).");
             foreach (var extra in s_extra) extra(meter);
             s_meter = meter;
         }
@@ -100,9 +110,11 @@ public static class AllocatorsMetrics
             yield return new Measurement<long>(value(system), new KeyValuePair<string, object?>("allocators.system", system.Pages.Id));
     }
 
-    private static IEnumerable<Measurement<long>> PoolSum(Func<NativeMemoryPool, long> value)
+    private static IEnumerable<Measurement<long>> PoolMeasurements(Func<MemoryPoolStatistics, long> value)
     {
-        foreach (var group in NativeMemoryPoolRegistry.Snapshot().GroupBy(p => p.Pages.Id))
-            yield return new Measurement<long>(group.Sum(value), new KeyValuePair<string, object?>("allocators.system", group.Key));
+        foreach (var pool in NativeMemoryPoolRegistry.Snapshot())
+            yield return new Measurement<long>(value(pool.Statistics()),
+                new KeyValuePair<string, object?>("allocators.system", pool.Pages.Id),
+                new KeyValuePair<string, object?>("allocators.memory_pool.owner", pool.Name));
     }
 }

@@ -39,6 +39,7 @@ public unsafe class MetricsAndTrimTests
         var owner = pool.Rent(4096);
         var obj = sys.Slab.Kmalloc(100);
         listener.RecordObservableInstruments();
+        Assert.True(values["allocators.memory_pool.active"] >= 4096);
         Assert.True(values["allocators.memory_pool.rented"] >= 4096);
         Assert.True(values["allocators.pages.used"] > 0);
         Assert.True(values["allocators.pages.free"] > 0);
@@ -54,7 +55,8 @@ public unsafe class MetricsAndTrimTests
         values.Clear();
         listener.RecordObservableInstruments();
         Assert.True(values["allocators.pages.used"] >= usedBefore + (256 * 4096) - (64 * 4096));
-        Assert.Equal(0, values["allocators.memory_pool.rented"]);
+        Assert.Equal(0, values["allocators.memory_pool.active"]);
+        Assert.True(values["allocators.memory_pool.pooled"] >= 4096);
         sys.Pages.FreePages(big, 8);
     }
 

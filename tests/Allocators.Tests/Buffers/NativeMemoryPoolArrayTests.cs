@@ -85,7 +85,7 @@ public unsafe class NativeMemoryPoolArrayTests
         long before = GC.GetAllocatedBytesForCurrentThread();
         RentUseReturn(pool, sizes, 100_000);
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-        Assert.Equal(4096 + 128 + 8192 + 131072, pool.PooledArrayBytes);
+        Assert.Equal(4096 + 128 + 8192 + 131072, pool.PooledBytes);
     }
 
     private static void RentUseReturn(NativeMemoryPool pool, int[] sizes, int count)
@@ -127,14 +127,14 @@ public unsafe class NativeMemoryPoolArrayTests
     public void PooledArraysStayWithinTheByteBudget()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true, MaxPooledArrayBytes = 3 * 65536 });
+        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true, MaxPooledBytes = 3 * 65536, ThreadCacheBytes = 0 });
         var owners = Enumerable.Range(0, 8).Select(_ => pool.Rent(65536)).ToList();
         Assert.Equal(8 * 65536, pool.RentedBytes);
         foreach (var owner in owners) owner.Dispose();
-        Assert.Equal(3 * 65536, pool.PooledArrayBytes);
+        Assert.Equal(3 * 65536, pool.PooledBytes);
         Assert.Equal(0, pool.RentedBytes);
         pool.Dispose();
-        Assert.Equal(0, pool.PooledArrayBytes);
+        Assert.Equal(0, pool.PooledBytes);
     }
 
     [Fact]

@@ -28,8 +28,8 @@ public class NativeMemoryPoolTests
             Assert.Equal(expected, pool.RentedBytes);
         }
         Assert.Equal(0, pool.RentedBytes);
-        Assert.Equal(1, pool.TotalRents);
-        Assert.Equal(1, pool.TotalReturns);
+        Assert.Equal(1, pool.Statistics().TotalRents);
+        Assert.Equal(1, pool.Statistics().TotalReturns);
     }
 
     [Fact]
@@ -96,7 +96,7 @@ public class NativeMemoryPoolTests
         await pipe.Reader.CompleteAsync();
         await writer;
         Assert.Equal(data, received.ToArray());
-        Assert.True(pool.TotalRents > 0);
+        Assert.True(pool.Statistics().TotalRents > 0);
         Assert.Equal(0, pool.RentedBytes);
     }
 }

@@ -1,0 +1,176 @@
+using Allocators.PageAlloc;
+using Allocators.Physical;
+using Allocators.Threading;
+
+namespace Allocators.Buffers;
+
+// How a pool gives memory back, the kernel's way, on by default:
+//  - the reaper (cache_reap), every TrimInterval: threads that did not touch the pool hand their magazines back, and
+//    half of what sat in each depot through the whole period is evicted; a pool nobody used for a whole period
+//    is trimmed to nothing, and its memory goes back to the host (free pages reported for native buffers, a
+//    garbage collection that decommits for arrays);
+//  - the shrinker (native buffers): the page allocator, about to fail an allocation, has the depots evicted;
+//  - an array rent that finds the garbage-collected heap full trims the pool before it fails.
+// All of it runs on slow paths or a timer thread; the depots' spin locks and the registry's lock are the only locks.
+public sealed unsafe partial class NativeMemoryPool
+{
+    /// <summary>Array bytes evicted after which an idle pool asks the garbage collector to give memory back.</summary>
+    private const long CollectAfterEvictedBytes = 8L << 20;
+
+    private Func<long>? _shrinker;
+    private Timer? _reaper;
+    private long _opsAtLastReap = -1;
+    private int _reaping;
+
+    /// <summary>
+    /// Gives back every pooled buffer: every thread's cache and the shared stacks are emptied (drop_caches). Buffers
+    /// rented out are not touched. Returns the bytes evicted. Must not be called from a <see cref="RentFailed"/> handler.
+    /// </summary>
+    public long Trim()
+    {
+        if (_disposed) return 0;
+        try
+        {
+            _caches.DrainAll();
+        }
+        catch (ObjectDisposedException)
+        {
+            return 0;
+        }
+        return EvictDepots();
+    }
+
+    /// <summary>Evicts everything in the depots; returns the bytes evicted.</summary>
+    private long EvictDepots()
+    {
+        long before = Volatile.Read(ref _counters->EvictedBytes);
+        Span<int> ids = stackalloc int[256];
+        fixed (int* buffer = ids)
+        {
+            for (int c = 0; c < PoolSizeClasses.Count; c++)
+            {
+                PoolDepot* depot = _depots + c;
+                int n;
+                while ((n = PoolDepot.Pop(depot, buffer, ids.Length)) > 0)
+                {
+                    Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
+                    for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
+                }
+            }
+        }
+        long evicted = Volatile.Read(ref _counters->EvictedBytes) - before;
+        if (_arrays) Interlocked.Add(ref _counters->UncollectedBytes, evicted);
+        return evicted;
+    }
+
+    /// <summary>One reaper period; see the file header. Runs on a timer thread, one at a time.</summary>
+    internal void Reap()
+    {
+        if (_disposed || Interlocked.Exchange(ref _reaping, 1) != 0) return;
+        try
+        {
+            Interlocked.Increment(ref _counters->Reaps);
+            MemoryPoolStatistics stats = Statistics();
+            long ops = stats.TotalRents + stats.TotalReturns;
+            bool idle = ops == _opsAtLastReap;
+            _opsAtLastReap = ops;
+            if (idle)
+            {
+                if (stats.PooledBytes > 0) Trim();
+                GiveBackToHost();
+                return;
+            }
+            _caches.DrainAll(null, holds: QuietAndHolding);
+            ReapDepots();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed meanwhile.
+        }
+        finally
+        {
+            Volatile.Write(ref _reaping, 0);
+        }
+    }
+
+    /// <summary>True for a thread's cache whose thread did not rent or return since the last look and that holds buffers.</summary>
+    private bool QuietAndHolding(nint block)
+    {
+        var cache = (ThreadCacheHeader*)block;
+        PoolThreadStats* stats = PoolThreadCache.Stats(cache);
+        long ops = Volatile.Read(ref stats->Rents) + Volatile.Read(ref stats->Returns);
+        bool quiet = ops == stats->OpsAtLastReap;
+        stats->OpsAtLastReap = ops;
+        if (!quiet) return false;
+        for (int c = 0; c < PoolSizeClasses.Count; c++)
+            if (Volatile.Read(ref PoolThreadCache.Magazine(cache, c)->Count) != 0) return true;
+        return false;
+    }
+
+    private void ReapDepots()
+    {
+        Span<int> ids = stackalloc int[1024];
+        fixed (int* buffer = ids)
+        {
+            for (int c = 0; c < PoolSizeClasses.Count; c++)
+            {
+                PoolDepot* depot = _depots + c;
+                if (Volatile.Read(ref depot->Count) == 0) { depot->LowWater = 0; continue; }
+                int n = PoolDepot.TakeIdle(depot, buffer, ids.Length);
+                if (n == 0) continue;
+                Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
+                for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
+                if (_arrays) Interlocked.Add(ref _counters->UncollectedBytes, (long)n * depot->Length);
+            }
+        }
+    }
+
+    /// <summary>
+    /// An idle pool's evicted memory leaves the process: native pages freed to the buddy lists are reported to the
+    /// host, and evicted arrays (pinned, on the pinned object heap) are collected with a decommitting collection,
+    /// since an idle server allocates nothing that would trigger one.
+    /// </summary>
+    private void GiveBackToHost()
+    {
+        if (!_arrays)
+        {
+            if (!_pages.IsDisposed) _pages.ReleaseFreeMemory();
+            return;
+        }
+        if (Volatile.Read(ref _counters->UncollectedBytes) < CollectAfterEvictedBytes) return;
+        Interlocked.Exchange(ref _counters->UncollectedBytes, 0);
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
+    private void StartReaper()
+    {
+        if (Options.TrimInterval is not { } period) return;
+        // The timer holds the pool weakly: a pool nobody disposed can still be collected, and its timer then stops.
+        var holder = new ReaperHolder(new WeakReference<NativeMemoryPool>(this));
+        _reaper = holder.Timer = new Timer(static s => ((ReaperHolder)s!).Tick(), holder, period, period);
+    }
+
+    private void StopReaper() => _reaper?.Dispose();
+
+    private void RegisterShrinker()
+    {
+        _shrinker = () => EvictDepots() / PageFrame.PageSize;
+        _pages.RegisterShrinker(_shrinker);
+    }
+
+    private void UnregisterShrinker()
+    {
+        if (_shrinker != null) _pages.UnregisterShrinker(_shrinker);
+    }
+
+    private sealed class ReaperHolder(WeakReference<NativeMemoryPool> pool)
+    {
+        public Timer? Timer;
+
+        public void Tick()
+        {
+            if (pool.TryGetTarget(out NativeMemoryPool? p)) p.Reap();
+            else Timer?.Dispose();
+        }
+    }
+}
