@@ -48,7 +48,7 @@ public static unsafe class Program
         tracked.Free(live);
 
         var services = new ServiceCollection();
-        services.AddAllocatorsMemoryPool(system);
+        services.AddAllocators().AddAllocatorsMemoryPool();
         using (var provider = services.BuildServiceProvider())
         {
             var factory = provider.GetRequiredService<IMemoryPoolFactory<byte>>();

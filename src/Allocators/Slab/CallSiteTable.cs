@@ -26,7 +26,9 @@ public sealed unsafe class CallSiteTable
     /// Records the first caller outside the allocator and returns its id (never 0); <see cref="CallerName"/> says how
     /// it is named under the JIT and under NativeAOT.
     /// </summary>
-    public int Capture() => Intern(CallerName.Of(new StackTrace(2, fNeedFileInfo: false)));
+    /// <remarks>No frame is skipped by count: the JIT inlines allocator frames at some tiers and not others, so a fixed
+    /// skip would sometimes skip the caller; the library's own frames are recognised by their assembly instead.</remarks>
+    public int Capture() => Intern(CallerName.Of(new StackTrace(0, fNeedFileInfo: false)));
 
     /// <summary>
     /// How every captured site starts in a NativeAOT app published with <c>StackTraceSupport</c> off: it keeps no method
