@@ -29,7 +29,7 @@ public sealed class MemorySystemOptions
 /// One memory system: owns the arena and composes the allocators built on it (layers flow down only).
 /// Every layer is also usable on its own through its own type.
 /// </summary>
-public sealed unsafe partial class MemorySystem : IDisposable
+public sealed unsafe class MemorySystem : IDisposable
 {
     /// <summary>Builds the default system (256 MiB NativeMemory arena, one node) or the one described.</summary>
     public MemorySystem(MemorySystemOptions? options = null)
@@ -142,5 +142,28 @@ public sealed unsafe partial class MemorySystem : IDisposable
         Slab.Dispose();
         Pages.Dispose();
         Memory.Dispose();
+    }
+
+    /// <summary>The system's memory summary in the layout of /proc/meminfo (<c>%-16s%8lu kB</c> lines).</summary>
+    public string Meminfo() => MeminfoFormat.Format(MeminfoItems());
+
+    /// <summary>The /proc/meminfo items as (name, kB) pairs, in the order they are printed.</summary>
+    public IReadOnlyList<(string Name, long Kb)> MeminfoItems()
+    {
+        var values = new MeminfoValues
+        {
+            TotalPages = Pages.ManagedPages,
+            FreePages = Pages.NrFreePages,
+            PageTablePages = Pages.NrPageTablePages,
+            VmallocPages = HasVmalloc ? Vmalloc.VmallocPages : null,
+            PercpuPages = Percpu.NrPages,
+        };
+        foreach (var zone in Pages.Zones) values.ReserveHighPages += zone.WatermarkHigh;
+        foreach (var cache in Slab.Caches)
+        {
+            KmemCacheData* d = cache.Data;
+            for (int n = 0; n < d->NodeCount; n++) values.SlabUnreclaimablePages += Volatile.Read(ref d->Nodes[n].NrSlabs) << d->Order;
+        }
+        return MeminfoFormat.Items(values);
     }
 }

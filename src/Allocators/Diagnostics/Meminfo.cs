@@ -1,91 +1,56 @@
 using System.Globalization;
 using System.Text;
-using Allocators.Diagnostics;
 using Allocators.Physical;
-using Allocators.Slab;
 
-namespace Allocators
+namespace Allocators.Diagnostics;
+
+/// <summary>The inputs of a /proc/meminfo text, in pages unless the name says otherwise.</summary>
+internal struct MeminfoValues
 {
-    public sealed unsafe partial class MemorySystem
-    {
-        /// <summary>The system's memory summary in the layout of /proc/meminfo (<c>%-16s%8lu kB</c> lines).</summary>
-        public string Meminfo() => MeminfoFormat.Format(MeminfoItems());
-
-        /// <summary>The /proc/meminfo items as (name, kB) pairs, in the order they are printed.</summary>
-        public IReadOnlyList<(string Name, long Kb)> MeminfoItems()
-        {
-            var values = new MeminfoValues
-            {
-                TotalPages = Pages.ManagedPages,
-                FreePages = Pages.NrFreePages,
-                ReserveHighPages = 0,
-            };
-            foreach (var zone in Pages.Zones) values.ReserveHighPages += zone.WatermarkHigh;
-            foreach (var cache in Slab.Caches)
-            {
-                KmemCacheData* d = cache.Data;
-                for (int n = 0; n < d->NodeCount; n++) values.SlabUnreclaimablePages += Volatile.Read(ref d->Nodes[n].NrSlabs) << d->Order;
-            }
-            AddVmalloc(ref values);
-            values.PercpuPages = Percpu.NrPages;
-            return MeminfoFormat.Items(values);
-        }
-
-        /// <summary>Filled in by the vmalloc layer, when it is part of the system: VmallocTotal and VmallocUsed.</summary>
-        partial void AddVmalloc(ref MeminfoValues values);
-    }
+    public long TotalPages;
+    public long FreePages;
+    public long ReserveHighPages;          // sum of the zones' high watermarks (totalreserve_pages)
+    public long SlabReclaimablePages;
+    public long SlabUnreclaimablePages;
+    public long PageTablePages;
+    public long? VmallocPages;             // null when the system has no vmalloc layer
+    public long PercpuPages;
 }
 
-namespace Allocators.Diagnostics
+/// <summary>Builds /proc/meminfo items and text; shared by the live system and out-of-process inspectors.</summary>
+internal static class MeminfoFormat
 {
-    /// <summary>The inputs of a /proc/meminfo text, in pages unless the name says otherwise.</summary>
-    internal struct MeminfoValues
+    private const int KbPerPage = PageFrame.PageSize / 1024;
+
+    public static IReadOnlyList<(string Name, long Kb)> Items(in MeminfoValues v)
     {
-        public long TotalPages;
-        public long FreePages;
-        public long ReserveHighPages;          // sum of the zones' high watermarks (totalreserve_pages)
-        public long SlabReclaimablePages;
-        public long SlabUnreclaimablePages;
-        public long PageTablePages;
-        public long? VmallocPages;             // null when the system has no vmalloc layer
-        public long PercpuPages;
+        long slab = v.SlabReclaimablePages + v.SlabUnreclaimablePages;
+        // MemAvailable as si_mem_available estimates it: free pages above the reserve plus half the reclaimable slab.
+        long available = Math.Max(0, v.FreePages - v.ReserveHighPages + v.SlabReclaimablePages / 2);
+        var items = new List<(string, long)>
+        {
+            ("MemTotal", v.TotalPages * KbPerPage),
+            ("MemFree", v.FreePages * KbPerPage),
+            ("MemAvailable", available * KbPerPage),
+            ("Slab", slab * KbPerPage),
+            ("SReclaimable", v.SlabReclaimablePages * KbPerPage),
+            ("SUnreclaim", v.SlabUnreclaimablePages * KbPerPage),
+            ("PageTables", v.PageTablePages * KbPerPage),
+        };
+        if (v.VmallocPages is { } vmallocPages) items.AddRange(VmallocItems(vmallocPages));
+        items.Add(("Percpu", v.PercpuPages * KbPerPage));
+        return items;
     }
 
-    /// <summary>Builds /proc/meminfo items and text; shared by the live system and out-of-process inspectors.</summary>
-    internal static class MeminfoFormat
+    /// <summary>VmallocTotal (the whole range, as the kernel prints it) and VmallocUsed for <paramref name="vmallocPages"/> pages.</summary>
+    public static (string Name, long Kb)[] VmallocItems(long vmallocPages)
+        => [("VmallocTotal", (long)((Vmalloc.VmallocAllocator.VmallocSize - 1) >> 10)), ("VmallocUsed", vmallocPages * KbPerPage)];
+
+    /// <summary>One <c>Name:   value kB</c> line per item, as the kernel's show_val_kb prints them.</summary>
+    public static string Format(IReadOnlyList<(string Name, long Kb)> items)
     {
-        private const int KbPerPage = PageFrame.PageSize / 1024;
-
-        public static IReadOnlyList<(string Name, long Kb)> Items(in MeminfoValues v)
-        {
-            long slab = v.SlabReclaimablePages + v.SlabUnreclaimablePages;
-            // MemAvailable as si_mem_available estimates it: free pages above the reserve plus half the reclaimable slab.
-            long available = Math.Max(0, v.FreePages - v.ReserveHighPages + v.SlabReclaimablePages / 2);
-            var items = new List<(string, long)>
-            {
-                ("MemTotal", v.TotalPages * KbPerPage),
-                ("MemFree", v.FreePages * KbPerPage),
-                ("MemAvailable", available * KbPerPage),
-                ("Slab", slab * KbPerPage),
-                ("SReclaimable", v.SlabReclaimablePages * KbPerPage),
-                ("SUnreclaim", v.SlabUnreclaimablePages * KbPerPage),
-                ("PageTables", v.PageTablePages * KbPerPage),
-            };
-            if (v.VmallocPages is { } vmallocPages) items.AddRange(VmallocItems(vmallocPages));
-            items.Add(("Percpu", v.PercpuPages * KbPerPage));
-            return items;
-        }
-
-        /// <summary>VmallocTotal (the whole range, as the kernel prints it) and VmallocUsed for <paramref name="vmallocPages"/> pages.</summary>
-        public static (string Name, long Kb)[] VmallocItems(long vmallocPages)
-            => [("VmallocTotal", (long)((Vmalloc.VmallocAllocator.VmallocSize - 1) >> 10)), ("VmallocUsed", vmallocPages * KbPerPage)];
-
-        /// <summary>One <c>Name:   value kB</c> line per item, as the kernel's show_val_kb prints them.</summary>
-        public static string Format(IReadOnlyList<(string Name, long Kb)> items)
-        {
-            var sb = new StringBuilder();
-            foreach (var (name, kb) in items) sb.Append(CultureInfo.InvariantCulture, $"{name + ":",-16}{kb,8} kB\n");
-            return sb.ToString();
-        }
+        var sb = new StringBuilder();
+        foreach (var (name, kb) in items) sb.Append(CultureInfo.InvariantCulture, $"{name + ":",-16}{kb,8} kB\n");
+        return sb.ToString();
     }
 }

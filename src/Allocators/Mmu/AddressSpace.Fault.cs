@@ -81,7 +81,7 @@ public sealed unsafe partial class AddressSpace
         if ((error & (PageFaultErrorCode.Protection | PageFaultErrorCode.ReservedBit)) != 0) return false;
         int index = VirtualAddress.PgdIndex(va);
         ulong reference = _kernel.ReferencePgdEntry(index);
-        if ((reference & PresentBit) == 0) return false;
+        if ((reference & (ulong)PteFlags.Present) == 0) return false;
         lock (_ptl)
         {
             if (Volatile.Read(ref _pgd[index]) != reference)
@@ -148,11 +148,11 @@ public sealed unsafe partial class AddressSpace
                 if (DoHugeAnonymousPage(vma, pmdSlot)) return;
                 Interlocked.Increment(ref _stats.ThpFaultFallback);
             }
-            if ((pmd & HugeBit) != 0)
+            if ((pmd & (ulong)PteFlags.Huge) != 0)
             {
                 // Huge pages are exclusive (fork splits them): a write fault makes the PMD writable when the area allows.
-                if (write && (pmd & RwBit) == 0 && (vma.Flags & VmFlags.Write) != 0 && (pmd & PresentBit) != 0)
-                    Volatile.Write(ref *pmdSlot, pmd | RwBit | (ulong)PteFlags.Dirty);
+                if (write && (pmd & (ulong)PteFlags.ReadWrite) == 0 && (vma.Flags & VmFlags.Write) != 0 && (pmd & (ulong)PteFlags.Present) != 0)
+                    Volatile.Write(ref *pmdSlot, pmd | (ulong)PteFlags.ReadWrite | (ulong)PteFlags.Dirty);
                 return;
             }
             ulong* ptep = AllocLowerTable(pmdSlot, VirtualAddress.PteIndex(va), PteFlags.PageTable);
@@ -163,7 +163,7 @@ public sealed unsafe partial class AddressSpace
                 DoAnonymousPage(vma, va, ptep, write);
                 return;
             }
-            if (write && (pte & PresentBit) != 0 && (pte & RwBit) == 0) DoWpPage(vma, va, ptep, pte);
+            if (write && (pte & (ulong)PteFlags.Present) != 0 && (pte & (ulong)PteFlags.ReadWrite) == 0) DoWpPage(vma, va, ptep, pte);
             // Otherwise a spurious fault (another thread fixed it, or a stale TLB): the retried walk sets Accessed/Dirty.
         }
     }
@@ -219,22 +219,22 @@ public sealed unsafe partial class AddressSpace
         ulong page4k = va & ~0xFFFUL;
         if (vma.IsShared)
         {
-            Volatile.Write(ref *ptep, pte | RwBit | (ulong)PteFlags.Dirty);
+            Volatile.Write(ref *ptep, pte | (ulong)PteFlags.ReadWrite | (ulong)PteFlags.Dirty);
             return;
         }
         PteFlags prot = VmPageProt(vma.Flags) | PteFlags.ReadWrite | PteFlags.Dirty | PteFlags.Accessed;
-        if ((pte & SpecialBit) != 0)
+        if ((pte & (ulong)PteFlags.Special) != 0)
         {
             PageFrame* fresh = AllocAnonPage(va, zero: true);
             ReplacePte(ptep, PageTableEntry.Make(fresh->Pfn, prot).Value, page4k);
             AddRss(anon: true, 1);
             return;
         }
-        PageFrame* old = _memory.PfnToPage((pte & (ulong)PteFlags.PfnMask) >> 12);
+        PageFrame* old = _memory.PfnToPage(PageTableEntry.PfnOf(pte));
         if (old->Has(PageFlags.Anon) && Volatile.Read(ref old->RefCount) == 1)
         {
             // wp_page_reuse: nobody else holds the page. Upgrading permissions needs no flush.
-            Volatile.Write(ref *ptep, pte | RwBit | (ulong)PteFlags.Dirty | (ulong)PteFlags.Accessed);
+            Volatile.Write(ref *ptep, pte | (ulong)PteFlags.ReadWrite | (ulong)PteFlags.Dirty | (ulong)PteFlags.Accessed);
             Interlocked.Increment(ref _cowReuses);
             Interlocked.Increment(ref _stats.CowReuse);
             return;

@@ -63,21 +63,21 @@ public sealed unsafe partial class AddressSpace
                     // the child's teardown would not give back.
                     ulong* dst = child.AllocPteSlot(va, PteFlags.PageTable);
                     if (dst == null) throw new OutOfMemoryException($"fork: no memory for the child's page tables at 0x{va:x}.");
-                    if ((pte & SpecialBit) == 0)
+                    if ((pte & (ulong)PteFlags.Special) == 0)
                     {
-                        PageFrame* page = _memory.PfnToPage((pte & (ulong)PteFlags.PfnMask) >> 12);
+                        PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(pte));
                         _pages.GetPage(page);
                         Interlocked.Increment(ref page->MapCount);
-                        while ((pte & RwBit) != 0)
+                        while ((pte & (ulong)PteFlags.ReadWrite) != 0)
                         {
-                            ulong old = Interlocked.CompareExchange(ref *slot, pte & ~RwBit, pte);
-                            if (old == pte) { pte &= ~RwBit; break; }
+                            ulong old = Interlocked.CompareExchange(ref *slot, pte & ~(ulong)PteFlags.ReadWrite, pte);
+                            if (old == pte) { pte &= ~(ulong)PteFlags.ReadWrite; break; }
                             pte = old;
                         }
                         child.AddRss(page->Has(PageFlags.Anon), 1);
                     }
                     // The child's entry starts old (pte_mkold); PROTNONE entries keep their bits.
-                    ulong childPte = (pte & PresentBit) != 0 ? pte & ~(ulong)PteFlags.Accessed : pte;
+                    ulong childPte = (pte & (ulong)PteFlags.Present) != 0 ? pte & ~(ulong)PteFlags.Accessed : pte;
                     Volatile.Write(ref *dst, childPte);
                     child.TablePage(AlignToTable(dst))->Data0++;
                 }

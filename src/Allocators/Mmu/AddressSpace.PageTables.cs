@@ -5,11 +5,6 @@ namespace Allocators.Mmu;
 
 public sealed unsafe partial class AddressSpace
 {
-    private const ulong PresentBit = (ulong)PteFlags.Present;
-    private const ulong HugeBit = (ulong)PteFlags.Huge;
-    private const ulong SpecialBit = (ulong)PteFlags.Special;
-    private const ulong RwBit = (ulong)PteFlags.ReadWrite;
-
     /// <summary>Visits one present PMD entry's share [start, end) of a range.</summary>
     private delegate void PmdVisitor(ulong* pmdSlot, ulong start, ulong end);
 
@@ -23,14 +18,14 @@ public sealed unsafe partial class AddressSpace
         {
             ulong* pgdSlot = _pgd + VirtualAddress.PgdIndex(a);
             ulong aEnd = Math.Min(end, AlignUp(a, VirtualAddress.PgdSize));
-            if ((*pgdSlot & PresentBit) != 0)
+            if ((*pgdSlot & (ulong)PteFlags.Present) != 0)
             {
                 ulong* pud = TableOf(*pgdSlot);
                 for (ulong b = a; b < aEnd;)
                 {
                     ulong* pudSlot = pud + VirtualAddress.PudIndex(b);
                     ulong bEnd = Math.Min(aEnd, AlignUp(b, VirtualAddress.PudSize));
-                    if ((*pudSlot & PresentBit) != 0)
+                    if ((*pudSlot & (ulong)PteFlags.Present) != 0)
                     {
                         ulong* pmd = TableOf(*pudSlot);
                         for (ulong c = b; c < bEnd;)
@@ -75,14 +70,14 @@ public sealed unsafe partial class AddressSpace
             WalkPmds(start, end, (pmdSlot, s, e) =>
             {
                 ulong pmd = *pmdSlot;
-                if ((pmd & HugeBit) != 0)
+                if ((pmd & (ulong)PteFlags.Huge) != 0)
                 {
                     if ((s & (VirtualAddress.PmdSize - 1)) == 0 && e - s == VirtualAddress.PmdSize)
                     {
                         Interlocked.Exchange(ref *pmdSlot, 0);
                         TablePage(AlignToTable(pmdSlot))->Data0--;
                         gather.Tables.Add((nint)WithdrawTable(pmdSlot));
-                        PageFrame* head = _memory.PfnToPage((pmd & (ulong)PteFlags.PfnMask) >> 12);
+                        PageFrame* head = _memory.PfnToPage(PageTableEntry.PfnOf(pmd));
                         Interlocked.Decrement(ref head->MapCount);
                         AddRss(anon: true, -VirtualAddress.HugePagePages);
                         GatherPage(gather, head);
@@ -99,8 +94,8 @@ public sealed unsafe partial class AddressSpace
                     if (*slot == 0) continue;
                     ulong old = Interlocked.Exchange(ref *slot, 0);
                     tablePage->Data0--;
-                    if (!IsMapped(old) || (old & SpecialBit) != 0) continue;
-                    PageFrame* page = _memory.PfnToPage((old & (ulong)PteFlags.PfnMask) >> 12);
+                    if (!IsMapped(old) || (old & (ulong)PteFlags.Special) != 0) continue;
+                    PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(old));
                     Interlocked.Decrement(ref page->MapCount);
                     AddRss(page->Has(PageFlags.Anon), -1);
                     GatherPage(gather, page);
@@ -118,15 +113,15 @@ public sealed unsafe partial class AddressSpace
             for (int i = 0; i < VirtualAddress.KernelPgdIndex; i++)
             {
                 ulong pgd = _pgd[i];
-                if ((pgd & PresentBit) == 0) continue;
+                if ((pgd & (ulong)PteFlags.Present) == 0) continue;
                 ulong* pud = TableOf(pgd);
                 for (int j = 0; j < VirtualAddress.EntriesPerTable; j++)
                 {
-                    if ((pud[j] & PresentBit) == 0) continue;
+                    if ((pud[j] & (ulong)PteFlags.Present) == 0) continue;
                     ulong* pmd = TableOf(pud[j]);
                     for (int k = 0; k < VirtualAddress.EntriesPerTable; k++)
                     {
-                        if ((pmd[k] & PresentBit) == 0 || (pmd[k] & HugeBit) != 0) continue;
+                        if ((pmd[k] & (ulong)PteFlags.Present) == 0 || (pmd[k] & (ulong)PteFlags.Huge) != 0) continue;
                         FreeTableEntry(pmd + k, gather);
                     }
                     FreeTableEntry(pud + j, gather);
@@ -167,11 +162,11 @@ public sealed unsafe partial class AddressSpace
     private void SplitHugePmd(ulong* pmdSlot, ulong haddr)
     {
         ulong pmd = Volatile.Read(ref *pmdSlot);
-        ulong pfn = (pmd & (ulong)PteFlags.PfnMask) >> 12;
+        ulong pfn = PageTableEntry.PfnOf(pmd);
         PageFrame* head = _memory.PfnToPage(pfn);
         PageFrame* tablePage = WithdrawTable(pmdSlot);
         var table = (ulong*)_pages.AddressOf(tablePage);
-        ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~HugeBit;
+        ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~(ulong)PteFlags.Huge;
         for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = ((pfn + (ulong)i) << 12) | prot;
         tablePage->Data0 = VirtualAddress.HugePagePages;
         _pages.SplitPage(head, VirtualAddress.HugePageOrder);
@@ -218,7 +213,7 @@ public sealed unsafe partial class AddressSpace
         {
             WalkPmds(start, end, (pmdSlot, s, _) =>
             {
-                if ((*pmdSlot & HugeBit) != 0) SplitHugePmd(pmdSlot, s & ~(VirtualAddress.PmdSize - 1));
+                if ((*pmdSlot & (ulong)PteFlags.Huge) != 0) SplitHugePmd(pmdSlot, s & ~(VirtualAddress.PmdSize - 1));
             }, null);
         }
     }
@@ -237,12 +232,12 @@ public sealed unsafe partial class AddressSpace
             WalkPmds(start, end, (pmdSlot, s, e) =>
             {
                 ulong pmd = *pmdSlot;
-                if ((pmd & HugeBit) != 0)
+                if ((pmd & (ulong)PteFlags.Huge) != 0)
                 {
                     if ((s & (VirtualAddress.PmdSize - 1)) == 0 && e - s == VirtualAddress.PmdSize)
                     {
                         // Huge pages are exclusive: a private writable area keeps them writable.
-                        ulong extra = HugeBit | (privateWritable && (prot & PteFlags.Present) != 0 ? RwBit : 0);
+                        ulong extra = (ulong)PteFlags.Huge | (privateWritable && (prot & PteFlags.Present) != 0 ? (ulong)PteFlags.ReadWrite : 0);
                         changed |= UpdateEntry(pmdSlot, prot, extra);
                         return;
                     }
@@ -256,11 +251,11 @@ public sealed unsafe partial class AddressSpace
                     ulong old = Volatile.Read(ref *slot);
                     if (!IsMapped(old)) continue;
                     ulong extra = 0;
-                    if (privateWritable && (prot & PteFlags.Present) != 0 && (old & SpecialBit) == 0 && (old & (ulong)PteFlags.Dirty) != 0)
+                    if (privateWritable && (prot & PteFlags.Present) != 0 && (old & (ulong)PteFlags.Special) == 0 && (old & (ulong)PteFlags.Dirty) != 0)
                     {
                         // can_change_pte_writable: an exclusive anonymous page may be written without a fault.
-                        PageFrame* page = _memory.PfnToPage((old & (ulong)PteFlags.PfnMask) >> 12);
-                        if (page->Has(PageFlags.Anon) && page->RefCount == 1) extra = RwBit;
+                        PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(old));
+                        if (page->Has(PageFlags.Anon) && page->RefCount == 1) extra = (ulong)PteFlags.ReadWrite;
                     }
                     changed |= UpdateEntry(slot, prot, extra);
                 }

@@ -109,6 +109,28 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
         }
     }
 
+    /// <summary>
+    /// Checks the area tree's invariants (tests run it): ordered, balanced, heights and count right, and the address
+    /// list agrees with the tree (each area starts at or after the previous one's end).
+    /// </summary>
+    internal void CheckConsistency()
+    {
+        _mmapLock.EnterReadLock();
+        try
+        {
+            _vmas.Check();
+            int listed = 0;
+            for (VmArea? v = _vmas.First, prev = null; v != null; prev = v, v = v.Next, listed++)
+            {
+                if (v.Start >= v.End || (prev != null && prev.End > v.Start) || !ReferenceEquals(v.Prev, prev))
+                    throw new InvalidOperationException($"VMA list: {v} after {prev?.ToString() ?? "nothing"}.");
+                if (!ReferenceEquals(_vmas.Find(v.Start), v)) throw new InvalidOperationException($"VMA {v} is listed but the tree finds {_vmas.Find(v.Start)}.");
+            }
+            if (listed != _vmas.Count) throw new InvalidOperationException($"{listed} VMAs listed, {_vmas.Count} in the tree.");
+        }
+        finally { _mmapLock.ExitReadLock(); }
+    }
+
     /// <summary>A snapshot of the areas in address order.</summary>
     public IReadOnlyList<VmaInfo> Vmas
     {
@@ -146,7 +168,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
         {
             PageTableEntry e = GetPte(va);
             if (!IsMapped(e.Value)) return null;
-            ulong pfn = e.Pfn + (e.Huge ? (va >> 12) & 511 : 0);
+            ulong pfn = e.Pfn + (e.Huge ? (ulong)VirtualAddress.PteIndex(va) : 0);
             return _memory.PfnToPage(pfn);
         }
     }

@@ -289,7 +289,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     public PageFrame* TranslateToPage(ulong va)
     {
         PageTableEntry e = GetPte(va);
-        return e.Present ? _memory.PfnToPage(e.Pfn + (e.Huge ? (va >> 12) & 511 : 0)) : null;
+        return e.Present ? _memory.PfnToPage(e.Pfn + (e.Huge ? (ulong)VirtualAddress.PteIndex(va) : 0)) : null;
     }
 
     /// <summary>

@@ -26,7 +26,7 @@ public readonly struct PageTableEntry : IEquatable<PageTableEntry>
     /// <exception cref="ArgumentOutOfRangeException">The pfn does not fit in bits 12..51.</exception>
     public static PageTableEntry Make(ulong pfn, PteFlags prot)
     {
-        if (pfn > (ulong)PteFlags.PfnMask >> 12)
+        if (pfn > (ulong)PteFlags.PfnMask >> VirtualAddress.PageShift)
             throw new ArgumentOutOfRangeException(nameof(pfn), $"pfn 0x{pfn:x} does not fit in 40 bits.");
         return new PageTableEntry((pfn << 12) | ((ulong)prot & ~(ulong)PteFlags.PfnMask));
     }
@@ -62,7 +62,11 @@ public readonly struct PageTableEntry : IEquatable<PageTableEntry>
     public bool NoExecute => (Value & (ulong)PteFlags.NoExecute) != 0;
 
     /// <summary>The page frame number in bits 12..51 (pte_pfn).</summary>
-    public ulong Pfn => (Value & (ulong)PteFlags.PfnMask) >> 12;
+    public ulong Pfn => PfnOf(Value);
+
+    /// <summary>The page frame number of a raw entry of any level (pte_pfn, pmd_pfn, pud_pfn).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static ulong PfnOf(ulong entry) => (entry & (ulong)PteFlags.PfnMask) >> VirtualAddress.PageShift;
 
     /// <summary>The protection bits without the pfn (pte_pgprot).</summary>
     public PteFlags Protection => (PteFlags)(Value & ~(ulong)PteFlags.PfnMask);

@@ -8,10 +8,12 @@ namespace Allocators.Mmu;
 /// </summary>
 public static class VirtualAddress
 {
-    /// <summary>Bytes per page.</summary>
-    public const int PageSize = 4096;
+    /// <summary>Bytes per page (the one page size: <see cref="Physical.PageFrame.PageSize"/>).</summary>
+    public const int PageSize = Physical.PageFrame.PageSize;
     /// <summary>log2 of <see cref="PageSize"/>.</summary>
-    public const int PageShift = 12;
+    public const int PageShift = Physical.PageFrame.PageShift;
+    /// <summary>Pages a PMD entry maps (the index mask of a PTE table + 1).</summary>
+    private const int PteIndexMask = 511;
     /// <summary>Entries in every table.</summary>
     public const int EntriesPerTable = 512;
     /// <summary>Bytes mapped by one PMD entry (2 MiB).</summary>
@@ -55,7 +57,7 @@ public static class VirtualAddress
 
     /// <summary>Index into the PTE table (bits 20..12).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int PteIndex(ulong va) => (int)((va >> 12) & 511);
+    public static int PteIndex(ulong va) => (int)((va >> PageShift) & PteIndexMask);
 
     /// <summary>Byte offset within the page (bits 11..0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -72,7 +72,7 @@ public abstract unsafe partial class VirtualAddressSpace
         }
 
         ulong leaf = values[level];
-        byte* frame = PfnToHost((leaf & (ulong)PteFlags.PfnMask) >> 12);
+        byte* frame = PfnToHost(PageTableEntry.PfnOf(leaf));
         if (frame == null)
         {
             error = baseCode | PageFaultErrorCode.Protection | PageFaultErrorCode.ReservedBit;

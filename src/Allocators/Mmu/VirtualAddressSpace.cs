@@ -133,7 +133,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
 
     /// <summary>The table an entry points at.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private protected ulong* TableOf(ulong entry) => (ulong*)PfnToHost((entry & (ulong)PteFlags.PfnMask) >> VirtualAddress.PageShift);
+    private protected ulong* TableOf(ulong entry) => (ulong*)PfnToHost(PageTableEntry.PfnOf(entry));
 
     /// <summary>The page frame behind a table address.</summary>
     private protected PageFrame* TablePage(ulong* table) => _memory.VirtToPage(table);

@@ -1,3 +1,5 @@
+using Allocators.Collections;
+
 namespace Allocators.Mmu;
 
 /// <summary>
@@ -18,12 +20,7 @@ internal sealed class VmaTree
     /// <summary>The first area with End &gt; <paramref name="address"/> (find_vma), or null.</summary>
     public VmArea? FindVma(ulong address)
     {
-        VmArea? node = _root, floor = null;
-        while (node != null)
-        {
-            if (node.Start <= address) { floor = node; node = node.Right; }
-            else node = node.Left;
-        }
+        VmArea? floor = Tree.Floor(_root, address);
         if (floor == null) return First;
         return floor.End > address ? floor : floor.Next;
     }
@@ -36,16 +33,7 @@ internal sealed class VmaTree
     }
 
     /// <summary>The last area with Start &lt; <paramref name="address"/> (the one before a gap), or null.</summary>
-    public VmArea? FindPrev(ulong address)
-    {
-        VmArea? node = _root, floor = null;
-        while (node != null)
-        {
-            if (node.Start < address) { floor = node; node = node.Right; }
-            else node = node.Left;
-        }
-        return floor;
-    }
+    public VmArea? FindPrev(ulong address) => Tree.Floor(_root, address, strict: true);
 
     /// <summary>Inserts an area that overlaps none in the tree.</summary>
     public void Insert(VmArea vma)
@@ -54,9 +42,7 @@ internal sealed class VmaTree
         VmArea? next = prev == null ? First : prev.Next;
         if ((prev != null && prev.End > vma.Start) || (next != null && next.Start < vma.End))
             throw new InvalidOperationException($"VMA {vma} overlaps {(prev != null && prev.End > vma.Start ? prev : next)}.");
-        vma.Left = vma.Right = null;
-        vma.Height = 1;
-        _root = Insert(_root, vma);
+        _root = Tree.Insert(_root, vma);
         vma.Prev = prev;
         vma.Next = next;
         if (prev != null) prev.Next = vma; else First = vma;
@@ -67,10 +53,10 @@ internal sealed class VmaTree
     /// <summary>Removes an area that is in the tree.</summary>
     public void Remove(VmArea vma)
     {
-        _root = Remove(_root, vma);
+        _root = Tree.Remove(_root, vma);
         if (vma.Prev != null) vma.Prev.Next = vma.Next; else First = vma.Next;
         if (vma.Next != null) vma.Next.Prev = vma.Prev; else Last = vma.Prev;
-        vma.Prev = vma.Next = vma.Left = vma.Right = null;
+        vma.Prev = vma.Next = null;
         Count--;
     }
 
@@ -82,80 +68,37 @@ internal sealed class VmaTree
     }
 
     /// <summary>Height of the tree (for tests of the balance).</summary>
-    public int Height => H(_root);
+    public int Height => Tree.Height(_root);
 
-    private static int H(VmArea? n) => n?.Height ?? 0;
-
-    private static void Update(VmArea n) => n.Height = 1 + Math.Max(H(n.Left), H(n.Right));
-
-    private static VmArea RotateRight(VmArea y)
+    /// <summary>Checks the tree's invariants and that it holds exactly the listed areas (debug consistency checks, tests).</summary>
+    public void Check()
     {
-        VmArea x = y.Left!;
-        y.Left = x.Right;
-        x.Right = y;
-        Update(y);
-        Update(x);
-        return x;
+        int n = Tree.Check(_root);
+        if (n != Count) throw new InvalidOperationException($"VMA tree holds {n} areas, the count is {Count}.");
     }
 
-    private static VmArea RotateLeft(VmArea x)
+    private static class Tree
     {
-        VmArea y = x.Right!;
-        x.Right = y.Left;
-        y.Left = x;
-        Update(x);
-        Update(y);
-        return y;
+        public static VmArea? Insert(VmArea? root, VmArea node) => IntrusiveAvlTree<VmArea?, Links>.Insert(root, node);
+        public static VmArea? Remove(VmArea? root, VmArea node) => IntrusiveAvlTree<VmArea?, Links>.Remove(root, node);
+        public static VmArea? Floor(VmArea? root, ulong key, bool strict = false) => IntrusiveAvlTree<VmArea?, Links>.Floor(root, key, strict);
+        public static int Height(VmArea? root) => IntrusiveAvlTree<VmArea?, Links>.Height(root);
+        public static int Check(VmArea? root) => IntrusiveAvlTree<VmArea?, Links>.Check(root);
     }
 
-    private static VmArea Balance(VmArea n)
+    /// <summary>A VMA's tree links, keyed by its start.</summary>
+    private readonly struct Links : IAvlNodeOps<VmArea?>
     {
-        Update(n);
-        int bf = H(n.Left) - H(n.Right);
-        if (bf > 1)
-        {
-            if (H(n.Left!.Left) < H(n.Left.Right)) n.Left = RotateLeft(n.Left);
-            return RotateRight(n);
-        }
-        if (bf < -1)
-        {
-            if (H(n.Right!.Right) < H(n.Right.Left)) n.Right = RotateRight(n.Right);
-            return RotateLeft(n);
-        }
-        return n;
-    }
-
-    private static VmArea Insert(VmArea? node, VmArea vma)
-    {
-        if (node == null) return vma;
-        if (vma.Start < node.Start) node.Left = Insert(node.Left, vma);
-        else node.Right = Insert(node.Right, vma);
-        return Balance(node);
-    }
-
-    private static VmArea? Remove(VmArea? node, VmArea vma)
-    {
-        if (node == null) throw new InvalidOperationException($"VMA {vma} is not in the tree.");
-        if (vma.Start < node.Start) node.Left = Remove(node.Left, vma);
-        else if (vma.Start > node.Start) node.Right = Remove(node.Right, vma);
-        else
-        {
-            if (!ReferenceEquals(node, vma)) throw new InvalidOperationException($"VMA tree holds {node} where {vma} was expected.");
-            if (node.Left == null) return node.Right;
-            if (node.Right == null) return node.Left;
-            VmArea min = node.Right;
-            while (min.Left != null) min = min.Left;
-            min.Right = RemoveMin(node.Right);
-            min.Left = node.Left;
-            return Balance(min);
-        }
-        return Balance(node);
-    }
-
-    private static VmArea? RemoveMin(VmArea node)
-    {
-        if (node.Left == null) return node.Right;
-        node.Left = RemoveMin(node.Left);
-        return Balance(node);
+        public static VmArea? Null => null;
+        public static bool IsNull(VmArea? node) => node is null;
+        public static bool Same(VmArea? a, VmArea? b) => ReferenceEquals(a, b);
+        public static VmArea? Left(VmArea? node) => node!.Left;
+        public static void SetLeft(VmArea? node, VmArea? left) => node!.Left = left;
+        public static VmArea? Right(VmArea? node) => node!.Right;
+        public static void SetRight(VmArea? node, VmArea? right) => node!.Right = right;
+        public static int Height(VmArea? node) => node!.Height;
+        public static void SetHeight(VmArea? node, int height) => node!.Height = height;
+        public static ulong Key(VmArea? node) => node!.Start;
+        public static void Augment(VmArea? node) { }
     }
 }

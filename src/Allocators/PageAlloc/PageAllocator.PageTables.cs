@@ -4,10 +4,16 @@ namespace Allocators.PageAlloc;
 
 public sealed unsafe partial class PageAllocator
 {
-    private long _nrPageTablePages;
-
-    /// <summary>Pages currently used as page tables (vmstat nr_page_table_pages).</summary>
-    public long NrPageTablePages => Interlocked.Read(ref _nrPageTablePages);
+    /// <summary>Pages currently used as page tables (vmstat nr_page_table_pages, meminfo PageTables), counted per zone as the kernel's NR_PAGETABLE.</summary>
+    public long NrPageTablePages
+    {
+        get
+        {
+            long sum = 0;
+            for (int z = 0; z < _zoneCount; z++) sum += Interlocked.Read(ref _zones[z].PageTablePages);
+            return sum;
+        }
+    }
 
     /// <summary>
     /// Allocates one zeroed page for a page table and marks it <see cref="PageFlags.PageTable"/> (pagetable_alloc).
@@ -20,7 +26,7 @@ public sealed unsafe partial class PageAllocator
         page->FlagsAndZone |= (uint)PageFlags.PageTable;
         page->Data0 = 0;
         page->Data1 = 0;
-        Interlocked.Increment(ref _nrPageTablePages);
+        Interlocked.Increment(ref _zones[page->ZoneId].PageTablePages);
         return page;
     }
 
@@ -34,7 +40,7 @@ public sealed unsafe partial class PageAllocator
         page->FlagsAndZone &= ~(ulong)(uint)PageFlags.PageTable;
         page->Data0 = 0;
         page->Data1 = 0;
-        Interlocked.Decrement(ref _nrPageTablePages);
+        Interlocked.Decrement(ref _zones[page->ZoneId].PageTablePages);
         FreePages(page, 0);
     }
 }

@@ -40,6 +40,7 @@ internal unsafe struct ZoneData
     public long ReportedPages;
     public long PagesReportedTotal;
     public long PagesReusedAfterReport;
+    public long PageTablePages;          // NR_PAGETABLE: pages of this zone used as page tables (interlocked)
     public FreeAreaArray FreeAreas;
 
     public readonly long SpannedPages => EndPfn > StartPfn ? EndPfn - StartPfn : 0;

@@ -265,6 +265,32 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
         Interlocked.Increment(ref _purges);
     }
 
+    /// <summary>
+    /// Checks the invariants (tests run it): both trees are ordered, balanced and counted right, the free tree's
+    /// largest-block values are current, and busy areas (lazily freed ones included) and free blocks tile the vmalloc
+    /// range exactly: Σ busy + Σ free = VmallocSize, with no gap and no overlap.
+    /// </summary>
+    internal void CheckConsistency()
+    {
+        lock (_lock)
+        {
+            _busy.Check();
+            _free.Check();
+            var ranges = new List<(ulong Start, ulong End, bool Busy)>();
+            _busy.InOrder(p => ranges.Add((((VmapArea*)p)->Start, ((VmapArea*)p)->End, true)));
+            _free.InOrder(p => ranges.Add((((VmapArea*)p)->Start, ((VmapArea*)p)->End, false)));
+            ranges.Sort((a, b) => a.Start.CompareTo(b.Start));
+            ulong at = VmallocStart;
+            foreach (var (start, end, busy) in ranges)
+            {
+                if (start != at)
+                    throw new InvalidOperationException($"vmalloc: {(busy ? "busy area" : "free block")} 0x{start:x}-0x{end:x} starts at 0x{start:x}, the previous range ended at 0x{at:x}.");
+                at = end;
+            }
+            if (at != VmallocEnd) throw new InvalidOperationException($"vmalloc: the ranges end at 0x{at:x}, not at VMALLOC_END 0x{VmallocEnd:x}.");
+        }
+    }
+
     /// <summary>Gives the address space, every remaining page and its area records back. Areas still allocated are freed.</summary>
     public void Dispose()
     {

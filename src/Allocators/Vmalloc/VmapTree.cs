@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Allocators.Collections;
 
 namespace Allocators.Vmalloc;
 
@@ -29,115 +30,33 @@ internal unsafe struct VmapTree
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int HeightOf(VmapArea* n) => n == null ? 0 : n->Height;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong MaxOf(VmapArea* n) => n == null ? 0 : n->SubtreeMaxSize;
-
-    private readonly void Update(VmapArea* n)
-    {
-        n->Height = 1 + Math.Max(HeightOf(n->Left), HeightOf(n->Right));
-        if (_augmented) n->SubtreeMaxSize = Math.Max(n->Size, Math.Max(MaxOf(n->Left), MaxOf(n->Right)));
-    }
-
-    private readonly VmapArea* RotateRight(VmapArea* y)
-    {
-        VmapArea* x = y->Left;
-        y->Left = x->Right;
-        x->Right = y;
-        Update(y);
-        Update(x);
-        return x;
-    }
-
-    private readonly VmapArea* RotateLeft(VmapArea* x)
-    {
-        VmapArea* y = x->Right;
-        x->Right = y->Left;
-        y->Left = x;
-        Update(x);
-        Update(y);
-        return y;
-    }
-
-    private readonly VmapArea* Balance(VmapArea* n)
-    {
-        Update(n);
-        int balance = HeightOf(n->Left) - HeightOf(n->Right);
-        if (balance > 1)
-        {
-            if (HeightOf(n->Left->Left) < HeightOf(n->Left->Right)) n->Left = RotateLeft(n->Left);
-            return RotateRight(n);
-        }
-        if (balance < -1)
-        {
-            if (HeightOf(n->Right->Right) < HeightOf(n->Right->Left)) n->Right = RotateRight(n->Right);
-            return RotateLeft(n);
-        }
-        return n;
-    }
 
     public void Insert(VmapArea* node)
     {
-        node->Left = node->Right = null;
-        node->Height = 1;
-        node->SubtreeMaxSize = node->Size;
-        Root = InsertAt(Root, node);
+        Root = _augmented ? FreeSpace.Insert(Root, node).P : Busy.Insert(Root, node).P;
         Count++;
-    }
-
-    private readonly VmapArea* InsertAt(VmapArea* root, VmapArea* node)
-    {
-        if (root == null) return node;
-        if (node->Start < root->Start) root->Left = InsertAt(root->Left, node);
-        else root->Right = InsertAt(root->Right, node);
-        return Balance(root);
     }
 
     public void Remove(VmapArea* node)
     {
-        Root = RemoveAt(Root, node);
-        node->Left = node->Right = null;
+        Root = _augmented ? FreeSpace.Remove(Root, node).P : Busy.Remove(Root, node).P;
         Count--;
-    }
-
-    private readonly VmapArea* RemoveAt(VmapArea* root, VmapArea* node)
-    {
-        if (root == null) throw new InvalidOperationException("vmap tree: node not found.");
-        if (root == node)
-        {
-            if (root->Left == null) return root->Right;
-            if (root->Right == null) return root->Left;
-            VmapArea* successor = root->Right;
-            while (successor->Left != null) successor = successor->Left;
-            successor->Right = RemoveMin(root->Right);
-            successor->Left = root->Left;
-            return Balance(successor);
-        }
-        if (node->Start < root->Start) root->Left = RemoveAt(root->Left, node);
-        else root->Right = RemoveAt(root->Right, node);
-        return Balance(root);
-    }
-
-    private readonly VmapArea* RemoveMin(VmapArea* root)
-    {
-        if (root->Left == null) return root->Right;
-        root->Left = RemoveMin(root->Left);
-        return Balance(root);
     }
 
     /// <summary>Re-derives the augmentation on the path to a node whose size changed in place.</summary>
     public readonly void Refresh(VmapArea* node)
     {
-        if (!_augmented) return;
-        RefreshPath(Root, node);
+        if (_augmented) FreeSpace.RefreshPath(Root, node);
     }
 
-    private readonly void RefreshPath(VmapArea* root, VmapArea* node)
+    /// <summary>Checks the tree's invariants (order, balance, heights, largest free block per subtree) and its count.</summary>
+    public readonly void Check()
     {
-        if (root == null) return;
-        if (root != node) RefreshPath(node->Start < root->Start ? root->Left : root->Right, node);
-        Update(root);
+        int n = _augmented
+            ? FreeSpace.Check(Root, x => x.P->SubtreeMaxSize == Math.Max(x.P->Size, Math.Max(MaxOf(x.P->Left), MaxOf(x.P->Right))))
+            : Busy.Check(Root);
+        if (n != Count) throw new InvalidOperationException($"vmap tree holds {n} areas, the count is {Count}.");
     }
 
     /// <summary>The area whose [Start, End) contains <paramref name="address"/>, or null.</summary>
@@ -154,28 +73,10 @@ internal unsafe struct VmapTree
     }
 
     /// <summary>The area with the greatest start &lt;= <paramref name="address"/>, or null.</summary>
-    public readonly VmapArea* Floor(ulong address)
-    {
-        VmapArea* n = Root, best = null;
-        while (n != null)
-        {
-            if (n->Start <= address) { best = n; n = n->Right; }
-            else n = n->Left;
-        }
-        return best;
-    }
+    public readonly VmapArea* Floor(ulong address) => Busy.Floor(Root, address).P;
 
     /// <summary>The area with the least start &gt;= <paramref name="address"/>, or null.</summary>
-    public readonly VmapArea* Ceiling(ulong address)
-    {
-        VmapArea* n = Root, best = null;
-        while (n != null)
-        {
-            if (n->Start >= address) { best = n; n = n->Left; }
-            else n = n->Right;
-        }
-        return best;
-    }
+    public readonly VmapArea* Ceiling(ulong address) => Busy.Ceiling(Root, address).P;
 
     /// <summary>
     /// The lowest free block that can hold <paramref name="size"/> bytes at <paramref name="align"/> within
@@ -216,5 +117,66 @@ internal unsafe struct VmapTree
         Walk(n->Left, visit);
         visit((nint)n);
         Walk(n->Right, visit);
+    }
+
+    /// <summary>A vmap area as a tree node (a pointer: no managed object per area).</summary>
+    private readonly struct Node(VmapArea* p)
+    {
+        public readonly VmapArea* P = p;
+
+        public static implicit operator Node(VmapArea* p) => new(p);
+    }
+
+    /// <summary>Whether a tree keeps the largest free block per subtree.</summary>
+    private interface IAugmentation
+    {
+        static abstract bool Max { get; }
+    }
+
+    private readonly struct Plain : IAugmentation
+    {
+        public static bool Max => false;
+    }
+
+    private readonly struct LargestFree : IAugmentation
+    {
+        public static bool Max => true;
+    }
+
+    /// <summary>An area's tree links, keyed by its start; with <see cref="LargestFree"/> also its subtree's largest block (rb_subtree_max_size).</summary>
+    private readonly struct Links<TAugmentation> : IAvlNodeOps<Node> where TAugmentation : IAugmentation
+    {
+        public static Node Null => default;
+        public static bool IsNull(Node node) => node.P == null;
+        public static bool Same(Node a, Node b) => a.P == b.P;
+        public static Node Left(Node node) => node.P->Left;
+        public static void SetLeft(Node node, Node left) => node.P->Left = left.P;
+        public static Node Right(Node node) => node.P->Right;
+        public static void SetRight(Node node, Node right) => node.P->Right = right.P;
+        public static int Height(Node node) => node.P->Height;
+        public static void SetHeight(Node node, int height) => node.P->Height = height;
+        public static ulong Key(Node node) => node.P->Start;
+
+        public static void Augment(Node node)
+        {
+            if (TAugmentation.Max) node.P->SubtreeMaxSize = Math.Max(node.P->Size, Math.Max(MaxOf(node.P->Left), MaxOf(node.P->Right)));
+        }
+    }
+
+    private static class Busy
+    {
+        public static Node Insert(Node root, Node node) => IntrusiveAvlTree<Node, Links<Plain>>.Insert(root, node);
+        public static Node Remove(Node root, Node node) => IntrusiveAvlTree<Node, Links<Plain>>.Remove(root, node);
+        public static Node Floor(Node root, ulong key) => IntrusiveAvlTree<Node, Links<Plain>>.Floor(root, key);
+        public static Node Ceiling(Node root, ulong key) => IntrusiveAvlTree<Node, Links<Plain>>.Ceiling(root, key);
+        public static int Check(Node root) => IntrusiveAvlTree<Node, Links<Plain>>.Check(root);
+    }
+
+    private static class FreeSpace
+    {
+        public static Node Insert(Node root, Node node) => IntrusiveAvlTree<Node, Links<LargestFree>>.Insert(root, node);
+        public static Node Remove(Node root, Node node) => IntrusiveAvlTree<Node, Links<LargestFree>>.Remove(root, node);
+        public static void RefreshPath(Node root, Node node) => IntrusiveAvlTree<Node, Links<LargestFree>>.RefreshPath(root, node);
+        public static int Check(Node root, Func<Node, bool> augmentOk) => IntrusiveAvlTree<Node, Links<LargestFree>>.Check(root, augmentOk);
     }
 }

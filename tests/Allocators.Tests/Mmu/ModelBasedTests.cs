@@ -153,7 +153,10 @@ public class ModelBasedTests
                 }
             }
             for (int i = 0; i < procs.Count; i++)
+            {
+                procs[i].CheckConsistency();
                 for (int p = 0; p < window; p += huge ? 7 : 1) CheckPage(procs[i], models[i], p);
+            }
         }
         finally
         {

@@ -19,6 +19,7 @@ public unsafe class VmallocTests
     internal static void AssertRangeIntact(VmallocAllocator v)
     {
         v.PurgeVmapAreas();
+        v.CheckConsistency();
         Assert.Equal(0, v.BusyAreas);
         Assert.Equal(1, v.FreeBlocks);
         Assert.Equal(0, v.VmallocPages);
@@ -95,6 +96,7 @@ public unsafe class VmallocTests
         var live = new List<(ulong A, ulong Size)>();
         for (int i = 0; i < 1500; i++)
         {
+            if (i % 100 == 0) v.CheckConsistency(); // busy (lazily freed ones too) and free tile the range
             if (live.Count > 0 && rnd.Next(3) == 0)
             {
                 int k = rnd.Next(live.Count);
