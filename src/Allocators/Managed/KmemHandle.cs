@@ -87,6 +87,6 @@ public readonly unsafe struct KmemHandle<T> : IDisposable, IEquatable<KmemHandle
     /// <inheritdoc/>
     public override string ToString() => $"{nameof(KmemHandle<T>)}<{typeof(T).Name}> 0x{(nuint)_object:x}";
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowDefault() => throw new InvalidOperationException($"KmemHandle<{typeof(T).Name}>: a default handle refers to no object.");
 }

@@ -89,6 +89,6 @@ public readonly unsafe struct NativeBuffer : IDisposable, IEquatable<NativeBuffe
     /// <inheritdoc/>
     public override string ToString() => $"{nameof(NativeBuffer)} 0x{(nuint)_pointer:x} ({_length} bytes)";
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowDefault() => throw new InvalidOperationException($"{nameof(NativeBuffer)}: default(NativeBuffer) owns no memory; nothing to free.");
 }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Allocators.PageAlloc;
 using Allocators.Slab;
 
@@ -185,7 +186,7 @@ public sealed unsafe class NativeBufferWriter : IBufferWriter<byte>, IDisposable
         if (Volatile.Read(ref _disposed) != 0) ThrowDisposed();
     }
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowDisposed()
         => throw new ObjectDisposedException(nameof(NativeBufferWriter), $"{nameof(NativeBufferWriter)} (segments of {SegmentSize} bytes) is already disposed.");
 }

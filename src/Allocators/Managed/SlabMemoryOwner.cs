@@ -176,22 +176,22 @@ public sealed unsafe class SlabMemoryOwner : MemoryManager<byte>, IMemoryOwner<b
     /// <inheritdoc/>
     public override string ToString() => $"{nameof(SlabMemoryOwner)} 0x{(nuint)_pointer:x} ({_length} bytes{(Volatile.Read(ref _rented) == 0 ? ", disposed" : "")})";
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     internal static void ThrowBadRent(SlabAllocator? slab, int length)
     {
         ArgumentNullException.ThrowIfNull(slab);
         throw new ArgumentOutOfRangeException(nameof(length), length, "A buffer's length cannot be negative.");
     }
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     internal static void ThrowOutOfMemory(KmemCache? cache, int length)
         => throw new OutOfMemoryException(cache is null ? $"kmalloc({length}): out of memory." : $"kmem_cache_alloc({cache.Name}): out of memory.");
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowDisposedTwice()
         => throw new ObjectDisposedException(nameof(SlabMemoryOwner), $"{nameof(SlabMemoryOwner)}: buffer 0x{(nuint)_pointer:x} ({_length} bytes) was already disposed.");
 
-    [DoesNotReturn]
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowUsedAfterDispose()
         => throw new ObjectDisposedException(nameof(SlabMemoryOwner), $"{nameof(SlabMemoryOwner)}: buffer 0x{(nuint)_pointer:x} ({_length} bytes) used after Dispose.");
 }
