@@ -18,7 +18,10 @@ namespace Allocators.Managed;
 /// address, and change nothing. Owner objects are reused, so a rent and dispose allocate no managed bytes in steady
 /// state; the checks above hold until the object is rented again, which a stale reference cannot tell apart. With
 /// <see cref="SlabAllocatorOptions.TrackOwnerLeaks"/> owners are never reused (every misuse is caught) and one dropped
-/// without dispose is reported with its allocation site.</para>
+/// without dispose is reported with its allocation site. Two disposes racing on two threads are not told apart
+/// (the flag is read and cleared without a locked instruction, as kfree's fast path frees without one), and the slab
+/// layer catches two threads freeing one pointer at once only with <see cref="SlabAllocatorOptions.SerializedFrees"/>.
+/// Such a race is misuse this class does not catch.</para>
 /// <para>After the memory system is disposed, <see cref="Dispose()"/> does nothing (the memory went with the arena).</para>
 /// </remarks>
 public sealed unsafe class SlabMemoryOwner : MemoryManager<byte>, IMemoryOwner<byte>, IDisposable
