@@ -222,9 +222,12 @@ public sealed unsafe partial class KmemCache : IDisposable
 
     /// <summary>Allocates an object (kmem_cache_alloc). Null on failure, or <see cref="OutOfMemoryException"/> with <see cref="SlabFlags.Panic"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void* Alloc(Gfp gfp = Gfp.Kernel)
+    public void* Alloc(Gfp gfp = Gfp.Kernel) => Alloc(SlabCpus.Current, gfp);
+
+    /// <summary>kmem_cache_alloc through the thread context <paramref name="ctx"/> (the calling thread's, or null before its first slow path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void* Alloc(SlabThreadContext* ctx, Gfp gfp)
     {
-        SlabThreadContext* ctx = SlabCpus.Current;
         KmemCacheData* d = _d;
         void* obj = AllocFast(ctx, d, d->CpuIndex);
         if (obj == null) return AllocSlow(gfp, -1, d->ObjectSize);

@@ -30,6 +30,16 @@ public sealed class SlabAllocatorOptions
     /// </summary>
     public bool SerializedFrees { get; init; }
 
+    /// <summary>
+    /// Leak reports for the owner objects of <c>Allocators.Managed</c> (<c>SlabMemoryOwner</c>, <c>NativeBufferWriter</c>):
+    /// each records its allocation site and is tracked by a finalizer, and one the GC finds dropped without
+    /// <c>Dispose</c> is reported through <see cref="SlabAllocator.CorruptionDetected"/> (kmemleak's "unreferenced
+    /// object"), its memory left allocated, since a span taken from it may still be in use. Owners are then not
+    /// recycled, so every use after dispose and every second dispose is caught. Off by default: owners carry no
+    /// finalizer, record nothing and are reused.
+    /// </summary>
+    public bool TrackOwnerLeaks { get; init; }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first value out of range.</summary>
     internal void Validate()
     {
@@ -119,6 +129,9 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>The tunables.</summary>
     public SlabAllocatorOptions Options { get; }
+
+    /// <summary>True once disposed.</summary>
+    internal bool IsDisposed => _disposed;
 
     /// <summary>The page allocator slabs come from.</summary>
     public PageAllocator Pages => _pages;
@@ -293,31 +306,35 @@ public sealed unsafe class SlabAllocator : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Kfree(SlabThreadContext* ctx, void* p)
     {
-        if (ctx != null)
+        if (!KfreeFast(ctx, p)) KfreeSlow(p);
+    }
+
+    /// <summary>The fast half of <see cref="Kfree(SlabThreadContext*, void*)"/>: true when the thread took the object; false, with nothing changed, when <see cref="KfreeSlow"/> must run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool KfreeFast(SlabThreadContext* ctx, void* p)
+    {
+        if (ctx == null) return false;
+        ThreadCacheHeader* h = &ctx->Header;
+        Volatile.Write(ref h->Busy, 1);
+        bool done = false;
+        if (Volatile.Read(ref h->DrainRequested) == 0)
         {
-            ThreadCacheHeader* h = &ctx->Header;
-            Volatile.Write(ref h->Busy, 1);
-            bool done = false;
-            if (Volatile.Read(ref h->DrainRequested) == 0)
+            nuint flat = (nuint)p - _arenaBase;
+            if (flat < _arenaBytes)
             {
-                nuint flat = (nuint)p - _arenaBase;
-                if (flat < _arenaBytes)
-                {
-                    PageFrame* slab = KmemCache.HeadFrame(_memMap, _arenaBytes, flat);
-                    // A slab of a cache the fast paths do not serve is owned by no thread: FreeToThread declines it.
-                    if (slab != null && (slab->FlagsAndZone & (ulong)PageFlags.Slab) != 0)
-                        done = KmemCache.FreeToThread(ctx, (KmemCacheData*)slab->Private, slab, flat - KmemCache.SlabOffsetInArena(_memMap, slab), p);
-                }
+                PageFrame* slab = KmemCache.HeadFrame(_memMap, _arenaBytes, flat);
+                // A slab of a cache the fast paths do not serve is owned by no thread: FreeToThread declines it.
+                if (slab != null && (slab->FlagsAndZone & (ulong)PageFlags.Slab) != 0)
+                    done = KmemCache.FreeToThread(ctx, (KmemCacheData*)slab->Private, slab, flat - KmemCache.SlabOffsetInArena(_memMap, slab), p);
             }
-            Volatile.Write(ref h->Busy, 0);
-            if (done) return;
         }
-        KfreeSlow(p);
+        Volatile.Write(ref h->Busy, 0);
+        return done;
     }
 
     /// <summary>kfree after the fast path declined: null, a sparse arena, a large kmalloc, misuse (reported), or a free the thread does not own.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void KfreeSlow(void* p)
+    internal void KfreeSlow(void* p)
     {
         if ((nuint)p <= 16) return;
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();

@@ -207,11 +207,21 @@ internal static unsafe class SlabCpus
     }
 
     /// <summary>The calling thread's context, registered on first use.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SlabThreadContext* GetOrCreateCurrent()
     {
         SlabThreadContext* ctx = t_ctx;
-        if (ctx != null) return ctx;
-        ctx = (SlabThreadContext*)s_registry.GetOrCreateCurrent();
+        return ctx != null ? ctx : Register();
+    }
+
+    /// <summary>
+    /// First use on this thread. Out of line: inlined, the registry's lookup and growth spend the JIT's inlining budget
+    /// of a caller's fast path (the managed faces' rent and dispose lost their pool and kfree inlining to it).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static SlabThreadContext* Register()
+    {
+        var ctx = (SlabThreadContext*)s_registry.GetOrCreateCurrent();
         t_ctx = ctx;
         return ctx;
     }
