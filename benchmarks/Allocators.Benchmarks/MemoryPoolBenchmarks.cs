@@ -55,7 +55,7 @@ public class MemoryPoolBenchmarks
         else
         {
             _system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 256L << 20 } });
-            _pool = new NativeMemoryPool(_system, new NativeMemoryPoolOptions { ExposeAsArrays = Pool == OursArrays });
+            _pool = new NativeMemoryPool(_system.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = Pool == OursArrays });
         }
         _start = new Barrier(Threads + 1);
         _done = new Barrier(Threads + 1);

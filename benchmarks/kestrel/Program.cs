@@ -20,11 +20,9 @@ for (int i = 0; i < args.Length - 1; i++)
 var builder = WebApplication.CreateSlimBuilder();
 builder.Logging.ClearProviders();
 builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
-MemorySystem? system = null;
 if (pool == "allocators")
 {
-    system = new MemorySystem();
-    builder.Services.AddAllocatorsMemoryPool(system);
+    builder.Services.AddAllocators().AddAllocatorsMemoryPool(); // the default 256 MiB arena, disposed with the host
 }
 else if (pool != "kestrel")
 {
@@ -64,7 +62,6 @@ app.MapGet("/stats", () =>
 });
 
 await app.RunAsync();
-system?.Dispose();
 return 0;
 
 static Task Write(HttpContext ctx, byte[] body)

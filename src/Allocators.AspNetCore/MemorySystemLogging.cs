@@ -1,3 +1,4 @@
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
@@ -10,7 +11,7 @@ namespace Allocators.AspNetCore;
 /// <summary>
 /// Writes a <see cref="MemorySystem"/>'s reports to <see cref="ILogger"/>s, one category per layer
 /// (<c>Allocators.PageAlloc.PageAllocator</c>, <c>Allocators.Slab.SlabAllocator</c>, <c>Allocators.Reclaim.IdleTrimmer</c>,
-/// <c>Allocators.MemorySystem</c>, and <c>Allocators.Diagnostics.MemoryCorruptionException</c> for misuse refused by any
+/// <c>Allocators.MemorySystem</c>, and <c>Allocators.Common.MemoryCorruptionException</c> for misuse refused by any
 /// layer): failures, stalls and risky requests as warnings, corruption and refused misuse (double free, bad pointer) as
 /// errors, trims as information, shrinker runs and the system's creation as debug. Event ids 1..7 are the
 /// <c>Allocators</c> event source's.

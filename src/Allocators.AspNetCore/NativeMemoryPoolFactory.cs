@@ -48,7 +48,7 @@ public sealed class NativeMemoryPoolFactory : IMemoryPoolFactory<byte>
     public MemoryPool<byte> Create(MemoryPoolOptions? options = null)
     {
         string? owner = options?.Owner ?? _options.Name;
-        var pool = new NativeMemoryPool(_system, owner == _options.Name ? _options : WithOwner(_options, owner));
+        var pool = new NativeMemoryPool(_system.Slab, owner == _options.Name ? _options : WithOwner(_options, owner));
         lock (_lock) _pools.Add(pool);
         return pool;
     }

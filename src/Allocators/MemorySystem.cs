@@ -1,3 +1,4 @@
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.Mmu;
 using Allocators.Vmalloc;
@@ -41,8 +42,10 @@ public sealed class MemorySystemOptions
 }
 
 /// <summary>
-/// One memory system: owns the arena and composes the allocators built on it (layers flow down only).
-/// Every layer is also usable on its own through its own type.
+/// One memory system: owns the arena and composes the allocators built on it. It is the top of the library's layer
+/// stack (docs/architecture.md; the layering tests check it): every layer below is usable on its own through its own
+/// type and never refers to this class. Locks: <c>_lazyLock</c> guards building the kernel address space and vmalloc
+/// once, outermost in docs/locking.md.
 /// </summary>
 public sealed unsafe class MemorySystem : IDisposable
 {
@@ -161,7 +164,7 @@ public sealed unsafe class MemorySystem : IDisposable
     }
 
     /// <summary>The system's memory summary in the layout of /proc/meminfo (<c>%-16s%8lu kB</c> lines).</summary>
-    public string Meminfo() => MeminfoFormat.Format(MeminfoItems());
+    public string Meminfo() => MeminfoText.Format(MeminfoItems());
 
     /// <summary>The /proc/meminfo items as (name, kB) pairs, in the order they are printed.</summary>
     public IReadOnlyList<(string Name, long Kb)> MeminfoItems()

@@ -74,7 +74,7 @@ internal sealed class DemoCommand : Command<DemoCommand.Settings>
         Console.Out.Write(system.Meminfo());
         AnsiConsole.WriteLine();
         AnsiConsole.MarkupLine("[bold]Software MMU[/]: a sparse 1 GiB mapping, demand faults, fork and copy-on-write");
-        Allocators.Mmu.MmuDemo.Run(system, Console.Out);
+        MmuDemo.Run(system, Console.Out);
         return workload.StampErrors == 0 && restored ? ExitCodes.Ok : ExitCodes.AuditFailed;
     }
 }

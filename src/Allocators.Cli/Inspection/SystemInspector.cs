@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
@@ -134,7 +135,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
 
         return new SystemReport(d.Id, d.NodeCount, d.PagesPerSection, sections.Count(s => s.Online != 0), zoneReports, cacheReports,
             meminfo.Select(i => new MeminfoItem(i.Name, i.Kb)).ToArray(),
-            RenderBuddyInfo(zones), RenderSlabInfo(cacheReports), MeminfoFormat.Format(meminfo), leaks, vmallocInfo);
+            RenderBuddyInfo(zones), RenderSlabInfo(cacheReports), Common.MeminfoText.Format(meminfo), leaks, vmallocInfo);
     }
 
     /// <summary>Exactly what <see cref="PageAllocator.BuddyInfo"/> prints.</summary>

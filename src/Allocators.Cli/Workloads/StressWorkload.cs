@@ -85,7 +85,7 @@ internal sealed unsafe class StressWorkload : IDisposable
         _seed = seed;
         _typed = system.Slab.CreateCache<StressObject>("stress-object");
         _counter = new PercpuCounter(system.Percpu);
-        _pool = new NativeMemoryPool(system);
+        _pool = new NativeMemoryPool(system.Slab);
         // Keep every live per-CPU area inside the counter's chunk: the allocator keeps one empty chunk cached, so a second
         // chunk would outlive the run. With areas of at most 256 bytes placed first-fit, N live areas always fit a unit
         // when (2N + 1) * 256 <= unit size; the counter is one of them.

@@ -38,10 +38,6 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
     private readonly PoolCounters* _counters;
     private volatile bool _disposed;
 
-    /// <summary>Creates a pool over the slab and page allocators of <paramref name="system"/>.</summary>
-    public NativeMemoryPool(MemorySystem system, NativeMemoryPoolOptions? options = null)
-        : this((system ?? throw new ArgumentNullException(nameof(system))).Slab, options) { }
-
     /// <summary>Creates a pool over <paramref name="slab"/> and its page allocator.</summary>
     public NativeMemoryPool(SlabAllocator slab, NativeMemoryPoolOptions? options = null)
     {

@@ -17,7 +17,7 @@ internal struct MeminfoValues
     public long PercpuPages;
 }
 
-/// <summary>Builds /proc/meminfo items and text; shared by the live system and out-of-process inspectors.</summary>
+/// <summary>Builds /proc/meminfo items (rendered by <see cref="Common.MeminfoText"/>); shared by the live system and out-of-process inspectors.</summary>
 internal static class MeminfoFormat
 {
     private const int KbPerPage = PageFrame.PageSize / 1024;
@@ -37,20 +37,9 @@ internal static class MeminfoFormat
             ("SUnreclaim", v.SlabUnreclaimablePages * KbPerPage),
             ("PageTables", v.PageTablePages * KbPerPage),
         };
-        if (v.VmallocPages is { } vmallocPages) items.AddRange(VmallocItems(vmallocPages));
+        if (v.VmallocPages is { } vmallocPages) items.AddRange(Vmalloc.VmallocAllocator.MeminfoItems(vmallocPages));
         items.Add(("Percpu", v.PercpuPages * KbPerPage));
         return items;
     }
 
-    /// <summary>VmallocTotal (the whole range, as the kernel prints it) and VmallocUsed for <paramref name="vmallocPages"/> pages.</summary>
-    public static (string Name, long Kb)[] VmallocItems(long vmallocPages)
-        => [("VmallocTotal", (long)((Vmalloc.VmallocAllocator.VmallocSize - 1) >> 10)), ("VmallocUsed", vmallocPages * KbPerPage)];
-
-    /// <summary>One <c>Name:   value kB</c> line per item, as the kernel's show_val_kb prints them.</summary>
-    public static string Format(IReadOnlyList<(string Name, long Kb)> items)
-    {
-        var sb = new StringBuilder();
-        foreach (var (name, kb) in items) sb.Append(CultureInfo.InvariantCulture, $"{name + ":",-16}{kb,8} kB\n");
-        return sb.ToString();
-    }
 }

@@ -3,6 +3,8 @@ using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
 
+using Allocators.Common;
+
 namespace Allocators.Diagnostics;
 
 /// <summary>

@@ -11,7 +11,7 @@ namespace Allocators.Managed;
 /// </summary>
 /// <remarks>
 /// A copy is the same object, so freeing is the raw API's business and gets its checks: a second <see cref="Free"/>
-/// throws <see cref="Diagnostics.MemoryCorruptionException"/> naming the address (until the slot is allocated again)
+/// throws <see cref="Common.MemoryCorruptionException"/> naming the address (until the slot is allocated again)
 /// and changes nothing. <see cref="Value"/> after the free is not checked. Free on any thread. <see cref="Dispose"/>
 /// is <see cref="Free"/>, except that it does nothing once the memory system is disposed.
 /// </remarks>

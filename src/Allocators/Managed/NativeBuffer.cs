@@ -12,7 +12,7 @@ namespace Allocators.Managed;
 /// </summary>
 /// <remarks>
 /// A copy is the same buffer, so freeing is the raw API's business and gets its checks: a second
-/// <see cref="Free"/> throws <see cref="Diagnostics.MemoryCorruptionException"/> naming the address (until the slot is
+/// <see cref="Free"/> throws <see cref="Common.MemoryCorruptionException"/> naming the address (until the slot is
 /// allocated again) and changes nothing. A span kept after the free is not checked (the struct cannot know); use
 /// <see cref="SlabMemoryOwner"/> where that matters. Free on any thread. <see cref="Dispose"/> is <see cref="Free"/>,
 /// except that it does nothing once the memory system is disposed.

@@ -166,7 +166,8 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
                 continue;
             }
             var pte = new PageTableEntry(e);
-            if (!pte.Present && level < VirtualAddress.PteLevel)
+            // Above the PTE level only a huge leaf may be non-present (a PROT_NONE huge page keeps PSE, as pmd_mkinvalid does).
+            if (!pte.Present && level < VirtualAddress.PteLevel && !pte.Huge)
                 throw new InvalidOperationException($"page table: a non-present upper entry {e:x} maps 0x{va:x} (level {level}).");
             VmArea? vma = _vmas.Find(va);
             if (vma == null) throw new InvalidOperationException($"page table: entry {e:x} maps 0x{va:x}, which no VMA covers.");

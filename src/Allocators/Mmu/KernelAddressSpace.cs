@@ -42,11 +42,6 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         _zeroPage->FlagsAndZone |= (uint)PageFlags.Reserved;
     }
 
-    /// <summary>Creates the kernel page tables over the page allocator of <paramref name="system"/>.</summary>
-    public KernelAddressSpace(MemorySystem system) : this((system ?? throw new ArgumentNullException(nameof(system))).Pages)
-    {
-    }
-
     /// <summary>System-wide MMU counters (the MMU's part of /proc/vmstat).</summary>
     public MmuStatistics Statistics { get; }
 

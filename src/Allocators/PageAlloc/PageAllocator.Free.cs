@@ -1,6 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using Allocators.Diagnostics;
+using Allocators.Common;
 using Allocators.Physical;
 using Allocators.Threading;
 

@@ -1,4 +1,4 @@
-using Allocators.Diagnostics;
+using Allocators.Common;
 
 namespace Allocators.PageAlloc;
 

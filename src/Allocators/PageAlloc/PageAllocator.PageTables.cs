@@ -31,12 +31,12 @@ public sealed unsafe partial class PageAllocator
     }
 
     /// <summary>Frees a page from <see cref="PageTableAlloc"/> (pagetable_free).</summary>
-    /// <exception cref="Diagnostics.BadPageException">The page is not a live page-table page.</exception>
+    /// <exception cref="Common.BadPageException">The page is not a live page-table page.</exception>
     public void PageTableFree(PageFrame* page)
     {
         ThrowIfNotFrame(page, "pagetable_free");
         if (!page->Has(PageFlags.PageTable))
-            throw ReportMisuse(new Diagnostics.BadPageException($"pagetable_free: pfn 0x{page->Pfn:x} is not a page-table page.", page->Pfn, page->Describe()));
+            throw ReportMisuse(new Common.BadPageException($"pagetable_free: pfn 0x{page->Pfn:x} is not a page-table page.", page->Pfn, page->Describe()));
         page->FlagsAndZone &= ~(ulong)(uint)PageFlags.PageTable;
         page->Data0 = 0;
         page->Data1 = 0;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Tracing;
-using Allocators.Diagnostics;
+using Allocators.Common;
 
 namespace Allocators.PageAlloc;
 
@@ -49,7 +49,8 @@ public sealed unsafe partial class PageAllocator
             {
                 var run = new ShrinkerRun(order, shrinkers.Length, freed, Stopwatch.GetElapsedTime(start));
                 ShrinkersRan?.Invoke(run);
-                AllocatorsEventSource.Log.Shrunk(Id, run);
+                if (AllocatorsEventSource.Log.IsEnabled(EventLevel.Verbose, AllocatorsEventSource.Keywords.Reclaim))
+                    AllocatorsEventSource.Log.ShrinkerRun(Id, run.Order, run.Shrinkers, run.PagesFreed, run.Elapsed.TotalMilliseconds);
             }
             return freed;
         }

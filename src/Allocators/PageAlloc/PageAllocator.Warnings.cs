@@ -1,5 +1,5 @@
 using System.Diagnostics.Tracing;
-using Allocators.Diagnostics;
+using Allocators.Common;
 
 namespace Allocators.PageAlloc;
 
@@ -53,6 +53,25 @@ public sealed unsafe partial class PageAllocator
     {
         _options.Warn?.Invoke(warning.Text);
         Warned?.Invoke(warning);
-        AllocatorsEventSource.Log.PageWarning(Id, warning, stalledFor);
+        Trace(warning, stalledFor);
+    }
+
+    /// <summary>Writes <paramref name="warning"/> to the <c>Allocators</c> event source, if anyone listens.</summary>
+    private void Trace(PageAllocatorWarning warning, TimeSpan stalledFor)
+    {
+        var log = AllocatorsEventSource.Log;
+        if (!log.IsEnabled(EventLevel.Warning, AllocatorsEventSource.Keywords.Pages)) return;
+        switch (warning.Kind)
+        {
+            case PageAllocatorWarningKind.AllocationFailure:
+                log.AllocationFailure(Id, warning.Order, (uint)warning.Gfp, warning.Gfp.Describe(), warning.Text);
+                break;
+            case PageAllocatorWarningKind.AllocationStall:
+                log.AllocationStall(Id, warning.Order, (uint)warning.Gfp, warning.Gfp.Describe(), (long)stalledFor.TotalMilliseconds, warning.Text);
+                break;
+            default:
+                log.PageAllocatorWarning(Id, warning.Order, (uint)warning.Gfp, warning.Text);
+                break;
+        }
     }
 }

@@ -15,7 +15,7 @@ namespace Allocators.PageAlloc;
 /// Thread-safe. The fast path (orders 0..3) serves from the calling thread's page lists without any lock or atomic
 /// instruction; zone locks are taken only to refill or flush a batch and on the slow path.
 /// Allocation failure returns null (never with <see cref="Gfp.NoFail"/>); misuse throws a
-/// <see cref="Diagnostics.MemoryCorruptionException"/> (bad frees) or an <see cref="ArgumentException"/> (bad requests)
+/// <see cref="Common.MemoryCorruptionException"/> (bad frees) or an <see cref="ArgumentException"/> (bad requests)
 /// and changes nothing.
 /// <para>Locks: a zone's free areas, free-page count and watermarks change only under its <c>ZoneData.Lock</c>
 /// (innermost in the suite's order, docs/locking.md); per-thread lists belong to their thread.</para>

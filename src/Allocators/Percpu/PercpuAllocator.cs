@@ -123,7 +123,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
             long offset = pointer - (nint)(chunk == null ? null : chunk->Base);
             int start = (int)(offset / Granule);
             if (chunk == null || offset < 0 || offset >= UnitSize || offset % Granule != 0 || chunk->Sizes[start] == 0)
-                throw new Diagnostics.MemoryCorruptionException($"free_percpu: 0x{pointer:x} is not a live per-CPU allocation.", (nuint)pointer);
+                throw new Common.MemoryCorruptionException($"free_percpu: 0x{pointer:x} is not a live per-CPU allocation.", (nuint)pointer);
             int granules = chunk->Sizes[start];
             chunk->Sizes[start] = 0;
             for (int i = start; i < start + granules; i++) chunk->AllocMap[i >> 6] &= ~(1UL << (i & 63));

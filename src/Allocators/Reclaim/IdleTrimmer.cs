@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using Allocators.Diagnostics;
+using System.Diagnostics.Tracing;
+using Allocators.Common;
 using Allocators.PageAlloc;
 using Allocators.Slab;
 
@@ -62,7 +63,8 @@ public sealed class IdleTrimmer : IDisposable
         Interlocked.Increment(ref _trims);
         var trim = new TrimResult(released, idle, Stopwatch.GetElapsedTime(start));
         Trimmed?.Invoke(trim);
-        AllocatorsEventSource.Log.Trimmed(_pages.Id, trim);
+        if (AllocatorsEventSource.Log.IsEnabled(EventLevel.Informational, AllocatorsEventSource.Keywords.Reclaim))
+            AllocatorsEventSource.Log.Trim(_pages.Id, trim.PagesReleased, trim.Idle, trim.Elapsed.TotalMilliseconds);
         return released;
     }
 

@@ -11,10 +11,10 @@ public sealed unsafe class CallSiteTable
     private readonly Lock _lock = new();
     private readonly Dictionary<string, int> _ids = new();
     private readonly List<string> _names = ["<none>"];
-    private readonly Diagnostics.NativeStringTable* _native = Diagnostics.NativeStringTable.Create();
+    private readonly Common.NativeStringTable* _native = Common.NativeStringTable.Create();
 
     /// <summary>The native mirror of the names, read by out-of-process inspectors.</summary>
-    internal Diagnostics.NativeStringTable* Native => _native;
+    internal Common.NativeStringTable* Native => _native;
 
     /// <summary>Number of distinct call sites recorded.</summary>
     public int Count { get { lock (_lock) return _names.Count - 1; } }
@@ -77,7 +77,7 @@ public sealed unsafe class CallSiteTable
             id = _names.Count;
             _names.Add(site);
             _ids[site] = id;
-            Diagnostics.NativeStringTable.Add(_native, id, site);
+            Common.NativeStringTable.Add(_native, id, site);
             return id;
         }
     }

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using Allocators.Diagnostics;
+using Allocators.Common;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Threading;

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using Allocators.Diagnostics;
+using Allocators.Common;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Threading;

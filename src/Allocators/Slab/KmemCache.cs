@@ -17,7 +17,7 @@ namespace Allocators.Slab;
 /// <remarks>
 /// <para>Thread-safe. Objects may be freed on any thread. Allocation failure returns null unless the cache has
 /// <see cref="SlabFlags.Panic"/>. Misuse (double free, foreign, interior or wrong-cache pointer) throws a
-/// <see cref="Diagnostics.MemoryCorruptionException"/> and changes nothing; corruption found in debug caches is
+/// <see cref="Common.MemoryCorruptionException"/> and changes nothing; corruption found in debug caches is
 /// reported (<see cref="Reports"/>) and repaired.</para>
 /// <para><b>An object's state</b> is two bits of its slab (<see cref="SlabPage"/>): free in the <i>local</i> bitmap,
 /// written by the slab's owner thread (or, when no thread owns the slab, under its node's list lock), and free in the
@@ -110,7 +110,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
-        _d->Name = Diagnostics.NativeStrings.Create(name);
+        _d->Name = Common.NativeStrings.Create(name);
     }
 
     /// <summary>The cache's name (as in /proc/slabinfo).</summary>

@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using System.Diagnostics.Tracing;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
-using Allocators.Diagnostics;
+using Allocators.Common;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Threading;
@@ -200,7 +201,8 @@ public sealed unsafe class SlabAllocator : IDisposable
     internal void OnReport(SlabReport report)
     {
         CorruptionDetected?.Invoke(report);
-        AllocatorsEventSource.Log.CorruptionFound(_pages.Id, report);
+        if (AllocatorsEventSource.Log.IsEnabled(EventLevel.Error, AllocatorsEventSource.Keywords.Slab))
+            AllocatorsEventSource.Log.SlabCorruption(_pages.Id, report.Cache, report.Problem, report.Address, report.Text);
     }
 
     /// <summary>The kmalloc cache that serves <paramref name="size"/> bytes, or null above <see cref="KmallocMaxCacheSize"/> (kmalloc_slab).</summary>

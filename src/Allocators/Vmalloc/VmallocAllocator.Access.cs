@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Globalization;
 using System.Text;
+using Allocators.Common;
 using Allocators.Physical;
 
 namespace Allocators.Vmalloc;
@@ -85,7 +86,11 @@ public sealed unsafe partial class VmallocAllocator
     }
 
     /// <summary>The vmalloc lines of /proc/meminfo: VmallocTotal, VmallocUsed, VmallocChunk.</summary>
-    public string MeminfoLines() => Diagnostics.MeminfoFormat.Format([.. Diagnostics.MeminfoFormat.VmallocItems(VmallocPages), ("VmallocChunk", 0)]);
+    public string MeminfoLines() => MeminfoText.Format([.. MeminfoItems(VmallocPages), ("VmallocChunk", 0)]);
+
+    /// <summary>VmallocTotal (the whole range, as the kernel prints it) and VmallocUsed for <paramref name="vmallocPages"/> pages.</summary>
+    internal static (string Name, long Kb)[] MeminfoItems(long vmallocPages)
+        => [("VmallocTotal", (long)((VmallocSize - 1) >> 10)), ("VmallocUsed", vmallocPages * (PageFrame.PageSize / 1024))];
 
     /// <summary>A sequence segment over direct-map bytes.</summary>
     private sealed class DirectMapSegment : ReadOnlySequenceSegment<byte>

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Runtime.InteropServices;
-using Allocators.Diagnostics;
+using Allocators.Common;
 using Allocators.Mmu;
 using Allocators.PageAlloc;
 using Allocators.Physical;

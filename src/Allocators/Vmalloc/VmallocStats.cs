@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using Allocators.Diagnostics;
+using Allocators.Common;
 
 namespace Allocators.Vmalloc;
 

@@ -12,7 +12,7 @@ public unsafe class MetricsAndTrimTests
     public void MeterReportsPagesSlabAndPool()
     {
         using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
-        using var pool = new NativeMemoryPool(sys);
+        using var pool = new NativeMemoryPool(sys.Slab);
         var values = new Dictionary<string, long>();
         var tags = new Dictionary<string, HashSet<string>>();
         using var listener = new MeterListener();

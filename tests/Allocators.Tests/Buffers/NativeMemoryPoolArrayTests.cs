@@ -13,7 +13,7 @@ public unsafe class NativeMemoryPoolArrayTests
     public void ExposedArraysAreTheBuffer()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true });
         for (int round = 0; round < 3; round++)
         {
             foreach (int size in new[] { -1, 10, 5000, 100_000 })
@@ -42,7 +42,7 @@ public unsafe class NativeMemoryPoolArrayTests
     public void KeptArrayStaysInsideItsOwnBufferAfterReturn()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true });
         var owner = pool.Rent(2000);
         Assert.True(MemoryMarshal.TryGetArray<byte>(owner.Memory, out var segment));
         byte[] kept = segment.Array!;
@@ -78,7 +78,7 @@ public unsafe class NativeMemoryPoolArrayTests
     public void SteadyStateRentDisposeAllocatesNoManagedBytes()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true });
         int[] sizes = [-1, 100, 5000, 100_000];
         // Long enough for the JIT to finish tiering the loop, whose on-stack replacement allocates a few bytes itself.
         RentUseReturn(pool, sizes, 20_000);
@@ -105,7 +105,7 @@ public unsafe class NativeMemoryPoolArrayTests
     public void ArraysArePinnedAndReused()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true });
         byte[] first;
         using (var owner = pool.Rent(-1))
         {
@@ -127,7 +127,7 @@ public unsafe class NativeMemoryPoolArrayTests
     public void PooledArraysStayWithinTheByteBudget()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true, MaxPooledBytes = 3 * 65536, ThreadCacheBytes = 0 });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true, MaxPooledBytes = 3 * 65536, ThreadCacheBytes = 0 });
         var owners = Enumerable.Range(0, 8).Select(_ => pool.Rent(65536)).ToList();
         Assert.Equal(8 * 65536, pool.RentedBytes);
         foreach (var owner in owners) owner.Dispose();
@@ -141,7 +141,7 @@ public unsafe class NativeMemoryPoolArrayTests
     public void DebugModeCatchesUseAfterReturnOfTheArrayView()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true, DebugChecks = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true, DebugChecks = true });
         var owner = pool.Rent(64);
         Memory<byte> memory = owner.Memory;
         Assert.True(MemoryMarshal.TryGetArray<byte>(memory, out var segment));

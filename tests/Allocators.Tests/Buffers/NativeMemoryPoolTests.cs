@@ -19,7 +19,7 @@ public class NativeMemoryPoolTests
     public void RentGivesAtLeastTheSizeAndWritableMemory(int request, int expected)
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys);
+        using var pool = new NativeMemoryPool(sys.Slab);
         using (var owner = pool.Rent(request))
         {
             Assert.Equal(expected, owner.Memory.Length);
@@ -36,7 +36,7 @@ public class NativeMemoryPoolTests
     public void SteadyStateRentDisposeAllocatesNoManagedBytes()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys);
+        using var pool = new NativeMemoryPool(sys.Slab);
         for (int i = 0; i < 1000; i++) pool.Rent(4096).Dispose();
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 100_000; i++)
@@ -52,7 +52,7 @@ public class NativeMemoryPoolTests
     public void DebugModeCatchesDoubleReturnAndUseAfterReturn()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { DebugChecks = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { DebugChecks = true });
         var owner = pool.Rent(64);
         Memory<byte> memory = owner.Memory;
         owner.Dispose();
@@ -67,7 +67,7 @@ public class NativeMemoryPoolTests
     public void TooLargeIsRejected()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys);
+        using var pool = new NativeMemoryPool(sys.Slab);
         Assert.Throws<ArgumentOutOfRangeException>(() => pool.Rent(pool.MaxBufferSize + 1));
     }
 
@@ -75,7 +75,7 @@ public class NativeMemoryPoolTests
     public async Task PipeRunsOnThePool()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys);
+        using var pool = new NativeMemoryPool(sys.Slab);
         var pipe = new Pipe(new PipeOptions(pool, minimumSegmentSize: 4096, useSynchronizationContext: false));
         var data = new byte[1_000_000];
         new Random(3).NextBytes(data);

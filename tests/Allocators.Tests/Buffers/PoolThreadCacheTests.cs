@@ -27,7 +27,7 @@ public class PoolThreadCacheTests
     public void StatisticsAreFoldedAcrossThreads(bool arrays)
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = arrays });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = arrays });
         const int PerThread = 300;
         var held = new ConcurrentBag<IMemoryOwner<byte>>();
         var threads = Enumerable.Range(0, 4).Select(t => new Thread(() =>
@@ -60,7 +60,7 @@ public class PoolThreadCacheTests
     public void BufferReturnedOnAnotherThreadIsReusedThere()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true });
         IMemoryOwner<byte>? owner = null;
         OnThread(() => owner = pool.Rent(-1));
         byte[]? array = null;
@@ -87,7 +87,7 @@ public class PoolThreadCacheTests
     {
         Assert.Equal(TimeSpan.FromSeconds(5), new NativeMemoryPoolOptions().TrimInterval);
         using var sys = NewSystem(128L << 20);
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = true });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true });
         var burst = new List<IMemoryOwner<byte>>();
         for (int i = 0; i < 4000; i++) burst.Add(pool.Rent(-1));
         OnThread(() => { foreach (var o in burst) o.Dispose(); });
@@ -106,7 +106,7 @@ public class PoolThreadCacheTests
     public void ReaperKeepsASteadyLoadsWorkingSet()
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { TrimInterval = TimeSpan.FromMilliseconds(50) });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { TrimInterval = TimeSpan.FromMilliseconds(50) });
         // Steady use across at least three reaper periods; bounded in time, not in periods, for a loaded machine.
         var stop = DateTime.UtcNow.AddSeconds(20);
         while (pool.Statistics().Reaps < 3 && DateTime.UtcNow < stop)
@@ -123,7 +123,7 @@ public class PoolThreadCacheTests
     public void RentFailureThrowsCountsAndRaisesTheEvent()
     {
         using var sys = NewSystem(16L << 20);
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { Name = "failing" });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { Name = "failing" });
         var events = new List<MemoryPoolRentFailure>();
         pool.RentFailed += events.Add;
         long metric = 0;
@@ -186,7 +186,7 @@ public class PoolThreadCacheTests
     public void RentReturnFastPathAllocatesNothing(bool arrays)
     {
         using var sys = NewSystem();
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions { ExposeAsArrays = arrays });
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = arrays });
         // Long enough for the JIT to finish tiering the loop, whose on-stack replacement allocates a few bytes itself.
         Loop(pool, 20_000);
         long before = GC.GetAllocatedBytesForCurrentThread();
@@ -212,7 +212,7 @@ public class PoolThreadCacheTests
     public void StressWithCrossThreadReturnsLosesNoByte(bool arrays)
     {
         using var sys = NewSystem(128L << 20);
-        using var pool = new NativeMemoryPool(sys, new NativeMemoryPoolOptions
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions
         {
             ExposeAsArrays = arrays,
             TrimInterval = TimeSpan.FromMilliseconds(20), // the reaper runs through the stress too

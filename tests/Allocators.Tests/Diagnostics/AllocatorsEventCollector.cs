@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Tracing;
+using Allocators.Common;
 using Allocators.Diagnostics;
 
 namespace Allocators.Tests.Diagnostics;

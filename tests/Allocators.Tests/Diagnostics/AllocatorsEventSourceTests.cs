@@ -1,8 +1,9 @@
 using System.Diagnostics.Tracing;
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
-using static Allocators.Diagnostics.AllocatorsEventSource;
+using static Allocators.Common.AllocatorsEventSource;
 using static Allocators.Tests.Diagnostics.ReportTriggers;
 
 namespace Allocators.Tests.Diagnostics;

@@ -1,3 +1,4 @@
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.Physical;
 using static Allocators.Tests.Diagnostics.ReportTriggers;

@@ -1,3 +1,4 @@
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;

@@ -77,7 +77,7 @@ public sealed class AllocatorsLoggingTests
 
         var e = DoubleFree(sys, out nuint address);
         LogEntry entry = Only(log, "MemoryMisuse");
-        Assert.Equal(("Allocators.Diagnostics.MemoryCorruptionException", LogLevel.Error, 7), (entry.Category, entry.Level, entry.EventId.Id));
+        Assert.Equal(("Allocators.Common.MemoryCorruptionException", LogLevel.Error, 7), (entry.Category, entry.Level, entry.EventId.Id));
         Assert.Equal($"System {sys.Pages.Id}: {e.Message} (MemoryCorruptionException at 0x{address:x})", entry.Message);
 
         DoublePageFree(sys);

@@ -51,7 +51,7 @@ public sealed unsafe class UseAfterDisposeTests(ITestOutputHelper output)
         AddressSpace mm = sys.CreateAddressSpace();
         ulong va = mm.Mmap(0, 4 * 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
         mm.Write(va, 42L);
-        var pool = new NativeMemoryPool(sys);
+        var pool = new NativeMemoryPool(sys.Slab);
         var rented = pool.Rent(100);
 
         sys.Dispose();

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.Managed;
 using Allocators.Slab;
@@ -174,13 +175,20 @@ public class SlabMemoryOwnerTests
         using var sys = NewSystem();
         SlabAllocator slab = sys.Slab;
         KmemCache cache = slab.CreateCache("managed-zero", 40);
+        // Steady state: the least of three runs, since a thread context retired and re-created by another test's
+        // drain in the middle of a run starts its owner stack afresh (a one-time cost, not a per-rent one).
         long Measure(Action body)
         {
             body();
             body();
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            body();
-            return GC.GetAllocatedBytesForCurrentThread() - before;
+            long least = long.MaxValue;
+            for (int run = 0; run < 3; run++)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                body();
+                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+            }
+            return least;
         }
         long owners = Measure(() =>
         {

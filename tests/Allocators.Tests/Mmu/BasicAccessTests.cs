@@ -59,7 +59,7 @@ public class MmuDemoTests
     {
         using var f = new MmuFixture(128L << 20);
         var text = new StringWriter();
-        MmuDemo.Run(f.System, text);
+        Allocators.Cli.Commands.MmuDemo.Run(f.System, text);
         string output = text.ToString();
         Assert.Contains("(0 mismatches)", output);
         Assert.Contains("pgfault ", output);

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;

@@ -60,7 +60,7 @@ public sealed unsafe class SplitPageTests
         // Pages 0 and 2 are still in use: their neighbours cannot merge past them.
         Assert.True(block->Has(PageFlags.Allocated) && (block + 2)->Has(PageFlags.Allocated));
         Assert.True((block + 1)->Has(PageFlags.Buddy) && (block + 3)->Has(PageFlags.Buddy));
-        Assert.Throws<Allocators.Diagnostics.BadPageException>(() => pa.FreePages(block, 2));
+        Assert.Throws<Allocators.Common.BadPageException>(() => pa.FreePages(block, 2));
         pa.FreePages(block + 2, 0);
         pa.FreePages(block, 0);
         pa.DrainAllPages();

@@ -133,9 +133,9 @@ public unsafe class SlabInFrameBitmapTests
         for (int i = 0; i < small.ObjectsPerSlab; i++) objects.Add((nint)small.Alloc());
         Allocators.Physical.PageFrame* frame = sys.Pages.VirtToPage((void*)objects[0]);
         Assert.Equal(1, sys.Pages.PageRefCount(frame));
-        var e = Assert.Throws<Allocators.Diagnostics.BadPageException>(() => sys.Pages.GetPage(frame));
+        var e = Assert.Throws<Allocators.Common.BadPageException>(() => sys.Pages.GetPage(frame));
         Assert.Contains("belongs to the slab allocator", e.Message);
-        Assert.Throws<Allocators.Diagnostics.BadPageException>(() => sys.Pages.PutPage(frame));
+        Assert.Throws<Allocators.Common.BadPageException>(() => sys.Pages.PutPage(frame));
 
         foreach (nint p in objects) small.Free((void*)p);
         void* o = many.Alloc();

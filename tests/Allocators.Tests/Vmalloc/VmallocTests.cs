@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.RegularExpressions;
+using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.Mmu;
 using Allocators.PageAlloc;

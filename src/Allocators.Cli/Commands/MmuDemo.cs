@@ -1,12 +1,13 @@
 using System.Globalization;
+using Allocators.Mmu;
 
-namespace Allocators.Mmu;
+namespace Allocators.Cli.Commands;
 
 /// <summary>
 /// The MMU demo the CLI runs: maps a large sparse region, touches part of it, forks, writes on both sides, and prints
 /// the fault counters, RSS and TLB statistics along the way.
 /// </summary>
-public static class MmuDemo
+internal static class MmuDemo
 {
     /// <summary>Runs the demo on <paramref name="system"/>'s page allocator and writes a report to <paramref name="output"/>.</summary>
     public static void Run(MemorySystem system, TextWriter output)

@@ -1,4 +1,4 @@
-namespace Allocators.Diagnostics;
+namespace Allocators;
 
 /// <summary>Every live <see cref="MemorySystem"/> of the process, for metrics and inspection tools.</summary>
 public static class MemorySystemRegistry

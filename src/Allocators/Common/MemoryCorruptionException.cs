@@ -1,4 +1,4 @@
-namespace Allocators.Diagnostics;
+namespace Allocators.Common;
 
 /// <summary>
 /// Misuse or corruption of allocator memory was detected (double free, foreign or interior pointer, wrong order

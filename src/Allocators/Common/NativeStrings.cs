@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace Allocators.Diagnostics;
+namespace Allocators.Common;
 
 /// <summary>NUL-terminated UTF-8 copies of names in native memory, so an inspector can read them from outside.</summary>
 internal static unsafe class NativeStrings

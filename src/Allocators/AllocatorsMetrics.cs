@@ -3,7 +3,7 @@ using Allocators.Buffers;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 
-namespace Allocators.Diagnostics;
+namespace Allocators;
 
 /// <summary>
 /// The <c>Allocators</c> meter (System.Diagnostics.Metrics), named like .NET's own aspnetcore.memory_pool.*

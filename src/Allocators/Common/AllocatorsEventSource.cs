@@ -1,17 +1,15 @@
 using System.Diagnostics.Tracing;
-using Allocators.PageAlloc;
-using Allocators.Reclaim;
-using Allocators.Slab;
 
-namespace Allocators.Diagnostics;
+namespace Allocators.Common;
 
 /// <summary>
 /// The <c>Allocators</c> event source (EventPipe, ETW, LTTng, in-process <see cref="EventListener"/>s): page allocation
 /// failures, stalls and misuse warnings, shrinker runs, trims, slab corruption reports and refused misuse (double
-/// free, bad pointer: each <see cref="MemoryCorruptionException"/> thrown), each with the system's id
-/// (<see cref="PageAllocator.Id"/>, the <c>allocators.system</c> metric attribute). Every event comes from a slow path,
-/// and the <see cref="NonEventAttribute"/> entry points test <see cref="EventSource.IsEnabled(EventLevel, EventKeywords)"/>
-/// before they format anything, so a process nobody traces pays one field test per report.
+/// free, bad pointer: each <see cref="MemoryCorruptionException"/> thrown), each with the system's id (the page
+/// allocator's <c>Id</c>, the <c>allocators.system</c> metric attribute). It sits in the leaf namespace so that every
+/// layer can write to it; its events take only primitive payloads. Every event comes from a slow path, and callers
+/// test <see cref="EventSource.IsEnabled(EventLevel, EventKeywords)"/> before they format anything, so a process
+/// nobody traces pays one field test per report.
 /// <c>dotnet-trace collect --providers Allocators -p &lt;pid&gt;</c> records them.
 /// </summary>
 [EventSource(Name = SourceName)]
@@ -45,49 +43,6 @@ internal sealed class AllocatorsEventSource : EventSource
 
     private AllocatorsEventSource() { }
 
-    /// <summary>Writes the event for <paramref name="warning"/> of system <paramref name="systemId"/>, if anyone listens.</summary>
-    [NonEvent]
-    public void PageWarning(int systemId, PageAllocatorWarning warning, TimeSpan stalledFor)
-    {
-        if (!IsEnabled(EventLevel.Warning, Keywords.Pages)) return;
-        switch (warning.Kind)
-        {
-            case PageAllocatorWarningKind.AllocationFailure:
-                AllocationFailure(systemId, warning.Order, (uint)warning.Gfp, warning.Gfp.Describe(), warning.Text);
-                break;
-            case PageAllocatorWarningKind.AllocationStall:
-                AllocationStall(systemId, warning.Order, (uint)warning.Gfp, warning.Gfp.Describe(), (long)stalledFor.TotalMilliseconds, warning.Text);
-                break;
-            default:
-                PageAllocatorWarning(systemId, warning.Order, (uint)warning.Gfp, warning.Text);
-                break;
-        }
-    }
-
-    /// <summary>Writes the event for <paramref name="run"/> of system <paramref name="systemId"/>, if anyone listens.</summary>
-    [NonEvent]
-    public void Shrunk(int systemId, ShrinkerRun run)
-    {
-        if (IsEnabled(EventLevel.Verbose, Keywords.Reclaim))
-            ShrinkerRun(systemId, run.Order, run.Shrinkers, run.PagesFreed, run.Elapsed.TotalMilliseconds);
-    }
-
-    /// <summary>Writes the event for <paramref name="trim"/> of system <paramref name="systemId"/>, if anyone listens.</summary>
-    [NonEvent]
-    public void Trimmed(int systemId, TrimResult trim)
-    {
-        if (IsEnabled(EventLevel.Informational, Keywords.Reclaim))
-            Trim(systemId, trim.PagesReleased, trim.Idle, trim.Elapsed.TotalMilliseconds);
-    }
-
-    /// <summary>Writes the event for <paramref name="report"/> of system <paramref name="systemId"/>, if anyone listens.</summary>
-    [NonEvent]
-    public void CorruptionFound(int systemId, SlabReport report)
-    {
-        if (IsEnabled(EventLevel.Error, Keywords.Slab))
-            SlabCorruption(systemId, report.Cache, report.Problem, report.Address, report.Text);
-    }
-
     /// <summary>Writes the event for <paramref name="misuse"/> in system <paramref name="systemId"/>, if anyone listens.</summary>
     [NonEvent]
     public void MisuseFound(int systemId, MemoryCorruptionException misuse)
@@ -96,12 +51,12 @@ internal sealed class AllocatorsEventSource : EventSource
             MemoryMisuse(systemId, misuse.GetType().Name, misuse.Address, misuse is BadPageException bad ? bad.Pfn : ulong.MaxValue, misuse.Message);
     }
 
-    /// <summary>A page allocation failed and was reported (it did not have <see cref="Gfp.NoWarn"/>).</summary>
+    /// <summary>A page allocation failed and was reported (it did not have <c>Gfp.NoWarn</c>).</summary>
     [Event(AllocationFailureId, Level = EventLevel.Warning, Keywords = Keywords.Pages, Message = "{4}")]
     public void AllocationFailure(int systemId, int order, uint gfpMask, string gfpFlags, string message)
         => WriteEvent(AllocationFailureId, systemId, order, gfpMask, gfpFlags, message);
 
-    /// <summary>A <see cref="Gfp.NoFail"/> page allocation has waited another stall interval.</summary>
+    /// <summary>A <c>Gfp.NoFail</c> page allocation has waited another stall interval.</summary>
     [Event(AllocationStallId, Level = EventLevel.Warning, Keywords = Keywords.Pages, Message = "{5}")]
     public void AllocationStall(int systemId, int order, uint gfpMask, string gfpFlags, long elapsedMilliseconds, string message)
         => WriteEvent(AllocationStallId, systemId, order, gfpMask, gfpFlags, elapsedMilliseconds, message);
@@ -117,7 +72,7 @@ internal sealed class AllocatorsEventSource : EventSource
     public void ShrinkerRun(int systemId, int order, int shrinkers, long pagesFreed, double elapsedMilliseconds)
         => WriteEvent(ShrinkerRunId, systemId, order, shrinkers, pagesFreed, elapsedMilliseconds);
 
-    /// <summary>Cached and free memory was given back (idle trim, or an explicit <see cref="IdleTrimmer.TrimNow"/>).</summary>
+    /// <summary>Cached and free memory was given back (idle trim, or an explicit <c>IdleTrimmer.TrimNow</c>).</summary>
     [Event(TrimId, Level = EventLevel.Informational, Keywords = Keywords.Reclaim,
         Message = "system {0}: trim released {1} pages (idle: {2}) in {3} ms")]
     public void Trim(int systemId, long pagesReleased, bool idle, double elapsedMilliseconds)
