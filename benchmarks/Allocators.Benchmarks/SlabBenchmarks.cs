@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
 using Allocators.Native;
+using Allocators.Peers;
 using Allocators.Physical;
 using Allocators.Slab;
 using BenchmarkDotNet.Attributes;

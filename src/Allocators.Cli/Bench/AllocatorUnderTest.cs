@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Allocators.Native;
+using Allocators.Peers;
 using Allocators.Physical;
 using Allocators.Slab;
 

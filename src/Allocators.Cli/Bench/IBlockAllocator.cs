@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Native;
+using Allocators.Peers;
 using Allocators.Slab;
 
 namespace Allocators.Cli.Bench;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Allocators.Native;
+using Allocators.Peers;
 
 namespace Allocators.Cli.Bench;
 

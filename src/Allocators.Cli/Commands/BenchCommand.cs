@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Allocators.Cli.Bench;
 using Allocators.Cli.Output;
 using Allocators.Native;
+using Allocators.Peers;
 using Spectre.Console;
 using Spectre.Console.Cli;
 

@@ -1,5 +1,6 @@
 using Allocators.Cli.Bench;
 using Allocators.Native;
+using Allocators.Peers;
 using Allocators.Tests.Cli;
 
 namespace Allocators.Tests.Bench;

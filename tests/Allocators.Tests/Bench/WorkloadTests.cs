@@ -1,6 +1,8 @@
 using Allocators.Cli.Bench;
 using Allocators.Physical;
 
+using Allocators.Peers;
+
 namespace Allocators.Tests.Bench;
 
 /// <summary>Every bench workload at a tiny size on Allocators and glibc: it completes and its own accounting balances.</summary>
@@ -89,7 +91,7 @@ public sealed class WorkloadTests
     public void XmallocTestFreesEveryBlockOnTheConsumerSide()
     {
         var context = new RunContext(2, BenchScale.Tiny);
-        var outcome = new XmallocTest().Run<NativeLibraryAllocator, nint>(new NativeLibraryAllocator(Allocators.Native.NativeAllocators.Glibc), context);
+        var outcome = new XmallocTest().Run<NativeLibraryAllocator, nint>(new NativeLibraryAllocator(Allocators.Peers.NativeAllocators.Glibc), context);
         Assert.True(outcome.Verified, outcome.Detail);
         Assert.Equal(0, context.Live.Sum());
         Assert.True(outcome.Operations > 0);

@@ -1,4 +1,5 @@
 using Allocators.Native;
+using Allocators.Peers;
 
 namespace Allocators.Tests.Native;
 

@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 
-namespace Allocators.Native;
+using Allocators.Native;
+
+namespace Allocators.Peers;
 
 /// <summary>
 /// The native allocators available for comparison, each loaded on first use by soname with

@@ -1,4 +1,6 @@
-namespace Allocators.Native;
+using Allocators.Native;
+
+namespace Allocators.Peers;
 
 /// <summary>
 /// One native allocator loaded into the process for comparison (glibc, mimalloc, jemalloc or

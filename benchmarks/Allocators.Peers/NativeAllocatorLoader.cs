@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 
-namespace Allocators.Native;
+using Allocators.Native;
+
+namespace Allocators.Peers;
 
 /// <summary>Loads a <see cref="NativeAllocatorSpec"/> with the dynamic loader and never throws: failures become an absent library with a reason.</summary>
 internal static unsafe class NativeAllocatorLoader
@@ -122,8 +124,8 @@ internal static unsafe class NativeAllocatorLoader
 
     private static string? PathOf(nint symbol)
     {
-        Libc.DlInfo info;
-        if (Libc.Dladdr((void*)symbol, &info) == 0 || info.FileName == null)
+        Dl.DlInfo info;
+        if (Dl.Dladdr((void*)symbol, &info) == 0 || info.FileName == null)
         {
             return null;
         }

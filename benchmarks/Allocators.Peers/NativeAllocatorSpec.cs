@@ -1,4 +1,6 @@
-namespace Allocators.Native;
+using Allocators.Native;
+
+namespace Allocators.Peers;
 
 /// <summary>How to find one allocator: the file names to try, the package that ships it and the symbol sets it may export.</summary>
 /// <param name="Name">Short allocator name.</param>

@@ -1,4 +1,6 @@
-namespace Allocators.Native;
+using Allocators.Native;
+
+namespace Allocators.Peers;
 
 /// <summary>The five entry points resolved from one allocator library.</summary>
 internal unsafe readonly struct NativeAllocatorExports
