@@ -1,4 +1,5 @@
 using System.Globalization;
+using Allocators.Workloads;
 
 namespace Allocators.Cli.Bench;
 

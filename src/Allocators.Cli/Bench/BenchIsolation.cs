@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Allocators.Workloads;
 
 namespace Allocators.Cli.Bench;
 
@@ -16,11 +17,8 @@ internal static class BenchIsolation
     /// <summary>The hidden command a child runs.</summary>
     public const string ChildCommand = "bench-run";
 
-    /// <summary>
-    /// True in a child process: the process ran nothing else, so native allocators' statistics are read for the
-    /// footprint column (see <see cref="NativeFootprint"/>).
-    /// </summary>
-    public static bool InFreshProcess { get; set; }
+    /// <summary>True in a child process (<see cref="AllocatorUnderTest.InFreshProcess"/>).</summary>
+    public static bool InFreshProcess => AllocatorUnderTest.InFreshProcess;
 
     /// <summary>How long a child may run before it is killed: far above the longest run (binary-trees at depth 21).</summary>
     public static readonly TimeSpan ChildTimeout = TimeSpan.FromMinutes(10);
@@ -72,7 +70,7 @@ internal static class BenchIsolation
     /// </summary>
     public static int RunHere(Workload workload, AllocatorUnderTest allocator, int threads, BenchScale scale, TextWriter output)
     {
-        InFreshProcess = true;
+        AllocatorUnderTest.InFreshProcess = true;
         var result = new BenchRunner(new BenchPlan([workload], [allocator], [threads], scale)).RunOnce(workload, allocator, threads, scale);
         output.WriteLine(ResultPrefix + JsonSerializer.Serialize(result));
         return result.Verified ? 0 : 1;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Spectre.Console;
+using Allocators.Workloads;
 
 namespace Allocators.Cli.Bench;
 

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Spectre.Console;
+using Allocators.Workloads;
 
 namespace Allocators.Cli.Bench;
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Allocators.Workloads;
 
 namespace Allocators.Cli.Bench;
 

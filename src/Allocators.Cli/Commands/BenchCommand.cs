@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using Allocators.Cli.Bench;
+using Allocators.Workloads;
 using Allocators.Cli.Output;
 using Allocators.Native;
 using Allocators.Peers;
@@ -95,7 +96,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         }
 
         var machine = MachineInfo.Collect();
-        var plan = new BenchPlan(workloads, allocators, threads, scale, settings.Isolate);
+        var plan = new BenchPlan(workloads, allocators, threads, scale, settings.Isolate) { RunIsolated = BenchIsolation.RunInChild };
         AnsiConsole.MarkupLineInterpolated($"[bold]allocators bench[/] ({scale.Name} mode): {workloads.Count} workloads, threads {string.Join(", ", threads)}, {plan.RunCount} runs{(scale.Rounds > 1 ? $" x {scale.Rounds} rounds (best kept)" : "")}{(settings.Isolate ? ", each in its own process" : "")}");
         AnsiConsole.WriteLine(machine.OneLine + ", load average " + machine.LoadAtStart);
         foreach (var a in allocators)

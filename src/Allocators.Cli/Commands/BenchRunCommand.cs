@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using Allocators.Cli.Bench;
+using Allocators.Workloads;
 using Spectre.Console.Cli;
 
 namespace Allocators.Cli.Commands;

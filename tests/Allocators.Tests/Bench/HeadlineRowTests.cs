@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Allocators.Cli.Bench;
+using Allocators.Workloads;
 using Allocators.Tests.Cli;
 
 namespace Allocators.Tests.Bench;

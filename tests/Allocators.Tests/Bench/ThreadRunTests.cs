@@ -1,4 +1,5 @@
 using Allocators.Cli.Bench;
+using Allocators.Workloads;
 using Allocators.Physical;
 
 namespace Allocators.Tests.Bench;

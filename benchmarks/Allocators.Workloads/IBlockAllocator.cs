@@ -5,7 +5,7 @@ using Allocators.Native;
 using Allocators.Peers;
 using Allocators.Slab;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// One allocator as the workloads see it. Workloads are generic over a struct implementing this interface, so the

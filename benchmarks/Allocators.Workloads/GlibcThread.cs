@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// glibc-thread (glibc's bench-malloc-thread): every thread keeps a working set of slots, starting empty, and in a loop

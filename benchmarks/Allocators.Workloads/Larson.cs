@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// larson (Larson and Krishnan's server simulation): each thread owns an array of slots holding blocks of random

@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Slab;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>How much of each workload's published run one bench mode runs.</summary>
 /// <param name="Name">"quick", "full" or "tiny" (tests).</param>

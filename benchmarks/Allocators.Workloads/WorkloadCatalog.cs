@@ -1,4 +1,4 @@
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>The suite's workloads in table order.</summary>
 internal static class WorkloadCatalog

@@ -1,7 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// alloc-test (OLogN/ITHare's allocator test): every thread owns a share of 2^18 slots, fills about half of them, then

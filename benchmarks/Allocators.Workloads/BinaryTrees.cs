@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using Allocators.Slab;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// The Benchmarks Game's binary-trees: build and check a "stretch" tree one level deeper than the maximum depth,

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// mstress (the stress test shipped with mimalloc): in each iteration the calling thread and N - 1 new threads each make

@@ -4,7 +4,7 @@ using Allocators.Peers;
 using Allocators.Physical;
 using Allocators.Slab;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// One allocator the suite compares. Opening a session prepares it for one run (Allocators builds a fresh memory
@@ -12,6 +12,12 @@ namespace Allocators.Cli.Bench;
 /// </summary>
 internal abstract class AllocatorUnderTest
 {
+    /// <summary>
+    /// True in a child process that runs one measurement and nothing else, so native allocators' statistics are read
+    /// for the footprint column (see <see cref="NativeFootprint"/>).
+    /// </summary>
+    public static bool InFreshProcess { get; set; }
+
     /// <summary>Short name (table row).</summary>
     public abstract string Name { get; }
 
@@ -242,7 +248,7 @@ internal sealed unsafe class NativeLibraryUnderTest(Func<NativeAllocatorLibrary>
     public override string Status => Library.IsAvailable ? Library.Status : "skipped: " + Library.Status;
 
     /// <inheritdoc/>
-    public override AllocatorSession Open() => new Session(Library, BenchIsolation.InFreshProcess ? _footprint.Value : null);
+    public override AllocatorSession Open() => new Session(Library, InFreshProcess ? _footprint.Value : null);
 
     /// <inheritdoc/>
     public override void Trim()
@@ -292,7 +298,7 @@ internal sealed class NativeMemoryUnderTest : AllocatorUnderTest
     public override string Description => "System.Runtime.InteropServices.NativeMemory.Alloc/Free (the runtime's path to the C heap)";
 
     /// <inheritdoc/>
-    public override AllocatorSession Open() => new Session(BenchIsolation.InFreshProcess ? s_cHeap.Value : null);
+    public override AllocatorSession Open() => new Session(InFreshProcess ? s_cHeap.Value : null);
 
     // NativeMemory.Alloc is the C runtime's malloc: glibc's statistics cover it.
     private static readonly Lazy<NativeFootprint?> s_cHeap = new(() => NativeFootprint.For(NativeAllocators.Glibc));

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// glibc-simple (glibc's bench-malloc-simple): for each of three sizes and each of four batch lengths, repeatedly

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using Allocators.Native;
 using Allocators.Peers;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// What a native allocator holds for the program right now, in bytes, from its own statistics call: the counterpart of

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Slab;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// xmalloc-test (Lever and Boreham's multithreaded malloc test): producer threads only allocate and consumer threads

@@ -1,7 +1,7 @@
 using Allocators.Native;
 using Microsoft.Win32.SafeHandles;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>One measured run: a workload on an allocator at a thread count.</summary>
 internal sealed record BenchResult(
@@ -30,6 +30,9 @@ internal sealed record BenchResult(
 /// <summary>What the suite runs: workloads, allocators, thread counts, scale.</summary>
 internal sealed record BenchPlan(IReadOnlyList<Workload> Workloads, IReadOnlyList<AllocatorUnderTest> Allocators, IReadOnlyList<int> ThreadCounts, BenchScale Scale, bool Isolated = false)
 {
+    /// <summary>Runs one measurement in a fresh process when <see cref="Isolated"/> (the CLI starts itself again).</summary>
+    public Func<Workload, AllocatorUnderTest, int, BenchScale, BenchResult>? RunIsolated { get; init; }
+
     /// <summary>Every runnable (workload, allocator) pair, in order.</summary>
     public IEnumerable<(Workload Workload, AllocatorUnderTest Allocator)> Pairs()
     {
@@ -81,7 +84,7 @@ internal sealed class BenchRunner(BenchPlan plan)
         foreach (var workload in plan.Workloads)
         {
             var allocators = plan.Allocators.Where(a => a.IsAvailable && a.Supports(workload)).ToList();
-            // Isolated runs start cold, each in its own process (BenchIsolation.RunHere).
+            // Isolated runs start cold, each in its own process (the plan's RunIsolated).
             foreach (var allocator in plan.Isolated ? [] : allocators)
             {
                 cancel.ThrowIfCancellationRequested();
@@ -97,7 +100,7 @@ internal sealed class BenchRunner(BenchPlan plan)
                         cancel.ThrowIfCancellationRequested();
                         RunStarting?.Invoke(index++, total, workload.Name, allocator.Name, threads);
                         var result = plan.Isolated
-                            ? BenchIsolation.RunInChild(workload, allocator, threads, plan.Scale)
+                            ? (plan.RunIsolated ?? throw new InvalidOperationException("an isolated plan needs RunIsolated"))(workload, allocator, threads, plan.Scale)
                             : RunOnce(workload, allocator, threads, plan.Scale);
                         var key = (workload.Name, allocator.Name, threads);
                         if (!best.TryGetValue(key, out var previous))

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using Allocators.Native;
 using Allocators.Peers;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>The machine a bench run came from (printed with every report).</summary>
 internal sealed record MachineInfo(string Cpu, int Cores, long MemoryBytes, string Os, string Runtime, DateTime UtcTime, IReadOnlyList<string> Libraries)

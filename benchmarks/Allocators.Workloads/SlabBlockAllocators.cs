@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Allocators.Slab;
 
-namespace Allocators.Cli.Bench;
+namespace Allocators.Workloads;
 
 /// <summary>
 /// Per-thread handles an Allocators handle variant took during one session. The headline rows never take one (they
