@@ -77,6 +77,9 @@ internal sealed unsafe class ContextPool<T> where T : class
                 return;
             }
         }
+        // Nothing free above the hint: move it down past the probed slots, or a hint stuck between a full run above
+        // and an empty run below would make every later give drop and every take miss.
+        Volatile.Write(ref _depotHint, start - DepotProbes);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -92,6 +95,8 @@ internal sealed unsafe class ContextPool<T> where T : class
                 return item;
             }
         }
+        // Nothing below the hint: move it up past the probed slots (see GiveSlow).
+        Volatile.Write(ref _depotHint, start + 1 + DepotProbes);
         return null;
     }
 

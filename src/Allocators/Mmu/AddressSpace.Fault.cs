@@ -180,7 +180,7 @@ public sealed unsafe partial class AddressSpace
         {
             PageFrame* page = vma.Shared.GetPageForMapping(vma.PageIndex(va));
             if (page == null) throw FaultOom(va);
-            Interlocked.Increment(ref page->MapCount);
+            Interlocked.Increment(ref page->_mapcount);
             Volatile.Write(ref *ptep, PageTableEntry.Make(page->Pfn, prot).Value);
             tablePage->Data0++;
             AddRss(anon: false, 1);
@@ -206,7 +206,7 @@ public sealed unsafe partial class AddressSpace
         PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn | (zero ? Gfp.Zero : 0), 0);
         if (page == null) throw FaultOom(va);
         page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
-        page->MapCount = 1;
+        page->_mapcount = 1;
         return page;
     }
 
@@ -231,7 +231,7 @@ public sealed unsafe partial class AddressSpace
             return;
         }
         PageFrame* old = _memory.PfnToPage(PageTableEntry.PfnOf(pte));
-        if (old->Has(PageFlags.Anon) && Volatile.Read(ref old->RefCount) == 1)
+        if (old->Has(PageFlags.Anon) && Volatile.Read(ref old->_refcount) == 1)
         {
             // wp_page_reuse: nobody else holds the page. Upgrading permissions needs no flush.
             Volatile.Write(ref *ptep, pte | (ulong)PteFlags.ReadWrite | (ulong)PteFlags.Dirty | (ulong)PteFlags.Accessed);
@@ -243,7 +243,7 @@ public sealed unsafe partial class AddressSpace
         PageFrame* copy = AllocAnonPage(va, zero: false);
         Buffer.MemoryCopy(_pages.AddressOf(old), _pages.AddressOf(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
         ReplacePte(ptep, PageTableEntry.Make(copy->Pfn, prot).Value, page4k);
-        Interlocked.Decrement(ref old->MapCount);
+        Interlocked.Decrement(ref old->_mapcount);
         _pages.PutPage(old);
         Interlocked.Increment(ref _cowFaults);
         Interlocked.Increment(ref _stats.CowFault);
@@ -279,7 +279,7 @@ public sealed unsafe partial class AddressSpace
             return false;
         }
         page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
-        page->MapCount = 1;
+        page->_mapcount = 1;
         PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Huge;
         if ((vma.Flags & VmFlags.Write) != 0) prot |= PteFlags.ReadWrite | PteFlags.Dirty;
         DepositTable(pmdSlot, deposit);

@@ -67,7 +67,7 @@ public sealed unsafe partial class AddressSpace
                     {
                         PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(pte));
                         _pages.GetPage(page);
-                        Interlocked.Increment(ref page->MapCount);
+                        Interlocked.Increment(ref page->_mapcount);
                         while ((pte & (ulong)PteFlags.ReadWrite) != 0)
                         {
                             ulong old = Interlocked.CompareExchange(ref *slot, pte & ~(ulong)PteFlags.ReadWrite, pte);

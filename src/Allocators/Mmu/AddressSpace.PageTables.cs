@@ -80,7 +80,7 @@ public sealed unsafe partial class AddressSpace
                         TablePage(AlignToTable(pmdSlot))->Data0--;
                         gather.Tables.Add((nint)WithdrawTable(pmdSlot));
                         PageFrame* head = _memory.PfnToPage(PageTableEntry.PfnOf(pmd));
-                        Interlocked.Decrement(ref head->MapCount);
+                        Interlocked.Decrement(ref head->_mapcount);
                         AddRss(anon: true, -VirtualAddress.HugePagePages);
                         GatherPage(gather, head);
                         return;
@@ -98,7 +98,7 @@ public sealed unsafe partial class AddressSpace
                     tablePage->Data0--;
                     if (!IsMapped(old) || (old & (ulong)PteFlags.Special) != 0) continue;
                     PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(old));
-                    Interlocked.Decrement(ref page->MapCount);
+                    Interlocked.Decrement(ref page->_mapcount);
                     AddRss(page->Has(PageFlags.Anon), -1);
                     GatherPage(gather, page);
                 }
@@ -176,7 +176,7 @@ public sealed unsafe partial class AddressSpace
         for (int i = 0; i < VirtualAddress.HugePagePages; i++)
         {
             head[i].FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
-            head[i].MapCount = 1;
+            head[i]._mapcount = 1;
         }
         // Same frames, same permissions: translations stay valid, but x86 requires a flush when the page size changes.
         Volatile.Write(ref *pmdSlot, PageTableEntry.Make(tablePage->Pfn, PteFlags.PageTable).Value);

@@ -122,8 +122,8 @@ public sealed unsafe partial class PageAllocator
     private void PrepNewPage(PageFrame* page, int order, Gfp gfp)
     {
         page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Allocated;
-        page->Order = order;
-        *(ulong*)&page->RefCount = 1; // RefCount = 1 and MapCount = 0 (adjacent ints) in one store
+        page->_order = order;
+        *(ulong*)&page->_refcount = 1; // RefCount = 1 and MapCount = 0 (adjacent ints) in one store
         page->Private = 0;
         page->Next = page->Prev = null;
         if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0) PrepNewPageSlow(page, order, gfp);
@@ -285,7 +285,7 @@ public sealed unsafe partial class PageAllocator
             PageFrame* page = RmqueueSmallest(zone, order);
             if (page == null) break;
             page->FlagsAndZone |= (uint)PageFlags.Pcp;
-            page->Order = order;
+            page->_order = order;
             taken[n] = page;
         }
         NativeSpinLock.Release(&zone->Lock);

@@ -40,8 +40,8 @@ public sealed unsafe partial class PageAllocator
         {
             PageFrame* p = page + i;
             p->FlagsAndZone = (p->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Allocated;
-            p->Order = 0;
-            p->RefCount = 1;
+            p->_order = 0;
+            p->_refcount = 1;
         }
     }
 
@@ -54,7 +54,7 @@ public sealed unsafe partial class PageAllocator
             throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} belongs to the slab allocator (its slab holds its only reference).", head->Pfn, head->Describe()));
         if (!head->Has(PageFlags.Allocated) || head->RefCount <= 0)
             throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe()));
-        Interlocked.Increment(ref head->RefCount);
+        Interlocked.Increment(ref head->_refcount);
     }
 
     /// <summary>Drops a reference (put_page); the last one frees the whole allocation.</summary>

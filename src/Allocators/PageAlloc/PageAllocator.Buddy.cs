@@ -13,7 +13,7 @@ public sealed unsafe partial class PageAllocator
     {
         NativeSpinLock.AssertHeld(&zone->Lock);
         FreeArea* area = ZoneData.Area(zone, order);
-        page->Order = order;
+        page->_order = order;
         page->FlagsAndZone = (page->FlagsAndZone & ~PageFrame.FlagMask)
             | (uint)(PageFlags.Buddy | (reported ? PageFlags.Reported : 0));
         if (atTail && area->Tail != null)
@@ -54,7 +54,7 @@ public sealed unsafe partial class PageAllocator
             zone->ReportedPages -= 1L << order;
         }
         page->FlagsAndZone &= ~(ulong)(uint)(PageFlags.Buddy | PageFlags.Reported);
-        page->Order = 0;
+        page->_order = 0;
     }
 
     /// <summary>Takes the smallest free block of at least <paramref name="order"/> and splits it down (__rmqueue_smallest).</summary>

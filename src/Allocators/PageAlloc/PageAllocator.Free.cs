@@ -43,9 +43,9 @@ public sealed unsafe partial class PageAllocator
         {
             if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
             if (refs <= 0) ThrowBadFree(page, order, "free_pages");
-            if (Interlocked.Decrement(ref page->RefCount) != 0) return;
+            if (Interlocked.Decrement(ref page->_refcount) != 0) return;
         }
-        page->RefCount = 0;
+        page->_refcount = 0;
         FreePagesPrepared(page, order, cache);
     }
 
@@ -113,11 +113,11 @@ public sealed unsafe partial class PageAllocator
     {
         ulong flags = page->FlagsAndZone;
         if ((flags & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
-            && page->Order == order && *(ulong*)&page->RefCount == 1) // one reference, not mapped
+            && page->Order == order && *(ulong*)&page->_refcount == 1) // one reference, not mapped
         {
-            page->RefCount = 0;
+            page->_refcount = 0;
             if (FreeToPcp(cache, lists, counters, page, flags, order)) return;
-            page->RefCount = 1;
+            page->_refcount = 1;
         }
         FreeKnownFrame(page, order, cache); // compound, shared or misused: the general path, through this thread's lists
     }

@@ -31,35 +31,66 @@ public unsafe struct PageFrame
     /// </summary>
     internal const int ExtWords = 8;
 
+    // The raw words are the allocator's: callers outside the library read a frame through the accessors below, so
+    // no caller can put a page into a state the allocator did not (the kernel's page_ref_count() and friends).
+
     /// <summary>Page flags (low 32 bits) and the zone id (bits 48..55).</summary>
-    public ulong FlagsAndZone;
+    internal ulong FlagsAndZone;
 
     /// <summary>Next frame in the list that owns this frame.</summary>
-    public PageFrame* Next;
+    internal PageFrame* Next;
 
     /// <summary>Previous frame in the list that owns this frame.</summary>
-    public PageFrame* Prev;
+    internal PageFrame* Prev;
 
     /// <summary>Buddy: unused. Tail page: the compound head. Slab: the owning cache.</summary>
-    public nuint Private;
+    internal nuint Private;
 
-    /// <summary>Reference count (page_ref_count); 0 while the page is free.</summary>
-    public int RefCount;
+    /// <summary>Reference count word (the kernel's <c>_refcount</c>); 0 while the page is free.</summary>
+    internal int _refcount;
 
-    /// <summary>Number of page-table entries that map this page (page_mapcount).</summary>
-    public int MapCount;
+    /// <summary>Page-table entries that map this page (the kernel's <c>_mapcount</c>, here not offset by one).</summary>
+    internal int _mapcount;
 
     /// <summary>The order of a free block (head) or of a live allocation (head).</summary>
-    public int Order;
+    internal int _order;
 
     /// <summary>This frame's page frame number.</summary>
-    public uint Pfn;
+    internal uint _pfn;
 
     /// <summary>Subsystem-defined word (slab: the owner thread's full-slab chain link; page tables: used-entry count).</summary>
-    public ulong Data0;
+    internal ulong Data0;
 
     /// <summary>Subsystem-defined word (slab: owner/state word).</summary>
-    public ulong Data1;
+    internal ulong Data1;
+
+    /// <summary>Reference count (page_ref_count); 0 while the page is free.</summary>
+    public readonly int RefCount
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _refcount;
+    }
+
+    /// <summary>Number of page-table entries that map this page (page_mapcount).</summary>
+    public readonly int MapCount
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _mapcount;
+    }
+
+    /// <summary>The order of a free block (head) or of a live allocation (head).</summary>
+    public readonly int Order
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _order;
+    }
+
+    /// <summary>This frame's page frame number (page_to_pfn).</summary>
+    public readonly uint Pfn
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _pfn;
+    }
 
     internal const int ZoneShift = 48;
     internal const ulong FlagMask = 0xFFFF_FFFFUL;
@@ -68,7 +99,7 @@ public unsafe struct PageFrame
     public PageFlags Flags
     {
         readonly get => (PageFlags)(uint)(FlagsAndZone & FlagMask);
-        set => FlagsAndZone = (FlagsAndZone & ~FlagMask) | (uint)value;
+        internal set => FlagsAndZone = (FlagsAndZone & ~FlagMask) | (uint)value;
     }
 
     /// <summary>Global index of the zone this page belongs to.</summary>

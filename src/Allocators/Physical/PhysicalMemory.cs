@@ -290,7 +290,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         uint firstPfn = (uint)SectionStartPfn(index);
         for (long i = 0; i < pages; i++)
         {
-            memMap[i].Pfn = firstPfn + (uint)i;
+            memMap[i]._pfn = firstPfn + (uint)i;
             memMap[i].FlagsAndZone = (0xFFUL << PageFrame.ZoneShift) | (uint)PageFlags.Offline;
         }
 

@@ -151,7 +151,7 @@ public sealed unsafe partial class KmemCache
         slab->Private = 0;
         slab->Data0 = 0;
         slab->Data1 = 0;
-        *(ulong*)&slab->RefCount = 1; // RefCount 1, MapCount 0: in-frame bitmaps lived there
+        *(ulong*)&slab->_refcount = 1; // RefCount 1, MapCount 0: in-frame bitmaps lived there
         _pages.FreePages(slab, _d->Order);
         Interlocked.Increment(ref _d->SlabsFreed);
     }

@@ -68,7 +68,7 @@ internal static unsafe class SlabPage
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void SetFreeCount(PageFrame* slab, int count)
     {
-        if (Cache(slab)->BitmapInFrame == 0) slab->MapCount = count;
+        if (Cache(slab)->BitmapInFrame == 0) slab->_mapcount = count;
     }
 
     /// <summary>Bytes from a head frame to its in-frame local bitmap (<c>RefCount</c> and <c>MapCount</c>).</summary>

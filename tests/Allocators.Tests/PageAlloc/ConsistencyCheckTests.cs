@@ -41,13 +41,13 @@ public sealed unsafe class ConsistencyCheckTests
         for (; order >= 0 && head == null; order--) head = zone.FreeListHeadForTesting(order);
         Assert.True(head != null);
         int saved = head->Order;
-        head->Order = saved == 0 ? 1 : saved - 1;
+        head->_order = saved == 0 ? 1 : saved - 1;
         try
         {
             var ex = Assert.Throws<InvalidOperationException>(sys.Pages.CheckConsistency);
             Assert.Contains("is listed but not a free block of this order", ex.Message);
         }
-        finally { head->Order = saved; }
+        finally { head->_order = saved; }
         sys.Pages.CheckConsistency();
     }
 }
