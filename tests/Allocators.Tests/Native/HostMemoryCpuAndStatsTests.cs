@@ -2,6 +2,8 @@ using Allocators.Native;
 
 namespace Allocators.Tests.Native;
 
+// Alone: the resident-set checks read the whole process, which other tests grow and shrink meanwhile.
+[Collection(nameof(Allocators.Tests.Slab.SerialThreadContexts))]
 public sealed unsafe class HostMemoryCpuAndStatsTests
 {
     [Fact]
