@@ -28,7 +28,7 @@ public readonly struct PageTableEntry : IEquatable<PageTableEntry>
     {
         if (pfn > (ulong)PteFlags.PfnMask >> VirtualAddress.PageShift)
             throw new ArgumentOutOfRangeException(nameof(pfn), $"pfn 0x{pfn:x} does not fit in 40 bits.");
-        return new PageTableEntry((pfn << 12) | ((ulong)prot & ~(ulong)PteFlags.PfnMask));
+        return new PageTableEntry((pfn << VirtualAddress.PageShift) | ((ulong)prot & ~(ulong)PteFlags.PfnMask));
     }
 
     /// <summary>True when the entry is zero (pte_none).</summary>
