@@ -285,8 +285,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         // Aligned to its power-of-two size in the sparse model: the frame lookup keys an array by its address.
         var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), Model == MemoryModel.Flat ? Threading.CacheLines.Size : (nuint)1 << _memMapShift);
         NativeMemory.Clear(memMap, (nuint)(pages * sizeof(PageFrame)));
-        var ext = (ulong*)NativeMemory.AlignedAlloc((nuint)(pages * PageFrame.ExtWords * sizeof(ulong)), Threading.CacheLines.Size);
-        NativeMemory.Clear(ext, (nuint)(pages * PageFrame.ExtWords * sizeof(ulong)));
+        ulong* ext = AllocExt(pages);
         uint firstPfn = (uint)SectionStartPfn(index);
         for (long i = 0; i < pages; i++)
         {
@@ -324,7 +323,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             NativeMemory.AlignedFree(s->Base);
         }
         NativeMemory.AlignedFree(s->MemMap);
-        NativeMemory.AlignedFree(s->Ext);
+        FreeExt(s->Ext, s->Pages);
         Interlocked.Add(ref _presentPages, -s->Pages);
         s->Base = null;
         s->MemMap = null;
@@ -396,6 +395,37 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
+    /// <summary>Sections' page_ext arrays at least this large come from anonymous mappings rather than the C heap.</summary>
+    private const nuint LazyExtMinBytes = 64 * 1024;
+
+    /// <summary>
+    /// The zeroed page_ext words of <paramref name="pages"/> frames. Large arrays are anonymous mappings the host zero-fills
+    /// on first touch: only slab pages use their words, so an arena few slabs live in pays for few of them (a 256 MiB
+    /// arena's 4 MiB of words would otherwise be resident from the start). Page-aligned, so each page's words fill one
+    /// cache line, as with the heap allocation.
+    /// </summary>
+    private static ulong* AllocExt(long pages)
+    {
+        nuint bytes = (nuint)(pages * PageFrame.ExtWords * sizeof(ulong));
+        if (OperatingSystem.IsLinux() && bytes >= LazyExtMinBytes)
+        {
+            void* mapped = HostMemory.Reserve(bytes, HostMemory.PageSize);
+            HostMemory.MapAnonymousFixed(mapped, bytes);
+            return (ulong*)mapped;
+        }
+        var ext = (ulong*)NativeMemory.AlignedAlloc(bytes, Threading.CacheLines.Size);
+        NativeMemory.Clear(ext, bytes);
+        return ext;
+    }
+
+    /// <summary>Frees what <see cref="AllocExt"/> gave for <paramref name="pages"/> frames.</summary>
+    private static void FreeExt(ulong* ext, long pages)
+    {
+        nuint bytes = (nuint)(pages * PageFrame.ExtWords * sizeof(ulong));
+        if (OperatingSystem.IsLinux() && bytes >= LazyExtMinBytes) HostMemory.Release(ext, bytes);
+        else NativeMemory.AlignedFree(ext);
+    }
+
     /// <summary>
     /// Frees the arena and all metadata once no caller can reach a disposed arena. One never disposed stays: threads'
     /// caches (process-wide) may still hold pointers into it.
@@ -409,7 +439,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             if (s->Online == 0) continue;
             if (_memFd < 0 && _contiguousBase == null) NativeMemory.AlignedFree(s->Base);
             NativeMemory.AlignedFree(s->MemMap);
-            NativeMemory.AlignedFree(s->Ext);
+            FreeExt(s->Ext, s->Pages);
         }
         if (_memFd >= 0)
         {
