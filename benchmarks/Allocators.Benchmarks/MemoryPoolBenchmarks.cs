@@ -31,10 +31,7 @@ public class MemoryPoolBenchmarks
     private MemorySystem? _system;
     private WebApplication? _app;
     private MemoryPool<byte> _pool = null!;
-    private Thread[] _workers = [];
-    private Barrier _start = null!;
-    private Barrier _done = null!;
-    private volatile bool _stopping;
+    private WorkerCrew _crew = null!;
 
     /// <summary>Whose pool.</summary>
     [Params(Kestrel, OursArrays, OursNative)]
@@ -57,22 +54,13 @@ public class MemoryPoolBenchmarks
             _system = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 256L << 20 } });
             _pool = new NativeMemoryPool(_system.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = Pool == OursArrays });
         }
-        _start = new Barrier(Threads + 1);
-        _done = new Barrier(Threads + 1);
-        _workers = new Thread[Threads];
-        for (int t = 0; t < Threads; t++)
-        {
-            _workers[t] = new Thread(WorkerLoop) { IsBackground = true, Name = $"pool-{t}" };
-            _workers[t].Start();
-        }
+        _crew = new WorkerCrew(Threads, "pool", WorkerLoop);
     }
 
     [GlobalCleanup]
     public void Cleanup()
     {
-        _stopping = true;
-        _start.SignalAndWait();
-        foreach (var w in _workers) w.Join();
+        _crew.Dispose();
         _pool.Dispose();
         _system?.Dispose();
         (_app as IDisposable)?.Dispose();
@@ -80,25 +68,15 @@ public class MemoryPoolBenchmarks
 
     /// <summary>Pairs of Rent(-1) and Dispose per thread.</summary>
     [Benchmark(OperationsPerInvoke = Pairs)]
-    public void RentReturn()
-    {
-        _start.SignalAndWait();
-        _done.SignalAndWait();
-    }
+    public void RentReturn() => _crew.RunOnce();
 
-    private void WorkerLoop()
+    private void WorkerLoop(int id)
     {
-        while (true)
+        MemoryPool<byte> pool = _pool;
+        for (int i = 0; i < Pairs; i++)
         {
-            _start.SignalAndWait();
-            if (_stopping) return;
-            MemoryPool<byte> pool = _pool;
-            for (int i = 0; i < Pairs; i++)
-            {
-                IMemoryOwner<byte> owner = pool.Rent(-1);
-                owner.Dispose();
-            }
-            _done.SignalAndWait();
+            IMemoryOwner<byte> owner = pool.Rent(-1);
+            owner.Dispose();
         }
     }
 }

@@ -25,12 +25,9 @@ public unsafe class SlabScalingBenchmarks
     private MemorySystem _system = null!;
     private KmemCache _cache = null!;
     private NativeAllocatorLibrary? _native;
-    private Thread[] _workers = [];
-    private Barrier _start = null!;
-    private Barrier _done = null!;
+    private WorkerCrew _crew = null!;
     private SpinPairBarrier _swap = null!;
     private nint[][] _batches = [];
-    private volatile bool _stopping;
     private nint _sink;
 
     /// <summary>Who allocates.</summary>
@@ -63,45 +60,20 @@ public unsafe class SlabScalingBenchmarks
         if (NativeAllocatorColumns.IsNative(Allocator)) _native = NativeAllocatorColumns.Get(Allocator);
         _batches = new nint[Threads][];
         for (int t = 0; t < Threads; t++) _batches[t] = new nint[Batch];
-        _start = new Barrier(Threads + 1);
-        _done = new Barrier(Threads + 1);
         _swap = new SpinPairBarrier(Threads);
-        _workers = new Thread[Threads];
-        for (int t = 0; t < Threads; t++)
-        {
-            int id = t;
-            _workers[t] = new Thread(() => WorkerLoop(id)) { IsBackground = true, Name = $"scaling-{t}" };
-            _workers[t].Start();
-        }
+        _crew = new WorkerCrew(Threads, "scaling", id => { for (int r = 0; r < Rounds; r++) Round(id); });
     }
 
     [GlobalCleanup]
     public void Cleanup()
     {
-        _stopping = true;
-        _start.SignalAndWait();
-        foreach (var w in _workers) w.Join();
+        _crew.Dispose();
         _system.Dispose();
     }
 
     /// <summary>Rounds of batch alloc + batch free on every worker thread; Mean is per pair of one thread.</summary>
     [Benchmark(OperationsPerInvoke = Batch * Rounds)]
-    public void Pairs()
-    {
-        _start.SignalAndWait();
-        _done.SignalAndWait();
-    }
-
-    private void WorkerLoop(int id)
-    {
-        while (true)
-        {
-            _start.SignalAndWait();
-            if (_stopping) return;
-            for (int r = 0; r < Rounds; r++) Round(id);
-            _done.SignalAndWait();
-        }
-    }
+    public void Pairs() => _crew.RunOnce();
 
     private void Round(int id)
     {
