@@ -39,8 +39,8 @@ public sealed unsafe partial class PageAllocator
                 if ((p->Pfn & ((1u << o) - 1)) != 0) throw new InvalidOperationException($"{where} order {o}: {p->Describe()} is not aligned to its order.");
                 if (o < MaxOrder)
                 {
-                    PageFrame* buddy = p + ((long)(p->Pfn ^ (1u << o)) - p->Pfn);
-                    if (_memory.PfnToPage(p->Pfn ^ (1u << o)) == buddy && IsFreeBuddy(buddy, o, zone->Id))
+                    PageFrame* buddy = _memory.PfnToPage(p->Pfn ^ (1u << o));
+                    if (buddy != null && IsFreeBuddy(buddy, o, zone->Id))
                         throw new InvalidOperationException($"{where} order {o}: {p->Describe()} and its buddy are both free and not merged.");
                 }
                 if (p->Has(PageFlags.Reported)) reported++;

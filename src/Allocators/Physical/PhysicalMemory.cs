@@ -406,8 +406,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// </summary>
     private static ulong* AllocExt(long pages)
     {
-        nuint bytes = (nuint)(pages * PageFrame.ExtWords * sizeof(ulong));
-        if (OperatingSystem.IsLinux() && bytes >= LazyExtMinBytes)
+        nuint bytes = ExtBytes(pages);
+        if (ExtIsMapped(bytes))
         {
             void* mapped = HostMemory.Reserve(bytes, HostMemory.PageSize);
             HostMemory.MapAnonymousFixed(mapped, bytes);
@@ -421,10 +421,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>Frees what <see cref="AllocExt"/> gave for <paramref name="pages"/> frames.</summary>
     private static void FreeExt(ulong* ext, long pages)
     {
-        nuint bytes = (nuint)(pages * PageFrame.ExtWords * sizeof(ulong));
-        if (OperatingSystem.IsLinux() && bytes >= LazyExtMinBytes) HostMemory.Release(ext, bytes);
+        nuint bytes = ExtBytes(pages);
+        if (ExtIsMapped(bytes)) HostMemory.Release(ext, bytes);
         else NativeMemory.AlignedFree(ext);
     }
+
+    private static nuint ExtBytes(long pages) => (nuint)(pages * PageFrame.ExtWords * sizeof(ulong));
+
+    /// <summary>Whether page_ext arrays of <paramref name="bytes"/> are anonymous mappings (else heap blocks).</summary>
+    private static bool ExtIsMapped(nuint bytes) => OperatingSystem.IsLinux() && bytes >= LazyExtMinBytes;
 
     /// <summary>
     /// Frees the arena and all metadata once no caller can reach a disposed arena. One never disposed stays: threads'
