@@ -1,5 +1,6 @@
 using Allocators.Common;
 using Allocators.Diagnostics;
+using Allocators.Filemap;
 using Allocators.Mmu;
 using Allocators.Vmalloc;
 using Allocators.PageAlloc;
@@ -22,6 +23,9 @@ public sealed class MemorySystemOptions
     /// <summary>Slab layer tunables.</summary>
     public SlabAllocatorOptions Slab { get; init; } = new();
 
+    /// <summary>Page cache tunables: readahead window, dirty limits and flusher timing.</summary>
+    public PageCacheOptions PageCache { get; init; } = new();
+
     /// <summary>Give cached and free memory back after this long without page activity; null (default) never.</summary>
     public TimeSpan? IdleTrimAfter { get; init; }
 
@@ -36,6 +40,7 @@ public sealed class MemorySystemOptions
         Physical.Validate();
         PageAllocator.Validate();
         Slab.Validate();
+        PageCache.Validate();
         if (IdleTrimAfter is { } idle && idle <= TimeSpan.Zero)
             throw new ArgumentException($"IdleTrimAfter must be positive, was {idle}.", nameof(IdleTrimAfter));
     }
@@ -93,6 +98,7 @@ public sealed unsafe class MemorySystem : IDisposable
 
     private KernelAddressSpace? _kernel;
     private VmallocAllocator? _vmalloc;
+    private PageCache? _pageCache;
     private readonly Lock _lazyLock = new();
 
     /// <summary>
@@ -132,6 +138,26 @@ public sealed unsafe class MemorySystem : IDisposable
         }
     }
 
+    /// <summary>
+    /// The page cache: files opened through it are read, written and mapped through pages of this arena and written
+    /// back by its flusher thread. Built on first use.
+    /// </summary>
+    public PageCache PageCache
+    {
+        get
+        {
+            if (_pageCache != null) return _pageCache;
+            lock (_lazyLock)
+            {
+                ObjectDisposedException.ThrowIf(IsDisposed, this);
+                return _pageCache ??= new PageCache(Pages, Options.PageCache);
+            }
+        }
+    }
+
+    /// <summary>True once <see cref="PageCache"/> has been built.</summary>
+    public bool HasPageCache => _pageCache != null;
+
     /// <summary>True once <see cref="Vmalloc"/> has been built.</summary>
     public bool HasVmalloc => _vmalloc != null;
 
@@ -154,6 +180,7 @@ public sealed unsafe class MemorySystem : IDisposable
         Trimmer?.Dispose();
         lock (_lazyLock)
         {
+            _pageCache?.Dispose();
             _vmalloc?.Dispose();
             _kernel?.Dispose();
         }

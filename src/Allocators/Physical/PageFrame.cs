@@ -172,4 +172,10 @@ public enum PageFlags : uint
     Isolated = 1u << 20,
     /// <summary>A kmalloc allocation above the largest kmalloc cache, served as a compound page (large kmalloc).</summary>
     LargeKmalloc = 1u << 21,
+    /// <summary>Being written back to its file (PG_writeback).</summary>
+    Writeback = 1u << 22,
+    /// <summary>The page-cache page whose first read starts the next asynchronous readahead (PG_readahead).</summary>
+    Readahead = 1u << 23,
+    /// <summary>Someone sleeps on this page's lock or writeback bit (PG_waiters): the clearer must wake them.</summary>
+    Waiters = 1u << 24,
 }

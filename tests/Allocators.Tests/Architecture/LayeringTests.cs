@@ -24,12 +24,13 @@ public sealed class LayeringTests
         { "PageAlloc", ["Common", "Threading", "Physical"] },
         { "Slab", ["Common", "Threading", "Physical", "PageAlloc"] },
         { "Percpu", ["Common", "Threading", "Physical", "PageAlloc"] },
-        { "Mmu", ["Common", "Collections", "Threading", "Physical", "PageAlloc"] },
-        { "Vmalloc", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Mmu"] },
+        { "Filemap", ["Common", "Threading", "Physical", "PageAlloc"] },
+        { "Mmu", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Filemap"] },
+        { "Vmalloc", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Filemap", "Mmu"] },
         { "Reclaim", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
         { "Buffers", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
         { "Managed", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
-        { "Diagnostics", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Percpu", "Mmu", "Vmalloc", "Reclaim", "Buffers", "Managed"] },
+        { "Diagnostics", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Percpu", "Filemap", "Mmu", "Vmalloc", "Reclaim", "Buffers", "Managed"] },
     };
 
     /// <summary>Every namespace below the root, as the layer table lists them.</summary>

@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Filemap;
+
+public sealed unsafe partial class FileMapping
+{
+    private const int PageShift = PageFrame.PageShift;
+    private const int PageSize = PageFrame.PageSize;
+
+    /// <summary>The gfp mask of the mapping's page-cache allocations (mapping_gfp_mask).</summary>
+    internal const Gfp MappingGfp = Gfp.HighUserMovable;
+
+    /// <summary>
+    /// read(2) at <paramref name="offset"/> through the cache (filemap_read): copies cached pages without a lock or a
+    /// system call, reads missing ones with readahead, and returns fewer bytes than asked at end of file (0 at or past it).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="offset"/> is negative.</exception>
+    /// <exception cref="IOException">Reading the file failed; pages read before the error stay cached.</exception>
+    /// <exception cref="OutOfMemoryException">No page for the cache.</exception>
+    public int Read(long offset, Span<byte> buffer)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        ThrowIfDisposed();
+        long size = Volatile.Read(ref _size);
+        if (offset >= size || buffer.IsEmpty) return 0;
+        int total = (int)Math.Min(buffer.Length, size - offset);
+        ulong lastIndex = (ulong)(offset + total - 1) >> PageShift;
+        int done = 0;
+        while (done < total)
+        {
+            long position = offset + done;
+            ulong index = (ulong)position >> PageShift;
+            int inPage = (int)(position & (PageSize - 1));
+            int n = Math.Min(PageSize - inPage, total - done);
+            Span<byte> target = buffer.Slice(done, n);
+            CopyResult result = TryCopyCached(index, inPage, target);
+            if (result == CopyResult.Miss)
+            {
+                SyncReadahead(index, (int)Math.Min(lastIndex - index + 1, int.MaxValue));
+                CopyFromPage(index, inPage, target);
+            }
+            else if (result == CopyResult.HitMarker)
+            {
+                AsyncReadahead(index, (int)Math.Min(lastIndex - index + 1, int.MaxValue));
+            }
+            done += n;
+        }
+        _ra.PrevIndex = lastIndex;
+        // A truncation that ran meanwhile shortens what the caller may believe was read (the kernel rechecks i_size too).
+        long now = Volatile.Read(ref _size);
+        return offset + total <= now ? total : (int)Math.Max(0, now - offset);
+    }
+
+    private enum CopyResult { Miss, Hit, HitMarker }
+
+    /// <summary>The hit path: an up-to-date cached page copied inside the lookup gate, no reference, no lock.</summary>
+    private CopyResult TryCopyCached(ulong index, int inPage, Span<byte> target)
+    {
+        int token = _gate.Enter();
+        PageFrame* page = _tree.Lookup(index);
+        CopyResult result = CopyResult.Miss;
+        if (page != null)
+        {
+            ulong flags = Volatile.Read(ref page->FlagsAndZone);
+            if ((flags & (uint)PageFlags.Uptodate) != 0)
+            {
+                new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+                result = (flags & (uint)PageFlags.Readahead) != 0 && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0
+                    ? CopyResult.HitMarker : CopyResult.Hit;
+            }
+        }
+        _gate.Exit(token);
+        return result;
+    }
+
+    /// <summary>The slow path: the page found or read with a reference, waited on while its read is in flight.</summary>
+    private void CopyFromPage(ulong index, int inPage, Span<byte> target)
+    {
+        PageFrame* page = GetUptodatePage(index, out _);
+        try
+        {
+            new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+        }
+        finally { PutPage(page); }
+    }
+
+    /// <summary>
+    /// The page at <paramref name="index"/>, up to date, with a reference for the caller (filemap_fault's and
+    /// read_cache_page's core). <paramref name="major"/> is true when this call had to read the file.
+    /// </summary>
+    internal PageFrame* GetUptodatePage(ulong index, out bool major)
+    {
+        major = false;
+        while (true)
+        {
+            PageFrame* page = FindGetPage(index);
+            if (page == null)
+            {
+                page = NewLockedPage(MappingGfp);
+                if (!AddToPageCache(page, index))
+                {
+                    DiscardNewPage(page);
+                    continue;
+                }
+            }
+            else
+            {
+                if (page->Has(PageFlags.Uptodate)) return page;
+                PageWait.Lock(page); // a read in flight holds the lock until the page is up to date
+                if (!Owns(page, index))
+                {
+                    PageWait.Unlock(page);
+                    PutPage(page);
+                    continue;
+                }
+                if (page->Has(PageFlags.Uptodate))
+                {
+                    PageWait.Unlock(page);
+                    return page;
+                }
+            }
+            // Locked, in the cache, not up to date: read it here (a failed readahead left it so).
+            try
+            {
+                ReadPagesInto(index, &page, 1);
+                major = true;
+            }
+            catch
+            {
+                PageWait.Unlock(page);
+                PutPage(page);
+                throw;
+            }
+            PageWait.Unlock(page);
+            return page;
+        }
+    }
+
+    /// <summary>
+    /// Reads <paramref name="count"/> locked, consecutive pages from <paramref name="first"/> in one vectored call,
+    /// zero-filling past the end of the file, and marks them up to date. Leaves them locked.
+    /// </summary>
+    private void ReadPagesInto(ulong first, PageFrame** pages, int count)
+    {
+        IoVector vector = IoVector.Rent();
+        for (int i = 0; i < count; i++) vector.Add((byte*)_pages.AddressOf(pages[i]), PageSize);
+        long read = vector.ReadFrom(_file, (long)(first << PageShift));
+        long expected = (long)count << PageShift;
+        if (read < expected)
+        {
+            // Short read: the rest is a hole past the end of the file on disk (reads of it return zeros).
+            for (long b = read; b < expected;)
+            {
+                int i = (int)(b >> PageShift);
+                int from = (int)(b & (PageSize - 1));
+                new Span<byte>((byte*)_pages.AddressOf(pages[i]) + from, PageSize - from).Clear();
+                b += PageSize - from;
+            }
+        }
+        for (int i = 0; i < count; i++) PageWait.Set(pages[i], PageFlags.Uptodate);
+        Interlocked.Add(ref _cache.Stats.PgPgIn, (long)count * (PageSize / 1024));
+    }
+}

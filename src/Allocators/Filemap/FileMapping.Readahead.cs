@@ -1,0 +1,213 @@
+using System.Numerics;
+using Allocators.Physical;
+
+namespace Allocators.Filemap;
+
+public sealed unsafe partial class FileMapping
+{
+    /// <summary>file_ra_state: the current window [Start, Start + Size), of which the last AsyncSize pages start with the marker page.</summary>
+    private struct RaState
+    {
+        public ulong Start;
+        public int Size;
+        public int AsyncSize;
+        public ulong PrevIndex;
+    }
+
+    private readonly Lock _raLock = new();
+    private RaState _ra = new() { PrevIndex = ulong.MaxValue };
+
+    /// <summary>The readahead window now (start page, pages, async tail) — for tests and diagnostics.</summary>
+    internal (ulong Start, int Size, int AsyncSize) ReadaheadWindow
+    {
+        get
+        {
+            lock (_raLock) return (_ra.Start, _ra.Size, _ra.AsyncSize);
+        }
+    }
+
+    /// <summary>
+    /// page_cache_sync_ra on a miss at <paramref name="index"/> for a request of <paramref name="requested"/> pages:
+    /// a sequential miss (first page, or right after the previous read) starts a new window sized from the request;
+    /// a random miss reads just the request and leaves the window alone.
+    /// </summary>
+    private void SyncReadahead(ulong index, int requested)
+    {
+        int max = _cache.Options.ReadaheadPages;
+        if (max == 0)
+        {
+            ReadWindow(index, 1, marker: ulong.MaxValue, async: false);
+            return;
+        }
+        ulong start;
+        int size;
+        ulong marker;
+        lock (_raLock)
+        {
+            bool sequential = index == 0 || index == _ra.PrevIndex || index == _ra.PrevIndex + 1
+                || (index >= _ra.Start && index < _ra.Start + (ulong)_ra.Size);
+            if (!sequential)
+            {
+                start = index;
+                size = Math.Min(requested, max);
+                marker = ulong.MaxValue;
+            }
+            else
+            {
+                _ra.Start = index;
+                _ra.Size = InitialWindow(requested, max);
+                _ra.AsyncSize = _ra.Size > requested ? _ra.Size - requested : _ra.Size;
+                start = _ra.Start;
+                size = _ra.Size;
+                marker = _ra.Start + (ulong)(_ra.Size - _ra.AsyncSize);
+            }
+        }
+        ReadWindow(start, size, marker, async: false);
+    }
+
+    /// <summary>
+    /// page_cache_async_ra: a read reached the marker page of the window, so the next window (ramped up) is read
+    /// in the background while the reader goes on with the pages it has.
+    /// </summary>
+    private void AsyncReadahead(ulong index, int requested)
+    {
+        int max = _cache.Options.ReadaheadPages;
+        if (max == 0) return;
+        ulong start;
+        int size;
+        lock (_raLock)
+        {
+            if (index == _ra.Start + (ulong)(_ra.Size - _ra.AsyncSize))
+            {
+                _ra.Start += (ulong)_ra.Size;
+                _ra.Size = NextWindow(_ra.Size, max);
+            }
+            else
+            {
+                // A marker of an older window (interleaved readers): start over from here.
+                _ra.Start = index + 1;
+                _ra.Size = NextWindow(Math.Max(requested, 1), max);
+            }
+            _ra.AsyncSize = _ra.Size;
+            start = _ra.Start;
+            size = _ra.Size;
+        }
+        ReadWindow(start, size, marker: start, async: true);
+    }
+
+    /// <summary>get_init_ra_size: 4x small requests, 2x medium ones, the maximum for large.</summary>
+    internal static int InitialWindow(int requested, int max)
+    {
+        int size = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(requested, 1));
+        if (size <= max / 32) size *= 4;
+        else if (size <= max / 4) size *= 2;
+        else size = max;
+        return Math.Min(size, max);
+    }
+
+    /// <summary>get_next_ra_size: 4x while small, then 2x, capped at the maximum.</summary>
+    internal static int NextWindow(int current, int max)
+    {
+        if (current < max / 16) return current * 4;
+        if (current <= max / 2) return current * 2;
+        return max;
+    }
+
+    /// <summary>
+    /// page_cache_ra_unbounded: allocates, locks and inserts every missing page of [<paramref name="start"/>,
+    /// <paramref name="start"/> + <paramref name="count"/>) below end of file, flags <paramref name="marker"/> with
+    /// PG_readahead, and reads each run of new pages in one vectored call — now, or on a pool thread when
+    /// <paramref name="async"/>. A page already cached ends a run.
+    /// </summary>
+    private void ReadWindow(ulong start, int count, ulong marker, bool async)
+    {
+        ulong end = start + (ulong)count;
+        ulong eof = (ulong)((Volatile.Read(ref _size) + PageSize - 1) >> PageShift);
+        if (end > eof) end = eof;
+        if (start >= end) return;
+        var batch = new ReadBatch(this, (int)(end - start));
+        try
+        {
+            for (ulong index = start; index < end; index++)
+            {
+                if (FindPresent(index))
+                {
+                    batch.Submit(async);
+                    batch = new ReadBatch(this, (int)(end - start));
+                    continue;
+                }
+                PageFrame* page;
+                try { page = NewLockedPage(MappingGfp); }
+                catch (OutOfMemoryException) { break; } // readahead is a hint: stop, the reader's own page comes later
+                if (!AddToPageCache(page, index))
+                {
+                    DiscardNewPage(page);
+                    batch.Submit(async);
+                    batch = new ReadBatch(this, (int)(end - start));
+                    continue;
+                }
+                if (index == marker) PageWait.Set(page, PageFlags.Readahead);
+                if (!batch.Add(index, page))
+                {
+                    batch.Submit(async);
+                    batch = new ReadBatch(this, (int)(end - start));
+                    batch.Add(index, page);
+                }
+            }
+        }
+        finally { batch.Submit(async); }
+        Interlocked.Add(ref _cache.Stats.ReadaheadPages, (long)(end - start));
+    }
+
+    private bool FindPresent(ulong index)
+    {
+        int token = _gate.Enter();
+        bool present = _tree.Lookup(index) != null;
+        _gate.Exit(token);
+        return present;
+    }
+
+    /// <summary>One run of consecutive new, locked pages, each holding the reference its allocation gave; read as one I/O.</summary>
+    private sealed class ReadBatch(FileMapping owner, int capacity) : IThreadPoolWorkItem
+    {
+        private readonly nint[] _pages = new nint[Math.Min(capacity, IoVector.MaxPages)];
+        private ulong _first;
+        private int _count;
+
+        public bool Add(ulong index, PageFrame* page)
+        {
+            if (_count == _pages.Length || (_count > 0 && index != _first + (ulong)_count)) return false;
+            if (_count == 0) _first = index;
+            _pages[_count++] = (nint)page;
+            return true;
+        }
+
+        public void Submit(bool async)
+        {
+            if (_count == 0) return;
+            if (async) ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            else Execute();
+        }
+
+        public void Execute()
+        {
+            int count = _count;
+            _count = 0;
+            try
+            {
+                fixed (nint* pages = _pages) owner.ReadPagesInto(_first, (PageFrame**)pages, count);
+            }
+            catch (Exception) when (count > 0)
+            {
+                // Readahead failures are not reported: the pages stay not up to date and the reader that needs one
+                // reads it itself and gets the error.
+            }
+            for (int i = 0; i < count; i++)
+            {
+                var page = (PageFrame*)_pages[i];
+                PageWait.Unlock(page);
+                owner.PutPage(page);
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+using Allocators.Filemap;
+using Allocators.Physical;
+
+namespace Allocators.Tests.Filemap;
+
+public sealed class PageCacheBasicTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("allocators-pc-").FullName;
+    private readonly MemorySystem _system = new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
+
+    public void Dispose()
+    {
+        _system.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private static byte[] Pattern(int length, int seed)
+    {
+        var data = new byte[length];
+        new Random(seed).NextBytes(data);
+        return data;
+    }
+
+    [Fact]
+    public void WrittenBytesReachTheFileAfterFsyncAndReadBackAfterADrop()
+    {
+        string path = Path.Combine(_dir, "a.bin");
+        using FileMapping file = _system.PageCache.Open(path);
+        byte[] data = Pattern(3 * 4096 + 123, 1);
+        file.Write(100, data);
+        Assert.Equal(100 + data.Length, file.Length);
+        Assert.True(_system.PageCache.Statistics.DirtyPages > 0);
+        file.Fsync();
+        Assert.Equal(0, _system.PageCache.Statistics.DirtyPages);
+        byte[] disk = File.ReadAllBytes(path);
+        Assert.Equal(100 + data.Length, disk.Length);
+        Assert.Equal(new byte[100], disk[..100]);
+        Assert.Equal(data, disk[100..]);
+
+        Assert.Equal(file.CachedPages, _system.PageCache.DropCaches());
+        Assert.Equal(0, file.CachedPages);
+        var back = new byte[data.Length + 500];
+        int read = file.Read(100, back);
+        Assert.Equal(data.Length, read); // short at end of file
+        Assert.Equal(data, back[..read]);
+        _system.PageCache.CheckConsistency();
+    }
+
+    [Fact]
+    public void TruncateDropsPagesPastTheEndAndToZeroFreesEveryPage()
+    {
+        long free0 = _system.Pages.NrFreePages;
+        string path = Path.Combine(_dir, "t.bin");
+        using FileMapping file = _system.PageCache.Open(path);
+        file.Write(0, Pattern(64 * 4096, 2));
+        file.Truncate(10 * 4096 + 7);
+        Assert.Equal(11, file.CachedPages);
+        Assert.Equal(10 * 4096 + 7, new FileInfo(path).Length);
+        var tail = new byte[4096];
+        Assert.Equal(7, file.Read(10 * 4096, tail));
+        file.Truncate(0);
+        Assert.Equal(0, file.CachedPages);
+        Assert.Equal(0, _system.PageCache.Statistics.FilePages);
+        Assert.Equal(0, _system.PageCache.Statistics.DirtyPages);
+        _system.PageCache.CheckConsistency();
+        _system.Pages.DrainAllPages();
+        long now = _system.Pages.NrFreePages;
+        Assert.True(free0 == now, $"free before {free0}, after {now}");
+    }
+
+    [Fact]
+    public void FlusherWritesExpiredDirtyDataWithoutFsync()
+    {
+        using var system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Size = 32L << 20 },
+            PageCache = new PageCacheOptions { DirtyExpire = TimeSpan.FromMilliseconds(50), DirtyWritebackInterval = TimeSpan.FromMilliseconds(20) },
+        });
+        string path = Path.Combine(_dir, "f.bin");
+        using FileMapping file = system.PageCache.Open(path);
+        byte[] data = Pattern(5000, 3);
+        file.Write(0, data);
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (system.PageCache.Statistics.DirtyPages != 0 && DateTime.UtcNow < deadline) Thread.Sleep(10);
+        Assert.Equal(0, system.PageCache.Statistics.DirtyPages);
+        Assert.Equal(data, File.ReadAllBytes(path));
+    }
+}
