@@ -108,6 +108,7 @@ public sealed unsafe partial class FileMapping
             else
             {
                 if (page->Has(PageFlags.Uptodate)) return page;
+                RunPendingRead(index);
                 PageWait.Lock(page); // a read in flight holds the lock until the page is up to date
                 if (!Owns(page, index))
                 {

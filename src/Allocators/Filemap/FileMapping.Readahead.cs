@@ -16,6 +16,28 @@ public sealed unsafe partial class FileMapping
 
     private readonly Lock _raLock = new();
     private RaState _ra = new() { PrevIndex = ulong.MaxValue };
+    private readonly List<ReadBatch> _pendingReads = []; // queued asynchronous reads, under _raLock
+
+    /// <summary>
+    /// A reader that needs page <paramref name="index"/> while an asynchronous readahead of it still waits in the
+    /// thread pool runs that read itself, so a saturated pool never leaves a reader sleeping on a page no thread reads.
+    /// </summary>
+    private void RunPendingRead(ulong index)
+    {
+        ReadBatch? batch = null;
+        lock (_raLock)
+        {
+            foreach (ReadBatch pending in _pendingReads)
+            {
+                if (pending.Covers(index))
+                {
+                    batch = pending;
+                    break;
+                }
+            }
+        }
+        batch?.Execute();
+    }
 
     /// <summary>The readahead window now (start page, pages, async tail) — for tests and diagnostics.</summary>
     internal (ulong Start, int Size, int AsyncSize) ReadaheadWindow
@@ -173,6 +195,10 @@ public sealed unsafe partial class FileMapping
         private readonly nint[] _pages = new nint[Math.Min(capacity, IoVector.MaxPages)];
         private ulong _first;
         private int _count;
+        private int _claimed;
+
+        /// <summary>True when the batch holds page <paramref name="index"/>.</summary>
+        public bool Covers(ulong index) => index >= _first && index < _first + (ulong)_count;
 
         public bool Add(ulong index, PageFrame* page)
         {
@@ -185,14 +211,20 @@ public sealed unsafe partial class FileMapping
         public void Submit(bool async)
         {
             if (_count == 0) return;
-            if (async) ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            if (async)
+            {
+                lock (owner._raLock) owner._pendingReads.Add(this);
+                ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            }
             else Execute();
         }
 
+        /// <summary>Reads the batch, once: whichever of the pool thread and a waiting reader comes first.</summary>
         public void Execute()
         {
+            if (Interlocked.Exchange(ref _claimed, 1) != 0) return;
+            lock (owner._raLock) owner._pendingReads.Remove(this);
             int count = _count;
-            _count = 0;
             try
             {
                 fixed (nint* pages = _pages) owner.ReadPagesInto(_first, (PageFrame**)pages, count);
