@@ -88,7 +88,7 @@ public static class GfpExtensions
 {
     /// <summary>The highest zone an allocation with these flags may use (gfp_zone).</summary>
     public static ZoneType HighestZone(this Gfp gfp)
-        => (gfp & Gfp.Dma) != 0 ? ZoneType.Dma : (gfp & Gfp.Dma32) != 0 ? ZoneType.Dma32 : ZoneType.Normal;
+        => (gfp & Gfp.Dma) != 0 ? ZoneType.Dma : (gfp & Gfp.Dma32) != 0 ? ZoneType.Dma32 : (gfp & Gfp.HighMem) != 0 ? ZoneType.HighMem : ZoneType.Normal;
 
     /// <summary>True when the caller may block (gfpflags_allow_blocking).</summary>
     public static bool AllowsBlocking(this Gfp gfp) => (gfp & Gfp.DirectReclaim) != 0;

@@ -68,7 +68,7 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>The first zone of the zonelist for <paramref name="node"/> and the zone modifiers of <paramref name="gfp"/>; -1 for none.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal int PreferredZone(int node, Gfp gfp) => _preferredZone[node * 4 + (int)(gfp & (Gfp.Dma | Gfp.Dma32))];
+    internal int PreferredZone(int node, Gfp gfp) => _preferredZone[node * ZoneModifiers + (int)(gfp & ZoneModifierMask)];
 
     /// <summary>Pops <paramref name="list"/> of <paramref name="zone"/> while the zone is above its low watermark (rmqueue_pcplist); null otherwise.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

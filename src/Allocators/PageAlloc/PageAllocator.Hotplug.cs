@@ -34,7 +34,8 @@ public sealed unsafe partial class PageAllocator
             if (index < 0) return -1;
             if (node < 0) node = SmallestNode();
             _memory.OnlineSection(index, node);
-            int zoneId = node * ZonesPerNode + (int)ZoneType.Normal;
+            // Hot-added memory lies above boot memory: high memory when the low/high split is on.
+            int zoneId = node * ZonesPerNode + (int)(_memory.Options.LowMemoryLimit != null ? ZoneType.HighMem : ZoneType.Normal);
             OnlineSectionPages(index, _ => zoneId);
             RebuildZonelists();
             SetupWatermarks();
@@ -202,11 +203,11 @@ public sealed unsafe partial class PageAllocator
         Volatile.Write(ref _zonelists, new ZonelistSet(lists, local));
         for (int node = 0; node < _nodeCount; node++)
         {
-            for (int mod = 0; mod < 4; mod++)
+            for (int mod = 0; mod < ZoneModifiers; mod++)
             {
                 int highest = (int)((Gfp)mod).HighestZone();
                 int[] list = lists[node * ZonesPerNode + highest];
-                _preferredZone[node * 4 + mod] = list.Length > 0 ? list[0] : -1;
+                _preferredZone[node * ZoneModifiers + mod] = list.Length > 0 ? list[0] : -1;
             }
         }
     }

@@ -68,6 +68,7 @@ public sealed unsafe partial class PageAllocator
         for (int z = 0; z < _zoneCount; z++)
         {
             ZoneData* zone = _zones + z;
+            if (zone->Type == ZoneType.HighMem && !HasHighMem) continue; // CONFIG_HIGHMEM=n: the zone does not exist
             sb.Append(CultureInfo.InvariantCulture, $"Node {zone->Node}, zone {zone->Type.KernelName(),8}\n");
             sb.Append(CultureInfo.InvariantCulture, $"  pages free     {zone->FreePages}\n");
             sb.Append("        boost    0\n");
@@ -117,6 +118,7 @@ public sealed unsafe partial class PageAllocator
         };
         for (int t = 0; t < ZonesPerNode; t++)
         {
+            if ((ZoneType)t == ZoneType.HighMem && !HasHighMem) continue;
             long sum = 0;
             for (int n = 0; n < _nodeCount; n++) sum += SumZoneEvent(n * ZonesPerNode + t, ZoneEvent.PgAlloc);
             items.Add(("pgalloc_" + ((ZoneType)t).KernelName().ToLowerInvariant(), sum));

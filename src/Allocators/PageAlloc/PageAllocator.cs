@@ -36,6 +36,9 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     internal const int PcpOrders = PcpMaxOrder + 1;
     internal const int ZonesPerNode = ZoneTypeExtensions.Count;
 
+    /// <summary>True when the arena has a low/high split (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>): HighMem zones exist.</summary>
+    public bool HasHighMem => _memory.Options.LowMemoryLimit != null;
+
     private readonly PhysicalMemory _memory;
     private readonly PageAllocatorOptions _options;
     private readonly ZoneData* _zones;
@@ -43,7 +46,11 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     private readonly int _nodeCount;
     private readonly Zone[] _zoneViews;
     private readonly int[] _cpuToNode;
-    private readonly int* _preferredZone;        // [node * 4 + (gfp & 3)] -> first zone of the zonelist
+    private readonly int* _preferredZone;        // [node * ZoneModifiers + (gfp & ZoneModifierMask)] -> first zone of the zonelist
+
+    /// <summary>The gfp zone modifiers (__GFP_DMA, __GFP_DMA32, __GFP_HIGHMEM: GFP_ZONEMASK's bits here).</summary>
+    private const Gfp ZoneModifierMask = Gfp.Dma | Gfp.Dma32 | Gfp.HighMem;
+    private const int ZoneModifiers = (int)ZoneModifierMask + 1;
     private ZonelistSet _zonelists;              // replaced whole on hotplug; readers take one snapshot
     private readonly ThreadCacheRegistry _pcp;
     private readonly int _pcpListsOffset;
@@ -86,7 +93,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
             _zoneViews[i] = new Zone(_zones + i);
         }
 
-        _preferredZone = (int*)NativeMemory.AllocZeroed((nuint)(_nodeCount * 4), sizeof(int));
+        _preferredZone = (int*)NativeMemory.AllocZeroed((nuint)(_nodeCount * ZoneModifiers), sizeof(int));
         _pcpHigh = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
         _pcpBatch = (int*)NativeMemory.Alloc(PcpOrders, sizeof(int));
         for (int o = 0; o < PcpOrders; o++)

@@ -9,7 +9,7 @@ public sealed unsafe class Zone
 
     internal ZoneData* Data => _data;
 
-    /// <summary>Global zone index (node * 3 + type).</summary>
+    /// <summary>Global zone index (node * ZoneTypeExtensions.Count + type).</summary>
     public int Id => _data->Id;
 
     /// <summary>The node that owns the zone.</summary>

@@ -9,6 +9,7 @@ internal sealed class ZoneLayout
     private readonly long[] _nodeStart;
     private readonly long _dmaEnd;
     private readonly long _dma32End;
+    private readonly long _highStart;
 
     public ZoneLayout(PhysicalMemoryOptions options, long pagesPerSection)
     {
@@ -34,9 +35,15 @@ internal sealed class ZoneLayout
             throw new ArgumentException($"DMA ({dma}) and DMA32 ({dma32}) zones do not fit in node 0 ({node0} bytes).");
         _dmaEnd = dma >> PageFrame.PageShift;
         _dma32End = _dmaEnd + (dma32 >> PageFrame.PageShift);
+        _highStart = options.LowMemoryLimit is { } limit ? limit >> PageFrame.PageShift : long.MaxValue;
+        if (_highStart < _dma32End)
+            throw new ArgumentException($"LowMemoryLimit ({options.LowMemoryLimit}) must not fall inside the DMA/DMA32 zones (which end at {_dma32End << PageFrame.PageShift}).", nameof(options.LowMemoryLimit));
     }
 
-    /// <summary>The zone id (node * 3 + type) of a boot-time pfn; pfns beyond boot memory belong to the last node's Normal zone.</summary>
+    /// <summary>
+    /// The zone id (node * <see cref="PageAllocator.ZonesPerNode"/> + type) of a boot-time pfn; pfns beyond boot memory
+    /// belong to the last node's Normal zone; pfns at or above the low-memory limit to their node's HighMem zone.
+    /// </summary>
     public int ZoneOf(long pfn)
     {
         int node = _nodeStart.Length - 2;
@@ -44,7 +51,8 @@ internal sealed class ZoneLayout
         {
             if (pfn < _nodeStart[n + 1]) { node = n; break; }
         }
-        ZoneType type = node != 0 ? ZoneType.Normal : pfn < _dmaEnd ? ZoneType.Dma : pfn < _dma32End ? ZoneType.Dma32 : ZoneType.Normal;
+        ZoneType type = pfn >= _highStart ? ZoneType.HighMem
+            : node != 0 ? ZoneType.Normal : pfn < _dmaEnd ? ZoneType.Dma : pfn < _dma32End ? ZoneType.Dma32 : ZoneType.Normal;
         return node * PageAllocator.ZonesPerNode + (int)type;
     }
 }

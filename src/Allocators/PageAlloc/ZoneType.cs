@@ -7,21 +7,28 @@ public enum ZoneType
     Dma = 0,
     /// <summary>Memory addressable with 32 bits (ZONE_DMA32).</summary>
     Dma32 = 1,
-    /// <summary>Everything else (ZONE_NORMAL).</summary>
+    /// <summary>Everything else that the kernel maps permanently (ZONE_NORMAL).</summary>
     Normal = 2,
+    /// <summary>
+    /// Memory above <see cref="Physical.PhysicalMemoryOptions.LowMemoryLimit"/> (ZONE_HIGHMEM): not in the kernel's
+    /// direct map, used by callers that ask with <see cref="Gfp.HighMem"/> and map it on demand (kmap). Empty, and
+    /// left out of the views, unless the split is configured.
+    /// </summary>
+    HighMem = 3,
 }
 
 /// <summary>Helpers over <see cref="ZoneType"/>.</summary>
 public static class ZoneTypeExtensions
 {
     /// <summary>Number of zone types per node.</summary>
-    public const int Count = 3;
+    public const int Count = 4;
 
     /// <summary>The kernel's name for the zone as printed in /proc/buddyinfo.</summary>
     public static string KernelName(this ZoneType type) => type switch
     {
         ZoneType.Dma => "DMA",
         ZoneType.Dma32 => "DMA32",
+        ZoneType.HighMem => "HighMem",
         _ => "Normal",
     };
 }

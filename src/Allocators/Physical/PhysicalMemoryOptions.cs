@@ -30,6 +30,13 @@ public sealed class PhysicalMemoryOptions
     /// <summary>Size of the DMA32 zone after the DMA zone on node 0 (multiple of 4 MiB). Default: a quarter of node 0.</summary>
     public long? Dma32ZoneSize { get; init; }
 
+    /// <summary>
+    /// The low/high memory split (a 32-bit kernel's ~896 MiB): physical memory from this many bytes on is high memory
+    /// (ZONE_HIGHMEM), outside the kernel's direct map and mapped on demand with kmap. A multiple of 4 MiB above the
+    /// DMA and DMA32 zones; null (default) puts all memory in the direct map, as on x86-64.
+    /// </summary>
+    public long? LowMemoryLimit { get; init; }
+
     /// <summary>Maps a CPU number to its home node; default spreads CPUs over nodes in equal blocks.</summary>
     public int[]? CpuToNode { get; init; }
 
@@ -54,9 +61,9 @@ public sealed class PhysicalMemoryOptions
             if (EffectiveMaxSize % SectionSize != 0)
                 throw new ArgumentException($"MaxSize ({EffectiveMaxSize}) must be a multiple of SectionSize ({SectionSize}).", nameof(MaxSize));
         }
-        foreach (var (value, name) in new[] { (DmaZoneSize, nameof(DmaZoneSize)), (Dma32ZoneSize, nameof(Dma32ZoneSize)) })
+        foreach (var (value, name) in new[] { (DmaZoneSize, nameof(DmaZoneSize)), (Dma32ZoneSize, nameof(Dma32ZoneSize)), (LowMemoryLimit, nameof(LowMemoryLimit)) })
         {
-            if (value is { } v && (v < 0 || v % BlockBytes != 0))
+            if (value is { } v && (v < 0 || v % BlockBytes != 0 || (name == nameof(LowMemoryLimit) && v == 0)))
                 throw new ArgumentException($"{name} must be a non-negative multiple of 4 MiB, was {v}.", name);
         }
         if (Backing == ArenaBacking.MemFd && !OperatingSystem.IsLinux())
