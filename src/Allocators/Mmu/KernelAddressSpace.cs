@@ -40,6 +40,15 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
             throw new OutOfMemoryException("KernelAddressSpace: no memory for the zero page.");
         }
         _zeroPage->FlagsAndZone |= (uint)PageFlags.Reserved;
+        try
+        {
+            MapDirectMap();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>System-wide MMU counters (the MMU's part of /proc/vmstat).</summary>
@@ -342,6 +351,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     {
         if (disposing)
         {
+            UnregisterDirectMap();
             // Processes nobody disposed lose their memory with the system: their calls throw from here on.
             AddressSpace[] orphans;
             lock (_processes) orphans = [.. _processes];

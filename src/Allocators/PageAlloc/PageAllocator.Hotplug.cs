@@ -34,6 +34,8 @@ public sealed unsafe partial class PageAllocator
             if (index < 0) return -1;
             if (node < 0) node = SmallestNode();
             _memory.OnlineSection(index, node);
+            // Before any page of it can be allocated: whoever maps memory (the kernel's direct map) maps it now.
+            NotifyMemory(_memory.SectionStartPfn(index), _memory.PagesPerSection, online: true);
             // Hot-added memory lies above boot memory: high memory when the low/high split is on.
             int zoneId = node * ZonesPerNode + (int)(_memory.Options.LowMemoryLimit != null ? ZoneType.HighMem : ZoneType.Normal);
             OnlineSectionPages(index, _ => zoneId);
@@ -87,12 +89,38 @@ public sealed unsafe partial class PageAllocator
                 for (int z = _zoneCount - 1; z >= 0; z--) NativeSpinLock.Release(&_zones[z].Lock);
             }
             for (long i = 0; i < pages; i++) frames[i].FlagsAndZone = (0xFFUL << PageFrame.ZoneShift) | (uint)PageFlags.Offline;
+            NotifyMemory(start, pages, online: false); // mappings of it go before its host memory does
             _memory.OfflineSection(section);
             RecomputeZoneSpans();
             RebuildZonelists();
             SetupWatermarks();
             Interlocked.Increment(ref _sectionsRemoved);
         }
+    }
+
+    private Action<ulong, long, bool>[] _memoryNotifiers = [];
+
+    /// <summary>
+    /// register_memory_notifier: <paramref name="notifier"/>(start pfn, pages, online) runs when a section comes
+    /// online (before any of its pages can be allocated) and when it goes offline (before its host memory is
+    /// released). It runs under the hotplug lock, possibly from an allocation that grows the arena, so it must neither
+    /// allocate nor take a lock that is held while allocating. A registered callback: the layers above (the kernel's
+    /// direct map) are reached only through it.
+    /// </summary>
+    internal void RegisterMemoryNotifier(Action<ulong, long, bool> notifier)
+    {
+        lock (_hotplugLock) _memoryNotifiers = [.. _memoryNotifiers, notifier];
+    }
+
+    /// <summary>Removes a notifier added with <see cref="RegisterMemoryNotifier"/>.</summary>
+    internal void UnregisterMemoryNotifier(Action<ulong, long, bool> notifier)
+    {
+        lock (_hotplugLock) _memoryNotifiers = Array.FindAll(_memoryNotifiers, n => n != notifier);
+    }
+
+    private void NotifyMemory(ulong startPfn, long pages, bool online)
+    {
+        foreach (var notifier in _memoryNotifiers) notifier(startPfn, pages, online);
     }
 
     /// <summary>Grows the arena by one section when the sparse model allows it (called when an allocation would fail).</summary>

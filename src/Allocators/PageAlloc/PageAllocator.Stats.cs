@@ -121,7 +121,8 @@ public sealed unsafe partial class PageAllocator
             if ((ZoneType)t == ZoneType.HighMem && !HasHighMem) continue;
             long sum = 0;
             for (int n = 0; n < _nodeCount; n++) sum += SumZoneEvent(n * ZonesPerNode + t, ZoneEvent.PgAlloc);
-            items.Add(("pgalloc_" + ((ZoneType)t).KernelName().ToLowerInvariant(), sum));
+            // vmstat_text's zone suffixes: dma, dma32, normal, high (TEXT_FOR_HIGHMEM).
+            items.Add(("pgalloc_" + ((ZoneType)t == ZoneType.HighMem ? "high" : ((ZoneType)t).KernelName().ToLowerInvariant()), sum));
         }
         items.Add(("pgfree", SumZoneEvent(ZoneEvent.PgFree)));
         items.Add(("pgalloc_fail", AllocFailures));
