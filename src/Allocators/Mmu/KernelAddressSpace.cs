@@ -43,6 +43,8 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         try
         {
             MapDirectMap();
+            SetUpFixmap();
+            SetUpPkmap();
         }
         catch
         {
@@ -352,6 +354,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         if (disposing)
         {
             UnregisterDirectMap();
+            FreeFixmap();
             // Processes nobody disposed lose their memory with the system: their calls throw from here on.
             AddressSpace[] orphans;
             lock (_processes) orphans = [.. _processes];

@@ -118,6 +118,17 @@ public abstract unsafe partial class VirtualAddressSpace
         return Walk(va, access, user, tlb, fill: true, out error);
     }
 
+    /// <summary>
+    /// Invalidates the calling thread's translation of one page only (__flush_tlb_one_kernel): enough for an address
+    /// no other thread has used, such as a thread's own kmap_local slot.
+    /// </summary>
+    private protected void FlushLocalPage(ulong va)
+    {
+        ThreadTlb* tlb = FastTlb();
+        if (tlb == null) tlb = (ThreadTlb*)_tlbs.Current;
+        if (tlb != null) ThreadTlb.ClearPage(tlb, va);
+    }
+
     /// <summary>Invalidates the translation of one page on every thread (flush_tlb_page).</summary>
     public void FlushTlbPage(ulong va)
     {
