@@ -118,6 +118,8 @@ public sealed unsafe partial class VmallocAllocator
     private bool AllocAreaPages(PageFrame** pages, long nrPages, Gfp gfp, int node, int order)
     {
         Gfp pageGfp = (gfp & ~Gfp.Comp) | Gfp.NoWarn;
+        // __vmalloc_area_node: vmalloc's pages are reached through its own mapping, so they may be high memory.
+        if ((gfp & (Gfp.Dma | Gfp.Dma32)) == 0) pageGfp |= Gfp.HighMem;
         if (order > 0) pageGfp = (pageGfp & ~Gfp.NoFail) | Gfp.NoRetry;
         long step = 1L << order;
         for (long i = 0; i < nrPages; i += step)
