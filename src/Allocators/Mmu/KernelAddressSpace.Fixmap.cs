@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
 
@@ -59,11 +58,16 @@ public sealed unsafe partial class KernelAddressSpace
     // One PTE slot pointer per fixmap index; the tables are made at construction (the kernel's level1_fixmap_pgt).
     private ulong** _fixmapPte;
 
-    // kmap_local slot groups: bit g set = group g free. Waiters sleep on _kmapGroupWait.
-    private ulong _kmapGroupsFree = ulong.MaxValue;
+    // kmap_local slot groups. A thread keeps its group between maps (so a map at depth 0 costs one uncontended
+    // compare-and-swap on the group's own cache line) and marks it idle while it holds no local kmap; a thread that
+    // finds no free group takes an idle one. State per group, one cache line each: GroupFree, GroupIdle (owned, no
+    // mapping, TLB entries cleared), GroupActive (owned, mapping). Waiters for a group sleep on _kmapGroupWait.
+    private const int GroupFree = 0, GroupIdle = 1, GroupActive = 2;
+    private const int GroupStride = 16; // ints per cache line
+    private readonly int[] _kmapGroupState = new int[Fixmap.KmapGroups * GroupStride];
     private readonly object _kmapGroupWait = new();
 
-    /// <summary>The calling thread's local kmap stack (per task in the kernel).</summary>
+    /// <summary>The calling thread's local kmap stack (per task in the kernel). Gives its slot group back when the thread is gone.</summary>
     private sealed class KmapStack
     {
         public KernelAddressSpace? Owner;
@@ -71,6 +75,12 @@ public sealed unsafe partial class KernelAddressSpace
         public int Depth;
         public int AtomicDepth;
         public readonly ulong[] Addresses = new ulong[Fixmap.KmapSlotsPerThread];
+
+        ~KmapStack()
+        {
+            // The thread exited (its [ThreadStatic] reference died with it): an idle group it still owns is free again.
+            if (Group >= 0 && Owner is { IsDisposed: false } owner) owner.FreeIdleGroup(Group);
+        }
     }
 
     [ThreadStatic] private static KmapStack? t_kmap;
@@ -155,6 +165,8 @@ public sealed unsafe partial class KernelAddressSpace
         {
             if (stack.Depth != 0)
                 throw new InvalidOperationException("kmap_local: this thread holds local kmaps of another kernel address space; unmap them first.");
+            if (stack.Group >= 0 && stack.Owner is { IsDisposed: false } previous) previous.FreeIdleGroup(stack.Group);
+            stack.Group = -1;
             stack.Owner = this;
             stack.AtomicDepth = 0;
         }
@@ -166,11 +178,12 @@ public sealed unsafe partial class KernelAddressSpace
         }
         if (stack.Depth == Fixmap.KmapSlotsPerThread)
             throw new InvalidOperationException($"kmap_local: the thread already holds {Fixmap.KmapSlotsPerThread} local kmaps (KM_MAX_IDX).");
-        if (stack.Depth == 0) stack.Group = AcquireKmapGroup();
+        if (stack.Depth == 0) ActivateGroup(stack);
         int index = Fixmap.KmapBegin + stack.Group * Fixmap.KmapSlotsPerThread + stack.Depth;
         ulong va = Fixmap.ToVirt(index);
         // The slot was cleared and flushed from this thread's TLB by the unmap that freed it; no other thread uses it.
         Volatile.Write(ref *_fixmapPte[index], PageTableEntry.Make(pfn, PteFlags.PageKernel).Value);
+        PrefillLocal(va, (byte*)_memory.PfnToVirt(pfn), writable: true);
         stack.Addresses[stack.Depth++] = va;
         if (atomic) stack.AtomicDepth++;
         return va;
@@ -201,36 +214,36 @@ public sealed unsafe partial class KernelAddressSpace
         FlushLocalPage(page);
         stack.Depth--;
         if (atomic) stack.AtomicDepth--;
-        if (stack.Depth == 0)
-        {
-            ReleaseKmapGroup(stack.Group);
-            stack.Group = -1;
-        }
+        if (stack.Depth == 0) Volatile.Write(ref _kmapGroupState[stack.Group * GroupStride], GroupIdle);
     }
 
+    /// <summary>Makes the thread's group active for its first local kmap: its own idle group back, or another one.</summary>
+    private void ActivateGroup(KmapStack stack)
+    {
+        if (stack.Group >= 0 && Interlocked.CompareExchange(ref _kmapGroupState[stack.Group * GroupStride], GroupActive, GroupIdle) == GroupIdle) return;
+        stack.Group = AcquireKmapGroup(); // none, or taken while idle by a thread that found no free one
+    }
+
+    /// <summary>A free group, else an idle one; sleeps while every group is active.</summary>
     private int AcquireKmapGroup()
     {
         while (true)
         {
-            ulong free = Volatile.Read(ref _kmapGroupsFree);
-            if (free != 0)
+            for (int want = GroupFree; want <= GroupIdle; want++)
             {
-                int group = BitOperations.TrailingZeroCount(free);
-                if (Interlocked.CompareExchange(ref _kmapGroupsFree, free & ~(1UL << group), free) == free) return group;
-                continue;
+                for (int g = 0; g < Fixmap.KmapGroups; g++)
+                {
+                    ref int state = ref _kmapGroupState[g * GroupStride];
+                    if (Volatile.Read(ref state) == want && Interlocked.CompareExchange(ref state, GroupActive, want) == want) return g;
+                }
             }
-            lock (_kmapGroupWait)
-            {
-                if (Volatile.Read(ref _kmapGroupsFree) == 0) Monitor.Wait(_kmapGroupWait);
-            }
+            lock (_kmapGroupWait) Monitor.Wait(_kmapGroupWait, 1); // every group maps something: wait for an unmap
         }
     }
 
-    private void ReleaseKmapGroup(int group)
-    {
-        if (Interlocked.Or(ref _kmapGroupsFree, 1UL << group) != 0) return;
-        lock (_kmapGroupWait) Monitor.PulseAll(_kmapGroupWait); // someone may sleep on an empty set
-    }
+    /// <summary>An exited thread's group, if still idle, becomes free.</summary>
+    private void FreeIdleGroup(int group)
+        => Interlocked.CompareExchange(ref _kmapGroupState[group * GroupStride], GroupFree, GroupIdle);
 
     /// <summary>might_sleep(): reports a sleeping call made inside an atomic kmap on this thread.</summary>
     private void MightSleep(string function)

@@ -129,6 +129,18 @@ public abstract unsafe partial class VirtualAddressSpace
         if (tlb != null) ThreadTlb.ClearPage(tlb, va);
     }
 
+    /// <summary>
+    /// Puts a translation the caller has just written into the calling thread's TLB, as the first access would: for a
+    /// page only this thread uses (its kmap_local slot), so the access after the map is a hit. A TLB behind on
+    /// flushes is left alone (its next access clears it).
+    /// </summary>
+    private protected void PrefillLocal(ulong va, byte* host, bool writable)
+    {
+        ThreadTlb* tlb = CurrentTlb();
+        if (tlb->Gen != Volatile.Read(ref _tlbGen)) return;
+        ThreadTlb.Fill(tlb, va, ThreadTlb.Valid | (writable ? ThreadTlb.Writable : 0), host);
+    }
+
     /// <summary>Invalidates the translation of one page on every thread (flush_tlb_page).</summary>
     public void FlushTlbPage(ulong va)
     {
