@@ -195,6 +195,7 @@ public sealed unsafe partial class AddressSpace : IFileMapper
             if (mapped != null)
             {
                 DoPageMkwrite(va, index, mapped, file);
+                file.Cache.BalanceDirtyPages(file);
                 return FileFault.Minor;
             }
 
@@ -242,6 +243,8 @@ public sealed unsafe partial class AddressSpace : IFileMapper
                 if (!kept) file.PutPage(cached);
             }
             if (major) Interlocked.Increment(ref file.Cache.Stats.PgMajFault);
+            // fault_dirty_shared_page: a writer through a mapping is throttled like one through write().
+            if (write && vma.IsShared) file.Cache.BalanceDirtyPages(file);
             return major ? FileFault.Major : FileFault.Minor;
         }
     }
