@@ -50,8 +50,26 @@ public sealed unsafe partial class AddressSpace
             else
             {
                 if (AccessError(vma, error)) return BadArea(va, error, SegvCode.AccessError, fixup);
-                HandleMmFault(vma, va, error);
-                Interlocked.Increment(ref _minFlt);
+                bool major = false;
+                if (vma.File != null)
+                {
+                    FileFault result = HandleFileFault(vma, va, error, out IOException? readError);
+                    if (result == FileFault.BusError) return BusError(vma, va, error, fixup, readError);
+                    major = result == FileFault.Major;
+                }
+                else
+                {
+                    HandleMmFault(vma, va, error);
+                }
+                if (major)
+                {
+                    Interlocked.Increment(ref _majFlt);
+                    Interlocked.Increment(ref _stats.PgMajFault);
+                }
+                else
+                {
+                    Interlocked.Increment(ref _minFlt);
+                }
                 Interlocked.Increment(ref _stats.PgFault);
                 return FaultOutcome.Retry;
             }
@@ -59,7 +77,7 @@ public sealed unsafe partial class AddressSpace
         finally { _mmapLock.ExitReadLock(); }
 
         // expand_stack needs the mmap_lock for writing; then the access is retried (and faults again, into the grown area).
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             VmArea? vma = _vmas.FindVma(va);
@@ -67,7 +85,7 @@ public sealed unsafe partial class AddressSpace
             if (vma.Start > va && !ExpandStack(vma, va)) return BadArea(va, error, SegvCode.MapError, fixup);
             return FaultOutcome.Retry;
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
     /// <summary>
@@ -259,7 +277,7 @@ public sealed unsafe partial class AddressSpace
 
     private static bool HugeEligible(VmArea vma, ulong va)
     {
-        if ((vma.Flags & VmFlags.HugePage) == 0 || vma.IsShared) return false;
+        if ((vma.Flags & VmFlags.HugePage) == 0 || vma.IsShared || vma.File != null) return false;
         ulong haddr = va & ~(VirtualAddress.PmdSize - 1);
         return haddr >= vma.Start && haddr + VirtualAddress.PmdSize <= vma.End;
     }

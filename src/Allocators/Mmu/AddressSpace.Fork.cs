@@ -1,3 +1,4 @@
+using Allocators.Filemap;
 using Allocators.Physical;
 
 namespace Allocators.Mmu;
@@ -5,7 +6,8 @@ namespace Allocators.Mmu;
 public sealed unsafe partial class AddressSpace
 {
     /// <summary>
-    /// Creates a child address space (fork / dup_mmap). Shared areas stay shared (the child faults the same pages in);
+    /// Creates a child address space (fork / dup_mmap). Shared areas stay shared (the child faults the same pages in;
+    /// its file areas join the files' i_mmap);
     /// every private page is mapped by both sides read-only with its refcount and mapcount raised, so the first write
     /// on either side copies it — or reuses it when the other side has let go. The zero page is shared as is.
     /// Huge mappings of private areas are split first (huge pages are never shared here).
@@ -17,7 +19,7 @@ public sealed unsafe partial class AddressSpace
     public AddressSpace Fork(string? name = null)
     {
         ThrowIfDisposed();
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             var child = new AddressSpace(_kernel, name ?? Name, Pid, createStack: false);
@@ -25,12 +27,16 @@ public sealed unsafe partial class AddressSpace
             {
                 child._startBrk = _startBrk;
                 child._brk = _brk;
-                for (VmArea? v = _vmas.First; v != null; v = v.Next)
+                // The child is in its files' i_mmap from its first file area on: their walks wait until it is built.
+                lock (child._immapLock)
                 {
-                    child._vmas.Insert(v.CloneDescriptor());
-                    if (v.IsShared) continue;
-                    SplitHugeRange(v.Start, v.End);
-                    CopyPageRange(child, v.Start, v.End);
+                    for (VmArea? v = _vmas.First; v != null; v = v.Next)
+                    {
+                        child._vmas.Insert(v.CloneDescriptor(child));
+                        if (v.IsShared) continue;
+                        SplitHugeRange(v.Start, v.End);
+                        CopyPageRange(child, v.Start, v.End, v.File);
+                    }
                 }
                 // The parent's entries lost RW: no thread of the parent may keep writing through an old translation.
                 Flush(0, ulong.MaxValue, waitForAccesses: true);
@@ -42,11 +48,14 @@ public sealed unsafe partial class AddressSpace
             }
             return child;
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
-    /// <summary>copy_page_range for a private area: share every mapped page write-protected on both sides.</summary>
-    private void CopyPageRange(AddressSpace child, ulong start, ulong end)
+    /// <summary>
+    /// copy_page_range for a private area: share every mapped page write-protected on both sides (page-cache pages of
+    /// a private file mapping too: they are read-only already, and a write on either side copies them).
+    /// </summary>
+    private void CopyPageRange(AddressSpace child, ulong start, ulong end, FileMapping? file)
     {
         lock (_ptl)
         lock (child._ptl)
@@ -74,7 +83,7 @@ public sealed unsafe partial class AddressSpace
                             if (old == pte) { pte &= ~(ulong)PteFlags.ReadWrite; break; }
                             pte = old;
                         }
-                        child.AddRss(page->Has(PageFlags.Anon), 1);
+                        child.AddRssFor(page, 1, file);
                     }
                     // The child's entry starts old (pte_mkold); PROTNONE entries keep their bits.
                     ulong childPte = (pte & (ulong)PteFlags.Present) != 0 ? pte & ~(ulong)PteFlags.Accessed : pte;

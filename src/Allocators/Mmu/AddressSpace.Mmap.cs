@@ -1,3 +1,5 @@
+using Allocators.Filemap;
+
 namespace Allocators.Mmu;
 
 public sealed partial class AddressSpace
@@ -40,7 +42,7 @@ public sealed partial class AddressSpace
         ulong align = (flags & MapFlags.HugePage) != 0 && len >= VirtualAddress.PmdSize ? VirtualAddress.PmdSize : VirtualAddress.PageSize;
 
         if ((flags & MapFlags.Populate) != 0) return MmapPopulate(address, len, align, flags, vmFlags);
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             VmArea vma = MapRegion(address, len, align, flags, vmFlags);
@@ -48,14 +50,14 @@ public sealed partial class AddressSpace
             MergeVma(vma);
             return start;
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
     /// <summary>
     /// mmap_region: the new area at <paramref name="address"/> (replacing what lies there with
     /// <see cref="MapFlags.Fixed"/>) or at a free range, inserted but not yet merged. Under the mmap_lock for writing.
     /// </summary>
-    private VmArea MapRegion(ulong address, ulong len, ulong align, MapFlags flags, VmFlags vmFlags)
+    private VmArea MapRegion(ulong address, ulong len, ulong align, MapFlags flags, VmFlags vmFlags, FileMapping? file = null, ulong pgoff = 0)
     {
         ulong start;
         if ((flags & MapFlags.FixedNoReplace) != 0)
@@ -75,8 +77,9 @@ public sealed partial class AddressSpace
         {
             start = GetUnmappedArea(address, len, align);
         }
-        var vma = new VmArea(start, start + len, vmFlags);
-        if ((vmFlags & VmFlags.Shared) != 0) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
+        var vma = new VmArea(start, start + len, vmFlags) { File = file, PgOff = pgoff };
+        if (file != null) file.LinkMapper(this);
+        else if ((vmFlags & VmFlags.Shared) != 0) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
         _vmas.Insert(vma);
         return vma;
     }
@@ -89,28 +92,31 @@ public sealed partial class AddressSpace
     /// populated, so that until then it is exactly what a failure removes. Mappings replaced by MAP_FIXED stay
     /// unmapped, as after a failed mmap in Linux.
     /// </summary>
-    private ulong MmapPopulate(ulong address, ulong len, ulong align, MapFlags flags, VmFlags vmFlags)
+    private ulong MmapPopulate(ulong address, ulong len, ulong align, MapFlags flags, VmFlags vmFlags, FileMapping? file = null, ulong pgoff = 0)
     {
         _mmapLock.EnterUpgradeableReadLock();
         try
         {
             VmArea vma;
-            _mmapLock.EnterWriteLock();
-            try { vma = MapRegion(address, len, align, flags, vmFlags); }
-            finally { _mmapLock.ExitWriteLock(); }
+            EnterMmapWrite();
+            try { vma = MapRegion(address, len, align, flags, vmFlags, file, pgoff); }
+            finally { ExitMmapWrite(); }
             ulong start = vma.Start;
             try
             {
-                Populate(start, len, vmFlags);
+                // A file mapping is populated up to the end of the file; the pages past it would be bus errors.
+                ulong populate = len;
+                if (file != null) populate = Math.Min(len, (PagesIn(file.Length) - Math.Min(pgoff, PagesIn(file.Length))) << VirtualAddress.PageShift);
+                Populate(start, populate, vmFlags);
             }
             catch
             {
                 UnmapRange(start, start + len);
                 throw;
             }
-            _mmapLock.EnterWriteLock();
+            EnterMmapWrite();
             try { MergeVma(vma); }
-            finally { _mmapLock.ExitWriteLock(); }
+            finally { ExitMmapWrite(); }
             return start;
         }
         finally { _mmapLock.ExitUpgradeableReadLock(); }
@@ -139,13 +145,13 @@ public sealed partial class AddressSpace
     private void UnmapRange(ulong start, ulong end)
     {
         var gather = new TlbGather();
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             DoMunmap(start, end, gather);
             FinishGather(gather);
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
     /// <summary>
@@ -164,7 +170,7 @@ public sealed partial class AddressSpace
             throw new ArgumentException($"mprotect at 0x{address:x}: unknown protection bits {protection}.", nameof(protection));
         ulong end = address + len;
         VmFlags newProt = ToVmFlags(protection);
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             // The whole range must be mapped before anything changes.
@@ -173,6 +179,8 @@ public sealed partial class AddressSpace
             {
                 if (v == null || v.Start > cursor)
                     throw new InvalidOperationException($"mprotect: 0x{cursor:x} in [0x{address:x}, 0x{end:x}) is not mapped (ENOMEM).");
+                if (v.File != null && v.IsShared && (newProt & VmFlags.Write) != 0 && !v.File.CanWrite)
+                    throw new UnauthorizedAccessException($"mprotect: {v.File.Path} was opened read-only; its shared mapping cannot become writable (EACCES).");
                 cursor = v.End;
             }
             VmArea vma = _vmas.FindVma(address)!;
@@ -188,14 +196,14 @@ public sealed partial class AddressSpace
                 VmFlags flags = (v.Flags & ~(VmFlags.Read | VmFlags.Write | VmFlags.Exec)) | newProt;
                 if (flags == v.Flags) continue;
                 v.Flags = flags;
-                ChangeProtection(v.Start, v.End, flags);
+                ChangeProtection(v.Start, v.End, flags, writeNotify: v.File != null && v.IsShared);
             }
             foreach (VmArea v in touched)
             {
                 if (_vmas.Find(v.Start) == v) MergeVma(v);
             }
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
     /// <summary>
@@ -206,7 +214,7 @@ public sealed partial class AddressSpace
     {
         ThrowIfDisposed();
         var gather = new TlbGather();
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             ulong brk = _brk;
@@ -228,7 +236,7 @@ public sealed partial class AddressSpace
             _brk = newBrk;
             return newBrk;
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
     /// <summary>
@@ -252,7 +260,7 @@ public sealed partial class AddressSpace
         ValidateUserRange(oldAddress, oldLen, "mremap");
         if ((flags & MremapFlags.Fixed) != 0) ValidateUserRange(newAddress, newLen, "mremap");
         var gather = new TlbGather();
-        _mmapLock.EnterWriteLock();
+        EnterMmapWrite();
         try
         {
             VmArea? vma = _vmas.Find(oldAddress);
@@ -304,7 +312,7 @@ public sealed partial class AddressSpace
             FinishGather(gather);
             return result;
         }
-        finally { _mmapLock.ExitWriteLock(); }
+        finally { ExitMmapWrite(); }
     }
 
     /// <summary>
@@ -315,7 +323,7 @@ public sealed partial class AddressSpace
     /// </summary>
     private ulong MoveVma(VmArea vma, ulong oldAddress, ulong oldLen, ulong target, ulong newLen, TlbGather gather)
     {
-        var moved = vma.CloneDescriptor();
+        var moved = vma.CloneDescriptor(this);
         moved.Start = target;
         moved.End = target + newLen;
         moved.PgOff = vma.PageIndex(oldAddress);
@@ -323,8 +331,8 @@ public sealed partial class AddressSpace
         SplitHugeRange(oldAddress, oldAddress + oldLen);
         if (!MovePageTables(oldAddress, target, oldLen))
         {
-            moved.Shared?.Release();
-            ZapRange(target, target + oldLen, gather); // maps nothing: frees the tables left empty
+            moved.Release(this);
+            ZapRange(target, target + oldLen, gather, null); // maps nothing: frees the tables left empty
             FinishGather(gather);
             throw new OutOfMemoryException($"mremap: no memory for the page tables of [0x{target:x}, 0x{target + newLen:x}) (ENOMEM).");
         }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Allocators.Filemap;
 using Allocators.Physical;
 
 namespace Allocators.Mmu;
@@ -61,9 +62,12 @@ public sealed unsafe partial class AddressSpace
 
     /// <summary>
     /// zap_page_range: clears every entry in [start, end), dropping mapcounts and RSS now and queueing the page
-    /// references for release after the flush; frees page tables left empty. Under the mmap_lock for writing.
+    /// references for release after the flush; frees page tables left empty. A page-cache page of
+    /// <paramref name="file"/> (the area's vm_file) whose entry is dirty gets PG_dirty first, so what was written
+    /// through the mapping reaches the file. Under the mmap_lock for writing; with <paramref name="freeTables"/> false
+    /// (unmap_mapping_range, which runs beside faults under the mmap_lock for reading) the tables stay.
     /// </summary>
-    private void ZapRange(ulong start, ulong end, TlbGather gather)
+    private void ZapRange(ulong start, ulong end, TlbGather gather, FileMapping? file, bool freeTables = true)
     {
         if (end <= start) return;
         gather.AddRange(start, end);
@@ -98,12 +102,13 @@ public sealed unsafe partial class AddressSpace
                     tablePage->Data0--;
                     if (!IsMapped(old) || (old & (ulong)PteFlags.Special) != 0) continue;
                     PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(old));
+                    if ((old & (ulong)PteFlags.Dirty) != 0 && IsFilePage(page)) file?.SetPageDirty(page);
                     Interlocked.Decrement(ref page->_mapcount);
-                    AddRss(page->Has(PageFlags.Anon), -1);
+                    AddRssFor(page, -1, file);
                     GatherPage(gather, page);
                 }
-                if (tablePage->Data0 == 0) FreeTableEntry(pmdSlot, gather);
-            }, gather);
+                if (freeTables && tablePage->Data0 == 0) FreeTableEntry(pmdSlot, gather);
+            }, freeTables ? gather : null);
         }
     }
 
@@ -225,11 +230,19 @@ public sealed unsafe partial class AddressSpace
 
     /// <summary>
     /// change_protection: rewrites the protection of every mapped entry in [start, end) for an area whose flags are
-    /// now <paramref name="flags"/>, keeping pfn, Accessed, Dirty and the software bits, then flushes.
+    /// now <paramref name="flags"/>, keeping pfn, Accessed, Dirty and the software bits, then flushes. With
+    /// <paramref name="writeNotify"/> (a shared file mapping) only dirty entries may stay writable: a clean one must
+    /// fault on its first write so the page is marked dirty.
     /// </summary>
-    private void ChangeProtection(ulong start, ulong end, VmFlags flags)
+    private void ChangeProtection(ulong start, ulong end, VmFlags flags, bool writeNotify = false)
     {
         PteFlags prot = VmPageProt(flags);
+        ulong keepDirtyWritable = 0;
+        if (writeNotify && (prot & PteFlags.ReadWrite) != 0)
+        {
+            prot &= ~PteFlags.ReadWrite;
+            keepDirtyWritable = (ulong)PteFlags.ReadWrite;
+        }
         bool privateWritable = (flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
         bool changed = false;
         lock (_ptl)
@@ -255,7 +268,7 @@ public sealed unsafe partial class AddressSpace
                     ulong* slot = table + VirtualAddress.PteIndex(va);
                     ulong old = Volatile.Read(ref *slot);
                     if (!IsMapped(old)) continue;
-                    ulong extra = 0;
+                    ulong extra = (old & (ulong)PteFlags.Dirty) != 0 ? keepDirtyWritable : 0;
                     if (privateWritable && (prot & PteFlags.Present) != 0 && (old & (ulong)PteFlags.Special) == 0 && (old & (ulong)PteFlags.Dirty) != 0)
                     {
                         // can_change_pte_writable: an exclusive anonymous page may be written without a fault.
@@ -289,6 +302,29 @@ public sealed unsafe partial class AddressSpace
         if ((flags & VmFlags.Exec) == 0) prot |= PteFlags.NoExecute;
         if ((flags & (VmFlags.Write | VmFlags.Shared)) == (VmFlags.Write | VmFlags.Shared)) prot |= PteFlags.ReadWrite;
         return prot;
+    }
+
+    /// <summary>
+    /// A page-cache page: neither anonymous nor shmem (both are swap-backed). The zero page never gets here (its
+    /// entries are special).
+    /// </summary>
+    private static bool IsFilePage(PageFrame* page) => (page->FlagsAndZone & (uint)(PageFlags.Anon | PageFlags.SwapBacked)) == 0;
+
+    /// <summary>
+    /// add_mm_counter for one more (<paramref name="pages"/> &gt; 0) or one fewer mapping of <paramref name="page"/>:
+    /// MM_ANONPAGES, MM_SHMEMPAGES, or MM_FILEPAGES with nr_mapped of <paramref name="file"/>'s cache.
+    /// </summary>
+    private void AddRssFor(PageFrame* page, long pages, FileMapping? file)
+    {
+        if (!IsFilePage(page))
+        {
+            AddRss(page->Has(PageFlags.Anon), pages);
+            return;
+        }
+        Debug.Assert(file != null, "a page-cache page mapped outside a file area");
+        Interlocked.Add(ref _rssFile, pages);
+        Interlocked.Add(ref _stats.NrFileMapped, pages);
+        if (file != null) Interlocked.Add(ref file.Cache.Stats.NrMapped, pages);
     }
 
     private void AddRss(bool anon, long pages)

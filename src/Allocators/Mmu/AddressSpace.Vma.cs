@@ -5,7 +5,7 @@ public sealed partial class AddressSpace
     /// <summary>__split_vma: cuts <paramref name="vma"/> at <paramref name="addr"/>; returns the new upper part.</summary>
     private VmArea SplitVma(VmArea vma, ulong addr)
     {
-        var upper = vma.CloneDescriptor();
+        var upper = vma.CloneDescriptor(this);
         upper.Start = addr;
         upper.End = vma.End;
         upper.PgOff = vma.PageIndex(addr);
@@ -20,7 +20,8 @@ public sealed partial class AddressSpace
         && left.Flags == right.Flags
         && left.Name == right.Name
         && ReferenceEquals(left.Shared, right.Shared)
-        && (left.Shared == null || left.PageIndex(left.End) == right.PgOff);
+        && ReferenceEquals(left.File, right.File)
+        && ((left.Shared == null && left.File == null) || left.PageIndex(left.End) == right.PgOff);
 
     /// <summary>vma_merge: joins <paramref name="vma"/> with its neighbours where possible; returns the surviving area.</summary>
     private VmArea MergeVma(VmArea vma)
@@ -30,14 +31,14 @@ public sealed partial class AddressSpace
         {
             _vmas.Remove(next);
             vma.End = next.End;
-            next.Shared?.Release();
+            next.Release(this);
         }
         VmArea? prev = vma.Prev;
         if (prev != null && CanMerge(prev, vma))
         {
             _vmas.Remove(vma);
             prev.End = vma.End;
-            vma.Shared?.Release();
+            vma.Release(this);
             return prev;
         }
         return vma;
@@ -59,8 +60,8 @@ public sealed partial class AddressSpace
             doomed.Add(v);
         }
         foreach (VmArea v in doomed) _vmas.Remove(v);
-        ZapRange(start, end, gather);
-        foreach (VmArea v in doomed) v.Shared?.Release();
+        foreach (VmArea v in doomed) ZapRange(v.Start, v.End, gather, v.File);
+        foreach (VmArea v in doomed) v.Release(this);
     }
 
     /// <summary>True when no area overlaps [start, end) and, below a stack, the guard gap stays free.</summary>

@@ -6,23 +6,25 @@ namespace Allocators.Mmu;
 /// <summary>
 /// A process address space (mm_struct): areas (VMAs) in an ordered tree, four-level page tables, a software TLB per
 /// thread, and the fault handler that fills it all in on demand — demand-zero pages, the shared zero page,
-/// copy-on-write after <see cref="Fork"/>, a stack that grows down, and transparent huge pages.
+/// copy-on-write after <see cref="Fork"/>, a stack that grows down, transparent huge pages, and pages of files in the
+/// page cache (file mappings, <c>AddressSpace.Filemap.cs</c>).
 /// </summary>
 /// <remarks>
 /// <para>Thread-safe. Reads and writes (<see cref="VirtualAddressSpace.Read{T}"/> ...) take no lock on a TLB hit.
 /// The fault handler holds the mmap_lock for reading (several threads fault at once) and the page-table lock while it
-/// changes an entry; <see cref="Mmap"/>, <see cref="Munmap"/>, <see cref="Mprotect"/>, <see cref="Brk"/>,
-/// <see cref="Mremap"/> and <see cref="Fork"/> hold the mmap_lock for writing (<see cref="Mmap"/> with
+/// changes an entry; <c>Mmap</c>, <see cref="Munmap"/>, <see cref="Mprotect"/>, <see cref="Brk"/>,
+/// <see cref="Mremap"/> and <see cref="Fork"/> hold the mmap_lock for writing (<c>Mmap</c> with
 /// <see cref="MapFlags.Populate"/> holds it upgradeable while it faults the pages in, so other threads' faults go on).
 /// Accesses are user-mode accesses; <see cref="CopyToUser"/>/<see cref="CopyFromUser"/> and
 /// <see cref="ReadKernel{T}"/> are kernel-mode.</para>
 /// <para>Pages are counted like the kernel's: every mapping of a page holds one reference and one mapcount, a shared
 /// anonymous object holds one more reference per page; so unmapping and disposal free exactly the pages nobody else
 /// maps. Disposing (exit_mmap) is not thread-safe with accesses still running.</para>
-/// <para>Locks: mmap_lock, then the page-table lock (docs/locking.md). Invariants (<c>CheckConsistency</c> checks them;
-/// the model-based tests run it): areas are disjoint and sorted, <c>list order = tree order</c>, <c>|list| = |tree|</c>;
-/// every non-empty user entry lies in an area, <c>writable ⇒ VM_WRITE</c>, and for each table
-/// <c>Data0 = #non-empty entries</c>.</para>
+/// <para>Locks: mmap_lock, then (file areas) the page lock and the i_mmap lock, then the page-table lock
+/// (docs/locking.md). Invariants (<c>CheckConsistency</c> checks them; the model-based tests run it): areas are
+/// disjoint and sorted, <c>list order = tree order</c>, <c>|list| = |tree|</c>; every non-empty user entry lies in an
+/// area, <c>writable ⇒ VM_WRITE</c>, and for each table <c>Data0 = #non-empty entries</c>; in a file area a cache page
+/// is the file's page at that index, mapped writable only in a shared area and only while dirty.</para>
 /// </remarks>
 public sealed unsafe partial class AddressSpace : VirtualAddressSpace
 {
@@ -46,11 +48,19 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
     private ulong _startBrk = DefaultBrkBase;
     private ulong _brk = DefaultBrkBase;
     private long _minFlt;
-    private long _majFlt = 0; // no swap or file backing yet: every fault is minor
+    private long _majFlt;
     private long _cowFaults;
     private long _cowReuses;
     private long _rssAnon;
+    private long _rssFile;
     private long _rssShmem;
+
+    // The i_mmap side of the areas: the page cache walks this address space's file areas (writeback's page_mkclean,
+    // truncation's unmap_mapping_range) with a page locked, so it cannot take the mmap_lock, which a fault holds while
+    // it waits for a page lock. Every change of the area list or of an area's bounds happens under the mmap_lock for
+    // writing and this lock; the page cache's walks hold this lock only. Order: page lock, then this, then the ptl.
+    private readonly Lock _immapLock = new();
+    private bool _mappersGone;
 
     /// <summary>Creates an empty process address space with a stack area, sharing the kernel half of <paramref name="kernel"/>.</summary>
     /// <param name="kernel">The kernel whose page tables, zero page and counters this process uses.</param>
@@ -175,9 +185,32 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
                 throw new InvalidOperationException($"page table: 0x{va:x} is writable in a VMA without VM_WRITE ({vma}).");
             if (va + (1UL << VirtualAddress.LevelShift(level)) > vma.End)
                 throw new InvalidOperationException($"page table: the level-{level} leaf at 0x{va:x} runs past its VMA {vma}.");
+            if (vma.File != null && IsMapped(e)) CheckFileEntry(vma, va, pte);
         }
         ulong counted = TablePage(table)->Data0;
         if (counted != (ulong)used) throw new InvalidOperationException($"page table at 0x{baseVa:x} level {level}: {used} entries in use, count {counted}.");
+    }
+
+    /// <summary>
+    /// The file-area half of <see cref="CheckTable"/>, true once no truncation is running: a page-cache page is the
+    /// file's page at the entry's index; a private area maps it read-only; a shared area maps no anonymous page, and
+    /// maps a cache page writable only while it is PG_dirty (else a write would go unseen by writeback).
+    /// </summary>
+    private void CheckFileEntry(VmArea vma, ulong va, PageTableEntry pte)
+    {
+        PageFrame* page = _memory.PfnToPage(pte.Pfn);
+        if (!IsFilePage(page))
+        {
+            if (vma.IsShared) throw new InvalidOperationException($"page table: 0x{va:x} of the shared file area {vma} maps a non-file page {page->ToString()}.");
+            return;
+        }
+        ulong index = vma.PageIndex(va);
+        if (page->Private != (nuint)vma.File!.Id || page->Data0 != index)
+            throw new InvalidOperationException($"page table: 0x{va:x} should map page {index} of {vma.File.Path} (id {vma.File.Id}) but maps mapping {page->Private} index {page->Data0}.");
+        if (pte.Writable && !vma.IsShared)
+            throw new InvalidOperationException($"page table: 0x{va:x} maps page {index} of {vma.File.Path} writable in a private area.");
+        if (pte.Writable && !page->Has(PageFlags.Dirty))
+            throw new InvalidOperationException($"page table: 0x{va:x} maps clean page {index} of {vma.File.Path} writable: a write would not dirty it.");
     }
 
     /// <summary>A snapshot of the areas in address order.</summary>
@@ -276,26 +309,46 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
     /// </summary>
     private static bool IsMapped(ulong e) => (e & ((ulong)PteFlags.Present | (ulong)PteFlags.Global)) != 0;
 
+    /// <summary>mmap_write_lock, plus the i_mmap lock that keeps the page cache's walks off areas being changed.</summary>
+    private void EnterMmapWrite()
+    {
+        _mmapLock.EnterWriteLock();
+        _immapLock.Enter();
+    }
+
+    private void ExitMmapWrite()
+    {
+        _immapLock.Exit();
+        _mmapLock.ExitWriteLock();
+    }
+
     /// <summary>Tears the process down (exit_mmap): every mapping, page table and TLB is released.</summary>
     protected override void Dispose(bool disposing)
     {
         if (disposing && IsOrphaned)
         {
-            _vmas.Clear(); // the pages and tables went with the memory system
+            // The pages and tables went with the memory system; the files only need to forget this mapper.
+            lock (_immapLock)
+            {
+                _mappersGone = true;
+                for (VmArea? v = _vmas.First; v != null; v = v.Next) v.File?.UnlinkMapper(this);
+                _vmas.Clear();
+            }
         }
         else if (disposing)
         {
-            _mmapLock.EnterWriteLock();
+            EnterMmapWrite();
             try
             {
                 var gather = new TlbGather();
-                for (VmArea? v = _vmas.First; v != null; v = v.Next) ZapRange(v.Start, v.End, gather);
+                for (VmArea? v = _vmas.First; v != null; v = v.Next) ZapRange(v.Start, v.End, gather, v.File);
                 FreeAllUserTables(gather);
                 FinishGather(gather);
-                for (VmArea? v = _vmas.First; v != null; v = v.Next) v.Shared?.Release();
+                for (VmArea? v = _vmas.First; v != null; v = v.Next) v.Release(this);
                 _vmas.Clear();
+                _mappersGone = true;
             }
-            finally { _mmapLock.ExitWriteLock(); }
+            finally { ExitMmapWrite(); }
             _kernel.ProcessExited(this);
         }
         base.Dispose(disposing);

@@ -24,6 +24,8 @@ public sealed class MmuStatistics
     internal long VmallocSync;
     internal long Oops;
     internal long Segv;
+    internal long Sigbus;
+    internal long NrFileMapped;
     internal long StackGrowth;
 
     internal MmuStatistics(PageAllocator pages) => _pages = pages;
@@ -31,7 +33,7 @@ public sealed class MmuStatistics
     /// <summary>Page faults handled, minor and major (pgfault).</summary>
     public long PageFaults => Interlocked.Read(ref PgFault);
 
-    /// <summary>Faults that needed I/O (pgmajfault); always 0 while there is no swap or file backing.</summary>
+    /// <summary>Faults that had to read a file into the page cache (pgmajfault).</summary>
     public long MajorFaults => Interlocked.Read(ref PgMajFault);
 
     /// <summary>Write faults that copied a shared anonymous page (wp_page_copy of a real page).</summary>
@@ -67,6 +69,12 @@ public sealed class MmuStatistics
     /// <summary>Segmentation faults delivered to processes.</summary>
     public long SegmentationFaults => Interlocked.Read(ref Segv);
 
+    /// <summary>Bus errors delivered to processes (SIGBUS: an access to a file mapping past the end of the file).</summary>
+    public long BusErrors => Interlocked.Read(ref Sigbus);
+
+    /// <summary>Page-cache pages mapped by all processes, counted once per mapping (the MMU's view of nr_mapped).</summary>
+    public long FileMappedPages => Interlocked.Read(ref NrFileMapped);
+
     /// <summary>Stack areas grown down by a fault.</summary>
     public long StackExpansions => Interlocked.Read(ref StackGrowth);
 
@@ -78,6 +86,7 @@ public sealed class MmuStatistics
     [
         ("nr_anon_pages", AnonPages),
         ("nr_shmem", ShmemPages),
+        ("nr_mapped", FileMappedPages),
         ("nr_page_table_pages", PageTablePages),
         ("pgfault", PageFaults),
         ("pgmajfault", MajorFaults),
@@ -90,6 +99,7 @@ public sealed class MmuStatistics
         ("vmalloc_sync", VmallocSyncs),
         ("stack_expand", StackExpansions),
         ("segv", SegmentationFaults),
+        ("sigbus", BusErrors),
         ("oops", Oopses),
     ];
 

@@ -1,3 +1,5 @@
+using Allocators.Filemap;
+
 namespace Allocators.Mmu;
 
 /// <summary>
@@ -14,7 +16,10 @@ internal sealed class VmArea
     /// <summary>The shared memory object behind a shared anonymous mapping (shmem), or null for private anonymous memory.</summary>
     public ShmemObject? Shared;
 
-    /// <summary>Page offset of <see cref="Start"/> in <see cref="Shared"/> (vm_pgoff).</summary>
+    /// <summary>The file a file mapping maps (vm_file), or null for anonymous memory.</summary>
+    public FileMapping? File;
+
+    /// <summary>Page offset of <see cref="Start"/> in <see cref="Shared"/> or <see cref="File"/> (vm_pgoff).</summary>
     public ulong PgOff;
 
     /// <summary>"[heap]", "[stack]" or empty, for /proc/pid/maps.</summary>
@@ -41,13 +46,28 @@ internal sealed class VmArea
     /// <summary>Page offset in the backing object of <paramref name="va"/>.</summary>
     public ulong PageIndex(ulong va) => PgOff + ((va - Start) >> VirtualAddress.PageShift);
 
-    /// <summary>A copy of the area's description (links not copied).</summary>
-    public VmArea CloneDescriptor()
+    /// <summary>
+    /// A copy of the area's description (links not copied) for <paramref name="owner"/>'s address space: it holds its
+    /// own reference to the shmem object and is linked into the file's i_mmap, so <see cref="Release"/> it unless it is
+    /// inserted.
+    /// </summary>
+    public VmArea CloneDescriptor(IFileMapper owner)
     {
-        var copy = new VmArea(Start, End, Flags) { PgOff = PgOff, Name = Name, Shared = Shared };
+        var copy = new VmArea(Start, End, Flags) { PgOff = PgOff, Name = Name, Shared = Shared, File = File };
         copy.Shared?.AddRef();
+        copy.File?.LinkMapper(owner);
         return copy;
     }
+
+    /// <summary>Drops what an area that is gone held: its shmem reference and its place in the file's i_mmap.</summary>
+    public void Release(IFileMapper owner)
+    {
+        Shared?.Release();
+        File?.UnlinkMapper(owner);
+    }
+
+    /// <summary>Page index one past the last page of the area in its backing object.</summary>
+    public ulong EndIndex => PageIndex(End);
 
     public VmaInfo ToInfo() => new(Start, End, Flags, Name);
 

@@ -60,6 +60,20 @@ public enum MapFlags
     FixedNoReplace = 0x100000,
 }
 
+/// <summary>msync flags (<c>MS_*</c>, Linux values).</summary>
+[Flags]
+public enum MsyncFlags
+{
+    /// <summary>No flag (as MS_ASYNC since Linux 2.6.19: dirty pages are tracked already).</summary>
+    None = 0,
+    /// <summary>Schedule the write-back and return (MS_ASYNC).</summary>
+    Async = 1,
+    /// <summary>Invalidate other mappings of the file (MS_INVALIDATE; nothing to do: every mapping is the page cache).</summary>
+    Invalidate = 2,
+    /// <summary>Write back and wait (MS_SYNC).</summary>
+    Sync = 4,
+}
+
 /// <summary>mremap flags (<c>MREMAP_*</c>).</summary>
 [Flags]
 public enum MremapFlags
