@@ -37,10 +37,11 @@ public sealed unsafe partial class FileMapping
                 SyncLength();
                 RandomAccess.FlushToDisk(_file);
             }
-            catch (IOException e)
+            catch (IOException e) when (e is not WritebackFailedException)
             {
-                RecordError(e);
+                RecordError(e); // the flush or the length; a failed page write was recorded where it failed
             }
+            catch (WritebackFailedException) { }
         }
         _ = flushMetadata;
         ReportError();
@@ -55,12 +56,16 @@ public sealed unsafe partial class FileMapping
             WritebackRange(first, end, sync: true);
             SyncLength();
         }
-        catch (IOException e)
+        catch (IOException e) when (e is not WritebackFailedException)
         {
             RecordError(e);
         }
+        catch (WritebackFailedException) { }
         ReportError();
     }
+
+    /// <summary>A page write that failed, already recorded for fsync (so callers that report do not count it twice).</summary>
+    private sealed class WritebackFailedException(string message, Exception inner) : IOException(message, inner);
 
     /// <summary>Makes the file on disk as long as i_size (the metadata half of writeback).</summary>
     private void SyncLength()
@@ -147,7 +152,7 @@ public sealed unsafe partial class FileMapping
         if (failure != null)
         {
             RecordError(failure);
-            throw new IOException($"page cache: writeback of {Path} failed: {failure.Message}", failure);
+            throw new WritebackFailedException($"page cache: writeback of {Path} failed: {failure.Message}", failure);
         }
         return written;
     }
