@@ -253,6 +253,7 @@ public sealed unsafe partial class FileMapping : IDisposable
             try { WritebackRange(0, ulong.MaxValue, sync: true); }
             catch (IOException) { /* recorded in the errseq; the pages are dropped with the file */ }
             TruncateInodePages(0, dropDirty: true);
+            WaitForAsyncReads();
             lock (_treeLock) _tree.Dispose();
         }
         _cache.Remove(this);
