@@ -100,8 +100,8 @@ public sealed class PageCacheStressTests : IDisposable
             stop.Set();
             foreach (Thread thread in threads) thread.Join();
             Assert.True(errors.IsEmpty, string.Join("\n", errors));
-            Assert.True(Interlocked.Read(ref writes) > 1000, $"only {writes} writes ran");
-            Assert.True(Interlocked.Read(ref drops) > 10, $"only {drops} drops ran");
+            Assert.True(Interlocked.Read(ref writes) > 200, $"only {writes} writes ran");
+            Assert.True(Interlocked.Read(ref drops) > 2, $"only {drops} drops ran");
 
             var back = new byte[Pages * 4096];
             Assert.Equal(back.Length, file.Read(0, back));
