@@ -18,8 +18,8 @@ namespace Allocators.Benchmarks;
 /// <item>Cold1M: the whole file read in 1 MiB reads after its pages were dropped from the host's page cache
 /// (posix_fadvise DONTNEED; the file is clean) and, for the page cache, from the arena too (DropCaches), so both
 /// read the device — the page cache through its readahead (default window, 32 pages) and preadv into its frames.
-/// The drops run inside the measured invocation (a few milliseconds against hundreds); Mean is nanoseconds per
-/// whole-file read.</item>
+/// The drops run inside the measured invocation (BenchmarkDotNet has no per-invocation setup): DropCaches of the
+/// 65536 pages is some 15-20 ms of the page cache's row; Mean is nanoseconds per whole-file read.</item>
 /// </list>
 /// The pread rows are the baselines.
 /// </summary>
