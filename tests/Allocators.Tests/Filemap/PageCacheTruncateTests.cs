@@ -112,4 +112,51 @@ public sealed class PageCacheTruncateTests : IDisposable
         Assert.Equal(expected, back);
         _system.PageCache.CheckConsistency();
     }
+
+    [Fact]
+    public void SparseWritesTerabytesApartAreCachedWrittenAndFreed()
+    {
+        string path = Path.Combine(_dir, "sparse.bin");
+        using FileMapping file = _system.PageCache.Open(path);
+        long[] offsets = [0, 3L << 30, (1L << 40) + 5];
+        for (int i = 0; i < offsets.Length; i++) file.Write(offsets[i], Filled(10, (byte)(i + 1)));
+        Assert.Equal(3, file.CachedPages);
+        Assert.Equal(3, _system.PageCache.Statistics.DirtyPages);
+        file.Fsync(); // the dirty tags lead writeback to the three pages through a tree five levels deep
+        Assert.Equal(0, _system.PageCache.Statistics.DirtyPages);
+        Assert.Equal((1L << 40) + 15, new FileInfo(path).Length);
+        using (var disk = File.OpenHandle(path))
+        {
+            var buffer = new byte[16];
+            for (int i = 0; i < offsets.Length; i++)
+            {
+                Assert.Equal(10, RandomAccess.Read(disk, buffer.AsSpan(0, 10), offsets[i]));
+                Assert.Equal(Filled(10, (byte)(i + 1)), buffer[..10]);
+            }
+            Assert.Equal(16, RandomAccess.Read(disk, buffer, 1L << 30)); // the hole between
+            Assert.Equal(new byte[16], buffer);
+        }
+        file.Truncate(4096);
+        Assert.Equal(1, file.CachedPages);
+        file.Truncate(0);
+        Assert.Equal(0, _system.PageCache.Statistics.FilePages);
+        _system.PageCache.CheckConsistency();
+    }
+
+    [Fact]
+    public void AReadOnlyFileRefusesWritesAndTruncationAndFsyncsCleanly()
+    {
+        string path = Path.Combine(_dir, "ro.bin");
+        File.WriteAllBytes(path, Filled(5000, 0x42));
+        using FileMapping file = _system.PageCache.Open(path, FileMode.Open, FileAccess.Read);
+        Assert.False(file.CanWrite);
+        Assert.Throws<NotSupportedException>(() => file.Write(0, Filled(1, 1)));
+        Assert.Throws<NotSupportedException>(() => file.Truncate(0));
+        var back = new byte[5000];
+        Assert.Equal(5000, file.Read(0, back));
+        Assert.Equal(Filled(5000, 0x42), back);
+        file.Fsync();
+        Assert.Equal(0, _system.PageCache.Statistics.DirtyPages);
+        Assert.Equal(Filled(5000, 0x42), File.ReadAllBytes(path));
+    }
 }
