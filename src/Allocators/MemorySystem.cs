@@ -204,12 +204,51 @@ public sealed unsafe class MemorySystem : IDisposable
             VmallocPages = HasVmalloc ? Vmalloc.VmallocPages : null,
             PercpuPages = Percpu.NrPages,
         };
-        foreach (var zone in Pages.Zones) values.ReserveHighPages += zone.WatermarkHigh;
+        foreach (var zone in Pages.Zones)
+        {
+            values.ReserveHighPages += zone.WatermarkHigh;
+            values.LowWatermarkPages += zone.WatermarkLow;
+        }
+        if (_pageCache is { } pageCache)
+        {
+            PageCacheStatistics stats = pageCache.Statistics;
+            values.Files = new MeminfoFileValues
+            {
+                CachedPages = stats.FilePages,
+                DirtyPages = stats.DirtyPages,
+                WritebackPages = stats.WritebackPages,
+                MappedPages = stats.MappedPages,
+                ShmemPages = _kernel?.Statistics.ShmemPages ?? 0,
+            };
+        }
         foreach (var cache in Slab.Caches)
         {
             KmemCacheData* d = cache.Data;
             for (int n = 0; n < d->NodeCount; n++) values.SlabUnreclaimablePages += Volatile.Read(ref d->Nodes[n].NrSlabs) << d->Order;
         }
         return MeminfoFormat.Items(values);
+    }
+
+    /// <summary>The system's event counters in the layout of /proc/vmstat (<c>name value</c> lines).</summary>
+    public string VmStat() => VmstatText.Format(VmStatItems());
+
+    /// <summary>
+    /// The /proc/vmstat items as (name, value) pairs: the page allocator's, then the MMU's once the kernel address
+    /// space exists, then the page cache's once it exists. A counter two layers both report appears once, with the
+    /// first layer's value.
+    /// </summary>
+    public IReadOnlyList<(string Name, long Value)> VmStatItems()
+    {
+        var items = new List<(string, long)>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        void Add(IEnumerable<(string Name, long Value)> layer)
+        {
+            foreach (var item in layer)
+                if (seen.Add(item.Name)) items.Add(item);
+        }
+        Add(Pages.VmStatItems());
+        if (_kernel is { } kernel) Add(kernel.Statistics.Items());
+        if (_pageCache is { } cache) Add(cache.Statistics.Items());
+        return items;
     }
 }

@@ -89,7 +89,7 @@ internal sealed class StatCommand : Command<StatCommand.Settings>
             else if (settings.Only.Length > 0) AnsiConsole.MarkupLine("[yellow]vmallocinfo: this build of the library has no vmalloc layer[/]");
         }
         if (Want("meminfo")) Print("meminfo", system.Meminfo());
-        if (Want("vmstat")) Print("vmstat", system.Pages.VmStat());
+        if (Want("vmstat")) Print("vmstat", system.VmStat());
         return ExitCodes.Ok;
     }
 
@@ -108,7 +108,7 @@ internal sealed class StatCommand : Command<StatCommand.Settings>
             Has("vmallocinfo") ? vmalloc : null,
             Has("meminfo") ? live.MeminfoText : null,
             Has("meminfo") ? live.Meminfo : null,
-            Has("vmstat") ? system.Pages.VmStat() : null,
-            Has("vmstat") ? [.. system.Pages.VmStatItems().Select(i => new VmStatItem(i.Name, i.Value))] : null);
+            Has("vmstat") ? system.VmStat() : null,
+            Has("vmstat") ? [.. system.VmStatItems().Select(i => new VmStatItem(i.Name, i.Value))] : null);
     }
 }

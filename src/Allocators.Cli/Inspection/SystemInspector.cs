@@ -94,6 +94,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             values.TotalPages += z.ManagedPages;
             values.FreePages += z.FreePages;
             values.ReserveHighPages += z.WatermarkHigh;
+            values.LowWatermarkPages += z.WatermarkLow;
             values.PageTablePages += z.PageTablePages;
         }
         foreach (var c in caches)

@@ -15,6 +15,18 @@ internal struct MeminfoValues
     public long PageTablePages;
     public long? VmallocPages;             // null when the system has no vmalloc layer
     public long PercpuPages;
+    public long LowWatermarkPages;         // sum of the zones' low watermarks (the page cache's share of MemAvailable)
+    public MeminfoFileValues? Files;       // null when the system has no page cache
+}
+
+/// <summary>The page-cache inputs of a /proc/meminfo text, in pages.</summary>
+internal struct MeminfoFileValues
+{
+    public long CachedPages;
+    public long DirtyPages;
+    public long WritebackPages;
+    public long MappedPages;
+    public long ShmemPages;
 }
 
 /// <summary>Builds /proc/meminfo items (rendered by <see cref="Common.MeminfoText"/>); shared by the live system and out-of-process inspectors.</summary>
@@ -25,18 +37,34 @@ internal static class MeminfoFormat
     public static IReadOnlyList<(string Name, long Kb)> Items(in MeminfoValues v)
     {
         long slab = v.SlabReclaimablePages + v.SlabUnreclaimablePages;
-        // MemAvailable as si_mem_available estimates it: free pages above the reserve plus half the reclaimable slab.
-        long available = Math.Max(0, v.FreePages - v.ReserveHighPages + v.SlabReclaimablePages / 2);
+        // MemAvailable as si_mem_available estimates it: free pages above the reserve, the page cache less what
+        // reclaim would have to leave (half of it, at most the low watermark), and half the reclaimable slab.
+        long cached = v.Files?.CachedPages ?? 0;
+        long available = Math.Max(0, v.FreePages - v.ReserveHighPages + cached - Math.Min(cached / 2, v.LowWatermarkPages)
+            + v.SlabReclaimablePages / 2);
         var items = new List<(string, long)>
         {
             ("MemTotal", v.TotalPages * KbPerPage),
             ("MemFree", v.FreePages * KbPerPage),
             ("MemAvailable", available * KbPerPage),
+        };
+        if (v.Files is { } files)
+        {
+            // Shared anonymous memory is not a page-cache file here, so unlike Linux's, Cached does not include Shmem.
+            items.Add(("Buffers", 0));
+            items.Add(("Cached", files.CachedPages * KbPerPage));
+            items.Add(("Dirty", files.DirtyPages * KbPerPage));
+            items.Add(("Writeback", files.WritebackPages * KbPerPage));
+            items.Add(("Mapped", files.MappedPages * KbPerPage));
+            items.Add(("Shmem", files.ShmemPages * KbPerPage));
+        }
+        items.AddRange(
+        [
             ("Slab", slab * KbPerPage),
             ("SReclaimable", v.SlabReclaimablePages * KbPerPage),
             ("SUnreclaim", v.SlabUnreclaimablePages * KbPerPage),
             ("PageTables", v.PageTablePages * KbPerPage),
-        };
+        ]);
         if (v.VmallocPages is { } vmallocPages) items.AddRange(Vmalloc.VmallocAllocator.MeminfoItems(vmallocPages));
         items.Add(("Percpu", v.PercpuPages * KbPerPage));
         return items;

@@ -35,15 +35,26 @@ public sealed unsafe partial class FileMapping
             int inPage = (int)(position & (PageSize - 1));
             int n = Math.Min(PageSize - inPage, total - done);
             Span<byte> target = buffer.Slice(done, n);
+            int requested = (int)Math.Min(lastIndex - index + 1, int.MaxValue);
             CopyResult result = TryCopyCached(index, inPage, target);
-            if (result == CopyResult.Miss)
+            switch (result)
             {
-                SyncReadahead(index, (int)Math.Min(lastIndex - index + 1, int.MaxValue));
-                CopyFromPage(index, inPage, target);
-            }
-            else if (result == CopyResult.HitMarker)
-            {
-                AsyncReadahead(index, (int)Math.Min(lastIndex - index + 1, int.MaxValue));
+                case CopyResult.Miss:
+                    SyncReadahead(index, requested);
+                    // The window just read may start with its marker (a large request): the next window starts now.
+                    if (CopyFromPage(index, inPage, target)) AsyncReadahead(index, requested);
+                    break;
+                case CopyResult.HitMarker:
+                    AsyncReadahead(index, requested);
+                    break;
+                case CopyResult.Pending:
+                case CopyResult.PendingMarker:
+                    // In the cache with its read in flight: the window that holds it is already under way, so only
+                    // wait (filemap_update_page); a sync readahead here would restart the window at its smallest.
+                    bool marker = result == CopyResult.PendingMarker;
+                    if (marker) AsyncReadahead(index, requested);
+                    if (CopyFromPage(index, inPage, target) && !marker) AsyncReadahead(index, requested);
+                    break;
             }
             done += n;
         }
@@ -53,7 +64,11 @@ public sealed unsafe partial class FileMapping
         return offset + total <= now ? total : (int)Math.Max(0, now - offset);
     }
 
-    private enum CopyResult { Miss, Hit, HitMarker }
+    /// <summary>
+    /// What the lockless lookup found: no page (Miss), an up-to-date page copied (Hit), or a page whose read is still
+    /// in flight (Pending); the Marker forms mean this reader took the page's PG_readahead flag.
+    /// </summary>
+    private enum CopyResult { Miss, Hit, HitMarker, Pending, PendingMarker }
 
     /// <summary>The hit path: an up-to-date cached page copied inside the lookup gate, no reference, no lock.</summary>
     private CopyResult TryCopyCached(ulong index, int inPage, Span<byte> target)
@@ -64,24 +79,28 @@ public sealed unsafe partial class FileMapping
         if (page != null)
         {
             ulong flags = Volatile.Read(ref page->FlagsAndZone);
-            if ((flags & (uint)PageFlags.Uptodate) != 0)
-            {
-                new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
-                result = (flags & (uint)PageFlags.Readahead) != 0 && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0
-                    ? CopyResult.HitMarker : CopyResult.Hit;
-            }
+            bool uptodate = (flags & (uint)PageFlags.Uptodate) != 0;
+            if (uptodate) new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+            bool marker = (flags & (uint)PageFlags.Readahead) != 0 && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0;
+            result = uptodate
+                ? marker ? CopyResult.HitMarker : CopyResult.Hit
+                : marker ? CopyResult.PendingMarker : CopyResult.Pending;
         }
         _gate.Exit(token);
         return result;
     }
 
-    /// <summary>The slow path: the page found or read with a reference, waited on while its read is in flight.</summary>
-    private void CopyFromPage(ulong index, int inPage, Span<byte> target)
+    /// <summary>
+    /// The slow path: the page found or read with a reference, waited on while its read is in flight. True when this
+    /// reader took the page's PG_readahead marker (the caller starts the next window).
+    /// </summary>
+    private bool CopyFromPage(ulong index, int inPage, Span<byte> target)
     {
         PageFrame* page = GetUptodatePage(index, out _);
         try
         {
             new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+            return page->Has(PageFlags.Readahead) && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0;
         }
         finally { PutPage(page); }
     }

@@ -39,6 +39,17 @@ public sealed unsafe partial class FileMapping
         batch?.Execute();
     }
 
+    // Async readahead batches queued or running: each drops its page references after the pages leave its hands, so
+    // Dispose waits for them before the page allocator may go away.
+    private int _asyncReads;
+
+    /// <summary>Waits until no async readahead batch of this file is queued or running.</summary>
+    private void WaitForAsyncReads()
+    {
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _asyncReads) != 0) spin.SpinOnce(sleep1Threshold: 20);
+    }
+
     /// <summary>The readahead window now (start page, pages, async tail) — for tests and diagnostics.</summary>
     internal (ulong Start, int Size, int AsyncSize) ReadaheadWindow
     {
@@ -50,7 +61,8 @@ public sealed unsafe partial class FileMapping
 
     /// <summary>
     /// page_cache_sync_ra on a miss at <paramref name="index"/> for a request of <paramref name="requested"/> pages:
-    /// a sequential miss (first page, or right after the previous read) starts a new window sized from the request;
+    /// a miss just past the window pushes it forward, ramped up (the reader outran an unmarked window); another
+    /// sequential miss (first page, or right after the previous read) starts a new window sized from the request;
     /// a random miss reads just the request and leaves the window alone.
     /// </summary>
     private void SyncReadahead(ulong index, int requested)
@@ -58,7 +70,7 @@ public sealed unsafe partial class FileMapping
         int max = _cache.Options.ReadaheadPages;
         if (max == 0)
         {
-            ReadWindow(index, 1, marker: ulong.MaxValue, async: false);
+            ReadWindow(index, 1, marker: ulong.MaxValue, aheadFrom: ulong.MaxValue, async: false);
             return;
         }
         ulong start;
@@ -68,7 +80,16 @@ public sealed unsafe partial class FileMapping
         {
             bool sequential = index == 0 || index == _ra.PrevIndex || index == _ra.PrevIndex + 1
                 || (index >= _ra.Start && index < _ra.Start + (ulong)_ra.Size);
-            if (!sequential)
+            if (index != 0 && _ra.Size > 0 && index == _ra.Start + (ulong)_ra.Size)
+            {
+                _ra.Start = index;
+                _ra.Size = NextWindow(_ra.Size, max);
+                _ra.AsyncSize = _ra.Size;
+                start = _ra.Start;
+                size = _ra.Size;
+                marker = start;
+            }
+            else if (!sequential)
             {
                 start = index;
                 size = Math.Min(requested, max);
@@ -84,7 +105,7 @@ public sealed unsafe partial class FileMapping
                 marker = _ra.Start + (ulong)(_ra.Size - _ra.AsyncSize);
             }
         }
-        ReadWindow(start, size, marker, async: false);
+        ReadWindow(start, size, marker, aheadFrom: index + (ulong)requested, async: false);
     }
 
     /// <summary>
@@ -114,7 +135,7 @@ public sealed unsafe partial class FileMapping
             start = _ra.Start;
             size = _ra.Size;
         }
-        ReadWindow(start, size, marker: start, async: true);
+        ReadWindow(start, size, marker: start, aheadFrom: start, async: true);
     }
 
     /// <summary>get_init_ra_size: 4x small requests, 2x medium ones, the maximum for large.</summary>
@@ -139,15 +160,17 @@ public sealed unsafe partial class FileMapping
     /// page_cache_ra_unbounded: allocates, locks and inserts every missing page of [<paramref name="start"/>,
     /// <paramref name="start"/> + <paramref name="count"/>) below end of file, flags <paramref name="marker"/> with
     /// PG_readahead, and reads each run of new pages in one vectored call — now, or on a pool thread when
-    /// <paramref name="async"/>. A page already cached ends a run.
+    /// <paramref name="async"/>. A page already cached ends a run. New pages from <paramref name="aheadFrom"/> on
+    /// are the ones read ahead of the request (the statistic).
     /// </summary>
-    private void ReadWindow(ulong start, int count, ulong marker, bool async)
+    private void ReadWindow(ulong start, int count, ulong marker, ulong aheadFrom, bool async)
     {
         ulong end = start + (ulong)count;
         ulong eof = (ulong)((Volatile.Read(ref _size) + PageSize - 1) >> PageShift);
         if (end > eof) end = eof;
         if (start >= end) return;
         var batch = new ReadBatch(this, (int)(end - start));
+        long ahead = 0;
         try
         {
             for (ulong index = start; index < end; index++)
@@ -169,6 +192,7 @@ public sealed unsafe partial class FileMapping
                     continue;
                 }
                 if (index == marker) PageWait.Set(page, PageFlags.Readahead);
+                if (index >= aheadFrom) ahead++;
                 if (!batch.Add(index, page))
                 {
                     batch.Submit(async);
@@ -178,7 +202,7 @@ public sealed unsafe partial class FileMapping
             }
         }
         finally { batch.Submit(async); }
-        Interlocked.Add(ref _cache.Stats.ReadaheadPages, (long)(end - start));
+        if (ahead > 0) Interlocked.Add(ref _cache.Stats.ReadaheadPages, ahead);
     }
 
     private bool FindPresent(ulong index)
@@ -199,6 +223,7 @@ public sealed unsafe partial class FileMapping
 
         /// <summary>True when the batch holds page <paramref name="index"/>.</summary>
         public bool Covers(ulong index) => index >= _first && index < _first + (ulong)_count;
+        private bool _async;
 
         public bool Add(ulong index, PageFrame* page)
         {
@@ -211,12 +236,15 @@ public sealed unsafe partial class FileMapping
         public void Submit(bool async)
         {
             if (_count == 0) return;
-            if (async)
+            if (!async)
             {
-                lock (owner._raLock) owner._pendingReads.Add(this);
-                ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+                Execute();
+                return;
             }
-            else Execute();
+            _async = true;
+            Interlocked.Increment(ref owner._asyncReads);
+            lock (owner._raLock) owner._pendingReads.Add(this);
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
         }
 
         /// <summary>Reads the batch, once: whichever of the pool thread and a waiting reader comes first.</summary>
@@ -240,6 +268,7 @@ public sealed unsafe partial class FileMapping
                 PageWait.Unlock(page);
                 owner.PutPage(page);
             }
+            if (_async) Interlocked.Decrement(ref owner._asyncReads);
         }
     }
 }

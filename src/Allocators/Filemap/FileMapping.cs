@@ -70,6 +70,27 @@ public sealed unsafe partial class FileMapping : IDisposable
 
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
+    // Walkers that reach the file through the cache's list of open files (the flusher, sync, drop_caches, the
+    // shrinker) rather than through their own reference: Dispose waits for them before it frees the tree and the gate.
+    private int _walkers;
+
+    /// <summary>
+    /// Enters the file for a walk of the open files; false when it is closing (skip it). Pair a true result with
+    /// <see cref="EndWalk"/>.
+    /// </summary>
+    internal bool TryBeginWalk()
+    {
+        Interlocked.Increment(ref _walkers);
+        // Dekker with Dispose: it sets _disposed then reads _walkers, both with full fences, so either it waits for
+        // this walker or this walker sees it closing.
+        if (Volatile.Read(ref _disposed) == 0) return true;
+        EndWalk();
+        return false;
+    }
+
+    /// <summary>Leaves a walk <see cref="TryBeginWalk"/> entered.</summary>
+    internal void EndWalk() => Interlocked.Decrement(ref _walkers);
+
     /// <summary>True when the file was opened for writing.</summary>
     public bool CanWrite => _writable;
 
@@ -250,9 +271,12 @@ public sealed unsafe partial class FileMapping : IDisposable
             if (HasMappers)
                 throw new InvalidOperationException($"page cache: {Path} is still mapped by {MapperCount} address space area(s); unmap it first.");
             if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _walkers) != 0) spin.SpinOnce(sleep1Threshold: 20);
             try { WritebackRange(0, ulong.MaxValue, sync: true); }
             catch (IOException) { /* recorded in the errseq; the pages are dropped with the file */ }
             TruncateInodePages(0, dropDirty: true);
+            WaitForAsyncReads();
             lock (_treeLock) _tree.Dispose();
         }
         _cache.Remove(this);

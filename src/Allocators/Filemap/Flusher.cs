@@ -50,15 +50,19 @@ internal sealed class Flusher : IDisposable
             if (since == 0) continue;
             bool expired = Environment.TickCount64 - since >= expireMs;
             if (!expired && !_cache.OverBackgroundThreshold) continue;
-            // Clean from now on unless a page is dirtied meanwhile (which restarts the age).
-            Interlocked.Exchange(ref file.DirtiedWhen, 0);
+            if (!file.TryBeginWalk()) continue;
             try
             {
-                file.WritebackRange(0, ulong.MaxValue, sync: false);
+                // Clean from now on unless a page is dirtied meanwhile (which restarts the age).
+                Interlocked.Exchange(ref file.DirtiedWhen, 0);
+                try
+                {
+                    file.WritebackRange(0, ulong.MaxValue, sync: false);
+                }
+                catch (IOException) { /* recorded for the file's next fsync */ }
+                if (file.IsDirty) _cache.NoteDirtied(file); // skipped pages (locked, in flight) keep the file dirty
             }
-            catch (IOException) { /* recorded for the file's next fsync */ }
-            catch (ObjectDisposedException) { continue; }
-            if (file.IsDirty) _cache.NoteDirtied(file); // skipped pages (locked, in flight) keep the file dirty
+            finally { file.EndWalk(); }
         }
     }
 

@@ -108,9 +108,10 @@ public sealed unsafe class PageCache : IDisposable
     {
         foreach (FileMapping file in Files)
         {
+            if (!file.TryBeginWalk()) continue;
             try { file.WritebackRange(0, ulong.MaxValue, sync: true); }
             catch (IOException) { /* recorded for the file's next fsync */ }
-            catch (ObjectDisposedException) { }
+            finally { file.EndWalk(); }
         }
     }
 
@@ -120,8 +121,9 @@ public sealed unsafe class PageCache : IDisposable
         foreach (FileMapping file in Files)
         {
             if (freed >= budget) break;
-            if (file.IsDisposed) continue;
-            freed += file.InvalidateCleanPages(budget - freed);
+            if (!file.TryBeginWalk()) continue;
+            try { freed += file.InvalidateCleanPages(budget - freed); }
+            finally { file.EndWalk(); }
         }
         return freed;
     }

@@ -47,4 +47,18 @@ public sealed class PageCacheStatistics
 
     /// <summary>Clean pages dropped by <see cref="PageCache.DropCaches"/> or the shrinker.</summary>
     public long DroppedPages => Interlocked.Read(ref Dropped);
+
+    /// <summary>
+    /// The page cache's /proc/vmstat counters as (name, value) pairs. Major faults are not among them: the MMU counts
+    /// every major fault, file ones included, in its own pgmajfault.
+    /// </summary>
+    public IReadOnlyList<(string Name, long Value)> Items() =>
+    [
+        ("nr_file_pages", FilePages),
+        ("nr_dirty", DirtyPages),
+        ("nr_writeback", WritebackPages),
+        ("nr_mapped", MappedPages),
+        ("pgpgin", PagedInKb),
+        ("pgpgout", PagedOutKb),
+    ];
 }

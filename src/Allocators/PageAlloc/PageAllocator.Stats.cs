@@ -98,13 +98,7 @@ public sealed unsafe partial class PageAllocator
     }
 
     /// <summary>Event counters as /proc/vmstat prints them (<c>name value</c> lines).</summary>
-    public string VmStat()
-    {
-        var items = VmStatItems();
-        var sb = new StringBuilder();
-        foreach (var (name, value) in items) sb.Append(CultureInfo.InvariantCulture, $"{name} {value}\n");
-        return sb.ToString();
-    }
+    public string VmStat() => Common.VmstatText.Format(VmStatItems());
 
     /// <summary>The vmstat items as (name, value) pairs.</summary>
     public IReadOnlyList<(string Name, long Value)> VmStatItems()
