@@ -30,6 +30,10 @@ public sealed unsafe partial class FileMapping
         int done = 0;
         while (done < total)
         {
+            // Runs of plain hits are copied with one entry into the lookup gate; the page that ends a run (a miss, a
+            // read in flight, a readahead marker) takes the per-page path below.
+            done += CopyCachedRun(offset + done, buffer[done..total]);
+            if (done == total) break;
             long position = offset + done;
             ulong index = (ulong)position >> PageShift;
             int inPage = (int)(position & (PageSize - 1));
@@ -69,6 +73,33 @@ public sealed unsafe partial class FileMapping
     /// in flight (Pending); the Marker forms mean this reader took the page's PG_readahead flag.
     /// </summary>
     private enum CopyResult { Miss, Hit, HitMarker, Pending, PendingMarker }
+
+    /// <summary>Most pages one gate entry copies: bounds how long a remover's synchronize waits for this reader.</summary>
+    private const int MaxRunPages = 16;
+
+    /// <summary>
+    /// The hit path for a run: copies consecutive cached, up-to-date pages that carry no readahead marker, from
+    /// <paramref name="position"/>, inside one gate entry, with no reference and no lock. Returns the bytes copied.
+    /// </summary>
+    private int CopyCachedRun(long position, Span<byte> target)
+    {
+        int copied = 0;
+        int token = _gate.Enter();
+        for (int pages = 0; pages < MaxRunPages && copied < target.Length; pages++)
+        {
+            long at = position + copied;
+            PageFrame* page = _tree.Lookup((ulong)at >> PageShift);
+            if (page == null) break;
+            ulong flags = Volatile.Read(ref page->FlagsAndZone);
+            if ((flags & (uint)(PageFlags.Uptodate | PageFlags.Readahead)) != (uint)PageFlags.Uptodate) break;
+            int inPage = (int)(at & (PageSize - 1));
+            int n = Math.Min(PageSize - inPage, target.Length - copied);
+            new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, n).CopyTo(target.Slice(copied, n));
+            copied += n;
+        }
+        _gate.Exit(token);
+        return copied;
+    }
 
     /// <summary>The hit path: an up-to-date cached page copied inside the lookup gate, no reference, no lock.</summary>
     private CopyResult TryCopyCached(ulong index, int inPage, Span<byte> target)

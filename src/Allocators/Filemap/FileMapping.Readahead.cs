@@ -67,7 +67,7 @@ public sealed unsafe partial class FileMapping
     /// </summary>
     private void SyncReadahead(ulong index, int requested)
     {
-        int max = _cache.Options.ReadaheadPages;
+        int max = MaxWindow(requested);
         if (max == 0)
         {
             ReadWindow(index, 1, marker: ulong.MaxValue, aheadFrom: ulong.MaxValue, async: false);
@@ -114,7 +114,7 @@ public sealed unsafe partial class FileMapping
     /// </summary>
     private void AsyncReadahead(ulong index, int requested)
     {
-        int max = _cache.Options.ReadaheadPages;
+        int max = MaxWindow(requested);
         if (max == 0) return;
         ulong start;
         int size;
@@ -136,6 +136,16 @@ public sealed unsafe partial class FileMapping
             size = _ra.Size;
         }
         ReadWindow(start, size, marker: start, aheadFrom: start, async: true);
+    }
+
+    /// <summary>
+    /// The window limit for a request of <paramref name="requested"/> pages: ra_pages, or for a larger request up to
+    /// the device's largest I/O (ondemand_readahead's bdi->io_pages rule), so one big read is one big window.
+    /// </summary>
+    private int MaxWindow(int requested)
+    {
+        int max = _cache.Options.ReadaheadPages;
+        return max > 0 && requested > max ? Math.Min(requested, Math.Max(max, IoVector.MaxPages)) : max;
     }
 
     /// <summary>get_init_ra_size: 4x small requests, 2x medium ones, the maximum for large.</summary>
