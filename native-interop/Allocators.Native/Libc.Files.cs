@@ -27,6 +27,35 @@ public static unsafe partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "fallocate", SetLastError = true)]
     public static partial int Fallocate(int fd, int mode, long offset, long length);
 
+    /// <summary>One segment of a vectored I/O call (<c>struct iovec</c>).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec
+    {
+        /// <summary>Start of the segment.</summary>
+        public void* Base;
+
+        /// <summary>Bytes in the segment.</summary>
+        public nuint Length;
+    }
+
+    /// <summary><c>preadv(2)</c>: reads into <paramref name="count"/> segments from <paramref name="offset"/>. Returns the bytes read, or -1 with errno set.</summary>
+    /// <param name="fd">File descriptor.</param>
+    /// <param name="iov">The segments.</param>
+    /// <param name="count">Number of segments (at most IOV_MAX, 1024).</param>
+    /// <param name="offset">File offset.</param>
+    /// <returns>Bytes read (fewer at end of file), or -1.</returns>
+    [LibraryImport(LibraryName, EntryPoint = "preadv", SetLastError = true)]
+    public static partial nint Preadv(int fd, IoVec* iov, int count, long offset);
+
+    /// <summary><c>pwritev(2)</c>: writes <paramref name="count"/> segments at <paramref name="offset"/>. Returns the bytes written, or -1 with errno set.</summary>
+    /// <param name="fd">File descriptor.</param>
+    /// <param name="iov">The segments.</param>
+    /// <param name="count">Number of segments (at most IOV_MAX, 1024).</param>
+    /// <param name="offset">File offset.</param>
+    /// <returns>Bytes written (possibly fewer than asked), or -1.</returns>
+    [LibraryImport(LibraryName, EntryPoint = "pwritev", SetLastError = true)]
+    public static partial nint Pwritev(int fd, IoVec* iov, int count, long offset);
+
     /// <summary><c>close(2)</c>: closes a file descriptor. Returns 0, or -1 with errno set.</summary>
     /// <param name="fd">File descriptor.</param>
     /// <returns>0 on success, -1 on failure.</returns>
