@@ -204,11 +204,16 @@ public sealed unsafe class MemorySystem : IDisposable
             VmallocPages = HasVmalloc ? Vmalloc.VmallocPages : null,
             PercpuPages = Percpu.NrPages,
         };
+        long highTotal = 0, highFree = 0;
         foreach (var zone in Pages.Zones)
         {
             values.ReserveHighPages += zone.WatermarkHigh;
             values.LowWatermarkPages += zone.WatermarkLow;
+            if (zone.Type != ZoneType.HighMem) continue;
+            highTotal += zone.ManagedPages;
+            highFree += zone.FreePages;
         }
+        if (Pages.HasHighMem) values.HighPages = (highTotal, highFree);
         if (_pageCache is { } pageCache)
         {
             PageCacheStatistics stats = pageCache.Statistics;

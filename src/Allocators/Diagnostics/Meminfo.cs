@@ -17,6 +17,7 @@ internal struct MeminfoValues
     public long PercpuPages;
     public long LowWatermarkPages;         // sum of the zones' low watermarks (the page cache's share of MemAvailable)
     public MeminfoFileValues? Files;       // null when the system has no page cache
+    public (long Total, long Free)? HighPages; // the HighMem zones; null without a low/high split
 }
 
 /// <summary>The page-cache inputs of a /proc/meminfo text, in pages.</summary>
@@ -53,10 +54,14 @@ internal static class MeminfoFormat
             // Shared anonymous memory is not a page-cache file here, so unlike Linux's, Cached does not include Shmem.
             items.Add(("Buffers", 0));
             items.Add(("Cached", files.CachedPages * KbPerPage));
-            items.Add(("Dirty", files.DirtyPages * KbPerPage));
-            items.Add(("Writeback", files.WritebackPages * KbPerPage));
-            items.Add(("Mapped", files.MappedPages * KbPerPage));
-            items.Add(("Shmem", files.ShmemPages * KbPerPage));
+        }
+        AddHighLow(items, v);
+        if (v.Files is { } dirty)
+        {
+            items.Add(("Dirty", dirty.DirtyPages * KbPerPage));
+            items.Add(("Writeback", dirty.WritebackPages * KbPerPage));
+            items.Add(("Mapped", dirty.MappedPages * KbPerPage));
+            items.Add(("Shmem", dirty.ShmemPages * KbPerPage));
         }
         items.AddRange(
         [
@@ -68,6 +73,16 @@ internal static class MeminfoFormat
         if (v.VmallocPages is { } vmallocPages) items.AddRange(Vmalloc.VmallocAllocator.MeminfoItems(vmallocPages));
         items.Add(("Percpu", v.PercpuPages * KbPerPage));
         return items;
+    }
+
+    /// <summary>HighTotal/HighFree/LowTotal/LowFree, as a kernel with CONFIG_HIGHMEM prints them (between Mlocked and SwapTotal).</summary>
+    private static void AddHighLow(List<(string, long)> items, in MeminfoValues v)
+    {
+        if (v.HighPages is not { } high) return;
+        items.Add(("HighTotal", high.Total * KbPerPage));
+        items.Add(("HighFree", high.Free * KbPerPage));
+        items.Add(("LowTotal", (v.TotalPages - high.Total) * KbPerPage));
+        items.Add(("LowFree", (v.FreePages - high.Free) * KbPerPage));
     }
 
 }

@@ -55,4 +55,19 @@ public sealed unsafe class HighmemSystemTests : IDisposable
         Assert.Contains("vmalloc : 0xffffc90000000000", layout);
         Assert.Contains("lowmem  : 0xffff888000000000 - 0xffff888002000000   (  32 MB)", layout);
     }
+
+    [Fact]
+    public void MeminfoSplitsLowAndHighMemory()
+    {
+        var items = _sys.MeminfoItems().ToDictionary(i => i.Name, i => i.Kb);
+        Assert.Equal(32L * 1024, items["HighTotal"]);
+        Assert.Equal(items["MemTotal"] - items["HighTotal"], items["LowTotal"]);
+        Assert.Equal(items["MemFree"], items["HighFree"] + items["LowFree"]);
+        PageFrame* high = _sys.Pages.AllocPages(Allocators.PageAlloc.Gfp.HighUser, 0);
+        var after = _sys.MeminfoItems().ToDictionary(i => i.Name, i => i.Kb);
+        Assert.True(after["HighFree"] < items["HighFree"]);
+        _sys.Pages.FreePages(high, 0);
+        using var plain = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 32 * MiB } });
+        Assert.DoesNotContain(plain.MeminfoItems(), i => i.Name == "HighTotal");
+    }
 }
