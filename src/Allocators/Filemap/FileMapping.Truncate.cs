@@ -67,12 +67,7 @@ public sealed unsafe partial class FileMapping
         ulong next = firstIndex;
         while (true)
         {
-            int n;
-            lock (_treeLock)
-            {
-                n = _tree.Gang(next, ulong.MaxValue, -1, indices, found);
-                for (int i = 0; i < n; i++) Interlocked.Increment(ref found[i]->_refcount);
-            }
+            int n = FindGetPages(next, ulong.MaxValue, -1, indices, found);
             if (n == 0) break;
             next = indices[n - 1] + 1;
             int gone = 0;
@@ -111,12 +106,7 @@ public sealed unsafe partial class FileMapping
         long freed = 0;
         while (freed < budget)
         {
-            int n;
-            lock (_treeLock)
-            {
-                n = _tree.Gang(next, ulong.MaxValue, -1, indices, found);
-                for (int i = 0; i < n; i++) Interlocked.Increment(ref found[i]->_refcount);
-            }
+            int n = FindGetPages(next, ulong.MaxValue, -1, indices, found);
             if (n == 0) break;
             next = indices[n - 1] + 1;
             int gone = 0;

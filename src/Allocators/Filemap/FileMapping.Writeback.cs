@@ -120,12 +120,7 @@ public sealed unsafe partial class FileMapping
         IOException? failure = null;
         while (next < end)
         {
-            int n;
-            lock (_treeLock)
-            {
-                n = _tree.Gang(next, end, PageTree.TagDirty, indices, found);
-                for (int i = 0; i < n; i++) Interlocked.Increment(ref found[i]->_refcount); // in the tree: safe
-            }
+            int n = FindGetPages(next, end, PageTree.TagDirty, indices, found);
             if (n == 0) break;
             next = indices[n - 1] + 1;
             int runCount = 0;
@@ -276,12 +271,7 @@ public sealed unsafe partial class FileMapping
         ulong next = first;
         while (next < end)
         {
-            int n;
-            lock (_treeLock)
-            {
-                n = _tree.Gang(next, end, PageTree.TagWriteback, indices, found);
-                for (int i = 0; i < n; i++) Interlocked.Increment(ref found[i]->_refcount);
-            }
+            int n = FindGetPages(next, end, PageTree.TagWriteback, indices, found);
             if (n == 0) return;
             next = indices[n - 1] + 1;
             for (int i = 0; i < n; i++)

@@ -108,6 +108,21 @@ public sealed unsafe partial class FileMapping : IDisposable
         return page;
     }
 
+    /// <summary>
+    /// find_get_pages_range(_tag): up to <paramref name="indices"/>.Length pages of [<paramref name="start"/>,
+    /// <paramref name="end"/>) in index order (only those carrying <paramref name="tag"/> when it is &gt;= 0), each with
+    /// a reference for the caller, taken under the tree lock while the cache's own keeps the count above zero.
+    /// </summary>
+    internal int FindGetPages(ulong start, ulong end, int tag, Span<ulong> indices, PageFrame** found)
+    {
+        lock (_treeLock)
+        {
+            int n = _tree.Gang(start, end, tag, indices, found);
+            for (int i = 0; i < n; i++) Interlocked.Increment(ref found[i]->_refcount);
+            return n;
+        }
+    }
+
     /// <summary>Drops a reference taken by a lookup of this mapping; the last one frees the page.</summary>
     internal void PutPage(PageFrame* page) => _pages.PutPage(page);
 

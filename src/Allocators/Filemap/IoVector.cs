@@ -49,8 +49,22 @@ internal sealed unsafe class IoVector : IReadOnlyList<Memory<byte>>, IReadOnlyLi
     /// <summary>Reads the segments from <paramref name="offset"/>; returns the bytes read (short at end of file).</summary>
     /// <exception cref="IOException">The read failed.</exception>
     public long ReadFrom(SafeFileHandle file, long offset)
+        => OperatingSystem.IsLinux() ? Transfer(file, offset, write: false) : RandomAccess.Read(file, (IReadOnlyList<Memory<byte>>)Portable(), offset);
+
+    /// <summary>Writes every segment at <paramref name="offset"/>.</summary>
+    /// <exception cref="IOException">The write failed (ENOSPC, EIO, EPERM, ...).</exception>
+    public void WriteTo(SafeFileHandle file, long offset)
     {
-        if (!OperatingSystem.IsLinux()) return RandomAccess.Read(file, (IReadOnlyList<Memory<byte>>)Portable(), offset);
+        if (OperatingSystem.IsLinux()) Transfer(file, offset, write: true);
+        else RandomAccess.Write(file, (IReadOnlyList<ReadOnlyMemory<byte>>)Portable(), offset);
+    }
+
+    /// <summary>
+    /// preadv/pwritev until every segment is done, or a read meets end of file: a short transfer goes on from where it
+    /// stopped, EINTR retries. Returns the bytes transferred.
+    /// </summary>
+    private long Transfer(SafeFileHandle file, long offset, bool write)
+    {
         long total = 0;
         int first = 0;
         bool added = false;
@@ -60,14 +74,16 @@ internal sealed unsafe class IoVector : IReadOnlyList<Memory<byte>>, IReadOnlyLi
             int fd = (int)file.DangerousGetHandle();
             while (first < _count)
             {
-                nint n = Libc.Preadv(fd, _iov + first, _count - first, offset + total);
+                nint n = write
+                    ? Libc.Pwritev(fd, _iov + first, _count - first, offset + total)
+                    : Libc.Preadv(fd, _iov + first, _count - first, offset + total);
                 if (n < 0)
                 {
                     int errno = Marshal.GetLastPInvokeError();
                     if (errno == Eintr) continue;
-                    throw Error("preadv", errno, offset + total);
+                    throw Error(write ? "pwritev" : "preadv", errno, offset + total);
                 }
-                if (n == 0) break; // end of file
+                if (n == 0 && !write) break; // end of file
                 total += n;
                 first = Advance(first, n);
             }
@@ -77,41 +93,6 @@ internal sealed unsafe class IoVector : IReadOnlyList<Memory<byte>>, IReadOnlyLi
             if (added) file.DangerousRelease();
         }
         return total;
-    }
-
-    /// <summary>Writes every segment at <paramref name="offset"/>.</summary>
-    /// <exception cref="IOException">The write failed (ENOSPC, EIO, EPERM, ...).</exception>
-    public void WriteTo(SafeFileHandle file, long offset)
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            RandomAccess.Write(file, (IReadOnlyList<ReadOnlyMemory<byte>>)Portable(), offset);
-            return;
-        }
-        long total = 0;
-        int first = 0;
-        bool added = false;
-        file.DangerousAddRef(ref added);
-        try
-        {
-            int fd = (int)file.DangerousGetHandle();
-            while (first < _count)
-            {
-                nint n = Libc.Pwritev(fd, _iov + first, _count - first, offset + total);
-                if (n < 0)
-                {
-                    int errno = Marshal.GetLastPInvokeError();
-                    if (errno == Eintr) continue;
-                    throw Error("pwritev", errno, offset + total);
-                }
-                total += n;
-                first = Advance(first, n); // a short write goes on from where it stopped
-            }
-        }
-        finally
-        {
-            if (added) file.DangerousRelease();
-        }
     }
 
     /// <summary>Drops <paramref name="bytes"/> done from the front of the list; returns the new first segment.</summary>
