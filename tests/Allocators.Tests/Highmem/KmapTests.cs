@@ -142,8 +142,10 @@ public sealed unsafe class KmapTests : IDisposable
         ulong got = 0;
         var waiter = new Thread(() => got = Kernel.Kmap(extra));
         waiter.Start();
-        Assert.False(waiter.Join(200)); // every entry is in use: it sleeps
-        Assert.Equal(1, Kernel.PkmapWaits);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (Kernel.PkmapWaits == 0 && DateTime.UtcNow < deadline) Thread.Sleep(5);
+        Assert.Equal(1, Kernel.PkmapWaits); // every entry is in use: it sleeps
+        Assert.False(waiter.Join(100));
         Kernel.Kunmap((PageFrame*)pages[17]);
         Assert.True(waiter.Join(10_000));
         Assert.NotEqual(0UL, got);
