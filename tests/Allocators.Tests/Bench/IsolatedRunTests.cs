@@ -6,10 +6,15 @@ using Allocators.Tests.Cli;
 
 namespace Allocators.Tests.Bench;
 
+/// <summary>Tests that read the process's own malloc statistics run alone: other tests' arenas come and go through glibc.</summary>
+[CollectionDefinition(nameof(SerialNativeHeap), DisableParallelization = true)]
+public sealed class SerialNativeHeap;
+
 /// <summary>
 /// bench --isolate: each measurement in a fresh child process, and the native allocators' own statistics as their
 /// footprint there.
 /// </summary>
+[Collection(nameof(SerialNativeHeap))]
 public sealed unsafe class IsolatedRunTests
 {
     private static readonly Workload LarsonWorkload = WorkloadCatalog.Find("larson")!;
