@@ -1,13 +1,15 @@
 using Allocators.Filemap;
+using Allocators.Mmu;
 using Allocators.Physical;
 using CsCheck;
 
 namespace Allocators.Tests.Filemap;
 
 /// <summary>
-/// Random sequences of write/read/truncate/fsync/drop_caches/sync on one real file, checked after every step against
-/// a plain byte array: what the cache reads back, the file's length, the dirty accounting, and at the end the bytes
-/// on disk.
+/// Random sequences of write/read/truncate/fsync/drop_caches/sync on one real file, and of loads, stores and msync
+/// through a shared mapping of it in an address space, checked after every step against a plain byte array: what the
+/// cache and the mapping read back, the file's length, the dirty accounting, a bus error for a mapped page past the
+/// end, and the bytes on disk after every fsync, sync and msync and at the end.
 /// </summary>
 public sealed class PageCacheModelTests : IDisposable
 {
@@ -18,7 +20,7 @@ public sealed class PageCacheModelTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public enum Kind { Write, Read, Truncate, Fsync, DropCaches, Sync }
+    public enum Kind { Write, Read, Truncate, Fsync, DropCaches, Sync, MapWrite, MapRead, Msync }
 
     public readonly record struct Op(Kind Kind, int Offset, int Length, int Seed)
     {
@@ -35,7 +37,8 @@ public sealed class PageCacheModelTests : IDisposable
     private static readonly Gen<Op> GenOp =
         Gen.Select(
                 Gen.Frequency((6, Gen.Const(Kind.Write)), (3, Gen.Const(Kind.Read)), (2, Gen.Const(Kind.Truncate)),
-                    (1, Gen.Const(Kind.Fsync)), (2, Gen.Const(Kind.DropCaches)), (1, Gen.Const(Kind.Sync))),
+                    (1, Gen.Const(Kind.Fsync)), (2, Gen.Const(Kind.DropCaches)), (1, Gen.Const(Kind.Sync)),
+                    (4, Gen.Const(Kind.MapWrite)), (2, Gen.Const(Kind.MapRead)), (1, Gen.Const(Kind.Msync))),
                 GenOffset, Gen.Int[1, MaxWrite], Gen.Int)
             .Select((k, offset, length, seed) => new Op(k, offset, length, seed));
 
@@ -66,12 +69,47 @@ public sealed class PageCacheModelTests : IDisposable
         string path = Path.Combine(_dir, Guid.NewGuid().ToString("N"));
         var model = new byte[MaxSize + MaxWrite];
         int length = 0;
+        const ulong MapBytes = (MaxSize + MaxWrite + 4095) / 4096 * 4096;
         using (FileMapping file = cache.Open(path))
+        using (AddressSpace mm = system.CreateAddressSpace())
         {
+            ulong map = mm.Mmap(0, MapBytes, MemoryProtection.ReadWrite, MapFlags.Shared, file, 0);
             foreach (Op op in ops)
             {
                 switch (op.Kind)
                 {
+                    case Kind.MapWrite:
+                    case Kind.MapRead:
+                    {
+                        // Inside the file: the mapping is the file. A page wholly past the end: a bus error.
+                        int n = Math.Min(op.Length, length - op.Offset);
+                        if (n <= 0)
+                        {
+                            if ((long)op.Offset >= (length + 4095L) / 4096 * 4096)
+                                Assert.Throws<BusErrorException>(() => mm.Read<byte>(map + (ulong)op.Offset));
+                            break;
+                        }
+                        if (op.Kind == Kind.MapWrite)
+                        {
+                            var data = new byte[n];
+                            new Random(op.Seed).NextBytes(data);
+                            mm.WriteBytes(map + (ulong)op.Offset, data);
+                            data.CopyTo(model, op.Offset);
+                            if (!flusher) Assert.True(cache.Statistics.DirtyPages > 0);
+                        }
+                        else
+                        {
+                            var buffer = new byte[n];
+                            mm.ReadBytes(map + (ulong)op.Offset, buffer);
+                            Assert.True(buffer.AsSpan().SequenceEqual(model.AsSpan(op.Offset, n)), $"mapped read at {op.Offset} differs");
+                        }
+                        break;
+                    }
+                    case Kind.Msync:
+                        mm.Msync(map, MapBytes, MsyncFlags.Sync);
+                        Assert.Equal(0, cache.Statistics.DirtyPages);
+                        AssertDisk(path, model, length);
+                        break;
                     case Kind.Write:
                     {
                         var data = new byte[op.Length];
@@ -119,6 +157,7 @@ public sealed class PageCacheModelTests : IDisposable
             }
             file.Fsync();
             AssertDisk(path, model, length);
+            mm.Munmap(map, MapBytes);
         }
         Assert.Equal(0, cache.Statistics.FilePages);
         Assert.Equal(0, cache.Statistics.DirtyPages);
@@ -126,7 +165,7 @@ public sealed class PageCacheModelTests : IDisposable
 
     /// <summary>
     /// drop_caches skips pages an async readahead still has locked (as the kernel's does), so it is repeated until
-    /// those reads are done; then only the dirty pages may stay.
+    /// those reads are done; then only dirty pages and pages the mapping maps may stay.
     /// </summary>
     private static void DropUntilOnlyDirtyPagesStay(PageCache cache, FileMapping file)
     {
@@ -134,8 +173,9 @@ public sealed class PageCacheModelTests : IDisposable
         while (true)
         {
             cache.DropCaches();
-            if (file.CachedPages == cache.Statistics.DirtyPages) return;
-            Assert.True(DateTime.UtcNow < deadline, $"{file.CachedPages} pages stay cached after drops, {cache.Statistics.DirtyPages} dirty");
+            long kept = cache.Statistics.DirtyPages + cache.Statistics.MappedPages;
+            if (file.CachedPages <= kept && (cache.Statistics.MappedPages > 0 || file.CachedPages == cache.Statistics.DirtyPages)) return;
+            Assert.True(DateTime.UtcNow < deadline, $"{file.CachedPages} pages stay cached after drops, {cache.Statistics.DirtyPages} dirty, {cache.Statistics.MappedPages} mapped");
             Thread.Sleep(1);
         }
     }
