@@ -27,6 +27,16 @@ public static unsafe partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "fallocate", SetLastError = true)]
     public static partial int Fallocate(int fd, int mode, long offset, long length);
 
+    /// <summary>
+    /// <c>fstat(2)</c> into <paramref name="stat"/>, a <c>struct stat</c> of at least 144 bytes (x86-64 layout:
+    /// <c>st_dev</c> at 0, <c>st_ino</c> at 8). Returns 0, or -1 with errno set.
+    /// </summary>
+    /// <param name="fd">File descriptor.</param>
+    /// <param name="stat">The buffer.</param>
+    /// <returns>0 on success, -1 on failure.</returns>
+    [LibraryImport(LibraryName, EntryPoint = "fstat", SetLastError = true)]
+    public static partial int Fstat(int fd, byte* stat);
+
     /// <summary>One segment of a vectored I/O call (<c>struct iovec</c>).</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct IoVec

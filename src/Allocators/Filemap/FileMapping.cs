@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
+using System.Runtime.InteropServices;
+using Allocators.Native;
 using Microsoft.Win32.SafeHandles;
 
 namespace Allocators.Filemap;
@@ -49,7 +51,39 @@ public sealed unsafe partial class FileMapping : IDisposable
         _file = file;
         _writable = writable;
         _size = RandomAccess.GetLength(file);
+        (Device, Inode) = Identify(file, id);
     }
+
+    /// <summary>
+    /// The file's device (major:minor as maps prints it) and inode number from fstat on x86-64 Linux; elsewhere
+    /// 00:00 and the mapping's <see cref="Id"/>.
+    /// </summary>
+    private static (string Device, ulong Inode) Identify(SafeFileHandle file, int id)
+    {
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return ("00:00", (ulong)id);
+        byte* stat = stackalloc byte[256];
+        bool added = false;
+        file.DangerousAddRef(ref added);
+        try
+        {
+            if (Libc.Fstat((int)file.DangerousGetHandle(), stat) != 0) return ("00:00", (ulong)id);
+        }
+        finally
+        {
+            if (added) file.DangerousRelease();
+        }
+        ulong dev = *(ulong*)stat;
+        // glibc's gnu_dev_major/minor: the bits are split across the 64-bit value.
+        ulong major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfffUL);
+        ulong minor = (dev & 0xff) | ((dev >> 12) & ~0xffUL);
+        return ($"{major:x2}:{minor:x2}", *(ulong*)(stat + 8));
+    }
+
+    /// <summary>The file's device as /proc/pid/maps prints it (<c>major:minor</c> in hex).</summary>
+    public string Device { get; }
+
+    /// <summary>The file's inode number on its file system (st_ino).</summary>
+    public ulong Inode { get; }
 
     /// <summary>This mapping's number in its page cache (what a cached page's Private word holds; the inode number in maps).</summary>
     public int Id { get; }

@@ -69,8 +69,8 @@ public sealed unsafe partial class AddressSpace
 
     /// <summary>
     /// The areas as /proc/&lt;pid&gt;/maps prints them: <c>start-end perms offset dev inode path</c>. A file area shows
-    /// its byte offset in the file, device 00:00, the file's <see cref="FileMapping.Id"/> as its inode number (the page
-    /// cache numbers its files; there is no file system underneath) and its full path.
+    /// its byte offset in the file, the file's device and inode number (<see cref="FileMapping.Device"/>,
+    /// <see cref="FileMapping.Inode"/>) and its full path.
     /// </summary>
     public string Maps()
     {
@@ -93,8 +93,8 @@ public sealed unsafe partial class AddressSpace
         sb.Append((v.Flags & VmFlags.Exec) != 0 ? 'x' : '-');
         sb.Append((v.Flags & VmFlags.Shared) != 0 ? 's' : 'p');
         ulong offset = v.File != null ? v.PgOff << VirtualAddress.PageShift : 0;
-        string inode = v.File != null ? v.File.Id.ToString(CultureInfo.InvariantCulture) : "0";
-        sb.Append(CultureInfo.InvariantCulture, $" {offset:x8} 00:00 {inode}");
+        string inode = v.File != null ? v.File.Inode.ToString(CultureInfo.InvariantCulture) : "0";
+        sb.Append(CultureInfo.InvariantCulture, $" {offset:x8} {v.File?.Device ?? "00:00"} {inode}");
         string name = v.File?.Path ?? v.Name;
         if (name.Length > 0) sb.Append(' ', Math.Max(1, 20 - inode.Length)).Append(name);
         sb.Append('\n');

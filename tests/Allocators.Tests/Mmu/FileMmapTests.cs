@@ -326,9 +326,18 @@ public sealed unsafe class FileMmapTests : IDisposable
             ulong a = mm.Mmap(0, 3 * Page, MemoryProtection.ReadWrite, MapFlags.Shared, file, Page);
             mm.Write<byte>(a, 1);
             mm.Read<byte>(a + Page);
-            string id = file.Id.ToString(CultureInfo.InvariantCulture);
-            string expected = $"{a:x8}-{a + 3 * Page:x8} rw-s 00001000 00:00 {id}{new string(' ', 20 - id.Length)}{file.Path}\n";
+            string id = file.Inode.ToString(CultureInfo.InvariantCulture);
+            string expected = $"{a:x8}-{a + 3 * Page:x8} rw-s 00001000 {file.Device} {id}{new string(' ', 20 - id.Length)}{file.Path}\n";
             Assert.Contains(expected, mm.Maps());
+            if (OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
+            {
+                // The file system's own numbers (fstat): the same file opened again has them, another file not.
+                Assert.NotEqual("00:00", file.Device);
+                using FileMapping again = _system.PageCache.Open(file.Path, FileMode.Open, FileAccess.Read);
+                using FileMapping other = NewFile("maps-other.bin", 1, 11, out _);
+                Assert.Equal((file.Device, file.Inode), (again.Device, again.Inode));
+                Assert.NotEqual(file.Inode, other.Inode);
+            }
             string smaps = mm.Smaps();
             int at = smaps.IndexOf(expected, StringComparison.Ordinal);
             Assert.True(at >= 0, smaps);
