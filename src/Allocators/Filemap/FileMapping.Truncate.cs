@@ -84,9 +84,7 @@ public sealed unsafe partial class FileMapping
                 PageWait.Unlock(page);
                 PutPage(page);
             }
-            if (gone == 0) continue;
-            SynchronizeLookups();
-            for (int i = 0; i < gone; i++) PutPage(removed[i]);
+            ReleaseRemoved(removed, gone);
         }
         FreeTreeIfEmpty();
     }
@@ -126,14 +124,20 @@ public sealed unsafe partial class FileMapping
                 }
                 PutPage(page);
             }
-            if (gone == 0) continue;
-            SynchronizeLookups();
-            for (int i = 0; i < gone; i++) PutPage(removed[i]);
+            ReleaseRemoved(removed, gone);
             freed += gone;
         }
         Interlocked.Add(ref _cache.Stats.Dropped, freed);
         if (freed > 0) FreeTreeIfEmpty();
         return freed;
+    }
+
+    /// <summary>Drops the cache's reference to pages just deleted from the tree, once no lookup can still see them.</summary>
+    private void ReleaseRemoved(PageFrame** removed, int count)
+    {
+        if (count == 0) return;
+        SynchronizeLookups();
+        for (int i = 0; i < count; i++) PutPage(removed[i]);
     }
 
     /// <summary>An empty tree's nodes go back once no lockless walker can be inside them (the `: &gt; file` case).</summary>

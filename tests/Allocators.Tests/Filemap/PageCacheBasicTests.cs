@@ -3,24 +3,8 @@ using Allocators.Physical;
 
 namespace Allocators.Tests.Filemap;
 
-public sealed class PageCacheBasicTests : IDisposable
+public sealed class PageCacheBasicTests() : PageCacheTestBase(64L << 20)
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("allocators-pc-").FullName;
-    private readonly MemorySystem _system = new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
-
-    public void Dispose()
-    {
-        _system.Dispose();
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private static byte[] Pattern(int length, int seed)
-    {
-        var data = new byte[length];
-        new Random(seed).NextBytes(data);
-        return data;
-    }
-
     [Fact]
     public void WrittenBytesReachTheFileAfterFsyncAndReadBackAfterADrop()
     {

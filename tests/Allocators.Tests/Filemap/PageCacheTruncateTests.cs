@@ -8,21 +8,8 @@ namespace Allocators.Tests.Filemap;
 /// file grows again (cached or not), reads at or past the end return nothing, and a write past the end leaves a hole
 /// of zeros on disk.
 /// </summary>
-public sealed class PageCacheTruncateTests : IDisposable
+public sealed class PageCacheTruncateTests() : PageCacheTestBase()
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("allocators-pct-").FullName;
-    private readonly MemorySystem _system = new(new MemorySystemOptions
-    {
-        Physical = new PhysicalMemoryOptions { Size = 16L << 20 },
-        PageCache = new PageCacheOptions { DirtyWritebackInterval = TimeSpan.Zero },
-    });
-
-    public void Dispose()
-    {
-        _system.Dispose();
-        Directory.Delete(_dir, recursive: true);
-    }
-
     private static byte[] Filled(int length, byte value)
     {
         var data = new byte[length];

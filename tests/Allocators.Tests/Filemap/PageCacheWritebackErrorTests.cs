@@ -9,28 +9,8 @@ namespace Allocators.Tests.Filemap;
 /// the file system and privileges allow it, a file made immutable under an open descriptor (writes fail with EPERM
 /// until the flag is cleared, so the cause can be fixed and a later fsync succeed).
 /// </summary>
-public sealed class PageCacheWritebackErrorTests : IDisposable
+public sealed class PageCacheWritebackErrorTests() : PageCacheTestBase()
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("allocators-pce-").FullName;
-    private readonly MemorySystem _system = new(new MemorySystemOptions
-    {
-        Physical = new PhysicalMemoryOptions { Size = 16L << 20 },
-        PageCache = new PageCacheOptions { DirtyWritebackInterval = TimeSpan.Zero },
-    });
-
-    public void Dispose()
-    {
-        _system.Dispose();
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private static byte[] Pattern(int length, int seed)
-    {
-        var data = new byte[length];
-        new Random(seed).NextBytes(data);
-        return data;
-    }
-
     [Fact]
     public void EnospcFromDevFullReachesFsyncAndLeavesThePagesDirty()
     {
