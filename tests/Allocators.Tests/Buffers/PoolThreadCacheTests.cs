@@ -169,15 +169,17 @@ public class PoolThreadCacheTests
     {
         using var sys = NewSystem();
         var factory = new NativeMemoryPoolFactory(sys);
-        using var a = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = "kestrel" });
-        using var b = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = "kestrel" });
-        using var c = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = "sockets" });
-        Assert.Equal("kestrel", a.Name);
-        Assert.Equal("kestrel-2", b.Name);
-        Assert.Equal("sockets", c.Name);
+        // Names are unique in the whole process, and other tests run Kestrel beside this one: owners of its own.
+        string kestrel = "kestrel-" + Guid.NewGuid().ToString("N"), sockets = "sockets-" + Guid.NewGuid().ToString("N");
+        using var a = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = kestrel });
+        using var b = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = kestrel });
+        using var c = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = sockets });
+        Assert.Equal(kestrel, a.Name);
+        Assert.Equal(kestrel + "-2", b.Name);
+        Assert.Equal(sockets, c.Name);
         a.Dispose();
-        using var d = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = "kestrel" });
-        Assert.Equal("kestrel", d.Name);
+        using var d = (NativeMemoryPool)factory.Create(new MemoryPoolOptions { Owner = kestrel });
+        Assert.Equal(kestrel, d.Name);
     }
 
     [Theory]
