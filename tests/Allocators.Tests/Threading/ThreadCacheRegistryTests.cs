@@ -211,12 +211,14 @@ public unsafe class ThreadCacheRegistryTests
         var exited = new Thread(() => registry.GetOrCreateCurrent());
         exited.Start();
         exited.Join();
-        if (registry.Count != 2 && GC.CollectionCount(0) != collections && !lastAttempt) return false; // retired by a GC already
+        if (registry.Count != 2 && !lastAttempt) return false; // retired by the sentinel's finalizer already
         Assert.Equal(2, registry.Count);
 
         Thread.Sleep(5); // a fresh millisecond
         bool retired = registry.RetireExited();
-        if (!retired && GC.CollectionCount(0) != collections && !lastAttempt) return false;
+        // Count 1 without a retirement here: the sentinel's finalizer got there first (a background GC need not bump
+        // the gen-0 count).
+        if (!retired && (GC.CollectionCount(0) != collections || registry.Count == 1) && !lastAttempt) return false;
         Assert.True(retired);
         Assert.Equal((1, 1), (owner.Flushed, owner.Retired)); // the ended thread's only, not a GC away
         Assert.Equal(1, registry.Count);
