@@ -11,7 +11,12 @@ internal sealed class MmuFixture : IDisposable
     {
         System = new MemorySystem(new MemorySystemOptions
         {
-            Physical = new PhysicalMemoryOptions { Size = arenaBytes },
+            // ALLOCATORS_TEST_HIGHMEM=1 runs every MMU test with the upper half of the arena as high memory.
+            Physical = new PhysicalMemoryOptions
+            {
+                Size = arenaBytes,
+                LowMemoryLimit = Environment.GetEnvironmentVariable("ALLOCATORS_TEST_HIGHMEM") == "1" ? arenaBytes / 2 / (4L << 20) * (4L << 20) : null,
+            },
             PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false },
         });
         System.Pages.DrainAllPages();
