@@ -34,7 +34,7 @@ public sealed unsafe partial class FileMapping
             // truncate_pagecache: unmap, drop, unmap again for faults that raced in between (they recheck i_size
             // under the page lock, so none can map a page past the end after the second pass).
             UnmapMappingRange(firstGone);
-            TruncateInodePages(firstGone, dropDirty: true);
+            TruncateInodePages(firstGone);
             UnmapMappingRange(firstGone);
             ZeroPartialPage(length);
         }
@@ -58,12 +58,11 @@ public sealed unsafe partial class FileMapping
     /// truncate_inode_pages from page <paramref name="firstIndex"/>: every page waits for its writeback and leaves the
     /// cache under its lock; after the lookup gate drains the cache's references go. An emptied tree gives its nodes back.
     /// </summary>
-    private void TruncateInodePages(ulong firstIndex, bool dropDirty)
+    private void TruncateInodePages(ulong firstIndex)
     {
-        const int Batch = 64;
-        Span<ulong> indices = stackalloc ulong[Batch];
-        PageFrame** found = stackalloc PageFrame*[Batch];
-        PageFrame** removed = stackalloc PageFrame*[Batch];
+        Span<ulong> indices = stackalloc ulong[GangBatch];
+        PageFrame** found = stackalloc PageFrame*[GangBatch];
+        PageFrame** removed = stackalloc PageFrame*[GangBatch];
         ulong next = firstIndex;
         while (true)
         {
@@ -76,7 +75,7 @@ public sealed unsafe partial class FileMapping
                 PageFrame* page = found[i];
                 PageWait.Lock(page);
                 PageWait.WaitWhile(page, PageFlags.Writeback);
-                if (Owns(page, indices[i]) && (dropDirty || !page->Has(PageFlags.Dirty)))
+                if (Owns(page, indices[i]))
                 {
                     DeleteFromPageCache(page, indices[i]);
                     removed[gone++] = page;
@@ -96,10 +95,9 @@ public sealed unsafe partial class FileMapping
     /// </summary>
     internal long InvalidateCleanPages(long budget)
     {
-        const int Batch = 64;
-        Span<ulong> indices = stackalloc ulong[Batch];
-        PageFrame** found = stackalloc PageFrame*[Batch];
-        PageFrame** removed = stackalloc PageFrame*[Batch];
+        Span<ulong> indices = stackalloc ulong[GangBatch];
+        PageFrame** found = stackalloc PageFrame*[GangBatch];
+        PageFrame** removed = stackalloc PageFrame*[GangBatch];
         ulong next = 0;
         long freed = 0;
         while (freed < budget)

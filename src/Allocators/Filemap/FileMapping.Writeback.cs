@@ -4,8 +4,6 @@ namespace Allocators.Filemap;
 
 public sealed unsafe partial class FileMapping
 {
-    private const int WritebackBatch = 64;
-
     // errseq_t: each writeback error bumps the sequence; fsync reports an error whose sequence it has not reported.
     private readonly Lock _errorLock = new();
     private Exception? _writeError;
@@ -113,9 +111,9 @@ public sealed unsafe partial class FileMapping
     internal long WritebackRange(ulong first, ulong end, bool sync)
     {
         long written = 0;
-        Span<ulong> indices = stackalloc ulong[WritebackBatch];
-        PageFrame** found = stackalloc PageFrame*[WritebackBatch];
-        PageFrame** run = stackalloc PageFrame*[WritebackBatch];
+        Span<ulong> indices = stackalloc ulong[GangBatch];
+        PageFrame** found = stackalloc PageFrame*[GangBatch];
+        PageFrame** run = stackalloc PageFrame*[GangBatch];
         ulong next = first;
         IOException? failure = null;
         while (next < end)
@@ -266,8 +264,8 @@ public sealed unsafe partial class FileMapping
     /// <summary>filemap_fdatawait_range: sleeps until no page of [first, end) is under writeback.</summary>
     private void WaitOnWriteback(ulong first, ulong end)
     {
-        Span<ulong> indices = stackalloc ulong[WritebackBatch];
-        PageFrame** found = stackalloc PageFrame*[WritebackBatch];
+        Span<ulong> indices = stackalloc ulong[GangBatch];
+        PageFrame** found = stackalloc PageFrame*[GangBatch];
         ulong next = first;
         while (next < end)
         {

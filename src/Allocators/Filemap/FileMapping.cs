@@ -142,6 +142,9 @@ public sealed unsafe partial class FileMapping : IDisposable
         return page;
     }
 
+    /// <summary>Pages one gang lookup returns (the kernel's folio_batch): the stack buffers of every tree walk.</summary>
+    private const int GangBatch = 64;
+
     /// <summary>
     /// find_get_pages_range(_tag): up to <paramref name="indices"/>.Length pages of [<paramref name="start"/>,
     /// <paramref name="end"/>) in index order (only those carrying <paramref name="tag"/> when it is &gt;= 0), each with
@@ -280,9 +283,8 @@ public sealed unsafe partial class FileMapping : IDisposable
         lock (_treeLock)
         {
             _tree.AssertTagsConsistent();
-            const int Batch = 64;
-            Span<ulong> indices = stackalloc ulong[Batch];
-            PageFrame** pages = stackalloc PageFrame*[Batch];
+            Span<ulong> indices = stackalloc ulong[GangBatch];
+            PageFrame** pages = stackalloc PageFrame*[GangBatch];
             long count = 0;
             ulong start = 0;
             while (true)
@@ -299,7 +301,7 @@ public sealed unsafe partial class FileMapping : IDisposable
                         throw new InvalidOperationException($"page cache {Path}: page at index {indices[i]} PG_dirty={page->Has(PageFlags.Dirty)} but its dirty tag differs.");
                 }
                 count += n;
-                if (n < Batch) break;
+                if (n < GangBatch) break;
                 start = indices[n - 1] + 1;
             }
             if (count != _nrPages)
@@ -324,7 +326,7 @@ public sealed unsafe partial class FileMapping : IDisposable
             while (Volatile.Read(ref _walkers) != 0) spin.SpinOnce(sleep1Threshold: 20);
             try { WritebackRange(0, ulong.MaxValue, sync: true); }
             catch (IOException) { /* recorded in the errseq; the pages are dropped with the file */ }
-            TruncateInodePages(0, dropDirty: true);
+            TruncateInodePages(0);
             WaitForAsyncReads();
             lock (_treeLock) _tree.Dispose();
         }

@@ -43,17 +43,10 @@ public sealed unsafe partial class AddressSpace : IFileMapper
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(file);
         ObjectDisposedException.ThrowIf(file.IsDisposed, file);
-        if (length == 0) throw new ArgumentException($"mmap at 0x{address:x}: length is 0 (EINVAL).", nameof(length));
-        ulong len = VirtualAddress.PageAlignUp(length);
-        if (len < length || len > VirtualAddress.TaskSize)
-            throw new ArgumentException($"mmap at 0x{address:x}: length 0x{length:x} is too large (ENOMEM).", nameof(length));
-        bool shared = (flags & MapFlags.Shared) != 0;
-        if (shared == ((flags & MapFlags.Private) != 0))
-            throw new ArgumentException($"mmap at 0x{address:x}: exactly one of MAP_SHARED and MAP_PRIVATE is required (EINVAL).", nameof(flags));
+        ulong len = CheckMmapLength(address, length, flags, out bool shared);
         if ((flags & (MapFlags.Anonymous | MapFlags.GrowsDown | MapFlags.HugePage)) != 0)
             throw new ArgumentException($"mmap of {file.Path}: {flags & (MapFlags.Anonymous | MapFlags.GrowsDown | MapFlags.HugePage)} does not apply to a file mapping (EINVAL).", nameof(flags));
-        if ((protection & ~MemoryProtection.ReadWrite & ~MemoryProtection.Exec) != 0)
-            throw new ArgumentException($"mmap at 0x{address:x}: unknown protection bits {protection}.", nameof(protection));
+        CheckMmapProtection(address, protection);
         if (offset < 0 || (offset & (VirtualAddress.PageSize - 1)) != 0)
             throw new ArgumentException($"mmap of {file.Path}: offset {offset} is not a non-negative multiple of the page size (EINVAL).", nameof(offset));
         if (!ReferenceEquals(file.Cache.Pages, _pages))

@@ -21,17 +21,10 @@ public sealed partial class AddressSpace
     public ulong Mmap(ulong address, ulong length, MemoryProtection protection, MapFlags flags)
     {
         ThrowIfDisposed();
-        if (length == 0) throw new ArgumentException($"mmap at 0x{address:x}: length is 0 (EINVAL).", nameof(length));
-        ulong len = VirtualAddress.PageAlignUp(length);
-        if (len < length || len > VirtualAddress.TaskSize)
-            throw new ArgumentException($"mmap at 0x{address:x}: length 0x{length:x} is too large (ENOMEM).", nameof(length));
-        bool shared = (flags & MapFlags.Shared) != 0;
-        if (shared == ((flags & MapFlags.Private) != 0))
-            throw new ArgumentException($"mmap at 0x{address:x}: exactly one of MAP_SHARED and MAP_PRIVATE is required (EINVAL).", nameof(flags));
+        ulong len = CheckMmapLength(address, length, flags, out bool shared);
         if ((flags & MapFlags.Anonymous) == 0)
             throw new ArgumentException($"mmap at 0x{address:x}: only anonymous mappings are supported (MAP_ANONYMOUS).", nameof(flags));
-        if ((protection & ~MemoryProtection.ReadWrite & ~MemoryProtection.Exec) != 0)
-            throw new ArgumentException($"mmap at 0x{address:x}: unknown protection bits {protection}.", nameof(protection));
+        CheckMmapProtection(address, protection);
         bool fixedAddress = (flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0;
         if (fixedAddress) ValidateUserRange(address, len, "mmap");
 
@@ -51,6 +44,29 @@ public sealed partial class AddressSpace
             return start;
         }
         finally { ExitMmapWrite(); }
+    }
+
+    /// <summary>
+    /// The checks every mmap makes first: a length that rounds to whole pages inside user space, and exactly one of
+    /// MAP_SHARED and MAP_PRIVATE. Returns the rounded length.
+    /// </summary>
+    private static ulong CheckMmapLength(ulong address, ulong length, MapFlags flags, out bool shared)
+    {
+        if (length == 0) throw new ArgumentException($"mmap at 0x{address:x}: length is 0 (EINVAL).", nameof(length));
+        ulong len = VirtualAddress.PageAlignUp(length);
+        if (len < length || len > VirtualAddress.TaskSize)
+            throw new ArgumentException($"mmap at 0x{address:x}: length 0x{length:x} is too large (ENOMEM).", nameof(length));
+        shared = (flags & MapFlags.Shared) != 0;
+        if (shared == ((flags & MapFlags.Private) != 0))
+            throw new ArgumentException($"mmap at 0x{address:x}: exactly one of MAP_SHARED and MAP_PRIVATE is required (EINVAL).", nameof(flags));
+        return len;
+    }
+
+    /// <summary>Only PROT_READ, PROT_WRITE and PROT_EXEC bits.</summary>
+    private static void CheckMmapProtection(ulong address, MemoryProtection protection)
+    {
+        if ((protection & ~MemoryProtection.ReadWrite & ~MemoryProtection.Exec) != 0)
+            throw new ArgumentException($"mmap at 0x{address:x}: unknown protection bits {protection}.", nameof(protection));
     }
 
     /// <summary>
