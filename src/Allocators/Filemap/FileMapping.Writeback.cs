@@ -221,33 +221,12 @@ public sealed unsafe partial class FileMapping
         for (int i = 0; i < count; i++)
         {
             PageFrame* page = pages[i];
-            if (!ok) RedirtyPage(page, firstIndex + (ulong)i);
+            if (!ok) SetPageDirty(page); // the data is not lost: the next fsync tries again (redirty_page_for_writepage)
             EndWriteback(page, firstIndex + (ulong)i);
             PutPage(page);
         }
         if (ok) Interlocked.Add(ref _cache.Stats.PgPgOut, (long)count * (PageSize / 1024));
         return ok ? count : 0;
-    }
-
-    /// <summary>A page whose write failed is dirty again (the data is not lost, the next fsync tries again).</summary>
-    private void RedirtyPage(PageFrame* page, ulong index)
-    {
-        if ((PageWait.Set(page, PageFlags.Dirty) & PageFlags.Dirty) != 0) return;
-        bool tagged = false;
-        lock (_treeLock)
-        {
-            if (page->Private == (nuint)Id && _tree.Lookup(index) == page)
-            {
-                _tree.SetTag(index, PageTree.TagDirty);
-                tagged = true;
-            }
-        }
-        if (tagged)
-        {
-            Interlocked.Increment(ref _cache.Stats.NrDirty);
-            _cache.NoteDirtied(this);
-        }
-        else PageWait.Clear(page, PageFlags.Dirty);
     }
 
     /// <summary>end_page_writeback: the writeback tag and bit cleared, sleepers woken.</summary>

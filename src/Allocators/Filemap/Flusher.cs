@@ -14,9 +14,6 @@ internal sealed class Flusher : IDisposable
     private readonly Thread _thread;
     private volatile bool _stop;
 
-    /// <summary>Passes the flusher ran.</summary>
-    internal long Passes;
-
     public Flusher(PageCache cache)
     {
         _cache = cache;
@@ -41,7 +38,6 @@ internal sealed class Flusher : IDisposable
     /// <summary>wb_writeback: files dirty for longer than the expiry; every dirty file while over the background threshold.</summary>
     private void WritebackOld()
     {
-        Interlocked.Increment(ref Passes);
         long expireMs = (long)_cache.Options.DirtyExpire.TotalMilliseconds;
         foreach (FileMapping file in _cache.Files)
         {

@@ -43,10 +43,6 @@ internal sealed unsafe class PageTree : IDisposable
     private nint _rootBits; // Node*, published with release stores for lockless readers
 
     private Node* Root => (Node*)_rootBits;
-    private long _nodes;
-
-    /// <summary>Native nodes in use (radix_tree_node objects).</summary>
-    public long NodeCount => _nodes;
 
     /// <summary>The page at <paramref name="index"/> or null (xa_load). Lockless.</summary>
     public PageFrame* Lookup(ulong index)
@@ -186,7 +182,6 @@ internal sealed unsafe class PageTree : IDisposable
         if (root == 0) return 0;
         Debug.Assert(IsEmpty);
         Volatile.Write(ref _rootBits, 0);
-        Interlocked.Exchange(ref _nodes, 0);
         return root;
     }
 
@@ -279,7 +274,6 @@ internal sealed unsafe class PageTree : IDisposable
         node->Shift = shift;
         node->Parent = parent;
         node->Offset = offset;
-        _nodes++;
         return node;
     }
 
