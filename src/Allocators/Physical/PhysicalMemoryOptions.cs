@@ -61,11 +61,13 @@ public sealed class PhysicalMemoryOptions
             if (EffectiveMaxSize % SectionSize != 0)
                 throw new ArgumentException($"MaxSize ({EffectiveMaxSize}) must be a multiple of SectionSize ({SectionSize}).", nameof(MaxSize));
         }
-        foreach (var (value, name) in new[] { (DmaZoneSize, nameof(DmaZoneSize)), (Dma32ZoneSize, nameof(Dma32ZoneSize)), (LowMemoryLimit, nameof(LowMemoryLimit)) })
+        foreach (var (value, name) in new[] { (DmaZoneSize, nameof(DmaZoneSize)), (Dma32ZoneSize, nameof(Dma32ZoneSize)) })
         {
-            if (value is { } v && (v < 0 || v % BlockBytes != 0 || (name == nameof(LowMemoryLimit) && v == 0)))
+            if (value is { } v && (v < 0 || v % BlockBytes != 0))
                 throw new ArgumentException($"{name} must be a non-negative multiple of 4 MiB, was {v}.", name);
         }
+        if (LowMemoryLimit is { } low && (low <= 0 || low % BlockBytes != 0))
+            throw new ArgumentException($"LowMemoryLimit must be a positive multiple of 4 MiB (the kernel needs some low memory), was {low}.", nameof(LowMemoryLimit));
         if (Backing == ArenaBacking.MemFd && !OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException("ArenaBacking.MemFd needs Linux (memfd_create).");
     }

@@ -89,4 +89,21 @@ public sealed unsafe class DirectMapTests
         sys.Pages.RemoveMemory(section);
         Assert.Throws<KernelOopsException>(() => kernel.Read<long>(va));
     }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(-4 * MiB)]
+    [InlineData(3 * MiB)]
+    public void ALowMemoryLimitThatIsNotAPositiveMultipleOf4MiBIsRefused(long limit)
+    {
+        var options = new PhysicalMemoryOptions { Size = 64 * MiB, LowMemoryLimit = limit };
+        Assert.Equal(nameof(PhysicalMemoryOptions.LowMemoryLimit), Assert.Throws<ArgumentException>(options.Validate).ParamName);
+    }
+
+    [Fact]
+    public void ALowMemoryLimitInsideTheDmaZonesIsRefused()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64 * MiB, LowMemoryLimit = 4 * MiB } }));
+        Assert.Contains("DMA", ex.Message);
+    }
 }
