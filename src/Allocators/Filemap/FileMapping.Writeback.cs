@@ -18,13 +18,13 @@ public sealed unsafe partial class FileMapping
     /// reports a writeback error that happened since the last report (errseq), even one the flusher met.
     /// </summary>
     /// <exception cref="IOException">A write-back failed; the pages it could not write stay dirty.</exception>
-    public void Fsync() => Sync(flushMetadata: true);
+    public void Fsync() => Sync();
 
     /// <summary>fdatasync(2): as <see cref="Fsync"/> (the file's length is data here, so both flush it).</summary>
     /// <exception cref="IOException">A write-back failed; the pages it could not write stay dirty.</exception>
-    public void Fdatasync() => Sync(flushMetadata: false);
+    public void Fdatasync() => Sync();
 
-    private void Sync(bool flushMetadata)
+    private void Sync()
     {
         ThrowIfDisposed();
         if (_writable)
@@ -41,7 +41,6 @@ public sealed unsafe partial class FileMapping
             }
             catch (WritebackFailedException) { }
         }
-        _ = flushMetadata;
         ReportError();
     }
 
