@@ -161,6 +161,19 @@ public sealed unsafe class MemorySystem : IDisposable
     /// <summary>True once <see cref="Vmalloc"/> has been built.</summary>
     public bool HasVmalloc => _vmalloc != null;
 
+    /// <summary>
+    /// swapon(2): adds the swap file at <paramref name="path"/> (made with <see cref="Swap.SwapDevice.Mkswap"/>) so
+    /// that reclaim can swap anonymous memory out to it; <paramref name="priority"/> -1 puts it below every device
+    /// added before.
+    /// </summary>
+    public Swap.SwapDevice Swapon(string path, int priority = -1) => Kernel.Swapon(path, priority);
+
+    /// <summary>swapoff(2): brings everything on the swap file at <paramref name="path"/> back into memory and removes it.</summary>
+    public void Swapoff(string path) => Kernel.Swapoff(path);
+
+    /// <summary>The swap devices in the layout of /proc/swaps.</summary>
+    public string ProcSwaps() => Kernel.ProcSwaps();
+
     /// <summary>Creates a process address space (mm_struct) that shares this system's kernel half.</summary>
     public AddressSpace CreateAddressSpace() => new(Kernel);
 
@@ -214,6 +227,12 @@ public sealed unsafe class MemorySystem : IDisposable
             highFree += zone.FreePages;
         }
         if (Pages.HasHighMem) values.HighPages = (highTotal, highFree);
+        Reclaim.Lru lru = Pages.Lru;
+        values.ActiveAnon = lru.Total(Reclaim.LruList.ActiveAnon);
+        values.InactiveAnon = lru.Total(Reclaim.LruList.InactiveAnon);
+        values.ActiveFile = lru.Total(Reclaim.LruList.ActiveFile);
+        values.InactiveFile = lru.Total(Reclaim.LruList.InactiveFile);
+        if (_kernel is { } k) values.Swap = k.SwapPages;
         if (_pageCache is { } pageCache)
         {
             PageCacheStatistics stats = pageCache.Statistics;
@@ -253,6 +272,7 @@ public sealed unsafe class MemorySystem : IDisposable
         }
         Add(Pages.VmStatItems());
         if (_kernel is { } kernel) Add(kernel.Statistics.Items());
+        Add(Pages.ReclaimCounters.Items());
         if (_pageCache is { } cache) Add(cache.Statistics.Items());
         return items;
     }

@@ -18,6 +18,8 @@ internal struct MeminfoValues
     public long LowWatermarkPages;         // sum of the zones' low watermarks (the page cache's share of MemAvailable)
     public MeminfoFileValues? Files;       // null when the system has no page cache
     public (long Total, long Free)? HighPages; // the HighMem zones; null without a low/high split
+    public long ActiveAnon, InactiveAnon, ActiveFile, InactiveFile; // the LRU lists
+    public (long Total, long Free, long Cached) Swap;
 }
 
 /// <summary>The page-cache inputs of a /proc/meminfo text, in pages.</summary>
@@ -55,7 +57,19 @@ internal static class MeminfoFormat
             items.Add(("Buffers", 0));
             items.Add(("Cached", files.CachedPages * KbPerPage));
         }
+        items.AddRange(
+        [
+            ("SwapCached", v.Swap.Cached * KbPerPage),
+            ("Active", (v.ActiveAnon + v.ActiveFile) * KbPerPage),
+            ("Inactive", (v.InactiveAnon + v.InactiveFile) * KbPerPage),
+            ("Active(anon)", v.ActiveAnon * KbPerPage),
+            ("Inactive(anon)", v.InactiveAnon * KbPerPage),
+            ("Active(file)", v.ActiveFile * KbPerPage),
+            ("Inactive(file)", v.InactiveFile * KbPerPage),
+        ]);
         AddHighLow(items, v);
+        items.Add(("SwapTotal", v.Swap.Total * KbPerPage));
+        items.Add(("SwapFree", v.Swap.Free * KbPerPage));
         if (v.Files is { } dirty)
         {
             items.Add(("Dirty", dirty.DirtyPages * KbPerPage));

@@ -23,10 +23,10 @@ internal static unsafe class PageWait
     private static object QueueOf(PageFrame* page) => s_queues[(int)(((ulong)page * 0x9E3779B97F4A7C15UL) >> (64 - TableBits))];
 
     /// <summary>Atomically sets <paramref name="flags"/>; returns the previous flag bits.</summary>
-    public static PageFlags Set(PageFrame* page, PageFlags flags) => (PageFlags)(uint)Interlocked.Or(ref page->FlagsAndZone, (uint)flags);
+    public static PageFlags Set(PageFrame* page, PageFlags flags) => PageFrame.SetFlags(page, flags);
 
     /// <summary>Atomically clears <paramref name="flags"/>; returns the previous flag bits.</summary>
-    public static PageFlags Clear(PageFrame* page, PageFlags flags) => (PageFlags)(uint)Interlocked.And(ref page->FlagsAndZone, ~(ulong)(uint)flags);
+    public static PageFlags Clear(PageFrame* page, PageFlags flags) => PageFrame.ClearFlags(page, flags);
 
     /// <summary>trylock_page.</summary>
     public static bool TryLock(PageFrame* page) => (Set(page, PageFlags.Locked) & PageFlags.Locked) == 0;

@@ -51,16 +51,42 @@ public sealed unsafe partial class AddressSpace
             {
                 if (AccessError(vma, error)) return BadArea(va, error, SegvCode.AccessError, fixup);
                 bool major = false;
-                if (vma.File != null)
+                try
                 {
-                    FileFault result = HandleFileFault(vma, va, error, out IOException? readError);
-                    if (result == FileFault.BusError) return BusError(vma, va, error, fixup, readError);
-                    major = result == FileFault.Major;
-                }
-                else
+                while (true)
                 {
-                    HandleMmFault(vma, va, error);
+                    try
+                    {
+                        ulong swapPte = SwapPteAt(va);
+                        if (swapPte != 0)
+                        {
+                            SwapFault result = DoSwapPage(vma, va, error, swapPte, out IOException? swapError);
+                            if (result == SwapFault.BusError) return BusError(vma, va, error, fixup, swapError);
+                            major = result == SwapFault.Major;
+                        }
+                        else if (vma.File != null)
+                        {
+                            FileFault result = HandleFileFault(vma, va, error, out IOException? readError);
+                            if (result == FileFault.BusError) return BusError(vma, va, error, fixup, readError);
+                            major = result == FileFault.Major;
+                        }
+                        else
+                        {
+                            HandleMmFault(vma, va, error);
+                        }
+                        break;
+                    }
+                    catch (NeedPageException)
+                    {
+                        // The handler needed a page under the ptl and none was free: get one where reclaim may run
+                        // (no page-table lock held), then handle the fault again with it.
+                        PageFrame* spare = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn, 0);
+                        if (spare == null) throw FaultOom(va);
+                        t_sparePage = (nint)spare;
+                    }
                 }
+                }
+                finally { DropSparePage(); }
                 if (major)
                 {
                     Interlocked.Increment(ref _majFlt);
@@ -144,6 +170,7 @@ public sealed unsafe partial class AddressSpace
         if (newStart < VirtualAddress.MmapMinAddr || vma.End - newStart > StackLimit) return false;
         VmArea? prev = vma.Prev;
         if (prev != null && prev.End + StackGuardGap > newStart) return false;
+        vma.PgOff -= (vma.Start - newStart) >> VirtualAddress.PageShift; // expand_downwards keeps the pages' linear indices
         vma.Start = newStart; // order in the tree is unchanged: the gap below was free
         Interlocked.Increment(ref _stats.StackGrowth);
         return true;
@@ -212,20 +239,54 @@ public sealed unsafe partial class AddressSpace
             Interlocked.Increment(ref _stats.ZeroPageMap);
             return;
         }
-        PageFrame* fresh = AllocAnonPage(va, zero: true);
+        PageFrame* fresh = AllocAnonPage(vma, va, zero: true);
         Volatile.Write(ref *ptep, PageTableEntry.Make(fresh->Pfn, prot | PteFlags.ReadWrite | PteFlags.Dirty).Value);
         tablePage->Data0++;
         AddRss(anon: true, 1);
     }
 
-    /// <summary>A new anonymous page for <paramref name="va"/>, mapped once (page_add_new_anon_rmap).</summary>
-    private PageFrame* AllocAnonPage(ulong va, bool zero)
+    /// <summary>
+    /// A new anonymous page for <paramref name="va"/> of <paramref name="vma"/>, mapped once: its anon_vma family and
+    /// linear index recorded for the rmap (page_add_new_anon_rmap), and on the inactive anon LRU (folio_add_lru_vma).
+    /// </summary>
+    private PageFrame* AllocAnonPage(VmArea vma, ulong va, bool zero)
     {
-        PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn | (zero ? Gfp.Zero : 0), 0);
-        if (page == null) throw FaultOom(va);
+        var page = (PageFrame*)t_sparePage;
+        if (page != null)
+        {
+            t_sparePage = 0;
+            if (zero) System.Runtime.InteropServices.NativeMemory.Clear(_pages.AddressOf(page), VirtualAddress.PageSize);
+        }
+        else
+        {
+            // Under the ptl: no direct reclaim here (its rmap walks would need this very lock), only kswapd's help.
+            page = _pages.AllocPages(AnonUnderPtlGfp | (zero ? Gfp.Zero : 0), 0);
+            if (page == null) throw NeedPageException.Instance;
+        }
         page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
         page->_mapcount = 1;
+        page->Private = (nuint)AnonFamily.Id;
+        page->Data0 = vma.PageIndex(va);
+        _pages.Lru.Add(page, _pages.NodeOf(page));
         return page;
+    }
+
+    private const Gfp AnonUnderPtlGfp = (Gfp.HighUserMovable & ~Gfp.DirectReclaim) | Gfp.NoWarn;
+
+    /// <summary>A page the fault handler allocated outside the ptl for the next <see cref="AllocAnonPage"/> on this thread.</summary>
+    [ThreadStatic] private static nint t_sparePage;
+
+    private void DropSparePage()
+    {
+        if (t_sparePage == 0) return;
+        _pages.FreePages((PageFrame*)t_sparePage, 0);
+        t_sparePage = 0;
+    }
+
+    /// <summary>Thrown (one shared instance, no allocation) when a page is needed under the ptl and only reclaim could give one.</summary>
+    private sealed class NeedPageException : Exception
+    {
+        public static readonly NeedPageException Instance = new();
     }
 
     /// <summary>
@@ -243,7 +304,7 @@ public sealed unsafe partial class AddressSpace
         PteFlags prot = VmPageProt(vma.Flags) | PteFlags.ReadWrite | PteFlags.Dirty | PteFlags.Accessed;
         if ((pte & (ulong)PteFlags.Special) != 0)
         {
-            PageFrame* fresh = AllocAnonPage(va, zero: true);
+            PageFrame* fresh = AllocAnonPage(vma, va, zero: true);
             ReplacePte(ptep, PageTableEntry.Make(fresh->Pfn, prot).Value, page4k);
             AddRss(anon: true, 1);
             return;
@@ -258,7 +319,7 @@ public sealed unsafe partial class AddressSpace
             return;
         }
         // wp_page_copy
-        PageFrame* copy = AllocAnonPage(va, zero: false);
+        PageFrame* copy = AllocAnonPage(vma, va, zero: false);
         Buffer.MemoryCopy(_pages.AddressOf(old), _pages.AddressOf(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
         ReplacePte(ptep, PageTableEntry.Make(copy->Pfn, prot).Value, page4k);
         Interlocked.Decrement(ref old->_mapcount);

@@ -257,7 +257,7 @@ public sealed unsafe partial class AddressSpace : IFileMapper
         PageFrame* tablePage = TablePage(AlignToTable(ptep));
         if (write && !vma.IsShared)
         {
-            PageFrame* copy = AllocAnonPage(va, zero: false);
+            PageFrame* copy = AllocAnonPage(vma, va, zero: false);
             Buffer.MemoryCopy(_pages.AddressOf(page), _pages.AddressOf(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
             Volatile.Write(ref *ptep, PageTableEntry.Make(copy->Pfn, prot | PteFlags.ReadWrite | PteFlags.Dirty).Value);
             tablePage->Data0++;
@@ -287,7 +287,7 @@ public sealed unsafe partial class AddressSpace : IFileMapper
     private void WpFileCopy(VmArea vma, ulong va, ulong* ptep, PageFrame* old, FileMapping file)
     {
         PteFlags prot = VmPageProt(vma.Flags) | PteFlags.ReadWrite | PteFlags.Dirty | PteFlags.Accessed;
-        PageFrame* copy = AllocAnonPage(va, zero: false);
+        PageFrame* copy = AllocAnonPage(vma, va, zero: false);
         Buffer.MemoryCopy(_pages.AddressOf(old), _pages.AddressOf(copy), VirtualAddress.PageSize, VirtualAddress.PageSize);
         ReplacePte(ptep, PageTableEntry.Make(copy->Pfn, prot).Value, VirtualAddress.PageAlignDown(va));
         Interlocked.Decrement(ref old->_mapcount);

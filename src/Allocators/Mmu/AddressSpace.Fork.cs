@@ -1,5 +1,6 @@
 using Allocators.Filemap;
 using Allocators.Physical;
+using Allocators.Swap;
 
 namespace Allocators.Mmu;
 
@@ -22,7 +23,7 @@ public sealed unsafe partial class AddressSpace
         EnterMmapWrite();
         try
         {
-            var child = new AddressSpace(_kernel, name ?? Name, Pid, createStack: false);
+            var child = new AddressSpace(_kernel, name ?? Name, Pid, createStack: false, AnonFamily);
             try
             {
                 child._startBrk = _startBrk;
@@ -67,6 +68,18 @@ public sealed unsafe partial class AddressSpace
                 {
                     ulong* slot = table + VirtualAddress.PteIndex(va);
                     ulong pte = Volatile.Read(ref *slot);
+                    if (SwapEntry.IsSwapPte(pte))
+                    {
+                        // copy_nonpresent_pte: the child's entry holds the slot too (swap_duplicate first, so a
+                        // failure leaves the child with nothing to give back).
+                        ulong* swapDst = child.AllocPteSlot(va, PteFlags.PageTable);
+                        if (swapDst == null) throw new OutOfMemoryException($"fork: no memory for the child's page tables at 0x{va:x}.");
+                        _kernel.Swap.Duplicate(SwapEntry.FromPte(pte));
+                        Volatile.Write(ref *swapDst, pte);
+                        child.TablePage(AlignToTable(swapDst))->Data0++;
+                        Interlocked.Increment(ref child._swapEnts);
+                        continue;
+                    }
                     if (!IsMapped(pte)) continue;
                     // The child's table first: running out of memory then leaves no reference or count behind that
                     // the child's teardown would not give back.

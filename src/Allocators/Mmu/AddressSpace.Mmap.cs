@@ -93,6 +93,8 @@ public sealed partial class AddressSpace
         {
             start = GetUnmappedArea(address, len, align);
         }
+        // An anonymous area's vm_pgoff is its start page: the linear index its pages keep for the rmap across mremap.
+        if (file == null && (vmFlags & VmFlags.Shared) == 0) pgoff = start >> VirtualAddress.PageShift;
         var vma = new VmArea(start, start + len, vmFlags) { File = file, PgOff = pgoff };
         if (file != null) file.LinkMapper(this);
         else if ((vmFlags & VmFlags.Shared) != 0) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
@@ -247,7 +249,7 @@ public sealed partial class AddressSpace
                 if (!RangeIsFree(oldEnd, newEnd)) return brk;
                 VmArea? heap = oldEnd > _startBrk ? _vmas.Find(oldEnd - 1) : null;
                 if (heap != null && heap.Name == "[heap]" && heap.End == oldEnd) heap.End = newEnd;
-                else _vmas.Insert(new VmArea(oldEnd, newEnd, VmFlags.Read | VmFlags.Write) { Name = "[heap]" });
+                else _vmas.Insert(new VmArea(oldEnd, newEnd, VmFlags.Read | VmFlags.Write) { Name = "[heap]", PgOff = oldEnd >> VirtualAddress.PageShift });
             }
             _brk = newBrk;
             return newBrk;

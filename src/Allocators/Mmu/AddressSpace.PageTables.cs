@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Allocators.Filemap;
 using Allocators.Physical;
+using Allocators.Swap;
 
 namespace Allocators.Mmu;
 
@@ -100,6 +101,12 @@ public sealed unsafe partial class AddressSpace
                     if (*slot == 0) continue;
                     ulong old = Interlocked.Exchange(ref *slot, 0);
                     tablePage->Data0--;
+                    if (SwapEntry.IsSwapPte(old))
+                    {
+                        _kernel.Swap.FreeSwapAndCache(SwapEntry.FromPte(old));
+                        Interlocked.Decrement(ref _swapEnts);
+                        continue;
+                    }
                     if (!IsMapped(old) || (old & (ulong)PteFlags.Special) != 0) continue;
                     PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(old));
                     if ((old & (ulong)PteFlags.Dirty) != 0 && IsFilePage(page)) file?.SetPageDirty(page);

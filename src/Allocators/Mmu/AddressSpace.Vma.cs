@@ -21,7 +21,7 @@ public sealed partial class AddressSpace
         && left.Name == right.Name
         && ReferenceEquals(left.Shared, right.Shared)
         && ReferenceEquals(left.File, right.File)
-        && ((left.Shared == null && left.File == null) || left.PageIndex(left.End) == right.PgOff);
+        && left.PageIndex(left.End) == right.PgOff; // anonymous areas too: their pages' linear indices must line up
 
     /// <summary>vma_merge: joins <paramref name="vma"/> with its neighbours where possible; returns the surviving area.</summary>
     private VmArea MergeVma(VmArea vma)

@@ -66,11 +66,11 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
     /// <param name="kernel">The kernel whose page tables, zero page and counters this process uses.</param>
     /// <param name="name">The process name (comm), used in reports.</param>
     public AddressSpace(KernelAddressSpace kernel, string name = "process")
-        : this(kernel, name, parentPid: 0, createStack: true)
+        : this(kernel, name, parentPid: 0, createStack: true, family: null)
     {
     }
 
-    private AddressSpace(KernelAddressSpace kernel, string name, int parentPid, bool createStack)
+    private AddressSpace(KernelAddressSpace kernel, string name, int parentPid, bool createStack, AnonVma? family)
         : base(LiveKernel(kernel).Pages, userMode: true, 0, VirtualAddress.TaskSize)
     {
         _kernel = kernel;
@@ -80,9 +80,14 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
         // pgd_alloc: the kernel half is the kernel's (clone_pgd_range of the reference entries).
         for (int i = VirtualAddress.KernelPgdIndex; i < VirtualAddress.EntriesPerTable; i++) _pgd[i] = kernel.ReferencePgdEntry(i);
         Pid = kernel.AllocatePid(this);
+        AnonFamily = kernel.JoinAnonVma(this, family);
         if (createStack)
         {
-            var stack = new VmArea(StackTop - InitialStackSize, StackTop, VmFlags.Read | VmFlags.Write | VmFlags.GrowsDown) { Name = "[stack]" };
+            var stack = new VmArea(StackTop - InitialStackSize, StackTop, VmFlags.Read | VmFlags.Write | VmFlags.GrowsDown)
+            {
+                Name = "[stack]",
+                PgOff = (StackTop - InitialStackSize) >> VirtualAddress.PageShift,
+            };
             _vmas.Insert(stack);
         }
     }
@@ -349,6 +354,7 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
                 _mappersGone = true;
             }
             finally { ExitMmapWrite(); }
+            _kernel.LeaveAnonVma(AnonFamily, this);
             _kernel.ProcessExited(this);
         }
         base.Dispose(disposing);

@@ -353,6 +353,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     {
         if (disposing)
         {
+            DisposeSwap();
             UnregisterDirectMap();
             FreeFixmap();
             // Processes nobody disposed lose their memory with the system: their calls throw from here on.

@@ -10,6 +10,7 @@ public sealed unsafe partial class PageAllocator
     private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode | Gfp.NoFail; // NoFail: its checks live on the slow path
     private long _allocFailures;
     private long _allocFailuresInjected;
+    private const int MaxReclaimRetries = 16; // MAX_RECLAIM_RETRIES
 
     /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
     /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
@@ -172,6 +173,7 @@ public sealed unsafe partial class PageAllocator
         // First attempt against the low watermark, as the fast path does.
         PageFrame* page = GetPageFromFreelist(gfp, order, AllocFlags.WmarkLow, node, highest, thisNode, cpuNode);
         if (page != null) return page;
+        WakeKswapd(gfp, order, node);
 
         AllocFlags flags = GfpToAllocFlags(gfp);
         // Hot-added sections join the Normal zone (AddMemory), so growing only helps requests that may use it.
@@ -180,6 +182,7 @@ public sealed unsafe partial class PageAllocator
             || NoFailMayIgnoreWatermarks(gfp, order, highest);
         long start = noFail ? Stopwatch.GetTimestamp() : 0;
         long nextStallReport = start + _stallTicks;
+        int reclaimRetries = 0, oomKills = 0;
         while (true)
         {
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
@@ -198,6 +201,15 @@ public sealed unsafe partial class PageAllocator
 
             if (mayGrow && TryGrow(node)) continue;
 
+            // should_reclaim_retry: retry while reclaim makes progress, a bounded number of times (other threads
+            // may take what it freed).
+            if (DirectReclaim(gfp, order, node))
+            {
+                page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
+                if (page != null) return page;
+                if (++reclaimRetries <= MaxReclaimRetries) continue;
+            }
+
             // Reclaim has failed: what is left is the reserve below the watermarks, and pages taken from it are
             // marked so that their users know (pfmemalloc).
             if (mayIgnoreWatermarks)
@@ -208,6 +220,14 @@ public sealed unsafe partial class PageAllocator
                     page->FlagsAndZone |= (uint)PageFlags.PfMemAlloc;
                     return page;
                 }
+            }
+
+            // __alloc_pages_may_oom: a victim's memory is worth another round of the loop.
+            if (oomKills < MaxReclaimRetries && InvokeOomKiller(gfp, order))
+            {
+                oomKills++;
+                reclaimRetries = 0;
+                continue;
             }
 
             if (!noFail) break;

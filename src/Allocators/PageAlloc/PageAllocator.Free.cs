@@ -34,7 +34,9 @@ public sealed unsafe partial class PageAllocator
         if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order)
             ThrowBadFree(page, order, "free_pages");
         int refs = page->RefCount;
-        if (refs == 1)
+        // A page on an LRU list may gain a reference from reclaim's isolation at any moment: only the atomic
+        // decrement may decide that this reference was the last.
+        if (refs == 1 && (page->FlagsAndZone & (uint)PageFlags.Lru) == 0)
         {
             // The last reference: a compound block's tails are checked and cleared in one pass (ReleaseCompound).
             if (page->Has(PageFlags.Head)) ReleaseCompound(page, order);
@@ -44,6 +46,7 @@ public sealed unsafe partial class PageAllocator
             if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
             if (refs <= 0) ThrowBadFree(page, order, "free_pages");
             if (Interlocked.Decrement(ref page->_refcount) != 0) return;
+            if ((page->FlagsAndZone & (uint)PageFlags.Lru) != 0) _lru.DeleteOnFree(page, NodeOf(page));
         }
         page->_refcount = 0;
         FreePagesPrepared(page, order, cache);

@@ -3,6 +3,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
+using Allocators.Reclaim;
 using Allocators.Threading;
 
 namespace Allocators.PageAlloc;
@@ -120,6 +121,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         {
             if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);
         }
+        _lru = new Lru(_nodeCount);
         _zonelists = new ZonelistSet([], []);
         RebuildZonelists();
         SetupWatermarks();
@@ -240,6 +242,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         if (_disposed) return;
         Volatile.Write(ref _disposed, true);
+        DisposeVmscan();
         StopReporting();
         _pcp.Dispose();
     }
@@ -249,6 +252,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         if (!_disposed) return;
         NativeMemory.AlignedFree(_zones);
+        _lru.Dispose();
         NativeMemory.Free(_preferredZone);
         NativeMemory.Free(_pcpHigh);
         NativeMemory.Free(_pcpCapacity);

@@ -113,6 +113,12 @@ public unsafe struct PageFrame
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly bool Has(PageFlags flag) => (FlagsAndZone & (uint)flag) != 0;
 
+    /// <summary>Atomically sets <paramref name="flags"/> (set_bit): for pages whose flags several threads change. Returns the previous flags.</summary>
+    internal static PageFlags SetFlags(PageFrame* page, PageFlags flags) => (PageFlags)(uint)Interlocked.Or(ref page->FlagsAndZone, (uint)flags);
+
+    /// <summary>Atomically clears <paramref name="flags"/> (clear_bit). Returns the previous flags.</summary>
+    internal static PageFlags ClearFlags(PageFrame* page, PageFlags flags) => (PageFlags)(uint)Interlocked.And(ref page->FlagsAndZone, ~(ulong)(uint)flags);
+
     /// <summary>For a tail page, its compound head; otherwise the page itself (compound_head).</summary>
     public static PageFrame* CompoundHead(PageFrame* page)
         => page->Has(PageFlags.Tail) ? (PageFrame*)page->Private : page;
@@ -178,4 +184,6 @@ public enum PageFlags : uint
     Readahead = 1u << 23,
     /// <summary>Someone sleeps on this page's lock or writeback bit (PG_waiters): the clearer must wake them.</summary>
     Waiters = 1u << 24,
+    /// <summary>In the swap cache (PG_swapcache): <see cref="PageFrame.Data1"/> holds its swap entry.</summary>
+    SwapCache = 1u << 25,
 }

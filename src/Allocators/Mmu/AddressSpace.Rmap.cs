@@ -1,0 +1,119 @@
+using Allocators.Physical;
+using Allocators.Swap;
+
+namespace Allocators.Mmu;
+
+public sealed unsafe partial class AddressSpace
+{
+    /// <summary>The anon_vma family this address space's anonymous pages belong to (shared with its forks).</summary>
+    internal AnonVma AnonFamily { get; }
+
+    /// <summary>Swap entries in this address space's page tables (MM_SWAPENTS).</summary>
+    private long _swapEnts;
+
+    /// <summary>
+    /// The rmap walk's locks: the i_mmap lock (the area list cannot change) and the ptl, both with trylock. Reclaim
+    /// runs inside allocations, and the thread allocating may hold either lock of this or another address space (page
+    /// tables are allocated under the ptl), so it never waits for them and never re-enters its own. False when busy
+    /// or the address space is gone.
+    /// </summary>
+    private bool TryEnterRmap()
+    {
+        if (_immapLock.IsHeldByCurrentThread || !_immapLock.TryEnter()) return false;
+        if (_mappersGone || _ptl.IsHeldByCurrentThread || !_ptl.TryEnter())
+        {
+            _immapLock.Exit();
+            return false;
+        }
+        return true;
+    }
+
+    private void ExitRmap()
+    {
+        _ptl.Exit();
+        _immapLock.Exit();
+    }
+
+    /// <summary>True when an anonymous page of linear index <paramref name="index"/> may sit in <paramref name="v"/>: a private area covering it.</summary>
+    private static bool CoversAnon(VmArea v, ulong index) => !v.IsShared && index >= v.PgOff && index < v.EndIndex;
+
+    /// <summary>
+    /// The PTE slot in <paramref name="v"/> that maps <paramref name="page"/> (linear index <paramref name="index"/>),
+    /// or null. Under <see cref="TryEnterRmap"/>.
+    /// </summary>
+    private ulong* AnonPteOf(VmArea v, PageFrame* page, ulong index, out ulong va)
+    {
+        va = v.Start + ((index - v.PgOff) << VirtualAddress.PageShift);
+        ulong* ptep = FindPteSlot(va);
+        if (ptep == null) return null;
+        ulong pte = Volatile.Read(ref *ptep);
+        if (!IsMapped(pte) || (pte & (ulong)PteFlags.Special) != 0 || PageTableEntry.PfnOf(pte) != page->Pfn) return null;
+        return ptep;
+    }
+
+    /// <summary>
+    /// page_referenced_one over this address space: clears the accessed bit of every entry that maps the anonymous
+    /// <paramref name="page"/> and flushes it from the TLBs, so the next access sets it again. Returns how many were set.
+    /// </summary>
+    internal int AnonReferenced(PageFrame* page, ulong index)
+    {
+        int young = 0;
+        if (!TryEnterRmap()) return 1; // busy: count it as in use rather than wait
+        try
+        {
+            for (VmArea? v = _vmas.First; v != null; v = v.Next)
+            {
+                if (!CoversAnon(v, index)) continue;
+                ulong* ptep = AnonPteOf(v, page, index, out ulong va);
+                if (ptep == null || !ClearYoung(ptep)) continue;
+                young++;
+                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: false);
+            }
+        }
+        finally { ExitRmap(); }
+        return young;
+    }
+
+    /// <summary>ptep_test_and_clear_young.</summary>
+    private static bool ClearYoung(ulong* ptep)
+    {
+        while (true)
+        {
+            ulong old = Volatile.Read(ref *ptep);
+            if ((old & (ulong)PteFlags.Accessed) == 0) return false;
+            if (Interlocked.CompareExchange(ref *ptep, old & ~(ulong)PteFlags.Accessed, old) == old) return true;
+        }
+    }
+
+    /// <summary>
+    /// try_to_unmap_one over this address space for an anonymous page in the swap cache: every entry that maps it
+    /// becomes the swap entry (one swap_map count each), its mapping's reference and mapcount go, and the TLBs are
+    /// flushed before the page is touched again. Returns whether one of the entries was dirty.
+    /// </summary>
+    internal bool AnonUnmapToSwap(PageFrame* page, ulong index, SwapDevice device, SwapEntry entry)
+    {
+        bool dirty = false;
+        ulong swapPte = entry.ToPte();
+        if (!TryEnterRmap()) return false; // busy: the page stays mapped and reclaim moves on
+        try
+        {
+            for (VmArea? v = _vmas.First; v != null; v = v.Next)
+            {
+                if (!CoversAnon(v, index)) continue;
+                ulong* ptep = AnonPteOf(v, page, index, out ulong va);
+                if (ptep == null) continue;
+                device.Duplicate(entry); // first: an overflow leaves the entry as it was
+                ulong old = Interlocked.Exchange(ref *ptep, swapPte);
+                // No thread may go on using the page through a translation it still holds.
+                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+                dirty |= (old & (ulong)PteFlags.Dirty) != 0;
+                Interlocked.Decrement(ref page->_mapcount);
+                AddRss(anon: true, -1);
+                Interlocked.Increment(ref _swapEnts);
+                _pages.PutPage(page);
+            }
+        }
+        finally { ExitRmap(); }
+        return dirty;
+    }
+}

@@ -1,0 +1,299 @@
+using Allocators.Filemap;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+using Allocators.Reclaim;
+using Allocators.Swap;
+
+namespace Allocators.Mmu;
+
+/// <summary>
+/// Anonymous memory's side of reclaim and swap for one kernel (mm/swap_state.c, the anon half of mm/vmscan.c's
+/// shrink_folio_list, mm/swapfile.c's try_to_unuse): the swap devices (<see cref="SwapTable"/>), the swap cache,
+/// swap-out of cold anonymous pages through the anon_vma rmap, swap-in for the fault handler, the swap counts that
+/// fork and unmapping change, and swapoff.
+/// </summary>
+/// <remarks>
+/// <para>Locks: the page lock (PG_locked) serialises everything done to one page: reclaim holds it (trylock) while it
+/// adds the page to the swap cache, unmaps it, writes it and removes it; swap-in holds it while it reads the page and
+/// maps it. Under it: the address spaces' rmap locks (trylock), then the swap cache's lock or a device's.</para>
+/// <para>Invariants, for every slot of every device, whenever no reclaim or fault is running:
+/// <c>swap count = #swap PTEs holding the entry</c>, and <c>SWAP_HAS_CACHE ⇔ the swap cache holds a page for it</c>;
+/// a cached page mapped by any PTE is mapped read-only (a write copies it or takes it out of the cache first), so
+/// the slot's copy of a clean cached page is current.</para>
+/// </remarks>
+internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
+{
+    private readonly KernelAddressSpace _kernel;
+    private readonly PageAllocator _pages;
+    private readonly ReclaimCounters _counters;
+    private readonly Lock _swaponLock = new();
+
+    public AnonSwap(KernelAddressSpace kernel, PageAllocator pages)
+    {
+        _kernel = kernel;
+        _pages = pages;
+        _counters = pages.ReclaimCounters;
+    }
+
+    /// <summary>The swap devices.</summary>
+    public SwapTable Table { get; } = new();
+
+    /// <summary>The swap cache.</summary>
+    public SwapCache Cache { get; } = new();
+
+    /// <summary>swapon(2): adds the swap file at <paramref name="path"/> and lets reclaim swap anonymous memory out.</summary>
+    public SwapDevice Swapon(string path, int priority)
+    {
+        lock (_swaponLock)
+        {
+            SwapDevice device = Table.Swapon(path, priority);
+            _pages.Vmscan.SetAnonOwner(this);
+            return device;
+        }
+    }
+
+    /// <summary>swapoff(2): brings every page on the device back into memory, then removes it.</summary>
+    public void Swapoff(string path)
+    {
+        lock (_swaponLock) Table.Swapoff(path, Unuse);
+    }
+
+    /// <inheritdoc/>
+    public bool CanReclaim => Table.FreePages > 0 || Cache.Pages > 0;
+
+    /// <inheritdoc/>
+    public int Referenced(PageFrame* page)
+    {
+        AnonVma? family = page->Has(PageFlags.Anon) ? _kernel.AnonVmaOf((int)page->Private) : null;
+        if (family == null) return 0;
+        int young = 0;
+        foreach (AddressSpace mm in family.Members) young += mm.AnonReferenced(page, page->Data0);
+        return young;
+    }
+
+    /// <inheritdoc/>
+    public PageReclaim ReclaimPage(PageFrame* page, Gfp gfp, ReclaimCounters counters)
+    {
+        if (!page->Has(PageFlags.Anon)) return PageReclaim.Activate; // not ours to swap (shmem stays put)
+        SwapEntry entry;
+        if (!page->Has(PageFlags.SwapCache))
+        {
+            // add_to_swap: a slot, the swap cache, and PG_dirty — the slot holds nothing yet.
+            if ((gfp & Gfp.Io) == 0)
+            {
+                Interlocked.Increment(ref counters.NoIoSkipped);
+                return PageReclaim.Keep;
+            }
+            entry = Table.GetSwapPage();
+            if (entry.IsNone) return PageReclaim.Activate;
+            if (!Cache.Add(page, entry))
+            {
+                Table.DeviceOf(entry).PutSwapCache(entry);
+                return PageReclaim.Activate;
+            }
+            PageFrame.SetFlags(page, PageFlags.Dirty);
+        }
+        else
+        {
+            entry = SwapCache.EntryOf(page);
+        }
+        SwapDevice device = Table.DeviceOf(entry);
+
+        if (Volatile.Read(ref page->_mapcount) > 0)
+        {
+            AnonVma? family = _kernel.AnonVmaOf((int)page->Private);
+            if (family != null)
+            {
+                foreach (AddressSpace mm in family.Members)
+                    if (mm.AnonUnmapToSwap(page, page->Data0, device, entry)) PageFrame.SetFlags(page, PageFlags.Dirty);
+            }
+            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
+        }
+
+        if (page->Has(PageFlags.Dirty))
+        {
+            if ((gfp & Gfp.Io) == 0)
+            {
+                Interlocked.Increment(ref counters.NoIoSkipped);
+                return PageReclaim.Keep;
+            }
+            // pageout: the page stays locked, so a fault finds it in the cache and waits instead of reading the slot.
+            PageFrame.ClearFlags(page, PageFlags.Dirty);
+            PageWait.Set(page, PageFlags.Writeback);
+            try
+            {
+                device.WritePage(entry, (byte*)_pages.AddressOf(page));
+                Interlocked.Increment(ref counters.PswpOut);
+            }
+            catch (IOException)
+            {
+                // end_swap_bio_write's error path: the data is only in memory, so the page stays, dirty.
+                PageFrame.SetFlags(page, PageFlags.Dirty);
+                Interlocked.Increment(ref counters.SwapWriteErrors);
+                return PageReclaim.Activate;
+            }
+            finally
+            {
+                PageWait.ClearAndWake(page, PageFlags.Writeback);
+            }
+        }
+
+        // __remove_mapping: only the isolation's reference and the cache's may be left.
+        if (!Cache.RemoveFrozen(page, entry, expectedRefs: 2)) return PageReclaim.Keep;
+        device.PutSwapCache(entry);
+        return PageReclaim.Freed;
+    }
+
+    /// <summary>
+    /// The swap-in half of do_swap_page: the page of <paramref name="entry"/>, locked, with a reference for the
+    /// caller — from the swap cache, or a new page read from the slot (a major fault) and added to the cache and the
+    /// LRU, set up as an anonymous page of <paramref name="family"/> at <paramref name="index"/>. Null when the
+    /// entry was freed meanwhile (another thread swapped it in): the caller looks at its PTE again.
+    /// </summary>
+    /// <exception cref="IOException">The slot could not be read; nothing changed.</exception>
+    public PageFrame* SwapIn(SwapEntry entry, AnonVma family, ulong index, out bool major)
+    {
+        major = false;
+        SwapDevice device = Table.DeviceOf(entry);
+        while (true)
+        {
+            PageFrame* page = Cache.Lookup(entry);
+            if (page != null)
+            {
+                PageWait.Lock(page);
+                if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry) return page;
+                PageWait.Unlock(page);
+                _pages.PutPage(page);
+                if (device.SwapCount(entry) == 0) return null;
+                continue;
+            }
+            if (device.SwapCount(entry) == 0) return null;
+            page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn, 0);
+            if (page == null) throw new OutOfMemoryException($"Out of memory swapping in {entry} (VM_FAULT_OOM).");
+            if (!device.SwapcachePrepare(entry))
+            {
+                // Another thread is adding it (or it went): look again once it has.
+                _pages.FreePages(page, 0);
+                Thread.Yield();
+                continue;
+            }
+            page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked | PageFlags.Locked);
+            page->Private = (nuint)family.Id;
+            page->Data0 = index;
+            if (!Cache.Add(page, entry)) throw new InvalidOperationException($"swap cache: {entry} is cached though SWAP_HAS_CACHE was clear.");
+            try
+            {
+                device.ReadPage(entry, (byte*)_pages.AddressOf(page));
+            }
+            catch (IOException)
+            {
+                Cache.Delete(page, entry);
+                device.PutSwapCache(entry);
+                PageWait.Unlock(page);
+                _pages.FreeIsolatedPage(FreezeLast(page));
+                throw;
+            }
+            PageFrame.SetFlags(page, PageFlags.Uptodate);
+            Interlocked.Increment(ref _counters.PswpIn);
+            _pages.Lru.Add(page, _pages.NodeOf(page));
+            major = true;
+            return page;
+        }
+    }
+
+    private static PageFrame* FreezeLast(PageFrame* page)
+    {
+        page->_refcount = 0;
+        return page;
+    }
+
+    /// <summary>
+    /// After the PTE that held <paramref name="entry"/> took <paramref name="page"/> (locked): drops that PTE's swap
+    /// count; when it was the last, the page leaves the swap cache and the slot is freed (the data now lives only in
+    /// the page, so it is dirty). Returns true in that case: the page is the mapper's alone.
+    /// </summary>
+    public bool SwapFreeMapped(PageFrame* page, SwapEntry entry)
+    {
+        SwapDevice device = Table.DeviceOf(entry);
+        if (device.SwapFree(entry) != 0) return false;
+        Cache.Delete(page, entry);
+        device.PutSwapCache(entry);
+        PageFrame.SetFlags(page, PageFlags.Dirty);
+        return true;
+    }
+
+    /// <summary>swap_duplicate for a PTE copied by fork.</summary>
+    public void Duplicate(SwapEntry entry) => Table.DeviceOf(entry).Duplicate(entry);
+
+    /// <summary>
+    /// free_swap_and_cache for a swap PTE being zapped: drops its count; when no PTE holds the slot any more and
+    /// its cached page is unmapped and not busy, the page leaves the cache too. Under the ptl (takes no sleeping lock).
+    /// </summary>
+    public void FreeSwapAndCache(SwapEntry entry)
+    {
+        SwapDevice device = Table.DeviceOf(entry);
+        if (device.SwapFree(entry) != 0 || !device.HasCache(entry)) return;
+        PageFrame* page = Cache.Lookup(entry);
+        if (page == null) return;
+        if (PageWait.TryLock(page))
+        {
+            if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry && !page->Has(PageFlags.Writeback)
+                && device.SwapCount(entry) == 0 && Volatile.Read(ref page->_mapcount) == 0)
+            {
+                Cache.Delete(page, entry);
+                device.PutSwapCache(entry);
+            }
+            PageWait.Unlock(page);
+        }
+        _pages.PutPage(page);
+    }
+
+    /// <summary>
+    /// try_to_unuse for swapoff: every process swaps in each of its PTEs on <paramref name="device"/>, then pages
+    /// left in the cache with no PTE leave it. False when memory ran out (the device stays).
+    /// </summary>
+    private bool Unuse(SwapDevice device)
+    {
+        try
+        {
+            foreach (AddressSpace mm in _kernel.Processes()) mm.UnuseSwap(device.Type);
+            foreach (ulong offset in Cache.Offsets(device.Type, device.MaxPages))
+            {
+                var entry = new SwapEntry(device.Type, offset);
+                PageFrame* page = Cache.Lookup(entry);
+                if (page == null) continue;
+                PageWait.Lock(page);
+                PageWait.WaitWhile(page, PageFlags.Writeback);
+                if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry && device.SwapCount(entry) == 0)
+                {
+                    Cache.Delete(page, entry);
+                    device.PutSwapCache(entry);
+                    PageFrame.SetFlags(page, PageFlags.Dirty);
+                }
+                PageWait.Unlock(page);
+                _pages.PutPage(page);
+            }
+            return device.UsedPages == 0;
+        }
+        catch (OutOfMemoryException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Checks the swap cache against the devices' maps.</summary>
+    public void CheckConsistency()
+    {
+        ulong max = 0;
+        foreach (SwapDevice d in Table.Devices) max = Math.Max(max, d.MaxPages);
+        Cache.CheckConsistency(e => Table.DeviceOf(e).HasCache(e), max);
+        foreach (SwapDevice d in Table.Devices) d.CheckConsistency();
+    }
+
+    /// <summary>Closes the devices and frees the cache's trees.</summary>
+    public void Dispose()
+    {
+        Table.Dispose();
+        Cache.Dispose();
+    }
+}

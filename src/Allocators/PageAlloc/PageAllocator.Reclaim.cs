@@ -1,0 +1,146 @@
+using Allocators.Physical;
+using Allocators.Reclaim;
+
+namespace Allocators.PageAlloc;
+
+/// <summary>
+/// What the page allocator asks of reclaim (mm/vmscan.c), the one sanctioned call upward: the layers that own
+/// reclaimable pages (the MMU's anonymous memory and swap, the page cache) register one.
+/// </summary>
+internal interface IReclaimer
+{
+    /// <summary>
+    /// try_to_free_pages: direct reclaim on the allocating thread for an allocation of <paramref name="order"/> that
+    /// failed, doing only what <paramref name="gfp"/> allows (no swap I/O without __GFP_IO, no file-system work
+    /// without __GFP_FS). Returns the pages freed.
+    /// </summary>
+    long TryToFreePages(Gfp gfp, int order, int node);
+
+    /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> fell below its low watermark.</summary>
+    void WakeKswapd(int node, int order);
+
+    /// <summary>out_of_memory: reclaim made no progress for an allocation that may not fail quietly. True when memory was freed (a process killed).</summary>
+    bool OutOfMemory(Gfp gfp, int order);
+}
+
+public sealed unsafe partial class PageAllocator
+{
+    private readonly Lru _lru;
+    private IReclaimer? _reclaimer;
+    private Vmscan? _vmscan;
+    private readonly Lock _vmscanLock = new();
+    private long _allocStallNormal;
+    private long _allocStallMovable;
+
+    /// <summary>The per-node LRU lists of the pages reclaim may take.</summary>
+    internal Lru Lru => _lru;
+
+    /// <summary>Registers the reclaimer the slow path calls (tests may put their own in place of <see cref="Vmscan"/>).</summary>
+    internal void SetReclaimer(IReclaimer? reclaimer) => Volatile.Write(ref _reclaimer, reclaimer);
+
+    /// <summary>The reclaim and swap event counters (vmstat).</summary>
+    public ReclaimCounters ReclaimCounters { get; } = new();
+
+    /// <summary>True once a layer has asked for <see cref="Vmscan"/> (its kswapd threads run from then on).</summary>
+    internal bool HasVmscan => _vmscan != null;
+
+    /// <summary>Page reclaim for this allocator, built (with its kswapd threads) when a layer first registers pages for it.</summary>
+    internal Vmscan Vmscan
+    {
+        get
+        {
+            if (_vmscan != null) return _vmscan;
+            lock (_vmscanLock)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                if (_vmscan == null)
+                {
+                    _vmscan = new Vmscan(this, ReclaimCounters);
+                    SetReclaimer(_vmscan);
+                }
+                return _vmscan;
+            }
+        }
+    }
+
+    private void DisposeVmscan()
+    {
+        lock (_vmscanLock)
+        {
+            SetReclaimer(null);
+            _vmscan?.Dispose();
+        }
+    }
+
+    /// <summary>Times an allocation entered direct reclaim (vmstat allocstall_normal plus allocstall_movable).</summary>
+    public long DirectReclaimStalls => Volatile.Read(ref _allocStallNormal) + Volatile.Read(ref _allocStallMovable);
+
+    /// <summary>The node of the zone <paramref name="page"/> belongs to (page_to_nid).</summary>
+    internal int NodeOf(PageFrame* page) => _zones[page->ZoneId].Node;
+
+    /// <summary>
+    /// pgdat_balanced: some zone of <paramref name="node"/> that may serve <paramref name="highestZone"/> has free
+    /// pages above its high watermark, so kswapd may sleep.
+    /// </summary>
+    internal bool NodeBalanced(int node, int highestZone = ZonesPerNode - 1)
+    {
+        bool any = false;
+        for (int z = 0; z <= highestZone; z++)
+        {
+            ZoneData* zone = _zones + node * ZonesPerNode + z;
+            if (zone->ManagedPages == 0) continue;
+            any = true;
+            if (Volatile.Read(ref zone->FreePages) > zone->WatermarkHigh) return true;
+        }
+        return !any;
+    }
+
+    /// <summary>Pages <paramref name="node"/> lacks to reach the high watermark of its largest zone (kswapd's target).</summary>
+    internal long NodeShortfall(int node)
+    {
+        long need = 0;
+        for (int z = 0; z < ZonesPerNode; z++)
+        {
+            ZoneData* zone = _zones + node * ZonesPerNode + z;
+            if (zone->ManagedPages == 0) continue;
+            need = Math.Max(need, zone->WatermarkHigh + 1 - Volatile.Read(ref zone->FreePages));
+        }
+        return Math.Max(need, 0);
+    }
+
+    /// <summary>An isolated page its owner removed with its references frozen at zero (folio_ref_freeze): freed (free_unref_folios).</summary>
+    internal void FreeIsolatedPage(PageFrame* page)
+    {
+        PageFrame.ClearFlags(page, PageFlags.Lru | PageFlags.Active | PageFlags.Referenced | PageFlags.SwapBacked
+            | PageFlags.Anon | PageFlags.Dirty | PageFlags.Uptodate | PageFlags.SwapCache | PageFlags.Locked);
+        page->_mapcount = 0;
+        Volatile.Write(ref page->_refcount, 1); // frozen at zero by the owner: nobody else can reach it
+        FreePages(page, 0);
+    }
+
+    /// <summary>The slow path's direct reclaim step: true when it freed something worth retrying for.</summary>
+    private bool DirectReclaim(Gfp gfp, int order, int node)
+    {
+        IReclaimer? reclaimer = Volatile.Read(ref _reclaimer);
+        if (reclaimer == null || (gfp & Gfp.DirectReclaim) == 0) return false;
+        Interlocked.Increment(ref (gfp & Gfp.Movable) != 0 ? ref _allocStallMovable : ref _allocStallNormal);
+        long freed = reclaimer.TryToFreePages(gfp, order, node);
+        if (freed > 0) DrainAllPages();
+        return freed > 0;
+    }
+
+    private void WakeKswapd(Gfp gfp, int order, int node)
+    {
+        if ((gfp & Gfp.KswapdReclaim) != 0) Volatile.Read(ref _reclaimer)?.WakeKswapd(node, order);
+    }
+
+    /// <summary>The slow path's last resort for a sleeping allocation that may not fail quietly: the OOM killer.</summary>
+    private bool InvokeOomKiller(Gfp gfp, int order)
+    {
+        IReclaimer? reclaimer = Volatile.Read(ref _reclaimer);
+        if (reclaimer == null || (gfp & (Gfp.DirectReclaim | Gfp.Fs)) != (Gfp.DirectReclaim | Gfp.Fs)) return false;
+        // __GFP_NORETRY and __GFP_RETRY_MAYFAIL fail instead; costly orders too (they are not retried implicitly).
+        if ((gfp & Gfp.NoFail) == 0 && ((gfp & (Gfp.NoRetry | Gfp.RetryMayFail)) != 0 || order > CostlyOrder)) return false;
+        return reclaimer.OutOfMemory(gfp, order);
+    }
+}

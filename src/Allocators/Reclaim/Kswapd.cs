@@ -1,0 +1,48 @@
+namespace Allocators.Reclaim;
+
+/// <summary>
+/// One node's kswapd: a background thread that sleeps until <see cref="Wake"/> (a zone fell below its low
+/// watermark), then reclaims until the node is above its high watermark (<see cref="Vmscan.BalanceNode"/>).
+/// </summary>
+internal sealed class Kswapd : IDisposable
+{
+    private readonly Vmscan _vmscan;
+    private readonly int _node;
+    private readonly AutoResetEvent _wake = new(false);
+    private readonly Thread _thread;
+    private volatile bool _stop;
+
+    public Kswapd(Vmscan vmscan, int node)
+    {
+        _vmscan = vmscan;
+        _node = node;
+        _thread = new Thread(Run) { IsBackground = true, Name = $"kswapd{node}" };
+        _thread.Start();
+    }
+
+    /// <summary>wakeup_kswapd.</summary>
+    public void Wake()
+    {
+        Interlocked.Increment(ref _vmscan.Counters.KswapdWakeups);
+        _wake.Set();
+    }
+
+    private void Run()
+    {
+        while (true)
+        {
+            _wake.WaitOne();
+            if (_stop) return;
+            _vmscan.BalanceNode(_node);
+        }
+    }
+
+    /// <summary>Stops the thread and waits for it.</summary>
+    public void Dispose()
+    {
+        _stop = true;
+        _wake.Set();
+        _thread.Join();
+        _wake.Dispose();
+    }
+}

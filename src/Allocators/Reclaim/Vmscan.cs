@@ -1,0 +1,264 @@
+using Allocators.Filemap;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Reclaim;
+
+/// <summary>
+/// Page reclaim (mm/vmscan.c): scans the per-node LRU lists from their cold ends, deactivates active pages when the
+/// inactive list runs short, and hands every cold, unreferenced inactive page to the layer that owns it
+/// (<see cref="ILruOwner"/>: swap-out for anonymous memory, write-back or dropping for file pages). Runs as direct
+/// reclaim on an allocating thread that may sleep, and in one kswapd thread per node, woken when a zone falls below
+/// its low watermark and working until the node is above its high one.
+/// </summary>
+/// <remarks>
+/// <para>Locks: none of its own beyond the LRU lock (taken only inside <see cref="Lru"/>) and the page lock, taken
+/// with trylock only, so reclaim never waits for a page another thread holds. A thread already reclaiming does not
+/// reclaim again from inside (PF_MEMALLOC).</para>
+/// <para>Invariants: every page isolated is put back, activated, or freed before the batch ends (no page leaves the
+/// LRU for good except by being freed); <c>pgsteal ≤ pgscan</c> for both kswapd and direct reclaim.</para>
+/// </remarks>
+internal sealed unsafe class Vmscan : IReclaimer, IDisposable
+{
+    /// <summary>SWAP_CLUSTER_MAX: pages isolated and reclaimed per batch.</summary>
+    public const int SwapClusterMax = 32;
+
+    /// <summary>DEF_PRIORITY: the first pass scans 1/2^12 of each list, each further pass twice as much.</summary>
+    private const int DefPriority = 12;
+
+    private readonly PageAllocator _pages;
+    private readonly Lru _lru;
+    private readonly Kswapd[] _kswapd;
+    private ILruOwner? _anon;
+    private ILruOwner? _file;
+    private Func<Gfp, int, bool>? _oom;
+    private int _active; // ShrinkNode calls in progress (RemoveAnonOwner waits for them)
+    [ThreadStatic] private static bool t_inReclaim;
+
+    public Vmscan(PageAllocator pages, ReclaimCounters counters)
+    {
+        _pages = pages;
+        _lru = pages.Lru;
+        Counters = counters;
+        _kswapd = new Kswapd[pages.NodeCount];
+        for (int n = 0; n < _kswapd.Length; n++) _kswapd[n] = new Kswapd(this, n);
+    }
+
+    /// <summary>The event counters.</summary>
+    public ReclaimCounters Counters { get; }
+
+    /// <summary>vm.swappiness: 0..200, the relative cost of reclaiming anonymous memory against file pages.</summary>
+    public int Swappiness { get; set; } = 60;
+
+    /// <summary>The anonymous-memory side (the MMU's swap).</summary>
+    public void SetAnonOwner(ILruOwner? owner) => Volatile.Write(ref _anon, owner);
+
+    /// <summary>Unregisters <paramref name="owner"/> and returns once no reclaim that may have seen it is still running.</summary>
+    public void RemoveAnonOwner(ILruOwner owner)
+    {
+        Interlocked.CompareExchange(ref _anon, null, owner);
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _active) != 0) spin.SpinOnce();
+    }
+
+    /// <summary>The file side (the page cache).</summary>
+    public void SetFileOwner(ILruOwner? owner) => Volatile.Write(ref _file, owner);
+
+    /// <summary>The OOM killer, run when reclaim makes no progress.</summary>
+    public void SetOomKiller(Func<Gfp, int, bool>? oom) => Volatile.Write(ref _oom, oom);
+
+    /// <summary>True while the calling thread is reclaiming (its own allocations must not recurse).</summary>
+    public static bool InReclaim => t_inReclaim;
+
+    /// <inheritdoc/>
+    public long TryToFreePages(Gfp gfp, int order, int node)
+    {
+        if (t_inReclaim) return 0;
+        t_inReclaim = true;
+        try
+        {
+            long target = Math.Max(SwapClusterMax, 1L << order);
+            long freed = 0;
+            for (int priority = DefPriority; priority >= 0 && freed < target; priority--)
+            {
+                for (int i = 0; i < _pages.NodeCount && freed < target; i++)
+                    freed += ShrinkNode((node + i) % _pages.NodeCount, target - freed, gfp, priority, kswapd: false);
+            }
+            return freed;
+        }
+        finally { t_inReclaim = false; }
+    }
+
+    /// <inheritdoc/>
+    public void WakeKswapd(int node, int order)
+    {
+        if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node)) return;
+        _kswapd[node].Wake();
+    }
+
+    /// <inheritdoc/>
+    public bool OutOfMemory(Gfp gfp, int order) => Volatile.Read(ref _oom)?.Invoke(gfp, order) ?? false;
+
+    /// <summary>kswapd's work for one wake-up (balance_pgdat): reclaims until the node is balanced or no pass makes progress.</summary>
+    internal void BalanceNode(int node)
+    {
+        t_inReclaim = true;
+        try
+        {
+            int priority = DefPriority;
+            while (!_pages.NodeBalanced(node) && priority >= 0)
+            {
+                long want = Math.Max(SwapClusterMax, _pages.NodeShortfall(node));
+                long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true);
+                if (freed < want) priority--; // no luck at this depth: scan harder
+            }
+        }
+        finally { t_inReclaim = false; }
+    }
+
+    /// <summary>
+    /// shrink_node: get_scan_count's split between anonymous and file pages (by swappiness, and only kinds that can
+    /// be reclaimed), then batches of shrink_list until <paramref name="nrToReclaim"/> pages are freed or the
+    /// scan budget of this priority is spent.
+    /// </summary>
+    private long ShrinkNode(int node, long nrToReclaim, Gfp gfp, int priority, bool kswapd)
+    {
+        Interlocked.Increment(ref _active);
+        try { return ShrinkNodeActive(node, nrToReclaim, gfp, priority, kswapd); }
+        finally { Interlocked.Decrement(ref _active); }
+    }
+
+    private long ShrinkNodeActive(int node, long nrToReclaim, Gfp gfp, int priority, bool kswapd)
+    {
+        ILruOwner? anon = Volatile.Read(ref _anon);
+        ILruOwner? file = Volatile.Read(ref _file);
+        bool anonOk = anon != null && anon.CanReclaim && Swappiness > 0;
+        bool fileOk = file != null && file.CanReclaim;
+        long anonSize = _lru.Count(node, LruList.InactiveAnon) + _lru.Count(node, LruList.ActiveAnon);
+        long fileSize = _lru.Count(node, LruList.InactiveFile) + _lru.Count(node, LruList.ActiveFile);
+        long anonScan = anonOk ? ScanBudget(anonSize, priority) : 0;
+        long fileScan = fileOk ? ScanBudget(fileSize, priority) : 0;
+        if (anonScan > 0 && fileScan > 0)
+        {
+            // SCAN_FRACT: swappiness is anon's weight out of 200.
+            anonScan = Math.Max(1, anonScan * Swappiness / 200);
+            fileScan = Math.Max(1, fileScan * (200 - Swappiness) / 200);
+        }
+        long freed = 0;
+        while ((anonScan > 0 || fileScan > 0) && freed < nrToReclaim)
+        {
+            if (fileScan > 0)
+            {
+                int batch = (int)Math.Min(fileScan, SwapClusterMax);
+                fileScan -= batch;
+                freed += ShrinkList(node, file!, anon: false, batch, gfp, kswapd);
+            }
+            if (anonScan > 0 && freed < nrToReclaim)
+            {
+                int batch = (int)Math.Min(anonScan, SwapClusterMax);
+                anonScan -= batch;
+                freed += ShrinkList(node, anon!, anon: true, batch, gfp, kswapd);
+            }
+        }
+        return freed;
+    }
+
+    /// <summary>The pages of a list of <paramref name="size"/> one pass at <paramref name="priority"/> scans (size &gt;&gt; priority, at least a batch).</summary>
+    private static long ScanBudget(long size, int priority) => size == 0 ? 0 : Math.Max(size >> priority, Math.Min(size, SwapClusterMax));
+
+    /// <summary>One batch of one kind: refill the inactive list from the active one when it is low, then shrink the inactive list.</summary>
+    private long ShrinkList(int node, ILruOwner owner, bool anon, int batch, Gfp gfp, bool kswapd)
+    {
+        LruList inactive = Lru.ListOf(anon, active: false);
+        LruList active = Lru.ListOf(anon, active: true);
+        if (InactiveIsLow(node, inactive, active)) ShrinkActiveList(node, owner, active, batch);
+        return ShrinkInactiveList(node, owner, inactive, batch, gfp, kswapd);
+    }
+
+    /// <summary>inactive_is_low: below 1 GiB the kernel keeps the lists even (inactive_ratio 1).</summary>
+    private bool InactiveIsLow(int node, LruList inactive, LruList active)
+        => _lru.Count(node, inactive) < _lru.Count(node, active);
+
+    /// <summary>
+    /// shrink_active_list: moves a batch from the cold end of the active list to the inactive one, clearing their
+    /// accessed bits on the way (they must be touched again to be activated again).
+    /// </summary>
+    private void ShrinkActiveList(int node, ILruOwner owner, LruList list, int batch)
+    {
+        PageFrame** pages = stackalloc PageFrame*[SwapClusterMax];
+        int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned);
+        Interlocked.Add(ref Counters.PgRefill, scanned);
+        for (int i = 0; i < n; i++)
+        {
+            PageFrame* page = pages[i];
+            owner.Referenced(page);
+            PageFrame.ClearFlags(page, PageFlags.Referenced);
+            _lru.Putback(page, node, active: false);
+            _pages.PutPage(page);
+        }
+        Interlocked.Add(ref Counters.PgDeactivate, n);
+    }
+
+    /// <summary>shrink_inactive_list: isolates a batch from the cold end and runs shrink_folio_list on each page.</summary>
+    private long ShrinkInactiveList(int node, ILruOwner owner, LruList list, int batch, Gfp gfp, bool kswapd)
+    {
+        PageFrame** pages = stackalloc PageFrame*[SwapClusterMax];
+        int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned);
+        Interlocked.Add(ref kswapd ? ref Counters.PgScanKswapd : ref Counters.PgScanDirect, scanned);
+        long freed = 0;
+        for (int i = 0; i < n; i++)
+        {
+            PageFrame* page = pages[i];
+            PageReclaim outcome = ShrinkFolio(page, owner, gfp);
+            switch (outcome)
+            {
+                case PageReclaim.Freed:
+                    _pages.FreeIsolatedPage(page);
+                    freed++;
+                    continue;
+                case PageReclaim.Activate:
+                    Interlocked.Increment(ref Counters.PgActivate);
+                    _lru.Putback(page, node, active: true);
+                    break;
+                default:
+                    _lru.Putback(page, node, active: false);
+                    break;
+            }
+            _pages.PutPage(page);
+        }
+        Interlocked.Add(ref kswapd ? ref Counters.PgStealKswapd : ref Counters.PgStealDirect, freed);
+        return freed;
+    }
+
+    /// <summary>
+    /// shrink_folio_list for one isolated page: trylock, folio_check_references (a referenced anonymous page is
+    /// activated; a file page referenced once more is kept on probation, twice activated), then the owner's work.
+    /// </summary>
+    private PageReclaim ShrinkFolio(PageFrame* page, ILruOwner owner, Gfp gfp)
+    {
+        if (!PageWait.TryLock(page)) return PageReclaim.Keep;
+        try
+        {
+            if (page->Has(PageFlags.Writeback)) return PageReclaim.Keep;
+            int referencedPtes = owner.Referenced(page);
+            bool referencedPage = (PageFrame.ClearFlags(page, PageFlags.Referenced) & PageFlags.Referenced) != 0;
+            if (referencedPtes > 0)
+            {
+                if (page->Has(PageFlags.SwapBacked) || referencedPage || referencedPtes > 1) return PageReclaim.Activate;
+                PageFrame.SetFlags(page, PageFlags.Referenced);
+                return PageReclaim.Keep;
+            }
+            return owner.ReclaimPage(page, gfp, Counters);
+        }
+        finally
+        {
+            PageWait.Unlock(page);
+        }
+    }
+
+    /// <summary>Stops the kswapd threads.</summary>
+    public void Dispose()
+    {
+        foreach (Kswapd k in _kswapd) k.Dispose();
+    }
+}
