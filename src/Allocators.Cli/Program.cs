@@ -49,6 +49,7 @@ app.Configure(config =>
         .WithDescription("Comparative workload suite (larson, xmalloc-test, cache-scratch/thrash, mstress, glibc-simple/thread, alloc-test, binary-trees) on Allocators vs glibc, NativeMemory, mimalloc, jemalloc, tcmalloc, ArrayPool, GC; writes bench-results/.")
         .WithExample("bench", "--quick")
         .WithExample("bench", "--full")
-        .WithExample("bench", "--full", "-w", "larson", "--isolate");
+        .WithExample("bench", "--full", "-w", "larson", "--isolate")
+        .WithExample("bench", "-w", "traces", "--pages", "4096");
 });
 return app.Run(args);

@@ -42,7 +42,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         public string? Threads { get; init; }
 
         [CommandOption("-w|--workload <LIST>")]
-        [Description("Workloads to run, comma separated (default all): larson, xmalloc-test, cache-scratch, cache-thrash, mstress, glibc-simple, glibc-thread, alloc-test, binary-trees.")]
+        [Description("Workloads to run, comma separated (default all): larson, xmalloc-test, cache-scratch, cache-thrash, mstress, glibc-simple, glibc-thread, alloc-test, binary-trees; or traces alone (page-replacement faults against LRU and Belady's MIN, see --pages).")]
         public string? Workload { get; init; }
 
         [CommandOption("-a|--allocator <LIST>")]
@@ -57,6 +57,10 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         [Description("Run every measurement in a fresh child process (adds a process start per run): no allocator inherits what an earlier run left in it, and the footprint column covers glibc, NativeMemory, mimalloc, jemalloc and tcmalloc too, from their own statistics.")]
         public bool Isolate { get; init; }
 
+        [CommandOption("--pages <N>")]
+        [Description("-w traces only: memory size in pages (default 4096); the traces' footprints are 1.2x and 2x this.")]
+        public int Pages { get; init; } = TraceRun.DefaultMemoryPages;
+
         [CommandOption("--no-reexec")]
         [Description("Do not restart with GLIBC_TUNABLES set when jemalloc needs it; jemalloc is then skipped.")]
         public bool NoReexec { get; init; }
@@ -64,6 +68,7 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
         public override ValidationResult Validate()
         {
             if (Quick && Full) return ValidationResult.Error("--quick and --full exclude each other.");
+            if (Pages < 8) return ValidationResult.Error("--pages must be at least 8.");
             return ValidationResult.Success();
         }
     }
@@ -72,9 +77,19 @@ internal sealed class BenchCommand : Command<BenchCommand.Settings>
     {
         // With --json the JSON document is all that goes to standard output: the progress and the tables go to standard error.
         if (settings.Json) AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        BenchScale scale = settings.Full ? BenchScale.Full : BenchScale.Quick;
+        // The trace benchmark measures page replacement, not allocators: none of the suite's machinery applies.
+        if (string.Equals(settings.Workload?.Trim(), TraceRun.WorkloadName, StringComparison.OrdinalIgnoreCase))
+        {
+            if (settings.Isolate || settings.Allocator is not null || settings.Threads is not null)
+            {
+                AnsiConsole.MarkupLine("[red]-w traces takes only --pages, --quick/--full, --out and --json.[/]");
+                return 2;
+            }
+            return TraceRun.Run(settings.Pages, scale, settings.Out, settings.Json);
+        }
         if (!settings.NoReexec && NeedsReexecForJemalloc() is { } child) return child;
 
-        BenchScale scale = settings.Full ? BenchScale.Full : BenchScale.Quick;
         var workloads = Select(settings.Workload, WorkloadCatalog.All, w => w.Name, "workload");
         var allocators = string.IsNullOrWhiteSpace(settings.Allocator)
             ? [.. AllocatorUnderTest.DefaultSet(scale)]

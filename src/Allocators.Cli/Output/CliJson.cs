@@ -2,6 +2,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
+using Allocators.Cli.Bench;
 using Allocators.Cli.Commands;
 using Allocators.Cli.Inspection;
 using Allocators.Cli.Workloads;
@@ -17,6 +18,7 @@ namespace Allocators.Cli.Output;
 [JsonSerializable(typeof(DemoReport))]
 [JsonSerializable(typeof(SelftestReport))]
 [JsonSerializable(typeof(ErrorReport))]
+[JsonSerializable(typeof(TraceJsonReport))]
 internal sealed partial class CliJsonContext : JsonSerializerContext;
 
 /// <summary>What a failed command prints with <c>--json</c>.</summary>
