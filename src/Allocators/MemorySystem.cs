@@ -150,7 +150,11 @@ public sealed unsafe class MemorySystem : IDisposable
             lock (_lazyLock)
             {
                 ObjectDisposedException.ThrowIf(IsDisposed, this);
-                return _pageCache ??= new PageCache(Pages, Options.PageCache);
+                if (_pageCache != null) return _pageCache;
+                var cache = new PageCache(Pages, Options.PageCache);
+                var vmscan = (Reclaim.Vmscan)Pages.GetOrCreateReclaimer(() => new Reclaim.Vmscan(Pages));
+                vmscan.SetFileOwner(cache.AttachToReclaim());
+                return _pageCache = cache;
             }
         }
     }
@@ -170,6 +174,12 @@ public sealed unsafe class MemorySystem : IDisposable
 
     /// <summary>swapoff(2): brings everything on the swap file at <paramref name="path"/> back into memory and removes it.</summary>
     public void Swapoff(string path) => Kernel.Swapoff(path);
+
+    /// <summary>
+    /// Proactive reclaim (cgroup v2's memory.reclaim): swaps out up to <paramref name="pages"/> cold anonymous pages
+    /// now. Returns the pages freed; 0 without a swap device.
+    /// </summary>
+    public long Reclaim(long pages) => Kernel.Reclaim(pages);
 
     /// <summary>The swap devices in the layout of /proc/swaps.</summary>
     public string ProcSwaps() => Kernel.ProcSwaps();
@@ -193,6 +203,7 @@ public sealed unsafe class MemorySystem : IDisposable
         Trimmer?.Dispose();
         lock (_lazyLock)
         {
+            if (_pageCache != null && Pages.Reclaimer is Reclaim.Vmscan vmscan) vmscan.RemoveOwner(_pageCache.LruOwner);
             _pageCache?.Dispose();
             _vmalloc?.Dispose();
             _kernel?.Dispose();
@@ -227,11 +238,11 @@ public sealed unsafe class MemorySystem : IDisposable
             highFree += zone.FreePages;
         }
         if (Pages.HasHighMem) values.HighPages = (highTotal, highFree);
-        Reclaim.Lru lru = Pages.Lru;
-        values.ActiveAnon = lru.Total(Reclaim.LruList.ActiveAnon);
-        values.InactiveAnon = lru.Total(Reclaim.LruList.InactiveAnon);
-        values.ActiveFile = lru.Total(Reclaim.LruList.ActiveFile);
-        values.InactiveFile = lru.Total(Reclaim.LruList.InactiveFile);
+        PageAlloc.Lru lru = Pages.Lru;
+        values.ActiveAnon = lru.Total(PageAlloc.LruList.ActiveAnon);
+        values.InactiveAnon = lru.Total(PageAlloc.LruList.InactiveAnon);
+        values.ActiveFile = lru.Total(PageAlloc.LruList.ActiveFile);
+        values.InactiveFile = lru.Total(PageAlloc.LruList.InactiveFile);
         if (_kernel is { } k) values.Swap = k.SwapPages;
         if (_pageCache is { } pageCache)
         {

@@ -95,6 +95,7 @@ public sealed unsafe partial class FileMapping
             int inPage = (int)(at & (PageSize - 1));
             int n = Math.Min(PageSize - inPage, target.Length - copied);
             new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, n).CopyTo(target.Slice(copied, n));
+            _pages.Lru.MarkAccessed(page, flags);
             copied += n;
         }
         _gate.Exit(token);
@@ -111,7 +112,11 @@ public sealed unsafe partial class FileMapping
         {
             ulong flags = Volatile.Read(ref page->FlagsAndZone);
             bool uptodate = (flags & (uint)PageFlags.Uptodate) != 0;
-            if (uptodate) new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+            if (uptodate)
+            {
+                new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+                _pages.Lru.MarkAccessed(page, flags);
+            }
             bool marker = (flags & (uint)PageFlags.Readahead) != 0 && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0;
             result = uptodate
                 ? marker ? CopyResult.HitMarker : CopyResult.Hit
@@ -131,6 +136,7 @@ public sealed unsafe partial class FileMapping
         try
         {
             new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+            _pages.Lru.MarkAccessed(page, Volatile.Read(ref page->FlagsAndZone));
             return page->Has(PageFlags.Readahead) && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0;
         }
         finally { PutPage(page); }

@@ -193,10 +193,17 @@ public sealed unsafe partial class FileMapping
     /// <summary>Writes a run of pages under writeback (clamped to i_size), ends their writeback and drops the caller's references.</summary>
     private long WriteRun(ulong firstIndex, PageFrame** pages, int count, ref IOException? failure)
     {
+        _sizeLock.EnterReadLock();
+        try { return WriteRunLocked(firstIndex, pages, count, ref failure); }
+        finally { _sizeLock.ExitReadLock(); }
+    }
+
+    /// <summary><see cref="WriteRun"/> with the size lock held for reading.</summary>
+    private long WriteRunLocked(ulong firstIndex, PageFrame** pages, int count, ref IOException? failure)
+    {
         bool ok = failure == null;
         if (ok)
         {
-            _sizeLock.EnterReadLock();
             try
             {
                 long size = Volatile.Read(ref _size);
@@ -215,7 +222,6 @@ public sealed unsafe partial class FileMapping
                 failure = e as IOException ?? new IOException(e.Message, e);
                 ok = false;
             }
-            finally { _sizeLock.ExitReadLock(); }
         }
         for (int i = 0; i < count; i++)
         {

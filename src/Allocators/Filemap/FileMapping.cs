@@ -225,6 +225,7 @@ public sealed unsafe partial class FileMapping : IDisposable
             _nrPages++;
         }
         Interlocked.Increment(ref _cache.Stats.NrFilePages);
+        _pages.Lru.Add(page, _pages.NodeOf(page)); // folio_add_lru: the inactive file list
         return true;
     }
 

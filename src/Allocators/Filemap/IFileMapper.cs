@@ -21,4 +21,17 @@ internal unsafe interface IFileMapper
     /// the page again. True when one of them was dirty.
     /// </summary>
     bool MkClean(FileMapping mapping, ulong index, PageFrame* page);
+
+    /// <summary>
+    /// page_referenced_one for a page of <paramref name="mapping"/> at <paramref name="index"/>: clears the accessed
+    /// bits of the entries that map it and returns how many were set. Reclaim calls it inside allocations, so it takes
+    /// its locks with trylock and counts a busy address space as one reference.
+    /// </summary>
+    int ReferencedTry(FileMapping mapping, ulong index, PageFrame* page);
+
+    /// <summary>
+    /// try_to_unmap_one for a page of <paramref name="mapping"/>: removes every entry that maps it (a dirty entry makes
+    /// the page dirty), with trylocks; leaves the entries when the address space is busy.
+    /// </summary>
+    void TryUnmap(FileMapping mapping, ulong index, PageFrame* page);
 }

@@ -36,6 +36,7 @@ public sealed unsafe class PageCache : IDisposable
         _shrinker = () => ShrinkCleanPages(pages.NrFreePages / 8 + 32);
         pages.RegisterShrinker(_shrinker);
         _flusher = new Flusher(this);
+        _lru = new PageCacheLru(this);
     }
 
     /// <summary>The tunables.</summary>
@@ -76,6 +77,22 @@ public sealed unsafe class PageCache : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Hands the cache's pages to LRU reclaim: from here on the page allocator's reclaimer takes cold file pages (and
+    /// writes dirty ones back) in LRU order, so the shrinker that dropped clean pages in file order goes. Returns the
+    /// reclaimer's view of the cache.
+    /// </summary>
+    internal ILruOwner AttachToReclaim()
+    {
+        Pages.UnregisterShrinker(_shrinker);
+        return _lru;
+    }
+
+    private readonly PageCacheLru _lru;
+
+    /// <summary>The cache as LRU reclaim sees it.</summary>
+    internal ILruOwner LruOwner => _lru;
 
     /// <summary>The open file with id <paramref name="id"/> (a cached page's mapping), or null.</summary>
     internal FileMapping? MappingOf(int id)

@@ -13,6 +13,7 @@ public sealed class PageCacheStatistics
     internal long ReadaheadPages;
     internal long DirtyThrottled;
     internal long WritebackErrors;
+    internal long ReclaimWrites;      // pages reclaim wrote back itself (pageout)
     internal long Dropped;
 
     /// <summary>Pages in the page cache (nr_file_pages; meminfo Cached).</summary>

@@ -13,6 +13,7 @@ public sealed unsafe partial class AddressSpace
     private protected override FaultOutcome HandleFault(ulong va, PageFaultErrorCode error, bool fixup)
     {
         ThrowIfDisposed();
+        ThrowIfOomKilled();
         bool user = (error & PageFaultErrorCode.User) != 0;
         if (!VirtualAddress.IsCanonical(va))
         {

@@ -1,3 +1,4 @@
+using Allocators.Filemap;
 using Allocators.Physical;
 using Allocators.Swap;
 
@@ -41,7 +42,7 @@ public sealed unsafe partial class AddressSpace
     /// The PTE slot in <paramref name="v"/> that maps <paramref name="page"/> (linear index <paramref name="index"/>),
     /// or null. Under <see cref="TryEnterRmap"/>.
     /// </summary>
-    private ulong* AnonPteOf(VmArea v, PageFrame* page, ulong index, out ulong va)
+    private ulong* PteOf(VmArea v, PageFrame* page, ulong index, out ulong va)
     {
         va = v.Start + ((index - v.PgOff) << VirtualAddress.PageShift);
         ulong* ptep = FindPteSlot(va);
@@ -64,7 +65,7 @@ public sealed unsafe partial class AddressSpace
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
                 if (!CoversAnon(v, index)) continue;
-                ulong* ptep = AnonPteOf(v, page, index, out ulong va);
+                ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null || !ClearYoung(ptep)) continue;
                 young++;
                 Flush(va, va + VirtualAddress.PageSize, waitForAccesses: false);
@@ -100,7 +101,7 @@ public sealed unsafe partial class AddressSpace
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
                 if (!CoversAnon(v, index)) continue;
-                ulong* ptep = AnonPteOf(v, page, index, out ulong va);
+                ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null) continue;
                 device.Duplicate(entry); // first: an overflow leaves the entry as it was
                 ulong old = Interlocked.Exchange(ref *ptep, swapPte);
@@ -115,5 +116,52 @@ public sealed unsafe partial class AddressSpace
         }
         finally { ExitRmap(); }
         return dirty;
+    }
+
+    /// <summary>True when page <paramref name="index"/> of <paramref name="mapping"/> may be mapped in <paramref name="v"/>.</summary>
+    private static bool CoversFile(VmArea v, FileMapping mapping, ulong index)
+        => ReferenceEquals(v.File, mapping) && index >= v.PgOff && index < v.EndIndex;
+
+    /// <inheritdoc/>
+    int IFileMapper.ReferencedTry(FileMapping mapping, ulong index, PageFrame* page)
+    {
+        int young = 0;
+        if (!TryEnterRmap()) return 1;
+        try
+        {
+            for (VmArea? v = _vmas.First; v != null; v = v.Next)
+            {
+                if (!CoversFile(v, mapping, index)) continue;
+                ulong* ptep = PteOf(v, page, index, out ulong va);
+                if (ptep == null || !ClearYoung(ptep)) continue;
+                young++;
+                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: false);
+            }
+        }
+        finally { ExitRmap(); }
+        return young;
+    }
+
+    /// <inheritdoc/>
+    void IFileMapper.TryUnmap(FileMapping mapping, ulong index, PageFrame* page)
+    {
+        if (!TryEnterRmap()) return;
+        try
+        {
+            for (VmArea? v = _vmas.First; v != null; v = v.Next)
+            {
+                if (!CoversFile(v, mapping, index)) continue;
+                ulong* ptep = PteOf(v, page, index, out ulong va);
+                if (ptep == null) continue;
+                ulong old = Interlocked.Exchange(ref *ptep, 0);
+                TablePage(AlignToTable(ptep))->Data0--;
+                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+                if ((old & (ulong)PteFlags.Dirty) != 0) mapping.SetPageDirty(page);
+                Interlocked.Decrement(ref page->_mapcount);
+                AddRssFor(page, -1, mapping);
+                _pages.PutPage(page);
+            }
+        }
+        finally { ExitRmap(); }
     }
 }

@@ -28,6 +28,9 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
     private readonly ReclaimCounters _counters;
     private readonly Lock _swaponLock = new();
 
+    /// <summary>Swap writes started by the calling thread (tests check which reclaim did I/O).</summary>
+    [ThreadStatic] internal static long t_swapWrites;
+
     public AnonSwap(KernelAddressSpace kernel, PageAllocator pages)
     {
         _kernel = kernel;
@@ -47,7 +50,9 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
         lock (_swaponLock)
         {
             SwapDevice device = Table.Swapon(path, priority);
-            _pages.Vmscan.SetAnonOwner(this);
+            var vmscan = (Vmscan)_pages.GetOrCreateReclaimer(() => new Vmscan(_pages));
+            vmscan.SetAnonOwner(this);
+            vmscan.SetOomKiller(_kernel.OutOfMemory);
             return device;
         }
     }
@@ -122,6 +127,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             PageWait.Set(page, PageFlags.Writeback);
             try
             {
+                t_swapWrites++;
                 device.WritePage(entry, (byte*)_pages.AddressOf(page));
                 Interlocked.Increment(ref counters.PswpOut);
             }

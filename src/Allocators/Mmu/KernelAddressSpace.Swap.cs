@@ -1,3 +1,5 @@
+using Allocators.PageAlloc;
+using Allocators.Reclaim;
 using Allocators.Swap;
 
 namespace Allocators.Mmu;
@@ -37,6 +39,12 @@ public sealed unsafe partial class KernelAddressSpace
     /// <exception cref="OutOfMemoryException">Memory ran out before everything was back; the device stays on.</exception>
     public void Swapoff(string path) => Swap.Swapoff(path);
 
+    /// <summary>
+    /// Proactive reclaim (memory.reclaim): swaps out up to <paramref name="pages"/> cold anonymous pages now, as if
+    /// memory had run short. Returns the pages freed; 0 without a swap device.
+    /// </summary>
+    public long Reclaim(long pages) => Pages.Reclaimer is Vmscan vmscan ? vmscan.Reclaim(pages, Gfp.Kernel) : 0;
+
     /// <summary>/proc/swaps.</summary>
     public string ProcSwaps() => _swap?.Table.ProcSwaps() ?? "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
 
@@ -50,7 +58,7 @@ public sealed unsafe partial class KernelAddressSpace
         AnonSwap? swap;
         lock (_swapLock) swap = _swap;
         if (swap == null) return;
-        if (Pages.HasVmscan) Pages.Vmscan.RemoveAnonOwner(swap);
+        if (Pages.Reclaimer is Vmscan vmscan) vmscan.RemoveOwner(swap);
         swap.Dispose();
     }
 

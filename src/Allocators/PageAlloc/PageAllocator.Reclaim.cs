@@ -1,5 +1,4 @@
 using Allocators.Physical;
-using Allocators.Reclaim;
 
 namespace Allocators.PageAlloc;
 
@@ -27,53 +26,54 @@ public sealed unsafe partial class PageAllocator
 {
     private readonly Lru _lru;
     private IReclaimer? _reclaimer;
-    private Vmscan? _vmscan;
-    private readonly Lock _vmscanLock = new();
+    private readonly Lock _reclaimerLock = new();
     private long _allocStallNormal;
     private long _allocStallMovable;
 
     /// <summary>The per-node LRU lists of the pages reclaim may take.</summary>
     internal Lru Lru => _lru;
 
-    /// <summary>Registers the reclaimer the slow path calls (tests may put their own in place of <see cref="Vmscan"/>).</summary>
+    /// <summary>Registers the reclaimer the slow path calls (tests may put their own in place of the vmscan reclaimer).</summary>
     internal void SetReclaimer(IReclaimer? reclaimer) => Volatile.Write(ref _reclaimer, reclaimer);
+
+    /// <summary>Times an allocation entered direct reclaim (vmstat allocstall_normal plus allocstall_movable).</summary>
+    public long DirectReclaimStalls => Volatile.Read(ref _allocStallNormal) + Volatile.Read(ref _allocStallMovable);
 
     /// <summary>The reclaim and swap event counters (vmstat).</summary>
     public ReclaimCounters ReclaimCounters { get; } = new();
 
-    /// <summary>True once a layer has asked for <see cref="Vmscan"/> (its kswapd threads run from then on).</summary>
-    internal bool HasVmscan => _vmscan != null;
-
-    /// <summary>Page reclaim for this allocator, built (with its kswapd threads) when a layer first registers pages for it.</summary>
-    internal Vmscan Vmscan
+    /// <summary>
+    /// The reclaimer, made by <paramref name="create"/> (and from then on called by the slow path) the first time a
+    /// layer registers reclaimable pages.
+    /// </summary>
+    internal IReclaimer GetOrCreateReclaimer(Func<IReclaimer> create)
     {
-        get
+        lock (_reclaimerLock)
         {
-            if (_vmscan != null) return _vmscan;
-            lock (_vmscanLock)
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            IReclaimer? reclaimer = Volatile.Read(ref _reclaimer);
+            if (reclaimer == null)
             {
-                ObjectDisposedException.ThrowIf(_disposed, this);
-                if (_vmscan == null)
-                {
-                    _vmscan = new Vmscan(this, ReclaimCounters);
-                    SetReclaimer(_vmscan);
-                }
-                return _vmscan;
+                reclaimer = create();
+                SetReclaimer(reclaimer);
             }
+            return reclaimer;
         }
     }
 
-    private void DisposeVmscan()
+    /// <summary>The reclaimer, if one was made.</summary>
+    internal IReclaimer? Reclaimer => Volatile.Read(ref _reclaimer);
+
+    private void DisposeReclaimer()
     {
-        lock (_vmscanLock)
+        IReclaimer? reclaimer;
+        lock (_reclaimerLock)
         {
+            reclaimer = Volatile.Read(ref _reclaimer);
             SetReclaimer(null);
-            _vmscan?.Dispose();
         }
+        (reclaimer as IDisposable)?.Dispose();
     }
-
-    /// <summary>Times an allocation entered direct reclaim (vmstat allocstall_normal plus allocstall_movable).</summary>
-    public long DirectReclaimStalls => Volatile.Read(ref _allocStallNormal) + Volatile.Read(ref _allocStallMovable);
 
     /// <summary>The node of the zone <paramref name="page"/> belongs to (page_to_nid).</summary>
     internal int NodeOf(PageFrame* page) => _zones[page->ZoneId].Node;

@@ -119,6 +119,8 @@ public sealed unsafe partial class PageAllocator
             items.Add(("pgalloc_" + ((ZoneType)t == ZoneType.HighMem ? "high" : ((ZoneType)t).KernelName().ToLowerInvariant()), sum));
         }
         items.Add(("pgfree", SumZoneEvent(ZoneEvent.PgFree)));
+        items.Add(("allocstall_normal", Volatile.Read(ref _allocStallNormal)));
+        items.Add(("allocstall_movable", Volatile.Read(ref _allocStallMovable)));
         items.Add(("pgalloc_fail", AllocFailures));
         items.Add(("pgalloc_fail_injected", InjectedFailures));
         items.Add(("numa_hit", SumZoneEvent(ZoneEvent.NumaHit)));

@@ -3,7 +3,6 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
-using Allocators.Reclaim;
 using Allocators.Threading;
 
 namespace Allocators.PageAlloc;
@@ -121,7 +120,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         {
             if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);
         }
-        _lru = new Lru(_nodeCount);
+        _lru = new Lru(_nodeCount, _zones);
         _zonelists = new ZonelistSet([], []);
         RebuildZonelists();
         SetupWatermarks();
@@ -242,7 +241,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         if (_disposed) return;
         Volatile.Write(ref _disposed, true);
-        DisposeVmscan();
+        DisposeReclaimer();
         StopReporting();
         _pcp.Dispose();
     }

@@ -35,11 +35,11 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     private int _active; // ShrinkNode calls in progress (RemoveAnonOwner waits for them)
     [ThreadStatic] private static bool t_inReclaim;
 
-    public Vmscan(PageAllocator pages, ReclaimCounters counters)
+    public Vmscan(PageAllocator pages)
     {
         _pages = pages;
         _lru = pages.Lru;
-        Counters = counters;
+        Counters = pages.ReclaimCounters;
         _kswapd = new Kswapd[pages.NodeCount];
         for (int n = 0; n < _kswapd.Length; n++) _kswapd[n] = new Kswapd(this, n);
     }
@@ -54,9 +54,10 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     public void SetAnonOwner(ILruOwner? owner) => Volatile.Write(ref _anon, owner);
 
     /// <summary>Unregisters <paramref name="owner"/> and returns once no reclaim that may have seen it is still running.</summary>
-    public void RemoveAnonOwner(ILruOwner owner)
+    public void RemoveOwner(ILruOwner owner)
     {
         Interlocked.CompareExchange(ref _anon, null, owner);
+        Interlocked.CompareExchange(ref _file, null, owner);
         var spin = new SpinWait();
         while (Volatile.Read(ref _active) != 0) spin.SpinOnce();
     }
@@ -84,6 +85,37 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
                 for (int i = 0; i < _pages.NodeCount && freed < target; i++)
                     freed += ShrinkNode((node + i) % _pages.NodeCount, target - freed, gfp, priority, kswapd: false);
             }
+            return freed;
+        }
+        finally { t_inReclaim = false; }
+    }
+
+    /// <summary>
+    /// Proactive reclaim (cgroup v2's memory.reclaim): frees up to <paramref name="pages"/> pages from the LRU lists of
+    /// every node, doing what <paramref name="gfp"/> allows. Returns the pages freed.
+    /// </summary>
+    public long Reclaim(long pages, Gfp gfp)
+    {
+        if (t_inReclaim) return 0;
+        t_inReclaim = true;
+        try
+        {
+            long freed = 0;
+            for (int priority = DefPriority; priority >= 0 && freed < pages; priority--)
+            {
+                for (int node = 0; node < _pages.NodeCount && freed < pages; node++)
+                {
+                    long got;
+                    // Stay at this depth while it pays.
+                    do
+                    {
+                        got = ShrinkNode(node, Math.Min(pages - freed, SwapClusterMax), gfp, priority, kswapd: false);
+                        freed += got;
+                    }
+                    while (got > 0 && freed < pages);
+                }
+            }
+            if (freed > 0) _pages.DrainAllPages();
             return freed;
         }
         finally { t_inReclaim = false; }

@@ -35,7 +35,8 @@ internal sealed unsafe class SwapCache : IDisposable
     {
         lock (_lock)
         {
-            PageFrame* page = _trees[entry.Type]?.Lookup(entry.Offset) ?? null;
+            PageTree? tree = _trees[entry.Type];
+            PageFrame* page = tree == null ? null : tree.Lookup(entry.Offset);
             if (page != null) Interlocked.Increment(ref page->_refcount);
             return page;
         }

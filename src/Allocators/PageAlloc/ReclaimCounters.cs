@@ -1,4 +1,4 @@
-namespace Allocators.Reclaim;
+namespace Allocators.PageAlloc;
 
 /// <summary>
 /// The reclaim and swap event counters of one memory system, as /proc/vmstat names them (mm/vmstat.c). Updated with

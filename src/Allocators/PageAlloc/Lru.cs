@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using Allocators.Physical;
 using Allocators.Threading;
 
-namespace Allocators.Reclaim;
+namespace Allocators.PageAlloc;
 
 /// <summary>The four LRU lists of a node (enum lru_list, without the unevictable one).</summary>
 public enum LruList
@@ -49,14 +49,19 @@ internal sealed unsafe class Lru : IDisposable
 
     private readonly LruVec* _vecs;
     private readonly int _nodes;
+    private readonly ZoneData* _zones;
 
-    /// <summary>Lists for <paramref name="nodes"/> nodes.</summary>
-    public Lru(int nodes)
+    /// <summary>Lists for <paramref name="nodes"/> nodes whose zones are <paramref name="zones"/>.</summary>
+    public Lru(int nodes, ZoneData* zones)
     {
         _nodes = nodes;
+        _zones = zones;
         _vecs = (LruVec*)NativeMemory.AlignedAlloc((nuint)(nodes * sizeof(LruVec)), 64);
         NativeMemory.Clear(_vecs, (nuint)(nodes * sizeof(LruVec)));
     }
+
+    /// <summary>page_to_nid.</summary>
+    private int NodeOfPage(PageFrame* page) => _zones[page->ZoneId].Node;
 
     /// <summary>The list a page of this kind and activity belongs on.</summary>
     public static LruList ListOf(bool anon, bool active) => (LruList)((anon ? 0 : 2) + (active ? 1 : 0));
@@ -161,6 +166,17 @@ internal sealed unsafe class Lru : IDisposable
         }
         NativeSpinLock.Release(&vec->Lock);
         return moved;
+    }
+
+    /// <summary>
+    /// mark_page_accessed for a page whose flags read <paramref name="flags"/>: the first touch sets PG_referenced, the
+    /// second moves an inactive page to the active list. The caller keeps the page from being freed meanwhile.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public void MarkAccessed(PageFrame* page, ulong flags)
+    {
+        if ((flags & (uint)PageFlags.Referenced) == 0) PageFrame.SetFlags(page, PageFlags.Referenced);
+        else if ((flags & (uint)(PageFlags.Active | PageFlags.Lru)) == (uint)PageFlags.Lru) Activate(page, NodeOfPage(page));
     }
 
     /// <summary>Checks the invariants in the class remarks; throws <see cref="InvalidOperationException"/>.</summary>

@@ -1,7 +1,6 @@
-using Allocators.PageAlloc;
 using Allocators.Physical;
 
-namespace Allocators.Reclaim;
+namespace Allocators.PageAlloc;
 
 /// <summary>What <see cref="ILruOwner.ReclaimPage"/> did with a page (the outcomes of shrink_folio_list).</summary>
 internal enum PageReclaim

@@ -1,0 +1,84 @@
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Filemap;
+
+public sealed unsafe partial class FileMapping
+{
+    /// <summary>
+    /// page_referenced for a page of this file: the mappings' accessed bits, read and cleared with trylocks (an
+    /// address space whose locks are busy counts as a reference: reclaim does not wait).
+    /// </summary>
+    internal int ReferencedPtes(PageFrame* page, ulong index)
+    {
+        if (Volatile.Read(ref page->_mapcount) == 0) return 0;
+        int young = 0;
+        foreach (var (mapper, _) in Volatile.Read(ref _mappers)) young += mapper.ReferencedTry(this, index, page);
+        return young;
+    }
+
+    /// <summary>
+    /// The file half of shrink_folio_list for a locked, isolated page of this file: unmapped from every address space
+    /// (their dirty bits folded into PG_dirty), written back if dirty and <paramref name="gfp"/> has __GFP_FS, then
+    /// deleted from the cache. On <see cref="PageReclaim.Freed"/> the page's count is frozen at zero.
+    /// </summary>
+    internal PageReclaim ReclaimPage(PageFrame* page, ulong index, Gfp gfp, ReclaimCounters counters)
+    {
+        if (!Owns(page, index) || page->Has(PageFlags.Writeback)) return PageReclaim.Keep;
+        if (Volatile.Read(ref page->_mapcount) > 0)
+        {
+            foreach (var (mapper, _) in Volatile.Read(ref _mappers)) mapper.TryUnmap(this, index, page);
+            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
+        }
+        if (page->Has(PageFlags.Dirty))
+        {
+            if ((gfp & Gfp.Fs) == 0)
+            {
+                Interlocked.Increment(ref counters.NoFsSkipped);
+                return PageReclaim.Keep;
+            }
+            if (!PageOut(page, index)) return PageReclaim.Activate;
+        }
+        // __remove_mapping: the cache's reference and the isolation's, nothing else.
+        if (Volatile.Read(ref page->_refcount) != 2 || page->Has(PageFlags.Dirty)) return PageReclaim.Keep;
+        DeleteFromPageCache(page, index);
+        SynchronizeLookups();
+        if (Interlocked.CompareExchange(ref page->_refcount, 0, 2) == 2) return PageReclaim.Freed;
+        PutPage(page); // a lookup that began before the delete still holds it; it will see the page gone
+        return PageReclaim.Keep;
+    }
+
+    /// <summary>
+    /// pageout: writes one locked, unmapped, dirty page (the reclaim half of writepage). The file's size lock is only
+    /// tried (a truncation holding it may be waiting for memory). False when the page stays dirty: busy, or the write
+    /// failed (recorded for the next fsync).
+    /// </summary>
+    private bool PageOut(PageFrame* page, ulong index)
+    {
+        if (!_sizeLock.TryEnterReadLock(0)) return false;
+        try
+        {
+            if ((PageWait.Clear(page, PageFlags.Dirty) & PageFlags.Dirty) == 0) return true;
+            PageWait.Set(page, PageFlags.Writeback);
+            lock (_treeLock)
+            {
+                _tree.ClearTag(index, PageTree.TagDirty);
+                _tree.SetTag(index, PageTree.TagWriteback);
+            }
+            Interlocked.Decrement(ref _cache.Stats.NrDirty);
+            Interlocked.Increment(ref _cache.Stats.NrWriteback);
+            _pages.GetPage(page); // WriteRunLocked drops one reference per page
+            IOException? failure = null;
+            PageFrame* one = page;
+            WriteRunLocked(index, &one, 1, ref failure);
+            if (failure != null)
+            {
+                RecordError(failure);
+                return false;
+            }
+            Interlocked.Increment(ref _cache.Stats.ReclaimWrites);
+            return true;
+        }
+        finally { _sizeLock.ExitReadLock(); }
+    }
+}

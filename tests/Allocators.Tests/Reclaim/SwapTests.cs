@@ -1,0 +1,269 @@
+using Allocators.Mmu;
+using Allocators.PageAlloc;
+using Allocators.Physical;
+
+namespace Allocators.Tests.Reclaim;
+
+/// <summary>Swap-out and swap-in through real reclaim and a real swap file.</summary>
+public unsafe class SwapTests
+{
+    private const MapFlags PrivateAnon = MapFlags.Private | MapFlags.Anonymous;
+    private const int PageSize = 4096;
+
+    private static ulong MapStamped(AddressSpace mm, int pages, int seed = 1)
+    {
+        ulong a = mm.Mmap(0, (ulong)pages * PageSize, MemoryProtection.ReadWrite, PrivateAnon);
+        for (int i = 0; i < pages; i++)
+        {
+            mm.Write<long>(a + (ulong)i * PageSize, SwapFixture.Stamp(i, seed));
+            mm.Write<long>(a + (ulong)i * PageSize + PageSize - 8, ~SwapFixture.Stamp(i, seed));
+        }
+        return a;
+    }
+
+    private static void AssertStamps(AddressSpace mm, ulong a, int pages, int seed = 1, IEnumerable<int>? order = null)
+    {
+        foreach (int i in order ?? Enumerable.Range(0, pages))
+        {
+            Assert.Equal(SwapFixture.Stamp(i, seed), mm.Read<long>(a + (ulong)i * PageSize));
+            Assert.Equal(~SwapFixture.Stamp(i, seed), mm.Read<long>(a + (ulong)i * PageSize + PageSize - 8));
+        }
+    }
+
+    [Fact]
+    public void AnAddressSpaceFourTimesTheArenaKeepsEveryStamp()
+    {
+        using var f = new SwapFixture(arenaBytes: 16L << 20, swapBytes: 96L << 20);
+        int pages = (int)(4 * (16L << 20) / PageSize);
+        using (var mm = f.NewProcess())
+        {
+            ulong a = MapStamped(mm, pages);
+            var random = new Random(7);
+            AssertStamps(mm, a, pages, order: Enumerable.Range(0, pages).OrderBy(_ => random.Next()));
+            AssertStamps(mm, a, pages);
+            Assert.True(f.Counters.PagesSwappedOut > 0);
+            Assert.True(f.Counters.PagesSwappedIn > 0);
+            Assert.True(mm.Statistics.MajorFaults > 0);
+            Assert.True(mm.SwapEntries > 0);
+            f.AnonSwapChecks();
+            mm.CheckConsistency();
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void ProactiveReclaimSwapsOutAndFaultsBackIn()
+    {
+        using var f = new SwapFixture();
+        using (var mm = f.NewProcess())
+        {
+            ulong a = MapStamped(mm, 256);
+            long freed = f.System.Reclaim(256);
+            Assert.True(freed >= 200, $"freed {freed}");
+            Assert.Equal(freed, mm.SwapEntries);
+            Assert.Equal(256 - freed, mm.Statistics.RssAnon);
+            Assert.Contains("SwapFree", f.System.Meminfo());
+            long major = mm.Statistics.MajorFaults;
+            AssertStamps(mm, a, 256);
+            Assert.Equal(major + freed, mm.Statistics.MajorFaults);
+            Assert.Equal(0, mm.SwapEntries);
+            f.AnonSwapChecks();
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void ASwappedPageStaysSharedAfterForkUntilOneSideWrites()
+    {
+        using var f = new SwapFixture();
+        using (var parent = f.NewProcess())
+        {
+            ulong a = MapStamped(parent, 64);
+            using (var child = parent.Fork())
+            {
+                Assert.True(f.System.Reclaim(64) >= 32);
+                Assert.True(child.SwapEntries > 0);
+                Assert.Equal(parent.SwapEntries, child.SwapEntries);
+                int swapped = Enumerable.Range(0, 64).First(i => parent.FollowPage(a + (ulong)i * PageSize) == null);
+                ulong va = a + (ulong)swapped * PageSize;
+
+                long parentMajor = parent.Statistics.MajorFaults;
+                Assert.Equal(SwapFixture.Stamp(swapped), parent.Read<long>(va));
+                Assert.Equal(parentMajor + 1, parent.Statistics.MajorFaults);
+                long childMajor = child.Statistics.MajorFaults;
+                Assert.Equal(SwapFixture.Stamp(swapped), child.Read<long>(va));
+                Assert.Equal(childMajor, child.Statistics.MajorFaults); // found in the swap cache
+                PageFrame* shared = parent.FollowPage(va);
+                Assert.True(shared == child.FollowPage(va));
+
+                child.Write<long>(va, -5);
+                Assert.Equal(-5, child.Read<long>(va));
+                Assert.Equal(SwapFixture.Stamp(swapped), parent.Read<long>(va));
+                Assert.True(parent.FollowPage(va) != child.FollowPage(va));
+                AssertStamps(parent, a, 64);
+                f.AnonSwapChecks();
+            }
+            AssertStamps(parent, a, 64);
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void AForkOfSwappedMemoryCopiesTheEntries()
+    {
+        using var f = new SwapFixture();
+        using (var parent = f.NewProcess())
+        {
+            ulong a = MapStamped(parent, 64);
+            Assert.True(f.System.Reclaim(64) >= 32);
+            long entries = parent.SwapEntries;
+            using (var child = parent.Fork())
+            {
+                Assert.Equal(entries, child.SwapEntries);
+                AssertStamps(child, a, 64);
+                parent.Munmap(a, 64 * PageSize);
+                AssertStamps(child, a, 64);
+            }
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void MunmapOfSwappedMemoryFreesTheSlots()
+    {
+        using var f = new SwapFixture();
+        using (var mm = f.NewProcess())
+        {
+            ulong a = MapStamped(mm, 128);
+            Assert.True(f.System.Reclaim(128) > 0);
+            Assert.True(f.Device!.UsedPages > 0);
+            mm.Munmap(a, 128 * PageSize);
+            Assert.Equal(0, mm.SwapEntries);
+            Assert.Equal(0, f.Device.UsedPages);
+            f.AnonSwapChecks();
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void SwapoffBringsEverythingBack()
+    {
+        using var f = new SwapFixture(arenaBytes: 32L << 20);
+        using (var mm = f.NewProcess())
+        {
+            ulong a = MapStamped(mm, 512);
+            Assert.True(f.System.Reclaim(512) > 0);
+            Assert.Contains(f.SwapPath, f.System.ProcSwaps());
+            f.System.Swapoff(f.SwapPath);
+            Assert.Equal(0, mm.SwapEntries);
+            Assert.DoesNotContain(f.SwapPath, f.System.ProcSwaps());
+            long major = mm.Statistics.MajorFaults;
+            AssertStamps(mm, a, 512);
+            Assert.Equal(major, mm.Statistics.MajorFaults);
+            f.AnonSwapChecks();
+        }
+        f.Pages.DrainAllPages();
+        Assert.Equal(f.InitialBuddy, f.Pages.BuddyInfo());
+    }
+
+    [Fact]
+    public void AFailingSwapWriteKeepsThePageDirtyAndInMemory()
+    {
+        using var f = new SwapFixture();
+        using (var mm = f.NewProcess())
+        {
+            ulong a = MapStamped(mm, 128);
+            f.Device!.FailMakeRequest.Probability = 100;
+            f.Device.FailMakeRequest.Times = -1;
+            long freed = f.System.Reclaim(128);
+            Assert.Equal(0, freed);
+            Assert.True(f.Counters.SwapWriteFailures > 0);
+            Assert.Equal(0, f.Counters.PagesSwappedOut);
+            AssertStamps(mm, a, 128);
+            f.Device.FailMakeRequest.Probability = 0;
+            Assert.True(f.System.Reclaim(128) > 0);
+            AssertStamps(mm, a, 128);
+            f.AnonSwapChecks();
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void NoIoReclaimStartsNoSwapWrite()
+    {
+        using var f = new SwapFixture(arenaBytes: 16L << 20);
+        using (var mm = f.NewProcess())
+        {
+            // Fill memory with dirty anonymous pages nothing has written to swap yet.
+            int pages = (int)(f.Pages.NrFreePages * 9 / 10);
+            MapStamped(mm, pages);
+            var taken = new List<nint>();
+            long writesBefore = AnonSwap.t_swapWrites;
+            long skippedBefore = f.Counters.SkippedForGfp.NoIo;
+            for (int i = 0; i < 4096; i++)
+            {
+                PageFrame* p = f.Pages.AllocPages(Gfp.NoIo | Gfp.NoWarn, 0);
+                if (p == null) break;
+                taken.Add((nint)p);
+            }
+            Assert.Equal(writesBefore, AnonSwap.t_swapWrites);
+            Assert.True(f.Counters.SkippedForGfp.NoIo > skippedBefore);
+
+            // The same allocations with __GFP_IO do swap out from this thread: the check above can fail.
+            for (int i = 0; i < 4096; i++)
+            {
+                PageFrame* p = f.Pages.AllocPages(Gfp.Kernel | Gfp.NoWarn, 0);
+                if (p == null) break;
+                taken.Add((nint)p);
+            }
+            Assert.True(AnonSwap.t_swapWrites > writesBefore);
+            foreach (nint p in taken) f.Pages.FreePages((PageFrame*)p, 0);
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void AtomicAllocationsNeverEnterReclaim()
+    {
+        using var f = new SwapFixture(arenaBytes: 16L << 20);
+        using (var mm = f.NewProcess())
+        {
+            MapStamped(mm, (int)(f.Pages.NrFreePages * 9 / 10));
+            long stalls = f.Pages.DirectReclaimStalls;
+            var taken = new List<nint>();
+            while (true)
+            {
+                PageFrame* p = f.Pages.AllocPages(Gfp.Atomic | Gfp.NoWarn, 0);
+                if (p == null) break;
+                taken.Add((nint)p);
+            }
+            Assert.Equal(stalls, f.Pages.DirectReclaimStalls);
+            foreach (nint p in taken) f.Pages.FreePages((PageFrame*)p, 0);
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
+    public void ViewsShowSwapAndTheLruLists()
+    {
+        using var f = new SwapFixture();
+        using (var mm = f.NewProcess())
+        {
+            MapStamped(mm, 256);
+            var meminfo = f.System.MeminfoItems().ToDictionary(i => i.Name, i => i.Kb);
+            Assert.Equal(96L << 10, meminfo["SwapTotal"] + 4); // last_page slots, less the header page
+            Assert.True(meminfo["Active(anon)"] + meminfo["Inactive(anon)"] >= 256 * 4);
+            f.System.Reclaim(128);
+            meminfo = f.System.MeminfoItems().ToDictionary(i => i.Name, i => i.Kb);
+            Assert.True(meminfo["SwapFree"] < meminfo["SwapTotal"]);
+            var vmstat = f.System.VmStatItems().ToDictionary(i => i.Name, i => i.Value);
+            Assert.True(vmstat["pswpout"] > 0);
+            Assert.True(vmstat["pgscan_direct"] >= vmstat["pgsteal_direct"]);
+            Assert.True(vmstat["pgsteal_direct"] > 0);
+            string swaps = f.System.ProcSwaps();
+            Assert.StartsWith("Filename", swaps);
+            Assert.Contains(f.SwapPath, swaps);
+        }
+        f.AssertAllBack();
+    }
+}
