@@ -25,12 +25,13 @@ public sealed class LayeringTests
         { "Slab", ["Common", "Threading", "Physical", "PageAlloc"] },
         { "Percpu", ["Common", "Threading", "Physical", "PageAlloc"] },
         { "Filemap", ["Common", "Threading", "Physical", "PageAlloc"] },
-        { "Mmu", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Filemap"] },
-        { "Vmalloc", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Filemap", "Mmu"] },
+        { "Swap", ["Common", "Threading", "Physical", "PageAlloc", "Filemap"] },
+        { "Mmu", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Filemap", "Swap"] },
+        { "Vmalloc", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Filemap", "Swap", "Mmu"] },
         { "Reclaim", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
         { "Buffers", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
         { "Managed", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
-        { "Diagnostics", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Percpu", "Filemap", "Mmu", "Vmalloc", "Reclaim", "Buffers", "Managed"] },
+        { "Diagnostics", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Percpu", "Filemap", "Swap", "Mmu", "Vmalloc", "Reclaim", "Buffers", "Managed"] },
     };
 
     /// <summary>Every namespace below the root, as the layer table lists them.</summary>
