@@ -66,6 +66,20 @@ public static unsafe partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "pwritev", SetLastError = true)]
     public static partial nint Pwritev(int fd, IoVec* iov, int count, long offset);
 
+    /// <summary><c>SEEK_DATA</c> for <see cref="Lseek"/>: the next offset at or after the given one that holds data.</summary>
+    public const int SeekData = 3;
+
+    /// <summary><c>SEEK_HOLE</c> for <see cref="Lseek"/>: the next offset at or after the given one inside a hole (end of file counts as one).</summary>
+    public const int SeekHole = 4;
+
+    /// <summary><c>lseek(2)</c>: moves the file offset, or with <see cref="SeekData"/>/<see cref="SeekHole"/> finds data and holes. Returns the new offset, or -1 with errno set.</summary>
+    /// <param name="fd">File descriptor.</param>
+    /// <param name="offset">Offset in bytes.</param>
+    /// <param name="whence">SEEK_SET (0), SEEK_CUR (1), SEEK_END (2), <see cref="SeekData"/> or <see cref="SeekHole"/>.</param>
+    /// <returns>The resulting offset, or -1 (ENXIO when no data or hole lies at or after <paramref name="offset"/>).</returns>
+    [LibraryImport(LibraryName, EntryPoint = "lseek", SetLastError = true)]
+    public static partial long Lseek(int fd, long offset, int whence);
+
     /// <summary><c>close(2)</c>: closes a file descriptor. Returns 0, or -1 with errno set.</summary>
     /// <param name="fd">File descriptor.</param>
     /// <returns>0 on success, -1 on failure.</returns>
