@@ -52,6 +52,7 @@ public sealed unsafe partial class AddressSpace
             {
                 if (AccessError(vma, error)) return BadArea(va, error, SegvCode.AccessError, fixup);
                 bool major = false;
+                t_noReclaimTables = true;
                 try
                 {
                 while (true)
@@ -77,17 +78,29 @@ public sealed unsafe partial class AddressSpace
                         }
                         break;
                     }
-                    catch (NeedPageException)
+                    catch (NeedPageException need)
                     {
                         // The handler needed a page under the ptl and none was free: get one where reclaim may run
                         // (no page-table lock held), then handle the fault again with it.
-                        PageFrame* spare = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn, 0);
-                        if (spare == null) throw FaultOom(va);
-                        t_sparePage = (nint)spare;
+                        if (need == NeedPageException.Table)
+                        {
+                            if (!StashSpareTable()) throw FaultOom(va);
+                        }
+                        else
+                        {
+                            PageFrame* spare = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn, 0);
+                            if (spare == null) throw FaultOom(va);
+                            t_sparePage = (nint)spare;
+                        }
                     }
                 }
                 }
-                finally { DropSparePage(); }
+                finally
+                {
+                    t_noReclaimTables = false;
+                    DropSparePage();
+                    DropSpareTable();
+                }
                 if (major)
                 {
                     Interlocked.Increment(ref _majFlt);
@@ -187,7 +200,7 @@ public sealed unsafe partial class AddressSpace
         lock (_ptl)
         {
             ulong* pmdSlot = AllocPmdSlot(va, PteFlags.PageTable);
-            if (pmdSlot == null) throw FaultOom(va);
+            if (pmdSlot == null) throw NeedPageException.Table;
             ulong pmd = Volatile.Read(ref *pmdSlot);
             if (pmd == 0 && HugeEligible(vma, va))
             {
@@ -202,7 +215,7 @@ public sealed unsafe partial class AddressSpace
                 return;
             }
             ulong* ptep = AllocLowerTable(pmdSlot, VirtualAddress.PteIndex(va), PteFlags.PageTable);
-            if (ptep == null) throw FaultOom(va);
+            if (ptep == null) throw NeedPageException.Table;
             ulong pte = Volatile.Read(ref *ptep);
             if (!IsMapped(pte))
             {
@@ -262,7 +275,7 @@ public sealed unsafe partial class AddressSpace
         {
             // Under the ptl: no direct reclaim here (its rmap walks would need this very lock), only kswapd's help.
             page = _pages.AllocPages(AnonUnderPtlGfp | (zero ? Gfp.Zero : 0), 0);
-            if (page == null) throw NeedPageException.Instance;
+            if (page == null) throw NeedPageException.Anon;
         }
         page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
         page->_mapcount = 1;
@@ -287,7 +300,11 @@ public sealed unsafe partial class AddressSpace
     /// <summary>Thrown (one shared instance, no allocation) when a page is needed under the ptl and only reclaim could give one.</summary>
     private sealed class NeedPageException : Exception
     {
-        public static readonly NeedPageException Instance = new();
+        /// <summary>A page-table page was needed.</summary>
+        public static readonly NeedPageException Table = new();
+
+        /// <summary>An anonymous page was needed.</summary>
+        public static readonly NeedPageException Anon = new();
     }
 
     /// <summary>

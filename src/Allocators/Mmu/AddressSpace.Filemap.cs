@@ -164,7 +164,7 @@ public sealed unsafe partial class AddressSpace : IFileMapper
             lock (_ptl)
             {
                 ulong* ptep = AllocPteSlot(va, PteFlags.PageTable);
-                if (ptep == null) throw FaultOom(va);
+                if (ptep == null) throw NeedPageException.Table;
                 ulong pte = Volatile.Read(ref *ptep);
                 if (pte != 0)
                 {
@@ -225,7 +225,7 @@ public sealed unsafe partial class AddressSpace : IFileMapper
                 lock (_ptl)
                 {
                     ulong* ptep = AllocPteSlot(va, PteFlags.PageTable);
-                    if (ptep == null) throw FaultOom(va);
+                    if (ptep == null) throw NeedPageException.Table;
                     // Another thread mapped it meanwhile: its entry stands, the access is retried.
                     if (Volatile.Read(ref *ptep) == 0) kept = MapFilePage(vma, va, ptep, cached, file, write);
                 }

@@ -62,7 +62,8 @@ public sealed unsafe partial class AddressSpace
                 ulong* ptep = FindPteSlot(va);
                 if (ptep != null && Volatile.Read(ref *ptep) == swapPte)
                 {
-                    bool exclusive = swap.SwapFreeMapped(page, entry);
+                    // Exclusive (the kernel's PageAnonExclusive): no other PTE holds the slot or maps the page.
+                    bool exclusive = swap.SwapFreeMapped(page, entry) && Volatile.Read(ref page->_mapcount) == 0;
                     PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Accessed;
                     if (exclusive && (vma.Flags & VmFlags.Write) != 0 && !vma.IsShared)
                     {

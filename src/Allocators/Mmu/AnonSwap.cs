@@ -216,7 +216,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
     /// <summary>
     /// After the PTE that held <paramref name="entry"/> took <paramref name="page"/> (locked): drops that PTE's swap
     /// count; when it was the last, the page leaves the swap cache and the slot is freed (the data now lives only in
-    /// the page, so it is dirty). Returns true in that case: the page is the mapper's alone.
+    /// the page, so it is dirty). Returns true in that case; the page is the mapper's alone if nothing else maps it.
     /// </summary>
     public bool SwapFreeMapped(PageFrame* page, SwapEntry entry)
     {
@@ -243,11 +243,13 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
         if (page == null) return;
         if (PageWait.TryLock(page))
         {
+            // folio_free_swap: a page still mapped (by a fork that swapped it in) keeps its data in memory only now.
             if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry && !page->Has(PageFlags.Writeback)
-                && device.SwapCount(entry) == 0 && Volatile.Read(ref page->_mapcount) == 0)
+                && device.SwapCount(entry) == 0)
             {
                 Cache.Delete(page, entry);
                 device.PutSwapCache(entry);
+                PageFrame.SetFlags(page, PageFlags.Dirty);
             }
             PageWait.Unlock(page);
         }

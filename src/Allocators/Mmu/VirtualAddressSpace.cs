@@ -141,9 +141,37 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
     /// <summary>Allocates a zeroed page-table page, counted in vmstat and in <see cref="PageTablePages"/>; null when out of memory.</summary>
     private protected PageFrame* AllocTablePage()
     {
-        PageFrame* page = _pages.PageTableAlloc(Gfp.Kernel | Gfp.NoWarn);
+        var page = (PageFrame*)t_spareTable;
+        if (page != null) t_spareTable = 0;
+        else page = _pages.PageTableAlloc(t_noReclaimTables ? (Gfp.Kernel & ~Gfp.DirectReclaim) | Gfp.NoWarn : Gfp.Kernel | Gfp.NoWarn);
         if (page != null) Interlocked.Increment(ref _pageTablePages);
         return page;
+    }
+
+    /// <summary>
+    /// Set while a fault handler runs: it allocates tables under the ptl, where direct reclaim could not take this
+    /// address space's pages, so a failed table allocation is retried by the handler with a table allocated outside
+    /// the lock (<see cref="StashSpareTable"/>).
+    /// </summary>
+    [ThreadStatic] private protected static bool t_noReclaimTables;
+
+    /// <summary>A table page allocated outside the ptl for the next <see cref="AllocTablePage"/> on this thread.</summary>
+    [ThreadStatic] private static nint t_spareTable;
+
+    /// <summary>Allocates a table page where reclaim may run, for the next <see cref="AllocTablePage"/>; false when out of memory.</summary>
+    private protected bool StashSpareTable()
+    {
+        if (t_spareTable != 0) return true;
+        t_spareTable = (nint)_pages.PageTableAlloc(Gfp.Kernel | Gfp.NoWarn);
+        return t_spareTable != 0;
+    }
+
+    /// <summary>Frees a stashed table page the handler did not need.</summary>
+    private protected void DropSpareTable()
+    {
+        if (t_spareTable == 0) return;
+        _pages.PageTableFree((PageFrame*)t_spareTable);
+        t_spareTable = 0;
     }
 
     /// <summary>Frees a page-table page. The caller has made sure no walker can reach it any more.</summary>

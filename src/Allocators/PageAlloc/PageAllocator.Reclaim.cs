@@ -6,6 +6,17 @@ namespace Allocators.PageAlloc;
 /// What the page allocator asks of reclaim (mm/vmscan.c), the one sanctioned call upward: the layers that own
 /// reclaimable pages (the MMU's anonymous memory and swap, the page cache) register one.
 /// </summary>
+/// <summary>A zone watermark (enum zone_watermarks).</summary>
+internal enum ZoneMark
+{
+    /// <summary>WMARK_MIN.</summary>
+    Min,
+    /// <summary>WMARK_LOW.</summary>
+    Low,
+    /// <summary>WMARK_HIGH.</summary>
+    High,
+}
+
 internal interface IReclaimer
 {
     /// <summary>
@@ -95,15 +106,16 @@ public sealed unsafe partial class PageAllocator
         return !any;
     }
 
-    /// <summary>Pages <paramref name="node"/> lacks to reach the high watermark of its largest zone (kswapd's target).</summary>
-    internal long NodeShortfall(int node)
+    /// <summary>Pages <paramref name="node"/> lacks to reach <paramref name="mark"/> in the zone that lacks most (kswapd's target is the high mark).</summary>
+    internal long NodeShortfall(int node, ZoneMark mark = ZoneMark.High)
     {
         long need = 0;
         for (int z = 0; z < ZonesPerNode; z++)
         {
             ZoneData* zone = _zones + node * ZonesPerNode + z;
             if (zone->ManagedPages == 0) continue;
-            need = Math.Max(need, zone->WatermarkHigh + 1 - Volatile.Read(ref zone->FreePages));
+            long target = mark switch { ZoneMark.Min => zone->WatermarkMin, ZoneMark.Low => zone->WatermarkLow, _ => zone->WatermarkHigh };
+            need = Math.Max(need, target + 1 - Volatile.Read(ref zone->FreePages));
         }
         return Math.Max(need, 0);
     }

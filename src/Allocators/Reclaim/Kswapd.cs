@@ -11,6 +11,10 @@ internal sealed class Kswapd : IDisposable
     private readonly AutoResetEvent _wake = new(false);
     private readonly Thread _thread;
     private volatile bool _stop;
+    private volatile bool _busy;
+
+    /// <summary>True from a wake-up until the node is balanced again.</summary>
+    public bool Busy => _busy;
 
     public Kswapd(Vmscan vmscan, int node)
     {
@@ -24,6 +28,7 @@ internal sealed class Kswapd : IDisposable
     public void Wake()
     {
         Interlocked.Increment(ref _vmscan.Counters.KswapdWakeups);
+        _busy = true;
         _wake.Set();
     }
 
@@ -34,6 +39,7 @@ internal sealed class Kswapd : IDisposable
             _wake.WaitOne();
             if (_stop) return;
             _vmscan.BalanceNode(_node);
+            _busy = false;
         }
     }
 

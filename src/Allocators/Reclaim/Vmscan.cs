@@ -78,7 +78,8 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         t_inReclaim = true;
         try
         {
-            long target = Math.Max(SwapClusterMax, 1L << order);
+            // SWAP_CLUSTER_MAX, or what the node lacks of its min watermark when it is deeper in (kswapd is behind).
+            long target = Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min));
             long freed = 0;
             for (int priority = DefPriority; priority >= 0 && freed < target; priority--)
             {
@@ -286,6 +287,13 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         {
             PageWait.Unlock(page);
         }
+    }
+
+    /// <summary>Returns once no reclaim is running and every kswapd is asleep (tests check counts after it).</summary>
+    internal void WaitIdle()
+    {
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _active) != 0 || Array.Exists(_kswapd, k => k.Busy)) spin.SpinOnce();
     }
 
     /// <summary>Stops the kswapd threads.</summary>

@@ -29,8 +29,9 @@ public sealed class PageCacheProcViewsTests : IDisposable
         Assert.DoesNotContain("Cached", Meminfo().Keys);
         Assert.DoesNotContain("nr_file_pages", Vmstat().Keys);
         _ = _system.PageCache;
-        Assert.Equal(["MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Dirty", "Writeback", "Mapped", "Shmem"],
-            _system.MeminfoItems().Select(i => i.Name).Take(9));
+        Assert.Equal(["MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapCached", "Active", "Inactive",
+            "Active(anon)", "Inactive(anon)", "Active(file)", "Inactive(file)", "SwapTotal", "SwapFree", "Dirty", "Writeback", "Mapped", "Shmem"],
+            _system.MeminfoItems().Select(i => i.Name).Take(18));
         Assert.Contains("Cached:                0 kB\n", _system.Meminfo());
     }
 

@@ -53,6 +53,7 @@ internal sealed class SwapFixture : IDisposable
     /// </summary>
     public void AssertAllBack()
     {
+        WaitForReclaim();
         AnonSwapChecks();
         Assert.Equal(0, Device?.UsedPages ?? 0);
         Assert.Equal(0, Kernel.SwapPages.Cached);
@@ -60,6 +61,9 @@ internal sealed class SwapFixture : IDisposable
         Pages.DrainAllPages();
         Assert.Equal(InitialBuddy, Pages.BuddyInfo());
     }
+
+    /// <summary>Returns once kswapd and every direct reclaim are done.</summary>
+    public void WaitForReclaim() => (Pages.Reclaimer as Allocators.Reclaim.Vmscan)?.WaitIdle();
 
     /// <summary>Runs the swap and LRU consistency checks.</summary>
     public void AnonSwapChecks()
