@@ -1,5 +1,6 @@
 using Allocators.PageAlloc;
 using Allocators.Physical;
+using Allocators.Swap;
 
 namespace Allocators.Mmu;
 
@@ -55,45 +56,45 @@ public sealed unsafe partial class AddressSpace
                 t_noReclaimTables = true;
                 try
                 {
-                while (true)
-                {
-                    try
+                    while (true)
                     {
-                        ulong swapPte = SwapPteAt(va);
-                        if (swapPte != 0)
+                        try
                         {
-                            SwapFault result = DoSwapPage(vma, va, error, swapPte, out IOException? swapError);
-                            if (result == SwapFault.BusError) return BusError(vma, va, error, fixup, swapError);
-                            major = result == SwapFault.Major;
+                            ulong swapPte = SwapPteAt(va);
+                            if (swapPte != 0)
+                            {
+                                SwapFault result = DoSwapPage(vma, va, error, swapPte, out IOException? swapError);
+                                if (result == SwapFault.BusError) return BusError(vma, va, error, fixup, swapError);
+                                major = result == SwapFault.Major;
+                            }
+                            else if (vma.File != null)
+                            {
+                                FileFault result = HandleFileFault(vma, va, error, out IOException? readError);
+                                if (result == FileFault.BusError) return BusError(vma, va, error, fixup, readError);
+                                major = result == FileFault.Major;
+                            }
+                            else
+                            {
+                                HandleMmFault(vma, va, error);
+                            }
+                            break;
                         }
-                        else if (vma.File != null)
+                        catch (NeedPageException need)
                         {
-                            FileFault result = HandleFileFault(vma, va, error, out IOException? readError);
-                            if (result == FileFault.BusError) return BusError(vma, va, error, fixup, readError);
-                            major = result == FileFault.Major;
+                            // The handler needed a page under the ptl and none was free: get one where reclaim may run
+                            // (no page-table lock held), then handle the fault again with it.
+                            if (need == NeedPageException.Table)
+                            {
+                                if (!StashSpareTable()) throw FaultOom(va);
+                            }
+                            else
+                            {
+                                PageFrame* spare = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn, 0);
+                                if (spare == null) throw FaultOom(va);
+                                t_sparePage = (nint)spare;
+                            }
                         }
-                        else
-                        {
-                            HandleMmFault(vma, va, error);
-                        }
-                        break;
                     }
-                    catch (NeedPageException need)
-                    {
-                        // The handler needed a page under the ptl and none was free: get one where reclaim may run
-                        // (no page-table lock held), then handle the fault again with it.
-                        if (need == NeedPageException.Table)
-                        {
-                            if (!StashSpareTable()) throw FaultOom(va);
-                        }
-                        else
-                        {
-                            PageFrame* spare = _pages.AllocPages(Gfp.HighUserMovable | Gfp.NoWarn, 0);
-                            if (spare == null) throw FaultOom(va);
-                            t_sparePage = (nint)spare;
-                        }
-                    }
-                }
                 }
                 finally
                 {
@@ -217,11 +218,13 @@ public sealed unsafe partial class AddressSpace
             ulong* ptep = AllocLowerTable(pmdSlot, VirtualAddress.PteIndex(va), PteFlags.PageTable);
             if (ptep == null) throw NeedPageException.Table;
             ulong pte = Volatile.Read(ref *ptep);
-            if (!IsMapped(pte))
+            if (pte == 0)
             {
                 DoAnonymousPage(vma, va, ptep, write);
                 return;
             }
+            // Swapped out since the handler looked: the retried access faults into do_swap_page.
+            if (SwapEntry.IsSwapPte(pte)) return;
             if (write && (pte & (ulong)PteFlags.Present) != 0 && (pte & (ulong)PteFlags.ReadWrite) == 0) DoWpPage(vma, va, ptep, pte);
             // Otherwise a spurious fault (another thread fixed it, or a stale TLB): the retried walk sets Accessed/Dirty.
         }

@@ -151,7 +151,21 @@ public sealed unsafe partial class AddressSpace
         gather.Pages.Add((nint)page);
         if (gather.Pages.Count < TlbGather.BatchPages) return;
         Flush(gather.Start, gather.End, waitForAccesses: true);
-        foreach (nint p in gather.Pages) _pages.PutPage((PageFrame*)p);
+        ReleaseGatheredPages(gather);
+    }
+
+    /// <summary>
+    /// free_pages_and_swap_cache: drops the gathered mappings' references; a page in the swap cache that nothing maps
+    /// and no swap entry holds leaves the cache first (it would only wait there for reclaim).
+    /// </summary>
+    private void ReleaseGatheredPages(TlbGather gather)
+    {
+        foreach (nint p in gather.Pages)
+        {
+            var page = (PageFrame*)p;
+            if (page->Has(PageFlags.SwapCache) && Volatile.Read(ref page->_mapcount) == 0) _kernel.Swap.FreeSwapCache(page);
+            _pages.PutPage(page);
+        }
         gather.Pages.Clear();
     }
 
@@ -160,9 +174,8 @@ public sealed unsafe partial class AddressSpace
     {
         if (gather.NeedsFlush || gather.Tables.Count > 0)
             Flush(gather.NeedsFlush ? gather.Start : 0, gather.NeedsFlush ? gather.End : ulong.MaxValue, waitForAccesses: true);
-        foreach (nint p in gather.Pages) _pages.PutPage((PageFrame*)p);
+        ReleaseGatheredPages(gather);
         foreach (nint t in gather.Tables) FreeTablePage((PageFrame*)t);
-        gather.Pages.Clear();
         gather.Tables.Clear();
         gather.Start = ulong.MaxValue;
         gather.End = 0;

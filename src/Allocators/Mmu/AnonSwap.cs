@@ -92,10 +92,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             entry = Table.GetSwapPage();
             if (entry.IsNone) return PageReclaim.Activate;
             if (!Cache.Add(page, entry))
-            {
-                Table.DeviceOf(entry).PutSwapCache(entry);
-                return PageReclaim.Activate;
-            }
+                throw new InvalidOperationException($"swap: {entry} was handed out while its slot is in the swap cache.");
             PageFrame.SetFlags(page, PageFlags.Dirty);
         }
         else
@@ -254,6 +251,26 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             PageWait.Unlock(page);
         }
         _pages.PutPage(page);
+    }
+
+    /// <summary>
+    /// free_swap_cache: a page in the swap cache whose last mapping just went leaves the cache when no swap entry
+    /// holds its slot and its lock is free (trylock; otherwise reclaim takes it later).
+    /// </summary>
+    public void FreeSwapCache(PageFrame* page)
+    {
+        if (!PageWait.TryLock(page)) return;
+        if (page->Has(PageFlags.SwapCache) && !page->Has(PageFlags.Writeback) && Volatile.Read(ref page->_mapcount) == 0)
+        {
+            SwapEntry entry = SwapCache.EntryOf(page);
+            SwapDevice device = Table.DeviceOf(entry);
+            if (device.SwapCount(entry) == 0)
+            {
+                Cache.Delete(page, entry);
+                device.PutSwapCache(entry);
+            }
+        }
+        PageWait.Unlock(page);
     }
 
     /// <summary>

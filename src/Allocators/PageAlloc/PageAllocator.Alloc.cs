@@ -10,7 +10,8 @@ public sealed unsafe partial class PageAllocator
     private const Gfp FastPathExcluded = Gfp.MemAlloc | Gfp.ThisNode | Gfp.NoFail; // NoFail: its checks live on the slow path
     private long _allocFailures;
     private long _allocFailuresInjected;
-    private const int MaxReclaimRetries = 16; // MAX_RECLAIM_RETRIES
+    private const int MaxReclaimRetries = 16; // MAX_RECLAIM_RETRIES: rounds without progress
+    private const int MaxReclaimRounds = 1000; // rounds with progress that still found no page
 
     /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
     /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
@@ -182,7 +183,7 @@ public sealed unsafe partial class PageAllocator
             || NoFailMayIgnoreWatermarks(gfp, order, highest);
         long start = noFail ? Stopwatch.GetTimestamp() : 0;
         long nextStallReport = start + _stallTicks;
-        int reclaimRetries = 0, oomKills = 0;
+        int reclaimRetries = 0, reclaimRounds = 0, oomKills = 0;
         while (true)
         {
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
@@ -201,13 +202,23 @@ public sealed unsafe partial class PageAllocator
 
             if (mayGrow && TryGrow(node)) continue;
 
-            // should_reclaim_retry: retry while reclaim makes progress, a bounded number of times (other threads
-            // may take what it freed).
-            if (DirectReclaim(gfp, order, node))
+            // should_reclaim_retry: retry while reclaim makes progress (other threads may take what it freed), and
+            // a bounded number of rounds without progress, each after a pause for write-back in flight (the
+            // kernel's reclaim throttling), before the OOM killer.
+            if (ReclaimEnabled(gfp))
             {
-                page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
-                if (page != null) return page;
-                if (++reclaimRetries <= MaxReclaimRetries) continue;
+                if (DirectReclaim(gfp, order, node))
+                {
+                    page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
+                    if (page != null) return page;
+                    reclaimRetries = 0;
+                    if (++reclaimRounds <= MaxReclaimRounds) continue;
+                }
+                else if (++reclaimRetries <= MaxReclaimRetries)
+                {
+                    Thread.Sleep(1);
+                    continue;
+                }
             }
 
             // Reclaim has failed: what is left is the reserve below the watermarks, and pages taken from it are

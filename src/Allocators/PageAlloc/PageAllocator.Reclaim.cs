@@ -130,6 +130,9 @@ public sealed unsafe partial class PageAllocator
         FreePages(page, 0);
     }
 
+    /// <summary>True when the slow path may run direct reclaim for <paramref name="gfp"/>.</summary>
+    private bool ReclaimEnabled(Gfp gfp) => (gfp & Gfp.DirectReclaim) != 0 && Volatile.Read(ref _reclaimer) != null;
+
     /// <summary>The slow path's direct reclaim step: true when it freed something worth retrying for.</summary>
     private bool DirectReclaim(Gfp gfp, int order, int node)
     {

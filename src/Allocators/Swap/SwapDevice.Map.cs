@@ -17,10 +17,15 @@ public sealed unsafe partial class SwapDevice
 
     /// <summary>
     /// Claims the slot for the swap cache before reading it in (swapcache_prepare): sets SwapHasCache and returns true;
-    /// false when the bit is already set (the page is in the swap cache, or another thread is reading it).
+    /// false when the bit is already set (the page is in the swap cache, or another thread is reading it) or the slot
+    /// is free (-ENOENT: the PTE the caller read went meanwhile).
     /// </summary>
-    /// <exception cref="MemoryCorruptionException">The entry is not of this device, out of range, or free.</exception>
-    internal bool SwapcachePrepare(SwapEntry entry) => (Update(entry, MapOp.Prepare) & SwapHasCache) == 0;
+    /// <exception cref="MemoryCorruptionException">The entry is not of this device or out of range.</exception>
+    internal bool SwapcachePrepare(SwapEntry entry)
+    {
+        ushort old = Update(entry, MapOp.Prepare);
+        return old != 0 && (old & SwapHasCache) == 0;
+    }
 
     /// <summary>
     /// A PTE that held <paramref name="entry"/> went away (swap_free): count - 1; the slot is freed when nothing holds it
@@ -63,13 +68,14 @@ public sealed unsafe partial class SwapDevice
                 MapOp.Duplicate when (value & CountMask) == SwapMapMax => throw new InvalidOperationException(
                     $"swap_dup: swap offset entry {entry.Value:x8} on {Path} is already shared by {SwapMapMax} PTEs (SWAP_MAP_MAX)."),
                 MapOp.Duplicate => (ushort)(value + 1),
-                MapOp.Prepare when value == 0 => throw Corrupt(caller, "Unused swap offset entry", entry, value),
+                MapOp.Prepare when value == 0 => value, // -ENOENT: freed since the caller read its PTE
                 MapOp.Prepare => (ushort)(value | SwapHasCache),
                 MapOp.Free when (value & CountMask) == 0 => throw Corrupt(caller, "Unused swap offset entry", entry, value),
                 MapOp.Free => (ushort)(value - 1),
                 _ when (value & SwapHasCache) == 0 => throw Corrupt(caller, "Unused swap offset entry", entry, value),
                 _ => (ushort)(value & ~SwapHasCache),
             };
+            if (next == value) return value; // swapcache_prepare on a free slot: nothing to change
             Volatile.Write(ref _map[offset], next);
             if (next == 0) SlotFreed(offset);
             return value;

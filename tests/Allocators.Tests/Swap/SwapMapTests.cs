@@ -73,7 +73,8 @@ public sealed unsafe class SwapMapTests : SwapTestBase
         Assert.StartsWith("swap_dup: Bad swap offset entry", Assert.Throws<MemoryCorruptionException>(() => device.Duplicate(free)).Message);
         Assert.StartsWith("swap_free: Unused swap offset entry", Assert.Throws<MemoryCorruptionException>(() => device.SwapFree(free)).Message);
         Assert.Throws<MemoryCorruptionException>(() => device.PutSwapCache(free));
-        Assert.Throws<MemoryCorruptionException>(() => device.SwapcachePrepare(free));
+        Assert.False(device.SwapcachePrepare(free)); // -ENOENT, and the slot stays free
+        Assert.Equal(0, device.MapEntry((uint)free.Offset));
         Assert.StartsWith("swap_dup: Bad swap offset entry", Assert.Throws<MemoryCorruptionException>(() => device.Duplicate(new SwapEntry(device.Type, 64))).Message);
         Assert.Throws<MemoryCorruptionException>(() => device.SwapFree(new SwapEntry(device.Type + 1, 1)));
         Assert.Throws<MemoryCorruptionException>(() => device.WritePage(free, null));
