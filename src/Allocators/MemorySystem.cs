@@ -176,8 +176,9 @@ public sealed unsafe class MemorySystem : IDisposable
     public void Swapoff(string path) => Kernel.Swapoff(path);
 
     /// <summary>
-    /// Proactive reclaim (cgroup v2's memory.reclaim): swaps out up to <paramref name="pages"/> cold anonymous pages
-    /// now. Returns the pages freed; 0 without a swap device.
+    /// Proactive reclaim (cgroup v2's memory.reclaim): frees up to <paramref name="pages"/> cold pages now, as if memory
+    /// had run short — file pages (written back first when dirty) and, with a swap device, anonymous pages. Returns the
+    /// pages freed.
     /// </summary>
     public long Reclaim(long pages) => Kernel.Reclaim(pages);
 

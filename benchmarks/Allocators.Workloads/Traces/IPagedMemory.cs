@@ -14,4 +14,7 @@ internal interface IPagedMemory
 
     /// <summary>Reads (or, with <paramref name="write"/>, writes) <paramref name="page"/>, faulting it in when not resident.</summary>
     void Touch(int page, bool write);
+
+    /// <summary>Pages written out to make room (swap-outs); 0 for memories that do not write.</summary>
+    long PagesOut => 0;
 }

@@ -32,6 +32,8 @@ internal static class TraceBench
             foreach (var memory in systems?.Invoke(memoryPages, trace) ?? [])
             {
                 measured.Add(TraceReplay.Run(memory, trace.Accesses));
+                if (memory is SwappingAddressSpace { StampErrors: > 0 } bad)
+                    throw new InvalidOperationException($"{bad.Name}: {bad.StampErrors} page stamps read back wrong on {trace.Name}");
                 (memory as IDisposable)?.Dispose();
             }
             var lru = TraceReplay.Run(new LruSimulator(memoryPages), trace.Accesses);
@@ -55,4 +57,21 @@ internal static class TraceBench
         if (bad != 0) throw new InvalidOperationException($"host mmap: {bad} page stamps read back wrong");
         return result;
     }
+
+    /// <summary>
+    /// The memory system's side of the throughput comparison: the same uniform random trace over 2 x
+    /// <paramref name="memoryPages"/> through a <see cref="SwappingAddressSpace"/> of <paramref name="memoryPages"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A page stamp read back wrong.</exception>
+    public static ReplayResult SystemThroughput(int memoryPages, int length = PageTrace.DefaultLength, ulong seed = PageTrace.DefaultSeed)
+    {
+        var trace = PageTrace.Uniform(memoryPages * 2, length, seed);
+        using var system = new SwappingAddressSpace(memoryPages, trace.Footprint);
+        var result = TraceReplay.Run(system, trace.Accesses);
+        if (system.StampErrors != 0) throw new InvalidOperationException($"memory system: {system.StampErrors} page stamps read back wrong");
+        return result;
+    }
+
+    /// <summary>The memory system as the trace table's measured memory: one <see cref="SwappingAddressSpace"/> per trace.</summary>
+    public static IEnumerable<IPagedMemory> WholeSystem(int memoryPages, PageTrace trace) => [new SwappingAddressSpace(memoryPages, trace.Footprint)];
 }

@@ -7,7 +7,7 @@ namespace Allocators.Workloads.Traces;
 /// <param name="Accesses">Touches replayed.</param>
 /// <param name="MajorFaults">Major faults during the replay.</param>
 /// <param name="Elapsed">Wall time of the replay.</param>
-internal sealed record ReplayResult(string Memory, int Accesses, long MajorFaults, TimeSpan Elapsed)
+internal sealed record ReplayResult(string Memory, int Accesses, long MajorFaults, TimeSpan Elapsed, long PagesOut = 0)
 {
     /// <summary>Pages touched per second.</summary>
     public double AccessesPerSecond => Elapsed.TotalSeconds > 0 ? Accesses / Elapsed.TotalSeconds : 0;
@@ -27,9 +27,10 @@ internal static class TraceReplay
     {
         ArgumentOutOfRangeException.ThrowIfNegative(writeEvery);
         long before = memory.MajorFaults;
+        long outBefore = memory.PagesOut;
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < trace.Length; i++) memory.Touch(trace[i], writeEvery != 0 && i % writeEvery == 0);
         clock.Stop();
-        return new ReplayResult(memory.Name, trace.Length, memory.MajorFaults - before, clock.Elapsed);
+        return new ReplayResult(memory.Name, trace.Length, memory.MajorFaults - before, clock.Elapsed, memory.PagesOut - outBefore);
     }
 }

@@ -60,14 +60,14 @@ internal static class TraceTable
     {
         var sb = new StringBuilder();
         sb.Append(Inv, $"Random access over {Num(footprint)} pages with {Num(memoryPages)} pages of memory.\n\n");
-        string[] header = ["memory", "accesses", "major faults", "accesses/s", "pages in/s", "seconds"];
+        string[] header = ["memory", "accesses", "major faults", "accesses/s", "pages in/s", "pages out/s", "seconds"];
         Row(sb, header);
         Row(sb, header.Select((_, i) => i == 0 ? "---" : "---:"));
         foreach (var r in results)
         {
             double seconds = r.Elapsed.TotalSeconds;
             Row(sb, [r.Memory, Num(r.Accesses), Num(r.MajorFaults), Rate(r.AccessesPerSecond),
-                Rate(seconds > 0 ? r.MajorFaults / seconds : 0), seconds.ToString("0.000", Inv)]);
+                Rate(seconds > 0 ? r.MajorFaults / seconds : 0), Rate(seconds > 0 ? r.PagesOut / seconds : 0), seconds.ToString("0.000", Inv)]);
         }
         return sb.ToString();
     }

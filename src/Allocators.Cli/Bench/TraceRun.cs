@@ -8,9 +8,9 @@ using Spectre.Console;
 namespace Allocators.Cli.Bench;
 
 /// <summary>
-/// <c>bench -w traces</c>: the reclaim issue's "fault count against the optimum" table and the host mmap throughput
-/// reference, printed as markdown and written to <c>Traces.md</c>. Only the simulators run until the memory system's
-/// adapter (an <see cref="IPagedMemory"/> over reclaim and swap) is passed in as <see cref="Systems"/>.
+/// <c>bench -w traces</c>: the reclaim issue's "fault count against the optimum" table — the whole memory system
+/// (fault, LRU reclaim, swap) beside plain LRU and Belady's MIN — and the random-access throughput of the system
+/// against a host mmap of the same footprint, printed as markdown and written to <c>Traces.md</c>.
 /// </summary>
 internal static class TraceRun
 {
@@ -20,8 +20,8 @@ internal static class TraceRun
     /// <summary>Default memory size in pages (16 MiB of 4 KiB pages).</summary>
     public const int DefaultMemoryPages = 4096;
 
-    /// <summary>Memories under test besides LRU and MIN, built per (frames, trace); none yet.</summary>
-    public static Func<int, PageTrace, IEnumerable<IPagedMemory>>? Systems { get; set; }
+    /// <summary>Memories under test besides LRU and MIN, built per (frames, trace): the whole memory system with swap.</summary>
+    public static Func<int, PageTrace, IEnumerable<IPagedMemory>>? Systems { get; set; } = TraceBench.WholeSystem;
 
     /// <summary>
     /// Runs the benchmark, prints it and writes <c>Traces.md</c> to <paramref name="directory"/>; with
@@ -37,6 +37,7 @@ internal static class TraceRun
 
         var rows = TraceBench.Run(memoryPages, length, PageTrace.DefaultSeed, Systems);
         var host = TraceBench.HostThroughput(memoryPages, length, PageTrace.DefaultSeed);
+        var system = TraceBench.SystemThroughput(memoryPages, length, PageTrace.DefaultSeed);
         var sb = new StringBuilder();
         sb.Append("# Traces\n\n");
         sb.Append(CultureInfo.InvariantCulture, $"`allocators bench -w traces --pages {memoryPages}{(scale.IsPublished ? " --full" : "")}`, {machine.OneLine}, load average {machine.LoadAtStart}.\n\n");
@@ -50,7 +51,7 @@ internal static class TraceRun
         sb.Append("\n## Throughput of a random working set twice the memory\n\n");
         sb.Append("The host row maps a real file of the footprint with MemoryMappedFile: swap-less, backed by the OS page ");
         sb.Append("cache, so with free RAM it never pages out (its faults are first touches).\n\n");
-        sb.Append(TraceTable.Throughput([host], memoryPages, memoryPages * 2));
+        sb.Append(TraceTable.Throughput([system, host], memoryPages, memoryPages * 2));
 
         string markdown = sb.ToString();
         AnsiConsole.WriteLine();

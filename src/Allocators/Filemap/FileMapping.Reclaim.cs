@@ -5,6 +5,9 @@ namespace Allocators.Filemap;
 
 public sealed unsafe partial class FileMapping
 {
+    /// <summary>Page writes reclaim started on the calling thread (tests check which reclaim did file I/O).</summary>
+    [ThreadStatic] internal static long t_reclaimWrites;
+
     /// <summary>
     /// page_referenced for a page of this file: the mappings' accessed bits, read and cleared with trylocks (an
     /// address space whose locks are busy counts as a reference: reclaim does not wait).
@@ -67,6 +70,7 @@ public sealed unsafe partial class FileMapping
             }
             Interlocked.Decrement(ref _cache.Stats.NrDirty);
             Interlocked.Increment(ref _cache.Stats.NrWriteback);
+            t_reclaimWrites++;
             _pages.GetPage(page); // WriteRunLocked drops one reference per page
             IOException? failure = null;
             PageFrame* one = page;

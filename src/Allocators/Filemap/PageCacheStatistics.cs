@@ -49,6 +49,9 @@ public sealed class PageCacheStatistics
     /// <summary>Clean pages dropped by <see cref="PageCache.DropCaches"/> or the shrinker.</summary>
     public long DroppedPages => Interlocked.Read(ref Dropped);
 
+    /// <summary>Dirty pages reclaim wrote back itself before it dropped them (pageout from shrink_folio_list).</summary>
+    public long ReclaimWrittenPages => Interlocked.Read(ref ReclaimWrites);
+
     /// <summary>
     /// The page cache's /proc/vmstat counters as (name, value) pairs. Major faults are not among them: the MMU counts
     /// every major fault, file ones included, in its own pgmajfault.

@@ -40,8 +40,8 @@ public sealed unsafe partial class KernelAddressSpace
     public void Swapoff(string path) => Swap.Swapoff(path);
 
     /// <summary>
-    /// Proactive reclaim (memory.reclaim): swaps out up to <paramref name="pages"/> cold anonymous pages now, as if
-    /// memory had run short. Returns the pages freed; 0 without a swap device.
+    /// Proactive reclaim (memory.reclaim): frees up to <paramref name="pages"/> cold LRU pages now, as if memory had run
+    /// short. Returns the pages freed; 0 when nothing registered reclaimable pages (no page cache, no swap).
     /// </summary>
     public long Reclaim(long pages) => Pages.Reclaimer is Vmscan vmscan ? vmscan.Reclaim(pages, Gfp.Kernel) : 0;
 

@@ -18,7 +18,7 @@ public sealed class TraceCommandTests
             using var doc = JsonDocument.Parse(stdout);
             var traces = doc.RootElement.GetProperty("traces");
             Assert.Equal(4, traces.GetArrayLength());
-            Assert.Equal(["LRU", "MIN"], traces[0].GetProperty("replays").EnumerateArray().Select(r => r.GetProperty("memory").GetString()));
+            Assert.Equal(["Allocators (reclaim + swap)", "LRU", "MIN"], traces[0].GetProperty("replays").EnumerateArray().Select(r => r.GetProperty("memory").GetString()));
             string markdown = File.ReadAllText(Path.Combine(dir, "Traces.md"));
             Assert.Contains("| loop | 64 |", markdown, StringComparison.Ordinal);
             Assert.Contains("| host mmap |", markdown, StringComparison.Ordinal);
