@@ -47,6 +47,14 @@ internal static class TraceRun
         sb.Append("fewer faults than LRU on the loop. On uniform random no online policy can do much better than 1 - M/F ");
         sb.Append("faults per access (every page not resident is as likely to come next), so that row shows how far below ");
         sb.Append("any online policy the optimum sits there.\n\n");
+        if (Systems != null)
+        {
+            int resident;
+            using (var probe = new SwappingAddressSpace(memoryPages, memoryPages * 2)) resident = probe.ResidentLimit;
+            sb.Append(CultureInfo.InvariantCulture, $"The memory system runs each trace in one process on an arena of {memoryPages} pages with a swap file; kswapd keeps ");
+            sb.Append(CultureInfo.InvariantCulture, $"the zones' high watermark free, so about {resident} pages are resident (fewer frames than LRU and MIN get). ");
+            sb.Append("Its faults are swap-ins plus first touches (demand-zero faults, the simulators' cold misses).\n\n");
+        }
         sb.Append(TraceTable.Faults(rows));
         sb.Append("\n## Throughput of a random working set twice the memory\n\n");
         sb.Append("The host row maps a real file of the footprint with MemoryMappedFile: swap-less, backed by the OS page ");

@@ -141,8 +141,8 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             }
         }
 
-        // __remove_mapping: only the isolation's reference and the cache's may be left.
-        if (!Cache.RemoveFrozen(page, entry, expectedRefs: 2)) return PageReclaim.Keep;
+        // __remove_mapping: only the isolation's reference and the cache's may be left; a shadow takes the page's place.
+        if (!Cache.RemoveFrozen(page, entry, expectedRefs: 2, Workingset.Eviction(_pages, page))) return PageReclaim.Keep;
         device.PutSwapCache(entry);
         return PageReclaim.Freed;
     }
@@ -160,7 +160,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
         SwapDevice device = Table.DeviceOf(entry);
         while (true)
         {
-            PageFrame* page = Cache.Lookup(entry);
+            PageFrame* page = Cache.Lookup(entry, out ulong shadow);
             if (page != null)
             {
                 PageWait.Lock(page);
@@ -198,7 +198,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             }
             PageFrame.SetFlags(page, PageFlags.Uptodate);
             Interlocked.Increment(ref _counters.PswpIn);
-            _pages.Lru.Add(page, _pages.NodeOf(page));
+            _pages.Lru.Add(page, _pages.NodeOf(page), active: shadow != 0 && Workingset.Refault(_pages, shadow, anon: true));
             major = true;
             return page;
         }
@@ -235,7 +235,12 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
     public void FreeSwapAndCache(SwapEntry entry)
     {
         SwapDevice device = Table.DeviceOf(entry);
-        if (device.SwapFree(entry) != 0 || !device.HasCache(entry)) return;
+        if (device.SwapFree(entry) != 0) return;
+        if (!device.HasCache(entry))
+        {
+            Cache.ClearShadow(entry); // the slot is free: its eviction record means nothing now
+            return;
+        }
         PageFrame* page = Cache.Lookup(entry);
         if (page == null) return;
         if (PageWait.TryLock(page))
@@ -298,6 +303,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
                 PageWait.Unlock(page);
                 _pages.PutPage(page);
             }
+            Cache.DropShadows(device.Type, device.MaxPages);
             return device.UsedPages == 0;
         }
         catch (OutOfMemoryException)

@@ -42,6 +42,7 @@ internal sealed unsafe class Lru : IDisposable
     {
         public int Lock;
         public int Pad;
+        public long NonresidentAge; // evictions and activations (workingset's clock)
         public fixed long Count[Lists];
         public fixed ulong Head[Lists]; // PageFrame*: newest
         public fixed ulong Tail[Lists]; // PageFrame*: oldest
@@ -71,6 +72,15 @@ internal sealed unsafe class Lru : IDisposable
 
     /// <summary>Pages on <paramref name="list"/> of <paramref name="node"/> (lruvec_page_state).</summary>
     public long Count(int node, LruList list) => Volatile.Read(ref _vecs[node].Count[(int)list]);
+
+    /// <summary>
+    /// workingset_age_nonresident: the node's clock of evictions and activations, which a shadow entry snapshots on
+    /// eviction so that a refault can tell how long its page was out.
+    /// </summary>
+    public long AgeNonresident(int node, long pages = 1) => Interlocked.Add(ref _vecs[node].NonresidentAge, pages);
+
+    /// <summary>The node's nonresident age now.</summary>
+    public long NonresidentAge(int node) => Volatile.Read(ref _vecs[node].NonresidentAge);
 
     /// <summary>Pages on <paramref name="list"/> over every node.</summary>
     public long Total(LruList list)

@@ -7,11 +7,10 @@ namespace Allocators.PageAlloc;
 public sealed class ReclaimCounters
 {
     internal long PgScanKswapd, PgScanDirect, PgStealKswapd, PgStealDirect;
-    internal long PgActivate, PgDeactivate, PgRefill, PgRotated;
-    internal long PswpIn, PswpOut, SwapRa, SwapRaHit;
+    internal long PgActivate, PgDeactivate, PgRefill;
+    internal long PswpIn, PswpOut;
     internal long WorkingsetRefaultAnon, WorkingsetRefaultFile, WorkingsetActivateAnon, WorkingsetActivateFile;
-    internal long WorkingsetNodes;
-    internal long KswapdWakeups, KswapdLowWmarkHit, KswapdHighWmarkHit;
+    internal long KswapdWakeups; // pageoutrun: kswapd balancing runs
     internal long OomKill;
     internal long SwapWriteErrors;
     internal long NoIoSkipped, NoFsSkipped;
@@ -55,7 +54,6 @@ public sealed class ReclaimCounters
     /// <summary>The counters as /proc/vmstat prints them, in its order.</summary>
     public IEnumerable<(string Name, long Value)> Items()
     {
-        yield return ("workingset_nodes", Volatile.Read(ref WorkingsetNodes));
         yield return ("workingset_refault_anon", Volatile.Read(ref WorkingsetRefaultAnon));
         yield return ("workingset_refault_file", Volatile.Read(ref WorkingsetRefaultFile));
         yield return ("workingset_activate_anon", Volatile.Read(ref WorkingsetActivateAnon));
@@ -69,11 +67,7 @@ public sealed class ReclaimCounters
         yield return ("pgsteal_direct", Volatile.Read(ref PgStealDirect));
         yield return ("pgscan_kswapd", Volatile.Read(ref PgScanKswapd));
         yield return ("pgscan_direct", Volatile.Read(ref PgScanDirect));
-        yield return ("pgrotated", Volatile.Read(ref PgRotated));
-        yield return ("kswapd_low_wmark_hit_quickly", Volatile.Read(ref KswapdLowWmarkHit));
-        yield return ("kswapd_high_wmark_hit_quickly", Volatile.Read(ref KswapdHighWmarkHit));
-        yield return ("swap_ra", Volatile.Read(ref SwapRa));
-        yield return ("swap_ra_hit", Volatile.Read(ref SwapRaHit));
         yield return ("oom_kill", Volatile.Read(ref OomKill));
+        yield return ("pageoutrun", Volatile.Read(ref KswapdWakeups));
     }
 }

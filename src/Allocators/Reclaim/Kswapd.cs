@@ -27,7 +27,6 @@ internal sealed class Kswapd : IDisposable
     /// <summary>wakeup_kswapd.</summary>
     public void Wake()
     {
-        Interlocked.Increment(ref _vmscan.Counters.KswapdWakeups);
         _busy = true;
         _wake.Set();
     }
@@ -38,6 +37,7 @@ internal sealed class Kswapd : IDisposable
         {
             _wake.WaitOne();
             if (_stop) return;
+            Interlocked.Increment(ref _vmscan.Counters.KswapdWakeups);
             _vmscan.BalanceNode(_node);
             _busy = false;
         }

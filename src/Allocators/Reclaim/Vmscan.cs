@@ -251,6 +251,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
                     continue;
                 case PageReclaim.Activate:
                     Interlocked.Increment(ref Counters.PgActivate);
+                    _lru.AgeNonresident(node); // workingset_activation: activations age the clock too
                     _lru.Putback(page, node, active: true);
                     break;
                 default:

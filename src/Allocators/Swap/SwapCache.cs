@@ -31,16 +31,36 @@ internal sealed unsafe class SwapCache : IDisposable
         => new((int)(page->Data1 >> 58), page->Data1 & SwapEntry.MaxOffset);
 
     /// <summary>swap_cache_get_folio: the page cached for <paramref name="entry"/> with a reference taken, or null.</summary>
-    public PageFrame* Lookup(SwapEntry entry)
+    public PageFrame* Lookup(SwapEntry entry) => Lookup(entry, out _);
+
+    /// <summary>
+    /// <see cref="Lookup(SwapEntry)"/>, and when no page is cached, the shadow its last page left at eviction (0 for
+    /// none): a value entry, as the kernel's xarray keeps them, with the low bit set so it is never a frame pointer.
+    /// </summary>
+    public PageFrame* Lookup(SwapEntry entry, out ulong shadow)
     {
         lock (_lock)
         {
             PageTree? tree = _trees[entry.Type];
             PageFrame* page = tree == null ? null : tree.Lookup(entry.Offset);
+            shadow = 0;
+            if (IsShadow(page))
+            {
+                shadow = (ulong)page;
+                return null;
+            }
             if (page != null) Interlocked.Increment(ref page->_refcount);
             return page;
         }
     }
+
+    /// <summary>True for a shadow (value) entry rather than a page.</summary>
+    private static bool IsShadow(PageFrame* entry) => ((nuint)entry & 1) != 0;
+
+    /// <summary>Shadow entries in the trees (workingset_nodes' share here).</summary>
+    public long Shadows => Volatile.Read(ref _shadows);
+
+    private long _shadows;
 
     /// <summary>
     /// add_to_swap_cache: caches the locked <paramref name="page"/> for <paramref name="entry"/> (whose slot has
@@ -51,6 +71,11 @@ internal sealed unsafe class SwapCache : IDisposable
         lock (_lock)
         {
             PageTree tree = _trees[entry.Type] ??= new PageTree();
+            if (IsShadow(tree.Lookup(entry.Offset)))
+            {
+                tree.Delete(entry.Offset); // the refaulting page takes its shadow's place
+                _shadows--;
+            }
             if (!tree.Insert(entry.Offset, page)) return false;
             page->Data1 = entry.Value;
             PageFrame.SetFlags(page, PageFlags.SwapCache);
@@ -78,14 +103,27 @@ internal sealed unsafe class SwapCache : IDisposable
     /// isolation's and the cache's) and nothing maps the page, freezes the count at zero and takes the page out of
     /// the cache. False, with nothing changed, otherwise.
     /// </summary>
-    public bool RemoveFrozen(PageFrame* page, SwapEntry entry, int expectedRefs)
+    public bool RemoveFrozen(PageFrame* page, SwapEntry entry, int expectedRefs, ulong shadow = 0)
     {
         lock (_lock)
         {
             if (Volatile.Read(ref page->_mapcount) != 0) return false;
             if (Interlocked.CompareExchange(ref page->_refcount, 0, expectedRefs) != expectedRefs) return false;
             Unlink(page, entry);
+            if (shadow != 0 && _trees[entry.Type]!.Insert(entry.Offset, (PageFrame*)shadow)) _shadows++;
             return true;
+        }
+    }
+
+    /// <summary>clear_shadow_from_swap_cache: the slot was freed, so its shadow means nothing any more.</summary>
+    public void ClearShadow(SwapEntry entry)
+    {
+        lock (_lock)
+        {
+            PageTree? tree = _trees[entry.Type];
+            if (tree == null || !IsShadow(tree.Lookup(entry.Offset))) return;
+            tree.Delete(entry.Offset);
+            _shadows--;
         }
     }
 
@@ -99,6 +137,22 @@ internal sealed unsafe class SwapCache : IDisposable
         _pages--;
     }
 
+    /// <summary>Removes every shadow of swap type <paramref name="type"/> (swapoff: the slots are gone).</summary>
+    public void DropShadows(int type, ulong maxOffset)
+    {
+        lock (_lock)
+        {
+            PageTree? tree = _trees[type];
+            if (tree == null) return;
+            for (ulong offset = 1; offset <= maxOffset; offset++)
+            {
+                if (!IsShadow(tree.Lookup(offset))) continue;
+                tree.Delete(offset);
+                _shadows--;
+            }
+        }
+    }
+
     /// <summary>The offsets of <paramref name="type"/> that have a cached page, in order (for swapoff).</summary>
     public List<ulong> Offsets(int type, ulong maxOffset)
     {
@@ -108,7 +162,10 @@ internal sealed unsafe class SwapCache : IDisposable
             PageTree? tree = _trees[type];
             if (tree == null) return found;
             for (ulong offset = 1; offset <= maxOffset; offset++)
-                if (tree.Lookup(offset) != null) found.Add(offset);
+            {
+                PageFrame* entry = tree.Lookup(offset);
+                if (entry != null && !IsShadow(entry)) found.Add(offset);
+            }
         }
         return found;
     }
@@ -126,7 +183,7 @@ internal sealed unsafe class SwapCache : IDisposable
                 for (ulong offset = 1; offset <= maxOffset; offset++)
                 {
                     PageFrame* page = tree.Lookup(offset);
-                    if (page == null) continue;
+                    if (page == null || IsShadow(page)) continue;
                     count++;
                     var entry = new SwapEntry(type, offset);
                     if (!page->Has(PageFlags.SwapCache) || EntryOf(page) != entry)

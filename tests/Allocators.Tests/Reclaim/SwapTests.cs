@@ -260,4 +260,25 @@ public unsafe class SwapTests
         }
         f.AssertAllBack();
     }
+
+    [Fact]
+    public void ALoopSlightlyLargerThanMemoryRefaultsIntoTheActiveList()
+    {
+        using var f = new SwapFixture(arenaBytes: 16L << 20);
+        using (var mm = f.NewProcess())
+        {
+            int pages = (int)(f.Pages.ManagedPages * 12 / 10);
+            ulong a = MapStamped(mm, pages);
+            long major = mm.Statistics.MajorFaults;
+            for (int round = 0; round < 3; round++) AssertStamps(mm, a, pages);
+            long faults = mm.Statistics.MajorFaults - major;
+            // Plain LRU faults on every access of a loop larger than memory; shadows and refault distances activate
+            // the returning pages, and the active list keeps part of the loop resident.
+            Assert.True(f.Counters.RefaultsAnon > 0);
+            Assert.True(f.System.VmStatItems().Single(i => i.Name == "workingset_activate_anon").Value > 0);
+            Assert.True(faults < 3L * pages * 9 / 10, $"{faults} faults for {3 * pages} accesses");
+            f.AnonSwapChecks();
+        }
+        f.AssertAllBack();
+    }
 }
