@@ -62,14 +62,7 @@ public sealed unsafe partial class FileMapping
         try
         {
             if ((PageWait.Clear(page, PageFlags.Dirty) & PageFlags.Dirty) == 0) return true;
-            PageWait.Set(page, PageFlags.Writeback);
-            lock (_treeLock)
-            {
-                _tree.ClearTag(index, PageTree.TagDirty);
-                _tree.SetTag(index, PageTree.TagWriteback);
-            }
-            Interlocked.Decrement(ref _cache.Stats.NrDirty);
-            Interlocked.Increment(ref _cache.Stats.NrWriteback);
+            SetWriteback(page, index);
             t_reclaimWrites++;
             _pages.GetPage(page); // WriteRunLocked drops one reference per page
             IOException? failure = null;

@@ -178,6 +178,14 @@ public sealed unsafe partial class FileMapping
             PageWait.Unlock(page);
             return false;
         }
+        SetWriteback(page, index);
+        PageWait.Unlock(page);
+        return true;
+    }
+
+    /// <summary>set_page_writeback for a locked page whose PG_dirty the caller just cleared: the bit, the tags, the counts.</summary>
+    private void SetWriteback(PageFrame* page, ulong index)
+    {
         PageWait.Set(page, PageFlags.Writeback);
         lock (_treeLock)
         {
@@ -186,8 +194,6 @@ public sealed unsafe partial class FileMapping
         }
         Interlocked.Decrement(ref _cache.Stats.NrDirty);
         Interlocked.Increment(ref _cache.Stats.NrWriteback);
-        PageWait.Unlock(page);
-        return true;
     }
 
     /// <summary>Writes a run of pages under writeback (clamped to i_size), ends their writeback and drops the caller's references.</summary>

@@ -56,7 +56,13 @@ public sealed unsafe partial class AddressSpace
     /// page_referenced_one over this address space: clears the accessed bit of every entry that maps the anonymous
     /// <paramref name="page"/> and flushes it from the TLBs, so the next access sets it again. Returns how many were set.
     /// </summary>
-    internal int AnonReferenced(PageFrame* page, ulong index)
+    internal int AnonReferenced(PageFrame* page, ulong index) => ReferencedIn(null, page, index);
+
+    /// <summary>
+    /// The walk behind <see cref="AnonReferenced"/> (<paramref name="file"/> null) and <see cref="IFileMapper.ReferencedTry"/>:
+    /// clears the accessed bit of each entry that maps <paramref name="page"/>; a busy address space counts as one.
+    /// </summary>
+    private int ReferencedIn(FileMapping? file, PageFrame* page, ulong index)
     {
         int young = 0;
         if (!TryEnterRmap()) return 1; // busy: count it as in use rather than wait
@@ -64,7 +70,7 @@ public sealed unsafe partial class AddressSpace
         {
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
-                if (!CoversAnon(v, index)) continue;
+                if (!(file == null ? CoversAnon(v, index) : CoversFile(v, file, index))) continue;
                 ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null || !ClearYoung(ptep)) continue;
                 young++;
@@ -123,24 +129,7 @@ public sealed unsafe partial class AddressSpace
         => ReferenceEquals(v.File, mapping) && index >= v.PgOff && index < v.EndIndex;
 
     /// <inheritdoc/>
-    int IFileMapper.ReferencedTry(FileMapping mapping, ulong index, PageFrame* page)
-    {
-        int young = 0;
-        if (!TryEnterRmap()) return 1;
-        try
-        {
-            for (VmArea? v = _vmas.First; v != null; v = v.Next)
-            {
-                if (!CoversFile(v, mapping, index)) continue;
-                ulong* ptep = PteOf(v, page, index, out ulong va);
-                if (ptep == null || !ClearYoung(ptep)) continue;
-                young++;
-                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: false);
-            }
-        }
-        finally { ExitRmap(); }
-        return young;
-    }
+    int IFileMapper.ReferencedTry(FileMapping mapping, ulong index, PageFrame* page) => ReferencedIn(mapping, page, index);
 
     /// <inheritdoc/>
     void IFileMapper.TryUnmap(FileMapping mapping, ulong index, PageFrame* page)
