@@ -17,7 +17,7 @@ public sealed unsafe partial class NativeMemoryPool
     /// <summary>Array bytes evicted after which an idle pool asks the garbage collector to give memory back.</summary>
     private const long CollectAfterEvictedBytes = 8L << 20;
 
-    private Func<long>? _shrinker;
+    private Func<ShrinkControl, long>? _shrinker;
     private Timer? _reaper;
     private long _opsAtLastReap = -1;
     private int _reaping;
@@ -41,7 +41,7 @@ public sealed unsafe partial class NativeMemoryPool
     }
 
     /// <summary>Evicts everything in the depots; returns the bytes evicted.</summary>
-    private long EvictDepots()
+    private long EvictDepots(long limitBytes = long.MaxValue)
     {
         long before = Volatile.Read(ref _counters->EvictedBytes);
         Span<int> ids = stackalloc int[256];
@@ -51,7 +51,7 @@ public sealed unsafe partial class NativeMemoryPool
             {
                 PoolDepot* depot = _depots + c;
                 int n;
-                while ((n = PoolDepot.Pop(depot, buffer, ids.Length)) > 0)
+                while (Volatile.Read(ref _counters->EvictedBytes) - before < limitBytes && (n = PoolDepot.Pop(depot, buffer, ids.Length)) > 0)
                 {
                     Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
                     for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
@@ -154,7 +154,7 @@ public sealed unsafe partial class NativeMemoryPool
 
     private void RegisterShrinker()
     {
-        _shrinker = () => EvictDepots() / PageFrame.PageSize;
+        _shrinker = control => EvictDepots(control.NrToScan * PageFrame.PageSize) / PageFrame.PageSize;
         _pages.RegisterShrinker(_shrinker);
     }
 

@@ -46,7 +46,11 @@ public sealed unsafe partial class FileMapping
         if (Volatile.Read(ref page->_refcount) != 2 || page->Has(PageFlags.Dirty)) return PageReclaim.Keep;
         DeleteFromPageCache(page, index);
         SynchronizeLookups();
-        if (Interlocked.CompareExchange(ref page->_refcount, 0, 2) == 2) return PageReclaim.Freed;
+        if (Interlocked.CompareExchange(ref page->_refcount, 0, 2) == 2)
+        {
+            Interlocked.Increment(ref _cache.Stats.Dropped);
+            return PageReclaim.Freed;
+        }
         PutPage(page); // a lookup that began before the delete still holds it; it will see the page gone
         return PageReclaim.Keep;
     }

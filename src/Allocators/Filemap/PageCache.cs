@@ -20,7 +20,7 @@ public sealed unsafe class PageCache : IDisposable
 {
     private readonly Lock _filesLock = new();
     private readonly Dictionary<int, FileMapping> _files = [];
-    private readonly Func<long> _shrinker;
+    private readonly Func<ShrinkControl, long> _shrinker;
     private readonly Flusher _flusher;
     private int _nextId = 1;
     private bool _disposed;
@@ -33,7 +33,7 @@ public sealed unsafe class PageCache : IDisposable
         Options = options ?? new PageCacheOptions();
         Options.Validate();
         Pages = pages;
-        _shrinker = () => ShrinkCleanPages(pages.NrFreePages / 8 + 32);
+        _shrinker = control => ShrinkCleanPages(control.NrToScan); // clean pages: no I/O, so any gfp
         pages.RegisterShrinker(_shrinker);
         _flusher = new Flusher(this);
         _lru = new PageCacheLru(this);

@@ -46,7 +46,7 @@ public sealed class PageCacheStatistics
     /// <summary>Writeback I/O errors recorded for a later fsync.</summary>
     public long WriteErrors => Interlocked.Read(ref WritebackErrors);
 
-    /// <summary>Clean pages dropped by <see cref="PageCache.DropCaches"/> or the shrinker.</summary>
+    /// <summary>Clean pages dropped by <see cref="PageCache.DropCaches"/>, reclaim or the shrinker.</summary>
     public long DroppedPages => Interlocked.Read(ref Dropped);
 
     /// <summary>Dirty pages reclaim wrote back itself before it dropped them (pageout from shrink_folio_list).</summary>

@@ -194,7 +194,7 @@ public sealed unsafe partial class PageAllocator
             page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
             if (page != null) return page;
 
-            if (RunShrinkers(order) > 0)
+            if (RunShrinkers(gfp, order, node) > 0)
             {
                 page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
                 if (page != null) return page;

@@ -6,22 +6,25 @@ namespace Allocators.PageAlloc;
 
 public sealed unsafe partial class PageAllocator
 {
-    private Func<long>[] _shrinkers = [];
+    private Func<ShrinkControl, long>[] _shrinkers = [];
     private readonly Lock _shrinkerLock = new();
     [ThreadStatic] private static bool t_inShrinker;
+    private const long ShrinkBatch = 128; // SHRINK_BATCH
 
     /// <summary>
     /// Registers a shrinker (register_shrinker): called when an allocation is about to fail so that caches above the
-    /// page allocator give pages back. It returns the number of pages it freed. Shrinkers run on the allocating
+    /// page allocator give pages back. It gets a <see cref="ShrinkControl"/> — the allocation's gfp (a shrinker that
+    /// would need I/O or the file system must not do it without <see cref="Gfp.Io"/>/<see cref="Gfp.Fs"/>), its node,
+    /// and how many pages to try for — and returns the number of pages it freed. Shrinkers run on the allocating
     /// thread and must not allocate pages themselves.
     /// </summary>
-    public void RegisterShrinker(Func<long> shrink)
+    public void RegisterShrinker(Func<ShrinkControl, long> shrink)
     {
         lock (_shrinkerLock) _shrinkers = [.. _shrinkers, shrink];
     }
 
     /// <summary>Removes a shrinker added with <see cref="RegisterShrinker"/>.</summary>
-    public void UnregisterShrinker(Func<long> shrink)
+    public void UnregisterShrinker(Func<ShrinkControl, long> shrink)
     {
         lock (_shrinkerLock) _shrinkers = Array.FindAll(_shrinkers, s => s != shrink);
     }
@@ -32,17 +35,19 @@ public sealed unsafe partial class PageAllocator
     /// </summary>
     public event Action<ShrinkerRun>? ShrinkersRan;
 
-    private long RunShrinkers(int order)
+    private long RunShrinkers(Gfp gfp, int order, int node)
     {
         if (t_inShrinker) return 0;
-        Func<long>[] shrinkers = _shrinkers;
+        Func<ShrinkControl, long>[] shrinkers = _shrinkers;
         if (shrinkers.Length == 0) return 0;
         t_inShrinker = true;
         try
         {
             long start = Stopwatch.GetTimestamp();
             long freed = 0;
-            foreach (var shrink in shrinkers) freed += shrink();
+            // shrink_slab: SHRINK_BATCH (128) at a time, or the allocation's size when that is larger.
+            var control = new ShrinkControl(gfp, node, Math.Max(ShrinkBatch, 1L << order));
+            foreach (var shrink in shrinkers) freed += shrink(control);
             if (freed > 0) DrainAllPages();
             // Raised inside the shrinker context, so that a handler's own allocation failing does not shrink again.
             if (ShrinkersRan != null || AllocatorsEventSource.Log.IsEnabled(EventLevel.Verbose, AllocatorsEventSource.Keywords.Reclaim))

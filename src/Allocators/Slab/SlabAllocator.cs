@@ -86,7 +86,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     private readonly KmemCacheData** _cacheList = (KmemCacheData**)NativeMemory.AllocZeroed((nuint)sizeof(nint));
     private readonly List<KmemCache> _caches = new();
     private readonly Lock _lock = new();
-    private readonly Func<long> _shrinker;
+    private readonly Func<ShrinkControl, long> _shrinker;
     private int _nextId;
     private volatile bool _disposed;
 
@@ -118,7 +118,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             _kmallocData[i] = (nint)_kmalloc[i].Data;
             _kmalloc[i].Data->KmallocIndex = i;
         }
-        _shrinker = ShrinkAll;
+        _shrinker = control => Shrink(control.NrToScan);
         pages.RegisterShrinker(_shrinker);
     }
 
@@ -508,11 +508,18 @@ public sealed unsafe class SlabAllocator : IDisposable
     }
 
     /// <summary>Shrinks every cache (drop_caches for slabs); returns the pages given back.</summary>
-    public long ShrinkAll()
+    public long ShrinkAll() => Shrink(long.MaxValue);
+
+    /// <summary>Shrinks caches in turn until at least <paramref name="pages"/> pages went back (the shrinker's budget).</summary>
+    private long Shrink(long pages)
     {
-        long pages = 0;
-        foreach (var cache in Caches) pages += cache.Shrink();
-        return pages;
+        long freed = 0;
+        foreach (var cache in Caches)
+        {
+            if (freed >= pages) break;
+            freed += cache.Shrink();
+        }
+        return freed;
     }
 
     /// <summary>All caches exactly in /proc/slabinfo 2.1 format.</summary>
