@@ -194,6 +194,17 @@ internal sealed unsafe class PageTree : IDisposable
     /// <summary>Frees every node at the owner's disposal (no walker is left; every page is gone).</summary>
     public void Clear() => FreeDetached(Detach());
 
+    /// <summary>
+    /// Frees every node whatever the tree still holds (the swap cache at system disposal: shadow entries, and pages
+    /// that go with the arena). No walker may be left.
+    /// </summary>
+    public void Abandon()
+    {
+        nint root = _rootBits;
+        Volatile.Write(ref _rootBits, 0);
+        FreeDetached(root);
+    }
+
     /// <summary>True when no page is stored.</summary>
     public bool IsEmpty => Root == null || Root->Count == 0 || AllEmpty(Root);
 

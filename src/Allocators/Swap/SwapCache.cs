@@ -200,7 +200,7 @@ internal sealed unsafe class SwapCache : IDisposable
     {
         lock (_lock)
         {
-            foreach (PageTree? tree in _trees) tree?.Dispose();
+            foreach (PageTree? tree in _trees) tree?.Abandon(); // shadows, and pages that go with the arena
         }
     }
 }
