@@ -54,10 +54,10 @@ internal sealed class SwappingAddressSpace : IPagedMemory, IDisposable
     public int ResidentLimit { get; }
 
     /// <summary>
-    /// Swap-ins (major faults) plus first touches: a first touch is a demand-zero fault here and a cold miss in the
-    /// simulators, so both columns count the same events.
+    /// Pages read from swap (pswpin: swap-in faults and readahead alike, so readahead cannot hide reads) plus first
+    /// touches: a first touch is a demand-zero fault here and a cold miss in the simulators.
     /// </summary>
-    public long MajorFaults => _mm.Statistics.MajorFaults + _firstTouches;
+    public long MajorFaults => _system.Pages.ReclaimCounters.PagesSwappedIn + _firstTouches;
 
     /// <inheritdoc/>
     public long PagesOut => _system.Pages.ReclaimCounters.PagesSwappedOut;

@@ -53,7 +53,7 @@ internal static class TraceRun
             using (var probe = new SwappingAddressSpace(memoryPages, memoryPages * 2)) resident = probe.ResidentLimit;
             sb.Append(CultureInfo.InvariantCulture, $"The memory system runs each trace in one process on an arena of {memoryPages} pages with a swap file; kswapd keeps ");
             sb.Append(CultureInfo.InvariantCulture, $"the zones' high watermark free, so about {resident} pages are resident (fewer frames than LRU and MIN get). ");
-            sb.Append("Its faults are swap-ins plus first touches (demand-zero faults, the simulators' cold misses).\n\n");
+            sb.Append("Its faults are pages read from swap (faults and readahead alike) plus first touches (demand-zero faults, the simulators' cold misses).\n\n");
         }
         sb.Append(TraceTable.Faults(rows));
         sb.Append("\n## Throughput of a random working set twice the memory\n\n");

@@ -74,6 +74,9 @@ public sealed unsafe partial class AddressSpace
                     {
                         prot &= ~PteFlags.ReadWrite;
                     }
+                    // folio_add_anon_rmap: a page read ahead, or cached by another process, is this family's now.
+                    page->Private = (nuint)AnonFamily.Id;
+                    page->Data0 = vma.PageIndex(va);
                     Interlocked.Increment(ref page->_mapcount);
                     AddRss(anon: true, 1);
                     Interlocked.Decrement(ref _swapEnts);

@@ -21,7 +21,7 @@ namespace Allocators.Mmu;
 /// a cached page mapped by any PTE is mapped read-only (a write copies it or takes it out of the cache first), so
 /// the slot's copy of a clean cached page is current.</para>
 /// </remarks>
-internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
+internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
 {
     private readonly KernelAddressSpace _kernel;
     private readonly PageAllocator _pages;
@@ -163,6 +163,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             PageFrame* page = Cache.Lookup(entry, out ulong shadow);
             if (page != null)
             {
+                NoteReadaheadHit(page);
                 PageWait.Lock(page);
                 if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry) return page;
                 PageWait.Unlock(page);
@@ -200,6 +201,7 @@ internal sealed unsafe class AnonSwap : ILruOwner, IDisposable
             Interlocked.Increment(ref _counters.PswpIn);
             _pages.Lru.Add(page, _pages.NodeOf(page), active: shadow != 0 && Workingset.Refault(_pages, shadow, anon: true));
             major = true;
+            Readahead(device, entry);
             return page;
         }
     }

@@ -8,7 +8,7 @@ public sealed class ReclaimCounters
 {
     internal long PgScanKswapd, PgScanDirect, PgStealKswapd, PgStealDirect;
     internal long PgActivate, PgDeactivate, PgRefill;
-    internal long PswpIn, PswpOut;
+    internal long PswpIn, PswpOut, SwapRa, SwapRaHit;
     internal long WorkingsetRefaultAnon, WorkingsetRefaultFile, WorkingsetActivateAnon, WorkingsetActivateFile;
     internal long KswapdWakeups; // pageoutrun: kswapd balancing runs
     internal long OomKill;
@@ -67,6 +67,8 @@ public sealed class ReclaimCounters
         yield return ("pgsteal_direct", Volatile.Read(ref PgStealDirect));
         yield return ("pgscan_kswapd", Volatile.Read(ref PgScanKswapd));
         yield return ("pgscan_direct", Volatile.Read(ref PgScanDirect));
+        yield return ("swap_ra", Volatile.Read(ref SwapRa));
+        yield return ("swap_ra_hit", Volatile.Read(ref SwapRaHit));
         yield return ("oom_kill", Volatile.Read(ref OomKill));
         yield return ("pageoutrun", Volatile.Read(ref KswapdWakeups));
     }
