@@ -40,6 +40,7 @@ public sealed unsafe partial class AddressSpace
         Kb("RssFile", s.RssFile);
         Kb("RssShmem", s.RssShmem);
         Kb("VmPTE", s.PageTablePages);
+        Kb("VmSwap", SwapEntries);
         return sb.ToString();
     }
 
@@ -126,6 +127,7 @@ public sealed unsafe partial class AddressSpace
                 Kb("Private_Clean", u.PrivateClean);
                 Kb("Private_Dirty", u.PrivateDirty);
                 Kb("Anonymous", u.Anonymous);
+                Kb("Swap", u.Swap);
             }
         }
         finally { _mmapLock.ExitReadLock(); }
@@ -134,7 +136,7 @@ public sealed unsafe partial class AddressSpace
 
     private struct SmapsUsage
     {
-        public long SharedClean, SharedDirty, PrivateClean, PrivateDirty, Anonymous;
+        public long SharedClean, SharedDirty, PrivateClean, PrivateDirty, Anonymous, Swap;
 
         public void Account(bool shared, bool dirty, long pages)
         {
@@ -166,6 +168,7 @@ public sealed unsafe partial class AddressSpace
                 for (ulong va = s; va < e; va += VirtualAddress.PageSize)
                 {
                     ulong pte = Volatile.Read(ref table[VirtualAddress.PteIndex(va)]);
+                    if (Swap.SwapEntry.IsSwapPte(pte)) u.Swap++;
                     if (!IsMapped(pte) || (pte & (ulong)PteFlags.Special) != 0) continue;
                     Physical.PageFrame* page = _memory.PfnToPage(PageTableEntry.PfnOf(pte));
                     bool dirty = (pte & (ulong)PteFlags.Dirty) != 0 || page->Has(Physical.PageFlags.Dirty);

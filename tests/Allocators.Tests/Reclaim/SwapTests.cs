@@ -255,6 +255,10 @@ public unsafe class SwapTests
             f.System.Reclaim(128);
             meminfo = f.System.MeminfoItems().ToDictionary(i => i.Name, i => i.Kb);
             Assert.True(meminfo["SwapFree"] < meminfo["SwapTotal"]);
+            long swapped = mm.SwapEntries;
+            Assert.True(swapped > 0);
+            Assert.Contains($"VmSwap:   {swapped * 4,8} kB\n", mm.Status());
+            Assert.Contains($"Swap:           {swapped * 4,8} kB\n", mm.Smaps());
             var vmstat = f.System.VmStatItems().ToDictionary(i => i.Name, i => i.Value);
             Assert.True(vmstat["pswpout"] > 0);
             Assert.True(vmstat["pgscan_direct"] >= vmstat["pgsteal_direct"]);
