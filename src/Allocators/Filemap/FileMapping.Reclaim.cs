@@ -44,7 +44,7 @@ public sealed unsafe partial class FileMapping
         }
         // __remove_mapping: the cache's reference and the isolation's, nothing else.
         if (Volatile.Read(ref page->_refcount) != 2 || page->Has(PageFlags.Dirty)) return PageReclaim.Keep;
-        DeleteFromPageCache(page, index);
+        DeleteFromPageCache(page, index, Workingset.Eviction(_pages, page));
         SynchronizeLookups();
         if (Interlocked.CompareExchange(ref page->_refcount, 0, 2) == 2)
         {

@@ -64,6 +64,7 @@ public sealed unsafe partial class FileMapping
         PageFrame** found = stackalloc PageFrame*[GangBatch];
         PageFrame** removed = stackalloc PageFrame*[GangBatch];
         ulong next = firstIndex;
+        lock (_treeLock) _tree.DeleteValues(firstIndex); // the shadows of evicted pages past the end go too
         while (true)
         {
             int n = FindGetPages(next, ulong.MaxValue, -1, indices, found);

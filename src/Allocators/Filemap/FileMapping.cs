@@ -214,9 +214,10 @@ public sealed unsafe partial class FileMapping : IDisposable
     {
         page->Private = (nuint)Id;
         page->Data0 = index;
+        ulong shadow;
         lock (_treeLock)
         {
-            if (!_tree.Insert(index, page))
+            if (!_tree.Insert(index, (ulong)page, out shadow))
             {
                 page->Private = 0;
                 return false;
@@ -225,7 +226,8 @@ public sealed unsafe partial class FileMapping : IDisposable
             _nrPages++;
         }
         Interlocked.Increment(ref _cache.Stats.NrFilePages);
-        _pages.Lru.Add(page, _pages.NodeOf(page)); // folio_add_lru: the inactive file list
+        // folio_add_lru: the inactive file list, or the active one when the page's shadow says it was evicted too soon.
+        _pages.Lru.Add(page, _pages.NodeOf(page), active: shadow != 0 && Workingset.Refault(_pages, shadow, anon: false));
         return true;
     }
 
@@ -233,13 +235,15 @@ public sealed unsafe partial class FileMapping : IDisposable
     /// __delete_from_page_cache for a locked page still owned here: out of the tree, dirty accounting undone, page->mapping
     /// cleared. The cache's reference is the caller's to drop after <see cref="SynchronizeLookups"/>.
     /// </summary>
-    internal void DeleteFromPageCache(PageFrame* page, ulong index)
+    internal void DeleteFromPageCache(PageFrame* page, ulong index, ulong shadow = 0)
     {
         Debug.Assert(page->Has(PageFlags.Locked) && !page->Has(PageFlags.Writeback));
         lock (_treeLock)
         {
             PageFrame* removed = _tree.Delete(index);
             Debug.Assert(removed == page);
+            // The leaf node is still there, so storing the shadow allocates nothing.
+            if (shadow != 0) _tree.Insert(index, shadow, out _);
             _nrPages--;
         }
         if ((PageWait.Clear(page, PageFlags.Dirty | PageFlags.Readahead) & PageFlags.Dirty) != 0)

@@ -44,26 +44,47 @@ internal sealed unsafe class PageTree : IDisposable
 
     private Node* Root => (Node*)_rootBits;
 
-    /// <summary>The page at <paramref name="index"/> or null (xa_load). Lockless.</summary>
+    /// <summary>The page at <paramref name="index"/> or null (xa_load); a value entry (a shadow) reads as null. Lockless.</summary>
     public PageFrame* Lookup(ulong index)
     {
+        ulong entry = LookupEntry(index);
+        return IsValue(entry) ? null : (PageFrame*)entry;
+    }
+
+    /// <summary>The raw entry at <paramref name="index"/>: 0, a page, or a value entry (low bit set). Lockless.</summary>
+    public ulong LookupEntry(ulong index)
+    {
         var node = (Node*)Volatile.Read(ref _rootBits);
-        if (node == null || (index >> node->Shift >> ChunkShift) != 0) return null;
+        if (node == null || (index >> node->Shift >> ChunkShift) != 0) return 0;
         while (true)
         {
             ulong slot = Volatile.Read(ref node->Slots[(int)((index >> node->Shift) & ChunkMask)]);
-            if (node->Shift == 0 || slot == 0) return (PageFrame*)slot;
+            if (node->Shift == 0 || slot == 0) return slot;
             node = (Node*)slot;
         }
     }
 
     /// <summary>
+    /// True for a value entry (xa_is_value): an integer with the low bit set stored in place of a page — the shadow an
+    /// evicted page leaves for workingset detection. Frames are 64-byte aligned, so no page pointer has that bit.
+    /// </summary>
+    public static bool IsValue(ulong entry) => (entry & 1) != 0;
+
+    /// <summary>
     /// Stores <paramref name="page"/> at an empty <paramref name="index"/>. False, with nothing changed, when the slot
     /// is taken. Throws <see cref="OutOfMemoryException"/> when a node cannot be allocated. Tree lock held.
     /// </summary>
-    public bool Insert(ulong index, PageFrame* page)
+    public bool Insert(ulong index, PageFrame* page) => Insert(index, (ulong)page, out _);
+
+    /// <summary>
+    /// Stores <paramref name="entry"/> (a page or a value entry) at <paramref name="index"/>, replacing a value entry
+    /// there (returned in <paramref name="replaced"/>, else 0). False, with nothing changed, when a page holds the slot.
+    /// Tree lock held.
+    /// </summary>
+    public bool Insert(ulong index, ulong entry, out ulong replaced)
     {
-        Debug.Assert(page != null);
+        Debug.Assert(entry != 0);
+        replaced = 0;
         Grow(index);
         Node* node = Root;
         while (node->Shift != 0)
@@ -79,9 +100,11 @@ internal sealed unsafe class PageTree : IDisposable
             node = child;
         }
         int leaf = (int)(index & ChunkMask);
-        if (node->Slots[leaf] != 0) return false;
-        node->Count++;
-        Volatile.Write(ref node->Slots[leaf], (ulong)page);
+        ulong old = node->Slots[leaf];
+        if (old != 0 && !IsValue(old)) return false;
+        if (old == 0) node->Count++;
+        replaced = old;
+        Volatile.Write(ref node->Slots[leaf], entry);
         return true;
     }
 
@@ -161,6 +184,7 @@ internal sealed unsafe class PageTree : IDisposable
             ulong slot = node->Slots[offset];
             if (slot == 0) continue;
             if (tag >= 0 && (node->Tags[tag] & (1UL << offset)) == 0) continue;
+            if (shift == 0 && IsValue(slot)) continue; // shadows are not pages
             if (shift == 0)
             {
                 indices[found] = first;
@@ -180,7 +204,7 @@ internal sealed unsafe class PageTree : IDisposable
     {
         nint root = _rootBits;
         if (root == 0) return 0;
-        Debug.Assert(IsEmpty);
+        Debug.Assert(IsEmpty || !HoldsPage(Root));
         Volatile.Write(ref _rootBits, 0);
         return root;
     }
@@ -207,6 +231,44 @@ internal sealed unsafe class PageTree : IDisposable
 
     /// <summary>True when no page is stored.</summary>
     public bool IsEmpty => Root == null || Root->Count == 0 || AllEmpty(Root);
+
+    /// <summary>True when a page (not a value entry) is stored below <paramref name="node"/>.</summary>
+    private static bool HoldsPage(Node* node)
+    {
+        for (int i = 0; i < ChunkSize; i++)
+        {
+            ulong slot = node->Slots[i];
+            if (slot == 0) continue;
+            if (node->Shift == 0 ? !IsValue(slot) : HoldsPage((Node*)slot)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Removes every value entry at or after <paramref name="start"/> (truncation drops the shadows too). Tree lock held.</summary>
+    public void DeleteValues(ulong start)
+    {
+        if (Root != null) DeleteValues(Root, 0, start);
+    }
+
+    private static void DeleteValues(Node* node, ulong baseIndex, ulong start)
+    {
+        for (int offset = 0; offset < ChunkSize; offset++)
+        {
+            ulong first = baseIndex + ((ulong)offset << node->Shift);
+            if (first + (1UL << node->Shift) <= start) continue;
+            ulong slot = node->Slots[offset];
+            if (slot == 0) continue;
+            if (node->Shift != 0)
+            {
+                DeleteValues((Node*)slot, first, start);
+            }
+            else if (IsValue(slot))
+            {
+                Volatile.Write(ref node->Slots[offset], 0UL);
+                node->Count--;
+            }
+        }
+    }
 
     private static bool AllEmpty(Node* node)
     {

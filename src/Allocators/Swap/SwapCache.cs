@@ -42,7 +42,7 @@ internal sealed unsafe class SwapCache : IDisposable
         lock (_lock)
         {
             PageTree? tree = _trees[entry.Type];
-            PageFrame* page = tree == null ? null : tree.Lookup(entry.Offset);
+            var page = (PageFrame*)(tree == null ? 0 : tree.LookupEntry(entry.Offset));
             shadow = 0;
             if (IsShadow(page))
             {
@@ -71,12 +71,8 @@ internal sealed unsafe class SwapCache : IDisposable
         lock (_lock)
         {
             PageTree tree = _trees[entry.Type] ??= new PageTree();
-            if (IsShadow(tree.Lookup(entry.Offset)))
-            {
-                tree.Delete(entry.Offset); // the refaulting page takes its shadow's place
-                _shadows--;
-            }
-            if (!tree.Insert(entry.Offset, page)) return false;
+            if (!tree.Insert(entry.Offset, (ulong)page, out ulong replaced)) return false;
+            if (replaced != 0) _shadows--; // the refaulting page took its shadow's place
             page->Data1 = entry.Value;
             PageFrame.SetFlags(page, PageFlags.SwapCache);
             Interlocked.Increment(ref page->_refcount);
@@ -110,7 +106,7 @@ internal sealed unsafe class SwapCache : IDisposable
             if (Volatile.Read(ref page->_mapcount) != 0) return false;
             if (Interlocked.CompareExchange(ref page->_refcount, 0, expectedRefs) != expectedRefs) return false;
             Unlink(page, entry);
-            if (shadow != 0 && _trees[entry.Type]!.Insert(entry.Offset, (PageFrame*)shadow)) _shadows++;
+            if (shadow != 0 && _trees[entry.Type]!.Insert(entry.Offset, shadow, out _)) _shadows++;
             return true;
         }
     }
@@ -121,7 +117,7 @@ internal sealed unsafe class SwapCache : IDisposable
         lock (_lock)
         {
             PageTree? tree = _trees[entry.Type];
-            if (tree == null || !IsShadow(tree.Lookup(entry.Offset))) return;
+            if (tree == null || !IsShadow((PageFrame*)tree.LookupEntry(entry.Offset))) return;
             tree.Delete(entry.Offset);
             _shadows--;
         }
@@ -146,7 +142,7 @@ internal sealed unsafe class SwapCache : IDisposable
             if (tree == null) return;
             for (ulong offset = 1; offset <= maxOffset; offset++)
             {
-                if (!IsShadow(tree.Lookup(offset))) continue;
+                if (!IsShadow((PageFrame*)tree.LookupEntry(offset))) continue;
                 tree.Delete(offset);
                 _shadows--;
             }

@@ -85,6 +85,9 @@ public sealed unsafe class FileReclaimTests : IDisposable
         var back = new byte[data.Length];
         Assert.Equal(data.Length, file.Read(0, back));
         Assert.Equal(data, back);
+        // The dropped pages left shadows: reading them again is a refault (mm/workingset.c).
+        Assert.True(_system.Pages.ReclaimCounters.RefaultsFile > 0);
+        _system.PageCache.CheckConsistency();
     }
 
     [Fact]
