@@ -9,19 +9,14 @@ public sealed unsafe partial class FileMapping
     [ThreadStatic] internal static long t_reclaimWrites;
 
     /// <summary>
-    /// page_referenced for a page of this file: the mappings' accessed bits, read and cleared with trylocks; -1 when an
-    /// address space's locks are busy (reclaim does not wait; it keeps the page for another pass).
+    /// page_referenced for a page of this file: the mappings' accessed bits, read and cleared with trylocks (an
+    /// address space whose locks are busy counts as a reference: reclaim does not wait).
     /// </summary>
     internal int ReferencedPtes(PageFrame* page, ulong index)
     {
         if (Volatile.Read(ref page->_mapcount) == 0) return 0;
         int young = 0;
-        foreach (var (mapper, _) in Volatile.Read(ref _mappers))
-        {
-            int found = mapper.ReferencedTry(this, index, page);
-            if (found < 0) return -1; // rwc->contended
-            young += found;
-        }
+        foreach (var (mapper, _) in Volatile.Read(ref _mappers)) young += mapper.ReferencedTry(this, index, page);
         return young;
     }
 
@@ -36,7 +31,7 @@ public sealed unsafe partial class FileMapping
         if (Volatile.Read(ref page->_mapcount) > 0)
         {
             foreach (var (mapper, _) in Volatile.Read(ref _mappers)) mapper.TryUnmap(this, index, page);
-            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Keep; // busy: another pass
+            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
         }
         if (page->Has(PageFlags.Dirty))
         {

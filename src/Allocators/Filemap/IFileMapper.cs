@@ -25,7 +25,7 @@ internal unsafe interface IFileMapper
     /// <summary>
     /// page_referenced_one for a page of <paramref name="mapping"/> at <paramref name="index"/>: clears the accessed
     /// bits of the entries that map it and returns how many were set. Reclaim calls it inside allocations, so it takes
-    /// its locks with trylock and returns -1 when the address space is busy.
+    /// its locks with trylock and counts a busy address space as one reference.
     /// </summary>
     int ReferencedTry(FileMapping mapping, ulong index, PageFrame* page);
 

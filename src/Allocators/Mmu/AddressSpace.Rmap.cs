@@ -60,12 +60,12 @@ public sealed unsafe partial class AddressSpace
 
     /// <summary>
     /// The walk behind <see cref="AnonReferenced"/> (<paramref name="file"/> null) and <see cref="IFileMapper.ReferencedTry"/>:
-    /// clears the accessed bit of each entry that maps <paramref name="page"/>; -1 when the address space is busy.
+    /// clears the accessed bit of each entry that maps <paramref name="page"/>; a busy address space counts as one.
     /// </summary>
     private int ReferencedIn(FileMapping? file, PageFrame* page, ulong index)
     {
         int young = 0;
-        if (!TryEnterRmap()) return -1; // contended: the caller keeps the page for another pass rather than wait
+        if (!TryEnterRmap()) return 1; // busy: count it as in use rather than wait
         try
         {
             for (VmArea? v = _vmas.First; v != null; v = v.Next)

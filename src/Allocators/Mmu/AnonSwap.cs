@@ -72,12 +72,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         AnonVma? family = page->Has(PageFlags.Anon) ? _kernel.AnonVmaOf((int)page->Private) : null;
         if (family == null) return 0;
         int young = 0;
-        foreach (AddressSpace mm in family.Members)
-        {
-            int found = mm.AnonReferenced(page, page->Data0);
-            if (found < 0) return -1; // rwc->contended
-            young += found;
-        }
+        foreach (AddressSpace mm in family.Members) young += mm.AnonReferenced(page, page->Data0);
         return young;
     }
 
@@ -114,8 +109,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
                 foreach (AddressSpace mm in family.Members)
                     if (mm.AnonUnmapToSwap(page, page->Data0, device, entry)) PageFrame.SetFlags(page, PageFlags.Dirty);
             }
-            // Still mapped: an address space was busy (or a fault mapped it meanwhile); try again on a later pass.
-            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Keep;
+            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
         }
 
         if (page->Has(PageFlags.Dirty))

@@ -25,8 +25,7 @@ internal unsafe interface ILruOwner
 
     /// <summary>
     /// page_referenced: the number of page-table entries mapping <paramref name="page"/> whose accessed bit was set,
-    /// clearing them (with the TLB flushed so the next access sets them again); -1 when a lock it needed was busy
-    /// (rwc->contended: the page is kept for another pass). The page is isolated.
+    /// clearing them (with the TLB flushed so the next access sets them again). The page is isolated and locked.
     /// </summary>
     int Referenced(PageFrame* page);
 

@@ -275,7 +275,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         {
             if (page->Has(PageFlags.Writeback)) return PageReclaim.Keep;
             int referencedPtes = owner.Referenced(page);
-            if (referencedPtes < 0) return PageReclaim.Keep; // PAGEREF_KEEP: contended, look again later
             bool referencedPage = (PageFrame.ClearFlags(page, PageFlags.Referenced) & PageFlags.Referenced) != 0;
             if (referencedPtes > 0)
             {
