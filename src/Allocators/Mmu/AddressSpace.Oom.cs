@@ -49,30 +49,57 @@ public sealed unsafe partial class AddressSpace
     }
 
     /// <summary>
-    /// oom_kill_process and the oom reaper: marks the address space killed and unmaps every area (the tables stay
-    /// until it is disposed), so its pages and swap slots go back. Returns the kernel's report line. When another
-    /// thread holds the mmap_lock for writing, only the mark is set and false is returned in <paramref name="reaped"/>.
+    /// oom_kill_process: marks the address space killed and reaps it (<see cref="TryReap"/>) when that can be done now;
+    /// <paramref name="reaped"/> says whether it was. Returns the kernel's report line.
     /// </summary>
     internal string OomKill(out bool reaped)
     {
         string report = $"Out of memory: Killed process {Pid} ({Name}) total-vm:{VmSizeKb()}kB, anon-rss:{Interlocked.Read(ref _rssAnon) * 4}kB, " +
             $"file-rss:{Interlocked.Read(ref _rssFile) * 4}kB, shmem-rss:{Interlocked.Read(ref _rssShmem) * 4}kB, UID:0 pgtables:{PageTablePages * 4}kB oom_score_adj:{OomScoreAdj}";
         _oomKilled = true;
-        // The victim may be the thread that ran out of memory, inside its own fault (mmap_lock held for reading).
-        bool held = _mmapLock.IsReadLockHeld || _mmapLock.IsWriteLockHeld || _mmapLock.IsUpgradeableReadLockHeld;
-        reaped = held || _mmapLock.TryEnterReadLock(TimeSpan.FromSeconds(1));
-        if (!reaped) return report;
+        reaped = TryReap();
+        return report;
+    }
+
+    /// <summary>True once the reaper has taken a killed address space's memory.</summary>
+    internal bool OomReaped => _oomReaped;
+
+    private volatile bool _oomReaped;
+
+    /// <summary>
+    /// The oom reaper: unmaps every area of a killed address space (the tables stay until it is disposed). The victim
+    /// may be the thread that ran out of memory: inside its own fault (the mmap_lock held for reading, no table lock)
+    /// its areas can go now; in the middle of fork, mmap or munmap (the lock held for writing, a walk of its tables
+    /// under way) they cannot, and a later allocation reaps it. False when it could not be done now.
+    /// </summary>
+    internal bool TryReap()
+    {
+        if (_oomReaped) return true;
+        if (_mmapLock.IsWriteLockHeld || _mmapLock.IsUpgradeableReadLockHeld || _ptl.IsHeldByCurrentThread || _immapLock.IsHeldByCurrentThread)
+            return false;
+        bool held = _mmapLock.IsReadLockHeld;
         try
         {
+            // No waiting: the holder may be waiting for memory itself, or disposing the address space.
+            if (!held && !_mmapLock.TryEnterReadLock(0)) return false;
+        }
+        catch (ObjectDisposedException)
+        {
+            return true; // exited: its memory went with it
+        }
+        try
+        {
+            if (_oomReaped || IsDisposed) return true;
             var gather = new TlbGather();
             for (VmArea? v = _vmas.First; v != null; v = v.Next) ZapRange(v.Start, v.End, gather, v.File, freeTables: false);
             FinishGather(gather);
+            _oomReaped = true;
+            return true;
         }
         finally
         {
             if (!held) _mmapLock.ExitReadLock();
         }
-        return report;
     }
 
     private long VmSizeKb()

@@ -64,7 +64,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     }
 
     /// <inheritdoc/>
-    public bool CanReclaim => Table.FreePages > 0 || Cache.Pages > 0;
+    public bool CanReclaim => Table.FreePages > 0; // can_reclaim_anon_pages: swap has room
 
     /// <inheritdoc/>
     public int Referenced(PageFrame* page)

@@ -13,7 +13,11 @@ public sealed unsafe partial class KernelAddressSpace
         long total = Pages.ManagedPages + (_swap?.Table.TotalPages ?? 0);
         AddressSpace? victim = null;
         long best = long.MinValue;
-        foreach (AddressSpace p in Processes())
+        AddressSpace[] processes = Processes();
+        // A victim whose memory has not gone yet comes first: no second process dies while it may still be freed.
+        foreach (AddressSpace p in processes)
+            if (p.IsOomKilled && !p.OomReaped && !p.IsDisposed) return p.TryReap();
+        foreach (AddressSpace p in processes)
         {
             long points = p.OomBadness(total);
             if (points > best)

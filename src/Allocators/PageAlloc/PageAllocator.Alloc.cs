@@ -11,7 +11,6 @@ public sealed unsafe partial class PageAllocator
     private long _allocFailures;
     private long _allocFailuresInjected;
     private const int MaxReclaimRetries = 16; // MAX_RECLAIM_RETRIES: rounds without progress
-    private const int MaxReclaimRounds = 1000; // rounds with progress that still found no page
 
     /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
     /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
@@ -211,10 +210,16 @@ public sealed unsafe partial class PageAllocator
                 {
                     page = GetPageFromFreelist(gfp, order, flags, node, highest, thisNode, cpuNode);
                     if (page != null) return page;
+                    // Progress resets the count (the kernel retries for as long as reclaim makes progress, for
+                    // orders up to PAGE_ALLOC_COSTLY_ORDER); others took what it freed, so let them run a moment.
                     reclaimRetries = 0;
-                    if (++reclaimRounds <= MaxReclaimRounds) continue;
+                    if (order <= CostlyOrder || ++reclaimRounds <= MaxReclaimRetries)
+                    {
+                        if ((++reclaimRounds & 15) == 0) Thread.Yield();
+                        continue;
+                    }
                 }
-                else if (++reclaimRetries <= MaxReclaimRetries)
+                else if (ShouldRetryReclaim(++reclaimRetries, node))
                 {
                     Thread.Sleep(1);
                     continue;

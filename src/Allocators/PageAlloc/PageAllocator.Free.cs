@@ -8,6 +8,10 @@ namespace Allocators.PageAlloc;
 
 public sealed unsafe partial class PageAllocator
 {
+    /// <summary>Flags of pages reclaim may be holding: they never take the single-reference shortcut on free.</summary>
+    private const PageFlags ReclaimablePage = PageFlags.Lru | PageFlags.Anon | PageFlags.SwapBacked | PageFlags.SwapCache
+        | PageFlags.Uptodate | PageFlags.Locked | PageFlags.Active | PageFlags.Referenced;
+
     private const PageFlags FreeCheckMask = PageFlags.Allocated | PageFlags.Buddy | PageFlags.Pcp | PageFlags.Tail
         | PageFlags.Offline | PageFlags.Slab | PageFlags.PageTable;
 
@@ -34,9 +38,9 @@ public sealed unsafe partial class PageAllocator
         if ((page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order)
             ThrowBadFree(page, order, "free_pages");
         int refs = page->RefCount;
-        // A page on an LRU list may gain a reference from reclaim's isolation at any moment: only the atomic
-        // decrement may decide that this reference was the last.
-        if (refs == 1 && (page->FlagsAndZone & (uint)PageFlags.Lru) == 0)
+        // A page reclaim may hold (on an LRU list, isolated from one, in the swap cache or the page cache) can gain or
+        // lose a reference at any moment: only the atomic decrement may decide that this reference was the last.
+        if (refs == 1 && (page->FlagsAndZone & (uint)ReclaimablePage) == 0)
         {
             // The last reference: a compound block's tails are checked and cleared in one pass (ReleaseCompound).
             if (page->Has(PageFlags.Head)) ReleaseCompound(page, order);

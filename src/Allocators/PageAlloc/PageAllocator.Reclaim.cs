@@ -26,6 +26,12 @@ internal interface IReclaimer
     /// </summary>
     long TryToFreePages(Gfp gfp, int order, int node);
 
+    /// <summary>
+    /// Pages on <paramref name="node"/>'s LRU lists that reclaim could take at all (file pages, and anonymous ones while
+    /// swap has room): should_reclaim_retry keeps a sleeping allocation retrying while there are some.
+    /// </summary>
+    long ReclaimablePages(int node);
+
     /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> fell below its low watermark.</summary>
     void WakeKswapd(int node, int order);
 
@@ -132,6 +138,18 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>True when the slow path may run direct reclaim for <paramref name="gfp"/>.</summary>
     private bool ReclaimEnabled(Gfp gfp) => (gfp & Gfp.DirectReclaim) != 0 && Volatile.Read(ref _reclaimer) != null;
+
+    /// <summary>
+    /// should_reclaim_retry after a round without progress: up to MAX_RECLAIM_RETRIES, and beyond that (a while
+    /// longer) only while reclaimable pages remain — reclaim only trylocks the address spaces it walks, so a round can
+    /// find every candidate busy.
+    /// </summary>
+    private bool ShouldRetryReclaim(int noProgressRounds, int node)
+        => noProgressRounds <= MaxReclaimRetries
+        || (noProgressRounds <= MaxContendedRetries && (Volatile.Read(ref _reclaimer)?.ReclaimablePages(node) ?? 0) > 0);
+
+    /// <summary>Rounds without progress a sleeping allocation waits while reclaimable pages remain (about a second).</summary>
+    private const int MaxContendedRetries = 1000;
 
     /// <summary>The slow path's direct reclaim step: true when it freed something worth retrying for.</summary>
     private bool DirectReclaim(Gfp gfp, int order, int node)

@@ -123,6 +123,17 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     }
 
     /// <inheritdoc/>
+    public long ReclaimablePages(int node)
+    {
+        long pages = 0;
+        if (Volatile.Read(ref _anon) is { CanReclaim: true })
+            pages += _lru.Count(node, LruList.InactiveAnon) + _lru.Count(node, LruList.ActiveAnon);
+        if (Volatile.Read(ref _file) is { CanReclaim: true })
+            pages += _lru.Count(node, LruList.InactiveFile) + _lru.Count(node, LruList.ActiveFile);
+        return pages;
+    }
+
+    /// <inheritdoc/>
     public void WakeKswapd(int node, int order)
     {
         if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node)) return;
