@@ -1,3 +1,4 @@
+using Allocators.Filemap;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -78,6 +79,36 @@ public sealed class AllocatorsOptions
     /// <summary>Give cached and free memory back after this long without page activity; null never (<see cref="MemorySystemOptions.IdleTrimAfter"/>).</summary>
     public TimeSpan? IdleTrimAfter { get; set; } = Defaults.IdleTrimAfter;
 
+    /// <summary>Frames above this many MiB form ZONE_HIGHMEM (the low/high split); null for none (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>).</summary>
+    public int? LowMemoryLimitMiB { get; set; }
+
+    /// <summary>The page cache's readahead window in pages (<see cref="PageCacheOptions.ReadaheadPages"/>).</summary>
+    public int ReadaheadPages { get; set; } = Defaults.PageCache.ReadaheadPages;
+
+    /// <summary>How long a page may stay dirty before the flusher writes it (<see cref="PageCacheOptions.DirtyExpire"/>).</summary>
+    public TimeSpan DirtyExpire { get; set; } = Defaults.PageCache.DirtyExpire;
+
+    /// <summary>How often the flusher wakes (<see cref="PageCacheOptions.DirtyWritebackInterval"/>).</summary>
+    public TimeSpan DirtyWritebackInterval { get; set; } = Defaults.PageCache.DirtyWritebackInterval;
+
+    /// <summary>Percent of dirtyable memory at which the flusher starts (<see cref="PageCacheOptions.DirtyBackgroundRatio"/>).</summary>
+    public int DirtyBackgroundRatio { get; set; } = Defaults.PageCache.DirtyBackgroundRatio;
+
+    /// <summary>Percent of dirtyable memory at which writers are throttled (<see cref="PageCacheOptions.DirtyRatio"/>).</summary>
+    public int DirtyRatio { get; set; } = Defaults.PageCache.DirtyRatio;
+
+    /// <summary>
+    /// A swap file to turn on at startup (<see cref="MemorySystem.Swapon"/>); when it does not exist it is made with
+    /// <see cref="SwapFileSizeMiB"/> (mkswap). Null for no swap.
+    /// </summary>
+    public string? SwapFile { get; set; }
+
+    /// <summary>Size of the swap file made when <see cref="SwapFile"/> does not exist.</summary>
+    public int SwapFileSizeMiB { get; set; } = 256;
+
+    /// <summary>Priority of <see cref="SwapFile"/> (-1: below every device added before).</summary>
+    public int SwapPriority { get; set; } = -1;
+
     /// <summary>The options of the system these describe (not validated: <see cref="MemorySystemOptions.Validate"/> does that).</summary>
     public MemorySystemOptions ToMemorySystemOptions() => new()
     {
@@ -89,6 +120,7 @@ public sealed class AllocatorsOptions
             SectionSize = (long)SectionSizeMiB * MiB,
             MaxSize = MaxArenaSizeMiB is { } max ? (long)max * MiB : null,
             Nodes = Nodes,
+            LowMemoryLimit = LowMemoryLimitMiB is { } low ? (long)low * MiB : null,
         },
         PageAllocator = new PageAllocatorOptions
         {
@@ -106,6 +138,14 @@ public sealed class AllocatorsOptions
             KmallocFlags = KmallocFlags,
             KmallocSizeClasses = KmallocSizeClasses,
             SerializedFrees = SerializedFrees,
+        },
+        PageCache = new PageCacheOptions
+        {
+            ReadaheadPages = ReadaheadPages,
+            DirtyExpire = DirtyExpire,
+            DirtyWritebackInterval = DirtyWritebackInterval,
+            DirtyBackgroundRatio = DirtyBackgroundRatio,
+            DirtyRatio = DirtyRatio,
         },
         IdleTrimAfter = IdleTrimAfter,
     };

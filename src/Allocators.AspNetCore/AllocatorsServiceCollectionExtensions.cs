@@ -1,4 +1,5 @@
 using Allocators.Buffers;
+using Allocators.Swap;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -74,6 +75,19 @@ public static class AllocatorsServiceCollectionExtensions
         AllocatorsOptions options = services.GetRequiredService<IOptions<AllocatorsOptions>>().Value;
         var system = new MemorySystem(options.ToMemorySystemOptions());
         MemorySystemLogging.Attach(system, services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance);
+        if (options.SwapFile is { } swapFile)
+        {
+            try
+            {
+                if (!File.Exists(swapFile)) SwapDevice.Mkswap(swapFile, (long)options.SwapFileSizeMiB << 20);
+                system.Swapon(swapFile, options.SwapPriority);
+            }
+            catch
+            {
+                system.Dispose();
+                throw;
+            }
+        }
         return system;
     }
 }

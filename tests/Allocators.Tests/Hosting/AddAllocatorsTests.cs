@@ -50,7 +50,8 @@ public sealed class AddAllocatorsTests
             ("ArenaSizeMiB", "32"), ("Backing", backing), ("Nodes", "2"), ("PcpBatch", "8"), ("PcpHigh", "32"),
             ("MinFreeKbytes", "1024"), ("WatermarkScaleFactor", "20"), ("FreePageReportingDelay", "00:00:00.5"),
             ("StallWarningInterval", "00:00:02"), ("KmallocFlags", "RedZone, Poison"), ("KmallocSizeClasses", "Fine"),
-            ("SerializedFrees", "true"), ("IdleTrimAfter", "00:00:30")));
+            ("SerializedFrees", "true"), ("IdleTrimAfter", "00:00:30"), ("LowMemoryLimitMiB", "16"), ("ReadaheadPages", "64"),
+            ("DirtyExpire", "00:00:10"), ("DirtyWritebackInterval", "00:00:01"), ("DirtyBackgroundRatio", "5"), ("DirtyRatio", "15")));
 
         MemorySystem sys = host.Services.GetRequiredService<MemorySystem>();
         MemorySystemOptions o = sys.Options;
@@ -70,7 +71,32 @@ public sealed class AddAllocatorsTests
         Assert.Contains(sys.Slab.KmallocCaches, c => c.Name == "kmalloc-640");
         Assert.True(o.Slab.SerializedFrees);
         Assert.Equal(TimeSpan.FromSeconds(30), sys.Trimmer!.IdleTime);
+        Assert.Equal(16L << 20, o.Physical.LowMemoryLimit);
+        Assert.True(sys.Pages.HasHighMem);
+        Assert.Equal(64, o.PageCache.ReadaheadPages);
+        Assert.Equal(TimeSpan.FromSeconds(10), o.PageCache.DirtyExpire);
+        Assert.Equal(TimeSpan.FromSeconds(1), o.PageCache.DirtyWritebackInterval);
+        Assert.Equal(5, o.PageCache.DirtyBackgroundRatio);
+        Assert.Equal(15, o.PageCache.DirtyRatio);
         Assert.Same(sys, host.Services.GetRequiredService<MemorySystem>());
+    }
+
+    [Fact]
+    public void ASwapFileIsMadeAndTurnedOnAtStartup()
+    {
+        string dir = Directory.CreateTempSubdirectory("allocators-hosting-swap-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "app.swap");
+            using (IHost host = BuildHost(Section(("ArenaSizeMiB", "16"), ("SwapFile", path), ("SwapFileSizeMiB", "8"), ("SwapPriority", "5"))))
+            {
+                MemorySystem sys = host.Services.GetRequiredService<MemorySystem>();
+                Assert.Contains(path, sys.ProcSwaps());
+                Assert.Equal((8L << 20) / 1024 - 4, sys.MeminfoItems().Single(i => i.Name == "SwapTotal").Kb);
+            }
+            Assert.True(File.Exists(path)); // made once, kept for the next start
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 
     [Fact]
