@@ -244,14 +244,15 @@ internal sealed unsafe class PageTree : IDisposable
         return false;
     }
 
-    /// <summary>Removes every value entry at or after <paramref name="start"/> (truncation drops the shadows too). Tree lock held.</summary>
-    public void DeleteValues(ulong start)
-    {
-        if (Root != null) DeleteValues(Root, 0, start);
-    }
+    /// <summary>
+    /// Removes every value entry at or after <paramref name="start"/> (truncation and swapoff drop the shadows too).
+    /// Returns how many went. Tree lock held.
+    /// </summary>
+    public long DeleteValues(ulong start) => Root == null ? 0 : DeleteValues(Root, 0, start);
 
-    private static void DeleteValues(Node* node, ulong baseIndex, ulong start)
+    private static long DeleteValues(Node* node, ulong baseIndex, ulong start)
     {
+        long deleted = 0;
         for (int offset = 0; offset < ChunkSize; offset++)
         {
             ulong first = baseIndex + ((ulong)offset << node->Shift);
@@ -260,14 +261,16 @@ internal sealed unsafe class PageTree : IDisposable
             if (slot == 0) continue;
             if (node->Shift != 0)
             {
-                DeleteValues((Node*)slot, first, start);
+                deleted += DeleteValues((Node*)slot, first, start);
             }
             else if (IsValue(slot))
             {
                 Volatile.Write(ref node->Slots[offset], 0UL);
                 node->Count--;
+                deleted++;
             }
         }
+        return deleted;
     }
 
     private static bool AllEmpty(Node* node)

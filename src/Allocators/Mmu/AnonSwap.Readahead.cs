@@ -124,10 +124,7 @@ internal sealed unsafe partial class AnonSwap
             }
             else
             {
-                Cache.Delete(page, entry);
-                device.PutSwapCache(entry);
-                PageWait.Unlock(page);
-                _pages.FreeIsolatedPage(FreezeLast(page));
+                DiscardUnreadPage(page, entry);
             }
         }
     }

@@ -191,10 +191,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             }
             catch (IOException)
             {
-                Cache.Delete(page, entry);
-                device.PutSwapCache(entry);
-                PageWait.Unlock(page);
-                _pages.FreeIsolatedPage(FreezeLast(page));
+                DiscardUnreadPage(page, entry);
                 throw;
             }
             PageFrame.SetFlags(page, PageFlags.Uptodate);
@@ -206,10 +203,36 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         }
     }
 
-    private static PageFrame* FreezeLast(PageFrame* page)
+    /// <summary>
+    /// A locked page the caller added to the swap cache for <paramref name="entry"/> and could not read: it leaves
+    /// the cache and goes back to the page allocator (its only reference is the caller's).
+    /// </summary>
+    private void DiscardUnreadPage(PageFrame* page, SwapEntry entry)
     {
+        DeleteFromSwapCache(page, entry);
+        PageWait.Unlock(page);
         page->_refcount = 0;
-        return page;
+        _pages.FreeIsolatedPage(page);
+    }
+
+    /// <summary>delete_from_swap_cache: a locked page leaves the cache, and its slot SWAP_HAS_CACHE (freed when no PTE holds it).</summary>
+    private void DeleteFromSwapCache(PageFrame* page, SwapEntry entry)
+    {
+        Cache.Delete(page, entry);
+        Table.DeviceOf(entry).PutSwapCache(entry);
+    }
+
+    /// <summary>
+    /// folio_free_swap for a locked page: when it is <paramref name="entry"/>'s page in the swap cache, not being
+    /// written, and no PTE holds the slot any more, it leaves the cache; its data lives only in the page now (dirty).
+    /// </summary>
+    private void FreeSwap(PageFrame* page, SwapEntry entry)
+    {
+        if (!page->Has(PageFlags.SwapCache) || SwapCache.EntryOf(page) != entry || page->Has(PageFlags.Writeback)
+            || Table.DeviceOf(entry).SwapCount(entry) != 0)
+            return;
+        DeleteFromSwapCache(page, entry);
+        PageFrame.SetFlags(page, PageFlags.Dirty);
     }
 
     /// <summary>
@@ -219,10 +242,8 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// </summary>
     public bool SwapFreeMapped(PageFrame* page, SwapEntry entry)
     {
-        SwapDevice device = Table.DeviceOf(entry);
-        if (device.SwapFree(entry) != 0) return false;
-        Cache.Delete(page, entry);
-        device.PutSwapCache(entry);
+        if (Table.DeviceOf(entry).SwapFree(entry) != 0) return false;
+        DeleteFromSwapCache(page, entry);
         PageFrame.SetFlags(page, PageFlags.Dirty);
         return true;
     }
@@ -247,14 +268,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         if (page == null) return;
         if (PageWait.TryLock(page))
         {
-            // folio_free_swap: a page still mapped (by a fork that swapped it in) keeps its data in memory only now.
-            if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry && !page->Has(PageFlags.Writeback)
-                && device.SwapCount(entry) == 0)
-            {
-                Cache.Delete(page, entry);
-                device.PutSwapCache(entry);
-                PageFrame.SetFlags(page, PageFlags.Dirty);
-            }
+            FreeSwap(page, entry); // a page still mapped (by a fork that swapped it in) keeps its data in memory only now
             PageWait.Unlock(page);
         }
         _pages.PutPage(page);
@@ -267,16 +281,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     public void FreeSwapCache(PageFrame* page)
     {
         if (!PageWait.TryLock(page)) return;
-        if (page->Has(PageFlags.SwapCache) && !page->Has(PageFlags.Writeback) && Volatile.Read(ref page->_mapcount) == 0)
-        {
-            SwapEntry entry = SwapCache.EntryOf(page);
-            SwapDevice device = Table.DeviceOf(entry);
-            if (device.SwapCount(entry) == 0)
-            {
-                Cache.Delete(page, entry);
-                device.PutSwapCache(entry);
-            }
-        }
+        if (page->Has(PageFlags.SwapCache) && Volatile.Read(ref page->_mapcount) == 0) FreeSwap(page, SwapCache.EntryOf(page));
         PageWait.Unlock(page);
     }
 
@@ -289,23 +294,18 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         try
         {
             foreach (AddressSpace mm in _kernel.Processes()) mm.UnuseSwap(device.Type);
-            foreach (ulong offset in Cache.Offsets(device.Type, device.MaxPages))
+            foreach (ulong offset in Cache.Offsets(device.Type))
             {
                 var entry = new SwapEntry(device.Type, offset);
                 PageFrame* page = Cache.Lookup(entry);
                 if (page == null) continue;
                 PageWait.Lock(page);
                 PageWait.WaitWhile(page, PageFlags.Writeback);
-                if (page->Has(PageFlags.SwapCache) && SwapCache.EntryOf(page) == entry && device.SwapCount(entry) == 0)
-                {
-                    Cache.Delete(page, entry);
-                    device.PutSwapCache(entry);
-                    PageFrame.SetFlags(page, PageFlags.Dirty);
-                }
+                FreeSwap(page, entry);
                 PageWait.Unlock(page);
                 _pages.PutPage(page);
             }
-            Cache.DropShadows(device.Type, device.MaxPages);
+            Cache.DropShadows(device.Type);
             return device.UsedPages == 0;
         }
         catch (OutOfMemoryException)
@@ -317,9 +317,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// <summary>Checks the swap cache against the devices' maps.</summary>
     public void CheckConsistency()
     {
-        ulong max = 0;
-        foreach (SwapDevice d in Table.Devices) max = Math.Max(max, d.MaxPages);
-        Cache.CheckConsistency(e => Table.DeviceOf(e).HasCache(e), max);
+        Cache.CheckConsistency(e => Table.DeviceOf(e).HasCache(e));
         foreach (SwapDevice d in Table.Devices) d.CheckConsistency();
     }
 

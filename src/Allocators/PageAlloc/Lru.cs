@@ -98,7 +98,7 @@ internal sealed unsafe class Lru : IDisposable
     {
         LruVec* vec = _vecs + node;
         NativeSpinLock.Acquire(&vec->Lock);
-        Debug.Assert(!page->Has(PageFlags.Lru), "lru_cache_add of a page already on a list");
+        Debug.Assert(!page->Has(PageFlags.Lru), "a page already on a list added again");
         SetFlags(page, active ? PageFlags.Lru | PageFlags.Active : PageFlags.Lru, active ? 0 : PageFlags.Active);
         LinkHead(vec, page, ListOf(page));
         NativeSpinLock.Release(&vec->Lock);
@@ -150,14 +150,7 @@ internal sealed unsafe class Lru : IDisposable
     /// Puts an isolated page back on the head of the list its flags now say (putback_lru_page), PG_active from
     /// <paramref name="active"/>. The caller still drops its isolation reference afterwards.
     /// </summary>
-    public void Putback(PageFrame* page, int node, bool active)
-    {
-        LruVec* vec = _vecs + node;
-        NativeSpinLock.Acquire(&vec->Lock);
-        SetFlags(page, active ? PageFlags.Lru | PageFlags.Active : PageFlags.Lru, active ? 0 : PageFlags.Active);
-        LinkHead(vec, page, ListOf(page));
-        NativeSpinLock.Release(&vec->Lock);
-    }
+    public void Putback(PageFrame* page, int node, bool active) => Add(page, node, active);
 
     /// <summary>
     /// folio_activate for a page on a list (mark_page_accessed's second touch): moves it to the head of the active

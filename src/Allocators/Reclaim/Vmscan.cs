@@ -73,23 +73,8 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
 
     /// <inheritdoc/>
     public long TryToFreePages(Gfp gfp, int order, int node)
-    {
-        if (t_inReclaim) return 0;
-        t_inReclaim = true;
-        try
-        {
-            // SWAP_CLUSTER_MAX, or what the node lacks of its min watermark when it is deeper in (kswapd is behind).
-            long target = Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min));
-            long freed = 0;
-            for (int priority = DefPriority; priority >= 0 && freed < target; priority--)
-            {
-                for (int i = 0; i < _pages.NodeCount && freed < target; i++)
-                    freed += ShrinkNode((node + i) % _pages.NodeCount, target - freed, gfp, priority, kswapd: false);
-            }
-            return freed;
-        }
-        finally { t_inReclaim = false; }
-    }
+        // SWAP_CLUSTER_MAX, or what the node lacks of its min watermark when it is deeper in (kswapd is behind).
+        => DoTryToFreePages(Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min)), gfp, node, proactive: false);
 
     /// <summary>
     /// Proactive reclaim (cgroup v2's memory.reclaim): frees up to <paramref name="pages"/> pages from the LRU lists of
@@ -97,26 +82,37 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// </summary>
     public long Reclaim(long pages, Gfp gfp)
     {
+        long freed = DoTryToFreePages(pages, gfp, firstNode: 0, proactive: true);
+        if (freed > 0) _pages.DrainAllPages();
+        return freed;
+    }
+
+    /// <summary>
+    /// do_try_to_free_pages: passes over every node from <paramref name="firstNode"/> at falling priorities until
+    /// <paramref name="target"/> pages are freed. Proactive reclaim works in batches and stays at a priority while it
+    /// pays; an allocation asks each node for all it still lacks. A thread already reclaiming does not start again.
+    /// </summary>
+    private long DoTryToFreePages(long target, Gfp gfp, int firstNode, bool proactive)
+    {
         if (t_inReclaim) return 0;
         t_inReclaim = true;
         try
         {
             long freed = 0;
-            for (int priority = DefPriority; priority >= 0 && freed < pages; priority--)
+            for (int priority = DefPriority; priority >= 0 && freed < target; priority--)
             {
-                for (int node = 0; node < _pages.NodeCount && freed < pages; node++)
+                for (int i = 0; i < _pages.NodeCount && freed < target; i++)
                 {
+                    int node = (firstNode + i) % _pages.NodeCount;
                     long got;
-                    // Stay at this depth while it pays.
                     do
                     {
-                        got = ShrinkNode(node, Math.Min(pages - freed, SwapClusterMax), gfp, priority, kswapd: false);
+                        got = ShrinkNode(node, proactive ? Math.Min(target - freed, SwapClusterMax) : target - freed, gfp, priority, kswapd: false);
                         freed += got;
                     }
-                    while (got > 0 && freed < pages);
+                    while (proactive && got > 0 && freed < target);
                 }
             }
-            if (freed > 0) _pages.DrainAllPages();
             return freed;
         }
         finally { t_inReclaim = false; }

@@ -41,21 +41,18 @@ internal sealed unsafe class SwapCache : IDisposable
     {
         lock (_lock)
         {
-            PageTree? tree = _trees[entry.Type];
-            var page = (PageFrame*)(tree == null ? 0 : tree.LookupEntry(entry.Offset));
+            ulong raw = _trees[entry.Type]?.LookupEntry(entry.Offset) ?? 0;
             shadow = 0;
-            if (IsShadow(page))
+            if (PageTree.IsValue(raw))
             {
-                shadow = (ulong)page;
+                shadow = raw;
                 return null;
             }
+            var page = (PageFrame*)raw;
             if (page != null) Interlocked.Increment(ref page->_refcount);
             return page;
         }
     }
-
-    /// <summary>True for a shadow (value) entry rather than a page.</summary>
-    private static bool IsShadow(PageFrame* entry) => ((nuint)entry & 1) != 0;
 
     /// <summary>Shadow entries in the trees (workingset_nodes' share here).</summary>
     public long Shadows => Volatile.Read(ref _shadows);
@@ -117,7 +114,7 @@ internal sealed unsafe class SwapCache : IDisposable
         lock (_lock)
         {
             PageTree? tree = _trees[entry.Type];
-            if (tree == null || !IsShadow((PageFrame*)tree.LookupEntry(entry.Offset))) return;
+            if (tree == null || !PageTree.IsValue(tree.LookupEntry(entry.Offset))) return;
             tree.Delete(entry.Offset);
             _shadows--;
         }
@@ -134,60 +131,60 @@ internal sealed unsafe class SwapCache : IDisposable
     }
 
     /// <summary>Removes every shadow of swap type <paramref name="type"/> (swapoff: the slots are gone).</summary>
-    public void DropShadows(int type, ulong maxOffset)
+    public void DropShadows(int type)
     {
         lock (_lock)
         {
-            PageTree? tree = _trees[type];
-            if (tree == null) return;
-            for (ulong offset = 1; offset <= maxOffset; offset++)
-            {
-                if (!IsShadow((PageFrame*)tree.LookupEntry(offset))) continue;
-                tree.Delete(offset);
-                _shadows--;
-            }
+            if (_trees[type] is { } tree) _shadows -= tree.DeleteValues(0);
         }
     }
 
     /// <summary>The offsets of <paramref name="type"/> that have a cached page, in order (for swapoff).</summary>
-    public List<ulong> Offsets(int type, ulong maxOffset)
+    public List<ulong> Offsets(int type)
     {
         var found = new List<ulong>();
-        lock (_lock)
-        {
-            PageTree? tree = _trees[type];
-            if (tree == null) return found;
-            for (ulong offset = 1; offset <= maxOffset; offset++)
-            {
-                PageFrame* entry = tree.Lookup(offset);
-                if (entry != null && !IsShadow(entry)) found.Add(offset);
-            }
-        }
+        lock (_lock) ForEachPage(type, (offset, _) => found.Add(offset));
         return found;
     }
 
     /// <summary>Checks the invariants in the class remarks for the pages' side; throws <see cref="InvalidOperationException"/>.</summary>
-    public void CheckConsistency(Func<SwapEntry, bool> hasCacheBit, ulong maxOffset)
+    public void CheckConsistency(Func<SwapEntry, bool> hasCacheBit)
     {
         lock (_lock)
         {
             long count = 0;
             for (int type = 0; type < _trees.Length; type++)
             {
-                PageTree? tree = _trees[type];
-                if (tree == null) continue;
-                for (ulong offset = 1; offset <= maxOffset; offset++)
+                int t = type;
+                ForEachPage(type, (offset, page) =>
                 {
-                    PageFrame* page = tree.Lookup(offset);
-                    if (page == null || IsShadow(page)) continue;
                     count++;
-                    var entry = new SwapEntry(type, offset);
+                    var entry = new SwapEntry(t, offset);
                     if (!page->Has(PageFlags.SwapCache) || EntryOf(page) != entry)
                         throw new InvalidOperationException($"swap cache: {entry} holds {page->Describe()} which says {EntryOf(page)}.");
                     if (!hasCacheBit(entry)) throw new InvalidOperationException($"swap cache: {entry} has a page but no SWAP_HAS_CACHE.");
-                }
+                });
             }
             if (count != _pages) throw new InvalidOperationException($"swap cache: {count} pages in the trees, count {_pages}.");
+        }
+    }
+
+    private delegate void PageVisitor(ulong offset, PageFrame* page);
+
+    /// <summary>Visits the pages (not the shadows) cached for <paramref name="type"/>, in offset order. Under <c>_lock</c>.</summary>
+    private void ForEachPage(int type, PageVisitor visit)
+    {
+        PageTree? tree = _trees[type];
+        if (tree == null) return;
+        Span<ulong> offsets = stackalloc ulong[64];
+        PageFrame** pages = stackalloc PageFrame*[64];
+        ulong next = 0;
+        while (true)
+        {
+            int n = tree.Gang(next, ulong.MaxValue, -1, offsets, pages);
+            if (n == 0) return;
+            for (int i = 0; i < n; i++) visit(offsets[i], pages[i]);
+            next = offsets[n - 1] + 1;
         }
     }
 
