@@ -60,22 +60,23 @@ public sealed unsafe partial class AddressSpace
                     {
                         try
                         {
-                            ulong swapPte = SwapPteAt(va);
-                            if (swapPte != 0)
+                            ulong swapPte;
+                            if (vma.File != null)
                             {
-                                SwapFault result = DoSwapPage(vma, va, error, swapPte, out IOException? swapError);
-                                if (result == SwapFault.BusError) return BusError(vma, va, error, fixup, swapError);
-                                major = result == SwapFault.Major;
-                            }
-                            else if (vma.File != null)
-                            {
-                                FileFault result = HandleFileFault(vma, va, error, out IOException? readError);
+                                FileFault result = HandleFileFault(vma, va, error, out IOException? readError, out swapPte);
                                 if (result == FileFault.BusError) return BusError(vma, va, error, fixup, readError);
                                 major = result == FileFault.Major;
                             }
                             else
                             {
-                                HandleMmFault(vma, va, error);
+                                swapPte = HandleMmFault(vma, va, error);
+                            }
+                            if (swapPte != 0)
+                            {
+                                // do_swap_page: a swap entry (an anonymous page, or a private file area's copy), read outside the ptl.
+                                SwapFault result = DoSwapPage(vma, va, error, swapPte, out IOException? swapError);
+                                if (result == SwapFault.BusError) return BusError(vma, va, error, fixup, swapError);
+                                major = result == SwapFault.Major;
                             }
                             break;
                         }
@@ -194,8 +195,9 @@ public sealed unsafe partial class AddressSpace
     /// <summary>
     /// handle_mm_fault: allocates the tables down to the PTE, then a huge page, a demand-zero page, the zero page, a
     /// shared page, or a copy-on-write break, as the entry and the access need. Under the mmap_lock and the ptl.
+    /// Returns the entry when it is a swap entry (do_swap_page's case, handled outside the ptl), else 0.
     /// </summary>
-    private void HandleMmFault(VmArea vma, ulong va, PageFaultErrorCode error)
+    private ulong HandleMmFault(VmArea vma, ulong va, PageFaultErrorCode error)
     {
         bool write = (error & PageFaultErrorCode.Write) != 0;
         lock (_ptl)
@@ -205,7 +207,7 @@ public sealed unsafe partial class AddressSpace
             ulong pmd = Volatile.Read(ref *pmdSlot);
             if (pmd == 0 && HugeEligible(vma, va))
             {
-                if (DoHugeAnonymousPage(vma, pmdSlot)) return;
+                if (DoHugeAnonymousPage(vma, pmdSlot)) return 0;
                 Interlocked.Increment(ref _stats.ThpFaultFallback);
             }
             if ((pmd & (ulong)PteFlags.Huge) != 0)
@@ -213,7 +215,7 @@ public sealed unsafe partial class AddressSpace
                 // Huge pages are exclusive (fork splits them): a write fault makes the PMD writable when the area allows.
                 if (write && (pmd & (ulong)PteFlags.ReadWrite) == 0 && (vma.Flags & VmFlags.Write) != 0 && (pmd & (ulong)PteFlags.Present) != 0)
                     Volatile.Write(ref *pmdSlot, pmd | (ulong)PteFlags.ReadWrite | (ulong)PteFlags.Dirty);
-                return;
+                return 0;
             }
             ulong* ptep = AllocLowerTable(pmdSlot, VirtualAddress.PteIndex(va), PteFlags.PageTable);
             if (ptep == null) throw NeedPageException.Table;
@@ -221,12 +223,12 @@ public sealed unsafe partial class AddressSpace
             if (pte == 0)
             {
                 DoAnonymousPage(vma, va, ptep, write);
-                return;
+                return 0;
             }
-            // Swapped out since the handler looked: the retried access faults into do_swap_page.
-            if (SwapEntry.IsSwapPte(pte)) return;
+            if (SwapEntry.IsSwapPte(pte)) return pte;
             if (write && (pte & (ulong)PteFlags.Present) != 0 && (pte & (ulong)PteFlags.ReadWrite) == 0) DoWpPage(vma, va, ptep, pte);
             // Otherwise a spurious fault (another thread fixed it, or a stale TLB): the retried walk sets Accessed/Dirty.
+            return 0;
         }
     }
 

@@ -1,5 +1,6 @@
 using Allocators.Filemap;
 using Allocators.Physical;
+using Allocators.Swap;
 
 namespace Allocators.Mmu;
 
@@ -151,10 +152,12 @@ public sealed unsafe partial class AddressSpace : IFileMapper
     /// copy-on-write (private) or page_mkwrite (shared); an empty entry is filled by filemap_fault. The page is
     /// found or read with no lock held but the mmap_lock (the read may sleep on I/O), locked, checked against
     /// truncation (still in the cache, still inside the file), then mapped under the ptl if the entry is still empty.
+    /// A swap entry (a private copy swapped out) is returned in <paramref name="swapPte"/> for do_swap_page.
     /// </summary>
-    private FileFault HandleFileFault(VmArea vma, ulong va, PageFaultErrorCode error, out IOException? readError)
+    private FileFault HandleFileFault(VmArea vma, ulong va, PageFaultErrorCode error, out IOException? readError, out ulong swapPte)
     {
         readError = null;
+        swapPte = 0;
         FileMapping file = vma.File!;
         bool write = (error & PageFaultErrorCode.Write) != 0;
         ulong index = vma.PageIndex(va);
@@ -166,6 +169,11 @@ public sealed unsafe partial class AddressSpace : IFileMapper
                 ulong* ptep = AllocPteSlot(va, PteFlags.PageTable);
                 if (ptep == null) throw NeedPageException.Table;
                 ulong pte = Volatile.Read(ref *ptep);
+                if (SwapEntry.IsSwapPte(pte))
+                {
+                    swapPte = pte; // a private copy swapped out: the caller runs do_swap_page
+                    return FileFault.Minor;
+                }
                 if (pte != 0)
                 {
                     // Spurious unless a write hit a present read-only entry: the retried walk sets Accessed/Dirty.

@@ -17,19 +17,6 @@ internal enum SwapFault
 
 public sealed unsafe partial class AddressSpace
 {
-    /// <summary>The swap PTE at <paramref name="va"/>, or 0 when the entry is anything else (no swap device: always 0).</summary>
-    private ulong SwapPteAt(ulong va)
-    {
-        if (!_kernel.HasSwap) return 0;
-        lock (_ptl)
-        {
-            ulong* ptep = FindPteSlot(va);
-            if (ptep == null) return 0;
-            ulong pte = Volatile.Read(ref *ptep);
-            return SwapEntry.IsSwapPte(pte) ? pte : 0;
-        }
-    }
-
     /// <summary>
     /// do_swap_page under the mmap_lock for reading: finds or reads the page of the entry (<see cref="AnonSwap.SwapIn"/>),
     /// then, under the page lock and the ptl and only if the entry is still there, maps it and drops the entry's
