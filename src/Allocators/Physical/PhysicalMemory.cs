@@ -88,6 +88,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>The options this arena was built with.</summary>
     public PhysicalMemoryOptions Options { get; }
 
+    /// <summary>The checked modes every layer on this arena honours (<see cref="PhysicalMemoryOptions.Checks"/>).</summary>
+    public CheckedModeOptions Checks => Options.Checks;
+
     /// <summary>Where the bytes come from.</summary>
     public ArenaBacking Backing { get; }
 

@@ -37,6 +37,9 @@ public sealed class PhysicalMemoryOptions
     /// </summary>
     public long? LowMemoryLimit { get; init; }
 
+    /// <summary>The checked modes (init_on_alloc/free, randomisation, KASAN, KFENCE), all off by default.</summary>
+    public CheckedModeOptions Checks { get; init; } = new();
+
     /// <summary>Maps a CPU number to its home node; default spreads CPUs over nodes in equal blocks.</summary>
     public int[]? CpuToNode { get; init; }
 
@@ -68,6 +71,8 @@ public sealed class PhysicalMemoryOptions
         }
         if (LowMemoryLimit is { } low && (low <= 0 || low % BlockBytes != 0))
             throw new ArgumentException($"LowMemoryLimit must be a positive multiple of 4 MiB (the kernel needs some low memory), was {low}.", nameof(LowMemoryLimit));
+        ArgumentNullException.ThrowIfNull(Checks, nameof(Checks));
+        Checks.Validate();
         if (Backing == ArenaBacking.MemFd && !OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException("ArenaBacking.MemFd needs Linux (memfd_create).");
     }

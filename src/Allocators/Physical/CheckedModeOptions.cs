@@ -1,0 +1,56 @@
+namespace Allocators.Physical;
+
+/// <summary>
+/// The checked modes of a memory system: the kernel's hardening and bug-finding boot options, set once when the arena
+/// is built and read by every layer above it. Each mode is off by default and costs nothing when off.
+/// </summary>
+public sealed class CheckedModeOptions
+{
+    /// <summary>Largest red zone <see cref="KasanRedZone"/> accepts.</summary>
+    public const int MaxRedZone = 4096;
+
+    /// <summary>Zero every page and object when it is allocated (the kernel's <c>init_on_alloc=1</c>).</summary>
+    public bool InitOnAlloc { get; init; }
+
+    /// <summary>Zero every page and object when it is freed (the kernel's <c>init_on_free=1</c>).</summary>
+    public bool InitOnFree { get; init; }
+
+    /// <summary>Hand out the objects of a new slab in random order (<c>CONFIG_SLAB_FREELIST_RANDOM</c>).</summary>
+    public bool SlabFreelistRandom { get; init; }
+
+    /// <summary>Shuffle the buddy free lists so the next page is not predictable (<c>page_alloc.shuffle=1</c>).</summary>
+    public bool ShufflePages { get; init; }
+
+    /// <summary>
+    /// Shadow-memory checking (generic KASAN): every access through the library is checked against one shadow byte per
+    /// 8 bytes of the arena, and bad ones are reported in KASAN's format.
+    /// </summary>
+    public bool Kasan { get; init; }
+
+    /// <summary>Red zone after every slab object and large kmalloc with <see cref="Kasan"/> on, in bytes: 32..4096, a multiple of 8. Default 32.</summary>
+    public int KasanRedZone { get; init; } = 32;
+
+    /// <summary>Bytes of freed memory held back from reuse with <see cref="Kasan"/> on (KASAN's quarantine); null: 1/32 of the arena.</summary>
+    public long? QuarantineBytes { get; init; }
+
+    /// <summary>Place one allocation in this many behind a guard page (KFENCE); 0 (default) never.</summary>
+    public int KfenceSampleInterval { get; init; }
+
+    /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..4096. Default 255.</summary>
+    public int KfenceObjects { get; init; } = 255;
+
+    /// <summary>True when any mode is on.</summary>
+    public bool Any => InitOnAlloc || InitOnFree || SlabFreelistRandom || ShufflePages || Kasan || KfenceSampleInterval > 0;
+
+    internal void Validate()
+    {
+        if (KasanRedZone < 32 || KasanRedZone > MaxRedZone || KasanRedZone % 8 != 0)
+            throw new ArgumentException($"KasanRedZone must be a multiple of 8 in 32..{MaxRedZone}, was {KasanRedZone}.", nameof(KasanRedZone));
+        if (QuarantineBytes is { } q && q < 0)
+            throw new ArgumentException($"QuarantineBytes must not be negative, was {q}.", nameof(QuarantineBytes));
+        if (KfenceSampleInterval < 0)
+            throw new ArgumentException($"KfenceSampleInterval must not be negative, was {KfenceSampleInterval}.", nameof(KfenceSampleInterval));
+        if (KfenceObjects is < 1 or > 4096)
+            throw new ArgumentException($"KfenceObjects must be 1..4096, was {KfenceObjects}.", nameof(KfenceObjects));
+    }
+}
