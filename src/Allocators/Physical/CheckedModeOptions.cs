@@ -4,40 +4,52 @@ namespace Allocators.Physical;
 /// The checked modes of a memory system: the kernel's hardening and bug-finding boot options, set once when the arena
 /// is built and read by every layer above it. Each mode is off by default and costs nothing when off.
 /// </summary>
+/// <remarks>
+/// The defaults come from the <c>ALLOCATORS_CHECKS</c> environment variable when it is set, like the kernel's command
+/// line (or <c>MIMALLOC_*</c>/<c>MALLOC_CONF</c>): a comma-separated list of <c>init_on_alloc</c>, <c>init_on_free</c>,
+/// <c>slab_freelist_random</c>, <c>page_alloc.shuffle</c>, <c>kasan</c>, <c>kasan.redzone=N</c>,
+/// <c>kasan.quarantine=BYTES</c>, <c>kfence.sample_interval=N</c> and <c>kfence.num_objects=N</c>. Properties set in
+/// code override it. An unknown or malformed entry throws when the options are built.
+/// </remarks>
 public sealed class CheckedModeOptions
 {
     /// <summary>Largest red zone <see cref="KasanRedZone"/> accepts.</summary>
     public const int MaxRedZone = 4096;
 
     /// <summary>Zero every page and object when it is allocated (the kernel's <c>init_on_alloc=1</c>).</summary>
-    public bool InitOnAlloc { get; init; }
+    public bool InitOnAlloc { get; init; } = Environment.InitOnAlloc;
 
     /// <summary>Zero every page and object when it is freed (the kernel's <c>init_on_free=1</c>).</summary>
-    public bool InitOnFree { get; init; }
+    public bool InitOnFree { get; init; } = Environment.InitOnFree;
 
     /// <summary>Hand out the objects of a new slab in random order (<c>CONFIG_SLAB_FREELIST_RANDOM</c>).</summary>
-    public bool SlabFreelistRandom { get; init; }
+    public bool SlabFreelistRandom { get; init; } = Environment.SlabFreelistRandom;
 
     /// <summary>Shuffle the buddy free lists so the next page is not predictable (<c>page_alloc.shuffle=1</c>).</summary>
-    public bool ShufflePages { get; init; }
+    public bool ShufflePages { get; init; } = Environment.ShufflePages;
 
     /// <summary>
     /// Shadow-memory checking (generic KASAN): every access through the library is checked against one shadow byte per
     /// 8 bytes of the arena, and bad ones are reported in KASAN's format.
     /// </summary>
-    public bool Kasan { get; init; }
+    public bool Kasan { get; init; } = Environment.Kasan;
 
     /// <summary>Red zone after every slab object and large kmalloc with <see cref="Kasan"/> on, in bytes: 32..4096, a multiple of 8. Default 32.</summary>
-    public int KasanRedZone { get; init; } = 32;
+    public int KasanRedZone { get; init; } = Environment.KasanRedZone;
 
     /// <summary>Bytes of freed memory held back from reuse with <see cref="Kasan"/> on (KASAN's quarantine); null: 1/32 of the arena.</summary>
-    public long? QuarantineBytes { get; init; }
+    public long? QuarantineBytes { get; init; } = Environment.QuarantineBytes;
 
     /// <summary>Place one allocation in this many behind a guard page (KFENCE); 0 (default) never.</summary>
-    public int KfenceSampleInterval { get; init; }
+    public int KfenceSampleInterval { get; init; } = Environment.KfenceSampleInterval;
 
     /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..4096. Default 255.</summary>
-    public int KfenceObjects { get; init; } = 255;
+    public int KfenceObjects { get; init; } = Environment.KfenceObjects;
+
+    /// <summary>The name of the environment variable that sets the defaults.</summary>
+    public const string EnvironmentVariable = "ALLOCATORS_CHECKS";
+
+    private static readonly CheckedModeDefaults Environment = CheckedModeDefaults.Parse(System.Environment.GetEnvironmentVariable(EnvironmentVariable));
 
     /// <summary>True when any mode is on.</summary>
     public bool Any => InitOnAlloc || InitOnFree || SlabFreelistRandom || ShufflePages || Kasan || KfenceSampleInterval > 0;
