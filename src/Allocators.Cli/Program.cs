@@ -42,6 +42,9 @@ app.Configure(config =>
     commands.AddCommand<SelftestTargetCommand>(config, "selftest-target")
         .WithDescription("A process with a known state for the inspector's tests: prints its own view, then READY, then waits for a line.")
         .IsHidden();
+    commands.AddCommand<KfenceFaultCommand>(config, "kfence-fault")
+        .WithDescription("A process for KFENCE's tests: gets a guarded kmalloc and makes a bad access to it through a raw pointer.")
+        .IsHidden();
     commands.AddCommand<BenchRunCommand>(config, Allocators.Cli.Bench.BenchIsolation.ChildCommand)
         .WithDescription("One isolated bench run (what bench --isolate starts per measurement); prints its result as JSON.")
         .IsHidden();

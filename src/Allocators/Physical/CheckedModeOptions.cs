@@ -40,10 +40,13 @@ public sealed class CheckedModeOptions
     /// <summary>Bytes of freed memory held back from reuse with <see cref="Kasan"/> on (KASAN's quarantine); null: 1/32 of the arena.</summary>
     public long? QuarantineBytes { get; init; } = Environment.QuarantineBytes;
 
-    /// <summary>Place one allocation in this many behind a guard page (KFENCE); 0 (default) never.</summary>
+    /// <summary>
+    /// Every this many milliseconds, the next slab or kmalloc allocation of at most a page goes between guard pages
+    /// (KFENCE's <c>kfence.sample_interval</c>; the kernel's default is 100); 0 (default) never. Needs Linux.
+    /// </summary>
     public int KfenceSampleInterval { get; init; } = Environment.KfenceSampleInterval;
 
-    /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..4096. Default 255.</summary>
+    /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..511 (one max-order block). Default 255.</summary>
     public int KfenceObjects { get; init; } = Environment.KfenceObjects;
 
     /// <summary>The name of the environment variable that sets the defaults.</summary>
@@ -62,7 +65,9 @@ public sealed class CheckedModeOptions
             throw new ArgumentException($"QuarantineBytes must not be negative, was {q}.", nameof(QuarantineBytes));
         if (KfenceSampleInterval < 0)
             throw new ArgumentException($"KfenceSampleInterval must not be negative, was {KfenceSampleInterval}.", nameof(KfenceSampleInterval));
-        if (KfenceObjects is < 1 or > 4096)
-            throw new ArgumentException($"KfenceObjects must be 1..4096, was {KfenceObjects}.", nameof(KfenceObjects));
+        if (KfenceObjects is < 1 or > 511)
+            throw new ArgumentException($"KfenceObjects must be 1..511, was {KfenceObjects}.", nameof(KfenceObjects));
+        if (KfenceSampleInterval > 0 && !OperatingSystem.IsLinux())
+            throw new PlatformNotSupportedException("KFENCE (KfenceSampleInterval) needs Linux: its guard pages are mprotect-ed arena pages.");
     }
 }

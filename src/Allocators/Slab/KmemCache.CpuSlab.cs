@@ -24,6 +24,11 @@ public sealed unsafe partial class KmemCache
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
+        if ((Volatile.Read(ref ctx->Header.DrainRequested) & ThreadCacheHeader.SampleBit) != 0)
+        {
+            void* sampled = TakeSample(ctx, gfp, node, requestedSize);
+            if (sampled != null) return sampled;
+        }
         bool counted = false; // one slow path, however many times it goes round
         int site = 0;
         while (true)
@@ -96,6 +101,18 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
+    /// The thread saw <see cref="ThreadCacheHeader.SampleBit"/>: clears it and lets KFENCE take this allocation when the
+    /// pool is armed (kfence_alloc). Node-bound requests and constructed objects stay with the slabs.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* TakeSample(SlabThreadContext* ctx, Gfp gfp, int node, int requestedSize)
+    {
+        Interlocked.And(ref ctx->Header.DrainRequested, ~ThreadCacheHeader.SampleBit);
+        if (node >= 0 || _ctor != null || _destroyed || _owner.Kfence is not { } kfence) return null;
+        return kfence.TryAlloc(this, requestedSize, gfp);
+    }
+
+    /// <summary>
     /// Enters the calling thread's context for a slow path, waiting out a drain that holds it (a few microseconds):
     /// every slab operation runs inside it, so a drain, a destroy or a dispose waits for the operations under way.
     /// Not reentrant: the slow paths never nest.
@@ -105,7 +122,7 @@ public sealed unsafe partial class KmemCache
         while (!ThreadCacheHeader.TryEnter(&ctx->Header))
         {
             var spin = new SpinWait();
-            while (Volatile.Read(ref ctx->Header.DrainRequested) != 0) spin.SpinOnce(sleep1Threshold: 30);
+            while ((Volatile.Read(ref ctx->Header.DrainRequested) & ThreadCacheHeader.DrainBit) != 0) spin.SpinOnce(sleep1Threshold: 30);
         }
     }
 
@@ -335,6 +352,12 @@ public sealed unsafe partial class KmemCache
     internal void FreeSlow(void* obj)
     {
         if (obj == null) return;
+        if (_owner.Kfence is { } kfence && kfence.Contains(obj))
+        {
+            ObjectDisposedException.ThrowIf(_destroyed, this);
+            kfence.Free(obj, this, "kmem_cache_free");
+            return;
+        }
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
         Enter(ctx);
         try

@@ -120,7 +120,11 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
         _shrinker = control => Shrink(control.NrToScan);
         pages.RegisterShrinker(_shrinker);
+        if (_memory.Checks.KfenceSampleInterval > 0) Kfence = new Kfence.Kfence(this, pages, _memory.Checks);
     }
+
+    /// <summary>The guarded sampling pool (KFENCE), or null when <see cref="CheckedModeOptions.KfenceSampleInterval"/> is 0.</summary>
+    public Kfence.Kfence? Kfence { get; }
 
     /// <summary>Fault injection switched on or off: the fast paths stop (or resume) serving every cache, so each call sees it.</summary>
     private void RekeyCaches()
@@ -339,6 +343,12 @@ public sealed unsafe class SlabAllocator : IDisposable
     internal void KfreeSlow(void* p)
     {
         if ((nuint)p <= 16) return;
+        if (Kfence is { } kfence && kfence.Contains(p))
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            kfence.Free(p, null, "kfree");
+            return;
+        }
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
         KmemCache.Enter(ctx);
         try
@@ -429,6 +439,11 @@ public sealed unsafe class SlabAllocator : IDisposable
     private nuint KsizeInside(void* p, out PageFrame* page)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Kfence is { } kfence && kfence.Contains(p))
+        {
+            page = null;
+            return kfence.Size(p, "ksize");
+        }
         page = KmemCache.SlabOf(_memory, p);
         if (page != null && page->Has(PageFlags.Slab))
         {
@@ -458,7 +473,11 @@ public sealed unsafe class SlabAllocator : IDisposable
         try
         {
             nuint size = KsizeInside(p, out PageFrame* page);
-            if (page->Has(PageFlags.Slab))
+            if (page == null)
+            {
+                keep = size; // a KFENCE object: never resized in place, so the new size gets its own bounds
+            }
+            else if (page->Has(PageFlags.Slab))
             {
                 KmemCache cache = KmemCache.FromData(SlabPage.Cache(page));
                 int old = cache.OriginalSize(p);
@@ -545,6 +564,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
         _pages.UnregisterShrinker(_shrinker);
         Failslab.Changed -= RekeyCaches;
+        Kfence?.Dispose();
         KmemCache[] caches = Caches.ToArray();
         foreach (var cache in caches) cache.Shut();
         SlabCpus.RetireIndices(caches.Where(c => c.Data->FastPath != 0).Select(c => c.CpuIndex).ToArray(), flush: false);

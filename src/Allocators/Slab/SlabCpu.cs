@@ -199,6 +199,13 @@ internal static unsafe class SlabCpus
     private static int s_lastId;
     private static long s_lastKey;
 
+    /// <summary>
+    /// Sets <see cref="ThreadCacheHeader.SampleBit"/> in every thread's context, so each thread's next slab allocation
+    /// takes its slow path, where KFENCE can take it (<see cref="Kfence.Kfence.Arm"/>).
+    /// </summary>
+    public static void RequestSample()
+        => s_registry.ForEach(static p => Interlocked.Or(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.SampleBit));
+
     /// <summary>The calling thread's context, or null before its first slow path.</summary>
     public static SlabThreadContext* Current
     {

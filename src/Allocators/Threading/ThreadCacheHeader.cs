@@ -16,8 +16,18 @@ internal struct ThreadCacheHeader
     /// <summary>1 while the owner is inside a cache operation.</summary>
     public int Busy;
 
-    /// <summary>1 while a drainer wants or holds the cache.</summary>
+    /// <summary>
+    /// <see cref="DrainBit"/> while a drainer wants or holds the cache; <see cref="SampleBit"/> when KFENCE wants the
+    /// thread's next slab allocation (slab contexts only). The fast paths test the whole word, so either bit sends the
+    /// owner to its slow path; only the drain bit keeps it out of the cache.
+    /// </summary>
     public int DrainRequested;
+
+    /// <summary>The drain request in <see cref="DrainRequested"/>.</summary>
+    public const int DrainBit = 1;
+
+    /// <summary>A KFENCE sample is due (<see cref="DrainRequested"/>): set with an atomic OR, cleared by the owner's slow path.</summary>
+    public const int SampleBit = 2;
 
     /// <summary>Managed thread id of the owner.</summary>
     public int OwnerThreadId;
@@ -39,7 +49,7 @@ internal struct ThreadCacheHeader
     public static unsafe bool TryEnter(ThreadCacheHeader* cache)
     {
         Volatile.Write(ref cache->Busy, 1);
-        if (Volatile.Read(ref cache->DrainRequested) == 0) return true;
+        if ((Volatile.Read(ref cache->DrainRequested) & DrainBit) == 0) return true;
         Volatile.Write(ref cache->Busy, 0);
         return false;
     }

@@ -200,7 +200,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             if (_caches.Count == 0) return;
             var taken = holds == null ? _caches : _caches.Where(holds).ToList();
             if (taken.Count == 0) return;
-            foreach (nint p in taken) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
+            foreach (nint p in taken) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.DrainBit);
             // Either an owner's Busy=1 is now visible to us, or its next read of DrainRequested sees 1.
             Interlocked.MemoryBarrierProcessWide();
             foreach (nint p in taken)
@@ -293,7 +293,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             if (_disposed) return;
             int slot = _slot;
             _slot = int.MaxValue; // fast paths stop finding their cache from here on
-            foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, 1);
+            foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.DrainBit);
             Interlocked.MemoryBarrierProcessWide();
             while (_caches.Count > 0) RetireLocked(_caches.Count - 1, free: false);
             _disposed = true;

@@ -1,0 +1,74 @@
+using System.ComponentModel;
+using Allocators.Physical;
+using Spectre.Console.Cli;
+
+namespace Allocators.Cli.Commands;
+
+/// <summary>
+/// Hidden: a process for KFENCE's tests. Builds a system with KFENCE sampling, arms it until a kmalloc comes from the
+/// guarded pool, prints the object's address and size, then makes the bad access asked for through a raw pointer, as a
+/// buggy caller would: the process is expected to die on the guard page with KFENCE's report on standard error.
+/// </summary>
+internal sealed unsafe class KfenceFaultCommand : Command<KfenceFaultCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--access <KIND>")]
+        [Description("overrun (write one byte past the end of a right-placed object), underrun (read one byte before a left-placed one) or use-after-free (read a freed object).")]
+        public string Access { get; init; } = "overrun";
+
+        [CommandOption("--size <BYTES>")]
+        [Description("kmalloc size of the sampled object (default 100).")]
+        public int Size { get; init; } = 100;
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        using var system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions
+            {
+                Size = 64L << 20,
+                Backing = ArenaBacking.MemFd,
+                Checks = new CheckedModeOptions { KfenceSampleInterval = 100_000, KfenceObjects = 15 },
+            },
+        });
+        var kfence = system.Slab.Kfence!;
+        bool wantLeft = settings.Access == "underrun";
+        bool wantRight = settings.Access == "overrun";
+        byte* p = null;
+        for (int tries = 0; tries < 1000 && p == null; tries++)
+        {
+            kfence.Arm();
+            var q = (byte*)system.Slab.Kmalloc((nuint)settings.Size);
+            bool left = ((nuint)q & 4095) == 0;
+            if (kfence.Contains(q) && (!wantLeft || left) && (!wantRight || !left)) p = q;
+            else if (!kfence.Contains(q)) system.Slab.Kfree(q);
+        }
+        if (p == null)
+        {
+            Console.Error.WriteLine("kfence-fault: no sampled object");
+            return ExitCodes.InternalError;
+        }
+        Console.Out.WriteLine($"object 0x{(nuint)p:x} size {settings.Size}");
+        Console.Out.Flush();
+        switch (settings.Access)
+        {
+            case "overrun":
+                p[settings.Size + (int)(4096 - ((nuint)(p + settings.Size) & 4095)) % 4096] = 1; // the first byte of the guard page
+                break;
+            case "underrun":
+                Console.Out.WriteLine(p[-1]);
+                break;
+            case "use-after-free":
+                system.Slab.Kfree(p);
+                Console.Out.WriteLine(p[0]);
+                break;
+            default:
+                Console.Error.WriteLine($"kfence-fault: unknown --access {settings.Access}");
+                return ExitCodes.UsageError;
+        }
+        Console.Out.WriteLine("no fault");
+        return ExitCodes.InternalError;
+    }
+}
