@@ -161,6 +161,7 @@ public sealed unsafe class Kfence
     /// <exception cref="MemoryCorruptionException">Not a live pool object's start, or freed into the wrong cache; nothing changes.</exception>
     internal void Free(void* p, KmemCache? cache, string function)
     {
+        KmemCache owner;
         lock (_lock)
         {
             int slot = SlotOf(p);
@@ -171,7 +172,7 @@ public sealed unsafe class Kfence
                 Report(slot, what, p, $"{function}: 0x{(nuint)p:x} is not a live KFENCE object ({what}).");
                 throw new MemoryCorruptionException($"{function}: 0x{(nuint)p:x} is not a live KFENCE object ({what}).", (nuint)p);
             }
-            KmemCache owner = KmemCache.FromData((KmemCacheData*)m->Cache);
+            owner = KmemCache.FromData((KmemCacheData*)m->Cache);
             if (cache != null && owner != cache)
                 throw new MemoryCorruptionException($"{function}({cache.Name}): 0x{(nuint)p:x} is a KFENCE object of cache {owner.Name}.", (nuint)p);
             byte* page = DataPage(slot);
@@ -184,6 +185,7 @@ public sealed unsafe class Kfence
             _queueCount++;
         }
         Interlocked.Increment(ref _frees);
+        if (cache == null) Interlocked.Increment(ref owner.Data->FreeSlowPath); // kfree: kmem_cache_free counts its own
     }
 
     /// <summary>The size of the live pool object at <paramref name="p"/> (ksize of a KFENCE object is its requested size).</summary>
@@ -195,6 +197,17 @@ public sealed unsafe class Kfence
             if (m->State != StateAllocated || m->Address != (nuint)p)
                 throw new MemoryCorruptionException($"{function}: 0x{(nuint)p:x} is not a live KFENCE object.", (nuint)p);
             return (nuint)m->Size;
+        }
+    }
+
+    /// <summary>The cache of the pool object that starts at <paramref name="p"/> (live or freed), or null.</summary>
+    internal KmemCacheData* CacheOf(void* p)
+    {
+        if (!Contains(p)) return null;
+        lock (_lock)
+        {
+            Meta* m = _meta + SlotOf(p);
+            return m->State != StateFree && m->Address == (nuint)p ? (KmemCacheData*)m->Cache : null;
         }
     }
 

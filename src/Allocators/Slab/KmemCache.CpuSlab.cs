@@ -109,7 +109,9 @@ public sealed unsafe partial class KmemCache
     {
         Interlocked.And(ref ctx->Header.DrainRequested, ~ThreadCacheHeader.SampleBit);
         if (node >= 0 || _ctor != null || _destroyed || _owner.Kfence is not { } kfence) return null;
-        return kfence.TryAlloc(this, requestedSize, gfp);
+        void* obj = kfence.TryAlloc(this, requestedSize, gfp);
+        if (obj != null) Interlocked.Increment(ref _d->AllocSlowPath); // a slow-path allocation, as it is counted in SLUB
+        return obj;
     }
 
     /// <summary>
@@ -356,6 +358,7 @@ public sealed unsafe partial class KmemCache
         {
             ObjectDisposedException.ThrowIf(_destroyed, this);
             kfence.Free(obj, this, "kmem_cache_free");
+            Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
