@@ -54,6 +54,28 @@ public sealed class CheckedModeOptions
 
     private static readonly CheckedModeDefaults Environment = CheckedModeDefaults.Parse(System.Environment.GetEnvironmentVariable(EnvironmentVariable));
 
+    /// <summary>
+    /// Options from a list in <see cref="EnvironmentVariable"/>'s syntax (e.g. <c>"kasan,init_on_free"</c>), every mode
+    /// not named off whatever the environment says.
+    /// </summary>
+    /// <exception cref="ArgumentException">An entry is unknown or its value malformed.</exception>
+    public static CheckedModeOptions Parse(string text)
+    {
+        CheckedModeDefaults d = CheckedModeDefaults.Parse(text);
+        return new CheckedModeOptions
+        {
+            InitOnAlloc = d.InitOnAlloc,
+            InitOnFree = d.InitOnFree,
+            SlabFreelistRandom = d.SlabFreelistRandom,
+            ShufflePages = d.ShufflePages,
+            Kasan = d.Kasan,
+            KasanRedZone = d.KasanRedZone,
+            QuarantineBytes = d.QuarantineBytes,
+            KfenceSampleInterval = d.KfenceSampleInterval,
+            KfenceObjects = d.KfenceObjects,
+        };
+    }
+
     /// <summary>True when any mode is on.</summary>
     public bool Any => InitOnAlloc || InitOnFree || SlabFreelistRandom || ShufflePages || Kasan || KfenceSampleInterval > 0;
 
