@@ -82,6 +82,12 @@ public sealed class AllocatorsOptions
     /// <summary>Frames above this many MiB form ZONE_HIGHMEM (the low/high split); null for none (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>).</summary>
     public int? LowMemoryLimitMiB { get; set; }
 
+    /// <summary>
+    /// The checked modes in <see cref="CheckedModeOptions.EnvironmentVariable"/>'s syntax, e.g.
+    /// <c>"kasan,init_on_free"</c> (<see cref="CheckedModeOptions.Parse"/>); null: what that variable says, else none.
+    /// </summary>
+    public string? Checks { get; set; }
+
     /// <summary>The page cache's readahead window in pages (<see cref="PageCacheOptions.ReadaheadPages"/>).</summary>
     public int ReadaheadPages { get; set; } = Defaults.PageCache.ReadaheadPages;
 
@@ -121,6 +127,7 @@ public sealed class AllocatorsOptions
             MaxSize = MaxArenaSizeMiB is { } max ? (long)max * MiB : null,
             Nodes = Nodes,
             LowMemoryLimit = LowMemoryLimitMiB is { } low ? (long)low * MiB : null,
+            Checks = Checks is { } checks ? CheckedModeOptions.Parse(checks) : new CheckedModeOptions(),
         },
         PageAllocator = new PageAllocatorOptions
         {

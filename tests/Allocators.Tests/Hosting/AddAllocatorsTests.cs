@@ -51,7 +51,8 @@ public sealed class AddAllocatorsTests
             ("MinFreeKbytes", "1024"), ("WatermarkScaleFactor", "20"), ("FreePageReportingDelay", "00:00:00.5"),
             ("StallWarningInterval", "00:00:02"), ("KmallocFlags", "RedZone, Poison"), ("KmallocSizeClasses", "Fine"),
             ("SerializedFrees", "true"), ("IdleTrimAfter", "00:00:30"), ("LowMemoryLimitMiB", "16"), ("ReadaheadPages", "64"),
-            ("DirtyExpire", "00:00:10"), ("DirtyWritebackInterval", "00:00:01"), ("DirtyBackgroundRatio", "5"), ("DirtyRatio", "15")));
+            ("DirtyExpire", "00:00:10"), ("DirtyWritebackInterval", "00:00:01"), ("DirtyBackgroundRatio", "5"), ("DirtyRatio", "15"),
+            ("Checks", "kfence.sample_interval=1000,kfence.num_objects=7")));
 
         MemorySystem sys = host.Services.GetRequiredService<MemorySystem>();
         MemorySystemOptions o = sys.Options;
@@ -78,6 +79,8 @@ public sealed class AddAllocatorsTests
         Assert.Equal(TimeSpan.FromSeconds(1), o.PageCache.DirtyWritebackInterval);
         Assert.Equal(5, o.PageCache.DirtyBackgroundRatio);
         Assert.Equal(15, o.PageCache.DirtyRatio);
+        Assert.Equal(1000, o.Physical.Checks.KfenceSampleInterval);
+        Assert.Equal(7, sys.Slab.Kfence!.Objects);
         Assert.Same(sys, host.Services.GetRequiredService<MemorySystem>());
     }
 
