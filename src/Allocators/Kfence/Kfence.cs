@@ -4,7 +4,6 @@ using Allocators.Common;
 using Allocators.Native;
 using Allocators.PageAlloc;
 using Allocators.Physical;
-using Allocators.Slab;
 
 namespace Allocators.Kfence;
 
@@ -18,9 +17,10 @@ namespace Allocators.Kfence;
 /// </summary>
 /// <remarks>
 /// <para><b>Sampling</b> is timed, as in the kernel (<c>kfence.sample_interval</c> in milliseconds): a timer arms the
-/// pool and sets <see cref="Threading.ThreadCacheHeader.SampleBit"/> in every slab thread context; the word the fast
-/// paths already test then sends each thread's next allocation to its slow path, where the first one to find the pool
-/// armed takes the sample. Between samples the fast paths run exactly the code they run without KFENCE, so the
+/// pool and runs the slab layer's request, which sets <see cref="Threading.ThreadCacheHeader.SampleBit"/> in every slab
+/// thread context; the word the fast paths already test then sends each thread's next allocation to its slow path,
+/// where the first one to find the pool armed takes the sample. The pool sits below the slab layer and knows caches
+/// only by an opaque id and name. Between samples the fast paths run exactly the code they run without KFENCE, so the
 /// unsampled path costs the same, which a per-allocation 1-in-N counter could not promise.</para>
 /// <para><b>Faults</b>: .NET turns a fault in managed code into a fatal <see cref="AccessViolationException"/> that no
 /// handler can catch. On Linux x86-64 a small signal hook (<see cref="KfenceSignalHook"/>) first writes the KFENCE
@@ -43,11 +43,12 @@ public sealed unsafe class Kfence
         public nuint Address;     // the object
         public int Size;
         public byte State;
-        public nint Cache;        // KmemCacheData* of the cache it came from
+        public nint Cache;        // the slab layer's id of the cache it came from
     }
 
-    private readonly SlabAllocator _slab;
     private readonly PageAllocator _pages;
+    private readonly Action _requestSample;
+    private readonly string[] _cacheNames;    // per slot, for reports
     private readonly PageFrame* _block;
     private readonly int _order;
     private readonly byte* _pool;          // host address of page 0 (a guard page)
@@ -58,17 +59,18 @@ public sealed unsafe class Kfence
     private int _queueHead, _queueCount;
     private readonly Lock _lock = new();
     private readonly Timer _timer;
-    private readonly List<SlabReport> _reports = new();
+    private readonly List<KfenceReport> _reports = new();
     private int _armed;
     private long _allocations, _frees, _bugs;
     private bool _disposed;
 
-    internal Kfence(SlabAllocator slab, PageAllocator pages, CheckedModeOptions checks)
+    /// <summary>Builds the pool on <paramref name="pages"/>; <paramref name="requestSample"/> sends every thread's next allocation to the slow path.</summary>
+    internal Kfence(PageAllocator pages, CheckedModeOptions checks, Action requestSample)
     {
         if (!OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException("KFENCE's guard pages need Linux (mprotect on the arena).");
-        _slab = slab;
         _pages = pages;
+        _requestSample = requestSample;
         Objects = checks.KfenceObjects;
         SampleInterval = TimeSpan.FromMilliseconds(checks.KfenceSampleInterval);
         int pages2 = 2 * Objects + 1; // guard, object 0, guard, ..., object N-1, guard
@@ -82,6 +84,7 @@ public sealed unsafe class Kfence
         _queue = (int*)NativeMemory.Alloc((nuint)Objects, sizeof(int));
         for (int i = 0; i < Objects; i++) _queue[i] = i;
         _queueCount = Objects;
+        _cacheNames = new string[Objects];
         Protect(_pool, _poolBytes, Libc.ProtNone);
         KfenceSignalHook.Add((nuint)_pool, _poolBytes, Objects, _text, TextStride);
         _timer = new Timer(static s => ((Kfence)s!).Arm(), this, SampleInterval, SampleInterval);
@@ -106,7 +109,13 @@ public sealed unsafe class Kfence
     public long BugsFound => Interlocked.Read(ref _bugs);
 
     /// <summary>Every report so far, oldest first.</summary>
-    public IReadOnlyList<SlabReport> Reports { get { lock (_reports) return _reports.ToArray(); } }
+    public IReadOnlyList<KfenceReport> Reports { get { lock (_reports) return _reports.ToArray(); } }
+
+    /// <summary>Raised for every report, on the thread that found the bug.</summary>
+    public event Action<KfenceReport>? BugFound;
+
+    /// <summary>True while a sample is due (read by the slow path before it captures a call site).</summary>
+    internal bool Armed => Volatile.Read(ref _armed) != 0;
 
     /// <summary>True when <paramref name="p"/> lies in the guarded pool (is_kfence_address).</summary>
     public bool Contains(void* p) => (nuint)p - (nuint)_pool < _poolBytes;
@@ -117,14 +126,15 @@ public sealed unsafe class Kfence
         if (Volatile.Read(ref _disposed)) return;
         // Requested again while still armed: a thread that registered since the last request has no bit yet.
         Volatile.Write(ref _armed, 1);
-        SlabCpus.RequestSample();
+        _requestSample();
     }
 
     /// <summary>
-    /// Serves <paramref name="size"/> bytes of <paramref name="cache"/> from the pool when it is armed and has a free
-    /// object (kfence_alloc); null otherwise. Called from the slab slow path once a thread saw the sample bit.
+    /// Serves <paramref name="size"/> bytes, aligned to <paramref name="align"/> at the page's end, for cache
+    /// <paramref name="cache"/> from the pool when it is armed and has a free object (kfence_alloc); null otherwise.
+    /// Called from the slab slow path once a thread saw the sample bit; <paramref name="site"/> is its caller.
     /// </summary>
-    internal void* TryAlloc(KmemCache cache, int size, Gfp gfp)
+    internal void* TryAlloc(nint cache, string cacheName, int size, int align, Gfp gfp, string site)
     {
         if (size > PageSize || Volatile.Read(ref _armed) == 0 || Interlocked.Exchange(ref _armed, 0) == 0) return null;
         int slot;
@@ -137,8 +147,6 @@ public sealed unsafe class Kfence
             _queueCount--;
             byte* page = DataPage(slot);
             Protect(page, PageSize, Libc.ProtRead | Libc.ProtWrite);
-            // kmalloc promises natural alignment only to power-of-two sizes; other caches keep their own.
-            int align = cache.Data->KmallocIndex >= 0 ? (System.Numerics.BitOperations.IsPow2(size) ? size : 8) : Math.Max(cache.Align, 8);
             // Left or right at random: the guard page before catches underflows, the one after overflows.
             obj = Random.Shared.Next(2) == 0 ? (nuint)page : ((nuint)page + (nuint)(PageSize - size)) & ~(nuint)(align - 1);
             FillCanary(page, obj, size);
@@ -146,8 +154,9 @@ public sealed unsafe class Kfence
             m->Address = obj;
             m->Size = size;
             m->State = StateAllocated;
-            m->Cache = (nint)cache.Data;
-            WriteText(slot, Describe(slot, cache.Name, "allocated", _slab.CallSites.Name(_slab.CallSites.Capture())));
+            m->Cache = cache;
+            _cacheNames[slot] = cacheName;
+            WriteText(slot, Describe(slot, cacheName, "allocated", site));
         }
         Interlocked.Increment(ref _allocations);
         if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)size);
@@ -155,13 +164,13 @@ public sealed unsafe class Kfence
     }
 
     /// <summary>
-    /// Frees a pool object (kfence_free): checks it is a live object's start of <paramref name="cache"/> (any kmalloc
-    /// cache when null), checks the canary, makes its page inaccessible and queues the slot last for reuse.
+    /// Frees a pool object (kfence_free): checks it is a live object's start, checks the canary, makes its page
+    /// inaccessible and queues the slot last for reuse. Returns the id of the cache it came from.
     /// </summary>
-    /// <exception cref="MemoryCorruptionException">Not a live pool object's start, or freed into the wrong cache; nothing changes.</exception>
-    internal void Free(void* p, KmemCache? cache, string function)
+    /// <exception cref="MemoryCorruptionException">Not a live pool object's start; nothing changes.</exception>
+    internal nint Free(void* p, string function, string site)
     {
-        KmemCache owner;
+        nint owner;
         lock (_lock)
         {
             int slot = SlotOf(p);
@@ -169,23 +178,21 @@ public sealed unsafe class Kfence
             if (m->State != StateAllocated || m->Address != (nuint)p)
             {
                 string what = m->State == StateFreed && m->Address == (nuint)p ? "double free" : "invalid free";
-                Report(slot, what, p, $"{function}: 0x{(nuint)p:x} is not a live KFENCE object ({what}).");
+                Report(slot, what, p, site, $"{function}: 0x{(nuint)p:x} is not a live KFENCE object ({what}).");
                 throw new MemoryCorruptionException($"{function}: 0x{(nuint)p:x} is not a live KFENCE object ({what}).", (nuint)p);
             }
-            owner = KmemCache.FromData((KmemCacheData*)m->Cache);
-            if (cache != null && owner != cache)
-                throw new MemoryCorruptionException($"{function}({cache.Name}): 0x{(nuint)p:x} is a KFENCE object of cache {owner.Name}.", (nuint)p);
+            owner = m->Cache;
             byte* page = DataPage(slot);
             nuint bad = FindCanaryDamage(page, m->Address, m->Size);
-            if (bad != 0) Report(slot, "memory corruption", (void*)bad, $"Corrupted memory at 0x{bad:x} (canary of the object at 0x{m->Address:x}, size {m->Size})");
+            if (bad != 0) Report(slot, "memory corruption", (void*)bad, site, $"Corrupted memory at 0x{bad:x} (canary of the object at 0x{m->Address:x}, size {m->Size})");
             Protect(page, PageSize, Libc.ProtNone);
             m->State = StateFreed;
-            AppendText(slot, $"freed by task {Environment.CurrentManagedThreadId} ({Thread.CurrentThread.Name ?? "unnamed"}) at {_slab.CallSites.Name(_slab.CallSites.Capture())}\n");
+            AppendText(slot, $"freed by task {Environment.CurrentManagedThreadId} ({Thread.CurrentThread.Name ?? "unnamed"}) at {site}\n");
             _queue[(_queueHead + _queueCount) % Objects] = slot;
             _queueCount++;
         }
         Interlocked.Increment(ref _frees);
-        if (cache == null) Interlocked.Increment(ref owner.Data->FreeSlowPath); // kfree: kmem_cache_free counts its own
+        return owner;
     }
 
     /// <summary>The size of the live pool object at <paramref name="p"/> (ksize of a KFENCE object is its requested size).</summary>
@@ -200,14 +207,14 @@ public sealed unsafe class Kfence
         }
     }
 
-    /// <summary>The cache of the pool object that starts at <paramref name="p"/> (live or freed), or null.</summary>
-    internal KmemCacheData* CacheOf(void* p)
+    /// <summary>The cache id of the pool object that starts at <paramref name="p"/> (live or freed), or 0.</summary>
+    internal nint CacheOf(void* p)
     {
-        if (!Contains(p)) return null;
+        if (!Contains(p)) return 0;
         lock (_lock)
         {
             Meta* m = _meta + SlotOf(p);
-            return m->State != StateFree && m->Address == (nuint)p ? (KmemCacheData*)m->Cache : null;
+            return m->State != StateFree && m->Address == (nuint)p ? m->Cache : 0;
         }
     }
 
@@ -273,15 +280,13 @@ public sealed unsafe class Kfence
 
     private string ReportTextLocked(int slot) => Marshal.PtrToStringUTF8((nint)(_text + slot * TextStride)) ?? "";
 
-    private void Report(int slot, string problem, void* address, string detail)
+    private void Report(int slot, string problem, void* address, string site, string detail)
     {
         Interlocked.Increment(ref _bugs);
-        Meta* m = _meta + slot;
-        string cache = m->Cache != 0 ? KmemCache.FromData((KmemCacheData*)m->Cache).Name : "kfence";
-        string text = $"BUG: KFENCE: {problem} in {_slab.CallSites.Name(_slab.CallSites.Capture())}\n\n{detail}\n\n{ReportTextLocked(slot)}";
-        var report = new SlabReport(cache, "KFENCE: " + problem, (nuint)address, text);
+        string text = $"BUG: KFENCE: {problem} in {site}\n\n{detail}\n\n{ReportTextLocked(slot)}";
+        var report = new KfenceReport(_cacheNames[slot] ?? "kfence", problem, (nuint)address, text);
         lock (_reports) _reports.Add(report);
-        _slab.OnReport(report);
+        BugFound?.Invoke(report);
     }
 
     private static void Protect(void* address, nuint bytes, int prot)

@@ -70,7 +70,7 @@ public sealed unsafe partial class KmemCache
     /// <summary>True when <paramref name="obj"/> is the start of an object of this cache (allocated or not), from its slab (virt_to_slab).</summary>
     public bool Owns(void* obj)
     {
-        if (_owner.Kfence is { } kfence && kfence.Contains(obj)) return kfence.CacheOf(obj) == _d;
+        if (_owner.Kfence is { } kfence && kfence.Contains(obj)) return kfence.CacheOf(obj) == (nint)_d;
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
         Enter(ctx);
         try

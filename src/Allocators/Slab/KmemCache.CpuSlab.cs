@@ -108,8 +108,10 @@ public sealed unsafe partial class KmemCache
     private void* TakeSample(SlabThreadContext* ctx, Gfp gfp, int node, int requestedSize)
     {
         Interlocked.And(ref ctx->Header.DrainRequested, ~ThreadCacheHeader.SampleBit);
-        if (node >= 0 || _ctor != null || _destroyed || _owner.Kfence is not { } kfence) return null;
-        void* obj = kfence.TryAlloc(this, requestedSize, gfp);
+        if (node >= 0 || _ctor != null || _destroyed || _owner.Kfence is not { } kfence || !kfence.Armed) return null;
+        // kmalloc promises natural alignment only to power-of-two sizes; other caches keep their own.
+        int align = _d->KmallocIndex >= 0 ? (BitOperations.IsPow2(requestedSize) ? requestedSize : 8) : Math.Max(_d->Align, 8);
+        void* obj = kfence.TryAlloc((nint)_d, Name, requestedSize, align, gfp, _owner.CallSites.Name(_owner.CallSites.Capture()));
         if (obj != null) Interlocked.Increment(ref _d->AllocSlowPath); // a slow-path allocation, as it is counted in SLUB
         return obj;
     }
@@ -357,7 +359,9 @@ public sealed unsafe partial class KmemCache
         if (_owner.Kfence is { } kfence && kfence.Contains(obj))
         {
             ObjectDisposedException.ThrowIf(_destroyed, this);
-            kfence.Free(obj, this, "kmem_cache_free");
+            if (kfence.CacheOf(obj) is var owner and not 0 && owner != (nint)_d)
+                throw _pages.ReportMisuse(new MemoryCorruptionException($"kmem_cache_free({Name}): 0x{(nuint)obj:x} is a KFENCE object of cache {FromData((KmemCacheData*)owner).Name}.", (nuint)obj));
+            kfence.Free(obj, "kmem_cache_free", _owner.CallSites.Name(_owner.CallSites.Capture()));
             Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }

@@ -120,7 +120,11 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
         _shrinker = control => Shrink(control.NrToScan);
         pages.RegisterShrinker(_shrinker);
-        if (_memory.Checks.KfenceSampleInterval > 0) Kfence = new Kfence.Kfence(this, pages, _memory.Checks);
+        if (_memory.Checks.KfenceSampleInterval > 0)
+        {
+            Kfence = new Kfence.Kfence(pages, _memory.Checks, SlabCpus.RequestSample);
+            Kfence.BugFound += r => OnReport(new SlabReport(r.Cache, "KFENCE: " + r.Problem, r.Address, r.Text));
+        }
     }
 
     /// <summary>The guarded sampling pool (KFENCE), or null when <see cref="CheckedModeOptions.KfenceSampleInterval"/> is 0.</summary>
@@ -346,7 +350,8 @@ public sealed unsafe class SlabAllocator : IDisposable
         if (Kfence is { } kfence && kfence.Contains(p))
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            kfence.Free(p, null, "kfree");
+            nint owner = kfence.Free(p, "kfree", CallSites.Name(CallSites.Capture()));
+            Interlocked.Increment(ref ((KmemCacheData*)owner)->FreeSlowPath);
             return;
         }
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();

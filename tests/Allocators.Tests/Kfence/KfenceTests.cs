@@ -96,7 +96,9 @@ public sealed unsafe class KfenceTests
         byte* p = Sampled(system, 40, left: true);
         p[40] = 0x42; // one byte past the object, still in its page: the canary
         system.Slab.Kfree(p);
-        SlabReport report = Assert.Single(kfence.Reports);
+        KfenceReport report = Assert.Single(kfence.Reports);
+        Assert.Equal("memory corruption", report.Problem);
+        Assert.Equal("kmalloc-64", report.Cache);
         Assert.Equal((nuint)(p + 40), report.Address);
         Assert.Contains("BUG: KFENCE: memory corruption", report.Text);
         Assert.Contains($"0x{(nuint)(p + 40):x}", report.Text);
