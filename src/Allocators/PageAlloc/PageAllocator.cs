@@ -3,6 +3,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
+using Allocators.Rcu;
 using Allocators.Threading;
 
 namespace Allocators.PageAlloc;
@@ -142,6 +143,12 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     /// <summary>Fault injection (fail_page_alloc); disabled by default.</summary>
     public FaultAttributes FaultInjection { get; }
 
+    /// <summary>
+    /// The RCU domain of everything built on this allocator: the page cache's lockless lookups, kfree_rcu and
+    /// SLAB_TYPESAFE_BY_RCU slabs. Disposed with the allocator (queued callbacks run first).
+    /// </summary>
+    public RcuDomain Rcu { get; } = new();
+
     /// <summary>Number of NUMA nodes.</summary>
     public int NodeCount => _nodeCount;
 
@@ -241,6 +248,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         if (_disposed) return;
         Volatile.Write(ref _disposed, true);
+        Rcu.Dispose(); // queued callbacks free pages: run them while the allocator still takes frees
         DisposeReclaimer();
         StopReporting();
         _pcp.Dispose();

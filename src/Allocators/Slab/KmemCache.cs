@@ -111,6 +111,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
         _d->Name = Common.NativeStrings.Create(name);
+        if ((flags & SlabFlags.TypesafeByRcu) != 0) _rcuSlabHandler = _pages.Rcu.RegisterHandler(FreeSlabsAfterGracePeriod);
     }
 
     /// <summary>The cache's name (as in /proc/slabinfo).</summary>
