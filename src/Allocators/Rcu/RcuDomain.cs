@@ -34,8 +34,8 @@ namespace Allocators.Rcu;
 /// separated from its reads of the records by the fenced increment of _gp. So either the grace period sees the reader,
 /// or the reader sees the object gone. Nested locks and every unlock are plain stores (release).</para>
 /// <para><b>Locks.</b> <c>_gpLock</c> serialises grace periods (a synchronizer whose need another one met returns
-/// without waiting); the thread registry's lock (7 in docs/locking.md) is held while records are scanned, so none is
-/// freed meanwhile; <c>_queueLock</c> (leaf) guards the shared batch lists; the <c>_wake</c> monitor (leaf) the worker's
+/// without waiting); the thread registry's lock (7 in docs/locking.md) is held while one pass reads the records, so none is
+/// freed meanwhile (never while waiting: a new thread's first read lock registers under it); <c>_queueLock</c> (leaf) guards the shared batch lists; the <c>_wake</c> monitor (leaf) the worker's
 /// and barrier waiters' state. A thread inside a read section must not wait for a grace period:
 /// <see cref="SynchronizeRcu"/> and <see cref="RcuBarrier"/> throw there, as the kernel's lockdep reports it.</para>
 /// </remarks>
@@ -48,18 +48,22 @@ public sealed unsafe partial class RcuDomain : IThreadCacheOwner, IDisposable
 
     private readonly ThreadCacheRegistry _threads;
     private readonly Lock _gpLock = new();
-    private readonly Action<nint> _waitForReader;
+    private readonly Action<nint> _checkReader;
     private long _gp = NestUnit;
     private long _completed = NestUnit;
-    private long _scanTarget; // the target of the grace period under way (_gpLock held)
+    private long _scanTarget;   // the target of the grace period under way (_gpLock)
+    private bool _scanBlocked;  // the last pass found a reader the grace period waits for (_gpLock)
     private long _gracePeriods;
 
     /// <summary>Creates a domain; its callback thread starts with the first queued callback.</summary>
     public RcuDomain()
     {
         _threads = new ThreadCacheRegistry(this, sizeof(RcuThread));
-        _waitForReader = WaitForReader;
+        _checkReader = CheckReader;
     }
+
+    /// <summary>The grace-period counter: grows by <see cref="NestUnit"/> when a grace period starts (for tests).</summary>
+    internal long GpSequence => Volatile.Read(ref _gp);
 
     /// <summary>Grace periods completed so far.</summary>
     public long GracePeriods => Volatile.Read(ref _gracePeriods);
@@ -139,26 +143,29 @@ public sealed unsafe partial class RcuDomain : IThreadCacheOwner, IDisposable
             if (Volatile.Read(ref _completed) > start) return;
             long target = Interlocked.Add(ref _gp, NestUnit);
             _scanTarget = target;
-            _threads.ForEach(_waitForReader);
+            // Each pass holds the registry lock only to read the records (so a thread registering for its first read
+            // lock never waits for a grace period); between passes the records may change, never a reader's snapshot.
+            var spin = new SpinWait();
+            while (true)
+            {
+                _scanBlocked = false;
+                _threads.ForEach(_checkReader);
+                if (!_scanBlocked) break;
+                spin.SpinOnce(sleep1Threshold: 20);
+            }
             Debug.Assert(Volatile.Read(ref _completed) < target);
             Volatile.Write(ref _completed, target);
             _gracePeriods++;
         }
     }
 
-    /// <summary>Spins until the record's thread is outside every read section that began before <c>_scanTarget</c>.</summary>
-    private void WaitForReader(nint record)
+    /// <summary>Notes in <c>_scanBlocked</c> whether the record's thread is inside a read section that began before <c>_scanTarget</c>.</summary>
+    private void CheckReader(nint record)
     {
-        var t = (RcuThread*)record;
-        long target = _scanTarget;
-        var spin = new SpinWait();
-        while (true)
-        {
-            long c = Volatile.Read(ref t->Ctr);
-            if ((c & NestMask) == 0 || (c & ~NestMask) >= target) return;
-            Debug.Assert((c & ~NestMask) <= Volatile.Read(ref _gp));
-            spin.SpinOnce(sleep1Threshold: 20);
-        }
+        long c = Volatile.Read(ref ((RcuThread*)record)->Ctr);
+        if ((c & NestMask) == 0 || (c & ~NestMask) >= _scanTarget) return;
+        Debug.Assert((c & ~NestMask) <= Volatile.Read(ref _gp));
+        _scanBlocked = true;
     }
 
     void IThreadCacheOwner.InitCache(ThreadCacheHeader* cache) { }
