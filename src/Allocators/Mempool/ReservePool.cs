@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.PageAlloc;
 using Allocators.Physical;
@@ -112,6 +113,7 @@ public sealed unsafe class ReservePool : IDisposable
     /// <summary>Elements in the reserve now (curr_nr).</summary>
     public int Count => _count;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void* AllocElement(Gfp gfp) => _kind switch
     {
         Kind.Kmalloc => _slab!.Kmalloc(_size, gfp),
@@ -120,6 +122,7 @@ public sealed unsafe class ReservePool : IDisposable
         _ => _alloc!(gfp),
     };
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FreeElement(void* element)
     {
         switch (_kind)
@@ -141,39 +144,46 @@ public sealed unsafe class ReservePool : IDisposable
     {
         // The pool is the reserve: the allocator must not use the emergency one, retry hard or warn on its behalf.
         gfp |= Gfp.NoMemAlloc | Gfp.NoRetry | Gfp.NoWarn;
-        Gfp first = gfp & ~(Gfp.DirectReclaim | Gfp.Io);
-        Gfp tryGfp = first;
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        void* e = AllocElement(gfp & ~(Gfp.DirectReclaim | Gfp.Io));
+        return e != null ? e : AllocSlow(gfp);
+    }
+
+    /// <summary>The allocator failed without reclaim: the reserve, then the caller's full flags, then waiting for a free.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* AllocSlow(Gfp gfp)
+    {
+        bool fullFlags = false;
         while (true)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            void* e = AllocElement(tryGfp);
-            if (e != null) return e;
             lock (_lock)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 if (_count > 0)
                 {
-                    e = _elements[--_count];
+                    void* taken = _elements[--_count];
                     _elements[_count] = null;
-                    return e;
+                    return taken;
                 }
-                if (tryGfp != gfp)
+                if (fullFlags && !gfp.AllowsBlocking()) return null;
+                if (fullFlags)
                 {
-                    tryGfp = gfp; // the reserve is empty: now the allocator may reclaim
-                    continue;
-                }
-                if (!gfp.AllowsBlocking()) return null;
-                // Sleep until a Free refills the reserve (it pulses under this lock, so no wakeup is lost).
-                _waiters++;
-                try
-                {
-                    Monitor.Wait(_lock, WaitMilliseconds);
-                }
-                finally
-                {
-                    _waiters--;
+                    // Sleep until a Free refills the reserve (it pulses under this lock, so no wakeup is lost).
+                    _waiters++;
+                    try
+                    {
+                        Monitor.Wait(_lock, WaitMilliseconds);
+                    }
+                    finally
+                    {
+                        _waiters--;
+                    }
                 }
             }
+            // The reserve is empty: now the allocator may reclaim (and after a wait, it is tried again).
+            fullFlags = true;
+            void* e = AllocElement(gfp);
+            if (e != null) return e;
         }
     }
 

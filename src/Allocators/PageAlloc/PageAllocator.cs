@@ -247,8 +247,8 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     public void Dispose()
     {
         if (_disposed) return;
-        Volatile.Write(ref _disposed, true);
         Rcu.Dispose(); // queued callbacks free pages: run them while the allocator still takes frees
+        Volatile.Write(ref _disposed, true);
         DisposeReclaimer();
         StopReporting();
         _pcp.Dispose();

@@ -1,4 +1,3 @@
-using Allocators.Vmalloc;
 using static Allocators.Tests.Slab.SlabTestSupport;
 
 namespace Allocators.Tests.Rcu;
@@ -25,72 +24,50 @@ public unsafe class KvfreeRcuTests
         return sys.Pages.NrFreePages + sys.Pages.NrPageTablePages;
     }
 
-    private static void RunWorkers(Action<VmallocAllocator, MemorySystem> loop, MemorySystem sys)
+    /// <summary>
+    /// The body both cases share: <see cref="Threads"/> workers each vmalloc one page, write its array[0] and hand it
+    /// to <paramref name="free"/>, <see cref="LoopCount"/> times; then every page but new page tables must be back.
+    /// </summary>
+    private static void RunCase(Action<MemorySystem, ulong> free)
     {
-        var threads = Enumerable.Range(0, Threads).Select(_ => new Thread(() => loop(sys.Vmalloc, sys))).ToList();
+        using var sys = NewSystem(mebibytes: 64);
+        // Page tables of the vmalloc range stay once made (as in the kernel): make the first before the baseline.
+        sys.Vmalloc.Vfree(sys.Vmalloc.Vmalloc(PageSize));
+        long start = SettledFreePages(sys);
+        long failed = 0;
+        var threads = Enumerable.Range(0, Threads).Select(_ => new Thread(() =>
+        {
+            for (int i = 0; i < LoopCount; i++)
+            {
+                ulong p = sys.Vmalloc.Vmalloc(1 * PageSize);
+                if (p == 0) { Interlocked.Increment(ref failed); return; }
+                sys.Kernel.Write(p + ArrayOffset, (byte)'a');
+                free(sys, p);
+            }
+        })).ToList();
         foreach (var t in threads) t.Start();
         foreach (var t in threads) t.Join();
-    }
-
-    private static MemorySystem Warm()
-    {
-        var sys = NewSystem(mebibytes: 64);
-        // Page tables of the vmalloc range stay once made (as in the kernel): make them before the baseline.
-        ulong a = sys.Vmalloc.Vmalloc(PageSize);
-        sys.Vmalloc.Vfree(a);
-        return sys;
+        Assert.Equal(0, failed);
+        Assert.Equal(start, SettledFreePages(sys));
     }
 
     /// <summary>kvfree_rcu_1_arg_vmalloc_test: kvfree_rcu(p) (now kvfree_rcu_mightsleep).</summary>
     [Fact]
-    public void KvfreeRcu1ArgVmallocTest()
-    {
-        using var sys = Warm();
-        long start = SettledFreePages(sys);
-        long failed = 0;
-        RunWorkers((v, s) =>
-        {
-            for (int i = 0; i < LoopCount; i++)
-            {
-                ulong p = v.Vmalloc(1 * PageSize);
-                if (p == 0) { Interlocked.Increment(ref failed); return; }
-                s.Kernel.Write(p + ArrayOffset, (byte)'a');
-                v.KvfreeRcu(p);
-            }
-        }, sys);
-        Assert.Equal(0, failed);
-        Assert.Equal(start, SettledFreePages(sys));
-    }
+    public void KvfreeRcu1ArgVmallocTest() => RunCase((sys, p) => sys.Vmalloc.KvfreeRcu(p));
 
     /// <summary>
     /// kvfree_rcu_2_arg_vmalloc_test: kvfree_rcu(p, rcu), the free threaded through a callback head. Here the
     /// callback is call_rcu's: a vfree run after the grace period.
     /// </summary>
     [Fact]
-    public void KvfreeRcu2ArgVmallocTest()
-    {
-        using var sys = Warm();
-        long start = SettledFreePages(sys);
-        long failed = 0;
-        RunWorkers((v, s) =>
-        {
-            for (int i = 0; i < LoopCount; i++)
-            {
-                ulong p = v.Vmalloc(1 * PageSize);
-                if (p == 0) { Interlocked.Increment(ref failed); return; }
-                s.Kernel.Write(p + ArrayOffset, (byte)'a');
-                s.Rcu.CallRcu(() => v.Vfree(p));
-            }
-        }, sys);
-        Assert.Equal(0, failed);
-        Assert.Equal(start, SettledFreePages(sys));
-    }
+    public void KvfreeRcu2ArgVmallocTest() => RunCase((sys, p) => sys.Rcu.CallRcu(() => sys.Vmalloc.Vfree(p)));
 
     /// <summary>kvfree_rcu of kvmalloc memory of both kinds (kmalloc-backed and vmalloc-backed) gives every page back.</summary>
     [Fact]
     public void KvfreeRcuOfKvmallocMemoryOfBothKinds()
     {
-        using var sys = Warm();
+        using var sys = NewSystem(mebibytes: 64);
+        sys.Vmalloc.Vfree(sys.Vmalloc.Vmalloc(PageSize));
         long start = SettledFreePages(sys);
         for (int i = 0; i < 500; i++)
         {
