@@ -115,6 +115,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
             slotsPerZone += _pcpCapacity[o];
         }
         _pcp = new ThreadCacheRegistry(this, _pcpSlotsOffset + _zoneCount * slotsPerZone * sizeof(nint));
+        Rcu = new RcuDomain(); // after every check: a rejected configuration takes no registry slot
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
         for (int s = 0; s < memory.MaxSections; s++)
@@ -147,7 +148,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     /// The RCU domain of everything built on this allocator: the page cache's lockless lookups, kfree_rcu and
     /// SLAB_TYPESAFE_BY_RCU slabs. Disposed with the allocator (queued callbacks run first).
     /// </summary>
-    public RcuDomain Rcu { get; } = new();
+    public RcuDomain Rcu { get; }
 
     /// <summary>Number of NUMA nodes.</summary>
     public int NodeCount => _nodeCount;
