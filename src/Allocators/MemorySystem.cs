@@ -93,6 +93,9 @@ public sealed unsafe class MemorySystem : IDisposable
     /// <summary>The slab layer: kmem caches and kmalloc.</summary>
     public SlabAllocator Slab { get; }
 
+    /// <summary>The RCU domain of this system's readers and deferred frees (the page allocator's).</summary>
+    public Rcu.RcuDomain Rcu => Pages.Rcu;
+
     /// <summary>The per-CPU allocator: variables with one copy per possible CPU.</summary>
     public PercpuAllocator Percpu { get; }
 

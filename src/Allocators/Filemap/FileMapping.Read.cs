@@ -30,7 +30,7 @@ public sealed unsafe partial class FileMapping
         int done = 0;
         while (done < total)
         {
-            // Runs of plain hits are copied with one entry into the lookup gate; the page that ends a run (a miss, a
+            // Runs of plain hits are copied with one RCU read section; the page that ends a run (a miss, a
             // read in flight, a readahead marker) takes the per-page path below.
             done += CopyCachedRun(offset + done, buffer[done..total]);
             if (done == total) break;
@@ -74,17 +74,17 @@ public sealed unsafe partial class FileMapping
     /// </summary>
     private enum CopyResult { Miss, Hit, HitMarker, Pending, PendingMarker }
 
-    /// <summary>Most pages one gate entry copies: bounds how long a remover's synchronize waits for this reader.</summary>
+    /// <summary>Most pages one read section copies: bounds how long a remover's synchronize waits for this reader.</summary>
     private const int MaxRunPages = 16;
 
     /// <summary>
     /// The hit path for a run: copies consecutive cached, up-to-date pages that carry no readahead marker, from
-    /// <paramref name="position"/>, inside one gate entry, with no reference and no lock. Returns the bytes copied.
+    /// <paramref name="position"/>, inside one RCU read section, with no reference and no lock. Returns the bytes copied.
     /// </summary>
     private int CopyCachedRun(long position, Span<byte> target)
     {
         int copied = 0;
-        int token = _gate.Enter();
+        _pages.Rcu.RcuReadLock();
         for (int pages = 0; pages < MaxRunPages && copied < target.Length; pages++)
         {
             long at = position + copied;
@@ -98,14 +98,14 @@ public sealed unsafe partial class FileMapping
             _pages.Lru.MarkAccessed(page, flags);
             copied += n;
         }
-        _gate.Exit(token);
+        _pages.Rcu.RcuReadUnlock();
         return copied;
     }
 
-    /// <summary>The hit path: an up-to-date cached page copied inside the lookup gate, no reference, no lock.</summary>
+    /// <summary>The hit path: an up-to-date cached page copied inside an RCU read section, no reference, no lock.</summary>
     private CopyResult TryCopyCached(ulong index, int inPage, Span<byte> target)
     {
-        int token = _gate.Enter();
+        _pages.Rcu.RcuReadLock();
         PageFrame* page = _tree.Lookup(index);
         CopyResult result = CopyResult.Miss;
         if (page != null)
@@ -122,7 +122,7 @@ public sealed unsafe partial class FileMapping
                 ? marker ? CopyResult.HitMarker : CopyResult.Hit
                 : marker ? CopyResult.PendingMarker : CopyResult.Pending;
         }
-        _gate.Exit(token);
+        _pages.Rcu.RcuReadUnlock();
         return result;
     }
 

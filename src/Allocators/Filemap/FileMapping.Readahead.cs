@@ -217,9 +217,9 @@ public sealed unsafe partial class FileMapping
 
     private bool FindPresent(ulong index)
     {
-        int token = _gate.Enter();
+        _pages.Rcu.RcuReadLock();
         bool present = _tree.Lookup(index) != null;
-        _gate.Exit(token);
+        _pages.Rcu.RcuReadUnlock();
         return present;
     }
 

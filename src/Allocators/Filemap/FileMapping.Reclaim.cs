@@ -27,7 +27,8 @@ public sealed unsafe partial class FileMapping
     /// </summary>
     internal PageReclaim ReclaimPage(PageFrame* page, ulong index, Gfp gfp, ReclaimCounters counters)
     {
-        if (!Owns(page, index) || page->Has(PageFlags.Writeback)) return PageReclaim.Keep;
+        // A reclaimer inside an RCU read section cannot wait for the grace period the delete needs.
+        if (!Owns(page, index) || page->Has(PageFlags.Writeback) || _pages.Rcu.InReadSection) return PageReclaim.Keep;
         if (Volatile.Read(ref page->_mapcount) > 0)
         {
             foreach (var (mapper, _) in Volatile.Read(ref _mappers)) mapper.TryUnmap(this, index, page);

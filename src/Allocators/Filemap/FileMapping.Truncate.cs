@@ -56,7 +56,7 @@ public sealed unsafe partial class FileMapping
 
     /// <summary>
     /// truncate_inode_pages from page <paramref name="firstIndex"/>: every page waits for its writeback and leaves the
-    /// cache under its lock; after the lookup gate drains the cache's references go. An emptied tree gives its nodes back.
+    /// cache under its lock; after an RCU grace period the cache's references go. An emptied tree gives its nodes back.
     /// </summary>
     private void TruncateInodePages(ulong firstIndex)
     {

@@ -20,8 +20,8 @@ namespace Allocators.Filemap;
 /// <para>Locks, outermost first: <c>_inodeLock</c> (i_rwsem: writes, truncation) → page lock (<see cref="PageWait"/>)
 /// → <c>_treeLock</c> (the xarray lock: tree and tag changes). <c>_sizeLock</c> (held for reading around writeback
 /// I/O, for writing while truncation changes the file's length) nests inside the page lock. Lookups take none of
-/// them: they run inside <c>_gate</c>, and a page leaves the tree only with its page lock held, then the gate is
-/// synchronized before the cache's reference is dropped.</para>
+/// them: they run inside an RCU read section (<c>PageAllocator.Rcu</c>), and a page leaves the tree only with its page
+/// lock held, then a grace period passes before the cache's reference is dropped.</para>
 /// <para>Invariants (checked by <see cref="CheckConsistency"/>): pages in the tree == <see cref="CachedPages"/>; every
 /// page in the tree has Private == id, Data0 == its index and a reference count &gt;= 1; the dirty tag is set exactly
 /// on pages with PG_dirty; no page lies at or beyond ceil(<see cref="Length"/> / 4096) once no write or truncation
@@ -34,7 +34,6 @@ public sealed unsafe partial class FileMapping : IDisposable
     private readonly SafeFileHandle _file;
     private readonly PageTree _tree = new();
     private readonly Lock _treeLock = new();
-    private readonly LookupGate _gate = new();
     private readonly Lock _inodeLock = new();
     private readonly ReaderWriterLockSlim _sizeLock = new();
     private readonly bool _writable;
@@ -105,7 +104,7 @@ public sealed unsafe partial class FileMapping : IDisposable
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     // Walkers that reach the file through the cache's list of open files (the flusher, sync, drop_caches, the
-    // shrinker) rather than through their own reference: Dispose waits for them before it frees the tree and the gate.
+    // shrinker) rather than through their own reference: Dispose waits for them before it frees the tree.
     private int _walkers;
 
     /// <summary>
@@ -134,11 +133,11 @@ public sealed unsafe partial class FileMapping : IDisposable
     /// </summary>
     internal PageFrame* FindGetPage(ulong index)
     {
-        int token = _gate.Enter();
+        _pages.Rcu.RcuReadLock();
         PageFrame* page = _tree.Lookup(index);
-        // The cache's reference keeps the count above zero until the gate drains, so a plain increment is safe here.
+        // The cache's reference keeps the count above zero until a grace period ends, so a plain increment is safe here.
         if (page != null) Interlocked.Increment(ref page->_refcount);
-        _gate.Exit(token);
+        _pages.Rcu.RcuReadUnlock();
         return page;
     }
 
@@ -253,7 +252,7 @@ public sealed unsafe partial class FileMapping : IDisposable
     }
 
     /// <summary>Waits until no lookup that may have seen a deleted page is still running (synchronize_rcu).</summary>
-    internal void SynchronizeLookups() => _gate.Synchronize();
+    internal void SynchronizeLookups() => _pages.Rcu.SynchronizeRcu();
 
     /// <summary>
     /// set_page_dirty: marks a locked or mapped page of this file dirty and tags it for writeback. The PTE side (the
@@ -336,7 +335,6 @@ public sealed unsafe partial class FileMapping : IDisposable
             lock (_treeLock) _tree.Dispose();
         }
         _cache.Remove(this);
-        _gate.Dispose();
         _sizeLock.Dispose();
         _file.Dispose();
     }

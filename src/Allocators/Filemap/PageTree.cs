@@ -10,7 +10,7 @@ namespace Allocators.Filemap;
 /// index to <see cref="PageFrame"/>, with two tag bits per slot (dirty, writeback) summarised up the tree so writeback
 /// finds its pages without a scan. Readers walk it without a lock (every pointer is published with a release store
 /// after the node it points to is filled); writers hold the owner's tree lock. Nodes are freed only by
-/// <see cref="Clear"/> and <see cref="Dispose"/>, which the owner calls after its lookup gate has drained, so a lockless
+/// <see cref="Clear"/> and <see cref="Dispose"/>, which the owner calls after an RCU grace period, so a lockless
 /// reader never follows a freed node.
 /// </summary>
 internal sealed unsafe class PageTree : IDisposable
@@ -198,7 +198,7 @@ internal sealed unsafe class PageTree : IDisposable
 
     /// <summary>
     /// Unpublishes every node of a tree that holds no page and returns them, for <see cref="FreeDetached"/> once no
-    /// lockless walker can still be inside (the owner's gate has drained). Tree lock held.
+    /// lockless walker can still be inside (the owner waited for an RCU grace period). Tree lock held.
     /// </summary>
     public nint Detach()
     {

@@ -3,6 +3,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
+using Allocators.Rcu;
 using Allocators.Threading;
 
 namespace Allocators.PageAlloc;
@@ -114,6 +115,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
             slotsPerZone += _pcpCapacity[o];
         }
         _pcp = new ThreadCacheRegistry(this, _pcpSlotsOffset + _zoneCount * slotsPerZone * sizeof(nint));
+        Rcu = new RcuDomain(); // after every check: a rejected configuration takes no registry slot
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
         for (int s = 0; s < memory.MaxSections; s++)
@@ -141,6 +143,12 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
 
     /// <summary>Fault injection (fail_page_alloc); disabled by default.</summary>
     public FaultAttributes FaultInjection { get; }
+
+    /// <summary>
+    /// The RCU domain of everything built on this allocator: the page cache's lockless lookups, kfree_rcu and
+    /// SLAB_TYPESAFE_BY_RCU slabs. Disposed with the allocator (queued callbacks run first).
+    /// </summary>
+    public RcuDomain Rcu { get; }
 
     /// <summary>Number of NUMA nodes.</summary>
     public int NodeCount => _nodeCount;
@@ -240,6 +248,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     public void Dispose()
     {
         if (_disposed) return;
+        Rcu.Dispose(); // queued callbacks free pages: run them while the allocator still takes frees
         Volatile.Write(ref _disposed, true);
         DisposeReclaimer();
         StopReporting();

@@ -269,6 +269,7 @@ public sealed unsafe partial class KmemCache
         }
         Close();
         DiscardEmptySlabs();
+        ReleaseRcuHandler();
         _owner.Remove(this);
         NativeMemory.AlignedFree(_d->Nodes);
         _d->Nodes = null;

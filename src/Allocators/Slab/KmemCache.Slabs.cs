@@ -152,7 +152,8 @@ public sealed unsafe partial class KmemCache
         slab->Data0 = 0;
         slab->Data1 = 0;
         *(ulong*)&slab->_refcount = 1; // RefCount 1, MapCount 0: in-frame bitmaps lived there
-        _pages.FreePages(slab, _d->Order);
+        if (_rcuSlabHandler != 0) _pages.Rcu.Enqueue(_rcuSlabHandler, (nint)slab); // rcu_free_slab
+        else _pages.FreePages(slab, _d->Order);
         Interlocked.Increment(ref _d->SlabsFreed);
     }
 

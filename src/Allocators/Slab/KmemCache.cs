@@ -74,6 +74,9 @@ public sealed unsafe partial class KmemCache : IDisposable
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "Object size must be at least 1 byte.");
         if (align < 0 || (align & (align - 1)) != 0 || align > SlabAllocator.KmallocMaxCacheSize)
             throw new ArgumentOutOfRangeException(nameof(align), align, $"Alignment must be 0 or a power of two up to {SlabAllocator.KmallocMaxCacheSize}.");
+        // A stale reader of a type-safe cache must still find the object's fields, not poison (as calculate_sizes
+        // leaves __OBJECT_POISON off for SLAB_TYPESAFE_BY_RCU).
+        if ((flags & SlabFlags.TypesafeByRcu) != 0) flags &= ~SlabFlags.Poison;
         _owner = owner;
         _pages = owner.Pages;
         _memory = owner.Pages.Memory;
@@ -111,6 +114,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
         _d->Name = Common.NativeStrings.Create(name);
+        if ((flags & SlabFlags.TypesafeByRcu) != 0) _rcuSlabHandler = _pages.Rcu.RegisterHandler(FreeSlabsAfterGracePeriod);
     }
 
     /// <summary>The cache's name (as in /proc/slabinfo).</summary>

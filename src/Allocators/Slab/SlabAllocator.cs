@@ -62,7 +62,7 @@ public sealed class SlabAllocatorOptions
 /// Thread-safe. kmalloc of a power-of-two size is aligned to that size. A pointer from kmalloc may be freed on any
 /// thread. Failure returns null; misuse throws <see cref="MemoryCorruptionException"/> and changes nothing.
 /// </remarks>
-public sealed unsafe class SlabAllocator : IDisposable
+public sealed unsafe partial class SlabAllocator : IDisposable
 {
     /// <summary>
     /// The largest size served by a kmalloc cache (KMALLOC_MAX_CACHE_SIZE). The kernel's is two pages (8 KiB); here it is
@@ -120,6 +120,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
         _shrinker = control => Shrink(control.NrToScan);
         pages.RegisterShrinker(_shrinker);
+        _kfreeRcuHandler = pages.Rcu.RegisterHandler(KfreeBulk);
         if (_memory.Checks.KfenceSampleInterval > 0)
         {
             Kfence = new Kfence.Kfence(pages, _memory.Checks, SlabCpus.RequestSample);
@@ -561,6 +562,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// </summary>
     public void Dispose()
     {
+        if (!_disposed) ShutRcu();
         lock (_lock)
         {
             if (_disposed) return;

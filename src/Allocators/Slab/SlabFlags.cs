@@ -23,6 +23,13 @@ public enum SlabFlags
     /// <summary>One of the kmalloc caches (SLAB_KMALLOC).</summary>
     Kmalloc = 1 << 7,
 
+    /// <summary>
+    /// Objects may be reused at once, but a slab's pages go back to the page allocator only after an RCU grace period
+    /// (SLAB_TYPESAFE_BY_RCU): a lockless reader holding a stale pointer still reads an object of this type, which it
+    /// must revalidate (its lock or reference count) before trusting. Such a cache is never merged with another.
+    /// </summary>
+    TypesafeByRcu = 1 << 8,
+
     /// <summary>Every debugging flag (the kernel's slub_debug=FZPU).</summary>
     Debug = Poison | RedZone | StoreUser | ConsistencyChecks,
 }

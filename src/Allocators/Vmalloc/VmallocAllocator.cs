@@ -309,6 +309,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable
     /// <summary>Gives the address space, every remaining page and its area records back. Areas still allocated are freed.</summary>
     public void Dispose()
     {
+        ShutRcu();
         lock (_lock)
         {
             if (_disposed) return;
