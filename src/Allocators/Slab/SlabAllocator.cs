@@ -62,7 +62,7 @@ public sealed class SlabAllocatorOptions
 /// Thread-safe. kmalloc of a power-of-two size is aligned to that size. A pointer from kmalloc may be freed on any
 /// thread. Failure returns null; misuse throws <see cref="MemoryCorruptionException"/> and changes nothing.
 /// </remarks>
-public sealed unsafe class SlabAllocator : IDisposable
+public sealed unsafe partial class SlabAllocator : IDisposable
 {
     /// <summary>
     /// The largest size served by a kmalloc cache (KMALLOC_MAX_CACHE_SIZE). The kernel's is two pages (8 KiB); here it is
