@@ -116,10 +116,12 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _pcp = new ThreadCacheRegistry(this, _pcpSlotsOffset + _zoneCount * slotsPerZone * sizeof(nint));
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
+        (_initGfp, _initOnFree, _shuffle) = MemInitModes(memory.Checks);
         for (int s = 0; s < memory.MaxSections; s++)
         {
             if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);
         }
+        ShuffleFreeMemory();
         _lru = new Lru(_nodeCount, _zones);
         _zonelists = new ZonelistSet([], []);
         RebuildZonelists();

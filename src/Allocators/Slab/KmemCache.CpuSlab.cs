@@ -54,7 +54,7 @@ public sealed unsafe partial class KmemCache
                 if (obj != null)
                 {
                     // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
-                    if ((gfp & Gfp.Zero) != 0)
+                    if ((gfp & Gfp.Zero) != 0 || _initOnAlloc)
                         NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 || !locked ? requestedSize : _d->ObjectSize));
                     return obj;
                 }
@@ -370,6 +370,7 @@ public sealed unsafe partial class KmemCache
         ulong mask = 1UL << index;
         if (((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->RemoteDelta])) & mask) != 0)
             ThrowDoubleFree(slab, obj, "it is already free");
+        InitOnFree(obj);
         if (_d->Key != 0 && _d->SerializedFree == 0)
         {
             SlabCpu* c = EntryOf(ctx);

@@ -64,6 +64,7 @@ public sealed unsafe partial class KmemCache
         {
             if ((*local & mask) != 0) ThrowDoubleFree(slab, obj, "it is already free in its slab");
             CheckObject(slab, obj, active: true);
+            InitOnFree(obj);
             if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
             InitObject(obj, active: false);
             int free = SlabPage.FreeCount(slab) + 1; // read before the bit is set: in-frame bitmaps count themselves
