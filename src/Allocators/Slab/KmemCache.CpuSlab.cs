@@ -370,7 +370,6 @@ public sealed unsafe partial class KmemCache
         ulong mask = 1UL << index;
         if (((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->RemoteDelta])) & mask) != 0)
             ThrowDoubleFree(slab, obj, "it is already free");
-        InitOnFree(obj);
         if (_d->Key != 0 && _d->SerializedFree == 0)
         {
             SlabCpu* c = EntryOf(ctx);

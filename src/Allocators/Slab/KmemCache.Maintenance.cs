@@ -291,7 +291,7 @@ public sealed unsafe partial class KmemCache
     internal void Rekey()
     {
         if (_destroyed || _d->FastPath == 0) return;
-        bool off = _owner.FailslabActive || MemInitKeepsFastPathOff;
+        bool off = _owner.FailslabActive;
         Volatile.Write(ref _d->Key, off ? 0 : _d->LiveKey);
         // Every thread's objects and slabs of this cache go back to the nodes, so no fast path serves it from here on
         // (every thread is held off, even one that looks empty: it may be filling its entry right now).

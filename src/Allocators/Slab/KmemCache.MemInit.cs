@@ -8,9 +8,10 @@ namespace Allocators.Slab;
 public sealed unsafe partial class KmemCache
 {
     // The system's hardening modes as they apply to this cache (CheckedModeOptions), fixed at creation. A cache with
-    // any of them keeps its fast paths off (KmemCacheData.Key 0, like fault injection): every object then leaves and
-    // comes back through the node lists (TakeFromNodesLocked, FreeChecked), where the per-object work is done, so the
-    // per-thread fast paths of every other cache carry no test for them.
+    // any of them is served like a debug cache (KmemCacheData.FastPath 0, its debug hooks doing nothing without debug
+    // flags): every object leaves and comes back under its node's list lock (TakeFromNodesLocked, FreeDebug), where the
+    // per-object work is done, the double-free test and the free being one step under that lock. The per-thread fast
+    // paths of every other cache carry no test for the modes.
 
     /// <summary>Zero each object as it is allocated (slab_want_init_on_alloc: init_on_alloc, no constructor, no poisoning).</summary>
     private readonly bool _initOnAlloc;
@@ -31,7 +32,7 @@ public sealed unsafe partial class KmemCache
         return (checks.InitOnAlloc && zeroable, checks.InitOnFree && zeroable, checks.SlabFreelistRandom);
     }
 
-    /// <summary>True when a hardening mode needs every object of this cache to take the node lists.</summary>
+    /// <summary>True when a hardening mode needs every object of this cache to go through its node lists under their lock.</summary>
     private bool MemInitKeepsFastPathOff => _initOnAlloc || _initOnFree || _randomFreelist;
 
     /// <summary>Zeroes an object being freed (init_on_free), once the free is known to be valid and before the object is free in its slab.</summary>
