@@ -15,6 +15,13 @@ public unsafe class MemInitTests
 {
     private const byte Pattern = 0xA5;
 
+    /// <summary>Every mode of these tests off, whatever ALLOCATORS_CHECKS says.</summary>
+    internal static CheckedModeOptions AllOff => Modes();
+
+    /// <summary>The given modes on and the others of these tests off, whatever ALLOCATORS_CHECKS says.</summary>
+    internal static CheckedModeOptions Modes(bool initOnAlloc = false, bool initOnFree = false, bool freelistRandom = false, bool shufflePages = false)
+        => new() { InitOnAlloc = initOnAlloc, InitOnFree = initOnFree, SlabFreelistRandom = freelistRandom, ShufflePages = shufflePages };
+
     internal static MemorySystem NewSystem(CheckedModeOptions checks, long size = 64L << 20)
         => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = size, Checks = checks } });
 
@@ -57,16 +64,16 @@ public unsafe class MemInitTests
     [Fact]
     public void InitOnAlloc_PagesOfEveryOrderReadZeroAfterReuse()
     {
-        using (var plain = NewSystem(new CheckedModeOptions()))
+        using (var plain = NewSystem(AllOff))
             Assert.True(DirtyPagesAfterReuse(plain) > 0, "without init_on_alloc a freed page comes back with its pattern");
-        using var system = NewSystem(new CheckedModeOptions { InitOnAlloc = true });
+        using var system = NewSystem(Modes(initOnAlloc: true));
         Assert.Equal(0, DirtyPagesAfterReuse(system));
     }
 
     [Fact]
     public void InitOnAllocAndFree_PagesReadZeroAfterReuse()
     {
-        using var system = NewSystem(new CheckedModeOptions { InitOnAlloc = true, InitOnFree = true });
+        using var system = NewSystem(Modes(initOnAlloc: true, initOnFree: true));
         Assert.Equal(0, DirtyPagesAfterReuse(system));
     }
 
@@ -114,9 +121,9 @@ public unsafe class MemInitTests
     [Fact]
     public void InitOnAlloc_SlabKmallocAndLargeKmallocReadZeroAfterReuse()
     {
-        using (var plain = NewSystem(new CheckedModeOptions()))
+        using (var plain = NewSystem(AllOff))
             Assert.True(DirtyObjectsAfterReuse(plain) > 0, "without init_on_alloc a freed object comes back with its pattern");
-        using var system = NewSystem(new CheckedModeOptions { InitOnAlloc = true });
+        using var system = NewSystem(Modes(initOnAlloc: true));
         Assert.Equal(0, DirtyObjectsAfterReuse(system));
     }
 
@@ -125,7 +132,7 @@ public unsafe class MemInitTests
     {
         using var system = new MemorySystem(new MemorySystemOptions
         {
-            Physical = new PhysicalMemoryOptions { Size = 64L << 20, Checks = new CheckedModeOptions { InitOnAlloc = true, InitOnFree = true } },
+            Physical = new PhysicalMemoryOptions { Size = 64L << 20, Checks = Modes(initOnAlloc: true, initOnFree: true) },
             Slab = new SlabAllocatorOptions { KmallocFlags = SlabFlags.RedZone | SlabFlags.StoreUser },
         });
         Assert.Equal(0, DirtyObjectsAfterReuse(system));
@@ -135,7 +142,7 @@ public unsafe class MemInitTests
     [Fact]
     public void InitOnAlloc_VmallocAndPercpuReadZeroAfterReuse()
     {
-        using var system = NewSystem(new CheckedModeOptions { InitOnAlloc = true });
+        using var system = NewSystem(Modes(initOnAlloc: true));
         var vmalloc = system.Vmalloc;
         const ulong Size = 5 * 4096 + 100;
         ulong a = vmalloc.Vmalloc(Size);
@@ -158,7 +165,7 @@ public unsafe class MemInitTests
     [Fact]
     public void InitOnFree_FreedPagesReadZeroInTheArenaBeforeReuse()
     {
-        using var system = NewSystem(new CheckedModeOptions { InitOnFree = true });
+        using var system = NewSystem(Modes(initOnFree: true));
         PageAllocator pages = system.Pages;
         foreach (int order in PageOrders)
         {
@@ -180,7 +187,7 @@ public unsafe class MemInitTests
     [Fact]
     public void InitOnFree_FreedObjectsLargeKmallocVmallocAndPercpuReadZeroBeforeReuse()
     {
-        using var system = NewSystem(new CheckedModeOptions { InitOnFree = true });
+        using var system = NewSystem(Modes(initOnFree: true));
         SlabAllocator slab = system.Slab;
         foreach (nuint size in KmallocSizes.Concat([(nuint)20000]))
         {
@@ -212,7 +219,7 @@ public unsafe class MemInitTests
     [Fact]
     public void ConstructorCachesKeepTheirConstructedContents()
     {
-        using var system = NewSystem(new CheckedModeOptions { InitOnAlloc = true, InitOnFree = true });
+        using var system = NewSystem(Modes(initOnAlloc: true, initOnFree: true));
         KmemCache cache = system.Slab.CreateCache("meminit-ctor", 48, flags: SlabFlags.NoMerge, ctor: obj => new Span<byte>(obj, 48).Fill(0x77));
         var objs = new nint[20];
         for (int round = 0; round < 3; round++)
@@ -230,7 +237,7 @@ public unsafe class MemInitTests
     [Fact]
     public void GfpZeroStillZeroesInEveryMode()
     {
-        foreach (var checks in new[] { new CheckedModeOptions(), new CheckedModeOptions { InitOnFree = true }, new CheckedModeOptions { InitOnAlloc = true } })
+        foreach (var checks in new[] { AllOff, Modes(initOnFree: true), Modes(initOnAlloc: true) })
         {
             using var system = NewSystem(checks);
             PageAllocator pages = system.Pages;
@@ -255,7 +262,7 @@ public unsafe class MemInitTests
     [Fact]
     public void KfreeSensitiveZeroesTheUsableSizeWhateverTheMode()
     {
-        using var system = NewSystem(new CheckedModeOptions());
+        using var system = NewSystem(AllOff);
         SlabAllocator slab = system.Slab;
         byte* p = (byte*)slab.Kmalloc(100);
         nuint ksize = slab.Ksize(p);
@@ -299,7 +306,7 @@ public unsafe class MemInitTests
     [Fact]
     public void KvfreeSensitiveZeroesVmallocAndKmallocMemory()
     {
-        using var system = NewSystem(new CheckedModeOptions());
+        using var system = NewSystem(AllOff);
         var vmalloc = system.Vmalloc;
         const int Pages = 32; // above kvmalloc's kmalloc limit
         ulong va = vmalloc.Kvmalloc(Pages * 4096);

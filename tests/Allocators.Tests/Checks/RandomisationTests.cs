@@ -30,7 +30,7 @@ public unsafe class RandomisationTests
     [Fact]
     public void NewSlabsHandOutObjectsInADifferentOrderPerCacheAndPerSystem()
     {
-        var checks = new CheckedModeOptions { SlabFreelistRandom = true };
+        var checks = MemInitTests.Modes(freelistRandom: true);
         using var one = NewSystem(checks);
         using var two = NewSystem(checks);
         int[] a = FirstSlabOrder(one.Slab.CreateCache("random-a", 64, flags: SlabFlags.NoMerge));
@@ -47,12 +47,12 @@ public unsafe class RandomisationTests
     [Fact]
     public void ModeOffKeepsTheLowestFirstOrderAndPredictableReuse()
     {
-        using var system = NewSystem(new CheckedModeOptions());
+        using var system = NewSystem(MemInitTests.AllOff);
         KmemCache cache = system.Slab.CreateCache("ordered", 64, flags: SlabFlags.NoMerge);
         int[] order = FirstSlabOrder(cache);
         Assert.Equal(Enumerable.Range(0, order.Length).ToArray(), order);
         // Reuse is predictable: a second system given the same calls hands out the same slots in the same order.
-        using var twin = NewSystem(new CheckedModeOptions());
+        using var twin = NewSystem(MemInitTests.AllOff);
         KmemCache twinCache = twin.Slab.CreateCache("ordered", 64, flags: SlabFlags.NoMerge);
         FirstSlabOrder(twinCache);
         Assert.Equal(Offsets(FreeThenReuse(cache, 200, 100)), Offsets(FreeThenReuse(twinCache, 200, 100)));
@@ -76,7 +76,7 @@ public unsafe class RandomisationTests
     [Fact]
     public void ReuseAfterFreeIsNotTheLastFreedInReverse()
     {
-        using var system = NewSystem(new CheckedModeOptions { SlabFreelistRandom = true });
+        using var system = NewSystem(MemInitTests.Modes(freelistRandom: true));
         foreach (int size in new[] { 32, 64, 256 })
         {
             KmemCache cache = system.Slab.CreateCache($"reuse-{size}", size, flags: SlabFlags.NoMerge);
@@ -117,10 +117,10 @@ public unsafe class RandomisationTests
     [Fact]
     public void ShuffledSystemsHandOutPagesInDifferentOrders()
     {
-        using (var plainA = NewSystem(new CheckedModeOptions(), 128L << 20))
-        using (var plainB = NewSystem(new CheckedModeOptions(), 128L << 20))
+        using (var plainA = NewSystem(MemInitTests.AllOff, 128L << 20))
+        using (var plainB = NewSystem(MemInitTests.AllOff, 128L << 20))
             Assert.Equal(FirstBlocks(plainA, 6), FirstBlocks(plainB, 6));
-        var checks = new CheckedModeOptions { ShufflePages = true };
+        var checks = MemInitTests.Modes(shufflePages: true);
         using var a = NewSystem(checks, 128L << 20);
         using var b = NewSystem(checks, 128L << 20);
         ulong[] first = FirstBlocks(a, 6);
@@ -135,7 +135,7 @@ public unsafe class RandomisationTests
     [Fact]
     public void ShuffledBuddyKeepsItsInvariantsUnderRandomAllocAndFree()
     {
-        using var system = NewSystem(new CheckedModeOptions { ShufflePages = true }, 64L << 20);
+        using var system = NewSystem(MemInitTests.Modes(shufflePages: true), 64L << 20);
         PageAllocator pages = system.Pages;
         pages.DrainAllPages();
         long free = pages.NrFreePages;
@@ -182,7 +182,7 @@ public unsafe class RandomisationTests
     [Fact]
     public void RacingDoubleFreesAreRefusedWithTheModesOn()
     {
-        using var system = NewSystem(new CheckedModeOptions { InitOnFree = true, SlabFreelistRandom = true });
+        using var system = NewSystem(MemInitTests.Modes(initOnFree: true, freelistRandom: true));
         KmemCache cache = system.Slab.CreateCache("race", 64, flags: SlabFlags.NoMerge);
         const int Rounds = 3000;
         var targets = new nint[Rounds];
@@ -225,7 +225,7 @@ public unsafe class RandomisationTests
     [Fact]
     public void AllModesAcrossThreadsWithCrossThreadFrees()
     {
-        var checks = new CheckedModeOptions { InitOnAlloc = true, InitOnFree = true, SlabFreelistRandom = true, ShufflePages = true };
+        var checks = MemInitTests.Modes(initOnAlloc: true, initOnFree: true, freelistRandom: true, shufflePages: true);
         using var system = NewSystem(checks, 128L << 20);
         SlabAllocator slab = system.Slab;
         PageAllocator pages = system.Pages;
