@@ -43,6 +43,18 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
+    /// kfree_sensitive's part for an object of this cache: refuses what is not a live object, then zeroes its whole
+    /// usable size. The bytes past a debug kmalloc's requested size are its red zone: like ksize, it first declares the
+    /// whole object in use (skip_orig_size_check) so that the free does not report the zeroes written there.
+    /// </summary>
+    internal void ZeroForKfreeSensitive(PageFrame* slab, void* obj)
+    {
+        CheckLiveObject(slab, obj, "kfree_sensitive");
+        ResizeInPlace(obj, OriginalSize(obj), _d->ObjectSize, zero: false);
+        NativeMemory.Clear(obj, (nuint)_d->ObjectSize);
+    }
+
+    /// <summary>
     /// Takes a random free object of a slab's local bitmap (node lock held): the <c>r</c>-th set bit for a uniform
     /// <c>r</c>, so objects of a new slab come out in a random order and a freed object's reuse is not predictable.
     /// Returns the object's index, or -1 when the local bitmap is empty.

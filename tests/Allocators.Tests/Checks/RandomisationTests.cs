@@ -187,29 +187,7 @@ public unsafe class RandomisationTests
         const int Rounds = 3000;
         var targets = new nint[Rounds];
         for (int i = 0; i < Rounds; i++) targets[i] = (nint)(i % 2 == 0 ? cache.Alloc() : system.Slab.Kmalloc(64));
-        int succeeded = 0, refused = 0;
-        var arrived = new int[2 * 16];
-        void Racer(int me)
-        {
-            for (int r = 0; r < Rounds; r++)
-            {
-                Volatile.Write(ref arrived[me * 16], r + 1);
-                while (Volatile.Read(ref arrived[(1 - me) * 16]) < r + 1) { }
-                try
-                {
-                    system.Slab.Kfree((void*)targets[r]);
-                    Interlocked.Increment(ref succeeded);
-                }
-                catch (Common.MemoryCorruptionException)
-                {
-                    Interlocked.Increment(ref refused);
-                }
-            }
-        }
-        var other = new Thread(() => Racer(1));
-        other.Start();
-        Racer(0);
-        other.Join();
+        (int succeeded, int refused) = Tests.Slab.SlabDoubleFreeTests.RaceDoubleFrees(system.Slab, targets);
         Assert.Equal(Rounds, succeeded);
         Assert.Equal(Rounds, refused);
         system.Slab.ShrinkAll();
