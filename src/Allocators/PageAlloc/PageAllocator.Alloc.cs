@@ -127,12 +127,13 @@ public sealed unsafe partial class PageAllocator
         *(ulong*)&page->_refcount = 1; // RefCount = 1 and MapCount = 0 (adjacent ints) in one store
         page->Private = 0;
         page->Next = page->Prev = null;
+        gfp |= _initGfp;
         if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0) PrepNewPageSlow(page, order, gfp);
     }
 
     private void PrepNewPageSlow(PageFrame* page, int order, Gfp gfp)
     {
-        if ((gfp & Gfp.Zero) != 0) System.Runtime.InteropServices.NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
+        if (WantInitOnAlloc(gfp)) System.Runtime.InteropServices.NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if ((gfp & Gfp.Comp) != 0 && order > 0)
         {
             page->FlagsAndZone |= (uint)PageFlags.Head;

@@ -88,7 +88,7 @@ public sealed unsafe partial class PageAllocator
     }
 
     /// <summary>Frees a block and merges it with its free buddies as far as possible (__free_one_page).</summary>
-    private static void FreeOneBlock(ZoneData* zone, PageFrame* page, int order)
+    private void FreeOneBlock(ZoneData* zone, PageFrame* page, int order)
     {
         NativeSpinLock.AssertHeld(&zone->Lock);
         ulong pfn = page->Pfn;
@@ -106,7 +106,7 @@ public sealed unsafe partial class PageAllocator
             }
             order++;
         }
-        AddToFreeArea(zone, page, order, reported: false);
+        AddToFreeArea(zone, page, order, reported: false, atTail: ShufflePickTail(order));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -39,6 +39,7 @@ public sealed unsafe partial class PageAllocator
             // Hot-added memory lies above boot memory: high memory when the low/high split is on.
             int zoneId = node * ZonesPerNode + (int)(_memory.Options.LowMemoryLimit != null ? ZoneType.HighMem : ZoneType.Normal);
             OnlineSectionPages(index, _ => zoneId);
+            ShuffleFreeMemory();
             RebuildZonelists();
             SetupWatermarks();
             Interlocked.Increment(ref _sectionsAdded);
@@ -164,6 +165,7 @@ public sealed unsafe partial class PageAllocator
             ZoneData* zone = _zones + zoneId;
             for (long i = 0; i < MaxOrderPages; i++)
                 frames[block + i].FlagsAndZone = (ulong)zoneId << PageFrame.ZoneShift;
+            if (_initOnFree) InitOnlineBlock(frames + block);
             NativeSpinLock.Acquire(&zone->Lock);
             long pfn = (long)start + block;
             zone->StartPfn = Math.Min(zone->StartPfn, pfn);

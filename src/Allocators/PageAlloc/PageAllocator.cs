@@ -118,10 +118,12 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         Rcu = new RcuDomain(); // after every check: a rejected configuration takes no registry slot
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
+        (_initGfp, _initOnFree, _shuffle) = MemInitModes(memory.Checks);
         for (int s = 0; s < memory.MaxSections; s++)
         {
             if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);
         }
+        ShuffleFreeMemory();
         _lru = new Lru(_nodeCount, _zones);
         _zonelists = new ZonelistSet([], []);
         RebuildZonelists();

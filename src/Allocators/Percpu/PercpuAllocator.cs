@@ -125,6 +125,10 @@ public sealed unsafe class PercpuAllocator : IDisposable
             if (chunk == null || offset < 0 || offset >= UnitSize || offset % Granule != 0 || chunk->Sizes[start] == 0)
                 throw new Common.MemoryCorruptionException($"free_percpu: 0x{pointer:x} is not a live per-CPU allocation.", (nuint)pointer);
             int granules = chunk->Sizes[start];
+            if (_pages.Memory.Checks.InitOnFree)
+            {
+                for (int cpu = 0; cpu < PossibleCpus; cpu++) NativeMemory.Clear((byte*)pointer + (nint)cpu * UnitSize, (nuint)(granules * Granule));
+            }
             chunk->Sizes[start] = 0;
             for (int i = start; i < start + granules; i++) chunk->AllocMap[i >> 6] &= ~(1UL << (i & 63));
             chunk->FreeBytes += granules * Granule;

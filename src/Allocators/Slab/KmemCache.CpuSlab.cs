@@ -59,7 +59,7 @@ public sealed unsafe partial class KmemCache
                 if (obj != null)
                 {
                     // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
-                    if ((gfp & Gfp.Zero) != 0)
+                    if ((gfp & Gfp.Zero) != 0 || _initOnAlloc)
                         NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 || !locked ? requestedSize : _d->ObjectSize));
                     return obj;
                 }

@@ -64,6 +64,7 @@ public sealed unsafe partial class KmemCache
         {
             if ((*local & mask) != 0) ThrowDoubleFree(slab, obj, "it is already free in its slab");
             CheckObject(slab, obj, active: true);
+            InitOnFree(obj);
             if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
             InitObject(obj, active: false);
             int free = SlabPage.FreeCount(slab) + 1; // read before the bit is set: in-frame bitmaps count themselves
@@ -78,7 +79,9 @@ public sealed unsafe partial class KmemCache
                 SlabPage.Push(&n->Partial, slab);
                 n->NrPartial++;
             }
-            if (free == _d->Objects && NodeHasEnoughPartial(n) && n->NrPartial > 1)
+            // A cache here for a hardening mode only keeps empty slabs until a shrink, as the fast-path caches do, so
+            // a racing second free of the same object still finds the slab and is refused.
+            if (free == _d->Objects && NodeHasEnoughPartial(n) && n->NrPartial > 1 && !MemInitKeepsFastPathOff)
             {
                 UnlinkPartial(n, slab);
                 UncountSlab(n, slab, _d->Objects);

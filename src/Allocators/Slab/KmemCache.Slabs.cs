@@ -350,18 +350,28 @@ public sealed unsafe partial class KmemCache
         ulong* local = LocalOf(slab);
         if (SlabPage.FreeCount(slab) == 0) CollectRemoteLocked(n, slab);
         void* obj = null;
+        int index = _randomFreelist ? TakeRandomFreeIndex(local) : TakeLowestFreeIndex(local);
+        if (index >= 0)
+        {
+            obj = ObjectAt(slab, index);
+            SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) - 1);
+            n->FreeObjects--;
+        }
+        if (SlabPage.FreeCount(slab) == 0) SlabExhaustedOnNode(n, slab);
+        return obj;
+    }
+
+    /// <summary>Clears the lowest set bit of a slab's local bitmap and returns its index; -1 when the bitmap is empty.</summary>
+    private int TakeLowestFreeIndex(ulong* local)
+    {
         for (int i = 0; i < _d->Words; i++)
         {
             ulong free = local[i];
             if (free == 0) continue;
             local[i] = free & (free - 1);
-            obj = ObjectAt(slab, i * 64 + BitOperations.TrailingZeroCount(free));
-            SlabPage.SetFreeCount(slab, SlabPage.FreeCount(slab) - 1);
-            n->FreeObjects--;
-            break;
+            return i * 64 + BitOperations.TrailingZeroCount(free);
         }
-        if (SlabPage.FreeCount(slab) == 0) SlabExhaustedOnNode(n, slab);
-        return obj;
+        return -1;
     }
 
     /// <summary>A partial slab's local bitmap ran out under the node lock: full list (debug) or floating, unless remote frees came in.</summary>

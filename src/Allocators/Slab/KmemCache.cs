@@ -109,7 +109,8 @@ public sealed unsafe partial class KmemCache : IDisposable
         _ownsIndex = cpuIndex < 0;
         _d->CpuIndex = cpuIndex >= 0 ? cpuIndex : SlabCpus.AllocateIndices(1);
         _d->LiveKey = SlabCpus.NewKey();
-        _d->FastPath = (flags & SlabFlags.Debug) == 0 ? 1 : 0;
+        (_initOnAlloc, _initOnFree, _randomFreelist) = MemInitModes(_memory.Checks, flags, ctor != null);
+        _d->FastPath = (flags & SlabFlags.Debug) == 0 && !MemInitKeepsFastPathOff ? 1 : 0;
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);

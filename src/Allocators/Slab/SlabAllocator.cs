@@ -343,9 +343,20 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         return done;
     }
 
-    /// <summary>kfree after the fast path declined: null, a sparse arena, a large kmalloc, misuse (reported), or a free the thread does not own.</summary>
+    /// <summary>
+    /// Zeroes a kmalloc allocation's whole usable size (<see cref="Ksize"/>) and frees it (kfree_sensitive), whatever
+    /// the checked modes: for keys and passwords, whose bytes must not outlive them in free memory. Null and
+    /// <see cref="ZeroSizePointer"/> are ignored; a pointer that is not a live kmalloc allocation throws as
+    /// <see cref="Kfree(void*)"/> does, and nothing is zeroed.
+    /// </summary>
+    public void KfreeSensitive(void* p) => KfreeSlow(p, sensitive: true);
+
+    /// <summary>
+    /// kfree after the fast path declined: null, a sparse arena, a large kmalloc, misuse (reported), or a free the
+    /// thread does not own; with <paramref name="sensitive"/>, the valid allocation is zeroed first (kfree_sensitive).
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal void KfreeSlow(void* p)
+    internal void KfreeSlow(void* p, bool sensitive = false)
     {
         if ((nuint)p <= 16) return;
         if (Kfence is { } kfence && kfence.Contains(p))
@@ -363,10 +374,13 @@ public sealed unsafe partial class SlabAllocator : IDisposable
             PageFrame* page = KmemCache.SlabOf(_memory, p);
             if (page != null && (page->FlagsAndZone & (uint)PageFlags.Slab) != 0)
             {
-                KmemCache.FromData(SlabPage.Cache(page)).FreeChecked(ctx, page, p);
+                KmemCache cache = KmemCache.FromData(SlabPage.Cache(page));
+                if (sensitive) cache.ZeroForKfreeSensitive(page, p);
+                cache.FreeChecked(ctx, page, p);
                 return;
             }
             if (!IsLargeKmallocStart(p, page)) ThrowBadKfree(p, page);
+            if (sensitive) NativeMemory.Clear(p, (nuint)PageFrame.PageSize << page->Order);
             FreeLargeKmalloc(p, page, null);
         }
         finally

@@ -351,6 +351,23 @@ public sealed unsafe partial class VmallocAllocator
     }
 
     /// <summary>
+    /// Zeroes memory from <see cref="Kvmalloc"/> and frees it (kvfree_sensitive): the whole vmalloc area, or the
+    /// kmalloc block's usable size (<see cref="Slab.SlabAllocator.KfreeSensitive"/>), whatever the checked modes.
+    /// A pointer that is not a live allocation throws and nothing is zeroed.
+    /// </summary>
+    public void KvfreeSensitive(ulong address)
+    {
+        if (!IsVmallocAddr(address))
+        {
+            _slab.KfreeSensitive((void*)address);
+            return;
+        }
+        ulong size = AreaSize(address);
+        if (size != 0) _kernel.Memset(address, 0, (long)size);
+        Vfree(address); // a dead or foreign address (size 0) is refused here
+    }
+
+    /// <summary>
     /// Resizes a vmalloc area (vrealloc): in place while the new size fits its pages (zeroing what is given up),
     /// otherwise allocate, copy through the MMU, free. Returns 0 and leaves the old area intact on failure.
     /// </summary>

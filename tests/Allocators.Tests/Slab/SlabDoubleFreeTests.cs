@@ -120,6 +120,38 @@ public unsafe class SlabDoubleFreeTests
         AssertBackToBaseline(sys, baseline);
     }
 
+    /// <summary>
+    /// Two threads kfree each of <paramref name="targets"/> at once: both spin until the other reached the same round,
+    /// then free that round's pointer, so the frees overlap within a few hundred nanoseconds, often closer.
+    /// </summary>
+    internal static (int Succeeded, int Refused) RaceDoubleFrees(SlabAllocator slab, nint[] targets)
+    {
+        int succeeded = 0, refused = 0;
+        var arrived = new int[2 * 16];
+        void Racer(int me)
+        {
+            for (int r = 0; r < targets.Length; r++)
+            {
+                Volatile.Write(ref arrived[me * 16], r + 1);
+                while (Volatile.Read(ref arrived[(1 - me) * 16]) < r + 1) { }
+                try
+                {
+                    slab.Kfree((void*)targets[r]);
+                    Interlocked.Increment(ref succeeded);
+                }
+                catch (MemoryCorruptionException)
+                {
+                    Interlocked.Increment(ref refused);
+                }
+            }
+        }
+        var other = new Thread(() => Racer(1));
+        other.Start();
+        Racer(0);
+        other.Join();
+        return (succeeded, refused);
+    }
+
     [Fact]
     public void TwoThreadsFreeingOnePointerAtOnceWithSerializedFreesExactlyOneSucceeds()
     {
@@ -133,31 +165,7 @@ public unsafe class SlabDoubleFreeTests
         const int Rounds = 20000;
         var targets = new nint[Rounds];
         for (int i = 0; i < Rounds; i++) targets[i] = (nint)(i % 2 == 0 ? cache.Alloc() : sys.Slab.Kmalloc(64));
-        int succeeded = 0, refused = 0;
-        var arrived = new int[2 * 16];
-        // Both threads spin until the other reached the same round, then free that round's pointer: the frees overlap
-        // within a few hundred nanoseconds, often closer.
-        void Racer(int me)
-        {
-            for (int r = 0; r < Rounds; r++)
-            {
-                Volatile.Write(ref arrived[me * 16], r + 1);
-                while (Volatile.Read(ref arrived[(1 - me) * 16]) < r + 1) { }
-                try
-                {
-                    sys.Slab.Kfree((void*)targets[r]);
-                    Interlocked.Increment(ref succeeded);
-                }
-                catch (MemoryCorruptionException)
-                {
-                    Interlocked.Increment(ref refused);
-                }
-            }
-        }
-        var other = new Thread(() => Racer(1));
-        other.Start();
-        Racer(0);
-        other.Join();
+        (int succeeded, int refused) = RaceDoubleFrees(sys.Slab, targets);
         Assert.Equal(Rounds, succeeded);
         Assert.Equal(Rounds, refused);
         sys.Slab.ShrinkAll();
