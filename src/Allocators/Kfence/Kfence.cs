@@ -165,10 +165,11 @@ public sealed unsafe class Kfence
 
     /// <summary>
     /// Frees a pool object (kfence_free): checks it is a live object's start, checks the canary, makes its page
-    /// inaccessible and queues the slot last for reuse. Returns the id of the cache it came from.
+    /// inaccessible and queues the slot last for reuse, zeroing the object first when <paramref name="zero"/>
+    /// (init_on_free). Returns the id of the cache it came from.
     /// </summary>
     /// <exception cref="MemoryCorruptionException">Not a live pool object's start; nothing changes.</exception>
-    internal nint Free(void* p, string function, string site)
+    internal nint Free(void* p, string function, string site, bool zero)
     {
         nint owner;
         lock (_lock)
@@ -185,6 +186,7 @@ public sealed unsafe class Kfence
             byte* page = DataPage(slot);
             nuint bad = FindCanaryDamage(page, m->Address, m->Size);
             if (bad != 0) Report(slot, "memory corruption", (void*)bad, site, $"Corrupted memory at 0x{bad:x} (canary of the object at 0x{m->Address:x}, size {m->Size})");
+            if (zero) NativeMemory.Clear(p, (nuint)m->Size);
             Protect(page, PageSize, Libc.ProtNone);
             m->State = StateFreed;
             AppendText(slot, $"freed by task {Environment.CurrentManagedThreadId} ({Thread.CurrentThread.Name ?? "unnamed"}) at {site}\n");

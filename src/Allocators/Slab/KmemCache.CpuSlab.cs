@@ -111,7 +111,7 @@ public sealed unsafe partial class KmemCache
         if (node >= 0 || _ctor != null || _destroyed || _owner.Kfence is not { } kfence || !kfence.Armed) return null;
         // kmalloc promises natural alignment only to power-of-two sizes; other caches keep their own.
         int align = _d->KmallocIndex >= 0 ? (BitOperations.IsPow2(requestedSize) ? requestedSize : 8) : Math.Max(_d->Align, 8);
-        void* obj = kfence.TryAlloc((nint)_d, Name, requestedSize, align, gfp, _owner.CallSites.Name(_owner.CallSites.Capture()));
+        void* obj = kfence.TryAlloc((nint)_d, Name, requestedSize, align, _initOnAlloc ? gfp | Gfp.Zero : gfp, _owner.CallSites.Name(_owner.CallSites.Capture()));
         if (obj != null) Interlocked.Increment(ref _d->AllocSlowPath); // a slow-path allocation, as it is counted in SLUB
         return obj;
     }
@@ -361,7 +361,7 @@ public sealed unsafe partial class KmemCache
             ObjectDisposedException.ThrowIf(_destroyed, this);
             if (kfence.CacheOf(obj) is var owner and not 0 && owner != (nint)_d)
                 throw _pages.ReportMisuse(new MemoryCorruptionException($"kmem_cache_free({Name}): 0x{(nuint)obj:x} is a KFENCE object of cache {FromData((KmemCacheData*)owner).Name}.", (nuint)obj));
-            kfence.Free(obj, "kmem_cache_free", _owner.CallSites.Name(_owner.CallSites.Capture()));
+            kfence.Free(obj, "kmem_cache_free", _owner.CallSites.Name(_owner.CallSites.Capture()), _initOnFree);
             Interlocked.Increment(ref _d->FreeSlowPath);
             return;
         }

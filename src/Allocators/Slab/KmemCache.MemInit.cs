@@ -24,13 +24,17 @@ public sealed unsafe partial class KmemCache
 
     /// <summary>
     /// Which hardening modes a cache of <paramref name="flags"/> with or without a constructor applies. A constructor's
-    /// work would be undone by zeroing, and poisoning writes its own patterns, so neither kind is zeroed, as in the kernel.
+    /// work would be undone by zeroing, and poisoning writes its own patterns, so none of these is zeroed, as in the kernel.
     /// </summary>
     private static (bool InitOnAlloc, bool InitOnFree, bool Random) MemInitModes(CheckedModeOptions checks, SlabFlags flags, bool hasCtor)
     {
-        bool zeroable = !hasCtor && (flags & SlabFlags.Poison) == 0;
+        // A typesafe-by-RCU cache's stale readers must still find the object's fields (slab_want_init_on_free).
+        bool zeroable = !hasCtor && (flags & (SlabFlags.Poison | SlabFlags.TypesafeByRcu)) == 0;
         return (checks.InitOnAlloc && zeroable, checks.InitOnFree && zeroable, checks.SlabFreelistRandom);
     }
+
+    /// <summary>True when objects of this cache are zeroed as they are freed (init_on_free applies to it).</summary>
+    internal bool ZeroesOnFree => _initOnFree;
 
     /// <summary>True when a hardening mode needs every object of this cache to go through its node lists under their lock.</summary>
     private bool MemInitKeepsFastPathOff => _initOnAlloc || _initOnFree || _randomFreelist;

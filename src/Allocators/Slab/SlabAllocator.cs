@@ -362,7 +362,9 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         if (Kfence is { } kfence && kfence.Contains(p))
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            nint owner = kfence.Free(p, "kfree", CallSites.Name(CallSites.Capture()));
+            nint cache = kfence.CacheOf(p);
+            bool zero = sensitive || (cache != 0 && KmemCache.FromData((KmemCacheData*)cache).ZeroesOnFree);
+            nint owner = kfence.Free(p, "kfree", CallSites.Name(CallSites.Capture()), zero);
             Interlocked.Increment(ref ((KmemCacheData*)owner)->FreeSlowPath);
             return;
         }

@@ -75,6 +75,34 @@ public sealed unsafe class KfenceTests
     }
 
     [Fact]
+    public void SampledObjectsFollowInitOnAllocAndInitOnFreeAndKfreeSensitive()
+    {
+        using var system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions
+            {
+                Size = 32L << 20,
+                Checks = new CheckedModeOptions { KfenceSampleInterval = 10_000_000, KfenceObjects = 3, InitOnAlloc = true, InitOnFree = true },
+            },
+        });
+        var kfence = system.Slab.Kfence!;
+        byte* p = Sampled(system, 64);
+        Assert.Equal(-1, new Span<byte>(p, 64).IndexOfAnyExcept((byte)0)); // init_on_alloc
+        new Span<byte>(p, 64).Fill(0x5a);
+        system.Slab.Kfree(p);
+        Assert.Equal(0, kfence.InUse);
+        byte* q = Sampled(system, 64); // three slots, reused oldest first: one of these is on p's page again
+        byte* r = Sampled(system, 64);
+        byte* s = Sampled(system, 64);
+        foreach (byte* x in new[] { q, r, s }) Assert.Equal(-1, new Span<byte>(x, 64).IndexOfAnyExcept((byte)0));
+        new Span<byte>(q, 64).Fill(0x77);
+        system.Slab.KfreeSensitive(q);
+        system.Slab.Kfree(r);
+        system.Slab.Kfree(s);
+        Assert.Equal(0, kfence.InUse);
+    }
+
+    [Fact]
     public void UnarmedAllocationsNeverComeFromThePool()
     {
         using var system = NewSystem();
