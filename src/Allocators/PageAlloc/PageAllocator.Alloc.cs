@@ -127,11 +127,12 @@ public sealed unsafe partial class PageAllocator
         *(ulong*)&page->_refcount = 1; // RefCount = 1 and MapCount = 0 (adjacent ints) in one store
         page->Private = 0;
         page->Next = page->Prev = null;
-        if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0) PrepNewPageSlow(page, order, gfp);
+        if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0 || _kasan != null) PrepNewPageSlow(page, order, gfp);
     }
 
     private void PrepNewPageSlow(PageFrame* page, int order, Gfp gfp)
     {
+        _kasan?.Unpoison(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if ((gfp & Gfp.Zero) != 0) System.Runtime.InteropServices.NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if ((gfp & Gfp.Comp) != 0 && order > 0)
         {

@@ -74,6 +74,8 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _options.Validate();
         _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
         FaultInjection = new FaultAttributes();
+        _kasan = memory.Kasan;
+        _kasan?.AddDescriber(KasanDescribePage);
 
         var physical = memory.Options;
         // Everything that can reject the configuration runs before any native memory or registry slot is taken.

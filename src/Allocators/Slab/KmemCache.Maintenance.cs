@@ -107,6 +107,7 @@ public sealed unsafe partial class KmemCache
     public long Shrink()
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
+        _kasan?.Quarantine.Flush((nint)_d);
         if (_d->FastPath != 0) SlabCpus.DrainIndex(_d->CpuIndex);
         return DiscardEmptySlabs();
     }

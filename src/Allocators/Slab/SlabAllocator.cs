@@ -62,7 +62,7 @@ public sealed class SlabAllocatorOptions
 /// Thread-safe. kmalloc of a power-of-two size is aligned to that size. A pointer from kmalloc may be freed on any
 /// thread. Failure returns null; misuse throws <see cref="MemoryCorruptionException"/> and changes nothing.
 /// </remarks>
-public sealed unsafe class SlabAllocator : IDisposable
+public sealed unsafe partial class SlabAllocator : IDisposable
 {
     /// <summary>
     /// The largest size served by a kmalloc cache (KMALLOC_MAX_CACHE_SIZE). The kernel's is two pages (8 KiB); here it is
@@ -120,6 +120,8 @@ public sealed unsafe class SlabAllocator : IDisposable
         }
         _shrinker = control => Shrink(control.NrToScan);
         pages.RegisterShrinker(_shrinker);
+        _kasan = _memory.Kasan;
+        if (_kasan != null) KasanAttach(_kasan);
     }
 
     /// <summary>Fault injection switched on or off: the fast paths stop (or resume) serving every cache, so each call sees it.</summary>
@@ -275,7 +277,9 @@ public sealed unsafe class SlabAllocator : IDisposable
     {
         if (size == 0) return ZeroSizePointer;
         if (!IsLargeKmallocSize(size)) return null;
-        return LargeKmallocAddress(_pages.AllocPagesNode(node, gfp | Gfp.Comp, LargeKmallocOrder(size)));
+        void* p = LargeKmallocAddress(_pages.AllocPagesNode(node, gfp | Gfp.Comp, LargeKmallocOrder(size)));
+        if (_kasan != null && p != null) KasanLargeResize(p, size);
+        return p;
     }
 
     /// <summary>The largest kmalloc: a block of MAX_PAGE_ORDER.</summary>
@@ -351,6 +355,11 @@ public sealed unsafe class SlabAllocator : IDisposable
                 return;
             }
             if (!IsLargeKmallocStart(p, page)) ThrowBadKfree(p, page);
+            if (_kasan != null)
+            {
+                KasanQuarantineLarge(p, page);
+                return;
+            }
             FreeLargeKmalloc(p, page, null);
         }
         finally
@@ -417,7 +426,11 @@ public sealed unsafe class SlabAllocator : IDisposable
         KmemCache.Enter(ctx);
         try
         {
-            return KsizeInside(p, out _);
+            if (_kasan == null) return KsizeInside(p, out _);
+            _kasan.Check(p, 1, write: false, "ksize");
+            nuint size = KsizeInside(p, out _);
+            _kasan.Unpoison(p, size);
+            return size;
         }
         finally
         {
@@ -457,6 +470,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         KmemCache.Enter(ctx);
         try
         {
+            _kasan?.Check(p, 1, write: false, "krealloc");
             nuint size = KsizeInside(p, out PageFrame* page);
             if (page->Has(PageFlags.Slab))
             {
@@ -474,7 +488,11 @@ public sealed unsafe class SlabAllocator : IDisposable
                 if (_pages.AddressOf(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
                     throw _pages.ReportMisuse(new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
                         page->Pfn, page->Describe(), (nuint)p));
-                if (newSize <= size) return p;
+                if (newSize <= size)
+                {
+                    if (_kasan != null) KasanLargeResize(p, newSize);
+                    return p;
+                }
                 keep = size;
             }
         }
@@ -488,6 +506,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            _kasan?.Check(p, Math.Min(keep, newSize), write: false, "krealloc");
             Buffer.MemoryCopy(p, fresh, (long)newSize, (long)Math.Min(keep, newSize));
         }
         finally
@@ -537,6 +556,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     /// </summary>
     public void Dispose()
     {
+        if (!_disposed) _kasan?.Quarantine.Flush();
         lock (_lock)
         {
             if (_disposed) return;

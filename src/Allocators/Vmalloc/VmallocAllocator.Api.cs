@@ -92,6 +92,7 @@ public sealed unsafe partial class VmallocAllocator
         area->Pages = pages;
         area->NrPages = (int)nrPages;
         area->Order = order;
+        if (Kasan != null) KasanPoisonTail(pages[nrPages - 1], size);
         try
         {
             MapAreaPages(area, PteFlags.PageKernel);

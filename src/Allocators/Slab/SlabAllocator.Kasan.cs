@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using Allocators.Common;
+using Allocators.Kasan;
+using Allocators.Physical;
+
+namespace Allocators.Slab;
+
+public sealed unsafe partial class SlabAllocator
+{
+    /// <summary>The arena's KASAN shadow when the checked mode is on; otherwise null.</summary>
+    private readonly KasanShadow? _kasan;
+
+    /// <summary>The slab layer's part of KASAN: describing slab addresses, naming call sites, and taking blocks back from the quarantine.</summary>
+    private void KasanAttach(KasanShadow kasan)
+    {
+        kasan.AddDescriber(KasanDescribe);
+        kasan.Caller ??= () => CallerName.Of(new StackTrace(0, fNeedFileInfo: false));
+        kasan.Quarantine.Release = KasanRelease;
+    }
+
+    private string? KasanDescribe(nuint address)
+    {
+        PageFrame* page = KmemCache.SlabOf(_memory, (void*)address);
+        if (page == null || !page->Has(PageFlags.Slab)) return null;
+        return KmemCache.FromData(SlabPage.Cache(page)).KasanDescribe(page, address);
+    }
+
+    private void KasanRelease(nint owner, nint obj)
+    {
+        if (owner != 0)
+        {
+            KmemCache.FromData((KmemCacheData*)owner).KasanRelease((void*)obj);
+            return;
+        }
+        FreeLargeKmalloc((void*)obj, KmemCache.SlabOf(_memory, (void*)obj), null);
+    }
+
+    /// <summary>A large kmalloc is accessible up to <paramref name="size"/>; the rest of its pages is red zone (kasan_kmalloc_large).</summary>
+    private void KasanLargeResize(void* p, nuint size)
+    {
+        PageFrame* head = KmemCache.SlabOf(_memory, p);
+        _kasan!.Poison(p, (nuint)PageFrame.PageSize << head->Order, KasanShadowCode.PageRedZone);
+        _kasan.Unpoison(p, size);
+    }
+
+    /// <summary>kfree of a large kmalloc with KASAN on: a freed block is a double free; otherwise poisoned and quarantined.</summary>
+    private void KasanQuarantineLarge(void* p, PageFrame* head)
+    {
+        if (_kasan!.ShadowOf(p) == KasanShadowCode.PageFree)
+        {
+            _kasan.ReportFree("double-free", p, CallerName.Of(new StackTrace(0, fNeedFileInfo: false)));
+            throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} was already freed (in KASAN's quarantine).", head->Pfn, head->Describe(), (nuint)p));
+        }
+        nuint bytes = (nuint)PageFrame.PageSize << head->Order;
+        _kasan.Poison(p, bytes, KasanShadowCode.PageFree);
+        _kasan.Quarantine.Put((QuarantineLink*)p, 0, p, (long)bytes);
+    }
+}
