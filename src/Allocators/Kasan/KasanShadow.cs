@@ -183,6 +183,24 @@ public sealed unsafe class KasanShadow
         return _virtToPhys((nint)address);
     }
 
+    /// <summary>
+    /// Claims the free of the object at <paramref name="address"/> (granule aligned): its first granule goes from
+    /// accessible to <paramref name="code"/> with one compare-exchange, so of two racing frees exactly one wins. False,
+    /// with nothing changed, when the granule is already poisoned (a double free) or outside the arena.
+    /// </summary>
+    internal bool TryClaimFree(void* address, byte code)
+    {
+        long pa = PhysOf(address);
+        if (pa < 0) return false;
+        ref byte cell = ref _shadow[(ulong)pa >> GranuleShift];
+        while (true)
+        {
+            byte stored = Volatile.Read(ref cell);
+            if ((byte)(stored ^ 0xFF) >= Granule) return false;
+            if (Interlocked.CompareExchange(ref cell, (byte)(code ^ 0xFF), stored) == stored) return true;
+        }
+    }
+
     /// <summary>True when the granule at <paramref name="address"/> holds a freed object or page (the free half of kasan_slab_free's check).</summary>
     internal bool IsFreed(void* address)
     {

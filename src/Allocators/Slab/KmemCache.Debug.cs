@@ -53,10 +53,10 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>Frees object <paramref name="index"/> of a debug cache with full checks (free_debug_processing), under the node lock.</summary>
-    /// <remarks><paramref name="track"/> false: the free track was recorded when the object entered KASAN's quarantine.</remarks>
-    private void FreeDebug(PageFrame* slab, void* obj, int index, bool track = true)
+    /// <remarks><paramref name="quarantined"/>: the object leaves KASAN's quarantine, and was checked, tracked and poisoned when it entered it.</remarks>
+    private void FreeDebug(PageFrame* slab, void* obj, int index, bool quarantined = false)
     {
-        int site = track && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
+        int site = !quarantined && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
         ulong* local = LocalOf(slab) + (index >> 6);
@@ -65,9 +65,12 @@ public sealed unsafe partial class KmemCache
         try
         {
             if ((*local & mask) != 0) ThrowDoubleFree(slab, obj, "it is already free in its slab");
-            CheckObject(slab, obj, active: true);
-            if (track && _d->TrackOffset >= 0) SetTrack(obj, 1, site);
-            InitObject(obj, active: false);
+            if (!quarantined)
+            {
+                CheckObject(slab, obj, active: true);
+                if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
+                InitObject(obj, active: false);
+            }
             int free = SlabPage.FreeCount(slab) + 1; // read before the bit is set: in-frame bitmaps count themselves
             bool wasFull = free == 1;
             *local |= mask;

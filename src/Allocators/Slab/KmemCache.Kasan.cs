@@ -55,15 +55,21 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private bool KasanQuarantine(PageFrame* slab, void* obj)
     {
-        byte? code = _kasan!.ShadowOf(obj);
-        if (code is KasanShadowCode.SlabFree or KasanShadowCode.SlabFreeTrack or KasanShadowCode.SlabRedZone)
-            ThrowDoubleFree(slab, obj, code == KasanShadowCode.SlabRedZone ? "it was never allocated" : "it is already free (in KASAN's quarantine)");
-        SetTrack(obj, 1, _owner.CallSites.Capture());
+        if (!_kasan!.TryClaimFree(obj, KasanShadowCode.SlabFreeTrack))
+            ThrowDoubleFree(slab, obj, _kasan.ShadowOf(obj) == KasanShadowCode.SlabRedZone ? "it was never allocated" : "it is already free (in KASAN's quarantine)");
         _kasan.Poison(obj, (nuint)AlignUp(_d->ObjectSize, WordSize), KasanShadowCode.SlabFreeTrack);
+        // free_debug_processing runs now, as without the quarantine: checks, free track, free patterns. Only giving
+        // the object back to its slab waits (KasanRelease).
+        if ((_d->Flags & (int)SlabFlags.Debug) != 0) CheckObject(slab, obj, active: true);
+        SetTrack(obj, 1, _owner.CallSites.Capture());
+        InitObject(obj, active: false);
         Interlocked.Increment(ref _d->FreeSlowPath);
         _kasan.Quarantine.Put((QuarantineLink*)((byte*)obj + _d->KasanOffset), (nint)_d, obj, _d->Size);
         return true;
     }
+
+    /// <summary>True when an object the slab counts as allocated waits in KASAN's quarantine (it carries the free patterns already).</summary>
+    private bool KasanQuarantined(void* obj) => _kasan != null && _kasan.ShadowOf(obj) == KasanShadowCode.SlabFreeTrack;
 
     /// <summary>Gives an object leaving the quarantine back to its slab (qlink_free); it stays poisoned until reallocated.</summary>
     internal void KasanRelease(void* obj)
@@ -71,7 +77,7 @@ public sealed unsafe partial class KmemCache
         PageFrame* slab = SlabOf(_memory, obj);
         int index = ObjectIndex(slab, obj);
         Debug.Assert(index >= 0, "only object starts enter the quarantine");
-        FreeDebug(slab, obj, index, track: false);
+        FreeDebug(slab, obj, index, quarantined: true);
     }
 
     /// <summary>Records a KASAN <c>double-free</c> or <c>invalid-free</c> report beside the slab layer's exception, which it returns.</summary>

@@ -97,7 +97,7 @@ public sealed unsafe partial class KmemCache
         }
 
         if ((_d->Flags & (int)(SlabFlags.RedZone | SlabFlags.Poison)) == 0) return;
-        for (int i = 0; i < _d->Objects; i++) CheckObject(slab, ObjectAt(slab, i), active: !free[i]);
+        for (int i = 0; i < _d->Objects; i++) CheckObject(slab, ObjectAt(slab, i), active: !free[i] && !KasanQuarantined(ObjectAt(slab, i)));
     }
 
     /// <summary>

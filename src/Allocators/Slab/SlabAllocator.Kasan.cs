@@ -46,7 +46,7 @@ public sealed unsafe partial class SlabAllocator
     /// <summary>kfree of a large kmalloc with KASAN on: a freed block is a double free; otherwise poisoned and quarantined.</summary>
     private void KasanQuarantineLarge(void* p, PageFrame* head)
     {
-        if (_kasan!.ShadowOf(p) == KasanShadowCode.PageFree)
+        if (!_kasan!.TryClaimFree(p, KasanShadowCode.PageFree))
         {
             _kasan.ReportFree("double-free", p, CallerName.Of(new StackTrace(0, fNeedFileInfo: false)));
             throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} was already freed (in KASAN's quarantine).", head->Pfn, head->Describe(), (nuint)p));

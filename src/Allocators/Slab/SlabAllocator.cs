@@ -532,6 +532,8 @@ public sealed unsafe partial class SlabAllocator : IDisposable
     /// <summary>Shrinks caches in turn until at least <paramref name="pages"/> pages went back (the shrinker's budget).</summary>
     private long Shrink(long pages)
     {
+        // KASAN's quarantine holds freed objects and large kmallocs back: memory pressure and drop_caches take them first.
+        _kasan?.Quarantine.Flush();
         long freed = 0;
         foreach (var cache in Caches)
         {
