@@ -15,6 +15,18 @@ public sealed unsafe partial class PageAllocator
     private void KasanPoisonFree(PageFrame* page, int order)
         => _kasan!.Poison(AddressOf(page), (nuint)PageFrame.PageSize << order, KasanShadowCode.PageFree);
 
+    /// <summary>
+    /// The checks <see cref="FreePages(PageFrame*, int)"/> makes, without freeing: for a block that waits in KASAN's
+    /// quarantine, so that a corrupted block is refused when it is freed rather than when the quarantine lets it go.
+    /// </summary>
+    /// <exception cref="Common.BadPageException">The block is not a live, single-reference allocation of <paramref name="order"/>.</exception>
+    internal void CheckFreeable(PageFrame* page, int order)
+    {
+        if (!_memory.IsValidFrame(page) || (page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order)
+            ThrowBadFree(page, order, "free_pages");
+        if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
+    }
+
     /// <summary>KASAN's description of a page-allocator address: the page and its state.</summary>
     internal string? KasanDescribePage(nuint address)
     {

@@ -10,6 +10,9 @@ public sealed unsafe partial class SlabAllocator
     /// <summary>The arena's KASAN shadow when the checked mode is on; otherwise null.</summary>
     private readonly KasanShadow? _kasan;
 
+    /// <summary>The arena's KASAN shadow when the checked mode is on, for the views other layers hand out; otherwise null.</summary>
+    internal KasanShadow? Kasan => _kasan;
+
     /// <summary>The slab layer's part of KASAN: describing slab addresses, naming call sites, and taking blocks back from the quarantine.</summary>
     private void KasanAttach(KasanShadow kasan)
     {
@@ -46,6 +49,14 @@ public sealed unsafe partial class SlabAllocator
     /// <summary>kfree of a large kmalloc with KASAN on: a freed block is a double free; otherwise poisoned and quarantined.</summary>
     private void KasanQuarantineLarge(void* p, PageFrame* head)
     {
+        try
+        {
+            _pages.CheckFreeable(head, head->Order);
+        }
+        catch (BadPageException e)
+        {
+            throw new BadPageException($"kfree: 0x{(nuint)p:x}: {e.Message}", e.Pfn, e.PageState, (nuint)p);
+        }
         if (!_kasan!.TryClaimFree(p, KasanShadowCode.PageFree))
         {
             _kasan.ReportFree("double-free", p, CallerName.Of(new StackTrace(0, fNeedFileInfo: false)));

@@ -96,3 +96,20 @@ public sealed unsafe class KasanMmuTests
         sys.Vmalloc.Vfree(va);
     }
 }
+
+/// <summary>KASAN on the views the library hands out.</summary>
+public sealed unsafe class KasanViewTests
+{
+    [Fact]
+    public void ASlabMemoryOwnersViewOfMemoryFreedBehindItsBackIsAUseAfterFree()
+    {
+        using var sys = KasanSlabTests.NewSystem();
+        KasanShadow kasan = sys.Memory.Kasan!;
+        var owner = Allocators.Managed.SlabAllocatorExtensions.RentMemory(sys.Slab, 100);
+        owner.Span.Fill(1);
+        Assert.Empty(kasan.Reports);
+        fixed (byte* p = owner.Span) sys.Slab.Kfree(p); // the bug: freed without the owner
+        Assert.Throws<KasanException>(() => owner.GetSpan());
+        Assert.Equal("slab-use-after-free", Assert.Single(kasan.Reports).Type);
+    }
+}
