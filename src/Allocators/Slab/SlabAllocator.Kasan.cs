@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Allocators.Common;
 using Allocators.Kasan;
 using Allocators.Physical;
@@ -32,7 +33,9 @@ public sealed unsafe partial class SlabAllocator
     {
         if (owner != 0)
         {
-            KmemCache.FromData((KmemCacheData*)owner).KasanRelease((void*)obj);
+            // A cache that is gone (its handle released) has no one to give the object to: it stays with its slab.
+            nint handle = ((KmemCacheData*)owner)->Handle;
+            if (handle != 0 && GCHandle.FromIntPtr(handle).Target is KmemCache cache) cache.KasanRelease((void*)obj);
             return;
         }
         FreeLargeKmalloc((void*)obj, KmemCache.SlabOf(_memory, (void*)obj), null);
