@@ -4,6 +4,7 @@ using System.Text;
 using Allocators.Common;
 using Allocators.Kasan;
 using Allocators.Physical;
+using Allocators.Threading;
 
 namespace Allocators.Slab;
 
@@ -55,14 +56,31 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private bool KasanQuarantine(PageFrame* slab, void* obj)
     {
-        if (!_kasan!.TryClaimFree(obj, KasanShadowCode.SlabFreeTrack))
+        int site = _owner.CallSites.Capture();
+        KmemCacheNode* n = NodeOf(slab);
+        bool claimed;
+        // Under the node lock, as FreeDebug: Validate, which holds it, sees a quarantined object either still live or
+        // with its free patterns, never half way.
+        NativeSpinLock.Acquire(&n->ListLock);
+        try
+        {
+            claimed = _kasan!.TryClaimFree(obj, KasanShadowCode.SlabFreeTrack);
+            if (claimed)
+            {
+                _kasan.Poison(obj, (nuint)AlignUp(_d->ObjectSize, WordSize), KasanShadowCode.SlabFreeTrack);
+                // free_debug_processing runs now, as without the quarantine: checks, free track, free patterns. Only
+                // giving the object back to its slab waits (KasanRelease).
+                if ((_d->Flags & (int)SlabFlags.Debug) != 0) CheckObject(slab, obj, active: true);
+                SetTrack(obj, 1, site);
+                InitObject(obj, active: false);
+            }
+        }
+        finally
+        {
+            NativeSpinLock.Release(&n->ListLock);
+        }
+        if (!claimed)
             ThrowDoubleFree(slab, obj, _kasan.ShadowOf(obj) == KasanShadowCode.SlabRedZone ? "it was never allocated" : "it is already free (in KASAN's quarantine)");
-        _kasan.Poison(obj, (nuint)AlignUp(_d->ObjectSize, WordSize), KasanShadowCode.SlabFreeTrack);
-        // free_debug_processing runs now, as without the quarantine: checks, free track, free patterns. Only giving
-        // the object back to its slab waits (KasanRelease).
-        if ((_d->Flags & (int)SlabFlags.Debug) != 0) CheckObject(slab, obj, active: true);
-        SetTrack(obj, 1, _owner.CallSites.Capture());
-        InitObject(obj, active: false);
         Interlocked.Increment(ref _d->FreeSlowPath);
         _kasan.Quarantine.Put((QuarantineLink*)((byte*)obj + _d->KasanOffset), (nint)_d, obj, _d->Size);
         return true;

@@ -493,6 +493,8 @@ public sealed unsafe partial class SlabAllocator : IDisposable
                     if (_kasan != null) KasanLargeResize(p, newSize);
                     return p;
                 }
+                // The requested size of a large kmalloc is not kept: the whole block moves, so KASAN sees it as ksize would.
+                _kasan?.Unpoison(p, size);
                 keep = size;
             }
         }
