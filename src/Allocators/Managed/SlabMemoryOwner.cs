@@ -156,6 +156,8 @@ public sealed unsafe class SlabMemoryOwner : MemoryManager<byte>, IMemoryOwner<b
     public override Span<byte> GetSpan()
     {
         if (Volatile.Read(ref _rented) == 0) ThrowUsedAfterDispose();
+        // KASAN: a view over memory freed behind the owner's back (a kfree of its pointer) is a use after free.
+        _slab.Kasan?.Check(_pointer, (nuint)_length, write: false, "SlabMemoryOwner.GetSpan");
         return new Span<byte>(_pointer, _length);
     }
 

@@ -12,7 +12,10 @@ public sealed unsafe partial class AddressSpace
         ThrowIfDisposed();
         if (!AccessOk(to, from.Length)) return from.Length;
         fixed (byte* p = from)
+        {
+            _kasan?.Check(p, (nuint)from.Length, write: false, "copy_to_user");
             return Access(to, p, from.Length, CopyOp.FromBuffer, 0, MemoryAccess.Write, user: false, fixup: true);
+        }
     }
 
     /// <summary>Kernel-mode copy out of user memory (copy_from_user).</summary>
@@ -22,7 +25,10 @@ public sealed unsafe partial class AddressSpace
         ThrowIfDisposed();
         if (!AccessOk(from, to.Length)) return to.Length;
         fixed (byte* p = to)
+        {
+            _kasan?.Check(p, (nuint)to.Length, write: true, "copy_from_user");
             return Access(from, p, to.Length, CopyOp.ToBuffer, 0, MemoryAccess.Read, user: false, fixup: true);
+        }
     }
 
     /// <summary>Kernel-mode zeroing of user memory (clear_user). Returns the number of bytes NOT cleared.</summary>

@@ -332,6 +332,13 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
             throw new ArgumentException($"0x{va:x} + 0x{size:x} is not a kernel-half range (from 0x{VirtualAddress.KernelStart:x}).", nameof(va));
     }
 
+    /// <summary>A kernel access to vmalloc space with nothing mapped there (a guard page, or an area that is gone) is KASAN's vmalloc-out-of-bounds; the fault then oopses as before.</summary>
+    private protected override void KasanFault(ulong va, long size, MemoryAccess access, PageFaultErrorCode error)
+    {
+        if (va >= VirtualAddress.VmallocStart && va <= VirtualAddress.VmallocEnd && (error & PageFaultErrorCode.Protection) == 0)
+            _kasan!.ReportAccess("vmalloc-out-of-bounds", (nuint)va, size, access == MemoryAccess.Write, KasanFunction(access));
+    }
+
     private protected override FaultOutcome HandleFault(ulong va, PageFaultErrorCode error, bool fixup)
     {
         if (fixup) return FaultOutcome.Failed;

@@ -96,7 +96,7 @@ public abstract unsafe partial class VirtualAddressSpace
     public AddressSpaceAccessor GetAccessor()
     {
         ThrowIfDisposed();
-        return new AddressSpaceAccessor(this, CurrentTlb());
+        return new AddressSpaceAccessor(this, _kasan != null ? null : CurrentTlb());
     }
 
     /// <summary>The TLB of an accessor, or null once the space is disposed.</summary>
@@ -189,6 +189,7 @@ public abstract unsafe partial class VirtualAddressSpace
         if ((ulong)VirtualAddress.PageOffsetOf(va) + (ulong)length > VirtualAddress.PageSize)
             throw new ArgumentException($"GetSpan: [0x{va:x}, +{length}) crosses a page boundary; use ReadBytes/WriteBytes.", nameof(length));
         byte* p = Translate(va, write ? MemoryAccess.Write : MemoryAccess.Read);
+        _kasan?.Check(p, (nuint)length, write, KasanFunction(write ? MemoryAccess.Write : MemoryAccess.Read));
         return new Span<byte>(p, length);
     }
 
@@ -247,6 +248,11 @@ public abstract unsafe partial class VirtualAddressSpace
                     byte* host = TranslateInRegion(tlb, va, access, user, out error);
                     if (host != null)
                     {
+                        if (_kasan != null && op != CopyOp.Touch && !_kasan.IsAccessible(host, (nuint)chunk))
+                        {
+                            ExitAccess(tlb);
+                            _kasan.Check(host, (nuint)chunk, access == MemoryAccess.Write, KasanFunction(access));
+                        }
                         switch (op)
                         {
                             case CopyOp.ToBuffer: Buffer.MemoryCopy(host, buffer, chunk, chunk); break;
@@ -258,6 +264,7 @@ public abstract unsafe partial class VirtualAddressSpace
                     }
                     ExitAccess(tlb);
                 }
+                if (_kasan != null) KasanFault(va, chunk, access, error);
                 if (HandleFault(va, error, fixup) == FaultOutcome.Failed) return length;
                 CheckFaultLoop(va, error, ref retries);
             }

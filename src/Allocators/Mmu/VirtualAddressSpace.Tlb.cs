@@ -57,6 +57,8 @@ public abstract unsafe partial class VirtualAddressSpace
             tlb->Initialized = 1;
             Interlocked.Increment(ref _tlbThreads);
         }
+        // With KASAN on no access takes the TLB-hit paths (they would skip the shadow check): FastTlb stays null.
+        if (_kasan != null) return tlb;
         ref TlbCursor cursor = ref t_cursor;
         cursor.Tlb = (nint)tlb;
         cursor.Owner = this;

@@ -55,6 +55,7 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
         ArgumentNullException.ThrowIfNull(pages);
         _pages = pages;
         _memory = pages.Memory;
+        _kasan = _memory.Kasan;
         _physBase = _memory.ContiguousBase;
         _maxPfn = _memory.MaxPfn;
         _userMode = userMode;

@@ -128,11 +128,12 @@ public sealed unsafe partial class PageAllocator
         page->Private = 0;
         page->Next = page->Prev = null;
         gfp |= _initGfp;
-        if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0) PrepNewPageSlow(page, order, gfp);
+        if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0 || _kasan != null) PrepNewPageSlow(page, order, gfp);
     }
 
     private void PrepNewPageSlow(PageFrame* page, int order, Gfp gfp)
     {
+        _kasan?.Unpoison(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if (WantInitOnAlloc(gfp)) System.Runtime.InteropServices.NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if ((gfp & Gfp.Comp) != 0 && order > 0)
         {

@@ -73,7 +73,7 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FreePagesPrepared(PageFrame* page, int order, ThreadCacheHeader* cache)
     {
-        if (_initOnFree) InitOnFree(page, order);
+        if (_freeHooks) FreeHooks(page, order);
         if (page->Has(PageFlags.Head)) ClearCompound(page, order);
         if (order <= PcpMaxOrder)
         {
@@ -124,7 +124,7 @@ public sealed unsafe partial class PageAllocator
             && page->Order == order && *(ulong*)&page->_refcount == 1) // one reference, not mapped
         {
             page->_refcount = 0;
-            if (_initOnFree) InitOnFree(page, order);
+            if (_freeHooks) FreeHooks(page, order);
             if (FreeToPcp(cache, lists, counters, page, flags, order)) return;
             page->_refcount = 1;
         }

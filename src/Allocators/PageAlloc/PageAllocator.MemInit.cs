@@ -32,9 +32,19 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool WantInitOnAlloc(Gfp gfp) => (gfp & Gfp.Zero) != 0 && !_initOnFree;
 
-    /// <summary>Clears a block whose last reference is gone (free_pages_prepare with init_on_free).</summary>
+    /// <summary>True when a freed block needs <see cref="FreeHooks"/>: init_on_free or KASAN is on (one test on the free paths for both).</summary>
+    private readonly bool _freeHooks;
+
+    /// <summary>
+    /// free_pages_prepare's checked-mode work on a block whose last reference is gone: clear it (init_on_free), then
+    /// poison its shadow (KASAN), in the kernel's order.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void InitOnFree(PageFrame* page, int order) => NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
+    private void FreeHooks(PageFrame* page, int order)
+    {
+        if (_initOnFree) NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
+        if (_kasan != null) KasanPoisonFree(page, order);
+    }
 
     /// <summary>
     /// Makes a max-order block of memory coming online zero when init_on_free promises that every free page is: given

@@ -75,6 +75,8 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _options.Validate();
         _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
         FaultInjection = new FaultAttributes();
+        _kasan = memory.Kasan;
+        _kasan?.AddDescriber(KasanDescribePage);
 
         var physical = memory.Options;
         // Everything that can reject the configuration runs before any native memory or registry slot is taken.
@@ -119,6 +121,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _retiredCounters = new long[_zoneCount * ZoneEventCounters.Count];
 
         (_initGfp, _initOnFree, _shuffle) = MemInitModes(memory.Checks);
+        _freeHooks = _initOnFree || _kasan != null;
         for (int s = 0; s < memory.MaxSections; s++)
         {
             if (memory.IsSectionOnline(s)) OnlineSectionPages(s, layout);

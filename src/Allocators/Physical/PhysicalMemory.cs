@@ -81,7 +81,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
             _flatMemMapBytes = (nuint)_sections[0].Pages * (nuint)sizeof(PageFrame);
             _flatExt = _sections[0].Ext;
         }
+        if (options.Checks.Kasan)
+        {
+            Kasan = new Kasan.KasanShadow(_contiguousBase, MaxPfn << PageFrame.PageShift, a => VirtToPhys((void*)a),
+                options.Checks.KasanRedZone, options.Checks.QuarantineBytes ?? max / 32);
+        }
     }
+
+    /// <summary>The KASAN shadow of this arena when <see cref="CheckedModeOptions.Kasan"/> is on; otherwise null.</summary>
+    public Kasan.KasanShadow? Kasan { get; }
 
     internal MemSection* SectionArray => _sections;
 

@@ -392,6 +392,7 @@ public sealed unsafe partial class KmemCache
         if (index < 0) ThrowInteriorPointer(slab, obj);
         if (_d->FastPath == 0)
         {
+            if (_kasan != null && KasanQuarantine(slab, obj)) return;
             FreeDebug(slab, obj, index);
             Interlocked.Increment(ref _d->FreeSlowPath);
             return;
@@ -551,11 +552,11 @@ public sealed unsafe partial class KmemCache
     }
 
     private void ThrowInteriorPointer(PageFrame* slab, void* obj)
-        => throw _pages.ReportMisuse(new MemoryCorruptionException(
+        => throw _pages.ReportMisuse(KasanReportFree("invalid-free", obj, new MemoryCorruptionException(
             $"kmem_cache_free({Name}): 0x{(nuint)obj:x} is not the start of an object (interior pointer; slab pfn 0x{slab->Pfn:x} at 0x{(nuint)SlabBase(slab):x}, object size {_d->Size}).",
-            (nuint)obj));
+            (nuint)obj)));
 
     private void ThrowDoubleFree(PageFrame* slab, void* obj, string why)
-        => throw _pages.ReportMisuse(new MemoryCorruptionException(
-            $"kmem_cache_free({Name}): double free of object 0x{(nuint)obj:x}: {why} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj));
+        => throw _pages.ReportMisuse(KasanReportFree("double-free", obj, new MemoryCorruptionException(
+            $"kmem_cache_free({Name}): double free of object 0x{(nuint)obj:x}: {why} (slab pfn 0x{slab->Pfn:x}).", (nuint)obj)));
 }

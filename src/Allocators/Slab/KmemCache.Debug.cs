@@ -49,12 +49,14 @@ public sealed unsafe partial class KmemCache
                 NativeMemory.Fill(p + requestedSize, (nuint)(_d->ObjectSize - requestedSize), SlabPoison.RedActive);
         }
         if (_d->TrackOffset >= 0) SetTrack(obj, 0, site);
+        _kasan?.Unpoison(obj, (nuint)requestedSize);
     }
 
     /// <summary>Frees object <paramref name="index"/> of a debug cache with full checks (free_debug_processing), under the node lock.</summary>
-    private void FreeDebug(PageFrame* slab, void* obj, int index)
+    /// <remarks><paramref name="quarantined"/>: the object leaves KASAN's quarantine, and was checked, tracked and poisoned when it entered it.</remarks>
+    private void FreeDebug(PageFrame* slab, void* obj, int index, bool quarantined = false)
     {
-        int site = _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
+        int site = !quarantined && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
         ulong* local = LocalOf(slab) + (index >> 6);
@@ -63,10 +65,13 @@ public sealed unsafe partial class KmemCache
         try
         {
             if ((*local & mask) != 0) ThrowDoubleFree(slab, obj, "it is already free in its slab");
-            CheckObject(slab, obj, active: true);
-            InitOnFree(obj);
-            if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
-            InitObject(obj, active: false);
+            if (!quarantined)
+            {
+                CheckObject(slab, obj, active: true);
+                InitOnFree(obj);
+                if (_d->TrackOffset >= 0) SetTrack(obj, 1, site);
+                InitObject(obj, active: false);
+            }
             int free = SlabPage.FreeCount(slab) + 1; // read before the bit is set: in-frame bitmaps count themselves
             bool wasFull = free == 1;
             *local |= mask;
@@ -108,6 +113,7 @@ public sealed unsafe partial class KmemCache
         *(uint*)(p + _d->OrigSizeOffset) = (uint)newSize;
         if (_d->Has(SlabFlags.RedZone) && newSize < _d->ObjectSize)
             NativeMemory.Fill(p + newSize, (nuint)(_d->ObjectSize - newSize), SlabPoison.RedActive);
+        if (_kasan != null) KasanResize(p, newSize);
     }
 
     /// <summary>Checks the red zones (and the poison of a free object) and reports and restores what is wrong (check_object).</summary>

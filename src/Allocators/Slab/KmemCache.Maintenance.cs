@@ -97,7 +97,7 @@ public sealed unsafe partial class KmemCache
         }
 
         if ((_d->Flags & (int)(SlabFlags.RedZone | SlabFlags.Poison)) == 0) return;
-        for (int i = 0; i < _d->Objects; i++) CheckObject(slab, ObjectAt(slab, i), active: !free[i]);
+        for (int i = 0; i < _d->Objects; i++) CheckObject(slab, ObjectAt(slab, i), active: !free[i] && !KasanQuarantined(ObjectAt(slab, i)));
     }
 
     /// <summary>
@@ -107,6 +107,7 @@ public sealed unsafe partial class KmemCache
     public long Shrink()
     {
         ObjectDisposedException.ThrowIf(_destroyed, this);
+        _kasan?.Quarantine.Flush((nint)_d);
         if (_d->FastPath != 0) SlabCpus.DrainIndex(_d->CpuIndex);
         return DiscardEmptySlabs();
     }

@@ -78,6 +78,7 @@ public sealed unsafe partial class KmemCache
             {
                 for (int i = 0; i < _d->Objects; i++) _ctor(bytes + (long)i * _d->Size + _d->RedLeftPad);
             }
+            if (_kasan != null) KasanNewSlab(bytes);
             slab->FlagsAndZone = (slab->FlagsAndZone & ~(SlabPage.KmallocClassMask | SlabPage.ThreadListBits)) | (uint)PageFlags.Slab | SlabPage.KmallocClassBits(_d->KmallocIndex);
             slab->Private = (nuint)_d;
             ulong* local = LocalOf(slab);

@@ -81,6 +81,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _pages = owner.Pages;
         _memory = owner.Pages.Memory;
         _ctor = ctor;
+        _kasan = _memory.Kasan;
         Name = name;
 
         _d = (KmemCacheData*)NativeMemory.AlignedAlloc((nuint)sizeof(KmemCacheData), Threading.CacheLines.Size);
@@ -110,7 +111,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->CpuIndex = cpuIndex >= 0 ? cpuIndex : SlabCpus.AllocateIndices(1);
         _d->LiveKey = SlabCpus.NewKey();
         (_initOnAlloc, _initOnFree, _randomFreelist) = MemInitModes(_memory.Checks, flags, ctor != null);
-        _d->FastPath = (flags & SlabFlags.Debug) == 0 && !MemInitKeepsFastPathOff ? 1 : 0;
+        _d->FastPath = (flags & SlabFlags.Debug) == 0 && !MemInitKeepsFastPathOff && _kasan == null ? 1 : 0;
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
@@ -164,12 +165,14 @@ public sealed unsafe partial class KmemCache : IDisposable
             a = Math.Max(a, line);
         }
         bool redZone = (flags & SlabFlags.RedZone) != 0;
-        bool debugMeta = (flags & (SlabFlags.RedZone | SlabFlags.StoreUser)) != 0;
+        bool kasan = _kasan != null;
+        bool debugMeta = (flags & (SlabFlags.RedZone | SlabFlags.StoreUser)) != 0 || kasan;
         int size = AlignUp(objectSize, WordSize);
         if (redZone && size == objectSize) size += WordSize;
+        if (kasan) size = Math.Max(size, AlignUp(objectSize, WordSize) + _kasan!.RedZone);
         _d->InUse = size;
         _d->TrackOffset = -1;
-        if ((flags & SlabFlags.StoreUser) != 0)
+        if ((flags & SlabFlags.StoreUser) != 0 || kasan)
         {
             _d->TrackOffset = size;
             size += 2 * sizeof(Track);
@@ -180,7 +183,14 @@ public sealed unsafe partial class KmemCache : IDisposable
             _d->OrigSizeOffset = size;
             size += WordSize;
         }
-        int leftPad = redZone ? AlignUp(WordSize, a) : 0;
+        _d->KasanOffset = -1;
+        if (kasan)
+        {
+            _d->KasanOffset = size;
+            size += sizeof(Kasan.QuarantineLink);
+        }
+        // KASAN's left red zone where it is cheap (alignments up to the red zone): elsewhere the previous slot's metadata is one.
+        int leftPad = redZone ? AlignUp(WordSize, a) : kasan && a <= _kasan!.RedZone ? AlignUp(_kasan.RedZone, a) : 0;
         _d->RedLeftPad = leftPad;
         // At least MinSlot bytes: a page's extension words hold a bitmap bit for each of at most 256 objects per page.
         _d->Size = AlignUp(Math.Max(size + leftPad, MinSlot), a);

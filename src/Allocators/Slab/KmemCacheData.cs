@@ -40,6 +40,7 @@ internal unsafe struct KmemCacheData
     public int InUse;             // object + right red zone: where the slot's metadata starts (s->inuse)
     public int TrackOffset;       // StoreUser: two Track records from the object start
     public int OrigSizeOffset;    // kmalloc with debug: requested size (uint) from the object start; -1 when absent
+    public int KasanOffset;       // KASAN: the quarantine link from the object start; -1 when KASAN is off
     public int Order;
     public int Align;
     public int HintCapacity;      // entries of RemoteHints (thread context ids below it have one)

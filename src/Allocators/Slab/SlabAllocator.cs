@@ -126,6 +126,8 @@ public sealed unsafe partial class SlabAllocator : IDisposable
             Kfence = new Kfence.Kfence(pages, _memory.Checks, SlabCpus.RequestSample);
             Kfence.BugFound += r => OnReport(new SlabReport(r.Cache, "KFENCE: " + r.Problem, r.Address, r.Text));
         }
+        _kasan = _memory.Kasan;
+        if (_kasan != null) KasanAttach(_kasan);
     }
 
     /// <summary>The guarded sampling pool (KFENCE), or null when <see cref="CheckedModeOptions.KfenceSampleInterval"/> is 0.</summary>
@@ -284,7 +286,9 @@ public sealed unsafe partial class SlabAllocator : IDisposable
     {
         if (size == 0) return ZeroSizePointer;
         if (!IsLargeKmallocSize(size)) return null;
-        return LargeKmallocAddress(_pages.AllocPagesNode(node, gfp | Gfp.Comp, LargeKmallocOrder(size)));
+        void* p = LargeKmallocAddress(_pages.AllocPagesNode(node, gfp | Gfp.Comp, LargeKmallocOrder(size)));
+        if (_kasan != null && p != null) KasanLargeResize(p, size);
+        return p;
     }
 
     /// <summary>The largest kmalloc: a block of MAX_PAGE_ORDER.</summary>
@@ -383,6 +387,11 @@ public sealed unsafe partial class SlabAllocator : IDisposable
             }
             if (!IsLargeKmallocStart(p, page)) ThrowBadKfree(p, page);
             if (sensitive) NativeMemory.Clear(p, (nuint)PageFrame.PageSize << page->Order);
+            if (_kasan != null)
+            {
+                KasanQuarantineLarge(p, page);
+                return;
+            }
             FreeLargeKmalloc(p, page, null);
         }
         finally
@@ -449,7 +458,11 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         KmemCache.Enter(ctx);
         try
         {
-            return KsizeInside(p, out _);
+            if (_kasan == null) return KsizeInside(p, out _);
+            _kasan.Check(p, 1, write: false, "ksize");
+            nuint size = KsizeInside(p, out _);
+            _kasan.Unpoison(p, size);
+            return size;
         }
         finally
         {
@@ -494,6 +507,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         KmemCache.Enter(ctx);
         try
         {
+            _kasan?.Check(p, 1, write: false, "krealloc");
             nuint size = KsizeInside(p, out PageFrame* page);
             if (page == null)
             {
@@ -515,7 +529,13 @@ public sealed unsafe partial class SlabAllocator : IDisposable
                 if (_pages.AddressOf(page) != p) // KsizeInside accepted it, so page is a large kmalloc head
                     throw _pages.ReportMisuse(new BadPageException($"krealloc: 0x{(nuint)p:x} is an interior pointer into a large kmalloc block at 0x{(nuint)_pages.AddressOf(page):x}.",
                         page->Pfn, page->Describe(), (nuint)p));
-                if (newSize <= size) return p;
+                if (newSize <= size)
+                {
+                    if (_kasan != null) KasanLargeResize(p, newSize);
+                    return p;
+                }
+                // The requested size of a large kmalloc is not kept: the whole block moves, so KASAN sees it as ksize would.
+                _kasan?.Unpoison(p, size);
                 keep = size;
             }
         }
@@ -529,6 +549,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            _kasan?.Check(p, Math.Min(keep, newSize), write: false, "krealloc");
             Buffer.MemoryCopy(p, fresh, (long)newSize, (long)Math.Min(keep, newSize));
         }
         finally
@@ -554,6 +575,8 @@ public sealed unsafe partial class SlabAllocator : IDisposable
     /// <summary>Shrinks caches in turn until at least <paramref name="pages"/> pages went back (the shrinker's budget).</summary>
     private long Shrink(long pages)
     {
+        // KASAN's quarantine holds freed objects and large kmallocs back: memory pressure and drop_caches take them first.
+        _kasan?.Quarantine.Flush();
         long freed = 0;
         foreach (var cache in Caches)
         {
@@ -579,6 +602,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
     public void Dispose()
     {
         if (!_disposed) ShutRcu();
+        if (!_disposed) _kasan?.Quarantine.Flush();
         lock (_lock)
         {
             if (_disposed) return;

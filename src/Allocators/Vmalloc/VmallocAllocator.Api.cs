@@ -92,6 +92,7 @@ public sealed unsafe partial class VmallocAllocator
         area->Pages = pages;
         area->NrPages = (int)nrPages;
         area->Order = order;
+        if (Kasan != null) KasanPoisonTail(pages[nrPages - 1], size);
         try
         {
             MapAreaPages(area, PteFlags.PageKernel);
@@ -319,13 +320,18 @@ public sealed unsafe partial class VmallocAllocator
     /// <summary>The pfn mapped at a vmalloc address, or <see cref="ulong.MaxValue"/> (vmalloc_to_pfn).</summary>
     public ulong VmallocToPfn(ulong address) => IsVmallocAddr(address) ? _kernel.TranslateToPfn(address) : ulong.MaxValue;
 
-    /// <summary>Size in bytes of the live area starting at <paramref name="address"/> (without the guard page), or 0.</summary>
+    /// <summary>
+    /// Size in bytes of the live area starting at <paramref name="address"/> (without the guard page), or 0. Like
+    /// ksize, it makes the whole area usable: with KASAN on the tail past the requested size is unpoisoned.
+    /// </summary>
     public ulong AreaSize(ulong address)
     {
         lock (_lock)
         {
             VmapArea* area = _busy.Find(address);
-            return area == null || area->Start != address || (area->Flags & VmAreaFlags.Unpurged) != 0 ? 0 : (ulong)area->NrPages * PageSize;
+            if (area == null || area->Start != address || (area->Flags & VmAreaFlags.Unpurged) != 0) return 0;
+            if (Kasan != null && area->Pages != null && area->NrPages > 0) Kasan.Unpoison(_pages.AddressOf(area->Pages[area->NrPages - 1]), (nuint)PageSize);
+            return (ulong)area->NrPages * PageSize;
         }
     }
 

@@ -1,0 +1,40 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using Allocators.Kasan;
+using Allocators.Physical;
+
+namespace Allocators.PageAlloc;
+
+public sealed unsafe partial class PageAllocator
+{
+    /// <summary>The arena's KASAN shadow when the checked mode is on (the hot paths test it once); otherwise null.</summary>
+    private readonly KasanShadow? _kasan;
+
+    /// <summary>A block going back to the free lists becomes <see cref="KasanShadowCode.PageFree"/> (kasan_poison_pages).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void KasanPoisonFree(PageFrame* page, int order)
+        => _kasan!.Poison(AddressOf(page), (nuint)PageFrame.PageSize << order, KasanShadowCode.PageFree);
+
+    /// <summary>
+    /// The checks <see cref="FreePages(PageFrame*, int)"/> makes, without freeing: for a block that waits in KASAN's
+    /// quarantine, so that a corrupted block is refused when it is freed rather than when the quarantine lets it go.
+    /// </summary>
+    /// <exception cref="Common.BadPageException">The block is not a live, single-reference allocation of <paramref name="order"/>.</exception>
+    internal void CheckFreeable(PageFrame* page, int order)
+    {
+        if (!_memory.IsValidFrame(page) || (page->FlagsAndZone & (uint)FreeCheckMask) != (uint)PageFlags.Allocated || page->Order != order)
+            ThrowBadFree(page, order, "free_pages");
+        if (page->Has(PageFlags.Head)) ValidateCompound(page, order);
+    }
+
+    /// <summary>KASAN's description of a page-allocator address: the page and its state.</summary>
+    internal string? KasanDescribePage(nuint address)
+    {
+        PageFrame* page = _memory.VirtToPage((void*)address);
+        if (page == null) return null;
+        PageFrame* head = PageFrame.CompoundHead(page);
+        return string.Create(CultureInfo.InvariantCulture,
+            $"The buggy address belongs to the physical page:\npage: pfn:0x{page->Pfn:x} head pfn:0x{head->Pfn:x} order:{head->Order}\nflags: {head->Describe()}\n"
+            + $"The buggy address is located {address - (nuint)AddressOf(head)} bytes inside of the block at {(nuint)AddressOf(head):x16}\n");
+    }
+}
