@@ -5,7 +5,7 @@ namespace Allocators.Physical;
 /// <summary>The checked-mode defaults parsed from <see cref="CheckedModeOptions.EnvironmentVariable"/>.</summary>
 internal sealed class CheckedModeDefaults
 {
-    public bool InitOnAlloc, InitOnFree, SlabFreelistRandom, ShufflePages, Kasan;
+    public bool InitOnAlloc, InitOnFree, SlabFreelistRandom, ShufflePages, Kasan, KasanStackTrace = true;
     public int KasanRedZone = 32, KfenceSampleInterval, KfenceObjects = 255;
     public long? QuarantineBytes;
 
@@ -27,6 +27,7 @@ internal sealed class CheckedModeDefaults
                 case "slab_freelist_random": d.SlabFreelistRandom = Flag(raw, value); break;
                 case "page_alloc.shuffle": d.ShufflePages = Flag(raw, value); break;
                 case "kasan": d.Kasan = Flag(raw, value); break;
+                case "kasan.stacktrace": d.KasanStackTrace = Flag(raw, value); break;
                 case "kasan.redzone": d.KasanRedZone = (int)Number(raw, value, int.MaxValue); break;
                 case "kasan.quarantine": d.QuarantineBytes = Number(raw, value, long.MaxValue); break;
                 case "kfence.sample_interval": d.KfenceSampleInterval = (int)Number(raw, value, int.MaxValue); break;

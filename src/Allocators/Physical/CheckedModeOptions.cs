@@ -7,7 +7,7 @@ namespace Allocators.Physical;
 /// <remarks>
 /// The defaults come from the <c>ALLOCATORS_CHECKS</c> environment variable when it is set, like the kernel's command
 /// line (or <c>MIMALLOC_*</c>/<c>MALLOC_CONF</c>): a comma-separated list of <c>init_on_alloc</c>, <c>init_on_free</c>,
-/// <c>slab_freelist_random</c>, <c>page_alloc.shuffle</c>, <c>kasan</c>, <c>kasan.redzone=N</c>,
+/// <c>slab_freelist_random</c>, <c>page_alloc.shuffle</c>, <c>kasan</c>, <c>kasan.redzone=N</c>, <c>kasan.stacktrace=on|off</c>,
 /// <c>kasan.quarantine=BYTES</c>, <c>kfence.sample_interval=N</c> and <c>kfence.num_objects=N</c>. Properties set in
 /// code override it. An unknown or malformed entry throws when the options are built.
 /// </remarks>
@@ -36,6 +36,13 @@ public sealed class CheckedModeOptions
 
     /// <summary>Red zone after every slab object and large kmalloc with <see cref="Kasan"/> on, in bytes: 32..4096, a multiple of 8. Default 32.</summary>
     public int KasanRedZone { get; init; } = Environment.KasanRedZone;
+
+    /// <summary>
+    /// Record the allocation and free site of every object with <see cref="Kasan"/> on, for the reports (the kernel's
+    /// <c>kasan.stacktrace</c>, on by default). Each record walks the managed stack, which dominates KASAN's cost;
+    /// off, reports name the bad access's site only.
+    /// </summary>
+    public bool KasanStackTrace { get; init; } = Environment.KasanStackTrace;
 
     /// <summary>Bytes of freed memory held back from reuse with <see cref="Kasan"/> on (KASAN's quarantine); null: 1/32 of the arena.</summary>
     public long? QuarantineBytes { get; init; } = Environment.QuarantineBytes;
@@ -70,6 +77,7 @@ public sealed class CheckedModeOptions
             ShufflePages = d.ShufflePages,
             Kasan = d.Kasan,
             KasanRedZone = d.KasanRedZone,
+            KasanStackTrace = d.KasanStackTrace,
             QuarantineBytes = d.QuarantineBytes,
             KfenceSampleInterval = d.KfenceSampleInterval,
             KfenceObjects = d.KfenceObjects,

@@ -46,7 +46,7 @@ public sealed unsafe partial class KmemCache
                 if (locked)
                 {
                     if (!counted) Interlocked.Increment(ref _d->AllocSlowPath);
-                    if (!counted && _d->FastPath == 0 && _d->TrackOffset >= 0) site = _owner.CallSites.Capture();
+                    if (!counted && _d->FastPath == 0 && _recordsSites) site = _owner.CallSites.Capture();
                     obj = TakeFromNodesLocked(node, requestedSize, site);
                 }
                 else

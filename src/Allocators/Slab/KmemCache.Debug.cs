@@ -56,7 +56,7 @@ public sealed unsafe partial class KmemCache
     /// <remarks><paramref name="quarantined"/>: the object leaves KASAN's quarantine, and was checked, tracked and poisoned when it entered it.</remarks>
     private void FreeDebug(PageFrame* slab, void* obj, int index, bool quarantined = false)
     {
-        int site = !quarantined && _d->TrackOffset >= 0 ? _owner.CallSites.Capture() : 0;
+        int site = !quarantined && _recordsSites ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
         PageFrame* gone = null;
         ulong* local = LocalOf(slab) + (index >> 6);

@@ -18,6 +18,9 @@ public sealed unsafe partial class KmemCache
     /// <summary>The arena's KASAN shadow when the checked mode is on; otherwise null.</summary>
     private readonly KasanShadow? _kasan;
 
+    /// <summary>Allocation and free sites are captured for the tracks: StoreUser, or KASAN with its stack traces on (set once, with the sizes).</summary>
+    private bool _recordsSites;
+
     /// <summary>A new slab is one red zone until its objects are allocated (kasan_poison_slab).</summary>
     private void KasanNewSlab(byte* bytes)
     {
@@ -56,7 +59,7 @@ public sealed unsafe partial class KmemCache
     /// </summary>
     private bool KasanQuarantine(PageFrame* slab, void* obj)
     {
-        int site = _owner.CallSites.Capture();
+        int site = _recordsSites ? _owner.CallSites.Capture() : 0;
         KmemCacheNode* n = NodeOf(slab);
         bool claimed;
         // Under the node lock, as FreeDebug: Validate, which holds it, sees a quarantined object either still live or

@@ -172,6 +172,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         if (kasan) size = Math.Max(size, AlignUp(objectSize, WordSize) + _kasan!.RedZone);
         _d->InUse = size;
         _d->TrackOffset = -1;
+        _recordsSites = (flags & SlabFlags.StoreUser) != 0 || (kasan && _memory.Checks.KasanStackTrace);
         if ((flags & SlabFlags.StoreUser) != 0 || kasan)
         {
             _d->TrackOffset = size;

@@ -8,11 +8,12 @@ public sealed class CheckedModeOptionsTests
     [Fact]
     public void ParseReadsEveryEntryAndLeavesTheRestOff()
     {
-        var o = CheckedModeOptions.Parse("init_on_alloc, init_on_free=0,kasan=on,kasan.redzone=64,kasan.quarantine=1048576,kfence.sample_interval=5,kfence.num_objects=31,page_alloc.shuffle=1,slab_freelist_random=true");
+        var o = CheckedModeOptions.Parse("init_on_alloc, init_on_free=0,kasan=on,kasan.redzone=64,kasan.stacktrace=off,kasan.quarantine=1048576,kfence.sample_interval=5,kfence.num_objects=31,page_alloc.shuffle=1,slab_freelist_random=true");
         Assert.True(o.InitOnAlloc);
         Assert.False(o.InitOnFree);
         Assert.True(o.Kasan);
         Assert.Equal(64, o.KasanRedZone);
+        Assert.False(o.KasanStackTrace);
         Assert.Equal(1L << 20, o.QuarantineBytes);
         Assert.Equal(5, o.KfenceSampleInterval);
         Assert.Equal(31, o.KfenceObjects);
@@ -23,6 +24,7 @@ public sealed class CheckedModeOptionsTests
         var none = CheckedModeOptions.Parse("");
         Assert.False(none.Any);
         Assert.Equal(32, none.KasanRedZone);
+        Assert.True(none.KasanStackTrace);
         Assert.Equal(255, none.KfenceObjects);
     }
 

@@ -58,6 +58,38 @@ public sealed unsafe class KasanSlabTests
     }
 
     [Fact]
+    public void WithoutStackTracesBugsAreStillReportedAndNoStackIsWalked()
+    {
+        static (long Bytes, MemorySystem System) PairsCost(string checks)
+        {
+            var sys = new MemorySystem(new MemorySystemOptions
+            {
+                Physical = new PhysicalMemoryOptions { Size = 32 << 20, Checks = CheckedModeOptions.Parse(checks) },
+            });
+            for (int i = 0; i < 100; i++) sys.Slab.Kfree(sys.Slab.Kmalloc(40)); // warm: the slab and the quarantine
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 200; i++) sys.Slab.Kfree(sys.Slab.Kmalloc(40));
+            return (GC.GetAllocatedBytesForCurrentThread() - before, sys);
+        }
+        var (withTraces, traced) = PairsCost("kasan");
+        traced.Dispose();
+        var (without, sys) = PairsCost("kasan,kasan.stacktrace=off");
+        using (sys)
+        {
+            // Each recorded site is a managed stack walk of several kilobytes.
+            Assert.True(without * 10 < withTraces, $"{without} bytes without stack traces, {withTraces} with");
+            KasanShadow kasan = sys.Memory.Kasan!;
+            byte* p = (byte*)sys.Slab.Kmalloc(40);
+            Bad(kasan, p + 40, 1, write: false);
+            Single(kasan, "slab-out-of-bounds", p + 40, 1, write: false);
+            sys.Slab.Kfree(p);
+            Bad(kasan, p, 1, write: true);
+            Assert.Equal(2, kasan.Reports.Count);
+            Assert.Equal("slab-use-after-free", kasan.Reports[1].Type);
+        }
+    }
+
+    [Fact]
     public void AReadThatStraddlesTheEndReportsItsFirstBadByte()
     {
         using var sys = NewSystem();
