@@ -34,7 +34,8 @@ public sealed unsafe partial class KmemCache
     {
         int index = ObjectIndex(slab, obj);
         if (index < 0) ThrowInteriorPointer(slab, obj);
-        if (IsFree(slab, index))
+        // An object in KASAN's quarantine is still allocated in its slab's bitmap, but freed.
+        if (IsFree(slab, index) || KasanQuarantined(obj))
             throw _pages.ReportMisuse(new MemoryCorruptionException($"{function}({Name}): 0x{(nuint)obj:x} is not allocated (already freed).", (nuint)obj));
     }
 

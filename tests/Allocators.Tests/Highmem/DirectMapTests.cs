@@ -82,10 +82,22 @@ public sealed unsafe class DirectMapTests
         KernelAddressSpace kernel = sys.Kernel;
         int section = sys.Pages.AddMemory();
         Assert.True(section >= 0);
-        ulong pfn = sys.Memory.SectionStartPfn(section);
-        *(long*)sys.Memory.PfnToVirt(pfn + 3) = 99;
-        ulong va = kernel.DirectMapAddressOf((pfn + 3) << 12);
+        ulong start = sys.Memory.SectionStartPfn(section);
+        // Write into an allocated block of the new section, not into free memory (KASAN and init_on_free own that).
+        var taken = new List<nint>();
+        PageFrame* block = null;
+        while (block == null)
+        {
+            PageFrame* b = sys.Pages.AllocPages(Gfp.Kernel, PageAllocator.MaxOrder);
+            Assert.True(b != null, "no max-order block from the hot-added section");
+            if ((ulong)b->Pfn - start < (ulong)(8 * MiB >> 12)) block = b;
+            taken.Add((nint)b);
+        }
+        ulong pfn = (ulong)block->Pfn + 3;
+        *(long*)sys.Memory.PfnToVirt(pfn) = 99;
+        ulong va = kernel.DirectMapAddressOf(pfn << 12);
         Assert.Equal(99L, kernel.Read<long>(va));
+        foreach (nint b in taken) sys.Pages.FreePages((PageFrame*)b, PageAllocator.MaxOrder);
         sys.Pages.RemoveMemory(section);
         Assert.Throws<KernelOopsException>(() => kernel.Read<long>(va));
     }

@@ -90,6 +90,21 @@ public sealed unsafe class KasanSlabTests
     }
 
     [Fact]
+    public void KfreeSensitiveOfAQuarantinedObjectIsRefusedAndTheQuarantineStaysSound()
+    {
+        var sys = NewSystem();
+        KasanShadow kasan = sys.Memory.Kasan!;
+        byte* p = (byte*)sys.Slab.Kmalloc(64);
+        sys.Slab.Kfree(p); // waits in the quarantine, still allocated in its slab's bitmap
+        Assert.ThrowsAny<MemoryCorruptionException>(() => sys.Slab.KfreeSensitive(p));
+        Assert.ThrowsAny<MemoryCorruptionException>(() => sys.Slab.Ksize(p));
+        Assert.Throws<KasanException>(() => kasan.Check(p, 1, write: false, "test")); // still poisoned as freed
+        sys.Slab.ShrinkAll(); // gives it back without a second report
+        Assert.DoesNotContain(kasan.Reports, r => r.Type == "double-free" && r.Address == (nuint)p && r.Text.Contains("qlink", StringComparison.Ordinal));
+        sys.Dispose();
+    }
+
+    [Fact]
     public void AReadThatStraddlesTheEndReportsItsFirstBadByte()
     {
         using var sys = NewSystem();
