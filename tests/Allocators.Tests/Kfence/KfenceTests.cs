@@ -23,7 +23,7 @@ public sealed unsafe class KfenceTests
         {
             Size = 32L << 20,
             Backing = backing,
-            Checks = new CheckedModeOptions { KfenceSampleInterval = intervalMs, KfenceObjects = objects },
+            Checks = CheckedModeOptions.Parse($"kfence.sample_interval={intervalMs},kfence.num_objects={objects}"),
         },
     });
 

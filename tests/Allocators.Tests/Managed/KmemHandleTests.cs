@@ -90,7 +90,7 @@ public class KmemHandleTests
     [Fact]
     public void HandleLoopAllocatesNoManagedBytes()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache<Order> orders = sys.Slab.CreateCache<Order>("managed-zero-h");
         void Body()
         {

@@ -13,6 +13,13 @@ internal static class ManagedTestSupport
         Slab = new SlabAllocatorOptions { TrackOwnerLeaks = trackOwnerLeaks },
     });
 
+    /// <summary><see cref="NewSystem"/> with every checked mode off whatever <c>ALLOCATORS_CHECKS</c> says (zero-managed-bytes tests: KASAN walks stacks).</summary>
+    public static MemorySystem NewUncheckedSystem(bool trackOwnerLeaks = false, long mebibytes = 32) => new(new MemorySystemOptions
+    {
+        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20, Checks = CheckedModeOptions.Parse("") },
+        Slab = new SlabAllocatorOptions { TrackOwnerLeaks = trackOwnerLeaks },
+    });
+
     /// <summary>
     /// Objects of <paramref name="cache"/> still allocated. Shrinks first: a slab a thread owns counts as wholly active
     /// until it is given back, as SLUB counts a cpu slab.

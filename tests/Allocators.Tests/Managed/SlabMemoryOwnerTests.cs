@@ -172,7 +172,7 @@ public class SlabMemoryOwnerTests
     [Fact]
     public void RentAndDisposeAllocateNoManagedBytesInSteadyState()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         SlabAllocator slab = sys.Slab;
         KmemCache cache = slab.CreateCache("managed-zero", 40);
         // Steady state: the least of three runs, since a thread context retired and re-created by another test's

@@ -43,7 +43,7 @@ public unsafe class ReservePoolTests
     [Fact]
     public void FreeRefillsTheReserveBeforeTheAllocator()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         KmemCache cache = sys.Slab.CreateCache("pool-objects", 200);
         using (var pool = ReservePool.CreateSlabPool(cache, minNr: 2))
@@ -162,7 +162,7 @@ public unsafe class ReservePoolTests
     [Fact]
     public void AllocAndFreeOfTheBuiltInFlavoursAllocateNoManagedBytes()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         using var pool = ReservePool.CreateKmallocPool(sys.Slab, minNr: 4, size: 64);
         void Body()
         {

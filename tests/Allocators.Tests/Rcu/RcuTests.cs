@@ -21,7 +21,7 @@ public unsafe class RcuTests
     [Fact]
     public void KfreeRcuObjectIsNotReusedWhileAReaderSeesItAndIsReusedAfter()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         SlabAllocator slab = sys.Slab;
         RcuDomain rcu = sys.Rcu;
         long* p = (long*)slab.Kmalloc(64);
@@ -248,7 +248,7 @@ public unsafe class RcuTests
     [Fact]
     public void ReadLockUnlockAndKfreeRcuAllocateNoManagedBytes()
     {
-        using var sys = NewSystem(mebibytes: 64);
+        using var sys = NewUncheckedSystem(mebibytes: 64);
         RcuDomain rcu = sys.Rcu;
         SlabAllocator slab = sys.Slab;
         int failures = 0;
@@ -281,7 +281,7 @@ public unsafe class RcuTests
     [Fact]
     public void DisposeRunsQueuedFrees()
     {
-        var sys = NewSystem();
+        var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         for (int i = 0; i < 1000; i++) sys.Slab.KfreeRcu(sys.Slab.Kmalloc(128));
         sys.Rcu.RcuBarrier();

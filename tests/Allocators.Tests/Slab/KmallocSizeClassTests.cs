@@ -86,7 +86,7 @@ public unsafe class KmallocSizeClassTests
     [Fact]
     public void TheKmallocHandleServesEveryFineClassFromItsMagazines()
     {
-        using var sys = NewSystem(64, classes: KmallocSizeClasses.Fine);
+        using var sys = NewUncheckedSystem(64, classes: KmallocSizeClasses.Fine);
         string baseline = Baseline(sys);
         var k = sys.Slab.ThisThread();
         foreach (KmemCache cache in sys.Slab.KmallocCaches)

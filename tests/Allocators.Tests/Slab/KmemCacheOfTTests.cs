@@ -100,7 +100,7 @@ public unsafe class KmemCacheOfTTests
     [Fact]
     public void ConstructorRunsOncePerObjectWhenTheSlabIsMade()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         int constructed = 0;
         KmemCache<Node> cache = sys.Slab.CreateCache<Node>("ctor-node", SlabFlags.None, obj =>
         {
@@ -148,7 +148,7 @@ public unsafe class KmemCacheOfTTests
     [Fact]
     public void ConstructorWithDebugFlagsKeepsConstructedStateAndRedZones()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache cache = sys.Slab.CreateCache("ctor-debug", 40, 0, SlabFlags.Debug, obj =>
         {
             for (int i = 0; i < 40; i++) ((byte*)obj)[i] = (byte)(i + 1);

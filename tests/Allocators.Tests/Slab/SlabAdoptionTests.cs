@@ -14,7 +14,7 @@ public unsafe class SlabAdoptionTests
     [Fact]
     public void AThreadThatStartsAfterAnotherEndedAdoptsItsSlabs()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("adopted", 64);
         // A registration adopts one ended thread's context and retires the others: after this one has ended, its
@@ -53,7 +53,7 @@ public unsafe class SlabAdoptionTests
     [Fact]
     public void AThreadAboutToGrowASlabFirstTakesTheSlabsOfAThreadThatEnded()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         var cache = sys.Slab.CreateCache("retired-exited", 64);
         using var registered = new ManualResetEventSlim();
         using var go = new ManualResetEventSlim();

@@ -345,7 +345,7 @@ public unsafe class SlabFinalizerTests(ITestOutputHelper output)
     [Fact]
     public void AnExitedThreadsMagazinesComeBackThroughItsFinalizer()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache cache = sys.Slab.CreateCache("finalized-64", 64);
         int gcBefore = GC.CollectionCount(0);
         var worker = new Thread(() => SlabConcurrencyTests.AllocAndFreeOnThisThread(cache, 200));

@@ -158,7 +158,7 @@ public unsafe class SlabDebugTests(ITestOutputHelper output)
     [InlineData(50, 1)]    // the 50th byte
     public void WriteIntoFreedPoisonedObject(int offset, int length)
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache cache = NewDebugCache(sys);
         byte* p = (byte*)cache.Alloc();
         byte* keep = (byte*)cache.Alloc(); // keeps the slab in use

@@ -45,7 +45,7 @@ public unsafe class SlabFailslabTests
     [Fact]
     public void FailNthFailsTheNthSlabAllocationThenTheFastPathComesBack()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         sys.Slab.Kfree(sys.Slab.Kmalloc(64)); // warm the fast path: fail-nth must still count every call
         sys.Slab.Failslab.FailNth = 2;
@@ -178,7 +178,7 @@ public unsafe class SlabFailslabTests
     [Fact]
     public void RealOutOfMemoryReturnsNullAndEverythingComesBack()
     {
-        using var sys = NewSystem(32);
+        using var sys = NewUncheckedSystem(32);
         string baseline = Baseline(sys);
         KmemCache panic = sys.Slab.CreateCache("panic-2k", 2048, 0, SlabFlags.Panic);
         KmemCache<Payload> typed = sys.Slab.CreateCache<Payload>("typed-oom");

@@ -100,7 +100,7 @@ public unsafe partial class SlabInfoFormatTests(ITestOutputHelper output)
     [Fact]
     public void ValuesAfterAKnownSequence()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache cache = sys.Slab.CreateCache("known-64", 64);
         Assert.Equal("known-64               0      0     64   64    1 : tunables    0    0    0 : slabdata      0      0      0", cache.SlabInfoLine());
 

@@ -73,7 +73,7 @@ public unsafe class SlabOutOfObjectStateTests
     [Fact]
     public void TheAllocatorNeverWritesIntoAnObject()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache cache = sys.Slab.CreateCache("untouched-32", 32);
         var objects = new List<nint>();
         for (int i = 0; i < cache.ObjectsPerSlab * 4; i++)
@@ -122,7 +122,7 @@ public unsafe class SlabInFrameBitmapTests
     [Fact]
     public void SmallSlabsKeepTheirBitmapsInTheFrameAndGiveThePageBackIntact()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string boot = sys.Pages.BuddyInfo();
         KmemCache small = sys.Slab.CreateCache("in-frame-64", 64);
         KmemCache many = sys.Slab.CreateCache("in-ext-16", 16);

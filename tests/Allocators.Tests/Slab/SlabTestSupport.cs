@@ -18,6 +18,17 @@ internal static unsafe class SlabTestSupport
         Slab = new SlabAllocatorOptions { KmallocFlags = kmallocFlags, KmallocSizeClasses = classes },
     });
 
+    /// <summary>
+    /// <see cref="NewSystem"/> with every checked mode off whatever <c>ALLOCATORS_CHECKS</c> says: for tests of what the
+    /// modes change on purpose (the per-thread fast paths, immediate reuse, slot layout, zero managed bytes).
+    /// </summary>
+    public static MemorySystem NewUncheckedSystem(long mebibytes = 32, SlabFlags kmallocFlags = SlabFlags.None,
+        KmallocSizeClasses classes = KmallocSizeClasses.Kernel) => new(new MemorySystemOptions
+    {
+        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20, Checks = CheckedModeOptions.Parse("") },
+        Slab = new SlabAllocatorOptions { KmallocFlags = kmallocFlags, KmallocSizeClasses = classes },
+    });
+
     /// <summary>Drains the per-thread page lists and returns /proc/buddyinfo: the state every test must come back to.</summary>
     public static string Baseline(MemorySystem sys)
     {

@@ -32,7 +32,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void HandlesAllocateNoManagedBytes()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         var cache = sys.Slab.CreateCache("handle-64", 64);
         var typed = sys.Slab.CreateCache<Node>();
         var slab = sys.Slab;
@@ -58,7 +58,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void EverythingGoesBackAndCountsMatchThePlainCalls()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("handle-96", 96);
         var objects = new List<nint>();
@@ -85,7 +85,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void KmallocHandleServesEverySizeLikeKmalloc()
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var k = sys.Slab.ThisThread();
         var sizes = new nuint[] { 1, 8, 9, 64, 96, 100, 192, 193, 4096, 8192, 8193, 100_000 };
@@ -119,7 +119,7 @@ public unsafe class SlabThisThreadTests
     [InlineData(100_000)] // order 5
     public void ALargeKmallocThroughTheHandleRefusesBadFreesAndChangesNothing(int size)
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var k = sys.Slab.ThisThread();
         byte* p = (byte*)k.Kmalloc((nuint)size);
@@ -154,7 +154,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void ARefusedKfreeThroughTheHandleDoesNotEvenRegisterTheThread()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         byte* outside = (byte*)System.Runtime.InteropServices.NativeMemory.Alloc(64);
         try
         {
@@ -181,7 +181,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void LargeKmallocThroughTheHandleAllocatesNoManagedBytes()
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         SlabAllocator slab = sys.Slab;
         var sizes = new nuint[] { 8193, 12_000, 16_384, 20_000, 32_768 };
         void Loop()
@@ -204,7 +204,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void MisuseThroughAHandleIsRejectedAndChangesNothing()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         var cache = sys.Slab.CreateCache("handle-misuse", 64);
         var other = sys.Slab.CreateCache("handle-misuse-other", 64);
         void* mine = cache.Alloc();
@@ -235,7 +235,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void FailslabAndDebugCachesGoThroughThePlainPaths()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         var debug = sys.Slab.CreateCache("handle-debug", 48, flags: SlabFlags.Debug);
         var d = debug.ThisThread();
         byte* p = (byte*)d.Alloc();
@@ -266,7 +266,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void DrainsFromAnotherThreadWhileAHandleRunsLoseNothing()
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("handle-drain", 128);
         using var stop = new CancellationTokenSource();
@@ -307,7 +307,7 @@ public unsafe class SlabThisThreadTests
     [Fact]
     public void ObjectsCrossThreadsBetweenHandles()
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache<Node>("handle-cross");
         const int PerThread = 20_000;

@@ -14,7 +14,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
     [Fact]
     public void AThreadsOwnFreesNeedNoClaimAndNoRemoteList()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("own-frees", 64);
         RunOnNewThread(() =>
@@ -44,7 +44,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
     [Fact]
     public void ObjectsFreedByAnotherThreadAreReusedByTheAllocatingThread()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("handed-back", 64);
         using var toConsumer = new System.Collections.Concurrent.BlockingCollection<nint[]>();
@@ -105,7 +105,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
     [Fact]
     public void AThreadThatFreesWhatAnotherAllocatedPutsFloatingSlabsOnTheNodeInsteadOfCollectingThem()
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("consumer", 128);
         int slabs = 40;
@@ -140,7 +140,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
     [Fact]
     public void AThreadTakesBackTheSlabsAShrinkFloatedWhenItFreesIntoThem()
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("taken-back", 64);
         int slabs = 20;
@@ -163,7 +163,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
     [Fact]
     public void AThreadWithALargeLiveSetKeepsItsSlabsAndFreesWithoutAtomics()
     {
-        using var sys = NewSystem(128);
+        using var sys = NewUncheckedSystem(128);
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("large-live-set", 64);
         RunOnNewThread(() =>
@@ -195,7 +195,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
     [InlineData(3, 5000)]
     public void ManyThreadsTradingObjectsLoseNothingAndTheBooksBalance(int threads, int size)
     {
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache($"trading-{size}", size);
         var mailboxes = Enumerable.Range(0, threads).Select(_ => new System.Collections.Concurrent.ConcurrentQueue<nint>()).ToArray();

@@ -31,7 +31,7 @@ public unsafe class SlabZeroAllocationTests
     [Fact]
     public void KmallocKfreeLoopAllocatesNoManagedBytes()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         SlabAllocator slab = sys.Slab;
         int failures = 0;
         long bytes = Measure(() =>
@@ -51,7 +51,7 @@ public unsafe class SlabZeroAllocationTests
     [Fact]
     public void TypedCacheLoopAllocatesNoManagedBytes()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache<Particle> cache = sys.Slab.CreateCache<Particle>();
         long bytes = Measure(() =>
         {
@@ -72,7 +72,7 @@ public unsafe class SlabZeroAllocationTests
     public void BatchesOfAThousandAllocateNoManagedBytes()
     {
         const int Batch = 1000;
-        using var sys = NewSystem(64);
+        using var sys = NewUncheckedSystem(64);
         KmemCache cache = sys.Slab.CreateCache("batch-200", 200);
         SlabAllocator slab = sys.Slab;
         nint* objects = (nint*)NativeMemory.Alloc(Batch, (nuint)sizeof(nint));
@@ -120,7 +120,7 @@ public unsafe class SlabZeroAllocationTests
     [Fact]
     public void BulkAllocationAllocatesNoManagedBytes()
     {
-        using var sys = NewSystem();
+        using var sys = NewUncheckedSystem();
         KmemCache cache = sys.Slab.CreateCache("bulk-32", 32);
         nint* objects = (nint*)NativeMemory.Alloc(256, (nuint)sizeof(nint));
         try
