@@ -17,44 +17,44 @@ public sealed class CheckedModeOptions
     public const int MaxRedZone = 4096;
 
     /// <summary>Zero every page and object when it is allocated (the kernel's <c>init_on_alloc=1</c>).</summary>
-    public bool InitOnAlloc { get; init; } = Environment.InitOnAlloc;
+    public bool InitOnAlloc { get; init; }
 
     /// <summary>Zero every page and object when it is freed (the kernel's <c>init_on_free=1</c>).</summary>
-    public bool InitOnFree { get; init; } = Environment.InitOnFree;
+    public bool InitOnFree { get; init; }
 
     /// <summary>Hand out the objects of a new slab in random order (<c>CONFIG_SLAB_FREELIST_RANDOM</c>).</summary>
-    public bool SlabFreelistRandom { get; init; } = Environment.SlabFreelistRandom;
+    public bool SlabFreelistRandom { get; init; }
 
     /// <summary>Shuffle the buddy free lists so the next page is not predictable (<c>page_alloc.shuffle=1</c>).</summary>
-    public bool ShufflePages { get; init; } = Environment.ShufflePages;
+    public bool ShufflePages { get; init; }
 
     /// <summary>
     /// Shadow-memory checking (generic KASAN): every access through the library is checked against one shadow byte per
     /// 8 bytes of the arena, and bad ones are reported in KASAN's format.
     /// </summary>
-    public bool Kasan { get; init; } = Environment.Kasan;
+    public bool Kasan { get; init; }
 
     /// <summary>Red zone after every slab object and large kmalloc with <see cref="Kasan"/> on, in bytes: 32..4096, a multiple of 8. Default 32.</summary>
-    public int KasanRedZone { get; init; } = Environment.KasanRedZone;
+    public int KasanRedZone { get; init; }
 
     /// <summary>
     /// Record the allocation and free site of every object with <see cref="Kasan"/> on, for the reports (the kernel's
     /// <c>kasan.stacktrace</c>, on by default). Each record walks the managed stack, which dominates KASAN's cost;
     /// off, reports name the bad access's site only.
     /// </summary>
-    public bool KasanStackTrace { get; init; } = Environment.KasanStackTrace;
+    public bool KasanStackTrace { get; init; }
 
     /// <summary>Bytes of freed memory held back from reuse with <see cref="Kasan"/> on (KASAN's quarantine); null: 1/32 of the arena.</summary>
-    public long? QuarantineBytes { get; init; } = Environment.QuarantineBytes;
+    public long? QuarantineBytes { get; init; }
 
     /// <summary>
     /// Every this many milliseconds, the next slab or kmalloc allocation of at most a page goes between guard pages
     /// (KFENCE's <c>kfence.sample_interval</c>; the kernel's default is 100); 0 (default) never. Needs Linux.
     /// </summary>
-    public int KfenceSampleInterval { get; init; } = Environment.KfenceSampleInterval;
+    public int KfenceSampleInterval { get; init; }
 
     /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..511 (one max-order block). Default 255.</summary>
-    public int KfenceObjects { get; init; } = Environment.KfenceObjects;
+    public int KfenceObjects { get; init; }
 
     /// <summary>The name of the environment variable that sets the defaults.</summary>
     public const string EnvironmentVariable = "ALLOCATORS_CHECKS";
@@ -66,22 +66,23 @@ public sealed class CheckedModeOptions
     /// not named off whatever the environment says.
     /// </summary>
     /// <exception cref="ArgumentException">An entry is unknown or its value malformed.</exception>
-    public static CheckedModeOptions Parse(string text)
+    public static CheckedModeOptions Parse(string text) => new(CheckedModeDefaults.Parse(text));
+
+    /// <summary>Every mode as <see cref="EnvironmentVariable"/> says, off when it is not set.</summary>
+    public CheckedModeOptions() : this(Environment) { }
+
+    private CheckedModeOptions(CheckedModeDefaults d)
     {
-        CheckedModeDefaults d = CheckedModeDefaults.Parse(text);
-        return new CheckedModeOptions
-        {
-            InitOnAlloc = d.InitOnAlloc,
-            InitOnFree = d.InitOnFree,
-            SlabFreelistRandom = d.SlabFreelistRandom,
-            ShufflePages = d.ShufflePages,
-            Kasan = d.Kasan,
-            KasanRedZone = d.KasanRedZone,
-            KasanStackTrace = d.KasanStackTrace,
-            QuarantineBytes = d.QuarantineBytes,
-            KfenceSampleInterval = d.KfenceSampleInterval,
-            KfenceObjects = d.KfenceObjects,
-        };
+        InitOnAlloc = d.InitOnAlloc;
+        InitOnFree = d.InitOnFree;
+        SlabFreelistRandom = d.SlabFreelistRandom;
+        ShufflePages = d.ShufflePages;
+        Kasan = d.Kasan;
+        KasanRedZone = d.KasanRedZone;
+        KasanStackTrace = d.KasanStackTrace;
+        QuarantineBytes = d.QuarantineBytes;
+        KfenceSampleInterval = d.KfenceSampleInterval;
+        KfenceObjects = d.KfenceObjects;
     }
 
     /// <summary>True when any mode is on.</summary>
