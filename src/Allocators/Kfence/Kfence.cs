@@ -220,12 +220,6 @@ public sealed unsafe class Kfence
         }
     }
 
-    /// <summary>The report the fault hook prints for object <paramref name="slot"/> (tests and inspectors).</summary>
-    internal string ReportText(int slot)
-    {
-        lock (_lock) return Marshal.PtrToStringUTF8((nint)(_text + slot * TextStride)) ?? "";
-    }
-
     /// <summary>The pool object that <paramref name="p"/> belongs to or guards, -1 outside the pool.</summary>
     internal int SlotOf(void* p)
     {

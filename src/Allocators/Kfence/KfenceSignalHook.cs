@@ -35,9 +35,6 @@ internal static unsafe class KfenceSignalHook
     private static readonly Lock s_lock = new();
     private static HookTable* s_table;
 
-    /// <summary>True once the handler is in front of the runtime's.</summary>
-    public static bool Installed => s_table != null;
-
     /// <summary>Registers a pool; installs the handler on first use where it can (Linux x86-64).</summary>
     public static void Add(nuint start, nuint bytes, int objects, byte* text, int stride)
     {
