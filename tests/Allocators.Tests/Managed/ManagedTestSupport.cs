@@ -7,16 +7,14 @@ namespace Allocators.Tests.Managed;
 internal static class ManagedTestSupport
 {
     /// <summary>A whole memory system on a 32 MiB arena.</summary>
-    public static MemorySystem NewSystem(bool trackOwnerLeaks = false, long mebibytes = 32) => new(new MemorySystemOptions
-    {
-        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20 },
-        Slab = new SlabAllocatorOptions { TrackOwnerLeaks = trackOwnerLeaks },
-    });
+    public static MemorySystem NewSystem(bool trackOwnerLeaks = false, long mebibytes = 32) => Build(trackOwnerLeaks, mebibytes, new CheckedModeOptions());
 
     /// <summary><see cref="NewSystem"/> with every checked mode off whatever <c>ALLOCATORS_CHECKS</c> says (zero-managed-bytes tests: KASAN walks stacks).</summary>
-    public static MemorySystem NewUncheckedSystem(bool trackOwnerLeaks = false, long mebibytes = 32) => new(new MemorySystemOptions
+    public static MemorySystem NewUncheckedSystem(bool trackOwnerLeaks = false, long mebibytes = 32) => Build(trackOwnerLeaks, mebibytes, CheckedModeOptions.Parse(""));
+
+    private static MemorySystem Build(bool trackOwnerLeaks, long mebibytes, CheckedModeOptions checks) => new(new MemorySystemOptions
     {
-        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20, Checks = CheckedModeOptions.Parse("") },
+        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20, Checks = checks },
         Slab = new SlabAllocatorOptions { TrackOwnerLeaks = trackOwnerLeaks },
     });
 

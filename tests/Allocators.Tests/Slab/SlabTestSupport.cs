@@ -12,20 +12,18 @@ internal static unsafe class SlabTestSupport
     /// the slot sizes of <paramref name="classes"/>.
     /// </summary>
     public static MemorySystem NewSystem(long mebibytes = 32, SlabFlags kmallocFlags = SlabFlags.None,
-        KmallocSizeClasses classes = KmallocSizeClasses.Kernel) => new(new MemorySystemOptions
-    {
-        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20 },
-        Slab = new SlabAllocatorOptions { KmallocFlags = kmallocFlags, KmallocSizeClasses = classes },
-    });
+        KmallocSizeClasses classes = KmallocSizeClasses.Kernel) => Build(mebibytes, kmallocFlags, classes, new CheckedModeOptions());
 
     /// <summary>
     /// <see cref="NewSystem"/> with every checked mode off whatever <c>ALLOCATORS_CHECKS</c> says: for tests of what the
     /// modes change on purpose (the per-thread fast paths, immediate reuse, slot layout, zero managed bytes).
     /// </summary>
     public static MemorySystem NewUncheckedSystem(long mebibytes = 32, SlabFlags kmallocFlags = SlabFlags.None,
-        KmallocSizeClasses classes = KmallocSizeClasses.Kernel) => new(new MemorySystemOptions
+        KmallocSizeClasses classes = KmallocSizeClasses.Kernel) => Build(mebibytes, kmallocFlags, classes, CheckedModeOptions.Parse(""));
+
+    private static MemorySystem Build(long mebibytes, SlabFlags kmallocFlags, KmallocSizeClasses classes, CheckedModeOptions checks) => new(new MemorySystemOptions
     {
-        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20, Checks = CheckedModeOptions.Parse("") },
+        Physical = new PhysicalMemoryOptions { Size = mebibytes << 20, Checks = checks },
         Slab = new SlabAllocatorOptions { KmallocFlags = kmallocFlags, KmallocSizeClasses = classes },
     });
 

@@ -15,11 +15,14 @@ public unsafe class VmallocTests
     private const ulong Page = 4096;
 
     internal static MemorySystem NewSystem(ArenaBacking backing = ArenaBacking.NativeMemory, long size = 64L << 20)
-        => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = size, Backing = backing } });
+        => Build(backing, size, new CheckedModeOptions());
 
     /// <summary><see cref="NewSystem"/> with every checked mode off whatever <c>ALLOCATORS_CHECKS</c> says (KASAN records sites with stack walks).</summary>
     internal static MemorySystem NewUncheckedSystem(ArenaBacking backing = ArenaBacking.NativeMemory, long size = 64L << 20)
-        => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = size, Backing = backing, Checks = CheckedModeOptions.Parse("") } });
+        => Build(backing, size, CheckedModeOptions.Parse(""));
+
+    private static MemorySystem Build(ArenaBacking backing, long size, CheckedModeOptions checks)
+        => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = size, Backing = backing, Checks = checks } });
 
     internal static void AssertRangeIntact(VmallocAllocator v)
     {
