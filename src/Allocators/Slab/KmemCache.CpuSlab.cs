@@ -60,7 +60,7 @@ public sealed unsafe partial class KmemCache
                 {
                     // A debug kmalloc cache red-zones the bytes after the requested size: zero only what was asked for.
                     if ((gfp & Gfp.Zero) != 0 || _initOnAlloc)
-                        NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 || !locked ? requestedSize : _d->ObjectSize));
+                        NativeMemory.Clear(obj, (nuint)(_d->OrigSizeOffset >= 0 || !_initOnAlloc ? requestedSize : _d->ObjectSize));
                     return obj;
                 }
             }
@@ -151,6 +151,7 @@ public sealed unsafe partial class KmemCache
             *c = default;
             c->Key = _d->LiveKey;
             c->Cache = _d;
+            c->Modes = EntryModes;
             if (ctx->Id >= _d->HintCapacity) GrowRemoteHints(ctx->Id);
         }
         return c;
@@ -220,7 +221,7 @@ public sealed unsafe partial class KmemCache
         while (true)
         {
             PageFrame* slab = c->Slab;
-            if (slab != null && NextFreeWord(c, d)) return TakeBit(c, d);
+            if (slab != null && NextFreeWord(c, d)) return (c->Modes & SlabCpu.RandomMode) != 0 ? TakeRandom(c, d) : TakeBit(c, d);
             PageFrame* next = c->Partial;
             if (next == null) return null;
             if (slab != null)
@@ -401,6 +402,7 @@ public sealed unsafe partial class KmemCache
         ulong mask = 1UL << index;
         if (((Volatile.Read(ref *local) | Volatile.Read(ref local[_d->RemoteDelta])) & mask) != 0)
             ThrowDoubleFree(slab, obj, "it is already free");
+        InitOnFree(obj);
         if (_d->Key != 0 && _d->SerializedFree == 0)
         {
             SlabCpu* c = EntryOf(ctx);

@@ -84,9 +84,7 @@ public sealed unsafe partial class KmemCache
                 SlabPage.Push(&n->Partial, slab);
                 n->NrPartial++;
             }
-            // A cache here for a hardening mode only keeps empty slabs until a shrink, as the fast-path caches do, so
-            // a racing second free of the same object still finds the slab and is refused.
-            if (free == _d->Objects && NodeHasEnoughPartial(n) && n->NrPartial > 1 && !MemInitKeepsFastPathOff)
+            if (free == _d->Objects && NodeHasEnoughPartial(n) && n->NrPartial > 1)
             {
                 UnlinkPartial(n, slab);
                 UncountSlab(n, slab, _d->Objects);

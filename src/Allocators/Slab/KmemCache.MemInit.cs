@@ -7,11 +7,12 @@ namespace Allocators.Slab;
 
 public sealed unsafe partial class KmemCache
 {
-    // The system's hardening modes as they apply to this cache (CheckedModeOptions), fixed at creation. A cache with
-    // any of them is served like a debug cache (KmemCacheData.FastPath 0, its debug hooks doing nothing without debug
-    // flags): every object leaves and comes back under its node's list lock (TakeFromNodesLocked, FreeDebug), where the
-    // per-object work is done, the double-free test and the free being one step under that lock. The per-thread fast
-    // paths of every other cache carry no test for the modes.
+    // The system's hardening modes as they apply to this cache (CheckedModeOptions), fixed at creation. The per-thread
+    // fast paths serve these caches too: each thread entry carries the modes (SlabCpu.Modes, in the line the fast paths
+    // read first), and a set mode sends the operation to AllocHardened/FreeHardened, which do the same work plus the
+    // mode's. An object is zeroed on free after the double-free test and before its bit is set, so a refused free
+    // writes nothing and a free object is never written. Objects that leave through the slow paths and the node lists
+    // get the same treatment there (AllocSlow, FreeChecked, FreeDebug, TakeOneLocked).
 
     /// <summary>Zero each object as it is allocated (slab_want_init_on_alloc: init_on_alloc, no constructor, no poisoning).</summary>
     private readonly bool _initOnAlloc;
@@ -36,8 +37,39 @@ public sealed unsafe partial class KmemCache
     /// <summary>True when objects of this cache are zeroed as they are freed (init_on_free applies to it).</summary>
     internal bool ZeroesOnFree => _initOnFree;
 
-    /// <summary>True when a hardening mode needs every object of this cache to go through its node lists under their lock.</summary>
-    private bool MemInitKeepsFastPathOff => _initOnAlloc || _initOnFree || _randomFreelist;
+    /// <summary>The modes a thread entry of this cache carries (<see cref="SlabCpu.Modes"/>).</summary>
+    private int EntryModes => (_initOnAlloc ? SlabCpu.InitOnAllocMode : 0) | (_initOnFree ? SlabCpu.InitOnFreeMode : 0) | (_randomFreelist ? SlabCpu.RandomMode : 0);
+
+    /// <summary>
+    /// The fast allocation path of an entry with a hardening mode (inside the context): the stack (empty in random
+    /// mode: its frees never push), else the current word's lowest object, else a random or the next free object of the
+    /// thread's slabs (<see cref="AllocFromThreadSlabs"/>); zeroed for init_on_alloc. Null when the slow path must run.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void* AllocHardened(SlabCpu* c, KmemCacheData* d)
+    {
+        void* obj = null;
+        int n = c->Count - 1;
+        if (n >= 0) obj = PopStack(c, n);
+        else if (c->Word != null) obj = (c->Modes & SlabCpu.RandomMode) == 0 && *c->Word != 0 ? TakeBit(c, d) : AllocFromThreadSlabs(c, d);
+        if (obj != null && (c->Modes & SlabCpu.InitOnAllocMode) != 0) NativeMemory.Clear(obj, (nuint)d->ObjectSize);
+        return obj;
+    }
+
+    /// <summary>
+    /// The owner's free of an entry with a hardening mode, once <see cref="FreeToThread"/> found the free valid: zeroes
+    /// the object for init_on_free, then frees it in its slab's local bitmap word <paramref name="local"/>, and onto the
+    /// stack unless objects come out in random order. Inside the context.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void FreeHardened(SlabCpu* c, KmemCacheData* d, PageFrame* slab, void* obj, ulong* local, uint index)
+    {
+        if ((c->Modes & SlabCpu.InitOnFreeMode) != 0) NativeMemory.Clear(obj, (nuint)d->ObjectSize);
+        *local |= 1UL << (int)index;
+        if ((c->Modes & SlabCpu.RandomMode) == 0) PushStack(c, obj, local, index);
+        if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
+        if (SlabStatistics.Enabled) c->FreeFastPath++;
+    }
 
     /// <summary>Zeroes an object being freed (init_on_free), once the free is known to be valid and before the object is free in its slab.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -59,13 +91,20 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// Takes a random free object of a slab's local bitmap (node lock held): the <c>r</c>-th set bit for a uniform
-    /// <c>r</c>, so objects of a new slab come out in a random order and a freed object's reuse is not predictable.
-    /// Returns the object's index, or -1 when the local bitmap is empty.
+    /// Takes a random free object of the thread's current slab (which has one in its local bitmap): see
+    /// <see cref="TakeRandomFreeIndex"/>.
     /// </summary>
-    private int TakeRandomFreeIndex(ulong* local)
+    private static void* TakeRandom(SlabCpu* c, KmemCacheData* d)
+        => c->SlabObjects + (nuint)(uint)TakeRandomFreeIndex(d, c->Bitmap) * (nuint)(uint)d->Size;
+
+    /// <summary>
+    /// Takes a random free object of a slab's local bitmap (its owner, or the node lock held): the <c>r</c>-th set bit
+    /// for a uniform <c>r</c>, so objects of a new slab come out in a random order and a freed object's reuse is not
+    /// predictable. Returns the object's index, or -1 when the local bitmap is empty.
+    /// </summary>
+    private static int TakeRandomFreeIndex(KmemCacheData* d, ulong* local)
     {
-        int words = _d->Words;
+        int words = d->Words;
         int free = 0;
         for (int i = 0; i < words; i++) free += BitOperations.PopCount(local[i]);
         if (free == 0) return -1;

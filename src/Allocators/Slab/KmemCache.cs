@@ -111,7 +111,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->CpuIndex = cpuIndex >= 0 ? cpuIndex : SlabCpus.AllocateIndices(1);
         _d->LiveKey = SlabCpus.NewKey();
         (_initOnAlloc, _initOnFree, _randomFreelist) = MemInitModes(_memory.Checks, flags, ctor != null);
-        _d->FastPath = (flags & SlabFlags.Debug) == 0 && !MemInitKeepsFastPathOff && _kasan == null ? 1 : 0;
+        _d->FastPath = (flags & SlabFlags.Debug) == 0 && _kasan == null ? 1 : 0;
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
         _d->Handle = GCHandle.ToIntPtr(_handle);
@@ -279,7 +279,11 @@ public sealed unsafe partial class KmemCache : IDisposable
         if (Volatile.Read(ref h->DrainRequested) == 0)
         {
             int n = c->Count - 1;
-            if (n >= 0)
+            if (c->Modes != 0)
+            {
+                obj = AllocHardened(c, d);
+            }
+            else if (n >= 0)
             {
                 obj = PopStack(c, n);
             }
@@ -407,7 +411,22 @@ public sealed unsafe partial class KmemCache : IDisposable
         ulong mask = 1UL << (int)index;
         ulong free = *local;
         if (((free | local[d->RemoteDelta]) & mask) != 0) return false;
+        if (c->Modes != 0)
+        {
+            FreeHardened(c, d, slab, obj, local, index);
+            return true;
+        }
         *local = free | mask;
+        PushStack(c, obj, local, index);
+        if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
+        if (SlabStatistics.Enabled) c->FreeFastPath++;
+        return true;
+    }
+
+    /// <summary>Puts a freed object, free in bit <paramref name="index"/> (mod 64) of <paramref name="local"/>, on top of the thread's stack while it has room.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PushStack(SlabCpu* c, void* obj, ulong* local, uint index)
+    {
         int n = c->Count;
         if (n < SlabCpu.StackCapacity)
         {
@@ -416,9 +435,6 @@ public sealed unsafe partial class KmemCache : IDisposable
             entry[1] = (long)(((ulong)local << SlabCpu.BitShift) | (index & 63));
             c->Count = n + 1;
         }
-        if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
-        if (SlabStatistics.Enabled) c->FreeFastPath++;
-        return true;
     }
 
     /// <summary>

@@ -18,7 +18,7 @@ internal unsafe struct KmemCacheData
     /// </summary>
     public long Key;
     public int CpuIndex;          // this cache's entry in every thread's SlabThreadContext
-    public int FastPath;          // 1 when per-thread slabs serve this cache (no debug flags, no hardening mode)
+    public int FastPath;          // 1 when per-thread slabs serve this cache (no debug flags, no KASAN)
     public int Size;              // slot size: object, red zones and metadata (s->size)
     public int ObjectSize;        // what callers asked for (s->object_size)
     public int RedLeftPad;        // bytes before the object inside its slot

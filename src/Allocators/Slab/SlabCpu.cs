@@ -28,7 +28,12 @@ internal unsafe struct SlabCpu
     /// <summary>Objects on <see cref="Stack"/>.</summary>
     public int Count;
 
-    public int Pad;
+    /// <summary>
+    /// The cache's hardening modes (<see cref="InitOnAllocMode"/>, <see cref="InitOnFreeMode"/>, <see cref="RandomMode"/>),
+    /// copied here when the entry is bound to its cache: beside <see cref="Count"/>, so the fast paths test them in a
+    /// line they read anyway, and take the hardened paths only when one is set.
+    /// </summary>
+    public int Modes;
 
     /// <summary>The slab this thread allocates from (owned by it), or null.</summary>
     public PageFrame* Slab;
@@ -79,6 +84,15 @@ internal unsafe struct SlabCpu
 
     /// <summary>Objects on the stack at most.</summary>
     public const int StackCapacity = 32;
+
+    /// <summary><see cref="Modes"/>: zero each object as it is handed out (init_on_alloc).</summary>
+    public const int InitOnAllocMode = 1;
+
+    /// <summary><see cref="Modes"/>: zero each object as it is freed (init_on_free).</summary>
+    public const int InitOnFreeMode = 2;
+
+    /// <summary><see cref="Modes"/>: take a uniformly random free object of the current slab, and keep no stack of recent frees (CONFIG_SLAB_FREELIST_RANDOM).</summary>
+    public const int RandomMode = 4;
 
     private fixed long _pad2[5];
 
