@@ -128,6 +128,7 @@ internal sealed unsafe class NativeMemoryOwner : MemoryManager<byte>, IMemoryOwn
     {
         if (Volatile.Read(ref _rented) == 0) ThrowUsedAfterReturn();
         if (_isArray) return RentedArray();
+        _pool.Kasan?.Check(_pointer, (nuint)_length, write: false, "NativeMemoryOwner.GetSpan");
         return new Span<byte>(_pointer, _length);
     }
 

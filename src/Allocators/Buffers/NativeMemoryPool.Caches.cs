@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using Allocators.Kasan;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -38,6 +39,7 @@ public sealed unsafe partial class NativeMemoryPool
         else id = -1;
 
         NativeMemoryOwner owner = id >= 0 ? _owners.Get(id) : Allocate(sizeClass, minBufferSize);
+        if (id >= 0 && _kasan != null) KasanUnpoison(owner);
         Interlocked.Increment(ref _counters->Rents);
         Interlocked.Add(ref _counters->RentedBytes, owner.Length);
         Interlocked.Add(ref _counters->RentedTotal, owner.Length);
@@ -161,6 +163,8 @@ public sealed unsafe partial class NativeMemoryPool
         // A buffer evicted after its memory system was disposed has nothing to go back to (the arena went with it).
         if (p != null && !_pages.IsDisposed)
         {
+            // The allocator checks a free against the shadow: a buffer the pool held is poisoned as freed.
+            if (_kasan != null) KasanUnpoison(owner);
             if (owner.Length <= SlabAllocator.KmallocMaxCacheSize) _slab.Kfree(p);
             else _pages.FreePages(p, OrderOf(owner.Length));
         }
@@ -202,4 +206,18 @@ public sealed unsafe partial class NativeMemoryPool
 
     // A new thread takes over an exited one's buffers and counters as they are: both are only summed.
     bool IThreadCacheOwner.AdoptCache(ThreadCacheHeader* cache) => true;
+
+    /// <summary>
+    /// KASAN for a buffer the pool takes back (as the kernel's mempool does for its elements,
+    /// kasan_mempool_poison_object): poisoned as freed while it waits in a magazine or depot, so a checked access
+    /// through a view kept after the return is reported as a use after free.
+    /// </summary>
+    private void KasanPoison(NativeMemoryOwner owner)
+    {
+        byte code = owner.Length <= SlabAllocator.KmallocMaxCacheSize ? KasanShadowCode.SlabFree : KasanShadowCode.PageFree;
+        _kasan!.Poison(owner.Pointer, (nuint)owner.Length, code);
+    }
+
+    /// <summary>KASAN for a buffer leaving the pool (rented again or freed): accessible again (kasan_mempool_unpoison_object).</summary>
+    private void KasanUnpoison(NativeMemoryOwner owner) => _kasan!.Unpoison(owner.Pointer, (nuint)owner.Length);
 }

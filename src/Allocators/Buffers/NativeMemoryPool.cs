@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using Allocators.Kasan;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -28,6 +29,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
     private readonly PageAllocator _pages;
     private readonly bool _arrays;
     private readonly bool _debug;
+    private readonly KasanShadow? _kasan; // native buffers in a KASAN arena: poisoned while the pool holds them
     private readonly int _maxBufferSize;
     private readonly int _defaultClass;
     private readonly int _defaultLength;
@@ -52,6 +54,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
             throw new ArgumentOutOfRangeException(nameof(options), interval, "TrimInterval must be positive (or null for none).");
         _arrays = Options.ExposeAsArrays;
         _debug = Options.DebugChecks;
+        _kasan = _arrays ? null : slab.Kasan;
         _maxBufferSize = Options.MaxBufferSize;
         _defaultLength = Options.DefaultBufferSize;
         _defaultLow = _defaultLength / 2;
@@ -92,6 +95,9 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
     /// <summary>The pool's configuration.</summary>
     public NativeMemoryPoolOptions Options { get; }
 
+    /// <summary>The arena's KASAN shadow when the pool's buffers are native and KASAN is on; otherwise null.</summary>
+    internal KasanShadow? Kasan => _kasan;
+
     /// <summary>Largest buffer <see cref="Rent"/> returns.</summary>
     public override int MaxBufferSize => _maxBufferSize;
 
@@ -129,6 +135,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
                 ThreadCacheHeader.Exit(cache);
                 NativeMemoryOwner owner = _owners.Get(id);
                 owner.MarkRented();
+                if (_kasan != null) KasanUnpoison(owner);
                 return owner;
             }
             ThreadCacheHeader.Exit(cache);
@@ -140,6 +147,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
     internal void Return(NativeMemoryOwner owner)
     {
         if (_debug) owner = Succeed(owner);
+        if (_kasan != null) KasanPoison(owner);
         ThreadCacheHeader* cache = _caches.Current;
         if (cache != null && ThreadCacheHeader.TryEnter(cache))
         {

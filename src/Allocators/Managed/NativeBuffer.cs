@@ -13,8 +13,8 @@ namespace Allocators.Managed;
 /// <remarks>
 /// A copy is the same buffer, so freeing is the raw API's business and gets its checks: a second
 /// <see cref="Free"/> throws <see cref="Common.MemoryCorruptionException"/> naming the address (until the slot is
-/// allocated again) and changes nothing. A span kept after the free is not checked (the struct cannot know); use
-/// <see cref="SlabMemoryOwner"/> where that matters. Free on any thread. <see cref="Dispose"/> is <see cref="Free"/>,
+/// allocated again) and changes nothing. A span kept after the free is not checked (the struct cannot know; with KASAN
+/// on, taking <see cref="Span"/> again after the free is); use <see cref="SlabMemoryOwner"/> where that matters. Free on any thread. <see cref="Dispose"/> is <see cref="Free"/>,
 /// except that it does nothing once the memory system is disposed.
 /// </remarks>
 public readonly unsafe struct NativeBuffer : IDisposable, IEquatable<NativeBuffer>
@@ -39,11 +39,15 @@ public readonly unsafe struct NativeBuffer : IDisposable, IEquatable<NativeBuffe
     /// <summary>True for <c>default(NativeBuffer)</c>, which owns nothing.</summary>
     public bool IsDefault => _slab is null;
 
-    /// <summary>The buffer's bytes.</summary>
+    /// <summary>The buffer's bytes. With KASAN on, a view of a buffer already freed is reported as a use after free.</summary>
     public Span<byte> Span
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => new(_pointer, _length);
+        get
+        {
+            if (_slab?.Kasan is { } kasan) kasan.Check(_pointer, (nuint)_length, write: false, "NativeBuffer.Span");
+            return new(_pointer, _length);
+        }
     }
 
     /// <summary>The buffer as elements of <typeparamref name="T"/> (as many whole ones as fit).</summary>

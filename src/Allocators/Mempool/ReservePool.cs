@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Allocators.Common;
+using Allocators.Kasan;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -25,6 +27,10 @@ public unsafe delegate void ReservePoolFree(void* element);
 /// elements owned by the pool, and no element is both in the reserve and handed out.</para>
 /// <para>Locks: <c>_lock</c> (leaf, a monitor so that waiters can sleep on it) guards the reserve; the allocator is
 /// called outside it. The built-in kmalloc, slab and page flavours dispatch on an enum (no delegate per call).</para>
+/// <para>With KASAN on, the built-in flavours' reserved elements are poisoned as freed while they wait in the reserve
+/// (kasan_mempool_poison_object/pages): a checked access to an element after its <see cref="Free"/> is a use after
+/// free, and a second <see cref="Free"/> of an element already in the reserve is reported as a double free and
+/// refused.</para>
 /// </remarks>
 public sealed unsafe class ReservePool : IDisposable
 {
@@ -42,6 +48,8 @@ public sealed unsafe class ReservePool : IDisposable
     private readonly int _order;    // page flavour: page order
     private readonly ReservePoolAlloc? _alloc;
     private readonly ReservePoolFree? _free;
+    private readonly KasanShadow? _kasan;   // the arena's shadow for the built-in flavours when KASAN is on
+    private readonly nuint _elementBytes;   // what KASAN makes accessible of a handed-out element
     private void** _elements;
     private int _capacity;
     private int _minNr;
@@ -60,6 +68,13 @@ public sealed unsafe class ReservePool : IDisposable
         _order = order;
         _alloc = alloc;
         _free = free;
+        (_kasan, _elementBytes) = kind switch
+        {
+            Kind.Kmalloc => (slab!.Kasan, size),
+            Kind.Slab => (cache!.Owner.Kasan, (nuint)cache.ObjectSize),
+            Kind.Page => (pages!.Memory.Kasan, (nuint)PageFrame.PageSize << order),
+            _ => ((KasanShadow?)null, (nuint)0),
+        };
         _capacity = Math.Max(minNr, 1);
         _elements = (void**)NativeMemory.Alloc((nuint)_capacity, (nuint)sizeof(void*));
         _minNr = minNr;
@@ -72,6 +87,7 @@ public sealed unsafe class ReservePool : IDisposable
                 Dispose();
                 throw new OutOfMemoryException($"mempool_create: only {_count} of {minNr} reserved elements could be allocated.");
             }
+            if (_kasan != null) KasanPoisonElement(e);
             _elements[_count++] = e;
         }
     }
@@ -163,6 +179,7 @@ public sealed unsafe class ReservePool : IDisposable
                 {
                     void* taken = _elements[--_count];
                     _elements[_count] = null;
+                    if (_kasan != null) KasanUnpoisonElement(taken);
                     return taken;
                 }
                 if (fullFlags && !gfp.AllowsBlocking()) return null;
@@ -201,6 +218,7 @@ public sealed unsafe class ReservePool : IDisposable
                 if (!_disposed && _count < _minNr)
                 {
                     Debug.Assert(_count < _capacity);
+                    if (_kasan != null && !KasanPoisonElement(element)) ThrowDoubleFree(element);
                     _elements[_count++] = element;
                     if (_waiters > 0) Monitor.PulseAll(_lock);
                     return;
@@ -230,7 +248,7 @@ public sealed unsafe class ReservePool : IDisposable
         }
         if (excess.Count > 0 || newMinNr <= MinCount)
         {
-            foreach (nint e in excess) FreeElement((void*)e);
+            foreach (nint e in excess) FreeReserved((void*)e);
             return true;
         }
         // Grow the array outside the lock, then fill to the new minimum.
@@ -275,7 +293,39 @@ public sealed unsafe class ReservePool : IDisposable
             _count = 0;
             Monitor.PulseAll(_lock);
         }
-        for (int i = 0; i < count; i++) FreeElement(elements[i]);
+        for (int i = 0; i < count; i++) FreeReserved(elements[i]);
         NativeMemory.Free(elements);
+    }
+
+    /// <summary>Frees an element taken out of the reserve to its allocator, which checks a free against the shadow.</summary>
+    private void FreeReserved(void* element)
+    {
+        if (_kasan != null) KasanUnpoisonElement(element);
+        FreeElement(element);
+    }
+
+    private byte* ElementAddress(void* element) => _kind == Kind.Page ? _pages!.AddressOf((PageFrame*)element) : (byte*)element;
+
+    /// <summary>
+    /// An element enters the reserve: poisoned as freed (kasan_mempool_poison_object/pages). False, with nothing
+    /// changed, when its first granule is poisoned already: it is in the reserve or freed (a double free).
+    /// </summary>
+    private bool KasanPoisonElement(void* element)
+    {
+        byte* p = ElementAddress(element);
+        byte code = _kind == Kind.Page ? KasanShadowCode.PageFree : KasanShadowCode.SlabFree;
+        if (!_kasan!.TryClaimFree(p, code)) return false;
+        _kasan.Poison(p, _elementBytes, code);
+        return true;
+    }
+
+    /// <summary>An element leaves the reserve: its size accessible again (kasan_mempool_unpoison_object/pages).</summary>
+    private void KasanUnpoisonElement(void* element) => _kasan!.Unpoison(ElementAddress(element), _elementBytes);
+
+    private void ThrowDoubleFree(void* element)
+    {
+        byte* p = ElementAddress(element);
+        _kasan!.ReportFree("double-free", p, "mempool_free");
+        throw new MemoryCorruptionException($"mempool_free: double free of element 0x{(nuint)p:x}: it is already free (in the pool's reserve or its allocator).", (nuint)p);
     }
 }

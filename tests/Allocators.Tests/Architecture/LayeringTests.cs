@@ -26,7 +26,7 @@ public sealed class LayeringTests
         { "PageAlloc", ["Common", "Threading", "Physical", "Rcu", "Kasan"] },
         { "Kfence", ["Common", "Threading", "Physical", "PageAlloc"] },
         { "Slab", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Kfence", "Kasan"] },
-        { "Mempool", ["Common", "Threading", "Physical", "PageAlloc", "Slab"] },
+        { "Mempool", ["Common", "Threading", "Physical", "PageAlloc", "Slab", "Kasan"] },
         { "Percpu", ["Common", "Threading", "Physical", "PageAlloc", "Kasan"] },
         { "Filemap", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Kasan"] },
         { "Swap", ["Common", "Threading", "Physical", "PageAlloc", "Filemap", "Kasan"] },
