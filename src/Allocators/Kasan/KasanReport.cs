@@ -9,6 +9,8 @@ public static class KasanShadowCode
     public const byte PageFree = 0xFF;
     /// <summary>The tail of a large kmalloc's pages past the requested size (KASAN_PAGE_REDZONE).</summary>
     public const byte PageRedZone = 0xFE;
+    /// <summary>A guard block after a block of pages (<c>CheckedModeOptions.KasanPageGuards</c>; this library's code, unused by the kernel).</summary>
+    public const byte PageGuard = 0xFD;
     /// <summary>A slab red zone, or a slab object never allocated (KASAN_SLAB_REDZONE).</summary>
     public const byte SlabRedZone = 0xFC;
     /// <summary>A freed slab object (KASAN_SLAB_FREE).</summary>
@@ -23,6 +25,7 @@ public static class KasanShadowCode
     {
         PageFree => "use-after-free",
         PageRedZone or SlabRedZone => "slab-out-of-bounds",
+        PageGuard => "page-out-of-bounds",
         SlabFree or SlabFreeTrack => "slab-use-after-free",
         VmallocInvalid => "vmalloc-out-of-bounds",
         _ => "out-of-bounds",

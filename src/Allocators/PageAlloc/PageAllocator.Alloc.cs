@@ -135,21 +135,28 @@ public sealed unsafe partial class PageAllocator
     {
         _kasan?.Unpoison(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if (WantInitOnAlloc(gfp)) System.Runtime.InteropServices.NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
-        if ((gfp & Gfp.Comp) != 0 && order > 0)
+        if ((gfp & Gfp.Comp) != 0 && order > 0) PrepCompound(page, order);
+    }
+
+    /// <summary>Makes a new block of order &gt; 0 a compound page (prep_compound_page): a head, and tails that point at it.</summary>
+    private static void PrepCompound(PageFrame* page, int order)
+    {
+        page->FlagsAndZone |= (uint)PageFlags.Head;
+        long n = 1L << order;
+        for (long i = 1; i < n; i++)
         {
-            page->FlagsAndZone |= (uint)PageFlags.Head;
-            long n = 1L << order;
-            for (long i = 1; i < n; i++)
-            {
-                PageFrame* tail = page + i;
-                tail->FlagsAndZone = (tail->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Tail;
-                tail->Private = (nuint)page;
-            }
+            PageFrame* tail = page + i;
+            tail->FlagsAndZone = (tail->FlagsAndZone & ~PageFrame.FlagMask) | (uint)PageFlags.Tail;
+            tail->Private = (nuint)page;
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private PageFrame* AllocPagesSlow(Gfp gfp, int order, int node, int cpuNode)
+        => _pageGuards && (uint)order < MaxOrder ? AllocGuarded(gfp, order, node, cpuNode) : AllocPagesSlowCore(gfp, order, node, cpuNode);
+
+    /// <summary>The allocation slow path proper: the free lists against the watermarks, then reclaim, compaction of the per-thread lists, growth and the OOM killer.</summary>
+    private PageFrame* AllocPagesSlowCore(Gfp gfp, int order, int node, int cpuNode)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         bool noFail = (gfp & Gfp.NoFail) != 0;

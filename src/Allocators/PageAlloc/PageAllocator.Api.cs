@@ -35,6 +35,7 @@ public sealed unsafe partial class PageAllocator
             ThrowBadFree(page, order, "split_page");
         if (page->Has(PageFlags.Head))
             throw ReportMisuse(new BadPageException($"split_page: pfn 0x{page->Pfn:x} is a compound page.", page->Pfn, page->Describe()));
+        if (_pageGuards) FreeGuardOf(page, order);
         long n = 1L << order;
         for (long i = 0; i < n; i++)
         {

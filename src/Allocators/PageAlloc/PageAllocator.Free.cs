@@ -13,7 +13,7 @@ public sealed unsafe partial class PageAllocator
         | PageFlags.Uptodate | PageFlags.Locked | PageFlags.Active | PageFlags.Referenced;
 
     private const PageFlags FreeCheckMask = PageFlags.Allocated | PageFlags.Buddy | PageFlags.Pcp | PageFlags.Tail
-        | PageFlags.Offline | PageFlags.Slab | PageFlags.PageTable;
+        | PageFlags.Offline | PageFlags.Slab | PageFlags.PageTable | PageFlags.Guard;
 
     /// <summary>
     /// Drops a reference to a block of 2^<paramref name="order"/> pages and frees it when it was the last (__free_pages).
@@ -73,8 +73,8 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FreePagesPrepared(PageFrame* page, int order, ThreadCacheHeader* cache)
     {
-        if (_freeHooks) FreeHooks(page, order);
         if (page->Has(PageFlags.Head)) ClearCompound(page, order);
+        if (_freeHooks) order = FreeHooks(page, order);
         if (order <= PcpMaxOrder)
         {
             if (cache == null) cache = _pcp.Current;
@@ -123,8 +123,17 @@ public sealed unsafe partial class PageAllocator
         if ((flags & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
             && page->Order == order && *(ulong*)&page->_refcount == 1) // one reference, not mapped
         {
+            if (_freeHooks)
+            {
+                // A guarded block goes back whole (order + 1), which these lists may not take: the general path.
+                if (_pageGuards)
+                {
+                    FreeKnownFrame(page, order, cache);
+                    return;
+                }
+                FreeHooks(page, order);
+            }
             page->_refcount = 0;
-            if (_freeHooks) FreeHooks(page, order);
             if (FreeToPcp(cache, lists, counters, page, flags, order)) return;
             page->_refcount = 1;
         }

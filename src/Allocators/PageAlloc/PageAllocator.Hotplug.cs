@@ -237,7 +237,8 @@ public sealed unsafe partial class PageAllocator
             {
                 int highest = (int)((Gfp)mod).HighestZone();
                 int[] list = lists[node * ZonesPerNode + highest];
-                _preferredZone[node * ZoneModifiers + mod] = list.Length > 0 ? list[0] : -1;
+                // With KASAN's page guards no allocation is served from a per-thread list: every one reaches the slow path.
+                _preferredZone[node * ZoneModifiers + mod] = list.Length > 0 && !_pageGuards ? list[0] : -1;
             }
         }
     }

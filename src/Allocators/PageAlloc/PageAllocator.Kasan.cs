@@ -32,6 +32,7 @@ public sealed unsafe partial class PageAllocator
     {
         PageFrame* page = _memory.VirtToPage((void*)address);
         if (page == null) return null;
+        if (_pageGuards && DescribeGuard(page, address) is { } guard) return guard;
         PageFrame* head = PageFrame.CompoundHead(page);
         return string.Create(CultureInfo.InvariantCulture,
             $"The buggy address belongs to the physical page:\npage: pfn:0x{page->Pfn:x} head pfn:0x{head->Pfn:x} order:{head->Order}\nflags: {head->Describe()}\n"

@@ -36,14 +36,17 @@ public sealed unsafe partial class PageAllocator
     private readonly bool _freeHooks;
 
     /// <summary>
-    /// free_pages_prepare's checked-mode work on a block whose last reference is gone: clear it (init_on_free), then
-    /// poison its shadow (KASAN), in the kernel's order.
+    /// free_pages_prepare's checked-mode work on a block whose last reference is gone: take back its KASAN guard, clear
+    /// it (init_on_free), then poison its shadow (KASAN), in the kernel's order. Returns the order of what is freed:
+    /// <paramref name="order"/>, or one more when the block's guard goes back with it.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void FreeHooks(PageFrame* page, int order)
+    private int FreeHooks(PageFrame* page, int order)
     {
+        if (_pageGuards) order = TakeBackGuard(page, order);
         if (_initOnFree) NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if (_kasan != null) KasanPoisonFree(page, order);
+        return order;
     }
 
     /// <summary>

@@ -76,6 +76,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
         FaultInjection = new FaultAttributes();
         _kasan = memory.Kasan;
+        _pageGuards = _kasan != null && memory.Checks.KasanPageGuards;
         _kasan?.AddDescriber(KasanDescribePage);
 
         var physical = memory.Options;

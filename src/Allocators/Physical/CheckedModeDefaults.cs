@@ -5,7 +5,7 @@ namespace Allocators.Physical;
 /// <summary>The checked-mode defaults parsed from <see cref="CheckedModeOptions.EnvironmentVariable"/>.</summary>
 internal sealed class CheckedModeDefaults
 {
-    public bool InitOnAlloc, InitOnFree, SlabFreelistRandom, ShufflePages, Kasan, KasanStackTrace = true;
+    public bool InitOnAlloc, InitOnFree, SlabFreelistRandom, ShufflePages, Kasan, KasanStackTrace = true, KasanPageGuards;
     public int KasanRedZone = 32, KfenceSampleInterval, KfenceObjects = 255;
     public long? QuarantineBytes;
 
@@ -30,6 +30,7 @@ internal sealed class CheckedModeDefaults
                 case "kasan.stacktrace": d.KasanStackTrace = Flag(raw, value); break;
                 case "kasan.redzone": d.KasanRedZone = (int)Number(raw, value, int.MaxValue); break;
                 case "kasan.quarantine": d.QuarantineBytes = Number(raw, value, long.MaxValue); break;
+                case "kasan.page_guards": d.KasanPageGuards = Flag(raw, value); break;
                 case "kfence.sample_interval": d.KfenceSampleInterval = (int)Number(raw, value, int.MaxValue); break;
                 case "kfence.num_objects": d.KfenceObjects = (int)Number(raw, value, int.MaxValue); break;
                 default: throw new ArgumentException($"{CheckedModeOptions.EnvironmentVariable}: unknown entry '{raw}'.");

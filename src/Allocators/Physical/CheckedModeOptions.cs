@@ -8,7 +8,7 @@ namespace Allocators.Physical;
 /// The defaults come from the <c>ALLOCATORS_CHECKS</c> environment variable when it is set, like the kernel's command
 /// line (or <c>MIMALLOC_*</c>/<c>MALLOC_CONF</c>): a comma-separated list of <c>init_on_alloc</c>, <c>init_on_free</c>,
 /// <c>slab_freelist_random</c>, <c>page_alloc.shuffle</c>, <c>kasan</c>, <c>kasan.redzone=N</c>, <c>kasan.stacktrace=on|off</c>,
-/// <c>kasan.quarantine=BYTES</c>, <c>kfence.sample_interval=N</c> and <c>kfence.num_objects=N</c>. Properties set in
+/// <c>kasan.quarantine=BYTES</c>, <c>kasan.page_guards</c>, <c>kfence.sample_interval=N</c> and <c>kfence.num_objects=N</c>. Properties set in
 /// code override it. An unknown or malformed entry throws when the options are built.
 /// </remarks>
 public sealed class CheckedModeOptions
@@ -48,6 +48,15 @@ public sealed class CheckedModeOptions
     public long? QuarantineBytes { get; init; }
 
     /// <summary>
+    /// With <see cref="Kasan"/> on, every page allocation below MAX_PAGE_ORDER takes a block of twice its size and keeps
+    /// the upper half as a guard (<see cref="Allocators.Kasan.KasanShadowCode.PageGuard"/>) until the block is freed, so an access
+    /// past the end of any block of pages is reported (<c>page-out-of-bounds</c>), whatever is allocated next to it.
+    /// Generic KASAN gives pages no red zone; this is the buddy's guard pages (the kernel's <c>debug_guardpage_minorder</c>)
+    /// placed after every block. It doubles the memory page allocations take. Entry <c>kasan.page_guards</c>.
+    /// </summary>
+    public bool KasanPageGuards { get; init; }
+
+    /// <summary>
     /// Every this many milliseconds, the next slab or kmalloc allocation of at most a page goes between guard pages
     /// (KFENCE's <c>kfence.sample_interval</c>; the kernel's default is 100); 0 (default) never. Needs Linux.
     /// </summary>
@@ -81,6 +90,7 @@ public sealed class CheckedModeOptions
         KasanRedZone = d.KasanRedZone;
         KasanStackTrace = d.KasanStackTrace;
         QuarantineBytes = d.QuarantineBytes;
+        KasanPageGuards = d.KasanPageGuards;
         KfenceSampleInterval = d.KfenceSampleInterval;
         KfenceObjects = d.KfenceObjects;
     }
@@ -94,6 +104,8 @@ public sealed class CheckedModeOptions
             throw new ArgumentException($"KasanRedZone must be a multiple of 8 in 32..{MaxRedZone}, was {KasanRedZone}.", nameof(KasanRedZone));
         if (QuarantineBytes is { } q && q < 0)
             throw new ArgumentException($"QuarantineBytes must not be negative, was {q}.", nameof(QuarantineBytes));
+        if (KasanPageGuards && !Kasan)
+            throw new ArgumentException("KasanPageGuards needs Kasan: the guards are shadow poison.", nameof(KasanPageGuards));
         if (KfenceSampleInterval < 0)
             throw new ArgumentException($"KfenceSampleInterval must not be negative, was {KfenceSampleInterval}.", nameof(KfenceSampleInterval));
         if (KfenceObjects is < 1 or > 511)

@@ -186,4 +186,6 @@ public enum PageFlags : uint
     Waiters = 1u << 24,
     /// <summary>In the swap cache (PG_swapcache): <see cref="PageFrame.Data1"/> holds its swap entry.</summary>
     SwapCache = 1u << 25,
+    /// <summary>A block kept as KASAN's guard after the block before it (the kernel's PageGuard page type); never freed on its own.</summary>
+    Guard = 1u << 26,
 }
