@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
 
@@ -58,29 +60,29 @@ public sealed unsafe partial class KernelAddressSpace
     // One PTE slot pointer per fixmap index; the tables are made at construction (the kernel's level1_fixmap_pgt).
     private ulong** _fixmapPte;
 
-    // kmap_local slot groups. A thread keeps its group between maps (so a map at depth 0 costs one uncontended
-    // compare-and-swap on the group's own cache line) and marks it idle while it holds no local kmap; a thread that
-    // finds no free group takes an idle one. State per group, one cache line each: GroupFree, GroupIdle (owned, no
-    // mapping, TLB entries cleared), GroupActive (owned, mapping). Waiters for a group sleep on _kmapGroupWait.
-    private const int GroupFree = 0, GroupIdle = 1, GroupActive = 2;
-    private const int GroupStride = 16; // ints per cache line
-    private readonly int[] _kmapGroupState = new int[Fixmap.KmapGroups * GroupStride];
+    // kmap_local slot groups, one per thread that maps high pages (the kernel has one per CPU). A thread keeps its
+    // group between maps, and its maps and unmaps take no atomic: the group's owner is a reference in _kmapGroupOwner
+    // (null: free), changed only by compare-and-swap; the owner's Busy (its own field, which no other thread writes) is 1
+    // while it holds a local kmap. A thread that finds no free group takes one whose owner is not Busy (an idle thread,
+    // or one that exited) by the asymmetric Dekker protocol of ThreadCacheHeader: it claims the group's Drain word,
+    // runs a process-wide barrier, then swaps the owner only if the owner's Busy is still 0; the owner's first map
+    // sets Busy and then re-reads Drain and the owner, so of the two exactly one uses the group.
+    // Invariant: a group's slots hold PTEs only while its owner's Busy is 1, and only that owner writes them.
+    private readonly KmapStack?[] _kmapGroupOwner = new KmapStack?[Fixmap.KmapGroups];
+    private const int DrainStride = 16; // ints per cache line
+    private readonly int[] _kmapGroupDrain = new int[Fixmap.KmapGroups * DrainStride];
     private readonly object _kmapGroupWait = new();
 
-    /// <summary>The calling thread's local kmap stack (per task in the kernel). Gives its slot group back when the thread is gone.</summary>
-    private sealed class KmapStack
+    /// <summary>The calling thread's local kmap stack (per task in the kernel).</summary>
+    private sealed unsafe class KmapStack
     {
         public KernelAddressSpace? Owner;
         public int Group = -1;
+        public int Busy;         // 1 while the thread holds a local kmap in Owner (written by the thread only)
+        public ThreadTlb* Tlb;   // this thread's TLB in Owner, taken once (the maps prefill it, the unmaps clear it)
         public int Depth;
         public int AtomicDepth;
         public readonly ulong[] Addresses = new ulong[Fixmap.KmapSlotsPerThread];
-
-        ~KmapStack()
-        {
-            // The thread exited (its [ThreadStatic] reference died with it): an idle group it still owns is free again.
-            if (Group >= 0 && Owner is { IsDisposed: false } owner) owner.FreeIdleGroup(Group);
-        }
     }
 
     [ThreadStatic] private static KmapStack? t_kmap;
@@ -156,47 +158,57 @@ public sealed unsafe partial class KernelAddressSpace
     /// <summary>True while the calling thread is inside a <see cref="KmapAtomic"/> (in_atomic()).</summary>
     public bool InAtomic => t_kmap is { } s && s.Owner == this && s.AtomicDepth > 0;
 
+    // The map and unmap paths keep their throws in helpers: a message built inline makes the JIT zero a string
+    // builder's stack space on every call.
     private ulong KmapLocalCore(PageFrame* page, bool atomic)
     {
         ThrowIfDisposed();
         _memory.ThrowIfNotFrame(page, atomic ? "kmap_atomic" : "kmap_local_page");
-        KmapStack stack = t_kmap ??= new KmapStack();
-        if (stack.Owner != this)
-        {
-            if (stack.Depth != 0)
-                throw new InvalidOperationException("kmap_local: this thread holds local kmaps of another kernel address space; unmap them first.");
-            if (stack.Group >= 0 && stack.Owner is { IsDisposed: false } previous) previous.FreeIdleGroup(stack.Group);
-            stack.Group = -1;
-            stack.Owner = this;
-            stack.AtomicDepth = 0;
-        }
+        KmapStack? stack = t_kmap;
+        if (stack == null || stack.Owner != this) stack = BindKmapStack(stack);
         ulong pfn = page->Pfn;
         if (pfn < _lowPfnEnd)
         {
             if (atomic) stack.AtomicDepth++;
             return VirtualAddress.PageOffset + (pfn << VirtualAddress.PageShift);
         }
-        if (stack.Depth == Fixmap.KmapSlotsPerThread)
-            throw new InvalidOperationException($"kmap_local: the thread already holds {Fixmap.KmapSlotsPerThread} local kmaps (KM_MAX_IDX).");
-        if (stack.Depth == 0) ActivateGroup(stack);
-        int index = Fixmap.KmapBegin + stack.Group * Fixmap.KmapSlotsPerThread + stack.Depth;
-        ulong va = Fixmap.ToVirt(index);
+        int depth = stack.Depth;
+        if ((uint)depth >= Fixmap.KmapSlotsPerThread) ThrowKmapStackFull();
+        if (depth == 0) EnterGroup(stack);
+        int index = Fixmap.KmapBegin + stack.Group * Fixmap.KmapSlotsPerThread + depth;
+        ulong va = Fixmap.Top - ((ulong)index << VirtualAddress.PageShift);
         // The slot was cleared and flushed from this thread's TLB by the unmap that freed it; no other thread uses it.
         Volatile.Write(ref *_fixmapPte[index], PageTableEntry.Make(pfn, PteFlags.PageKernel).Value);
-        PrefillLocal(va, (byte*)_memory.PfnToVirt(pfn), writable: true);
-        stack.Addresses[stack.Depth++] = va;
+        PrefillLocal(stack.Tlb, va, (byte*)_memory.PfnToVirt(pfn), writable: true);
+        stack.Addresses[depth] = va;
+        stack.Depth = depth + 1;
         if (atomic) stack.AtomicDepth++;
         return va;
     }
 
+    /// <summary>Makes the calling thread's stack this space's (it must hold no local kmap of another).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private KmapStack BindKmapStack(KmapStack? stack)
+    {
+        stack ??= t_kmap = new KmapStack();
+        if (stack.Depth != 0)
+            throw new InvalidOperationException("kmap_local: this thread holds local kmaps of another kernel address space; unmap them first.");
+        if (stack.Group >= 0 && stack.Owner is { } previous) Interlocked.CompareExchange(ref previous._kmapGroupOwner[stack.Group], null, stack);
+        stack.Group = -1;
+        stack.Tlb = CurrentTlb();
+        stack.Owner = this;
+        stack.AtomicDepth = 0;
+        return stack;
+    }
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowKmapStackFull()
+        => throw new InvalidOperationException($"kmap_local: the thread already holds {Fixmap.KmapSlotsPerThread} local kmaps (KM_MAX_IDX).");
+
     private void KunmapLocalCore(ulong va, bool atomic)
     {
         KmapStack? stack = t_kmap;
-        string name = atomic ? "kunmap_atomic" : "kunmap_local";
-        if (stack == null || stack.Owner != this)
-            throw new InvalidOperationException($"{name}: 0x{va:x} was not mapped by this thread.");
-        if (atomic && stack.AtomicDepth == 0)
-            throw new InvalidOperationException($"{name}: 0x{va:x}: the thread is not in an atomic kmap.");
+        if (stack == null || stack.Owner != this || (atomic && stack.AtomicDepth == 0)) ThrowNotMapped(stack, va, atomic);
         if (va >= VirtualAddress.PageOffset && va < HighMemory)
         {
             // A low page's direct-map address: no slot to give back.
@@ -204,46 +216,84 @@ public sealed unsafe partial class KernelAddressSpace
             return;
         }
         ulong page = va & ~VirtualAddress.PageOffsetMask;
-        if (stack.Depth == 0 || stack.Addresses[stack.Depth - 1] != page)
-        {
-            string top = stack.Depth == 0 ? "none" : $"0x{stack.Addresses[stack.Depth - 1]:x}";
-            throw new InvalidOperationException($"{name}: 0x{va:x} is not the most recent local kmap of this thread (the top is {top}); local kmaps are undone in reverse order.");
-        }
-        int index = Fixmap.FromVirt(page);
+        int depth = stack.Depth - 1;
+        if ((uint)depth >= Fixmap.KmapSlotsPerThread || stack.Addresses[depth] != page) ThrowNotTop(stack, va, atomic);
+        int index = Fixmap.KmapBegin + stack.Group * Fixmap.KmapSlotsPerThread + depth;
         Volatile.Write(ref *_fixmapPte[index], 0UL);
-        FlushLocalPage(page);
-        stack.Depth--;
+        ThreadTlb.ClearPage(stack.Tlb, page);
+        stack.Depth = depth;
         if (atomic) stack.AtomicDepth--;
-        if (stack.Depth == 0) Volatile.Write(ref _kmapGroupState[stack.Group * GroupStride], GroupIdle);
+        if (depth == 0) Volatile.Write(ref stack.Busy, 0);
     }
 
-    /// <summary>Makes the thread's group active for its first local kmap: its own idle group back, or another one.</summary>
-    private void ActivateGroup(KmapStack stack)
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotMapped(KmapStack? stack, ulong va, bool atomic)
     {
-        if (stack.Group >= 0 && Interlocked.CompareExchange(ref _kmapGroupState[stack.Group * GroupStride], GroupActive, GroupIdle) == GroupIdle) return;
-        stack.Group = AcquireKmapGroup(); // none, or taken while idle by a thread that found no free one
+        string name = atomic ? "kunmap_atomic" : "kunmap_local";
+        if (stack == null || stack.Owner != this)
+            throw new InvalidOperationException($"{name}: 0x{va:x} was not mapped by this thread.");
+        throw new InvalidOperationException($"{name}: 0x{va:x}: the thread is not in an atomic kmap.");
     }
 
-    /// <summary>A free group, else an idle one; sleeps while every group is active.</summary>
-    private int AcquireKmapGroup()
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotTop(KmapStack stack, ulong va, bool atomic)
     {
+        string top = stack.Depth == 0 ? "none" : $"0x{stack.Addresses[stack.Depth - 1]:x}";
+        throw new InvalidOperationException($"{(atomic ? "kunmap_atomic" : "kunmap_local")}: 0x{va:x} is not the most recent local kmap of this thread (the top is {top}); local kmaps are undone in reverse order.");
+    }
+
+    /// <summary>The first map of a run: Busy set, then the thread's group still its own, or another group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void EnterGroup(KmapStack stack)
+    {
+        Volatile.Write(ref stack.Busy, 1);
+        int g = stack.Group;
+        if (g < 0 || Volatile.Read(ref _kmapGroupDrain[g * DrainStride]) != 0 || !ReferenceEquals(Volatile.Read(ref _kmapGroupOwner[g]), stack))
+            AcquireKmapGroup(stack);
+    }
+
+    /// <summary>
+    /// Gives the thread a group (its Busy set): a free one, else one whose owner holds no local kmap, else it sleeps
+    /// until an owner unmaps or exits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AcquireKmapGroup(KmapStack stack)
+    {
+        Volatile.Write(ref stack.Busy, 0);
+        stack.Group = -1;
         while (true)
         {
-            for (int want = GroupFree; want <= GroupIdle; want++)
+            ThrowIfDisposed();
+            for (int g = 0; g < Fixmap.KmapGroups; g++)
             {
-                for (int g = 0; g < Fixmap.KmapGroups; g++)
-                {
-                    ref int state = ref _kmapGroupState[g * GroupStride];
-                    if (Volatile.Read(ref state) == want && Interlocked.CompareExchange(ref state, GroupActive, want) == want) return g;
-                }
+                if (Volatile.Read(ref _kmapGroupOwner[g]) == null && Interlocked.CompareExchange(ref _kmapGroupOwner[g], stack, null) == null
+                    && Entered(stack, g))
+                    return;
+            }
+            for (int g = 0; g < Fixmap.KmapGroups; g++)
+            {
+                if (Volatile.Read(ref _kmapGroupOwner[g]) is not { } owner || Volatile.Read(ref owner.Busy) != 0) continue;
+                ref int drain = ref _kmapGroupDrain[g * DrainStride];
+                if (Interlocked.CompareExchange(ref drain, 1, 0) != 0) continue;
+                Interlocked.MemoryBarrierProcessWide();
+                bool taken = Volatile.Read(ref owner.Busy) == 0 && Interlocked.CompareExchange(ref _kmapGroupOwner[g], stack, owner) == owner;
+                Volatile.Write(ref drain, 0);
+                if (taken && Entered(stack, g)) return;
             }
             lock (_kmapGroupWait) Monitor.Wait(_kmapGroupWait, 1); // every group maps something: wait for an unmap
         }
     }
 
-    /// <summary>An exited thread's group, if still idle, becomes free.</summary>
-    private void FreeIdleGroup(int group)
-        => Interlocked.CompareExchange(ref _kmapGroupState[group * GroupStride], GroupFree, GroupIdle);
+    /// <summary>The thread now owns group <paramref name="g"/>: Busy set, and still its owner (a taker may have been quicker).</summary>
+    private bool Entered(KmapStack stack, int g)
+    {
+        stack.Group = g;
+        Volatile.Write(ref stack.Busy, 1);
+        if (Volatile.Read(ref _kmapGroupDrain[g * DrainStride]) == 0 && ReferenceEquals(Volatile.Read(ref _kmapGroupOwner[g]), stack)) return true;
+        Volatile.Write(ref stack.Busy, 0);
+        stack.Group = -1;
+        return false;
+    }
 
     /// <summary>might_sleep(): reports a sleeping call made inside an atomic kmap on this thread.</summary>
     private void MightSleep(string function)

@@ -121,24 +121,12 @@ public abstract unsafe partial class VirtualAddressSpace
     }
 
     /// <summary>
-    /// Invalidates the calling thread's translation of one page only (__flush_tlb_one_kernel): enough for an address
-    /// no other thread has used, such as a thread's own kmap_local slot.
+    /// Puts a translation the caller has just written into its own thread's TLB <paramref name="tlb"/>, as the first
+    /// access would: for a page only this thread uses (its kmap_local slot), so the access after the map is a hit. A
+    /// TLB behind on flushes is left alone (its next access clears it).
     /// </summary>
-    private protected void FlushLocalPage(ulong va)
+    private protected void PrefillLocal(ThreadTlb* tlb, ulong va, byte* host, bool writable)
     {
-        ThreadTlb* tlb = FastTlb();
-        if (tlb == null) tlb = (ThreadTlb*)_tlbs.Current;
-        if (tlb != null) ThreadTlb.ClearPage(tlb, va);
-    }
-
-    /// <summary>
-    /// Puts a translation the caller has just written into the calling thread's TLB, as the first access would: for a
-    /// page only this thread uses (its kmap_local slot), so the access after the map is a hit. A TLB behind on
-    /// flushes is left alone (its next access clears it).
-    /// </summary>
-    private protected void PrefillLocal(ulong va, byte* host, bool writable)
-    {
-        ThreadTlb* tlb = CurrentTlb();
         if (tlb->Gen != Volatile.Read(ref _tlbGen)) return;
         ThreadTlb.Fill(tlb, va, ThreadTlb.Valid | (writable ? ThreadTlb.Writable : 0), host);
     }

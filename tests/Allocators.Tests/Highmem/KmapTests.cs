@@ -200,4 +200,62 @@ public sealed unsafe class KmapTests : IDisposable
         for (int i = 0; i < KernelAddressSpace.LastPkmap; i++) Assert.InRange(Kernel.PkmapCount(i), 0, 1);
         foreach (nint p in pages) _sys.Pages.FreePages((PageFrame*)p, 0);
     }
+
+    /// <summary>
+    /// More threads than slot groups (<see cref="Fixmap.KmapGroups"/>): threads that hold no local kmap lose their group
+    /// to threads that need one, and no two threads ever map through one slot at once (each reads its own page's value
+    /// through every map, also after its translation is flushed and walked again, while others take groups around it).
+    /// </summary>
+    [Fact]
+    public void MoreThreadsThanSlotGroupsShareThemWithoutSharingASlot()
+    {
+        const int Threads = Fixmap.KmapGroups + 12;
+        var pages = new nint[2 * Threads];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            PageFrame* p = HighPage();
+            pages[i] = (nint)p;
+            *(long*)_sys.Pages.AddressOf(p) = i;
+        }
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var idle = new Barrier(Threads);
+        var threads = new Thread[Threads];
+        for (int t = 0; t < Threads; t++)
+        {
+            int me = t;
+            threads[t] = new Thread(() =>
+            {
+                var rng = new Random(me);
+                try
+                {
+                    for (int n = 0; n < 300; n++)
+                    {
+                        // Every thread has mapped once and holds nothing: later maps must take groups from idle threads.
+                        if (n == 1) idle.SignalAndWait();
+                        int first = 2 * me, second = 2 * me + 1;
+                        ulong a = Kernel.KmapLocal((PageFrame*)pages[first]);
+                        ulong b = rng.Next(2) == 0 ? Kernel.KmapLocal((PageFrame*)pages[second]) : 0;
+                        if (rng.Next(8) == 0) Thread.Yield();
+                        // A flushed translation is walked again from the slot's PTE, which no other thread may have rewritten.
+                        if (rng.Next(3) == 0) Kernel.FlushTlbPage(a);
+                        if (b != 0 && rng.Next(3) == 0) Kernel.FlushTlbPage(b);
+                        if (Kernel.Read<long>(a) != first) errors.Enqueue($"thread {me} read {Kernel.Read<long>(a)} through 0x{a:x}");
+                        if (b != 0 && Kernel.Read<long>(b) != second) errors.Enqueue($"thread {me} read {Kernel.Read<long>(b)} through 0x{b:x}");
+                        if (b != 0) Kernel.KunmapLocal(b);
+                        Kernel.KunmapLocal(a);
+                    }
+                }
+                catch (InvalidOperationException e)
+                {
+                    // A slot another thread unmapped under this one oopses; the barrier must not wait for this thread.
+                    errors.Enqueue($"thread {me}: {e.Message}");
+                    idle.RemoveParticipant();
+                }
+            });
+        }
+        foreach (var t in threads) t.Start();
+        foreach (var t in threads) Assert.True(t.Join(120_000));
+        Assert.Empty(errors);
+        foreach (nint p in pages) _sys.Pages.FreePages((PageFrame*)p, 0);
+    }
 }
