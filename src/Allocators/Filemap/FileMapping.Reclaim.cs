@@ -23,7 +23,8 @@ public sealed unsafe partial class FileMapping
     /// <summary>
     /// The file half of shrink_folio_list for a locked, isolated page of this file: unmapped from every address space
     /// (their dirty bits folded into PG_dirty), written back if dirty and <paramref name="gfp"/> has __GFP_FS, then
-    /// deleted from the cache. On <see cref="PageReclaim.Freed"/> the page's count is frozen at zero.
+    /// deleted from the cache: <see cref="PageReclaim.Deleted"/>, after which the caller waits out lookups that may have
+    /// seen it, once for its whole batch, and freezes its count (<see cref="FreezeDeleted"/>).
     /// </summary>
     internal PageReclaim ReclaimPage(PageFrame* page, ulong index, Gfp gfp, ReclaimCounters counters)
     {
@@ -46,14 +47,23 @@ public sealed unsafe partial class FileMapping
         // __remove_mapping: the cache's reference and the isolation's, nothing else.
         if (Volatile.Read(ref page->_refcount) != 2 || page->Has(PageFlags.Dirty)) return PageReclaim.Keep;
         DeleteFromPageCache(page, index, Workingset.Eviction(_pages, page));
-        SynchronizeLookups();
+        return PageReclaim.Deleted;
+    }
+
+    /// <summary>
+    /// __remove_mapping's freeze for a page <see cref="ReclaimPage"/> deleted, once a grace period has passed since: the
+    /// cache's reference and the isolation's are the only ones left, and both go at once. Otherwise a lookup that began
+    /// before the delete still holds the page: the cache's reference is dropped and the lookup will see it gone.
+    /// </summary>
+    internal static bool FreezeDeleted(PageCache cache, PageFrame* page)
+    {
         if (Interlocked.CompareExchange(ref page->_refcount, 0, 2) == 2)
         {
-            Interlocked.Increment(ref _cache.Stats.Dropped);
-            return PageReclaim.Freed;
+            Interlocked.Increment(ref cache.Stats.Dropped);
+            return true;
         }
-        PutPage(page); // a lookup that began before the delete still holds it; it will see the page gone
-        return PageReclaim.Keep;
+        cache.Pages.PutPage(page);
+        return false;
     }
 
     /// <summary>

@@ -27,4 +27,7 @@ internal sealed unsafe class PageCacheLru(PageCache cache) : ILruOwner
         try { return file.ReclaimPage(page, page->Data0, gfp, counters); }
         finally { file.EndWalk(); }
     }
+
+    /// <inheritdoc/>
+    public bool FreezeDeleted(PageFrame* page) => FileMapping.FreezeDeleted(cache, page);
 }

@@ -77,6 +77,10 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     }
 
     /// <inheritdoc/>
+    /// <remarks>Anonymous pages leave the swap cache under its lock, with no lockless reader to wait for: never deferred.</remarks>
+    public bool FreezeDeleted(PageFrame* page) => throw new System.Diagnostics.UnreachableException("reclaim deferred an anonymous page");
+
+    /// <inheritdoc/>
     public PageReclaim ReclaimPage(PageFrame* page, Gfp gfp, ReclaimCounters counters)
     {
         if (!page->Has(PageFlags.Anon)) return PageReclaim.Activate; // not ours to swap (shmem stays put)

@@ -11,6 +11,11 @@ internal enum PageReclaim
     Keep,
     /// <summary>In use, or reclaim failed in a way that should leave it alone for a while: to the active list.</summary>
     Activate,
+    /// <summary>
+    /// Removed from its mapping, but a lockless lookup that began before may still read it: the caller waits for one
+    /// RCU grace period for its whole batch (synchronize_rcu), then calls <see cref="ILruOwner.FreezeDeleted"/>.
+    /// </summary>
+    Deleted,
 }
 
 /// <summary>
@@ -36,4 +41,10 @@ internal unsafe interface ILruOwner
     /// is frozen at zero.
     /// </summary>
     PageReclaim ReclaimPage(PageFrame* page, Gfp gfp, ReclaimCounters counters);
+
+    /// <summary>
+    /// After the grace period that followed <see cref="PageReclaim.Deleted"/>: true when the page's references froze at
+    /// zero (the caller frees it); false when a lookup still holds one (the page keeps only the isolation's reference).
+    /// </summary>
+    bool FreezeDeleted(PageFrame* page);
 }

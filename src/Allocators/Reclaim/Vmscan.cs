@@ -246,6 +246,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned);
         Interlocked.Add(ref kswapd ? ref Counters.PgScanKswapd : ref Counters.PgScanDirect, scanned);
         long freed = 0;
+        int deleted = 0; // pages[0..deleted) wait for one grace period
         for (int i = 0; i < n; i++)
         {
             PageFrame* page = pages[i];
@@ -255,6 +256,9 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
                 case PageReclaim.Freed:
                     _pages.FreeIsolatedPage(page);
                     freed++;
+                    continue;
+                case PageReclaim.Deleted:
+                    pages[deleted++] = page; // i >= deleted: the slot is done with
                     continue;
                 case PageReclaim.Activate:
                     Interlocked.Increment(ref Counters.PgActivate);
@@ -267,7 +271,31 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
             }
             _pages.PutPage(page);
         }
+        if (deleted > 0) freed += FreeDeleted(node, owner, pages, deleted);
         Interlocked.Add(ref kswapd ? ref Counters.PgStealKswapd : ref Counters.PgStealDirect, freed);
+        return freed;
+    }
+
+    /// <summary>
+    /// The pages a batch deleted from their caches: one grace period for all of them (lockless lookups that saw one
+    /// are done), then each is frozen and freed, or, still held by such a lookup, back on the inactive list.
+    /// </summary>
+    private long FreeDeleted(int node, ILruOwner owner, PageFrame** pages, int count)
+    {
+        _pages.Rcu.SynchronizeRcu();
+        long freed = 0;
+        for (int i = 0; i < count; i++)
+        {
+            PageFrame* page = pages[i];
+            if (owner.FreezeDeleted(page))
+            {
+                _pages.FreeIsolatedPage(page);
+                freed++;
+                continue;
+            }
+            _lru.Putback(page, node, active: false);
+            _pages.PutPage(page);
+        }
         return freed;
     }
 

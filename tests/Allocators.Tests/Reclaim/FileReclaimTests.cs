@@ -90,6 +90,32 @@ public sealed unsafe class FileReclaimTests : IDisposable
         _system.PageCache.CheckConsistency();
     }
 
+    /// <summary>
+    /// Clean pages leave the cache in batches: one RCU grace period per batch of deleted pages (SWAP_CLUSTER_MAX), not
+    /// one per page, and a lockless reader inside its read section still sees its page's data until it leaves.
+    /// </summary>
+    [Fact]
+    public void DroppedPagesWaitForOneGracePeriodPerBatch()
+    {
+        using FileMapping file = _system.PageCache.Open(Path.Combine(_dir, "batch.bin"));
+        byte[] data = Data(2048, 4);
+        file.Write(0, data);
+        file.Fsync();
+        long dropped = _system.PageCache.Statistics.DroppedPages;
+        long gracePeriods = _system.Pages.Rcu.GracePeriods;
+
+        Pressure(Gfp.Kernel, 3500);
+        long droppedNow = _system.PageCache.Statistics.DroppedPages - dropped;
+        long waited = _system.Pages.Rcu.GracePeriods - gracePeriods;
+        Assert.True(droppedNow >= 256, $"{droppedNow} pages dropped");
+        Assert.True(waited * 8 <= droppedNow, $"{waited} grace periods for {droppedNow} dropped pages");
+        var back = new byte[data.Length];
+        Assert.Equal(data.Length, file.Read(0, back));
+        Assert.Equal(data, back);
+        _system.PageCache.CheckConsistency();
+        _system.Pages.Lru.CheckConsistency();
+    }
+
     [Fact]
     public void NoFsReclaimLeavesDirtyPagesAlone()
     {
