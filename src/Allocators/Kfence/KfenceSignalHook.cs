@@ -78,11 +78,10 @@ internal static unsafe class KfenceSignalHook
         if ((flags & SaSigInfo) == 0 || oldHandler <= 1) return false;
         var table = (HookTable*)NativeMemory.AllocZeroed((nuint)sizeof(HookTable));
         table->OldAction = oldHandler;
-        byte* code = (byte*)Libc.Mmap(null, 4096, Libc.ProtRead | Libc.ProtWrite, Libc.MapPrivate | Libc.MapAnonymous, -1, 0);
-        if (code == Libc.MapFailed) { NativeMemory.Free(table); return false; }
-        Code.CopyTo(new Span<byte>(code, Code.Length));
-        *(HookTable**)(code + SlotOffset) = table;
-        if (Libc.Mprotect(code, 4096, Libc.ProtRead | Libc.ProtExec) != 0) { NativeMemory.Free(table); return false; }
+        byte[] image = Code.ToArray();
+        MemoryMarshal.Write(image.AsSpan(SlotOffset), (ulong)table);
+        byte* code = HostMemory.MapCode(image);
+        if (code == null) { NativeMemory.Free(table); return false; }
         byte* act = stackalloc byte[Libc.SigactionSize];
         new Span<byte>(old, Libc.SigactionSize).CopyTo(new Span<byte>(act, Libc.SigactionSize));
         *(ulong*)act = (ulong)code; // same flags (SA_SIGINFO | SA_ONSTACK ...) and mask as the runtime's

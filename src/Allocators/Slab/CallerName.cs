@@ -19,20 +19,32 @@ internal static class CallerName
     private static readonly string LibraryName = typeof(CallerName).Assembly.GetName().Name!;
 
     /// <summary>The name of the first frame of <paramref name="trace"/> outside this library.</summary>
-    public static string Of(StackTrace trace)
+    public static string Of(StackTrace trace) => Of(trace, out _);
+
+    /// <summary>
+    /// The name of the first frame of <paramref name="trace"/> outside this library; <paramref name="depth"/> is how many
+    /// frames, from the innermost, the name depends on.
+    /// </summary>
+    public static string Of(StackTrace trace, out int depth)
     {
         for (int i = 0; i < trace.FrameCount; i++)
         {
             if (trace.GetFrame(i) is not { } frame) continue;
             // DiagnosticMethodInfo reads the stack trace metadata NativeAOT keeps; StackFrame.GetMethod needs reflection
             // metadata that trimming removes (IL2026).
-            if (DiagnosticMethodInfo.Create(frame) is not { } method) return Unnamed(Offsets(trace, i));
+            if (DiagnosticMethodInfo.Create(frame) is not { } method)
+            {
+                depth = Math.Min(trace.FrameCount, i + UnnamedFrames);
+                return Unnamed(Offsets(trace, i));
+            }
             if (method.Name.Length == 0 || IsThisLibrary(method.DeclaringAssemblyName)) continue;
             int offset = frame.GetILOffset();
             if (offset == StackFrame.OFFSET_UNKNOWN) offset = frame.GetNativeOffset();
             string type = ShortTypeName(method.DeclaringTypeName);
+            depth = i + 1;
             return $"{type}{(type.Length > 0 ? "." : "")}{method.Name}+0x{offset:x}";
         }
+        depth = trace.FrameCount;
         return "<unknown>";
     }
 

@@ -1,0 +1,40 @@
+using System.Runtime.InteropServices;
+using Allocators.Native;
+
+namespace Allocators.Tests.Native;
+
+/// <summary>Executable stubs (<see cref="HostMemory.MapCode"/>) and the thread's stack bounds, on Linux x86-64.</summary>
+public sealed unsafe class HostMemoryCodeTests
+{
+    [Fact]
+    public void MappedCodeRunsAndItsPageIsNotWritable()
+    {
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != System.Runtime.InteropServices.Architecture.X64) return;
+        byte* code = HostMemory.MapCode([0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3]); // mov eax, 42; ret
+        Assert.True(code != null);
+        Assert.Equal(42, ((delegate* unmanaged[Cdecl, SuppressGCTransition]<int>)code)());
+        Assert.Contains(File.ReadLines("/proc/self/maps"), line => line.StartsWith($"{(nuint)code:x}-", StringComparison.Ordinal) && line.Contains(" r-xp "));
+    }
+
+    [Fact]
+    public void CodeLargerThanAPageIsRefused()
+        => Assert.True(HostMemory.MapCode(new byte[(int)HostMemory.PageSize + 1]) == null);
+
+    [Fact]
+    public void TheThreadStackHoldsALocalOnEveryThread()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        static void Check()
+        {
+            int local = 0;
+            Assert.True(HostMemory.TryGetThreadStack(out nuint low, out nuint high));
+            Assert.InRange((nuint)(&local), low, high - 1);
+        }
+        Check();
+        Exception? failure = null;
+        var thread = new Thread(() => { try { Check(); } catch (Exception e) { failure = e; } });
+        thread.Start();
+        thread.Join();
+        Assert.Null(failure);
+    }
+}
