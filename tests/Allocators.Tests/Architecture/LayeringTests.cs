@@ -30,7 +30,7 @@ public sealed class LayeringTests
         { "Percpu", ["Common", "Threading", "Physical", "PageAlloc", "Kasan"] },
         { "Filemap", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Kasan"] },
         { "Swap", ["Common", "Threading", "Physical", "PageAlloc", "Filemap", "Kasan"] },
-        { "Reclaim", ["Common", "Threading", "Physical", "PageAlloc", "Slab", "Filemap", "Kasan"] },
+        { "Reclaim", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Slab", "Filemap", "Kasan"] },
         { "Mmu", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Filemap", "Swap", "Reclaim", "Kasan"] },
         { "Vmalloc", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Slab", "Filemap", "Swap", "Reclaim", "Mmu", "Rcu", "Kasan"] },
         { "Buffers", ["Common", "Threading", "Physical", "PageAlloc", "Slab", "Kasan"] },
