@@ -105,8 +105,11 @@ internal sealed class InspectCommand : Command<InspectCommand.Settings>
         }
         foreach (var cache in leaks)
         {
+            string quarantined = cache.QuarantinedObjects > 0
+                ? string.Create(CultureInfo.InvariantCulture, $", {cache.QuarantinedObjects} freed in KASAN's quarantine")
+                : "";
             AnsiConsole.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"/sys/kernel/slab/{cache.Cache}/alloc_calls: {cache.LiveObjects} live object(s) of {cache.ObjectSize} bytes in {cache.Slabs} slab(s)"));
+                $"/sys/kernel/slab/{cache.Cache}/alloc_calls: {cache.LiveObjects} live object(s) of {cache.ObjectSize} bytes in {cache.Slabs} slab(s){quarantined}"));
             foreach (var site in cache.Sites)
             {
                 Console.Out.Write(string.Create(CultureInfo.InvariantCulture,

@@ -35,8 +35,12 @@ internal sealed record CacheReport(
 /// <summary>One /proc/meminfo line.</summary>
 internal sealed record MeminfoItem(string Name, long Kb);
 
-/// <summary>The live objects of one StoreUser cache, grouped by allocation site.</summary>
-internal sealed record CacheLeaks(string Cache, int ObjectSize, long LiveObjects, long Slabs, IReadOnlyList<LeakSite> Sites, IReadOnlyList<string> Problems);
+/// <summary>
+/// The live objects of one StoreUser cache, grouped by allocation site; objects freed into KASAN's quarantine (allocated
+/// in their slab until it gives them back) are counted apart, never as live.
+/// </summary>
+internal sealed record CacheLeaks(string Cache, int ObjectSize, long LiveObjects, long Slabs, IReadOnlyList<LeakSite> Sites, IReadOnlyList<string> Problems,
+    long QuarantinedObjects = 0);
 
 /// <summary>Live objects allocated at one call site (like /sys/kernel/slab/&lt;cache&gt;/alloc_calls).</summary>
 internal sealed record LeakSite(string Site, long Count, long Bytes, string Threads, string Cpus, IReadOnlyList<string> SampleAddresses);

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using Allocators.Common;
 using Allocators.Diagnostics;
+using Allocators.Kasan;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -247,15 +248,17 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
 
     /// <summary>
     /// kmemleak-style scan of one StoreUser cache: walks every slab on the node partial and full lists, decodes each
-    /// slab's hardened free list as the cache does (stored ^ cache random ^ byte-swapped slot address), and counts the
-    /// allocation track of every object that is not free by call site.
+    /// slab's free bitmap, and counts the allocation track of every object that is not free by call site. With KASAN on,
+    /// an object whose quarantine link names this cache and the object itself was freed and waits in the quarantine
+    /// (the link is cleared when it leaves): it is counted as quarantined, not live.
     /// </summary>
     private CacheLeaks ScanCache(TargetCache cache, TargetPhysical memory, CallSiteNames names)
     {
         KmemCacheData d = cache.Data;
         var problems = new List<string>();
         var bySite = new Dictionary<int, SiteAccumulator>();
-        long live = 0, slabsWalked = 0;
+        long live = 0, quarantined = 0, slabsWalked = 0;
+        bool hasLink = d.KasanOffset >= 0 && d.KasanOffset + sizeof(QuarantineLink) <= d.Size - d.RedLeftPad;
         int slabBytes = PageFrame.PageSize << d.Order;
         var bytes = new byte[slabBytes];
         var free = new bool[d.Objects];
@@ -311,6 +314,11 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
                     {
                         if (free[i]) continue;
                         long objOffset = (long)i * d.Size + d.RedLeftPad;
+                        if (hasLink && IsQuarantined(bytes.AsSpan((int)(objOffset + d.KasanOffset)), cache.Address, baseAddress + (ulong)objOffset))
+                        {
+                            quarantined++;
+                            continue;
+                        }
                         Track track = System.Runtime.InteropServices.MemoryMarshal.Read<Track>(bytes.AsSpan((int)(objOffset + d.TrackOffset)));
                         live++;
                         if (!bySite.TryGetValue(track.CallSite, out var acc)) bySite[track.CallSite] = acc = new SiteAccumulator();
@@ -325,7 +333,14 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
                 kv.Value.Samples.Select(a => $"0x{a:x}").ToArray()))
             .OrderByDescending(s => s.Count).ThenBy(s => s.Site, StringComparer.Ordinal)
             .ToArray();
-        return new CacheLeaks(cache.Name, d.ObjectSize, live, slabsWalked, sites, problems);
+        return new CacheLeaks(cache.Name, d.ObjectSize, live, slabsWalked, sites, problems, quarantined);
+    }
+
+    /// <summary>True when the quarantine link at the start of <paramref name="link"/> holds the object at <paramref name="obj"/> for the cache at <paramref name="cache"/>.</summary>
+    private static bool IsQuarantined(ReadOnlySpan<byte> link, ulong cache, ulong obj)
+    {
+        var q = System.Runtime.InteropServices.MemoryMarshal.Read<QuarantineLink>(link);
+        return (ulong)q.Owner == cache && (ulong)q.Object == obj;
     }
 
     /// <summary>

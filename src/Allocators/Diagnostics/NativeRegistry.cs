@@ -16,7 +16,7 @@ namespace Allocators.Diagnostics;
 internal unsafe struct SystemDescriptor
 {
     public const ulong MagicValue = 0x31_5359534F4C4C41; // "ALLOSYS1"
-    public const int CurrentVersion = 2;
+    public const int CurrentVersion = 3;
 
     public ulong Magic;
     public int Version;

@@ -24,14 +24,15 @@ public sealed unsafe partial class KmemCache
     /// <summary>A new slab is one red zone until its objects are allocated (kasan_poison_slab).</summary>
     private void KasanNewSlab(byte* bytes)
     {
-        if ((_d->Flags & (int)SlabFlags.Debug) == 0)
+        bool debug = (_d->Flags & (int)SlabFlags.Debug) != 0;
+        for (int i = 0; i < _d->Objects; i++)
         {
-            for (int i = 0; i < _d->Objects; i++)
-            {
-                byte* obj = bytes + (long)i * _d->Size + _d->RedLeftPad;
-                NativeMemoryClear(obj + _d->TrackOffset, 2 * sizeof(Track));
-                if (_d->OrigSizeOffset >= 0) *(uint*)(obj + _d->OrigSizeOffset) = (uint)_d->ObjectSize;
-            }
+            byte* obj = bytes + (long)i * _d->Size + _d->RedLeftPad;
+            // No quarantine link from the pages' earlier life: an inspector takes a slot whose link names itself as quarantined.
+            NativeMemoryClear(obj + _d->KasanOffset, sizeof(QuarantineLink));
+            if (debug) continue;
+            NativeMemoryClear(obj + _d->TrackOffset, 2 * sizeof(Track));
+            if (_d->OrigSizeOffset >= 0) *(uint*)(obj + _d->OrigSizeOffset) = (uint)_d->ObjectSize;
         }
         _kasan!.Poison(bytes, (nuint)PageFrame.PageSize << _d->Order, KasanShadowCode.SlabRedZone);
     }

@@ -602,7 +602,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
     public void Dispose()
     {
         if (!_disposed) ShutRcu();
-        if (!_disposed) _kasan?.Quarantine.Flush();
+        if (!_disposed) _kasan?.Quarantine.Close();
         lock (_lock)
         {
             if (_disposed) return;

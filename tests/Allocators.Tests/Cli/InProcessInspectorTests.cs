@@ -25,8 +25,8 @@ internal sealed unsafe class SelfMemory : ITargetMemory
 [Trait("Category", "Inspect")]
 public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
 {
-    // Checked modes off whatever ALLOCATORS_CHECKS says: the inspector does not read KASAN's quarantine yet, so it would
-    // count quarantined objects as live.
+    // Checked modes off whatever ALLOCATORS_CHECKS says: these tests free objects and expect them free in their slabs at
+    // once (and one scribbles on freed objects), where KASAN would hold them in its quarantine and report the scribble.
     private static MemorySystem NewSystem() => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 32L << 20, Checks = CheckedModeOptions.Parse("") } });
 
     private static SystemReport InspectSelf(MemorySystem system, bool leaks)
@@ -75,6 +75,45 @@ public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
         Assert.Equal(system.Vmalloc.VmallocInfo(), after.VmallocInfo);
         Assert.Equal(system.Meminfo(), after.MeminfoText);
         Assert.Empty(Assert.Single(InspectSelf(system, leaks: true).Leaks!).Sites);
+    }
+
+    [Fact]
+    public void ObjectsInKasansQuarantineAreNeitherLiveNorLeaked()
+    {
+        using var system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Size = 32L << 20, Checks = new CheckedModeOptions { Kasan = true } },
+        });
+        var quarantine = system.Memory.Kasan!.Quarantine;
+        var cache = system.Slab.CreateCache("inproc-kasan", 48, flags: SlabFlags.StoreUser);
+        var objects = AllocA(cache, 40);
+        for (int i = 0; i < 40; i += 4) cache.Free((void*)objects[i]);
+        Assert.All(objects.Where((_, i) => i % 4 == 0), p => Assert.True(quarantine.Contains((void*)p)));
+        Assert.Equal(40, cache.ActiveObjects); // still allocated in their slabs while they wait
+
+        var leaks = Assert.Single(InspectSelf(system, leaks: true).Leaks!, l => l.Cache == "inproc-kasan");
+        Assert.Empty(leaks.Problems);
+        Assert.Equal(30, leaks.LiveObjects);
+        Assert.Equal(10, leaks.QuarantinedObjects);
+        Assert.Equal(30, Assert.Single(leaks.Sites).Count);
+
+        // Given back to their slabs they are plain free objects; freed again into the quarantine, not live either.
+        cache.Shrink();
+        leaks = Assert.Single(InspectSelf(system, leaks: true).Leaks!, l => l.Cache == "inproc-kasan");
+        Assert.Equal((30L, 0L), (leaks.LiveObjects, leaks.QuarantinedObjects));
+        // Allocated again, their slots are live (a link left from their wait would hide them).
+        var again = AllocB(cache, 10);
+        Assert.NotEmpty(again.Intersect(objects));
+        leaks = Assert.Single(InspectSelf(system, leaks: true).Leaks!, l => l.Cache == "inproc-kasan");
+        Assert.Equal((40L, 0L), (leaks.LiveObjects, leaks.QuarantinedObjects));
+        foreach (nint p in again) cache.Free((void*)p);
+        cache.Shrink();
+        foreach (nint p in objects.Where((_, i) => i % 4 != 0)) cache.Free((void*)p);
+        leaks = Assert.Single(InspectSelf(system, leaks: true).Leaks!, l => l.Cache == "inproc-kasan");
+        Assert.Equal((0L, 30L), (leaks.LiveObjects, leaks.QuarantinedObjects));
+        Assert.Empty(leaks.Sites);
+        cache.Shrink();
+        cache.Destroy();
     }
 
     [Fact]
