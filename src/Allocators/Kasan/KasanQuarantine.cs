@@ -13,7 +13,7 @@ internal struct QuarantineThreadList
 }
 
 /// <summary>
-/// KASAN's quarantine (mm/kasan/quarantine.c): freed slab objects and large kmallocs wait, poisoned, before they really
+/// KASAN's quarantine (mm/kasan/quarantine.c): freed slab objects, large kmallocs and blocks of pages wait, poisoned, before they really
 /// go back to their allocator, so a use after free hits poisoned shadow instead of the next owner's data. A free goes
 /// on the calling thread's list with no shared lock; a list that reaches <see cref="BatchBytes"/> moves whole, as one
 /// batch, to the global FIFO (one lock per batch), which gives its oldest blocks back while it holds more than
@@ -76,6 +76,12 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
 
     /// <summary>Gives a block back to its allocator: (owner, object). Set by the slab layer.</summary>
     internal Action<nint, nint>? Release { get; set; }
+
+    /// <summary>The owner of blocks of pages (their frame is the object); <see cref="ReleasePages"/> gives them back.</summary>
+    internal const nint PageOwner = -1;
+
+    /// <summary>Gives a block of pages back to the page allocator: (<see cref="PageOwner"/>, frame). Set by the page allocator.</summary>
+    internal Action<nint, nint>? ReleasePages { get; set; }
 
     /// <summary>Queues a freed block whose link is at <paramref name="link"/> (quarantine_put); a full thread list moves to the global FIFO, which gives back its oldest blocks over the limit (quarantine_reduce).</summary>
     internal void Put(QuarantineLink* link, nint owner, void* obj, long bytes)
@@ -236,7 +242,7 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
             q->Object = 0;
             try
             {
-                Release?.Invoke(owner, obj);
+                (owner == PageOwner ? ReleasePages : Release)?.Invoke(owner, obj);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {

@@ -74,7 +74,18 @@ public sealed unsafe partial class PageAllocator
     private void FreePagesPrepared(PageFrame* page, int order, ThreadCacheHeader* cache)
     {
         if (page->Has(PageFlags.Head)) ClearCompound(page, order);
-        if (_freeHooks) order = FreeHooks(page, order);
+        if (_freeHooks)
+        {
+            // A block whose first bytes are poisoned already is the slab layer's (an empty slab, whose objects waited in
+            // the quarantine one by one, or a large kmalloc leaving it): it is not held a second time.
+            bool quarantine = _kasan != null && _kasan.IsAccessible(AddressOf(page), 1);
+            order = FreeHooks(page, order);
+            if (quarantine)
+            {
+                KasanQuarantinePages(page, order);
+                return;
+            }
+        }
         if (order <= PcpMaxOrder)
         {
             if (cache == null) cache = _pcp.Current;
@@ -125,8 +136,8 @@ public sealed unsafe partial class PageAllocator
         {
             if (_freeHooks)
             {
-                // A guarded block goes back whole (order + 1), which these lists may not take: the general path.
-                if (_pageGuards)
+                // KASAN's blocks wait in its quarantine, a guarded one whole (order + 1): the general path.
+                if (_kasan != null)
                 {
                     FreeKnownFrame(page, order, cache);
                     return;

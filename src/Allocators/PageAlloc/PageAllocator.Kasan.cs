@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Allocators.Kasan;
 using Allocators.Physical;
 
@@ -9,6 +10,27 @@ public sealed unsafe partial class PageAllocator
 {
     /// <summary>The arena's KASAN shadow when the checked mode is on (the hot paths test it once); otherwise null.</summary>
     private readonly KasanShadow? _kasan;
+
+    /// <summary>
+    /// A freed block (poisoned, its last reference gone) waits in KASAN's quarantine before it reaches the free lists,
+    /// so a use after free of a page hits poison instead of the next owner's data; its link is in its first bytes. It is
+    /// neither allocated nor free meanwhile: a second free of it is refused (<see cref="FreeCheckMask"/>), and
+    /// <see cref="DrainAllPages"/> and the slab shrinker under memory pressure give it back.
+    /// </summary>
+    private void KasanQuarantinePages(PageFrame* page, int order)
+    {
+        page->FlagsAndZone &= ~(ulong)(uint)(PageFlags.Allocated | PageFlags.PfMemAlloc);
+        page->_order = order;
+        _kasan!.Quarantine.Put((QuarantineLink*)AddressOf(page), KasanQuarantine.PageOwner, page, (long)PageFrame.PageSize << order);
+    }
+
+    /// <summary>A block leaves the quarantine for the free lists (its link cleared again when init_on_free promises zeroes).</summary>
+    private void KasanReleasePages(nint owner, nint frame)
+    {
+        var page = (PageFrame*)frame;
+        if (_initOnFree) NativeMemory.Clear(AddressOf(page), (nuint)sizeof(QuarantineLink));
+        FreeToZone(page, page->Order);
+    }
 
     /// <summary>A block going back to the free lists becomes <see cref="KasanShadowCode.PageFree"/> (kasan_poison_pages).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]

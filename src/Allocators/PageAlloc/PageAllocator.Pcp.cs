@@ -1,3 +1,4 @@
+using Allocators.Kasan;
 using System.Runtime.CompilerServices;
 using Allocators.Physical;
 using Allocators.Threading;
@@ -18,11 +19,13 @@ public sealed unsafe partial class PageAllocator
     private ZoneEventCounters* Counters(ThreadCacheHeader* cache) => (ZoneEventCounters*)((byte*)cache + _pcpCountersOffset);
 
     /// <summary>
-    /// Returns every page on every thread's page lists to the buddy lists, where they merge (drain_all_pages).
-    /// Safe to call from any thread at any time; runs automatically before an allocation would fail.
+    /// Returns every page on every thread's page lists, and with KASAN every block in its quarantine, to the buddy lists,
+    /// where they merge (drain_all_pages). Safe to call from any thread at any time; runs automatically before an
+    /// allocation would fail.
     /// </summary>
     public void DrainAllPages()
     {
+        _kasan?.Quarantine.Flush(KasanQuarantine.PageOwner); // KASAN's quarantined blocks are free pages held back too
         _pcp.DrainAll();
         Interlocked.Increment(ref _pcpDrains);
     }

@@ -78,6 +78,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         _kasan = memory.Kasan;
         _pageGuards = _kasan != null && memory.Checks.KasanPageGuards;
         _kasan?.AddDescriber(KasanDescribePage);
+        if (_kasan != null) _kasan.Quarantine.ReleasePages = KasanReleasePages;
 
         var physical = memory.Options;
         // Everything that can reject the configuration runs before any native memory or registry slot is taken.
