@@ -82,6 +82,7 @@ public sealed unsafe partial class PageAllocator
             order = FreeHooks(page, order);
             if (quarantine)
             {
+                ObjectDisposedException.ThrowIf(_disposed, this);
                 KasanQuarantinePages(page, order);
                 return;
             }
@@ -267,6 +268,8 @@ public sealed unsafe partial class PageAllocator
             (flags & PageFlags.Offline) != 0 ? "the page is offline" :
             (flags & PageFlags.Slab) != 0 ? "the page belongs to the slab allocator" :
             (flags & PageFlags.PageTable) != 0 ? "the page is a page-table page" :
+            (flags & PageFlags.Allocated) == 0 && _kasan != null && _kasan.Quarantine.Contains(page)
+                ? "double free: the block is already free, waiting in KASAN's quarantine" :
             (flags & PageFlags.Allocated) == 0 ? "the page is not the start of an allocation (never allocated, or an interior page)" :
             page->Order != order ? $"freed with order {order} but allocated with order {page->Order}" :
             page->RefCount <= 0 ? $"bad refcount {page->RefCount}" :

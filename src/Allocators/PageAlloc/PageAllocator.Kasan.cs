@@ -13,22 +13,24 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>
     /// A freed block (poisoned, its last reference gone) waits in KASAN's quarantine before it reaches the free lists,
-    /// so a use after free of a page hits poison instead of the next owner's data; its link is in its first bytes. It is
-    /// neither allocated nor free meanwhile: a second free of it is refused (<see cref="FreeCheckMask"/>), and
-    /// <see cref="DrainAllPages"/> and the slab shrinker under memory pressure give it back.
+    /// so a use after free of a page hits poison instead of the next owner's data. Its link is in its head page's
+    /// page_ext words, which a free block's owner (none) leaves alone, so the freed memory itself is untouched (and stays
+    /// zero with init_on_free). It is neither allocated nor free meanwhile: a second free of it is refused
+    /// (<see cref="FreeCheckMask"/>), and <see cref="DrainAllPages"/> and the slab shrinker under memory pressure give it
+    /// back.
     /// </summary>
     private void KasanQuarantinePages(PageFrame* page, int order)
     {
         page->FlagsAndZone &= ~(ulong)(uint)(PageFlags.Allocated | PageFlags.PfMemAlloc);
         page->_order = order;
-        _kasan!.Quarantine.Put((QuarantineLink*)AddressOf(page), KasanQuarantine.PageOwner, page, (long)PageFrame.PageSize << order);
+        _kasan!.Quarantine.Put((QuarantineLink*)_memory.ExtOf(page), KasanQuarantine.PageOwner, page, (long)PageFrame.PageSize << order);
     }
 
-    /// <summary>A block leaves the quarantine for the free lists (its link cleared again when init_on_free promises zeroes).</summary>
+    /// <summary>A block leaves the quarantine for the free lists; its page_ext words are zero again for the next owner.</summary>
     private void KasanReleasePages(nint owner, nint frame)
     {
         var page = (PageFrame*)frame;
-        if (_initOnFree) NativeMemory.Clear(AddressOf(page), (nuint)sizeof(QuarantineLink));
+        NativeMemory.Clear(_memory.ExtOf(page), (nuint)sizeof(QuarantineLink));
         FreeToZone(page, page->Order);
     }
 

@@ -26,7 +26,9 @@ public unsafe class HardenedFastPathTests
     [MemberData(nameof(ModeSets))]
     public void ModesAreServedByTheThreadFastPaths(bool initOnAlloc, bool initOnFree, bool random)
     {
-        using var system = MemInitTests.NewSystem(MemInitTests.Modes(initOnAlloc, initOnFree, random));
+        // Parsed, so that no other mode comes from ALLOCATORS_CHECKS (KASAN would take every cache off the fast paths).
+        string modes = string.Join(',', new[] { initOnAlloc ? "init_on_alloc" : "", initOnFree ? "init_on_free" : "", random ? "slab_freelist_random" : "" }.Where(m => m.Length > 0));
+        using var system = MemInitTests.NewSystem(CheckedModeOptions.Parse(modes));
         KmemCache cache = system.Slab.CreateCache("hardened-fast", 64, flags: SlabFlags.NoMerge);
         KmemCache kmalloc64 = system.Slab.KmallocCache(64)!;
         var ptrs = new nint[256];
@@ -59,7 +61,7 @@ public unsafe class HardenedFastPathTests
     [Fact]
     public void InitOnAllocZeroesWhatTheStackAndTheHandleHandBack()
     {
-        using var system = MemInitTests.NewSystem(MemInitTests.Modes(initOnAlloc: true));
+        using var system = MemInitTests.NewSystem(CheckedModeOptions.Parse("init_on_alloc"));
         KmemCache cache = system.Slab.CreateCache("hardened-stack", 96, flags: SlabFlags.NoMerge);
         byte* p = (byte*)cache.Alloc();
         new Span<byte>(p, 96).Fill(Pattern);
@@ -87,7 +89,7 @@ public unsafe class HardenedFastPathTests
     [Fact]
     public void InitOnFreeZeroesOnTheOwnersAndOtherThreadsFrees()
     {
-        using var system = MemInitTests.NewSystem(MemInitTests.Modes(initOnFree: true));
+        using var system = MemInitTests.NewSystem(CheckedModeOptions.Parse("init_on_free"));
         KmemCache cache = system.Slab.CreateCache("hardened-free", 128, flags: SlabFlags.NoMerge);
         var objects = new nint[64];
         for (int i = 0; i < objects.Length; i++)
@@ -122,7 +124,7 @@ public unsafe class HardenedFastPathTests
     [Fact]
     public void RandomOrderThroughTheHandleIsNotLastInFirstOut()
     {
-        using var system = MemInitTests.NewSystem(MemInitTests.Modes(freelistRandom: true));
+        using var system = MemInitTests.NewSystem(CheckedModeOptions.Parse("slab_freelist_random"));
         KmemCache cache = system.Slab.CreateCache("hardened-random", 64, flags: SlabFlags.NoMerge);
         KmemCacheThread handle = cache.ThisThread();
         var ptrs = new nint[200];

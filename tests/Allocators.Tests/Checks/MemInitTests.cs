@@ -15,8 +15,8 @@ public unsafe class MemInitTests
 {
     private const byte Pattern = 0xA5;
 
-    /// <summary>Every mode of these tests off, whatever ALLOCATORS_CHECKS says.</summary>
-    internal static CheckedModeOptions AllOff => Modes();
+    /// <summary>Every checked mode off, whatever ALLOCATORS_CHECKS says.</summary>
+    internal static CheckedModeOptions AllOff => CheckedModeOptions.Parse("");
 
     /// <summary>The given modes on and the others of these tests off, whatever ALLOCATORS_CHECKS says.</summary>
     internal static CheckedModeOptions Modes(bool initOnAlloc = false, bool initOnFree = false, bool freelistRandom = false, bool shufflePages = false)

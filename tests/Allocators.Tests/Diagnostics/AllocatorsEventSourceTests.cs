@@ -122,7 +122,8 @@ public sealed unsafe class AllocatorsEventSourceTests
         EventWrittenEventArgs page = events.Of(id, MemoryMisuseId)[1];
         Assert.Equal(nameof(BadPageException), AllocatorsEventCollector.Payload<string>(page, "exception"));
         Assert.Equal(badPage.Pfn, AllocatorsEventCollector.Payload<ulong>(page, "pfn"));
-        Assert.Contains("double free: the page is already free on a per-CPU page list", AllocatorsEventCollector.Payload<string>(page, "message"));
+        Assert.Equal(badPage.Message, AllocatorsEventCollector.Payload<string>(page, "message"));
+        Assert.Contains("double free: ", badPage.Message); // on a per-thread list, or with KASAN in its quarantine
     }
 
     [Fact]

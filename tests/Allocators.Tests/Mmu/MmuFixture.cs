@@ -7,7 +7,9 @@ namespace Allocators.Tests.Mmu;
 /// <summary>A memory system plus a kernel address space; on dispose checks that every page came back.</summary>
 internal sealed class MmuFixture : IDisposable
 {
-    public MmuFixture(long arenaBytes = 64L << 20)
+    /// <param name="arenaBytes">The arena's size.</param>
+    /// <param name="checks">The checked modes; null: as ALLOCATORS_CHECKS says.</param>
+    public MmuFixture(long arenaBytes = 64L << 20, CheckedModeOptions? checks = null)
     {
         System = new MemorySystem(new MemorySystemOptions
         {
@@ -16,6 +18,7 @@ internal sealed class MmuFixture : IDisposable
             {
                 Size = arenaBytes,
                 LowMemoryLimit = Environment.GetEnvironmentVariable("ALLOCATORS_TEST_HIGHMEM") == "1" ? arenaBytes / 2 / (4L << 20) * (4L << 20) : null,
+                Checks = checks ?? new CheckedModeOptions(),
             },
             PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false },
         });

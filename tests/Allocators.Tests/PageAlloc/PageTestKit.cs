@@ -4,6 +4,11 @@ using Allocators.Physical;
 namespace Allocators.Tests.PageAlloc;
 
 /// <summary>Shared helpers for the page allocator tests: small systems, state snapshots, block stamps, watermark maths.</summary>
+/// <remarks>
+/// The systems have every checked mode off, whatever ALLOCATORS_CHECKS says: these tests check the allocator's own
+/// contract (a freed block is free at once, the per-thread lists' order, exact counts), which KASAN's quarantine and
+/// the other modes change on purpose; Kasan/ and Checks/ test the modes.
+/// </remarks>
 internal static unsafe class PageTestKit
 {
     public const long MiB = 1L << 20;
@@ -25,6 +30,7 @@ internal static unsafe class PageTestKit
                 Dma32ZoneSize = dma32MiB is { } d32 ? d32 * MiB : null,
                 CpuToNode = cpuToNode,
                 Backing = backing,
+                Checks = CheckedModeOptions.Parse(""),
             },
             PageAllocator = new PageAllocatorOptions
             {
@@ -44,6 +50,7 @@ internal static unsafe class PageTestKit
                 SectionSize = sectionMiB * MiB,
                 MaxSize = maxMiB * MiB,
                 Nodes = nodes,
+                Checks = CheckedModeOptions.Parse(""),
             },
             PageAllocator = new PageAllocatorOptions
             {
