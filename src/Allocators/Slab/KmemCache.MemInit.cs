@@ -92,23 +92,31 @@ public sealed unsafe partial class KmemCache
 
     /// <summary>
     /// Takes a random free object of the thread's current slab (which has one in its local bitmap): see
-    /// <see cref="TakeRandomFreeIndex"/>.
+    /// <see cref="TakeRandomFreeIndex"/>, with the entry's own random state.
     /// </summary>
     private static void* TakeRandom(SlabCpu* c, KmemCacheData* d)
-        => c->SlabObjects + (nuint)(uint)TakeRandomFreeIndex(d, c->Bitmap) * (nuint)(uint)d->Size;
+    {
+        ulong x = c->Rng; // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c->Rng = x;
+        return c->SlabObjects + (nuint)(uint)TakeRandomFreeIndex(d, c->Bitmap, x * 0x2545F4914F6CDD1DUL) * (nuint)(uint)d->Size;
+    }
 
     /// <summary>
     /// Takes a random free object of a slab's local bitmap (its owner, or the node lock held): the <c>r</c>-th set bit
-    /// for a uniform <c>r</c>, so objects of a new slab come out in a random order and a freed object's reuse is not
-    /// predictable. Returns the object's index, or -1 when the local bitmap is empty.
+    /// for <c>r</c> uniform over the free objects (from the high half of <paramref name="random"/>), so objects of a
+    /// new slab come out in a random order and a freed object's reuse is not predictable. Returns the object's index,
+    /// or -1 when the local bitmap is empty.
     /// </summary>
-    private static int TakeRandomFreeIndex(KmemCacheData* d, ulong* local)
+    private static int TakeRandomFreeIndex(KmemCacheData* d, ulong* local, ulong random)
     {
         int words = d->Words;
         int free = 0;
         for (int i = 0; i < words; i++) free += BitOperations.PopCount(local[i]);
         if (free == 0) return -1;
-        int r = Random.Shared.Next(free);
+        int r = (int)(((random >> 32) * (ulong)(uint)free) >> 32);
         for (int i = 0; i < words; i++)
         {
             ulong word = local[i];
@@ -118,11 +126,28 @@ public sealed unsafe partial class KmemCache
                 r -= count;
                 continue;
             }
-            for (; r > 0; r--) word &= word - 1; // drop the r lowest set bits
-            int bit = BitOperations.TrailingZeroCount(word);
-            local[i] &= ~(1UL << bit);
+            int bit = SelectBit(word, r);
+            local[i] = word & ~(1UL << bit);
             return i * 64 + bit;
         }
         return -1;
+    }
+
+    /// <summary>
+    /// The position of the <paramref name="r"/>-th (from 0) set bit of <paramref name="word"/>, which has more than r:
+    /// halving by population counts, without a branch (r is random, so every branch would be a misprediction).
+    /// </summary>
+    private static int SelectBit(ulong word, int r)
+    {
+        int at = 0;
+        for (int width = 32; width > 0; width >>= 1)
+        {
+            int low = BitOperations.PopCount(word & ((1UL << width) - 1));
+            int up = ((low - 1 - r) >> 31) & 1; // 1 when r >= low: the bit is in the upper half
+            r -= low & -up;
+            word >>= width & -up;
+            at += width & -up;
+        }
+        return at;
     }
 }

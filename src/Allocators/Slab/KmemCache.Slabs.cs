@@ -351,7 +351,7 @@ public sealed unsafe partial class KmemCache
         ulong* local = LocalOf(slab);
         if (SlabPage.FreeCount(slab) == 0) CollectRemoteLocked(n, slab);
         void* obj = null;
-        int index = _randomFreelist ? TakeRandomFreeIndex(_d, local) : TakeLowestFreeIndex(local);
+        int index = _randomFreelist ? TakeRandomFreeIndex(_d, local, (ulong)Random.Shared.NextInt64()) : TakeLowestFreeIndex(local);
         if (index >= 0)
         {
             obj = ObjectAt(slab, index);

@@ -94,7 +94,10 @@ internal unsafe struct SlabCpu
     /// <summary><see cref="Modes"/>: take a uniformly random free object of the current slab, and keep no stack of recent frees (CONFIG_SLAB_FREELIST_RANDOM).</summary>
     public const int RandomMode = 4;
 
-    private fixed long _pad2[5];
+    /// <summary>The entry's random state (xorshift64*) for <see cref="RandomMode"/>: no thread-local lookup per pick.</summary>
+    public ulong Rng;
+
+    private fixed long _pad2[4];
 
     /// <summary>
     /// The objects this thread freed last into its own slabs (free in their bitmaps too), newest on top, <see cref="Count"/>
