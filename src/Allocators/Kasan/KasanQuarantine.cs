@@ -29,8 +29,8 @@ internal struct QuarantineThreadList
 /// owned by this quarantine (so each system's frees stay in its own), entered with the registry's asymmetric protocol so
 /// a flush on another thread takes a list without a lock on the free path. A list whose thread exited is adopted with its
 /// blocks by the next thread that registers, or moved to the global FIFO when the registry retires it; until then a
-/// flush still finds it. The links live in the freed memory (slab objects: in their slot's KASAN metadata; large
-/// kmallocs: their first bytes), so the quarantine allocates nothing. Blocks are given back outside the global lock.</para>
+/// flush still finds it. The links live with the freed memory (slab objects: in their slot's KASAN metadata; large
+/// kmallocs: their first bytes; blocks of pages: their head page's page_ext words), so the quarantine allocates nothing. Blocks are given back outside the global lock.</para>
 /// </remarks>
 public sealed unsafe class KasanQuarantine : IThreadCacheOwner
 {

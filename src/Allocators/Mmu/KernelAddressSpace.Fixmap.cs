@@ -246,10 +246,8 @@ public sealed unsafe partial class KernelAddressSpace
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EnterGroup(KmapStack stack)
     {
-        Volatile.Write(ref stack.Busy, 1);
         int g = stack.Group;
-        if (g < 0 || Volatile.Read(ref _kmapGroupDrain[g * DrainStride]) != 0 || !ReferenceEquals(Volatile.Read(ref _kmapGroupOwner[g]), stack))
-            AcquireKmapGroup(stack);
+        if (g < 0 || !Entered(stack, g)) AcquireKmapGroup(stack);
     }
 
     /// <summary>
@@ -259,8 +257,7 @@ public sealed unsafe partial class KernelAddressSpace
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void AcquireKmapGroup(KmapStack stack)
     {
-        Volatile.Write(ref stack.Busy, 0);
-        stack.Group = -1;
+        // The stack is not Busy and has no group here (EnterGroup's failed Entered left it so).
         while (true)
         {
             ThrowIfDisposed();
@@ -284,7 +281,11 @@ public sealed unsafe partial class KernelAddressSpace
         }
     }
 
-    /// <summary>The thread now owns group <paramref name="g"/>: Busy set, and still its owner (a taker may have been quicker).</summary>
+    /// <summary>
+    /// The thread enters group <paramref name="g"/>: Busy set, then true if the group is still its own (no taker got in
+    /// first); otherwise Busy cleared, no group, false.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool Entered(KmapStack stack, int g)
     {
         stack.Group = g;

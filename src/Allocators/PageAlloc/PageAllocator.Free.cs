@@ -74,19 +74,7 @@ public sealed unsafe partial class PageAllocator
     private void FreePagesPrepared(PageFrame* page, int order, ThreadCacheHeader* cache)
     {
         if (page->Has(PageFlags.Head)) ClearCompound(page, order);
-        if (_freeHooks)
-        {
-            // A block whose first bytes are poisoned already is the slab layer's (an empty slab, whose objects waited in
-            // the quarantine one by one, or a large kmalloc leaving it): it is not held a second time.
-            bool quarantine = _kasan != null && _kasan.IsAccessible(AddressOf(page), 1);
-            order = FreeHooks(page, order);
-            if (quarantine)
-            {
-                ObjectDisposedException.ThrowIf(_disposed, this);
-                KasanQuarantinePages(page, order);
-                return;
-            }
-        }
+        if (_freeHooks && (order = FreeHooks(page, order)) < 0) return; // in KASAN's quarantine
         if (order <= PcpMaxOrder)
         {
             if (cache == null) cache = _pcp.Current;
@@ -143,7 +131,7 @@ public sealed unsafe partial class PageAllocator
                     FreeKnownFrame(page, order, cache);
                     return;
                 }
-                FreeHooks(page, order);
+                FreeHooks(page, order); // init_on_free alone: the order stays
             }
             page->_refcount = 0;
             if (FreeToPcp(cache, lists, counters, page, flags, order)) return;

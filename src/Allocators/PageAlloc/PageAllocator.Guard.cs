@@ -48,10 +48,8 @@ public sealed unsafe partial class PageAllocator
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int TakeBackGuard(PageFrame* page, int order)
     {
-        // Only a lower half has its guard inside the same order-(n + 1) block, whose frames are all valid.
-        if (order >= MaxOrder || ((page->Pfn >> order) & 1) != 0) return order;
-        PageFrame* guard = page + (1L << order);
-        if ((guard->FlagsAndZone & (uint)PageFlags.Guard) == 0 || guard->Private != (nuint)page || guard->Order != order) return order;
+        PageFrame* guard = GuardOf(page, order);
+        if (guard == null) return order;
         guard->FlagsAndZone &= ~PageFrame.FlagMask;
         guard->_order = 0;
         *(ulong*)&guard->_refcount = 0;
@@ -63,12 +61,20 @@ public sealed unsafe partial class PageAllocator
     /// <summary>split_page of a guarded block: the guard goes back to the buddy first (its pages are not the caller's to free).</summary>
     private void FreeGuardOf(PageFrame* page, int order)
     {
-        if (order >= MaxOrder || ((page->Pfn >> order) & 1) != 0) return;
-        PageFrame* guard = page + (1L << order);
-        if ((guard->FlagsAndZone & (uint)PageFlags.Guard) == 0 || guard->Private != (nuint)page) return;
+        PageFrame* guard = GuardOf(page, order);
+        if (guard == null) return;
         guard->FlagsAndZone &= ~(ulong)(uint)PageFlags.Guard;
         guard->Private = 0;
         FreePages(guard, order);
+    }
+
+    /// <summary>The guard after the block of 2^<paramref name="order"/> pages at <paramref name="page"/>, or null when it has none.</summary>
+    private static PageFrame* GuardOf(PageFrame* page, int order)
+    {
+        // Only a lower half has its guard inside the same order-(n + 1) block, whose frames are all valid.
+        if (order >= MaxOrder || ((page->Pfn >> order) & 1) != 0) return null;
+        PageFrame* guard = page + (1L << order);
+        return (guard->FlagsAndZone & (uint)PageFlags.Guard) != 0 && guard->Private == (nuint)page && guard->Order == order ? guard : null;
     }
 
     /// <summary>KASAN's description of an address in a guard block: whose guard it is.</summary>

@@ -37,16 +37,23 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>
     /// free_pages_prepare's checked-mode work on a block whose last reference is gone: take back its KASAN guard, clear
-    /// it (init_on_free), then poison its shadow (KASAN), in the kernel's order. Returns the order of what is freed:
-    /// <paramref name="order"/>, or one more when the block's guard goes back with it.
+    /// it (init_on_free), poison its shadow (KASAN), in the kernel's order, and with KASAN hold it in the quarantine.
+    /// Returns the order of what the caller frees: <paramref name="order"/>, one more when the block's guard goes back
+    /// with it, or -1 when the quarantine took it.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int FreeHooks(PageFrame* page, int order)
     {
+        // A block whose first bytes are poisoned already is the slab layer's (an empty slab, whose objects waited in the
+        // quarantine one by one, or a large kmalloc leaving it): it is not held a second time.
+        bool quarantine = _kasan != null && _kasan.IsAccessible(AddressOf(page), 1);
         if (_pageGuards) order = TakeBackGuard(page, order);
         if (_initOnFree) NativeMemory.Clear(AddressOf(page), (nuint)PageFrame.PageSize << order);
         if (_kasan != null) KasanPoisonFree(page, order);
-        return order;
+        if (!quarantine) return order;
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        KasanQuarantinePages(page, order);
+        return -1;
     }
 
     /// <summary>

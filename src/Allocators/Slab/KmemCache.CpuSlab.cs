@@ -152,7 +152,7 @@ public sealed unsafe partial class KmemCache
             c->Key = _d->LiveKey;
             c->Cache = _d;
             c->Modes = EntryModes;
-            c->Rng = (ulong)Random.Shared.NextInt64() | 1;
+            if (_randomFreelist) c->Rng = (ulong)Random.Shared.NextInt64() | 1;
             if (ctx->Id >= _d->HintCapacity) GrowRemoteHints(ctx->Id);
         }
         return c;

@@ -59,16 +59,15 @@ public sealed unsafe partial class KmemCache
     /// <summary>
     /// The owner's free of an entry with a hardening mode, once <see cref="FreeToThread"/> found the free valid: zeroes
     /// the object for init_on_free, then frees it in its slab's local bitmap word <paramref name="local"/>, and onto the
-    /// stack unless objects come out in random order. Inside the context.
+    /// stack unless objects come out in random order (the rest of the free is <see cref="FreeToThread"/>'s). Inside
+    /// the context.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal static void FreeHardened(SlabCpu* c, KmemCacheData* d, PageFrame* slab, void* obj, ulong* local, uint index)
+    internal static void FreeHardened(SlabCpu* c, KmemCacheData* d, void* obj, ulong* local, uint index)
     {
         if ((c->Modes & SlabCpu.InitOnFreeMode) != 0) NativeMemory.Clear(obj, (nuint)d->ObjectSize);
         *local |= 1UL << (int)index;
         if ((c->Modes & SlabCpu.RandomMode) == 0) PushStack(c, obj, local, index);
-        if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
-        if (SlabStatistics.Enabled) c->FreeFastPath++;
     }
 
     /// <summary>Zeroes an object being freed (init_on_free), once the free is known to be valid and before the object is free in its slab.</summary>

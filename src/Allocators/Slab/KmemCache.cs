@@ -413,11 +413,13 @@ public sealed unsafe partial class KmemCache : IDisposable
         if (((free | local[d->RemoteDelta]) & mask) != 0) return false;
         if (c->Modes != 0)
         {
-            FreeHardened(c, d, slab, obj, local, index);
-            return true;
+            FreeHardened(c, d, obj, local, index);
         }
-        *local = free | mask;
-        PushStack(c, obj, local, index);
+        else
+        {
+            *local = free | mask;
+            PushStack(c, obj, local, index);
+        }
         if ((slab->FlagsAndZone & SlabPage.Exhausted) != 0) FreedIntoOwnedSlab(c, slab);
         if (SlabStatistics.Enabled) c->FreeFastPath++;
         return true;
