@@ -37,4 +37,21 @@ public static unsafe partial class Libc
     /// <returns>0 on success, else an error number.</returns>
     [LibraryImport(LibraryName, EntryPoint = "pthread_attr_destroy")]
     public static partial int PthreadAttrDestroy(void* attr);
+
+    /// <summary>
+    /// <c>pthread_key_create(3)</c>: a new thread-specific data key whose <paramref name="destructor"/> glibc calls on
+    /// each exiting thread whose value for the key is not null, with that value, before the thread's stack is released.
+    /// </summary>
+    /// <param name="key">Receives the key.</param>
+    /// <param name="destructor">Native code called as <c>void destructor(void* value)</c>, or null.</param>
+    /// <returns>0 on success, else an error number.</returns>
+    [LibraryImport(LibraryName, EntryPoint = "pthread_key_create")]
+    public static partial int PthreadKeyCreate(uint* key, void* destructor);
+
+    /// <summary><c>pthread_setspecific(3)</c>: the calling thread's value for <paramref name="key"/>.</summary>
+    /// <param name="key">A key from <see cref="PthreadKeyCreate"/>.</param>
+    /// <param name="value">The value; the key's destructor receives it when the thread exits.</param>
+    /// <returns>0 on success, else an error number.</returns>
+    [LibraryImport(LibraryName, EntryPoint = "pthread_setspecific")]
+    public static partial int PthreadSetspecific(uint key, void* value);
 }

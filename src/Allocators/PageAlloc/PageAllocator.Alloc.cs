@@ -15,8 +15,27 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Allocates 2^<paramref name="order"/> contiguous pages on the current node (alloc_pages).</summary>
     /// <returns>The first page's frame, or null when the allocation fails (never with <see cref="Gfp.NoFail"/>).</returns>
     /// <exception cref="ArgumentException"><see cref="Gfp.NoFail"/> without <see cref="Gfp.DirectReclaim"/>.</exception>
+    /// <remarks>
+    /// The plain call is the fast path (a handle from <see cref="ThisThread"/> only skips the thread's record lookup): on
+    /// one node a request the per-thread lists may serve pops the preferred zone's list inline; everything else is
+    /// <see cref="AllocPagesNode"/>.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public PageFrame* AllocPages(Gfp gfp, int order) => AllocPagesNode(-1, gfp, order);
+    public PageFrame* AllocPages(Gfp gfp, int order)
+    {
+        if (_nodeCount == 1 && CanUsePcpOnNode0(gfp, order))
+        {
+            ThreadCacheHeader* cache = _pcp.Current;
+            int zoneId = PreferredZone(0, gfp);
+            if (cache != null && zoneId >= 0)
+            {
+                PageFrame* page = TakeFromPcpList(cache, PcpLists(cache) + zoneId * PcpOrders + order, _zones + zoneId,
+                    Counters(cache) + zoneId, otherNode: false, gfp, order);
+                if (page != null) return page;
+            }
+        }
+        return AllocPagesNode(-1, gfp, order);
+    }
 
     /// <summary>Allocates 2^<paramref name="order"/> pages preferring <paramref name="node"/> (-1: the current node) (alloc_pages_node).</summary>
     public PageFrame* AllocPagesNode(int node, Gfp gfp, int order)
@@ -131,6 +150,7 @@ public sealed unsafe partial class PageAllocator
         if ((gfp & (Gfp.Zero | Gfp.Comp)) != 0 || _kasan != null) PrepNewPageSlow(page, order, gfp);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)] // out of the plain call's inlined fast path
     private void PrepNewPageSlow(PageFrame* page, int order, Gfp gfp)
     {
         _kasan?.Unpoison(AddressOf(page), (nuint)PageFrame.PageSize << order);

@@ -19,7 +19,24 @@ public sealed unsafe partial class PageAllocator
     /// Drops a reference to a block of 2^<paramref name="order"/> pages and frees it when it was the last (__free_pages).
     /// Throws <see cref="BadPageException"/> (changing nothing) when the page is not a live allocation of that order.
     /// </summary>
-    public void FreePages(PageFrame* page, int order) => FreePages(page, order, null);
+    /// <remarks>
+    /// The plain call is the fast path: a genuine frame of order 0..3 goes through the calling thread's lists as a
+    /// handle's free does (<see cref="FreeValidFrameThrough"/>); everything else, misuse included, is the general path.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void FreePages(PageFrame* page, int order)
+    {
+        if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page))
+        {
+            ThreadCacheHeader* cache = _pcp.Current;
+            if (cache != null)
+            {
+                FreeValidFrameThrough(cache, PcpLists(cache), Counters(cache), page, order);
+                return;
+            }
+        }
+        FreePages(page, order, null);
+    }
 
     /// <summary>
     /// <see cref="FreePages(PageFrame*, int)"/> with the calling thread's per-thread lists known in advance
@@ -120,8 +137,10 @@ public sealed unsafe partial class PageAllocator
     internal void FreeValidFrameThrough(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
     {
         ulong flags = page->FlagsAndZone;
-        if ((flags & (uint)(FreeCheckMask | PageFlags.Head)) == (uint)PageFlags.Allocated
-            && page->Order == order && *(ulong*)&page->_refcount == 1) // one reference, not mapped
+        // One reference, not mapped, and not a page reclaim or a page-cache lookup may take a reference to meanwhile
+        // (those go the general way, where only the atomic decrement decides which reference was the last).
+        if ((flags & (uint)(FreeCheckMask | PageFlags.Head | ReclaimablePage)) == (uint)PageFlags.Allocated
+            && page->Order == order && *(ulong*)&page->_refcount == 1)
         {
             if (_freeHooks)
             {

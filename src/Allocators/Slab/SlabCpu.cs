@@ -223,11 +223,24 @@ internal static unsafe class SlabCpus
     public static void RequestSample()
         => s_registry.ForEach(static p => Interlocked.Or(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.SampleBit));
 
-    /// <summary>The calling thread's context, or null before its first slow path.</summary>
+    /// <summary>The calling thread's context, or null before its first slow path (from its <see cref="ThreadRecord"/>).</summary>
     public static SlabThreadContext* Current
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => t_ctx;
+        get
+        {
+            if (!ThreadRecord.Enabled) return t_ctx;
+            ThreadRecord* r = ThreadRecord.Current();
+            return r != null ? (SlabThreadContext*)r->SlabContext : CurrentAfterMiss();
+        }
+    }
+
+    /// <summary>The thread-local, after the record lookup missed; the record is published for the next lookup.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static SlabThreadContext* CurrentAfterMiss()
+    {
+        ThreadRecord.Publish();
+        return t_ctx;
     }
 
     /// <summary>The calling thread's context, registered on first use.</summary>
@@ -247,6 +260,8 @@ internal static unsafe class SlabCpus
     {
         var ctx = (SlabThreadContext*)s_registry.GetOrCreateCurrent();
         t_ctx = ctx;
+        ThreadRecord* r = ThreadRecord.Mine();
+        if (r != null) r->SlabContext = ctx;
         return ctx;
     }
 

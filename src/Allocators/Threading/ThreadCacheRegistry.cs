@@ -106,13 +106,27 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ThreadCacheHeader* Lookup(int slot, long id)
     {
-        SlotEntry* slots = t_slots;
+        SlotEntry* slots;
+        if (!ThreadRecord.Enabled) slots = t_slots;
+        else
+        {
+            ThreadRecord* r = ThreadRecord.Current();
+            slots = r != null ? (SlotEntry*)r->Slots : SlotsAfterMiss();
+        }
         if (slots != null && (ulong)(uint)slot < (ulong)slots->Generation)
         {
             SlotEntry* e = slots + 1 + slot;
             if (e->Generation == id) return e->Cache;
         }
         return null;
+    }
+
+    /// <summary>The thread-local, after the record lookup missed; the record is published for the next lookup.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static SlotEntry* SlotsAfterMiss()
+    {
+        ThreadRecord.Publish();
+        return t_slots;
     }
 
     /// <summary>The current thread's cache, created on first use.</summary>
@@ -173,6 +187,8 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             }
             table->Generation = grown;
             t_slots = slots = table;
+            ThreadRecord* r = ThreadRecord.Mine();
+            if (r != null) r->Slots = table;
         }
         slots[1 + slot] = new SlotEntry { Generation = _generation, Cache = block };
         (t_sentinel ??= new ThreadExitSentinel()).Add(this, block);

@@ -248,8 +248,14 @@ public class PoolThreadCacheTests
                 owner.Memory.Span.Fill((byte)stamp);
                 if (i % 2 == 0) next.Enqueue((owner, stamp)); // returned by the next thread
                 else Check((owner, stamp));
-                // Bounded: drain what the previous thread handed over.
+                // Bounded: drain what the previous thread handed over, and wait while the next thread has not taken
+                // its share (on a loaded machine it may not run for a while; the arena holds only so much).
                 while (queues[t].Count > 64 && queues[t].TryDequeue(out var item)) Check(item);
+                while (next.Count > 256)
+                {
+                    if (queues[t].TryDequeue(out var item)) Check(item);
+                    else Thread.Yield();
+                }
             }
             Interlocked.Increment(ref finished);
             while (Volatile.Read(ref finished) < Threads || !queues[t].IsEmpty)
