@@ -111,6 +111,11 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         else
         {
             ThreadRecord* r = ThreadRecord.Current();
+            if (r != null && (uint)slot < ThreadRecord.InlineSlots)
+            {
+                long* inline = r->Inline + 2 * slot;
+                return inline[0] == id ? (ThreadCacheHeader*)inline[1] : null;
+            }
             slots = r != null ? (SlotEntry*)r->Slots : SlotsAfterMiss();
         }
         if (slots != null && (ulong)(uint)slot < (ulong)slots->Generation)
@@ -191,6 +196,12 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             if (r != null) r->Slots = table;
         }
         slots[1 + slot] = new SlotEntry { Generation = _generation, Cache = block };
+        ThreadRecord* record;
+        if ((uint)slot < ThreadRecord.InlineSlots && (record = ThreadRecord.Mine()) != null)
+        {
+            record->Inline[2 * slot] = _generation;
+            record->Inline[2 * slot + 1] = (long)block;
+        }
         (t_sentinel ??= new ThreadExitSentinel()).Add(this, block);
         t_sentinel.Slots = slots;
         return block;
