@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Native;
 using Allocators.Peers;
@@ -55,89 +56,137 @@ public unsafe class SlabBenchmarks
     [GlobalCleanup]
     public void Cleanup() => _system.Dispose();
 
-    private void* Alloc()
-    {
-        switch (Allocator)
-        {
-            case "kmalloc": return _system.Slab.Kmalloc((nuint)Size);
-            case "kmem_cache": return _cache.Alloc();
-            case "NativeMemory": return NativeMemory.Alloc((nuint)Size);
-            default: return _native!.Malloc((nuint)Size);
-        }
-    }
-
-    private void Free(void* p)
-    {
-        switch (Allocator)
-        {
-            case "kmalloc": _system.Slab.Kfree(p); break;
-            case "kmem_cache": _cache.Free(p); break;
-            case "NativeMemory": NativeMemory.Free(p); break;
-            default: _native!.Free(p); break;
-        }
-    }
-
     [Benchmark(OperationsPerInvoke = Batch)]
     public void Immediate()
     {
+        nuint size = (nuint)Size;
         switch (Allocator)
         {
-            case "kmalloc":
-                var slab = _system.Slab;
-                for (int i = 0; i < Batch; i++) slab.Kfree(slab.Kmalloc((nuint)Size));
-                break;
-            case "kmem_cache":
-                var cache = _cache;
-                for (int i = 0; i < Batch; i++) cache.Free(cache.Alloc());
-                break;
-            case "kmalloc ThisThread":
-                var k = _system.Slab.ThisThread();
-                for (int i = 0; i < Batch; i++) k.Kfree(k.Kmalloc((nuint)Size));
-                break;
-            case "kmem_cache ThisThread":
-                var c = _cache.ThisThread();
-                for (int i = 0; i < Batch; i++) c.Free(c.Alloc());
-                break;
-            case "ArrayPool":
-                var pool = ArrayPool<byte>.Shared;
-                for (int i = 0; i < Batch; i++) pool.Return(pool.Rent(Size));
-                break;
-            case "NativeMemory":
-                for (int i = 0; i < Batch; i++) NativeMemory.Free(NativeMemory.Alloc((nuint)Size));
-                break;
-            default:
-                var malloc = _native!.Malloc;
-                var free = _native.Free;
-                for (int i = 0; i < Batch; i++) free(malloc((nuint)Size));
-                break;
+            case "kmalloc": ImmediateKmalloc(_system.Slab, size); break;
+            case "kmem_cache": ImmediateCache(_cache); break;
+            case "kmalloc ThisThread": ImmediateKmallocHandle(_system.Slab, size); break;
+            case "kmem_cache ThisThread": ImmediateCacheHandle(_cache); break;
+            case "ArrayPool": ImmediateArrayPool(Size); break;
+            case "NativeMemory": ImmediateNativeMemory(size); break;
+            default: ImmediateNative(_native!.Malloc, _native.Free, size); break;
         }
     }
 
     [Benchmark(OperationsPerInvoke = Batch)]
     public void BatchShuffled()
     {
-        if (Allocator == "ArrayPool")
+        nuint size = (nuint)Size;
+        switch (Allocator)
         {
-            var pool = ArrayPool<byte>.Shared;
-            for (int i = 0; i < Batch; i++) _arrays[i] = pool.Rent(Size);
-            foreach (int i in _order) { pool.Return(_arrays[i]!); _arrays[i] = null; }
-            return;
+            case "kmalloc": BatchKmalloc(_system.Slab, size, _blocks, _order); break;
+            case "kmem_cache": BatchCache(_cache, _blocks, _order); break;
+            case "kmalloc ThisThread": BatchKmallocHandle(_system.Slab, size, _blocks, _order); break;
+            case "kmem_cache ThisThread": BatchCacheHandle(_cache, _blocks, _order); break;
+            case "ArrayPool": BatchArrayPool(Size, _arrays, _order); break;
+            case "NativeMemory": BatchNativeMemory(size, _blocks, _order); break;
+            default: BatchNative(_native!.Malloc, _native.Free, size, _blocks, _order); break;
         }
-        if (Allocator == "kmalloc ThisThread")
-        {
-            var k = _system.Slab.ThisThread();
-            for (int i = 0; i < Batch; i++) _blocks[i] = (nint)k.Kmalloc((nuint)Size);
-            foreach (int i in _order) k.Kfree((void*)_blocks[i]);
-            return;
-        }
-        if (Allocator == "kmem_cache ThisThread")
-        {
-            var c = _cache.ThisThread();
-            for (int i = 0; i < Batch; i++) _blocks[i] = (nint)c.Alloc();
-            foreach (int i in _order) c.Free((void*)_blocks[i]);
-            return;
-        }
-        for (int i = 0; i < Batch; i++) _blocks[i] = (nint)Alloc();
-        foreach (int i in _order) Free((void*)_blocks[i]);
+    }
+
+    // One method per contender and pattern: each loop gets the JIT's whole inlining budget, as a caller's own loop
+    // would, instead of sharing one method's budget with the other contenders' inlined paths.
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateKmalloc(SlabAllocator slab, nuint size)
+    {
+        for (int i = 0; i < Batch; i++) slab.Kfree(slab.Kmalloc(size));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateCache(KmemCache cache)
+    {
+        for (int i = 0; i < Batch; i++) cache.Free(cache.Alloc());
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateKmallocHandle(SlabAllocator slab, nuint size)
+    {
+        var k = slab.ThisThread();
+        for (int i = 0; i < Batch; i++) k.Kfree(k.Kmalloc(size));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateCacheHandle(KmemCache cache)
+    {
+        var c = cache.ThisThread();
+        for (int i = 0; i < Batch; i++) c.Free(c.Alloc());
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateArrayPool(int size)
+    {
+        var pool = ArrayPool<byte>.Shared;
+        for (int i = 0; i < Batch; i++) pool.Return(pool.Rent(size));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateNativeMemory(nuint size)
+    {
+        for (int i = 0; i < Batch; i++) NativeMemory.Free(NativeMemory.Alloc(size));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ImmediateNative(delegate* unmanaged[Cdecl, SuppressGCTransition]<nuint, void*> malloc,
+        delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, void> free, nuint size)
+    {
+        for (int i = 0; i < Batch; i++) free(malloc(size));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchKmalloc(SlabAllocator slab, nuint size, nint[] blocks, int[] order)
+    {
+        for (int i = 0; i < Batch; i++) blocks[i] = (nint)slab.Kmalloc(size);
+        foreach (int i in order) slab.Kfree((void*)blocks[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchCache(KmemCache cache, nint[] blocks, int[] order)
+    {
+        for (int i = 0; i < Batch; i++) blocks[i] = (nint)cache.Alloc();
+        foreach (int i in order) cache.Free((void*)blocks[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchKmallocHandle(SlabAllocator slab, nuint size, nint[] blocks, int[] order)
+    {
+        var k = slab.ThisThread();
+        for (int i = 0; i < Batch; i++) blocks[i] = (nint)k.Kmalloc(size);
+        foreach (int i in order) k.Kfree((void*)blocks[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchCacheHandle(KmemCache cache, nint[] blocks, int[] order)
+    {
+        var c = cache.ThisThread();
+        for (int i = 0; i < Batch; i++) blocks[i] = (nint)c.Alloc();
+        foreach (int i in order) c.Free((void*)blocks[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchArrayPool(int size, byte[]?[] arrays, int[] order)
+    {
+        var pool = ArrayPool<byte>.Shared;
+        for (int i = 0; i < Batch; i++) arrays[i] = pool.Rent(size);
+        foreach (int i in order) { pool.Return(arrays[i]!); arrays[i] = null; }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchNativeMemory(nuint size, nint[] blocks, int[] order)
+    {
+        for (int i = 0; i < Batch; i++) blocks[i] = (nint)NativeMemory.Alloc(size);
+        foreach (int i in order) NativeMemory.Free((void*)blocks[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BatchNative(delegate* unmanaged[Cdecl, SuppressGCTransition]<nuint, void*> malloc,
+        delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, void> free, nuint size, nint[] blocks, int[] order)
+    {
+        for (int i = 0; i < Batch; i++) blocks[i] = (nint)malloc(size);
+        foreach (int i in order) free((void*)blocks[i]);
     }
 }
