@@ -50,6 +50,12 @@ internal unsafe struct ThreadRecord
     /// <summary>The owner's registry slot table (<see cref="ThreadCacheRegistry"/>'s thread-local), or null.</summary>
     public void* Slots;
 
+    /// <summary>Key of the address space whose TLB <see cref="Tlb"/> is (the software MMU's CR3-like cursor); 0: none.</summary>
+    public long TlbKey;
+
+    /// <summary>The owner's most recently used software TLB.</summary>
+    public void* Tlb;
+
     /// <summary>
     /// (id, cache) of registry slots 0 .. <see cref="InlineSlots"/> - 1, copies of the slot table's entries: a lookup
     /// of a low slot reads them right after the bounds, one dependent load fewer than through <see cref="Slots"/>.
@@ -57,7 +63,7 @@ internal unsafe struct ThreadRecord
     public fixed long Inline[2 * InlineSlots];
 
     /// <summary>Registry slots whose entries the record carries itself.</summary>
-    public const int InlineSlots = 5;
+    public const int InlineSlots = 4;
 
     /// <summary>Table slots; a power of two. 8192 slots of 64 KiB span 512 MiB before two chunks share a slot.</summary>
     public const int TableSize = 8192;
@@ -148,6 +154,8 @@ internal unsafe struct ThreadRecord
         r->Low = low;
         r->SlabContext = null;
         r->Slots = null;
+        r->TlbKey = 0;
+        r->Tlb = null;
         for (int i = 0; i < 2 * InlineSlots; i++) r->Inline[i] = 0; // the dead owner's caches are not this thread's
         if (Libc.PthreadSetspecific(s_key, r) != 0)
         {

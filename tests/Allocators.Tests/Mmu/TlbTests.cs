@@ -41,6 +41,30 @@ public unsafe class TlbTests
     }
 
     [Fact]
+    public void AlternatingSpacesEachReadTheirOwnPagesThroughTheThreadsCursor()
+    {
+        // The thread's record caches one TLB (the last space it touched): switching must never serve one space's
+        // translation to another, and a space made after another was disposed must not inherit its cursor.
+        using var f = new MmuFixture();
+        for (int round = 0; round < 3; round++)
+        {
+            using var a = f.NewProcess();
+            using var b = f.NewProcess();
+            ulong va = a.Mmap(0, 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+            Assert.Equal(va, b.Mmap(va, 4096, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed));
+            a.Write<long>(va, 100 + round);
+            b.Write<long>(va, 200 + round);
+            for (int i = 0; i < 1000; i++)
+            {
+                Assert.Equal(100 + round, a.Read<long>(va));
+                Assert.Equal(200 + round, b.Read<long>(va));
+            }
+            Assert.True(a.TlbStatistics.Hits > 0 && b.TlbStatistics.Hits > 0, "both spaces were read through their TLBs");
+        }
+        f.AssertAllFreed();
+    }
+
+    [Fact]
     public void AFlushOnAnotherThreadReachesThisThread()
     {
         using var f = new MmuFixture();
