@@ -54,4 +54,11 @@ public static unsafe partial class Libc
     /// <returns>0 on success, else an error number.</returns>
     [LibraryImport(LibraryName, EntryPoint = "pthread_setspecific")]
     public static partial int PthreadSetspecific(uint key, void* value);
+
+    /// <summary><c>pthread_getspecific(3)</c>: the calling thread's value for <paramref name="key"/>, or null.</summary>
+    /// <param name="key">A key from <see cref="PthreadKeyCreate"/>.</param>
+    /// <returns>The value last set on this thread, or null.</returns>
+    [LibraryImport(LibraryName, EntryPoint = "pthread_getspecific")]
+    [SuppressGCTransition]
+    public static partial void* PthreadGetspecific(uint key);
 }

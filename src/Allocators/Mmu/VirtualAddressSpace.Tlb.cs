@@ -21,11 +21,8 @@ public abstract unsafe partial class VirtualAddressSpace
     // blocks (freed when the thread exits or the space is disposed); this one-entry cache only saves its lookup on
     // the hot path. _self is cleared by Dispose, so a stale cache entry never matches a disposed space.
     // One thread-static struct, so that the hot path pays for a single thread-local lookup.
-    // The plain path reads the same cursor from the thread's record (no thread-local read): its key is _tlbKey, the
-    // registry's never-reused id, set to -1 by Dispose like _self.
     [ThreadStatic] private static TlbCursor t_cursor;
     private VirtualAddressSpace? _self;
-    private long _tlbKey;
 
     private struct TlbCursor
     {
@@ -37,11 +34,6 @@ public abstract unsafe partial class VirtualAddressSpace
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ThreadTlb* FastTlb()
     {
-        if (ThreadRecord.Enabled)
-        {
-            ThreadRecord* r = ThreadRecord.Current();
-            if (r != null) return r->TlbKey == _tlbKey ? (ThreadTlb*)r->Tlb : null;
-        }
         ref TlbCursor cursor = ref t_cursor;
         return ReferenceEquals(cursor.Owner, _self) ? (ThreadTlb*)cursor.Tlb : null;
     }
@@ -70,12 +62,6 @@ public abstract unsafe partial class VirtualAddressSpace
         ref TlbCursor cursor = ref t_cursor;
         cursor.Tlb = (nint)tlb;
         cursor.Owner = this;
-        ThreadRecord* r = ThreadRecord.Publish();
-        if (r != null)
-        {
-            r->Tlb = tlb;
-            r->TlbKey = _tlbKey;
-        }
         return tlb;
     }
 
@@ -83,7 +69,6 @@ public abstract unsafe partial class VirtualAddressSpace
     private void ForgetCachedTlb()
     {
         _self = null;
-        _tlbKey = -1;
         ref TlbCursor cursor = ref t_cursor;
         if (ReferenceEquals(cursor.Owner, this)) cursor = default;
     }

@@ -66,7 +66,6 @@ public abstract unsafe partial class VirtualAddressSpace : IDisposable, IThreadC
         _pgd = (ulong*)_pages.AddressOf(_pgdPage);
         _tlbs = new ThreadCacheRegistry(this, ThreadTlb.BlockSize);
         _self = this;
-        _tlbKey = _tlbs.Id;
     }
 
     /// <summary>The page allocator that backs the tables and pages.</summary>

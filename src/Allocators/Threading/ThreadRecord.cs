@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Native;
@@ -17,19 +16,25 @@ namespace Allocators.Threading;
 /// <para><b>How a record is found.</b> A process-wide table has <see cref="TableSize"/> slots, one per 64 KiB chunk of
 /// address space modulo the table size; a thread that misses writes its record into the slot of the chunk its stack
 /// pointer is in. A slot is only a hint: the record it names is the caller's only if the caller's stack pointer lies
-/// in the record's stack, [<see cref="Low"/>, <see cref="Low"/> + <see cref="Size"/>), and live threads' stacks never
-/// overlap. Two threads whose chunks share a slot overwrite each other's hint and take the slow path (the
-/// thread-locals) more often; neither ever gets the other's record.</para>
+/// in the record's stack (<see cref="Bounds"/>: first page and page count in one word, so a reader never pairs one
+/// owner's base with another's length), and live threads' stacks never overlap. Two threads whose chunks share a slot
+/// overwrite each other's hint and take the slow path (the thread-locals) more often; neither ever gets the other's
+/// record.</para>
 /// <para><b>Why a dead thread's record is never found.</b> glibc reuses a dead thread's stack for a new thread, whose
 /// stack pointer then lies in the old bounds. Each thread that claims a record registers it under a pthread key whose
-/// destructor, a few bytes of machine code (<see cref="ExitCode"/>), sets <see cref="Size"/> to 0 and then
+/// destructor, a few bytes of machine code (<see cref="ExitCode"/>), sets <see cref="Bounds"/> to 0 and then
 /// <see cref="Dead"/> to 1 on the exiting thread, before glibc releases the stack; from then on no stack pointer
-/// passes the bounds test, and the record may be claimed again. A claimer writes <see cref="Low"/> and the payload
-/// first and <see cref="Size"/> last, and a reader loads <see cref="Size"/> first, so a reader sees new bounds only
-/// with everything written before them (x86-64 keeps stores in order and loads in order).</para>
+/// passes the bounds test, and the record may be claimed again. A claimer writes the payload first and
+/// <see cref="Bounds"/> last, so a thread that passes the test is the record's live owner and reads what it wrote
+/// itself. The bounds cover at most the top 16 MiB of a stack (glibc derives the main thread's from its rlimit, which
+/// may be unlimited and then reaches down past the heap); deeper frames take the thread-locals.</para>
+/// <para><b>Limit</b>: a record lives as long as its pthread, the thread-locals as long as the managed thread. If native
+/// code called back into .NET on a pthread whose managed thread had ended (from a thread-exit destructor that runs
+/// before this key's), the lookup would still return the old record, whose slab context the registries may have
+/// retired or handed on; its first slow path takes the record back (<see cref="Claim"/>).</para>
 /// <para><b>Invariants</b>: records are never freed (a stale hint always points at a record); a record with
-/// <see cref="Size"/> ≠ 0 belongs to one live thread, and only that thread writes it; <see cref="Dead"/> = 1 ⇒
-/// <see cref="Size"/> = 0. The thread-locals stay the authority: a record carries copies the owner keeps in step.
+/// <see cref="Bounds"/> ≠ 0 belongs to one live thread, and only that thread writes it; <see cref="Dead"/> = 1 ⇒
+/// <see cref="Bounds"/> = 0. The thread-locals stay the authority: a record carries copies the owner keeps in step.
 /// Linux x86-64 only (<see cref="Enabled"/>); elsewhere every caller reads its thread-locals as before.</para>
 /// </remarks>
 [StructLayout(LayoutKind.Sequential, Size = 2 * CacheLines.Size)]
@@ -38,11 +43,15 @@ internal unsafe struct ThreadRecord
     /// <summary>Lowest address of the owner's stack.</summary>
     public nuint Low;
 
-    /// <summary>Bytes of the owner's stack; 0 while the record has no live owner.</summary>
-    public nuint Size;
+    /// <summary>
+    /// The owner's stack as one word, (first page number &lt;&lt; 16) | pages, so a reader loads it whole: it can never
+    /// pair one owner's base with another's length. 0 while the record has no live owner.
+    /// </summary>
+    public ulong Bounds;
 
     /// <summary>1 once the owner has exited (or before the first claim): the record may be claimed.</summary>
     public int Dead;
+
 
     /// <summary>The owner's slab context (<c>SlabCpus</c>' thread-local), or null.</summary>
     public void* SlabContext;
@@ -50,11 +59,6 @@ internal unsafe struct ThreadRecord
     /// <summary>The owner's registry slot table (<see cref="ThreadCacheRegistry"/>'s thread-local), or null.</summary>
     public void* Slots;
 
-    /// <summary>Key of the address space whose TLB <see cref="Tlb"/> is (the software MMU's CR3-like cursor); 0: none.</summary>
-    public long TlbKey;
-
-    /// <summary>The owner's most recently used software TLB.</summary>
-    public void* Tlb;
 
     /// <summary>
     /// (id, cache) of registry slots 0 .. <see cref="InlineSlots"/> - 1, copies of the slot table's entries: a lookup
@@ -69,9 +73,19 @@ internal unsafe struct ThreadRecord
     public const int TableSize = 8192;
 
     private const int ChunkShift = 16;
+    private const int PageShift = 12;
+    private const ulong PagesMask = 0xFFFF;
+    private const nuint MaxSpan = 16 << 20; // 4096 pages: fits PagesMask
+
+    /// <summary>Bytes of the owner's stack the bounds cover (at most the top 16 MiB); 0 while it has no live owner.</summary>
+    public readonly nuint Size => (nuint)((Bounds & PagesMask) << PageShift);
+
+    /// <summary>True when <paramref name="sp"/> lies in the bounds <paramref name="bounds"/> (one word, read once).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool InBounds(ulong bounds, nuint sp) => ((ulong)sp >> PageShift) - (bounds >> 16) < (bounds & PagesMask);
     private const int RecordsPerBlock = 64;
 
-    // mov qword [rdi+8], 0 (Size); mov dword [rdi+16], 1 (Dead); ret. glibc passes the key's value, the record, in rdi.
+    // mov qword [rdi+8], 0 (Bounds); mov dword [rdi+16], 1 (Dead); ret. glibc passes the key's value, the record, in rdi.
     private static ReadOnlySpan<byte> ExitCode => [0x48, 0xC7, 0x47, 0x08, 0x00, 0x00, 0x00, 0x00, 0xC7, 0x47, 0x10, 0x01, 0x00, 0x00, 0x00, 0xC3];
 
     /// <summary>True where the lookup runs: Linux x86-64 with the exit stub mapped and its pthread key created.</summary>
@@ -79,7 +93,7 @@ internal unsafe struct ThreadRecord
 
     private static readonly ThreadRecord** s_table;
     private static readonly uint s_key;
-    private static readonly ThreadRecord* s_nobody; // what every empty slot names: Size 0, so no bounds test passes
+    private static readonly ThreadRecord* s_nobody; // what every empty slot names: Bounds 0, so no bounds test passes
     private static readonly Lock s_lock = new();
     private static readonly List<nint> s_blocks = new();
 
@@ -113,8 +127,7 @@ internal unsafe struct ThreadRecord
         byte probe;
         nuint sp = (nuint)(&probe);
         ThreadRecord* r = s_table[(sp >> ChunkShift) & (TableSize - 1)];
-        nuint size = Volatile.Read(ref r->Size);
-        return sp - r->Low < size ? r : null;
+        return InBounds(Volatile.Read(ref r->Bounds), sp) ? r : null;
     }
 
     /// <summary>
@@ -128,8 +141,8 @@ internal unsafe struct ThreadRecord
         if (r == null) return null;
         byte probe;
         nuint sp = (nuint)(&probe);
-        Debug.Assert(sp - r->Low < r->Size, "a thread's stack pointer lies in its own record's bounds");
-        s_table[(sp >> ChunkShift) & (TableSize - 1)] = r;
+        // Below the bounds' cap (MaxSpan) the thread keeps taking the thread-locals: no hint to write there.
+        if (InBounds(r->Bounds, sp)) s_table[(sp >> ChunkShift) & (TableSize - 1)] = r;
         return r;
     }
 
@@ -150,12 +163,19 @@ internal unsafe struct ThreadRecord
             t_refused = true;
             return null;
         }
-        ThreadRecord* r = TakeDead();
+        // At most the top MaxSpan of the stack: glibc reports the main thread's stack from its rlimit, which with an
+        // unlimited rlimit reaches down past the heap, where other mappings (and thread stacks) can lie.
+        low = (low + ((1u << PageShift) - 1)) & ~(nuint)((1u << PageShift) - 1);
+        high &= ~(nuint)((1u << PageShift) - 1);
+        if (high - low > MaxSpan) low = high - MaxSpan;
+        // A pthread that already has a record (native code called back into .NET during its exit, after its managed
+        // thread ended, so its thread-locals are new) takes it back rather than leaving it live under the key forever.
+        var r = (ThreadRecord*)Libc.PthreadGetspecific(s_key);
+        if (r != null) Volatile.Write(ref r->Bounds, 0);
+        else r = TakeDead();
         r->Low = low;
         r->SlabContext = null;
         r->Slots = null;
-        r->TlbKey = 0;
-        r->Tlb = null;
         for (int i = 0; i < 2 * InlineSlots; i++) r->Inline[i] = 0; // the dead owner's caches are not this thread's
         if (Libc.PthreadSetspecific(s_key, r) != 0)
         {
@@ -163,7 +183,7 @@ internal unsafe struct ThreadRecord
             t_refused = true;
             return null;
         }
-        Volatile.Write(ref r->Size, high - low);
+        Volatile.Write(ref r->Bounds, ((ulong)low >> PageShift << 16) | ((ulong)(high - low) >> PageShift));
         t_record = r;
         return r;
     }

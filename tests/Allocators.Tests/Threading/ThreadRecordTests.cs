@@ -44,6 +44,29 @@ public unsafe class ThreadRecordTests
     }
 
     [Fact]
+    public void ARecordCoversAtMostTheTop16MiBOfAStack()
+    {
+        if (!ThreadRecord.Enabled) return;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                ThreadRecord* r = ThreadRecord.Publish();
+                Assert.True(HostMemory.TryGetThreadStack(out nuint low, out nuint high));
+                Assert.True(high - low > 16u << 20, $"the thread got a {high - low}-byte stack");
+                Assert.Equal(high - (16u << 20), r->Low);
+                Assert.Equal((nuint)(16u << 20), r->Size);
+                Assert.True(ThreadRecord.Current() == r);
+            }
+            catch (Exception e) { error = e; }
+        }, maxStackSize: 64 << 20);
+        thread.Start();
+        thread.Join();
+        Assert.Null(error);
+    }
+
+    [Fact]
     public void ConcurrentThreadsNeverFindAnotherThreadsRecord()
     {
         const int Threads = 6;
