@@ -82,9 +82,16 @@ public unsafe class NativeMemoryPoolArrayTests
         int[] sizes = [-1, 100, 5000, 100_000];
         // Long enough for the JIT to finish tiering the loop, whose on-stack replacement allocates a few bytes itself.
         RentUseReturn(pool, sizes, 20_000);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        RentUseReturn(pool, sizes, 100_000);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        // The least of three runs: a drain by another test's system, or the pool's idle trim under a loaded run, may
+        // retire this thread's cache once, and registering it again allocates; a steady state allocates nothing.
+        long least = long.MaxValue;
+        for (int run = 0; run < 3 && least != 0; run++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            RentUseReturn(pool, sizes, 100_000);
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.Equal(0, least);
         Assert.Equal(4096 + 128 + 8192 + 131072, pool.PooledBytes);
     }
 
