@@ -40,7 +40,7 @@ namespace Allocators.Threading;
 [StructLayout(LayoutKind.Sequential, Size = 2 * CacheLines.Size)]
 internal unsafe struct ThreadRecord
 {
-    /// <summary>Lowest address of the owner's stack.</summary>
+    /// <summary>Lowest address of the owner's stack the bounds cover (for diagnostics; lookups read <see cref="Bounds"/>).</summary>
     public nuint Low;
 
     /// <summary>
@@ -52,13 +52,11 @@ internal unsafe struct ThreadRecord
     /// <summary>1 once the owner has exited (or before the first claim): the record may be claimed.</summary>
     public int Dead;
 
-
     /// <summary>The owner's slab context (<c>SlabCpus</c>' thread-local), or null.</summary>
     public void* SlabContext;
 
     /// <summary>The owner's registry slot table (<see cref="ThreadCacheRegistry"/>'s thread-local), or null.</summary>
     public void* Slots;
-
 
     /// <summary>
     /// (id, cache) of registry slots 0 .. <see cref="InlineSlots"/> - 1, copies of the slot table's entries: a lookup
@@ -83,6 +81,7 @@ internal unsafe struct ThreadRecord
     /// <summary>True when <paramref name="sp"/> lies in the bounds <paramref name="bounds"/> (one word, read once).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool InBounds(ulong bounds, nuint sp) => ((ulong)sp >> PageShift) - (bounds >> 16) < (bounds & PagesMask);
+
     private const int RecordsPerBlock = 64;
 
     // mov qword [rdi+8], 0 (Bounds); mov dword [rdi+16], 1 (Dead); ret. glibc passes the key's value, the record, in rdi.
