@@ -26,11 +26,9 @@ public sealed unsafe partial class PageAllocator
         if (_nodeCount == 1 && CanUsePcpOnNode0(gfp, order))
         {
             ThreadCacheHeader* cache = _pcp.Current;
-            int zoneId = PreferredZone(0, gfp);
-            if (cache != null && zoneId >= 0)
+            if (cache != null)
             {
-                PageFrame* page = TakeFromPcpList(cache, PcpLists(cache) + zoneId * PcpOrders + order, _zones + zoneId,
-                    Counters(cache) + zoneId, otherNode: false, gfp, order);
+                PageFrame* page = AllocFromPcp(cache, PcpLists(cache), Counters(cache), 0, 0, gfp, order);
                 if (page != null) return page;
             }
         }

@@ -20,22 +20,15 @@ public sealed unsafe partial class PageAllocator
     /// Throws <see cref="BadPageException"/> (changing nothing) when the page is not a live allocation of that order.
     /// </summary>
     /// <remarks>
-    /// The plain call is the fast path: a genuine frame of order 0..3 goes through the calling thread's lists as a
-    /// handle's free does (<see cref="FreeValidFrameThrough"/>); everything else, misuse included, is the general path.
+    /// The plain call is the fast path: through the calling thread's lists exactly as a handle's free
+    /// (<see cref="FreePagesThrough"/>); a thread without lists yet takes the general path.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void FreePages(PageFrame* page, int order)
     {
-        if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page))
-        {
-            ThreadCacheHeader* cache = _pcp.Current;
-            if (cache != null)
-            {
-                FreeValidFrameThrough(cache, PcpLists(cache), Counters(cache), page, order);
-                return;
-            }
-        }
-        FreePages(page, order, null);
+        ThreadCacheHeader* cache = _pcp.Current;
+        if (cache != null) FreePagesThrough(cache, PcpLists(cache), Counters(cache), page, order);
+        else FreePages(page, order, null);
     }
 
     /// <summary>
@@ -129,7 +122,7 @@ public sealed unsafe partial class PageAllocator
     internal void FreePagesThrough(ThreadCacheHeader* cache, PcpList* lists, ZoneEventCounters* counters, PageFrame* page, int order)
     {
         if ((uint)order <= PcpMaxOrder && _memory.IsValidFrame(page)) FreeValidFrameThrough(cache, lists, counters, page, order);
-        else FreePages(page, order);
+        else FreePages(page, order, cache); // validates, then the general path (or the exception naming the page)
     }
 
     /// <summary>As above for a genuine frame of the arena and an order of 0..3 (the caller checked both).</summary>

@@ -180,6 +180,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             }
         }
         SlotEntry* slots = t_slots;
+        ThreadRecord* record = ThreadRecord.Mine(); // carries copies of the table pointer and of the low slots
         long capacity = slots == null ? 0 : slots->Generation;
         if (capacity <= slot)
         {
@@ -192,12 +193,10 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             }
             table->Generation = grown;
             t_slots = slots = table;
-            ThreadRecord* r = ThreadRecord.Mine();
-            if (r != null) r->Slots = table;
+            if (record != null) record->Slots = table;
         }
         slots[1 + slot] = new SlotEntry { Generation = _generation, Cache = block };
-        ThreadRecord* record;
-        if ((uint)slot < ThreadRecord.InlineSlots && (record = ThreadRecord.Mine()) != null)
+        if (record != null && (uint)slot < ThreadRecord.InlineSlots)
         {
             record->Inline[2 * slot] = _generation;
             record->Inline[2 * slot + 1] = (long)block;

@@ -8,14 +8,14 @@ namespace Allocators.Tests.Threading;
 [Collection(nameof(Allocators.Tests.Slab.SerialThreadContexts))]
 public unsafe class ThreadRecordTests
 {
-    private static void RunOnNewThread(Action body)
+    private static void RunOnNewThread(Action body, int maxStackSize = 0)
     {
         Exception? error = null;
         var thread = new Thread(() =>
         {
             try { body(); }
             catch (Exception e) { error = e; }
-        });
+        }, maxStackSize);
         thread.Start();
         thread.Join();
         if (error != null) throw new Xunit.Sdk.XunitException($"on the thread: {error}");
@@ -47,23 +47,15 @@ public unsafe class ThreadRecordTests
     public void ARecordCoversAtMostTheTop16MiBOfAStack()
     {
         if (!ThreadRecord.Enabled) return;
-        Exception? error = null;
-        var thread = new Thread(() =>
+        RunOnNewThread(() =>
         {
-            try
-            {
-                ThreadRecord* r = ThreadRecord.Publish();
-                Assert.True(HostMemory.TryGetThreadStack(out nuint low, out nuint high));
-                Assert.True(high - low > 16u << 20, $"the thread got a {high - low}-byte stack");
-                Assert.Equal(high - (16u << 20), r->Low);
-                Assert.Equal((nuint)(16u << 20), r->Size);
-                Assert.True(ThreadRecord.Current() == r);
-            }
-            catch (Exception e) { error = e; }
+            ThreadRecord* r = ThreadRecord.Publish();
+            Assert.True(HostMemory.TryGetThreadStack(out nuint low, out nuint high));
+            Assert.True(high - low > 16u << 20, $"the thread got a {high - low}-byte stack");
+            Assert.Equal(high - (16u << 20), r->Low);
+            Assert.Equal((nuint)(16u << 20), r->Size);
+            Assert.True(ThreadRecord.Current() == r);
         }, maxStackSize: 64 << 20);
-        thread.Start();
-        thread.Join();
-        Assert.Null(error);
     }
 
     [Fact]
