@@ -247,7 +247,7 @@ internal static unsafe class SlabCpus
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SlabThreadContext* GetOrCreateCurrent()
     {
-        SlabThreadContext* ctx = t_ctx;
+        SlabThreadContext* ctx = Current;
         return ctx != null ? ctx : Register();
     }
 
