@@ -42,6 +42,7 @@ public sealed unsafe partial class FileMapping
                 Interlocked.Increment(ref counters.NoFsSkipped);
                 return PageReclaim.Keep;
             }
+            TlbUnmapBatch.Current?.FlushDirty(); // no writable translation may outlive the write
             if (!PageOut(page, index)) return PageReclaim.Activate;
         }
         // __remove_mapping: the cache's reference and the isolation's, nothing else.

@@ -386,6 +386,7 @@ public sealed partial class AddressSpace
                 any = true;
             }
             if (any) Flush(oldAddress, oldAddress + length, waitForAccesses: true);
+            else FlushBatchedPending();
             return true;
         }
     }

@@ -174,6 +174,8 @@ public sealed unsafe partial class AddressSpace
     {
         if (gather.NeedsFlush || gather.Tables.Count > 0)
             Flush(gather.NeedsFlush ? gather.Start : 0, gather.NeedsFlush ? gather.End : ulong.MaxValue, waitForAccesses: true);
+        else
+            FlushBatchedPending();
         ReleaseGatheredPages(gather);
         foreach (nint t in gather.Tables) FreeTablePage((PageFrame*)t);
         gather.Tables.Clear();
@@ -299,6 +301,7 @@ public sealed unsafe partial class AddressSpace
                 }
             }, null);
             if (changed) Flush(start, end, waitForAccesses: true);
+            else FlushBatchedPending();
         }
     }
 

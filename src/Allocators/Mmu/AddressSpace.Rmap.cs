@@ -1,16 +1,26 @@
 using Allocators.Filemap;
+using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Swap;
 
 namespace Allocators.Mmu;
 
-public sealed unsafe partial class AddressSpace
+public sealed unsafe partial class AddressSpace : ITlbFlushTarget
 {
     /// <summary>The anon_vma family this address space's anonymous pages belong to (shared with its forks).</summary>
     internal AnonVma AnonFamily { get; }
 
     /// <summary>Swap entries in this address space's page tables (MM_SWAPENTS).</summary>
     private long _swapEnts;
+
+    /// <summary>
+    /// mm->tlb_flush_batched: the TLB generation of the latest entry a reclaim batch cleared here without waiting for
+    /// the shootdown yet (0: none). munmap, mprotect and mremap wait for it before they return.
+    /// </summary>
+    private long _tlbBatchPending;
+
+    /// <summary>The TLB generation a reclaim batch still owes this address space a shootdown for; 0 when none (tests).</summary>
+    internal long TlbBatchPending => Volatile.Read(ref _tlbBatchPending);
 
     /// <summary>
     /// The rmap walk's locks: the i_mmap lock (the area list cannot change) and the ptl, both with trylock. Reclaim
@@ -111,8 +121,7 @@ public sealed unsafe partial class AddressSpace
                 if (ptep == null) continue;
                 device.Duplicate(entry); // first: an overflow leaves the entry as it was
                 ulong old = Interlocked.Exchange(ref *ptep, swapPte);
-                // No thread may go on using the page through a translation it still holds.
-                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+                FlushUnmapped(va, old);
                 dirty |= (old & (ulong)PteFlags.Dirty) != 0;
                 Interlocked.Decrement(ref page->_mapcount);
                 AddRss(anon: true, -1);
@@ -122,6 +131,50 @@ public sealed unsafe partial class AddressSpace
         }
         finally { ExitRmap(); }
         return dirty;
+    }
+
+    /// <summary>
+    /// The shootdown after try_to_unmap cleared the entry for <paramref name="va"/> (it was <paramref name="old"/>): no
+    /// thread may go on using the page through a translation it holds. Inside the calling thread's reclaim batch the
+    /// wait is the batch's (the page is neither freed nor written out before it); otherwise it is now.
+    /// </summary>
+    private void FlushUnmapped(ulong va, ulong old)
+    {
+        TlbUnmapBatch? batch = TlbUnmapBatch.Current;
+        if (batch == null)
+        {
+            Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+            return;
+        }
+        long gen = Flush(va, va + VirtualAddress.PageSize, waitForAccesses: false);
+        Volatile.Write(ref _tlbBatchPending, gen); // under the ptl: generations only grow here
+        batch.Add(this, gen, dirty: (old & (ulong)PteFlags.Dirty) != 0);
+    }
+
+    /// <inheritdoc/>
+    void ITlbFlushTarget.WaitForTlbGeneration(long generation)
+    {
+        WaitForGeneration(generation, barrierDone: true);
+        BatchedFlushDone(generation);
+    }
+
+    /// <inheritdoc/>
+    private protected override void BatchedFlushDone(long gen)
+    {
+        long pending = Volatile.Read(ref _tlbBatchPending);
+        if (pending != 0 && pending <= gen) Interlocked.CompareExchange(ref _tlbBatchPending, 0, pending);
+    }
+
+    /// <summary>
+    /// flush_tlb_batched_pending: munmap, mprotect and mremap may find entries a reclaim batch cleared (and so flush
+    /// nothing for them); before they return, no thread may still be inside an access through those translations.
+    /// </summary>
+    private void FlushBatchedPending()
+    {
+        long pending = Volatile.Read(ref _tlbBatchPending);
+        if (pending == 0) return;
+        WaitForGeneration(pending, barrierDone: false);
+        BatchedFlushDone(pending);
     }
 
     /// <summary>True when page <paramref name="index"/> of <paramref name="mapping"/> may be mapped in <paramref name="v"/>.</summary>
@@ -144,7 +197,7 @@ public sealed unsafe partial class AddressSpace
                 if (ptep == null) continue;
                 ulong old = Interlocked.Exchange(ref *ptep, 0);
                 TablePage(AlignToTable(ptep))->Data0--;
-                Flush(va, va + VirtualAddress.PageSize, waitForAccesses: true);
+                FlushUnmapped(va, old);
                 if ((old & (ulong)PteFlags.Dirty) != 0) mapping.SetPageDirty(page);
                 Interlocked.Decrement(ref page->_mapcount);
                 AddRssFor(page, -1, mapping);

@@ -124,6 +124,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
                 return PageReclaim.Keep;
             }
             // pageout: the page stays locked, so a fault finds it in the cache and waits instead of reading the slot.
+            TlbUnmapBatch.Current?.FlushDirty(); // no writable translation may outlive the write
             PageFrame.ClearFlags(page, PageFlags.Dirty);
             PageWait.Set(page, PageFlags.Writeback);
             try

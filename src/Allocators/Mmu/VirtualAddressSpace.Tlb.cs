@@ -156,9 +156,10 @@ public abstract unsafe partial class VirtualAddressSpace
     /// <summary>
     /// Bumps the generation (every other thread drops its whole TLB at its next access), flushes the calling thread's
     /// TLB for the range only, and when <paramref name="waitForAccesses"/> waits for accesses already under way on
-    /// other threads to finish, so that the caller may free what the old translations pointed at.
+    /// other threads to finish, so that the caller may free what the old translations pointed at. Returns the new
+    /// generation.
     /// </summary>
-    private protected void Flush(ulong start, ulong end, bool waitForAccesses)
+    private protected long Flush(ulong start, ulong end, bool waitForAccesses)
     {
         if (end == ulong.MaxValue) Interlocked.Increment(ref _flushAll);
         else if (end - start <= VirtualAddress.PageSize) Interlocked.Increment(ref _flushPage);
@@ -177,7 +178,38 @@ public abstract unsafe partial class VirtualAddressSpace
             }
             Volatile.Write(ref me->Gen, newGen);
         }
-        if (waitForAccesses) WaitForRemoteAccesses(me, newGen);
+        if (waitForAccesses)
+        {
+            WaitForRemoteAccesses(me, newGen);
+            BatchedFlushDone(newGen);
+        }
+        return newGen;
+    }
+
+    /// <summary>After a shootdown of generation <paramref name="gen"/>: a reclaim batch's pending one up to it is done too.</summary>
+    private protected virtual void BatchedFlushDone(long gen)
+    {
+    }
+
+    /// <summary>
+    /// The wait of a shootdown whose generation was bumped earlier (<see cref="Flush"/> without waiting): returns once
+    /// no other thread is inside an access that began before <paramref name="gen"/>. <paramref name="barrierDone"/>:
+    /// the caller ran the process-wide barrier after the bump (a batch runs one for all its address spaces).
+    /// </summary>
+    private protected void WaitForGeneration(long gen, bool barrierDone)
+    {
+        var me = (ThreadTlb*)_tlbs.Current;
+        if (barrierDone)
+        {
+            int others = Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0);
+            if (others <= 0) return;
+            Interlocked.Increment(ref _shootdowns);
+            WaitForEachTlb(gen);
+        }
+        else
+        {
+            WaitForRemoteAccesses(me, gen);
+        }
     }
 
     /// <summary>

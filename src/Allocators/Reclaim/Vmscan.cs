@@ -239,19 +239,32 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         Interlocked.Add(ref Counters.PgDeactivate, n);
     }
 
-    /// <summary>shrink_inactive_list: isolates a batch from the cold end and runs shrink_folio_list on each page.</summary>
+    /// <summary>
+    /// shrink_inactive_list: isolates a batch from the cold end and runs shrink_folio_list on each page. The unmaps of
+    /// the batch share one TLB shootdown (<see cref="TlbUnmapBatch"/>): every page stays isolated, neither freed nor
+    /// back on a list, until it has run.
+    /// </summary>
     private long ShrinkInactiveList(int node, ILruOwner owner, LruList list, int batch, Gfp gfp, bool kswapd)
     {
         PageFrame** pages = stackalloc PageFrame*[SwapClusterMax];
+        PageReclaim* outcomes = stackalloc PageReclaim[SwapClusterMax];
         int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned);
         Interlocked.Add(ref kswapd ? ref Counters.PgScanKswapd : ref Counters.PgScanDirect, scanned);
+        TlbUnmapBatch unmaps = TlbUnmapBatch.Begin();
+        try
+        {
+            for (int i = 0; i < n; i++) outcomes[i] = ShrinkFolio(pages[i], owner, gfp);
+        }
+        finally
+        {
+            unmaps.End(); // try_to_unmap_flush, before any page is freed or put back
+        }
         long freed = 0;
         int deleted = 0; // pages[0..deleted) wait for one grace period
         for (int i = 0; i < n; i++)
         {
             PageFrame* page = pages[i];
-            PageReclaim outcome = ShrinkFolio(page, owner, gfp);
-            switch (outcome)
+            switch (outcomes[i])
             {
                 case PageReclaim.Freed:
                     _pages.FreeIsolatedPage(page);
