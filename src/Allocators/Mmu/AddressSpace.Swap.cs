@@ -20,9 +20,10 @@ public sealed unsafe partial class AddressSpace
     /// <summary>
     /// do_swap_page under the mmap_lock for reading: finds or reads the page of the entry (<see cref="AnonSwap.SwapIn"/>),
     /// then, under the page lock and the ptl and only if the entry is still there, maps it and drops the entry's
-    /// count. The last PTE of a slot takes the page out of the swap cache and maps it writable in a writable private
-    /// area; while other PTEs (a fork's) still hold the slot, the page is mapped read-only and shared, and a write
-    /// copies it like any shared anonymous page.
+    /// count. The last PTE of a slot maps the page writable in a writable private area after a write fault, taking it
+    /// out of the swap cache; after a read it stays in the cache, mapped read-only and clean, so reclaim can drop it
+    /// again without a write (unless swap is more than half full). While other PTEs (a fork's) still hold the slot,
+    /// the page is mapped read-only and shared, and a write copies it like any shared anonymous page.
     /// </summary>
     private SwapFault DoSwapPage(VmArea vma, ulong va, PageFaultErrorCode error, ulong swapPte, out IOException? ioError)
     {
@@ -49,13 +50,15 @@ public sealed unsafe partial class AddressSpace
                 ulong* ptep = FindPteSlot(va);
                 if (ptep != null && Volatile.Read(ref *ptep) == swapPte)
                 {
-                    // Exclusive (the kernel's PageAnonExclusive): no other PTE holds the slot or maps the page.
-                    bool exclusive = swap.SwapFreeMapped(page, entry) && Volatile.Read(ref page->_mapcount) == 0;
+                    // Exclusive (the kernel's PageAnonExclusive): no other PTE holds the slot or maps the page. A read
+                    // leaves it in the swap cache, mapped read-only and clean, until a write frees the slot.
+                    bool write = (error & PageFaultErrorCode.Write) != 0;
+                    bool exclusive = swap.SwapFreeMapped(page, entry, keepCache: !write) && Volatile.Read(ref page->_mapcount) == 0;
                     PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Accessed;
-                    if (exclusive && (vma.Flags & VmFlags.Write) != 0 && !vma.IsShared)
+                    if (exclusive && (vma.Flags & VmFlags.Write) != 0 && !vma.IsShared && !page->Has(PageFlags.SwapCache))
                     {
                         prot |= PteFlags.ReadWrite;
-                        if ((error & PageFaultErrorCode.Write) != 0) prot |= PteFlags.Dirty;
+                        if (write) prot |= PteFlags.Dirty;
                     }
                     else
                     {

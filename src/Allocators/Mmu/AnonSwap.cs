@@ -241,16 +241,44 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     }
 
     /// <summary>
-    /// After the PTE that held <paramref name="entry"/> took <paramref name="page"/> (locked): drops that PTE's swap
-    /// count; when it was the last, the page leaves the swap cache and the slot is freed (the data now lives only in
-    /// the page, so it is dirty). Returns true in that case; the page is the mapper's alone if nothing else maps it.
+    /// vm_swap_full: less than half of the swap space is free. A page swapped in then gives its slot back at once
+    /// rather than keep it for the next reclaim.
     /// </summary>
-    public bool SwapFreeMapped(PageFrame* page, SwapEntry entry)
+    public bool SwapFull => Table.FreePages * 2 < Table.TotalPages;
+
+    /// <summary>
+    /// After the PTE that held <paramref name="entry"/> took <paramref name="page"/> (locked): drops that PTE's swap
+    /// count, and returns true when it was the last (the page is the mapper's alone if nothing else maps it). The page
+    /// then leaves the swap cache and the slot is freed (the data lives only in the page, so it is dirty) when
+    /// <paramref name="keepCache"/> is false or swap is full — should_try_to_free_swap; otherwise it stays in the
+    /// cache, clean, and reclaim can take it again without writing it (a write fault frees the slot first,
+    /// <see cref="TryFreeSwap"/>).
+    /// </summary>
+    public bool SwapFreeMapped(PageFrame* page, SwapEntry entry, bool keepCache)
     {
         if (Table.DeviceOf(entry).SwapFree(entry) != 0) return false;
-        DeleteFromSwapCache(page, entry);
-        PageFrame.SetFlags(page, PageFlags.Dirty);
+        if (!keepCache || SwapFull)
+        {
+            DeleteFromSwapCache(page, entry);
+            PageFrame.SetFlags(page, PageFlags.Dirty);
+        }
         return true;
+    }
+
+    /// <summary>
+    /// folio_free_swap on a write fault (wp_can_reuse_anon_folio): a page in the swap cache whose slot no PTE holds
+    /// leaves the cache (dirty: the write will make the copy on swap stale) when its lock is free. True when it left.
+    /// Under the ptl (trylock only).
+    /// </summary>
+    public bool TryFreeSwap(PageFrame* page)
+    {
+        if (!page->Has(PageFlags.SwapCache) || !PageWait.TryLock(page)) return false;
+        try
+        {
+            if (page->Has(PageFlags.SwapCache)) FreeSwap(page, SwapCache.EntryOf(page));
+            return !page->Has(PageFlags.SwapCache);
+        }
+        finally { PageWait.Unlock(page); }
     }
 
     /// <summary>swap_duplicate for a PTE copied by fork.</summary>

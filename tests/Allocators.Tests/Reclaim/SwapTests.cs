@@ -80,6 +80,46 @@ public unsafe class SwapTests
     }
 
     [Fact]
+    public void APageOnlyReadAfterSwapInIsDroppedAgainWithoutAWrite()
+    {
+        using var f = new SwapFixture();
+        using (var mm = f.NewProcess())
+        {
+            ulong a = MapStamped(mm, 256);
+            long firstOut = f.System.Reclaim(256);
+            Assert.True(firstOut >= 200, $"freed {firstOut}");
+            long written = f.Counters.PagesSwappedOut;
+            long used = f.Device!.UsedPages;
+            AssertStamps(mm, a, 256);
+            // Read back, the pages keep their slots and stay clean in the swap cache (should_try_to_free_swap).
+            Assert.Equal(used, f.Device.UsedPages);
+            Assert.True(Meminfo(f, "SwapCached") >= firstOut * 4, f.System.Meminfo());
+
+            long again = f.System.Reclaim(256);
+            Assert.True(again >= firstOut / 2, $"freed {again}");
+            Assert.Equal(written, f.Counters.PagesSwappedOut); // nothing was written twice
+            AssertStamps(mm, a, 256);
+
+            // A write frees the slot first (the copy on swap is stale from then on), so the next reclaim writes it.
+            mm.Write<long>(a + 5 * PageSize, 42);
+            Assert.Equal(used - 1, f.Device.UsedPages);
+            Assert.True(f.System.Reclaim(256) > 0);
+            Assert.True(f.Counters.PagesSwappedOut > written);
+            Assert.Equal(42, mm.Read<long>(a + 5 * PageSize));
+            Assert.Equal(~SwapFixture.Stamp(5, 1), mm.Read<long>(a + 5 * PageSize + PageSize - 8));
+            f.AnonSwapChecks();
+            mm.CheckConsistency();
+        }
+        f.AssertAllBack();
+    }
+
+    private static long Meminfo(SwapFixture f, string key)
+    {
+        string line = f.System.Meminfo().Split('\n').Single(l => l.StartsWith(key + ":", StringComparison.Ordinal));
+        return long.Parse(line[(key.Length + 1)..].Replace("kB", "").Trim());
+    }
+
+    [Fact]
     public void ASwappedPageStaysSharedAfterForkUntilOneSideWrites()
     {
         using var f = new SwapFixture();

@@ -93,6 +93,35 @@ public sealed unsafe class TlbBatchTests
     }
 
     [Fact]
+    public void CleanSwapCachePagesShareOneShootdownPerBatch()
+    {
+        using var f = new SwapFixture();
+        using (AddressSpace mm = f.NewProcess())
+        {
+            ulong a = mm.Mmap(0, Pages * PageSize, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
+            for (int i = 0; i < Pages; i++) mm.Write<long>(a + (ulong)i * PageSize, SwapFixture.Stamp(i, 4));
+            Assert.True(f.System.Reclaim(Pages) >= Pages / 2);
+            // Read back: the pages return clean and keep their slots (the swap cache), so reclaim needs no write.
+            for (int i = 0; i < Pages; i++) Assert.Equal(SwapFixture.Stamp(i, 4), mm.Read<long>(a + (ulong)i * PageSize));
+            using (new IdleUser(mm, a))
+            {
+                long shootdowns = mm.TlbStatistics.Shootdowns;
+                long swappedOut = f.Counters.PagesSwappedOut;
+                ReclaimUntil(f.System, () => mm.Statistics.RssAnon <= Pages / 4);
+                long unmapped = mm.SwapEntries;
+                long waited = mm.TlbStatistics.Shootdowns - shootdowns;
+                Assert.True(unmapped >= Pages / 2, $"reclaim unmapped {unmapped} of {Pages} pages");
+                Assert.Equal(swappedOut, f.Counters.PagesSwappedOut); // clean: no page was written again
+                Assert.True(waited > 0 && waited * 8 <= unmapped, $"{waited} shootdowns for {unmapped} unmapped pages");
+            }
+            for (int i = 0; i < Pages; i++) Assert.Equal(SwapFixture.Stamp(i, 4), mm.Read<long>(a + (ulong)i * PageSize));
+            f.AnonSwapChecks();
+            mm.CheckConsistency();
+        }
+        f.AssertAllBack();
+    }
+
+    [Fact]
     public void DirtyPagesAreFlushedBeforeEachWriteOut()
     {
         using var f = new SwapFixture();
