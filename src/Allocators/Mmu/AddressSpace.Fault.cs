@@ -333,7 +333,8 @@ public sealed unsafe partial class AddressSpace
             return;
         }
         PageFrame* old = _memory.PfnToPage(PageTableEntry.PfnOf(pte));
-        // A page kept in the swap cache after a read holds the cache's reference too: the slot goes first.
+        // A page left in the swap cache holds the cache's reference too (one a fork shared, now mapped here alone):
+        // the slot goes first.
         if (old->Has(PageFlags.Anon) && old->Has(PageFlags.SwapCache) && Volatile.Read(ref old->_refcount) == 2) _kernel.Swap.TryFreeSwap(old);
         if (old->Has(PageFlags.Anon) && Volatile.Read(ref old->_refcount) == 1)
         {

@@ -20,9 +20,9 @@ public sealed unsafe partial class AddressSpace
     /// <summary>
     /// do_swap_page under the mmap_lock for reading: finds or reads the page of the entry (<see cref="AnonSwap.SwapIn"/>),
     /// then, under the page lock and the ptl and only if the entry is still there, maps it and drops the entry's
-    /// count. The last PTE of a slot maps the page writable in a writable private area after a write fault, taking it
-    /// out of the swap cache; after a read it stays in the cache, mapped read-only and clean, so reclaim can drop it
-    /// again without a write (unless swap is more than half full). While other PTEs (a fork's) still hold the slot,
+    /// count. The last PTE of a slot maps the page writable in a writable private area; a write fault takes it out of
+    /// the swap cache (dirty), while after a read it stays there, clean, so reclaim can drop it again without a write
+    /// unless the entry's Dirty says it was written since (or swap is more than half full). While other PTEs (a fork's) still hold the slot,
     /// the page is mapped read-only and shared, and a write copies it like any shared anonymous page.
     /// </summary>
     private SwapFault DoSwapPage(VmArea vma, ulong va, PageFaultErrorCode error, ulong swapPte, out IOException? ioError)
@@ -50,12 +50,13 @@ public sealed unsafe partial class AddressSpace
                 ulong* ptep = FindPteSlot(va);
                 if (ptep != null && Volatile.Read(ref *ptep) == swapPte)
                 {
-                    // Exclusive (the kernel's PageAnonExclusive): no other PTE holds the slot or maps the page. A read
-                    // leaves it in the swap cache, mapped read-only and clean, until a write frees the slot.
+                    // Exclusive (the kernel's PageAnonExclusive): no other PTE holds the slot or maps the page. After a
+                    // read it may stay in the swap cache, mapped writable but clean: a later write sets the entry's
+                    // Dirty, which reclaim's unmap folds into the page, so the copy on swap is never taken for current.
                     bool write = (error & PageFaultErrorCode.Write) != 0;
                     bool exclusive = swap.SwapFreeMapped(page, entry, keepCache: !write) && Volatile.Read(ref page->_mapcount) == 0;
                     PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Accessed;
-                    if (exclusive && (vma.Flags & VmFlags.Write) != 0 && !vma.IsShared && !page->Has(PageFlags.SwapCache))
+                    if (exclusive && (vma.Flags & VmFlags.Write) != 0 && !vma.IsShared)
                     {
                         prot |= PteFlags.ReadWrite;
                         if (write) prot |= PteFlags.Dirty;

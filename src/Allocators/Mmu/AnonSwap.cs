@@ -251,8 +251,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// count, and returns true when it was the last (the page is the mapper's alone if nothing else maps it). The page
     /// then leaves the swap cache and the slot is freed (the data lives only in the page, so it is dirty) when
     /// <paramref name="keepCache"/> is false or swap is full — should_try_to_free_swap; otherwise it stays in the
-    /// cache, clean, and reclaim can take it again without writing it (a write fault frees the slot first,
-    /// <see cref="TryFreeSwap"/>).
+    /// cache, clean, and reclaim can take it again without writing it unless a mapping's Dirty says otherwise.
     /// </summary>
     public bool SwapFreeMapped(PageFrame* page, SwapEntry entry, bool keepCache)
     {
@@ -266,9 +265,9 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     }
 
     /// <summary>
-    /// folio_free_swap on a write fault (wp_can_reuse_anon_folio): a page in the swap cache whose slot no PTE holds
-    /// leaves the cache (dirty: the write will make the copy on swap stale) when its lock is free. True when it left.
-    /// Under the ptl (trylock only).
+    /// folio_free_swap on a write fault to a read-only entry (wp_can_reuse_anon_folio): a page in the swap cache whose
+    /// slot no PTE holds leaves the cache (dirty: the write will make the copy on swap stale) when its lock is free,
+    /// so the writer can reuse it instead of copying it. True when it left. Under the ptl (trylock only).
     /// </summary>
     public bool TryFreeSwap(PageFrame* page)
     {
