@@ -147,6 +147,7 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
             return;
         }
         long gen = Flush(va, va + VirtualAddress.PageSize, waitForAccesses: false);
+        if (!OtherTlbUsers()) return; // nobody else can be inside an access: nothing to wait for
         Volatile.Write(ref _tlbBatchPending, gen); // under the ptl: generations only grow here
         batch.Add(this, gen, dirty: (old & (ulong)PteFlags.Dirty) != 0);
     }

@@ -192,6 +192,16 @@ public abstract unsafe partial class VirtualAddressSpace
     }
 
     /// <summary>
+    /// True when a thread other than the caller has a TLB in this space. Read after an entry changed: a thread that
+    /// registers later walks the changed tables, so only one counted here can hold the old translation.
+    /// </summary>
+    private protected bool OtherTlbUsers()
+    {
+        var me = (ThreadTlb*)_tlbs.Current;
+        return Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0) > 0;
+    }
+
+    /// <summary>
     /// The wait of a shootdown whose generation was bumped earlier (<see cref="Flush"/> without waiting): returns once
     /// no other thread is inside an access that began before <paramref name="gen"/>. <paramref name="barrierDone"/>:
     /// the caller ran the process-wide barrier after the bump (a batch runs one for all its address spaces).
