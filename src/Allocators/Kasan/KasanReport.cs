@@ -17,6 +17,8 @@ public static class KasanShadowCode
     public const byte SlabFree = 0xFB;
     /// <summary>A freed slab object whose free track is kept (KASAN_SLAB_FREETRACK).</summary>
     public const byte SlabFreeTrack = 0xFA;
+    /// <summary>Per-CPU space that is not part of a live allocation's size: free, freed, or past the end (this library's code, unused by the kernel).</summary>
+    public const byte PercpuInvalid = 0xF9;
     /// <summary>vmalloc space that is not part of a live area's requested size (KASAN_VMALLOC_INVALID).</summary>
     public const byte VmallocInvalid = 0xF8;
 
@@ -28,6 +30,7 @@ public static class KasanShadowCode
         PageGuard => "page-out-of-bounds",
         SlabFree or SlabFreeTrack => "slab-use-after-free",
         VmallocInvalid => "vmalloc-out-of-bounds",
+        PercpuInvalid => "percpu-out-of-bounds",
         _ => "out-of-bounds",
     };
 }

@@ -23,12 +23,21 @@ public readonly unsafe struct Percpu<T> where T : unmanaged
     public ref T ThisCpu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref *(T*)_owner.ThisCpuPtr(Pointer);
+        get => ref Checked((T*)_owner.ThisCpuPtr(Pointer), "this_cpu_ptr");
     }
 
     /// <summary>CPU <paramref name="cpu"/>'s copy (per_cpu_ptr).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref T PerCpu(int cpu) => ref *(T*)_owner.PerCpuPtr(Pointer, cpu);
+    public ref T PerCpu(int cpu) => ref Checked((T*)_owner.PerCpuPtr(Pointer, cpu), "per_cpu_ptr");
+
+    /// <summary>The copy at <paramref name="p"/>; with KASAN on, a copy freed or wider than the allocation is reported first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref T Checked(T* p, string function)
+    {
+        // The caller may read or write through the reference; KASAN's report names it a read.
+        _owner.Kasan?.Check(p, (nuint)sizeof(T), write: false, function);
+        return ref *p;
+    }
 
     /// <summary>Runs <paramref name="visit"/> on every possible CPU's copy (for_each_possible_cpu).</summary>
     public void ForEachPossibleCpu(PercpuVisitor<T> visit)

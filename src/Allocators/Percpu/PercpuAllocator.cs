@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Allocators.Kasan;
 using Allocators.Native;
 using Allocators.PageAlloc;
 using Allocators.Physical;
@@ -12,7 +13,15 @@ namespace Allocators.Percpu;
 /// chunks of units, one unit per CPU at a fixed stride, so <c>per_cpu_ptr(p, cpu) = p + cpu * UnitSize</c> in O(1).
 /// Chunks are contiguous page blocks from the page allocator, created and destroyed on demand; memory is zeroed.
 /// </summary>
-/// <remarks>Thread-safe; allocation and free take the allocator's lock (pcpu_alloc_mutex); access does not.</remarks>
+/// <remarks>
+/// <para>Thread-safe; allocation and free take the allocator's lock (pcpu_alloc_mutex); access does not.</para>
+/// <para>With KASAN on, every byte of a chunk outside a live allocation's requested size, in every unit, is poisoned
+/// (<see cref="KasanShadowCode.PercpuInvalid"/>), and <see cref="Percpu{T}"/>'s accessors check the copy they hand out:
+/// a use after <see cref="FreePercpu"/> is reported as <c>percpu-out-of-bounds</c> with its unit (the kernel's generic
+/// KASAN leaves per-CPU memory unchecked).</para>
+/// <para>Invariant: <c>FreeBytes = UnitSize - Granule * sum of Sizes</c> per chunk, and a granule is set in
+/// <c>AllocMap</c> exactly when it lies in a live allocation.</para>
+/// </remarks>
 public sealed unsafe class PercpuAllocator : IDisposable
 {
     /// <summary>Allocation granule in bytes (PCPU_MIN_ALLOC_SIZE in spirit).</summary>
@@ -43,9 +52,14 @@ public sealed unsafe class PercpuAllocator : IDisposable
             throw new ArgumentOutOfRangeException(nameof(possibleCpus), PossibleCpus, "Too many CPUs for one 4 MiB chunk.");
         UnitSize = unitSize;
         _unitGranules = unitSize / Granule;
+        Kasan = pages.Memory.Kasan;
+        Kasan?.AddDescriber(KasanDescribe);
         long chunkPages = (long)PossibleCpus * unitSize / PageFrame.PageSize;
         _chunkOrder = BitOperations.Log2(BitOperations.RoundUpToPowerOf2((ulong)chunkPages));
     }
+
+    /// <summary>The arena's KASAN shadow when the checked mode is on; otherwise null.</summary>
+    internal KasanShadow? Kasan { get; }
 
     /// <summary>Units per chunk: one per possible CPU.</summary>
     public int PossibleCpus { get; }
@@ -92,13 +106,13 @@ public sealed unsafe class PercpuAllocator : IDisposable
                 var chunk = (PercpuChunk*)c;
                 if (chunk->FreeBytes < granules * Granule || chunk->ContigHint < granules) continue;
                 int start = FindFit(chunk, granules, alignGranules);
-                if (start >= 0) return Commit(chunk, start, granules);
+                if (start >= 0) return Commit(chunk, start, size);
                 // No aligned run of this length: any free run is shorter than granules + align - 1.
                 chunk->ContigHint = Math.Min(chunk->ContigHint, granules + alignGranules - 2);
             }
             PercpuChunk* fresh = CreateChunk();
             if (fresh == null) return 0;
-            return Commit(fresh, FindFit(fresh, granules, alignGranules), granules);
+            return Commit(fresh, FindFit(fresh, granules, alignGranules), size);
         }
     }
 
@@ -128,6 +142,10 @@ public sealed unsafe class PercpuAllocator : IDisposable
             if (_pages.Memory.Checks.InitOnFree)
             {
                 for (int cpu = 0; cpu < PossibleCpus; cpu++) NativeMemory.Clear((byte*)pointer + (nint)cpu * UnitSize, (nuint)(granules * Granule));
+            }
+            if (Kasan != null)
+            {
+                for (int cpu = 0; cpu < PossibleCpus; cpu++) Kasan.Poison((byte*)pointer + (nint)cpu * UnitSize, (nuint)(granules * Granule), KasanShadowCode.PercpuInvalid);
             }
             chunk->Sizes[start] = 0;
             for (int i = start; i < start + granules; i++) chunk->AllocMap[i >> 6] &= ~(1UL << (i & 63));
@@ -172,13 +190,18 @@ public sealed unsafe class PercpuAllocator : IDisposable
         return -1;
     }
 
-    private nint Commit(PercpuChunk* chunk, int start, int granules)
+    private nint Commit(PercpuChunk* chunk, int start, int size)
     {
+        int granules = (size + Granule - 1) / Granule;
         for (int i = start; i < start + granules; i++) chunk->AllocMap[i >> 6] |= 1UL << (i & 63);
         chunk->Sizes[start] = (ushort)granules;
         chunk->FreeBytes -= granules * Granule;
         byte* unit0 = chunk->Base + start * Granule;
-        for (int cpu = 0; cpu < PossibleCpus; cpu++) NativeMemory.Clear(unit0 + (nint)cpu * UnitSize, (nuint)(granules * Granule));
+        for (int cpu = 0; cpu < PossibleCpus; cpu++)
+        {
+            NativeMemory.Clear(unit0 + (nint)cpu * UnitSize, (nuint)(granules * Granule));
+            Kasan?.Unpoison(unit0 + (nint)cpu * UnitSize, (nuint)size); // exactly the size asked: the rest stays poisoned
+        }
         return (nint)unit0;
     }
 
@@ -194,6 +217,7 @@ public sealed unsafe class PercpuAllocator : IDisposable
         chunk->ContigHint = _unitGranules;
         chunk->AllocMap = (ulong*)NativeMemory.AllocZeroed((nuint)((_unitGranules + 63) / 64), sizeof(ulong));
         chunk->Sizes = (ushort*)NativeMemory.AllocZeroed((nuint)_unitGranules, sizeof(ushort));
+        Kasan?.Poison(chunk->Base, (nuint)PageFrame.PageSize << _chunkOrder, KasanShadowCode.PercpuInvalid);
         _chunks.Add((nint)chunk);
         Volatile.Write(ref *_nrPages, *_nrPages + (1L << _chunkOrder));
         return chunk;
@@ -207,6 +231,26 @@ public sealed unsafe class PercpuAllocator : IDisposable
         NativeMemory.Free(chunk->AllocMap);
         NativeMemory.Free(chunk->Sizes);
         NativeMemory.Free(chunk);
+    }
+
+    /// <summary>KASAN's "the buggy address belongs to" line for an address in a chunk; null for any other address.</summary>
+    private string? KasanDescribe(nuint address)
+    {
+        if (!_lock.TryEnter()) return null; // the report may come from inside an allocation
+        try
+        {
+            foreach (nint c in _chunks)
+            {
+                var chunk = (PercpuChunk*)c;
+                nuint offset = address - (nuint)chunk->Base;
+                if (offset >= (nuint)PageFrame.PageSize << chunk->Order) continue;
+                int cpu = (int)(offset / (nuint)UnitSize);
+                int inUnit = (int)(offset % (nuint)UnitSize);
+                return $"The buggy address belongs to the per-CPU chunk at {(nuint)chunk->Base:x16}, unit {cpu} (CPU {cpu}), offset {inUnit} of {UnitSize}";
+            }
+            return null;
+        }
+        finally { _lock.Exit(); }
     }
 
     private int CountEmpty()
