@@ -52,7 +52,6 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             SwapDevice device = Table.Swapon(path, priority);
             var vmscan = (Vmscan)_pages.GetOrCreateReclaimer(() => new Vmscan(_pages));
             vmscan.SetAnonOwner(this);
-            vmscan.SetOomKiller(_kernel.OutOfMemory);
             return device;
         }
     }

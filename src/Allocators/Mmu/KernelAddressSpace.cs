@@ -27,6 +27,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     private int _nextPid = 1;
     private int _oopsCount;
     private int _liveProcesses;
+    private Func<Gfp, int, bool>? _oomKiller; // the delegate registered with the page allocator (to unregister it)
 
     /// <summary>Creates the kernel page tables over <paramref name="pages"/>.</summary>
     public KernelAddressSpace(PageAllocator pages)
@@ -45,6 +46,8 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
             MapDirectMap();
             SetUpFixmap();
             SetUpPkmap();
+            _oomKiller = OutOfMemory;
+            pages.SetOomKiller(_oomKiller);
         }
         catch
         {
@@ -360,6 +363,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
     {
         if (disposing)
         {
+            if (_oomKiller != null) _pages.ClearOomKiller(_oomKiller);
             DisposeSwap();
             UnregisterDirectMap();
             FreeFixmap();

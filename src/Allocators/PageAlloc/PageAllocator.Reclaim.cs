@@ -35,14 +35,13 @@ internal interface IReclaimer
     /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> fell below its low watermark.</summary>
     void WakeKswapd(int node, int order);
 
-    /// <summary>out_of_memory: reclaim made no progress for an allocation that may not fail quietly. True when memory was freed (a process killed).</summary>
-    bool OutOfMemory(Gfp gfp, int order);
 }
 
 public sealed unsafe partial class PageAllocator
 {
     private readonly Lru _lru;
     private IReclaimer? _reclaimer;
+    private Func<Gfp, int, bool>? _oomKiller;
     private readonly Lock _reclaimerLock = new();
     private long _allocStallNormal;
     private long _allocStallMovable;
@@ -77,6 +76,16 @@ public sealed unsafe partial class PageAllocator
             return reclaimer;
         }
     }
+
+    /// <summary>
+    /// Registers out_of_memory: called when reclaim (if any) made no progress for an allocation that may not fail
+    /// quietly; true when memory was freed (a process killed). The MMU registers it when it is built, as every kernel
+    /// has one whether or not it can reclaim.
+    /// </summary>
+    internal void SetOomKiller(Func<Gfp, int, bool> oom) => Volatile.Write(ref _oomKiller, oom);
+
+    /// <summary>Unregisters <paramref name="oom"/> if it is the OOM killer (its kernel is going away).</summary>
+    internal void ClearOomKiller(Func<Gfp, int, bool> oom) => Interlocked.CompareExchange(ref _oomKiller, null, oom);
 
     /// <summary>The reclaimer, if one was made.</summary>
     internal IReclaimer? Reclaimer => Volatile.Read(ref _reclaimer);
@@ -170,10 +179,10 @@ public sealed unsafe partial class PageAllocator
     /// <summary>The slow path's last resort for a sleeping allocation that may not fail quietly: the OOM killer.</summary>
     private bool InvokeOomKiller(Gfp gfp, int order)
     {
-        IReclaimer? reclaimer = Volatile.Read(ref _reclaimer);
-        if (reclaimer == null || (gfp & (Gfp.DirectReclaim | Gfp.Fs)) != (Gfp.DirectReclaim | Gfp.Fs)) return false;
+        Func<Gfp, int, bool>? oom = Volatile.Read(ref _oomKiller);
+        if (oom == null || (gfp & (Gfp.DirectReclaim | Gfp.Fs)) != (Gfp.DirectReclaim | Gfp.Fs)) return false;
         // __GFP_NORETRY and __GFP_RETRY_MAYFAIL fail instead; costly orders too (they are not retried implicitly).
         if ((gfp & Gfp.NoFail) == 0 && ((gfp & (Gfp.NoRetry | Gfp.RetryMayFail)) != 0 || order > CostlyOrder)) return false;
-        return reclaimer.OutOfMemory(gfp, order);
+        return oom(gfp, order);
     }
 }

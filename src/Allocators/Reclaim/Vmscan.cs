@@ -31,7 +31,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     private readonly Kswapd[] _kswapd;
     private ILruOwner? _anon;
     private ILruOwner? _file;
-    private Func<Gfp, int, bool>? _oom;
     private int _active; // ShrinkNode calls in progress (RemoveAnonOwner waits for them)
     [ThreadStatic] private static bool t_inReclaim;
 
@@ -65,8 +64,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// <summary>The file side (the page cache).</summary>
     public void SetFileOwner(ILruOwner? owner) => Volatile.Write(ref _file, owner);
 
-    /// <summary>The OOM killer, run when reclaim makes no progress.</summary>
-    public void SetOomKiller(Func<Gfp, int, bool>? oom) => Volatile.Write(ref _oom, oom);
 
     /// <summary>True while the calling thread is reclaiming (its own allocations must not recurse).</summary>
     public static bool InReclaim => t_inReclaim;
@@ -136,8 +133,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         _kswapd[node].Wake();
     }
 
-    /// <inheritdoc/>
-    public bool OutOfMemory(Gfp gfp, int order) => Volatile.Read(ref _oom)?.Invoke(gfp, order) ?? false;
 
     /// <summary>kswapd's work for one wake-up (balance_pgdat): reclaims until the node is balanced or no pass makes progress.</summary>
     internal void BalanceNode(int node)

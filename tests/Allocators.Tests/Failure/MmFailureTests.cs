@@ -212,6 +212,7 @@ public sealed class MmFailureTests
         SystemState baseline = SystemState.Capture(sys);
         using (var parent = sys.CreateAddressSpace())
         {
+            parent.OomScoreAdj = -1000; // the OOM killer may not take it: the fork must fail, not the parent die
             MapForkParent(parent);
             var held = new List<nint>();
             for (PageFrame* p; (p = sys.Pages.AllocPages(Gfp.Kernel | Gfp.NoWarn, 0)) != null;) held.Add((nint)p);

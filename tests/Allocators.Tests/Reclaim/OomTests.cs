@@ -41,6 +41,30 @@ public sealed class OomTests
     }
 
     [Fact]
+    public void WithoutSwapOrAPageCacheTheOomKillerStillRuns()
+    {
+        // Nothing can be reclaimed: the kernel still kills the biggest process rather than fail the fault.
+        using var system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new Allocators.Physical.PhysicalMemoryOptions { Size = 16L << 20 },
+            PageAllocator = new Allocators.PageAlloc.PageAllocatorOptions { AutoGrow = false, ReleaseFreeMemory = false },
+        });
+        using var big = system.CreateAddressSpace();
+        using var grower = system.CreateAddressSpace();
+        ulong bigAt = Fill(big, 2560);
+        Assert.Null(system.Pages.Reclaimer);
+        ulong growerAt = Fill(grower, 1536);
+
+        Assert.True(big.IsOomKilled);
+        Assert.False(grower.IsOomKilled);
+        Assert.Equal(1, system.Pages.ReclaimCounters.OomKills);
+        Assert.Contains(system.Kernel.Log, line => line.StartsWith($"Out of memory: Killed process {big.Pid} (", StringComparison.Ordinal));
+        Assert.Throws<ProcessKilledException>(() => big.Read<long>(bigAt));
+        for (int i = 0; i < 1536; i++) Assert.Equal(i, grower.Read<long>(growerAt + (ulong)i * PageSize));
+        Assert.False(system.HasPageCache);
+    }
+
+    [Fact]
     public void OomScoreAdjChoosesTheVictim()
     {
         using var f = new SwapFixture(arenaBytes: 16L << 20, swapBytes: 4L << 20);
