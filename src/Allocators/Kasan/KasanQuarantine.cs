@@ -18,7 +18,9 @@ internal struct QuarantineThreadList
 /// on the calling thread's list with no shared lock; a list that reaches <see cref="BatchBytes"/> moves whole, as one
 /// batch, to the global FIFO (one lock per batch), which gives its oldest blocks back while it holds more than
 /// <see cref="MaxBytes"/>. Shrinking or destroying a cache takes its blocks off every list at once (<see cref="Flush()"/>),
-/// so "everything freed and shrunk" still means empty slabs.
+/// so "everything freed and shrunk" still means empty slabs. Blocks a reduce took off the FIFO are given back outside
+/// the lock and counted meanwhile; a flush waits for that count to reach zero (the kernel's synchronize_srcu in
+/// quarantine_remove_cache), so none of the flushed cache's objects is still in another thread's hands when it returns.
 /// </summary>
 /// <remarks>
 /// <para>The bound: <c>Bytes ≤ MaxBytes + T × BatchBytes</c>, T = threads with a list. The global FIFO holds at most
@@ -41,6 +43,7 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
     private const int BatchFraction = 16;
 
     private readonly Lock _lock = new();
+    private int _givingBack; // evictions taken off the FIFO under _lock and not yet given back (flushes wait for them)
     private ThreadCacheRegistry? _threads;         // made at the first free, so an arena without a slab layer holds no slot
     private bool _closed;
     private QuarantineList _global;
@@ -115,7 +118,7 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
         Debug.Assert(mine->List.Bytes < BatchBytes || mine->List.Count == 0, "a thread's list moves when it reaches the batch size");
         ThreadCacheHeader.Exit(&mine->Header);
         if (!full) return;
-        GiveBack(ref evicted);
+        GiveBackEvicted(ref evicted);
         Volatile.Read(ref _threads)?.RetireExited();
         AssertBound();
     }
@@ -168,15 +171,34 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
             _global.Put(link);
             Reduce(ref evicted);
         }
-        GiveBack(ref evicted);
+        GiveBackEvicted(ref evicted);
     }
 
-    /// <summary>Takes the oldest blocks off the global FIFO until it holds at most <see cref="MaxBytes"/>. Lock held.</summary>
+    /// <summary>
+    /// Takes the oldest blocks off the global FIFO until it holds at most <see cref="MaxBytes"/> (into an empty
+    /// <paramref name="evicted"/>), counting them as being given back until <see cref="GiveBackEvicted"/>. Lock held.
+    /// </summary>
     private void Reduce(ref QuarantineList evicted)
     {
         Debug.Assert(_lock.IsHeldByCurrentThread);
+        Debug.Assert(evicted.Head == null, "a reduce starts a chain of its own");
         while (_global.Bytes > MaxBytes) evicted.Put(_global.TakeFirst());
+        if (evicted.Head != null) Interlocked.Increment(ref _givingBack);
         Debug.Assert(_global.Bytes <= MaxBytes, "the global FIFO holds at most MaxBytes after a reduce");
+    }
+
+    /// <summary>Gives back what <see cref="Reduce"/> evicted (quarantine_reduce's release, outside the lock), then uncounts it.</summary>
+    private void GiveBackEvicted(ref QuarantineList evicted)
+    {
+        if (evicted.Head == null) return;
+        try
+        {
+            GiveBack(ref evicted);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _givingBack);
+        }
     }
 
     /// <summary>Gives every held block back (quarantine_remove_cache for every cache).</summary>
@@ -192,6 +214,11 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
         var taken = new QuarantineList[1];
         Volatile.Read(ref _threads)?.DrainAll(p => ((QuarantineThreadList*)p)->List.MoveOwner(owner, ref taken[0]), Holds);
         lock (_lock) _global.MoveOwner(owner, ref taken[0]);
+        // quarantine_remove_cache's synchronize_srcu: blocks another thread's reduce took off the FIFO are back in
+        // their caches before this returns (a cache being destroyed must not count them as live, nor have them
+        // given back to it afterwards).
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _givingBack) != 0) spin.SpinOnce(sleep1Threshold: 30);
         GiveBack(ref taken[0]);
     }
 
@@ -265,7 +292,7 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
         }
         try
         {
-            GiveBack(ref evicted);
+            GiveBackEvicted(ref evicted);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -80,6 +80,55 @@ public sealed unsafe class KasanQuarantineTests
     }
 
     [Fact]
+    public void AFlushWaitsForBlocksAnotherThreadIsGivingBack()
+    {
+        // quarantine_reduce takes the oldest blocks off the FIFO under the lock and gives them back outside it; a
+        // cache's flush (shrink, destroy) must not return while some of its objects are in such a thread's hands.
+        using var sys = KasanSlabTests.NewSystem(quarantine: 64 << 10);
+        KasanQuarantine q = sys.Memory.Kasan!.Quarantine;
+        var cache = sys.Slab.CreateCache("kasan-q-reduce", 64);
+        Action<nint, nint> release = q.Release!;
+        using var giving = new ManualResetEventSlim();
+        using var gate = new ManualResetEventSlim();
+        int blocked = 0;
+        q.Release = (owner, obj) =>
+        {
+            if (Interlocked.Exchange(ref blocked, 1) == 0)
+            {
+                giving.Set();
+                gate.Wait();
+            }
+            release(owner, obj);
+        };
+        var freer = new Thread(() =>
+        {
+            // Enough to pass the limit: this thread's reduce evicts the oldest (this cache's) and stops in Release.
+            for (int i = 0; i < 4000 && !giving.IsSet; i++) cache.Free(cache.Alloc());
+        });
+        freer.Start();
+        Assert.True(giving.Wait(TimeSpan.FromSeconds(20)), "no reduce gave anything back");
+
+        long liveAfterShrink = -1;
+        var shrinker = new Thread(() =>
+        {
+            cache.Shrink();
+            liveAfterShrink = cache.ActiveObjects;
+        });
+        shrinker.Start();
+        bool waited = !shrinker.Join(TimeSpan.FromMilliseconds(300));
+        gate.Set();
+        shrinker.Join();
+        freer.Join();
+        q.Release = release;
+
+        Assert.True(waited, "the flush returned while a reduce still held the cache's blocks");
+        Assert.Equal(0, liveAfterShrink);
+        cache.Shrink();
+        cache.CheckConsistency();
+        cache.Destroy();
+    }
+
+    [Fact]
     public void ShrinkFindsTheBlocksOnEveryThreadsList()
     {
         using var sys = KasanSlabTests.NewSystem();
