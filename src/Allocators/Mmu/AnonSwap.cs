@@ -263,22 +263,6 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         return true;
     }
 
-    /// <summary>
-    /// folio_free_swap on a write fault to a read-only entry (wp_can_reuse_anon_folio): a page in the swap cache whose
-    /// slot no PTE holds leaves the cache (dirty: the write will make the copy on swap stale) when its lock is free,
-    /// so the writer can reuse it instead of copying it. True when it left. Under the ptl (trylock only).
-    /// </summary>
-    public bool TryFreeSwap(PageFrame* page)
-    {
-        if (!page->Has(PageFlags.SwapCache) || !PageWait.TryLock(page)) return false;
-        try
-        {
-            if (page->Has(PageFlags.SwapCache)) FreeSwap(page, SwapCache.EntryOf(page));
-            return !page->Has(PageFlags.SwapCache);
-        }
-        finally { PageWait.Unlock(page); }
-    }
-
     /// <summary>swap_duplicate for a PTE copied by fork.</summary>
     public void Duplicate(SwapEntry entry) => Table.DeviceOf(entry).Duplicate(entry);
 
@@ -309,10 +293,18 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// free_swap_cache: a page in the swap cache whose last mapping just went leaves the cache when no swap entry
     /// holds its slot and its lock is free (trylock; otherwise reclaim takes it later).
     /// </summary>
-    public void FreeSwapCache(PageFrame* page)
+    public void FreeSwapCache(PageFrame* page) => TryFreeSwap(page, unmappedOnly: true);
+
+    /// <summary>
+    /// folio_free_swap with trylock: a page in the swap cache whose slot no PTE holds leaves the cache (dirty: the copy
+    /// on swap is stale from the next write on) when its lock is free — and, with <paramref name="unmappedOnly"/>, only
+    /// once nothing maps it. Without it, for a write fault to a read-only entry (wp_can_reuse_anon_folio), so the writer
+    /// can reuse the page instead of copying it. Takes no sleeping lock (callers hold the ptl).
+    /// </summary>
+    public void TryFreeSwap(PageFrame* page, bool unmappedOnly = false)
     {
         if (!PageWait.TryLock(page)) return;
-        if (page->Has(PageFlags.SwapCache) && Volatile.Read(ref page->_mapcount) == 0) FreeSwap(page, SwapCache.EntryOf(page));
+        if (page->Has(PageFlags.SwapCache) && (!unmappedOnly || Volatile.Read(ref page->_mapcount) == 0)) FreeSwap(page, SwapCache.EntryOf(page));
         PageWait.Unlock(page);
     }
 

@@ -195,11 +195,10 @@ public abstract unsafe partial class VirtualAddressSpace
     /// True when a thread other than the caller has a TLB in this space. Read after an entry changed: a thread that
     /// registers later walks the changed tables, so only one counted here can hold the old translation.
     /// </summary>
-    private protected bool OtherTlbUsers()
-    {
-        var me = (ThreadTlb*)_tlbs.Current;
-        return Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0) > 0;
-    }
+    private protected bool OtherTlbUsers() => OtherTlbThreads((ThreadTlb*)_tlbs.Current) > 0;
+
+    /// <summary>Threads other than the one whose TLB is <paramref name="me"/> (null: the caller has none here) with a TLB in this space.</summary>
+    private int OtherTlbThreads(ThreadTlb* me) => Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0);
 
     /// <summary>
     /// The wait of a shootdown whose generation was bumped earlier (<see cref="Flush"/> without waiting): returns once
@@ -207,33 +206,19 @@ public abstract unsafe partial class VirtualAddressSpace
     /// the caller ran the process-wide barrier after the bump (a batch runs one for all its address spaces).
     /// </summary>
     private protected void WaitForGeneration(long gen, bool barrierDone)
-    {
-        var me = (ThreadTlb*)_tlbs.Current;
-        if (barrierDone)
-        {
-            int others = Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0);
-            if (others <= 0) return;
-            Interlocked.Increment(ref _shootdowns);
-            WaitForEachTlb(gen);
-        }
-        else
-        {
-            WaitForRemoteAccesses(me, gen);
-        }
-    }
+        => WaitForRemoteAccesses((ThreadTlb*)_tlbs.Current, gen, barrierDone);
 
     /// <summary>
     /// The TLB shootdown's wait: returns once no other thread is inside an access that began before the flush.
     /// Each other thread is either seen idle (Busy 0), or seen to have acknowledged the new generation, which it does
     /// at the start of its next access; so a thread in a tight loop of hits cannot hold the flusher up.
     /// </summary>
-    private void WaitForRemoteAccesses(ThreadTlb* me, long newGen)
+    private void WaitForRemoteAccesses(ThreadTlb* me, long newGen, bool barrierDone = false)
     {
-        int others = Volatile.Read(ref _tlbThreads) - (me != null ? 1 : 0);
-        if (others <= 0) return;
+        if (OtherTlbThreads(me) <= 0) return;
         Interlocked.Increment(ref _shootdowns);
         // Every thread's store of Busy = 1 is now visible, or its next load of the generation sees the bump.
-        Interlocked.MemoryBarrierProcessWide();
+        if (!barrierDone) Interlocked.MemoryBarrierProcessWide();
         WaitForEachTlb(newGen);
     }
 

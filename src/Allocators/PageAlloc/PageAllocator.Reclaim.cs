@@ -34,7 +34,6 @@ internal interface IReclaimer
 
     /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> fell below its low watermark.</summary>
     void WakeKswapd(int node, int order);
-
 }
 
 public sealed unsafe partial class PageAllocator

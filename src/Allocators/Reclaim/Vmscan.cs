@@ -64,7 +64,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// <summary>The file side (the page cache).</summary>
     public void SetFileOwner(ILruOwner? owner) => Volatile.Write(ref _file, owner);
 
-
     /// <summary>True while the calling thread is reclaiming (its own allocations must not recurse).</summary>
     public static bool InReclaim => t_inReclaim;
 
@@ -132,7 +131,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node)) return;
         _kswapd[node].Wake();
     }
-
 
     /// <summary>kswapd's work for one wake-up (balance_pgdat): reclaims until the node is balanced or no pass makes progress.</summary>
     internal void BalanceNode(int node)

@@ -10,7 +10,7 @@ public unsafe class SwapTests
     private const MapFlags PrivateAnon = MapFlags.Private | MapFlags.Anonymous;
     private const int PageSize = 4096;
 
-    private static ulong MapStamped(AddressSpace mm, int pages, int seed = 1)
+    internal static ulong MapStamped(AddressSpace mm, int pages, int seed = 1)
     {
         ulong a = mm.Mmap(0, (ulong)pages * PageSize, MemoryProtection.ReadWrite, PrivateAnon);
         for (int i = 0; i < pages; i++)
@@ -21,7 +21,7 @@ public unsafe class SwapTests
         return a;
     }
 
-    private static void AssertStamps(AddressSpace mm, ulong a, int pages, int seed = 1, IEnumerable<int>? order = null)
+    internal static void AssertStamps(AddressSpace mm, ulong a, int pages, int seed = 1, IEnumerable<int>? order = null)
     {
         foreach (int i in order ?? Enumerable.Range(0, pages))
         {

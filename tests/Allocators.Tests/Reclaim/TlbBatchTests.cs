@@ -98,11 +98,10 @@ public sealed unsafe class TlbBatchTests
         using var f = new SwapFixture();
         using (AddressSpace mm = f.NewProcess())
         {
-            ulong a = mm.Mmap(0, Pages * PageSize, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
-            for (int i = 0; i < Pages; i++) mm.Write<long>(a + (ulong)i * PageSize, SwapFixture.Stamp(i, 4));
+            ulong a = SwapTests.MapStamped(mm, Pages, seed: 4);
             Assert.True(f.System.Reclaim(Pages) >= Pages / 2);
             // Read back: the pages return clean and keep their slots (the swap cache), so reclaim needs no write.
-            for (int i = 0; i < Pages; i++) Assert.Equal(SwapFixture.Stamp(i, 4), mm.Read<long>(a + (ulong)i * PageSize));
+            SwapTests.AssertStamps(mm, a, Pages, seed: 4);
             using (new IdleUser(mm, a))
             {
                 long shootdowns = mm.TlbStatistics.Shootdowns;
@@ -114,7 +113,7 @@ public sealed unsafe class TlbBatchTests
                 Assert.Equal(swappedOut, f.Counters.PagesSwappedOut); // clean: no page was written again
                 Assert.True(waited > 0 && waited * 8 <= unmapped, $"{waited} shootdowns for {unmapped} unmapped pages");
             }
-            for (int i = 0; i < Pages; i++) Assert.Equal(SwapFixture.Stamp(i, 4), mm.Read<long>(a + (ulong)i * PageSize));
+            SwapTests.AssertStamps(mm, a, Pages, seed: 4);
             f.AnonSwapChecks();
             mm.CheckConsistency();
         }
@@ -127,8 +126,7 @@ public sealed unsafe class TlbBatchTests
         using var f = new SwapFixture();
         using (AddressSpace mm = f.NewProcess())
         {
-            ulong a = mm.Mmap(0, Pages * PageSize, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous);
-            for (int i = 0; i < Pages; i++) mm.Write<long>(a + (ulong)i * PageSize, SwapFixture.Stamp(i, 3));
+            ulong a = SwapTests.MapStamped(mm, Pages, seed: 3);
             using (new IdleUser(mm, a))
             {
                 long shootdowns = mm.TlbStatistics.Shootdowns;
@@ -142,7 +140,7 @@ public sealed unsafe class TlbBatchTests
                 Assert.True(waited >= written, $"{waited} shootdowns for {written} pages written out");
                 Assert.Equal(0, mm.TlbBatchPending);
             }
-            for (int i = 0; i < Pages; i++) Assert.Equal(SwapFixture.Stamp(i, 3), mm.Read<long>(a + (ulong)i * PageSize));
+            SwapTests.AssertStamps(mm, a, Pages, seed: 3);
             f.AnonSwapChecks();
             mm.CheckConsistency();
         }
