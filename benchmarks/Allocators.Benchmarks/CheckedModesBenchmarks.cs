@@ -19,7 +19,7 @@ public unsafe class CheckedModesBenchmarks
     private int[] _order = null!;
 
     /// <summary>The mode, in <see cref="CheckedModeOptions.EnvironmentVariable"/>'s syntax ("off": none).</summary>
-    [Params("off", "init_on_alloc", "init_on_free", "slab_freelist_random", "page_alloc.shuffle", "kasan", "kasan,kasan.stacktrace=off", "kasan,kasan.stacktrace=off,kasan.page_guards", "kfence.sample_interval=100")]
+    [Params("off", "init_on_alloc", "init_on_free", "slab_freelist_random", "page_alloc.shuffle", "kasan", "kasan,kasan.stacktrace=off", "kasan,kasan.stacktrace=off,kasan.page_guards", "kfence.sample_interval=100", "kfence.sample_rate=1000")]
     public string Mode { get; set; } = "";
 
     [GlobalSetup]

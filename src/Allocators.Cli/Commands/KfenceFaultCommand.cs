@@ -5,8 +5,8 @@ using Spectre.Console.Cli;
 namespace Allocators.Cli.Commands;
 
 /// <summary>
-/// Hidden: a process for KFENCE's tests. Builds a system with KFENCE sampling, arms it until a kmalloc comes from the
-/// guarded pool, prints the object's address and size, then makes the bad access asked for through a raw pointer, as a
+/// Hidden: a process for KFENCE's tests. Builds a system with KFENCE sampling, arms it (or, with a sample rate, just
+/// allocates) until a kmalloc comes from the guarded pool, prints the object's address and size, then makes the bad access asked for through a raw pointer, as a
 /// buggy caller would: the process is expected to die on the guard page with KFENCE's report on standard error.
 /// </summary>
 internal sealed unsafe class KfenceFaultCommand : Command<KfenceFaultCommand.Settings>
@@ -20,6 +20,10 @@ internal sealed unsafe class KfenceFaultCommand : Command<KfenceFaultCommand.Set
         [CommandOption("--size <BYTES>")]
         [Description("kmalloc size of the sampled object (default 100).")]
         public int Size { get; init; } = 100;
+
+        [CommandOption("--sample-rate <N>")]
+        [Description("sample one allocation in about N (kfence.sample_rate) instead of arming the timed pool (default 0: timed).")]
+        public int SampleRate { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -30,16 +34,18 @@ internal sealed unsafe class KfenceFaultCommand : Command<KfenceFaultCommand.Set
             {
                 Size = 64L << 20,
                 Backing = ArenaBacking.MemFd,
-                Checks = new CheckedModeOptions { KfenceSampleInterval = 100_000, KfenceObjects = 15 },
+                Checks = settings.SampleRate > 0
+                    ? new CheckedModeOptions { KfenceSampleRate = settings.SampleRate, KfenceObjects = 15 }
+                    : new CheckedModeOptions { KfenceSampleInterval = 100_000, KfenceObjects = 15 },
             },
         });
         var kfence = system.Slab.Kfence!;
         bool wantLeft = settings.Access == "underrun";
         bool wantRight = settings.Access == "overrun";
         byte* p = null;
-        for (int tries = 0; tries < 1000 && p == null; tries++)
+        for (int tries = 0; tries < 1000 * Math.Max(1, settings.SampleRate) && p == null; tries++)
         {
-            kfence.Arm();
+            if (settings.SampleRate == 0) kfence.Arm();
             var q = (byte*)system.Slab.Kmalloc((nuint)settings.Size);
             bool left = ((nuint)q & 4095) == 0;
             if (kfence.Contains(q) && (!wantLeft || left) && (!wantRight || !left)) p = q;

@@ -8,8 +8,8 @@ using Allocators.Physical;
 namespace Allocators.Kfence;
 
 /// <summary>
-/// Guarded sampling of slab allocations (the kernel's KFENCE, mm/kfence): every <see cref="SampleInterval"/> one slab
-/// or kmalloc allocation of at most a page is served from a pool where each object has a data page to itself between
+/// Guarded sampling of slab allocations (the kernel's KFENCE, mm/kfence): every <see cref="SampleInterval"/> (or one in
+/// about <see cref="SampleRate"/>) one slab or kmalloc allocation of at most a page is served from a pool where each object has a data page to itself between
 /// two guard pages that the host maps <c>PROT_NONE</c> (real <c>mprotect</c>), so an access past either end through a
 /// raw pointer faults at the faulting instruction, and a freed object's page is made inaccessible too, so a use after
 /// free faults. The object sits at the start or the end of its page at random; the rest of the page holds a canary
@@ -21,7 +21,10 @@ namespace Allocators.Kfence;
 /// thread context; the word the fast paths already test then sends each thread's next allocation to its slow path,
 /// where the first one to find the pool armed takes the sample. The pool sits below the slab layer and knows caches
 /// only by an opaque id and name. Between samples the fast paths run exactly the code they run without KFENCE, so the
-/// unsampled path costs the same, which a per-allocation 1-in-N counter could not promise.</para>
+/// unsampled path costs the same. <b>Counted</b> sampling (<see cref="SampleRate"/>, GWP-ASan's 1 in N) has no timer:
+/// each thread entry of a cache counts its allocations down (<see cref="Slab.SlabCpu.SampleMode"/>, in the hardened
+/// paths the other checked modes use) and the one that reaches 0 sets its own thread's sample bit; the pool is then
+/// always armed, and every unsampled allocation and free pays for the hardened paths' calls.</para>
 /// <para><b>Faults</b>: .NET turns a fault in managed code into a fatal <see cref="AccessViolationException"/> that no
 /// handler can catch. On Linux x86-64 a small signal hook (<see cref="KfenceSignalHook"/>) first writes the KFENCE
 /// report of the object the faulting address belongs to (prepared when the object was allocated and freed) to
@@ -58,7 +61,7 @@ public sealed unsafe class Kfence
     private readonly int* _queue;          // free slots, oldest first (a ring)
     private int _queueHead, _queueCount;
     private readonly Lock _lock = new();
-    private readonly Timer _timer;
+    private readonly Timer? _timer;
     private readonly List<KfenceReport> _reports = new();
     private int _armed;
     private long _allocations, _frees, _bugs;
@@ -73,6 +76,7 @@ public sealed unsafe class Kfence
         _requestSample = requestSample;
         Objects = checks.KfenceObjects;
         SampleInterval = TimeSpan.FromMilliseconds(checks.KfenceSampleInterval);
+        SampleRate = checks.KfenceSampleRate;
         int pages2 = 2 * Objects + 1; // guard, object 0, guard, ..., object N-1, guard
         _order = System.Numerics.BitOperations.Log2(System.Numerics.BitOperations.RoundUpToPowerOf2((uint)pages2));
         _block = pages.AllocPages(Gfp.Kernel | Gfp.NoWarn, _order);
@@ -87,7 +91,7 @@ public sealed unsafe class Kfence
         _cacheNames = new string[Objects];
         Protect(_pool, _poolBytes, Libc.ProtNone);
         KfenceSignalHook.Add((nuint)_pool, _poolBytes, Objects, _text, TextStride);
-        _timer = new Timer(static s => ((Kfence)s!).Arm(), this, SampleInterval, SampleInterval);
+        if (SampleRate == 0) _timer = new Timer(static s => ((Kfence)s!).Arm(), this, SampleInterval, SampleInterval);
     }
 
     /// <summary>Objects in the pool (<see cref="CheckedModeOptions.KfenceObjects"/>).</summary>
@@ -95,6 +99,9 @@ public sealed unsafe class Kfence
 
     /// <summary>Time between samples (<see cref="CheckedModeOptions.KfenceSampleInterval"/> milliseconds).</summary>
     public TimeSpan SampleInterval { get; }
+
+    /// <summary>One allocation in about this many is sampled (<see cref="CheckedModeOptions.KfenceSampleRate"/>); 0 when sampling is timed.</summary>
+    public int SampleRate { get; }
 
     /// <summary>Allocations served from the pool so far.</summary>
     public long Allocations => Interlocked.Read(ref _allocations);
@@ -115,7 +122,7 @@ public sealed unsafe class Kfence
     public event Action<KfenceReport>? BugFound;
 
     /// <summary>True while a sample is due (read by the slow path before it captures a call site).</summary>
-    internal bool Armed => Volatile.Read(ref _armed) != 0;
+    internal bool Armed => SampleRate > 0 || Volatile.Read(ref _armed) != 0;
 
     /// <summary>True when <paramref name="p"/> lies in the guarded pool (is_kfence_address).</summary>
     public bool Contains(void* p) => (nuint)p - (nuint)_pool < _poolBytes;
@@ -136,7 +143,8 @@ public sealed unsafe class Kfence
     /// </summary>
     internal void* TryAlloc(nint cache, string cacheName, int size, int align, Gfp gfp, string site)
     {
-        if (size > PageSize || Volatile.Read(ref _armed) == 0 || Interlocked.Exchange(ref _armed, 0) == 0) return null;
+        // Timed: the first thread to find the pool armed takes the sample. Counted: the count already chose this one.
+        if (size > PageSize || (SampleRate == 0 && (Volatile.Read(ref _armed) == 0 || Interlocked.Exchange(ref _armed, 0) == 0))) return null;
         int slot;
         nuint obj;
         lock (_lock)
@@ -302,7 +310,7 @@ public sealed unsafe class Kfence
             if (_disposed) return;
             _disposed = true;
         }
-        _timer.Dispose();
+        _timer?.Dispose();
         KfenceSignalHook.Remove((nuint)_pool);
         Protect(_pool, _poolBytes, Libc.ProtRead | Libc.ProtWrite);
         _pages.FreePages(_block, _order);

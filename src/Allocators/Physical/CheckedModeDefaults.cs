@@ -6,7 +6,7 @@ namespace Allocators.Physical;
 internal sealed class CheckedModeDefaults
 {
     public bool InitOnAlloc, InitOnFree, SlabFreelistRandom, ShufflePages, Kasan, KasanStackTrace = true, KasanPageGuards;
-    public int KasanRedZone = 32, KfenceSampleInterval, KfenceObjects = 255;
+    public int KasanRedZone = 32, KfenceSampleInterval, KfenceSampleRate, KfenceObjects = 255;
     public long? QuarantineBytes;
 
     /// <summary>Parses a comma-separated list; null or empty gives every mode off.</summary>
@@ -32,6 +32,7 @@ internal sealed class CheckedModeDefaults
                 case "kasan.quarantine": d.QuarantineBytes = Number(raw, value, long.MaxValue); break;
                 case "kasan.page_guards": d.KasanPageGuards = Flag(raw, value); break;
                 case "kfence.sample_interval": d.KfenceSampleInterval = (int)Number(raw, value, int.MaxValue); break;
+                case "kfence.sample_rate": d.KfenceSampleRate = (int)Number(raw, value, int.MaxValue); break;
                 case "kfence.num_objects": d.KfenceObjects = (int)Number(raw, value, int.MaxValue); break;
                 default: throw new ArgumentException($"{CheckedModeOptions.EnvironmentVariable}: unknown entry '{raw}'.");
             }

@@ -62,6 +62,15 @@ public sealed class CheckedModeOptions
     /// </summary>
     public int KfenceSampleInterval { get; init; }
 
+    /// <summary>
+    /// One slab or kmalloc allocation of at most a page in about this many goes between guard pages (GWP-ASan's
+    /// sample rate: each thread's entry for a cache counts its allocations down from a number drawn uniformly in
+    /// 1..2N-1, so the mean gap is N and the next sample is not predictable); 0 (default) never. An alternative to
+    /// <see cref="KfenceSampleInterval"/> (set one of the two): every allocation and free of a counted cache takes the
+    /// hardened paths (a call each, plus the decrement), where the timed sampling costs nothing between samples. Entry <c>kfence.sample_rate</c>. Needs Linux.
+    /// </summary>
+    public int KfenceSampleRate { get; init; }
+
     /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..511 (one max-order block). Default 255.</summary>
     public int KfenceObjects { get; init; }
 
@@ -92,11 +101,15 @@ public sealed class CheckedModeOptions
         QuarantineBytes = d.QuarantineBytes;
         KasanPageGuards = d.KasanPageGuards;
         KfenceSampleInterval = d.KfenceSampleInterval;
+        KfenceSampleRate = d.KfenceSampleRate;
         KfenceObjects = d.KfenceObjects;
     }
 
     /// <summary>True when any mode is on.</summary>
-    public bool Any => InitOnAlloc || InitOnFree || SlabFreelistRandom || ShufflePages || Kasan || KfenceSampleInterval > 0;
+    public bool Any => InitOnAlloc || InitOnFree || SlabFreelistRandom || ShufflePages || Kasan || Kfence;
+
+    /// <summary>True when KFENCE samples allocations, by time or by count.</summary>
+    public bool Kfence => KfenceSampleInterval > 0 || KfenceSampleRate > 0;
 
     internal void Validate()
     {
@@ -108,9 +121,13 @@ public sealed class CheckedModeOptions
             throw new ArgumentException("KasanPageGuards needs Kasan: the guards are shadow poison.", nameof(KasanPageGuards));
         if (KfenceSampleInterval < 0)
             throw new ArgumentException($"KfenceSampleInterval must not be negative, was {KfenceSampleInterval}.", nameof(KfenceSampleInterval));
+        if (KfenceSampleRate < 0)
+            throw new ArgumentException($"KfenceSampleRate must not be negative, was {KfenceSampleRate}.", nameof(KfenceSampleRate));
+        if (KfenceSampleInterval > 0 && KfenceSampleRate > 0)
+            throw new ArgumentException("KfenceSampleInterval and KfenceSampleRate are two ways to sample: set one of them.", nameof(KfenceSampleRate));
         if (KfenceObjects is < 1 or > 511)
             throw new ArgumentException($"KfenceObjects must be 1..511, was {KfenceObjects}.", nameof(KfenceObjects));
-        if (KfenceSampleInterval > 0 && !OperatingSystem.IsLinux())
-            throw new PlatformNotSupportedException("KFENCE (KfenceSampleInterval) needs Linux: its guard pages are mprotect-ed arena pages.");
+        if (Kfence && !OperatingSystem.IsLinux())
+            throw new PlatformNotSupportedException("KFENCE (KfenceSampleInterval, KfenceSampleRate) needs Linux: its guard pages are mprotect-ed arena pages.");
     }
 }

@@ -152,7 +152,12 @@ public sealed unsafe partial class KmemCache
             c->Key = _d->LiveKey;
             c->Cache = _d;
             c->Modes = EntryModes;
-            if (_randomFreelist) c->Rng = (ulong)Random.Shared.NextInt64() | 1;
+            if (_randomFreelist || _kfenceRate > 0) c->Rng = (ulong)Random.Shared.NextInt64() | 1;
+            if (_kfenceRate > 0)
+            {
+                c->SampleRate = _kfenceRate;
+                DrawSampleCountdown(c);
+            }
             if (ctx->Id >= _d->HintCapacity) GrowRemoteHints(ctx->Id);
         }
         return c;

@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Allocators.Physical;
+using Allocators.Threading;
 
 namespace Allocators.Slab;
 
@@ -23,6 +24,9 @@ public sealed unsafe partial class KmemCache
     /// <summary>Hand out a slab's free objects in random order (CONFIG_SLAB_FREELIST_RANDOM).</summary>
     private readonly bool _randomFreelist;
 
+    /// <summary>KFENCE samples one allocation in about this many through the thread entries (<see cref="SlabCpu.SampleMode"/>); 0 for none.</summary>
+    private readonly int _kfenceRate;
+
     /// <summary>
     /// Which hardening modes a cache of <paramref name="flags"/> with or without a constructor applies. A constructor's
     /// work would be undone by zeroing, and poisoning writes its own patterns, so none of these is zeroed, as in the kernel.
@@ -38,16 +42,52 @@ public sealed unsafe partial class KmemCache
     internal bool ZeroesOnFree => _initOnFree;
 
     /// <summary>The modes a thread entry of this cache carries (<see cref="SlabCpu.Modes"/>).</summary>
-    private int EntryModes => (_initOnAlloc ? SlabCpu.InitOnAllocMode : 0) | (_initOnFree ? SlabCpu.InitOnFreeMode : 0) | (_randomFreelist ? SlabCpu.RandomMode : 0);
+    private int EntryModes => (_initOnAlloc ? SlabCpu.InitOnAllocMode : 0) | (_initOnFree ? SlabCpu.InitOnFreeMode : 0) | (_randomFreelist ? SlabCpu.RandomMode : 0)
+        | (_kfenceRate > 0 ? SlabCpu.SampleMode : 0);
+
+    /// <summary>
+    /// KFENCE's 1-in-N count for this cache (<see cref="CheckedModeOptions.KfenceSampleRate"/>), 0 when it is not counted:
+    /// caches with a constructor stay with their slabs, as <see cref="TakeSample"/> leaves them.
+    /// </summary>
+    private int KfenceRate(SlabFlags flags, bool hasCtor) => hasCtor || (flags & SlabFlags.Debug) != 0 ? 0 : _memory.Checks.KfenceSampleRate;
+
+    /// <summary>
+    /// Draws the entry's allocations until its next sample: uniform in 1..2N-1 (mean N), from the entry's own random
+    /// state, so samples fall at no fixed stride.
+    /// </summary>
+    private static void DrawSampleCountdown(SlabCpu* c)
+    {
+        ulong x = NextRandom(c);
+        c->SampleCountdown = c->SampleRate <= 1 ? 1 : 1 + (long)((x >> 1) % (ulong)(2 * c->SampleRate - 1));
+    }
+
+    /// <summary>The next value of the entry's random state (xorshift64*).</summary>
+    private static ulong NextRandom(SlabCpu* c)
+    {
+        ulong x = c->Rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c->Rng = x;
+        return x * 0x2545F4914F6CDD1DUL;
+    }
 
     /// <summary>
     /// The fast allocation path of an entry with a hardening mode (inside the context): the stack (empty in random
     /// mode: its frees never push), else the current word's lowest object, else a random or the next free object of the
-    /// thread's slabs (<see cref="AllocFromThreadSlabs"/>); zeroed for init_on_alloc. Null when the slow path must run.
+    /// thread's slabs (<see cref="AllocFromThreadSlabs"/>); zeroed for init_on_alloc. Null when the slow path must run,
+    /// which is also how KFENCE's counted sampling hands it the allocation whose count ran out.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal static void* AllocHardened(SlabCpu* c, KmemCacheData* d)
+    internal static void* AllocHardened(SlabThreadContext* ctx, SlabCpu* c, KmemCacheData* d)
     {
+        if ((c->Modes & SlabCpu.SampleMode) != 0 && --c->SampleCountdown <= 0)
+        {
+            // The slow path this null leads to takes the sample (TakeSample) and draws the next count.
+            Interlocked.Or(ref ctx->Header.DrainRequested, ThreadCacheHeader.SampleBit);
+            DrawSampleCountdown(c);
+            return null;
+        }
         void* obj = null;
         int n = c->Count - 1;
         if (n >= 0) obj = PopStack(c, n);
@@ -94,14 +134,7 @@ public sealed unsafe partial class KmemCache
     /// <see cref="TakeRandomFreeIndex"/>, with the entry's own random state.
     /// </summary>
     private static void* TakeRandom(SlabCpu* c, KmemCacheData* d)
-    {
-        ulong x = c->Rng; // xorshift64*
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        c->Rng = x;
-        return c->SlabObjects + (nuint)(uint)TakeRandomFreeIndex(d, c->Bitmap, x * 0x2545F4914F6CDD1DUL) * (nuint)(uint)d->Size;
-    }
+        => c->SlabObjects + (nuint)(uint)TakeRandomFreeIndex(d, c->Bitmap, NextRandom(c)) * (nuint)(uint)d->Size;
 
     /// <summary>
     /// Takes a random free object of a slab's local bitmap (its owner, or the node lock held): the <c>r</c>-th set bit

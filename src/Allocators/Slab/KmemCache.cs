@@ -111,6 +111,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->CpuIndex = cpuIndex >= 0 ? cpuIndex : SlabCpus.AllocateIndices(1);
         _d->LiveKey = SlabCpus.NewKey();
         (_initOnAlloc, _initOnFree, _randomFreelist) = MemInitModes(_memory.Checks, flags, ctor != null);
+        _kfenceRate = KfenceRate(flags, ctor != null);
         _d->FastPath = (flags & SlabFlags.Debug) == 0 && _kasan == null ? 1 : 0;
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
@@ -281,7 +282,7 @@ public sealed unsafe partial class KmemCache : IDisposable
             int n = c->Count - 1;
             if (c->Modes != 0)
             {
-                obj = AllocHardened(c, d);
+                obj = AllocHardened(ctx, c, d);
             }
             else if (n >= 0)
             {

@@ -121,7 +121,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         _shrinker = control => Shrink(control.NrToScan);
         pages.RegisterShrinker(_shrinker);
         _kfreeRcuHandler = pages.Rcu.RegisterHandler(KfreeBulk);
-        if (_memory.Checks.KfenceSampleInterval > 0)
+        if (_memory.Checks.Kfence)
         {
             Kfence = new Kfence.Kfence(pages, _memory.Checks, SlabCpus.RequestSample);
             Kfence.BugFound += r => OnReport(new SlabReport(r.Cache, "KFENCE: " + r.Problem, r.Address, r.Text));
@@ -130,7 +130,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
         if (_kasan != null) KasanAttach(_kasan);
     }
 
-    /// <summary>The guarded sampling pool (KFENCE), or null when <see cref="CheckedModeOptions.KfenceSampleInterval"/> is 0.</summary>
+    /// <summary>The guarded sampling pool (KFENCE), or null when neither <see cref="CheckedModeOptions.KfenceSampleInterval"/> nor <see cref="CheckedModeOptions.KfenceSampleRate"/> is set.</summary>
     public Kfence.Kfence? Kfence { get; }
 
     /// <summary>Fault injection switched on or off: the fast paths stop (or resume) serving every cache, so each call sees it.</summary>

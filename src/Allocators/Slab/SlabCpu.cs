@@ -94,10 +94,23 @@ internal unsafe struct SlabCpu
     /// <summary><see cref="Modes"/>: take a uniformly random free object of the current slab, and keep no stack of recent frees (CONFIG_SLAB_FREELIST_RANDOM).</summary>
     public const int RandomMode = 4;
 
+    /// <summary>
+    /// <see cref="Modes"/>: count allocations down in <see cref="SampleCountdown"/> and send the one that reaches 0 to
+    /// KFENCE (<see cref="CheckedModeOptions.KfenceSampleRate"/>). Like the other modes it sends operations through the
+    /// hardened paths, so the fast paths of a system without it test nothing more than <see cref="Modes"/>.
+    /// </summary>
+    public const int SampleMode = 8;
+
     /// <summary>The entry's random state (xorshift64*) for <see cref="RandomMode"/>: no thread-local lookup per pick.</summary>
     public ulong Rng;
 
-    private fixed long _pad2[4];
+    /// <summary>Allocations through this entry until the next KFENCE sample (<see cref="SampleMode"/>).</summary>
+    public long SampleCountdown;
+
+    /// <summary>The mean of the counts drawn for <see cref="SampleCountdown"/> (<see cref="CheckedModeOptions.KfenceSampleRate"/>).</summary>
+    public long SampleRate;
+
+    private fixed long _pad2[2];
 
     /// <summary>
     /// The objects this thread freed last into its own slabs (free in their bitmaps too), newest on top, <see cref="Count"/>

@@ -303,6 +303,96 @@ public sealed unsafe class KfenceTests
         Assert.Equal(free + 32, system.Pages.Zones.Sum(z => z.FreePages)); // 2 x 15 + 1 pages, rounded to a block
     }
 
+    /// <summary>A system sampling one allocation in about <paramref name="rate"/> by count, with no timer.</summary>
+    private static MemorySystem NewCountingSystem(int rate, int objects = 31) => new(new MemorySystemOptions
+    {
+        Physical = new PhysicalMemoryOptions
+        {
+            Size = 32L << 20,
+            Checks = CheckedModeOptions.Parse($"kfence.sample_rate={rate},kfence.num_objects={objects}"),
+        },
+    });
+
+    [Fact]
+    public void CountedSamplingTakesAboutOneAllocationInNAtNoFixedStride()
+    {
+        using var system = NewCountingSystem(rate: 100);
+        var kfence = system.Slab.Kfence!;
+        Assert.Equal(100, kfence.SampleRate);
+        var cache = system.Slab.CreateCache<long>("counted");
+        var gaps = new List<int>();
+        int since = 0;
+        const int Pairs = 100_000;
+        for (int i = 0; i < Pairs; i++)
+        {
+            // Plain kmalloc, a typed cache and a thread handle all count.
+            void* p = (i % 3) switch { 0 => system.Slab.Kmalloc(48), 1 => cache.Alloc(), _ => system.Slab.ThisThread().Kmalloc(48) };
+            since++;
+            if (kfence.Contains(p))
+            {
+                gaps.Add(since);
+                since = 0;
+            }
+            if (i % 3 == 1) cache.Free((long*)p); else system.Slab.Kfree(p);
+        }
+        // Two entries (kmalloc-64, reached plainly and through the handle, and the cache) draw counts of mean 100: about
+        // 1,000 samples in 100,000 allocations.
+        Assert.InRange(kfence.Allocations, 700, 1300);
+        Assert.Equal(kfence.Allocations, kfence.Frees);
+        Assert.True(gaps.Distinct().Count() > 20, $"samples fell at only {gaps.Distinct().Count()} distinct gaps");
+        Assert.Empty(kfence.Reports);
+        cache.Dispose();
+    }
+
+    [Fact]
+    public void CountedSamplingFollowsTheOtherHardeningModes()
+    {
+        using var system = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions
+            {
+                Size = 32L << 20,
+                Checks = CheckedModeOptions.Parse("kfence.sample_rate=10,kfence.num_objects=31,init_on_alloc,slab_freelist_random"),
+            },
+        });
+        var kfence = system.Slab.Kfence!;
+        int sampled = 0;
+        for (int i = 0; i < 2000; i++)
+        {
+            var p = (byte*)system.Slab.Kmalloc(40);
+            Assert.Equal(0, new Span<byte>(p, 40).IndexOfAnyExcept((byte)0) >= 0 ? 1 : 0);
+            new Span<byte>(p, 40).Fill(0xAB);
+            if (kfence.Contains(p)) sampled++;
+            system.Slab.Kfree(p);
+        }
+        Assert.InRange(sampled, 100, 400);
+    }
+
+    [Fact]
+    public void SampleIntervalAndRateAreRefusedTogether()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Size = 16L << 20, Checks = CheckedModeOptions.Parse("kfence.sample_interval=100,kfence.sample_rate=10") },
+        }));
+        Assert.Contains("set one of them", e.Message);
+    }
+
+    [Fact]
+    public void CountedSamplingFastPathsAllocateNoManagedBytesBetweenSamples()
+    {
+        using var system = NewCountingSystem(rate: 1_000_000);
+        for (int i = 0; i < 1000; i++) system.Slab.Kfree(system.Slab.Kmalloc(64));
+        long least = long.MaxValue;
+        for (int window = 0; window < 5 && least != 0; window++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100_000; i++) system.Slab.Kfree(system.Slab.Kmalloc(64));
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.Equal(0, least);
+    }
+
     public static TheoryData<string, string> Accesses => new()
     {
         { "overrun", "BUG: KFENCE: out-of-bounds write at 0x" },
@@ -313,9 +403,16 @@ public sealed unsafe class KfenceTests
     [Theory]
     [MemberData(nameof(Accesses))]
     public void ARawPointerBadAccessKillsTheProcessWithKfencesReport(string access, string title)
+        => BadAccessKillsTheProcess(access, title);
+
+    [Fact]
+    public void ARawPointerOverrunOfACountedSampleKillsTheProcessWithKfencesReport()
+        => BadAccessKillsTheProcess("overrun", "BUG: KFENCE: out-of-bounds write at 0x", "--sample-rate", "50");
+
+    private static void BadAccessKillsTheProcess(string access, string title, params string[] extra)
     {
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != System.Runtime.InteropServices.Architecture.X64) return;
-        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), "kfence-fault", "--access", access);
+        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), ["kfence-fault", "--access", access, .. extra]);
         Assert.NotEqual(0, code);
         var line = stdout.Split('\n').First(l => l.StartsWith("object 0x", StringComparison.Ordinal));
         nuint obj = nuint.Parse(line.Split(' ')[1].AsSpan(2), System.Globalization.NumberStyles.HexNumber);
