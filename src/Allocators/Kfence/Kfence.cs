@@ -22,9 +22,10 @@ namespace Allocators.Kfence;
 /// where the first one to find the pool armed takes the sample. The pool sits below the slab layer and knows caches
 /// only by an opaque id and name. Between samples the fast paths run exactly the code they run without KFENCE, so the
 /// unsampled path costs the same. <b>Counted</b> sampling (<see cref="SampleRate"/>, GWP-ASan's 1 in N) has no timer:
-/// each thread entry of a cache counts its allocations down (<see cref="Slab.SlabCpu.SampleMode"/>, in the hardened
-/// paths the other checked modes use) and the one that reaches 0 sets its own thread's sample bit; the pool is then
-/// always armed, and every unsampled allocation and free pays for the hardened paths' calls.</para>
+/// each thread entry of a cache counts its allocations down (<see cref="Slab.SlabCpu.SampleMode"/>) and the one that
+/// reaches 0 sets its own thread's sample bit; the pool is then always armed. With the rate given as a boot parameter
+/// (<c>ALLOCATORS_CHECKS=kfence.sample_rate=N</c>) the fast paths count inline, a decrement per allocation, like
+/// GWP-ASan; a rate given only in code counts in the hardened paths, a call per allocation and free.</para>
 /// <para><b>Faults</b>: .NET turns a fault in managed code into a fatal <see cref="AccessViolationException"/> that no
 /// handler can catch. On Linux x86-64 a small signal hook (<see cref="KfenceSignalHook"/>) first writes the KFENCE
 /// report of the object the faulting address belongs to (prepared when the object was allocated and freed) to

@@ -66,8 +66,9 @@ public sealed class CheckedModeOptions
     /// One slab or kmalloc allocation of at most a page in about this many goes between guard pages (GWP-ASan's
     /// sample rate: each thread's entry for a cache counts its allocations down from a number drawn uniformly in
     /// 1..2N-1, so the mean gap is N and the next sample is not predictable); 0 (default) never. An alternative to
-    /// <see cref="KfenceSampleInterval"/> (set one of the two): every allocation and free of a counted cache takes the
-    /// hardened paths (a call each, plus the decrement), where the timed sampling costs nothing between samples. Entry <c>kfence.sample_rate</c>. Needs Linux.
+    /// <see cref="KfenceSampleInterval"/> (set one of the two). Set in <see cref="EnvironmentVariable"/> when the process
+    /// starts, the fast paths count inline (a decrement per allocation); set only in code, every allocation and free of
+    /// a counted cache takes the hardened paths (a call each). The timed sampling costs nothing between samples. Entry <c>kfence.sample_rate</c>. Needs Linux.
     /// </summary>
     public int KfenceSampleRate { get; init; }
 
@@ -78,6 +79,14 @@ public sealed class CheckedModeOptions
     public const string EnvironmentVariable = "ALLOCATORS_CHECKS";
 
     private static readonly CheckedModeDefaults Environment = CheckedModeDefaults.Parse(System.Environment.GetEnvironmentVariable(EnvironmentVariable));
+
+    /// <summary>
+    /// True when the process started with <c>kfence.sample_rate</c> in <see cref="EnvironmentVariable"/> (a boot
+    /// parameter): the slab fast paths then count KFENCE's samples inline. A static read-only field is .NET's static key:
+    /// the JIT folds it, so without the boot parameter the fast paths carry no trace of the count, and systems given a
+    /// rate in code count in the hardened paths instead.
+    /// </summary>
+    internal static readonly bool KfenceCountedAtBoot = Environment.KfenceSampleRate > 0;
 
     /// <summary>
     /// Options from a list in <see cref="EnvironmentVariable"/>'s syntax (e.g. <c>"kasan,init_on_free"</c>), every mode

@@ -24,7 +24,8 @@ public sealed unsafe partial class KmemCache
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
-        if ((Volatile.Read(ref ctx->Header.DrainRequested) & ThreadCacheHeader.SampleBit) != 0)
+        if ((Volatile.Read(ref ctx->Header.DrainRequested) & ThreadCacheHeader.SampleBit) != 0
+            || (_kfenceRate > 0 && node < 0 && _d->Key == 0 && CountLockedSample()))
         {
             void* sampled = TakeSample(ctx, gfp, node, requestedSize);
             if (sampled != null) return sampled;

@@ -49,7 +49,21 @@ public sealed unsafe partial class KmemCache
     /// KFENCE's 1-in-N count for this cache (<see cref="CheckedModeOptions.KfenceSampleRate"/>), 0 when it is not counted:
     /// caches with a constructor stay with their slabs, as <see cref="TakeSample"/> leaves them.
     /// </summary>
-    private int KfenceRate(SlabFlags flags, bool hasCtor) => hasCtor || (flags & SlabFlags.Debug) != 0 ? 0 : _memory.Checks.KfenceSampleRate;
+    private int KfenceRate(bool hasCtor) => hasCtor ? 0 : _memory.Checks.KfenceSampleRate;
+
+    /// <summary>KFENCE's count for the allocations of a cache the fast paths do not serve (debug, KASAN), shared by its threads.</summary>
+    private long _lockedSampleCountdown;
+
+    /// <summary>
+    /// Counts one allocation of a cache the fast paths do not serve (they take the locked slow path, which costs more
+    /// than an atomic): true when it is the one to sample, and then the next count is drawn.
+    /// </summary>
+    private bool CountLockedSample()
+    {
+        if (Interlocked.Decrement(ref _lockedSampleCountdown) > 0) return false;
+        Volatile.Write(ref _lockedSampleCountdown, _kfenceRate <= 1 ? 1 : Random.Shared.NextInt64(1, 2L * _kfenceRate));
+        return true;
+    }
 
     /// <summary>
     /// Draws the entry's allocations until its next sample: uniform in 1..2N-1 (mean N), from the entry's own random
@@ -81,6 +95,7 @@ public sealed unsafe partial class KmemCache
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static void* AllocHardened(SlabThreadContext* ctx, SlabCpu* c, KmemCacheData* d)
     {
+        // Counted inline at boot, the count may already be 0 here: at or below it, the sample is due either way.
         if ((c->Modes & SlabCpu.SampleMode) != 0 && --c->SampleCountdown <= 0)
         {
             // The slow path this null leads to takes the sample (TakeSample) and draws the next count.

@@ -111,7 +111,8 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->CpuIndex = cpuIndex >= 0 ? cpuIndex : SlabCpus.AllocateIndices(1);
         _d->LiveKey = SlabCpus.NewKey();
         (_initOnAlloc, _initOnFree, _randomFreelist) = MemInitModes(_memory.Checks, flags, ctor != null);
-        _kfenceRate = KfenceRate(flags, ctor != null);
+        _kfenceRate = KfenceRate(ctor != null);
+        _lockedSampleCountdown = _kfenceRate;
         _d->FastPath = (flags & SlabFlags.Debug) == 0 && _kasan == null ? 1 : 0;
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
@@ -280,7 +281,9 @@ public sealed unsafe partial class KmemCache : IDisposable
         if (Volatile.Read(ref h->DrainRequested) == 0)
         {
             int n = c->Count - 1;
-            if (c->Modes != 0)
+            // KFENCE's count alone runs inline when it is a boot parameter; every other mode takes the hardened path.
+            if (c->Modes != 0
+                && !(CheckedModeOptions.KfenceCountedAtBoot && c->Modes == SlabCpu.SampleMode && --c->SampleCountdown > 0))
             {
                 obj = AllocHardened(ctx, c, d);
             }
@@ -412,7 +415,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         ulong mask = 1UL << (int)index;
         ulong free = *local;
         if (((free | local[d->RemoteDelta]) & mask) != 0) return false;
-        if (c->Modes != 0)
+        if ((c->Modes & ~(CheckedModeOptions.KfenceCountedAtBoot ? SlabCpu.SampleMode : 0)) != 0)
         {
             FreeHardened(c, d, obj, local, index);
         }

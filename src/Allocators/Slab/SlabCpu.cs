@@ -96,8 +96,9 @@ internal unsafe struct SlabCpu
 
     /// <summary>
     /// <see cref="Modes"/>: count allocations down in <see cref="SampleCountdown"/> and send the one that reaches 0 to
-    /// KFENCE (<see cref="CheckedModeOptions.KfenceSampleRate"/>). Like the other modes it sends operations through the
-    /// hardened paths, so the fast paths of a system without it test nothing more than <see cref="Modes"/>.
+    /// KFENCE (<see cref="CheckedModeOptions.KfenceSampleRate"/>). Alone, it is counted inline when the rate is a boot
+    /// parameter (<see cref="CheckedModeOptions.KfenceCountedAtBoot"/>, folded by the JIT); otherwise it sends operations
+    /// through the hardened paths like the other modes, so the fast paths of other processes test nothing more.
     /// </summary>
     public const int SampleMode = 8;
 

@@ -369,6 +369,19 @@ public sealed unsafe class KfenceTests
     }
 
     [Fact]
+    public void CountedSamplingReachesCachesTheFastPathsDoNotServe()
+    {
+        using var system = NewCountingSystem(rate: 50);
+        var kfence = system.Slab.Kfence!;
+        var cache = system.Slab.CreateCache("debug-counted", 40, flags: SlabFlags.Debug);
+        for (int i = 0; i < 10_000; i++) cache.Free(cache.Alloc());
+        Assert.InRange(kfence.Allocations, 100, 400);
+        Assert.Equal(kfence.Allocations, kfence.Frees);
+        Assert.Empty(kfence.Reports);
+        cache.Destroy();
+    }
+
+    [Fact]
     public void SampleIntervalAndRateAreRefusedTogether()
     {
         var e = Assert.Throws<ArgumentException>(() => new MemorySystem(new MemorySystemOptions
@@ -403,16 +416,24 @@ public sealed unsafe class KfenceTests
     [Theory]
     [MemberData(nameof(Accesses))]
     public void ARawPointerBadAccessKillsTheProcessWithKfencesReport(string access, string title)
-        => BadAccessKillsTheProcess(access, title);
+        => BadAccessKillsTheProcess(access, title, null);
 
     [Fact]
     public void ARawPointerOverrunOfACountedSampleKillsTheProcessWithKfencesReport()
-        => BadAccessKillsTheProcess("overrun", "BUG: KFENCE: out-of-bounds write at 0x", "--sample-rate", "50");
+        => BadAccessKillsTheProcess("overrun", "BUG: KFENCE: out-of-bounds write at 0x", null, "--sample-rate", "50");
 
-    private static void BadAccessKillsTheProcess(string access, string title, params string[] extra)
+    [Fact]
+    public void ARateGivenAtBootIsCountedInlineAndSamplesTheSame()
+        => BadAccessKillsTheProcess("overrun", "BUG: KFENCE: out-of-bounds write at 0x", "kfence.sample_rate=50", "--sample-rate", "50");
+
+    private static void BadAccessKillsTheProcess(string access, string title, string? boot = null, params string[] extra)
     {
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != System.Runtime.InteropServices.Architecture.X64) return;
-        var (code, stdout, stderr) = CliRunner.Run(TimeSpan.FromSeconds(60), ["kfence-fault", "--access", access, .. extra]);
+        var psi = CliRunner.StartInfo(["kfence-fault", "--access", access, .. extra]);
+        // The child reads ALLOCATORS_CHECKS as its boot parameters: only the one asked for (or none), whatever this run has.
+        if (boot != null) psi.Environment[CheckedModeOptions.EnvironmentVariable] = boot;
+        else psi.Environment.Remove(CheckedModeOptions.EnvironmentVariable);
+        var (code, stdout, stderr) = CliRunner.RunProcess(psi, TimeSpan.FromSeconds(60));
         Assert.NotEqual(0, code);
         var line = stdout.Split('\n').First(l => l.StartsWith("object 0x", StringComparison.Ordinal));
         nuint obj = nuint.Parse(line.Split(' ')[1].AsSpan(2), System.Globalization.NumberStyles.HexNumber);
