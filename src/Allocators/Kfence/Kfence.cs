@@ -122,16 +122,19 @@ public sealed unsafe class Kfence
     /// <summary>Raised for every report, on the thread that found the bug.</summary>
     public event Action<KfenceReport>? BugFound;
 
-    /// <summary>True while a sample is due (read by the slow path before it captures a call site).</summary>
-    internal bool Armed => SampleRate > 0 || Volatile.Read(ref _armed) != 0;
+    /// <summary>True while a timed sample is due (read by the slow path before it captures a call site).</summary>
+    internal bool Armed => Volatile.Read(ref _armed) != 0;
 
     /// <summary>True when <paramref name="p"/> lies in the guarded pool (is_kfence_address).</summary>
     public bool Contains(void* p) => (nuint)p - (nuint)_pool < _poolBytes;
 
-    /// <summary>Arms the pool for the next allocation now, as the timer does every <see cref="SampleInterval"/>.</summary>
+    /// <summary>
+    /// Arms the pool for the next allocation now, as the timer does every <see cref="SampleInterval"/>. A counting pool
+    /// (<see cref="SampleRate"/>) samples only on its counts: there this does nothing.
+    /// </summary>
     public void Arm()
     {
-        if (Volatile.Read(ref _disposed)) return;
+        if (Volatile.Read(ref _disposed) || SampleRate > 0) return;
         // Requested again while still armed: a thread that registered since the last request has no bit yet.
         Volatile.Write(ref _armed, 1);
         _requestSample();

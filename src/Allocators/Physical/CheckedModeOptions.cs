@@ -8,8 +8,9 @@ namespace Allocators.Physical;
 /// The defaults come from the <c>ALLOCATORS_CHECKS</c> environment variable when it is set, like the kernel's command
 /// line (or <c>MIMALLOC_*</c>/<c>MALLOC_CONF</c>): a comma-separated list of <c>init_on_alloc</c>, <c>init_on_free</c>,
 /// <c>slab_freelist_random</c>, <c>page_alloc.shuffle</c>, <c>kasan</c>, <c>kasan.redzone=N</c>, <c>kasan.stacktrace=on|off</c>,
-/// <c>kasan.quarantine=BYTES</c>, <c>kasan.page_guards</c>, <c>kfence.sample_interval=N</c> and <c>kfence.num_objects=N</c>. Properties set in
-/// code override it. An unknown or malformed entry throws when the options are built.
+/// <c>kasan.quarantine=BYTES</c>, <c>kasan.page_guards</c>, <c>kfence.sample_interval=N</c>, <c>kfence.sample_rate=N</c> and
+/// <c>kfence.num_objects=N</c>. Properties set in code override it (a KFENCE interval or rate set in code also replaces
+/// the other one from the environment). An unknown or malformed entry throws when the options are built.
 /// </remarks>
 public sealed class CheckedModeOptions
 {
@@ -60,17 +61,40 @@ public sealed class CheckedModeOptions
     /// Every this many milliseconds, the next slab or kmalloc allocation of at most a page goes between guard pages
     /// (KFENCE's <c>kfence.sample_interval</c>; the kernel's default is 100); 0 (default) never. Needs Linux.
     /// </summary>
-    public int KfenceSampleInterval { get; init; }
+    public int KfenceSampleInterval
+    {
+        get => _kfenceSampleInterval;
+        init
+        {
+            // Either way of sampling set in code replaces the other one when that came from the environment.
+            _kfenceSampleInterval = value;
+            _kfenceIntervalInCode = true;
+            if (value > 0 && !_kfenceRateInCode) _kfenceSampleRate = 0;
+        }
+    }
 
     /// <summary>
     /// One slab or kmalloc allocation of at most a page in about this many goes between guard pages (GWP-ASan's
     /// sample rate: each thread's entry for a cache counts its allocations down from a number drawn uniformly in
-    /// 1..2N-1, so the mean gap is N and the next sample is not predictable); 0 (default) never. An alternative to
+    /// 1..2N-1, so the mean gap is N and the next sample is not predictable; caches the per-thread fast paths do not
+    /// serve, debug and KASAN ones, share one count per cache); 0 (default) never. An alternative to
     /// <see cref="KfenceSampleInterval"/> (set one of the two). Set in <see cref="EnvironmentVariable"/> when the process
     /// starts, the fast paths count inline (a decrement per allocation); set only in code, every allocation and free of
     /// a counted cache takes the hardened paths (a call each). The timed sampling costs nothing between samples. Entry <c>kfence.sample_rate</c>. Needs Linux.
     /// </summary>
-    public int KfenceSampleRate { get; init; }
+    public int KfenceSampleRate
+    {
+        get => _kfenceSampleRate;
+        init
+        {
+            _kfenceSampleRate = value;
+            _kfenceRateInCode = true;
+            if (value > 0 && !_kfenceIntervalInCode) _kfenceSampleInterval = 0;
+        }
+    }
+
+    private int _kfenceSampleInterval, _kfenceSampleRate;
+    private bool _kfenceIntervalInCode, _kfenceRateInCode;
 
     /// <summary>Objects in the guarded pool (<c>CONFIG_KFENCE_NUM_OBJECTS</c>), 1..511 (one max-order block). Default 255.</summary>
     public int KfenceObjects { get; init; }
@@ -109,8 +133,8 @@ public sealed class CheckedModeOptions
         KasanStackTrace = d.KasanStackTrace;
         QuarantineBytes = d.QuarantineBytes;
         KasanPageGuards = d.KasanPageGuards;
-        KfenceSampleInterval = d.KfenceSampleInterval;
-        KfenceSampleRate = d.KfenceSampleRate;
+        _kfenceSampleInterval = d.KfenceSampleInterval;
+        _kfenceSampleRate = d.KfenceSampleRate;
         KfenceObjects = d.KfenceObjects;
     }
 

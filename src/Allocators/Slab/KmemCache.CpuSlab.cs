@@ -24,10 +24,12 @@ public sealed unsafe partial class KmemCache
     private void* AllocSlow(Gfp gfp, int node, int requestedSize)
     {
         SlabThreadContext* ctx = SlabCpus.GetOrCreateCurrent();
-        if ((Volatile.Read(ref ctx->Header.DrainRequested) & ThreadCacheHeader.SampleBit) != 0
-            || (_kfenceRate > 0 && node < 0 && _d->Key == 0 && CountLockedSample()))
+        int sampleBits = Volatile.Read(ref ctx->Header.DrainRequested) & (ThreadCacheHeader.SampleBit | ThreadCacheHeader.CountedSampleBit);
+        bool countedSample = (sampleBits & ThreadCacheHeader.CountedSampleBit) != 0
+            || (_kfenceRate > 0 && node < 0 && _d->Key == 0 && CountLockedSample());
+        if (sampleBits != 0 || countedSample)
         {
-            void* sampled = TakeSample(ctx, gfp, node, requestedSize);
+            void* sampled = TakeSample(ctx, gfp, node, requestedSize, countedSample);
             if (sampled != null) return sampled;
         }
         bool counted = false; // one slow path, however many times it goes round
@@ -102,14 +104,17 @@ public sealed unsafe partial class KmemCache
     }
 
     /// <summary>
-    /// The thread saw <see cref="ThreadCacheHeader.SampleBit"/>: clears it and lets KFENCE take this allocation when the
-    /// pool is armed (kfence_alloc). Node-bound requests and constructed objects stay with the slabs.
+    /// The thread saw a sample bit, or this cache's count chose the allocation (<paramref name="counted"/>): clears the
+    /// bits and lets KFENCE take this allocation (kfence_alloc) when its sampling asked for it: a timed pool when it is
+    /// armed, a counting one only on a count of its own (another system's timer sets the timed bit in every thread).
+    /// Node-bound requests and caches KFENCE does not sample (<see cref="Samplable"/>) stay with the slabs.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void* TakeSample(SlabThreadContext* ctx, Gfp gfp, int node, int requestedSize)
+    private void* TakeSample(SlabThreadContext* ctx, Gfp gfp, int node, int requestedSize, bool counted)
     {
-        Interlocked.And(ref ctx->Header.DrainRequested, ~ThreadCacheHeader.SampleBit);
-        if (node >= 0 || _ctor != null || _destroyed || _owner.Kfence is not { } kfence || !kfence.Armed) return null;
+        Interlocked.And(ref ctx->Header.DrainRequested, ~(ThreadCacheHeader.SampleBit | ThreadCacheHeader.CountedSampleBit));
+        if (node >= 0 || requestedSize > PageFrame.PageSize || !Samplable(_ctor != null) || _destroyed || _owner.Kfence is not { } kfence) return null;
+        if (kfence.SampleRate > 0 ? !counted : !kfence.Armed) return null;
         // kmalloc promises natural alignment only to power-of-two sizes; other caches keep their own.
         int align = _d->KmallocIndex >= 0 ? (BitOperations.IsPow2(requestedSize) ? requestedSize : 8) : Math.Max(_d->Align, 8);
         void* obj = kfence.TryAlloc((nint)_d, Name, requestedSize, align, _initOnAlloc ? gfp | Gfp.Zero : gfp, _owner.CallSites.Name(_owner.CallSites.Capture()));

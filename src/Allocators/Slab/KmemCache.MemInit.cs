@@ -49,7 +49,13 @@ public sealed unsafe partial class KmemCache
     /// KFENCE's 1-in-N count for this cache (<see cref="CheckedModeOptions.KfenceSampleRate"/>), 0 when it is not counted:
     /// caches with a constructor stay with their slabs, as <see cref="TakeSample"/> leaves them.
     /// </summary>
-    private int KfenceRate(bool hasCtor) => hasCtor ? 0 : _memory.Checks.KfenceSampleRate;
+    private int KfenceRate(bool hasCtor) => Samplable(hasCtor) ? _memory.Checks.KfenceSampleRate : 0;
+
+    /// <summary>
+    /// True for a cache KFENCE may sample: no constructor (a pool object is not constructed), not typesafe by RCU (a
+    /// freed pool object's page is unmapped at once, where a stale RCU reader may still read it), objects of at most a page.
+    /// </summary>
+    private bool Samplable(bool hasCtor) => !hasCtor && !_d->Has(SlabFlags.TypesafeByRcu) && _d->ObjectSize <= PageFrame.PageSize;
 
     /// <summary>KFENCE's count for the allocations of a cache the fast paths do not serve (debug, KASAN), shared by its threads.</summary>
     private long _lockedSampleCountdown;
@@ -61,9 +67,13 @@ public sealed unsafe partial class KmemCache
     private bool CountLockedSample()
     {
         if (Interlocked.Decrement(ref _lockedSampleCountdown) > 0) return false;
-        Volatile.Write(ref _lockedSampleCountdown, _kfenceRate <= 1 ? 1 : Random.Shared.NextInt64(1, 2L * _kfenceRate));
+        DrawLockedSampleCountdown();
         return true;
     }
+
+    /// <summary>The next count of <see cref="CountLockedSample"/>: uniform in 1..2N-1, as the thread entries draw theirs.</summary>
+    private void DrawLockedSampleCountdown()
+        => Volatile.Write(ref _lockedSampleCountdown, _kfenceRate <= 1 ? 1 : Random.Shared.NextInt64(1, 2L * _kfenceRate));
 
     /// <summary>
     /// Draws the entry's allocations until its next sample: uniform in 1..2N-1 (mean N), from the entry's own random
@@ -99,7 +109,7 @@ public sealed unsafe partial class KmemCache
         if ((c->Modes & SlabCpu.SampleMode) != 0 && --c->SampleCountdown <= 0)
         {
             // The slow path this null leads to takes the sample (TakeSample) and draws the next count.
-            Interlocked.Or(ref ctx->Header.DrainRequested, ThreadCacheHeader.SampleBit);
+            Interlocked.Or(ref ctx->Header.DrainRequested, ThreadCacheHeader.CountedSampleBit);
             DrawSampleCountdown(c);
             return null;
         }

@@ -112,7 +112,7 @@ public sealed unsafe partial class KmemCache : IDisposable
         _d->LiveKey = SlabCpus.NewKey();
         (_initOnAlloc, _initOnFree, _randomFreelist) = MemInitModes(_memory.Checks, flags, ctor != null);
         _kfenceRate = KfenceRate(ctor != null);
-        _lockedSampleCountdown = _kfenceRate;
+        DrawLockedSampleCountdown();
         _d->FastPath = (flags & SlabFlags.Debug) == 0 && _kasan == null ? 1 : 0;
         _d->Key = _d->FastPath != 0 && !owner.FailslabActive ? _d->LiveKey : 0;
         _handle = GCHandle.Alloc(this, GCHandleType.Weak);
@@ -270,7 +270,9 @@ public sealed unsafe partial class KmemCache : IDisposable
     /// current bitmap word (<see cref="SlabCpu.Word"/>); when that word is empty, the cheap half of the slow path
     /// (<see cref="AllocFromThreadSlabs"/>: the slab's other words, its remote frees, the thread's next slab). Null when
     /// the thread has nothing, or a drainer holds the context. The object's memory is not touched. A cache the fast
-    /// paths must not serve has every thread's entry empty (<see cref="KmemCacheData.Key"/>).
+    /// paths must not serve has every thread's entry empty (<see cref="KmemCacheData.Key"/>). An entry with checked
+    /// modes goes to <see cref="AllocHardened"/>, except KFENCE's count alone when it is a boot parameter, which counts
+    /// here (<see cref="CheckedModeOptions.KfenceCountedAtBoot"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void* AllocFrom(SlabThreadContext* ctx, SlabCpu* c, KmemCacheData* d)

@@ -29,8 +29,8 @@ internal unsafe struct SlabCpu
     public int Count;
 
     /// <summary>
-    /// The cache's hardening modes (<see cref="InitOnAllocMode"/>, <see cref="InitOnFreeMode"/>, <see cref="RandomMode"/>),
-    /// copied here when the entry is bound to its cache: beside <see cref="Count"/>, so the fast paths test them in a
+    /// The cache's hardening modes (<see cref="InitOnAllocMode"/>, <see cref="InitOnFreeMode"/>, <see cref="RandomMode"/>,
+    /// <see cref="SampleMode"/>), copied here when the entry is bound to its cache: beside <see cref="Count"/>, so the fast paths test them in a
     /// line they read anyway, and take the hardened paths only when one is set.
     /// </summary>
     public int Modes;
@@ -102,10 +102,13 @@ internal unsafe struct SlabCpu
     /// </summary>
     public const int SampleMode = 8;
 
-    /// <summary>The entry's random state (xorshift64*) for <see cref="RandomMode"/>: no thread-local lookup per pick.</summary>
+    /// <summary>The entry's random state (xorshift64*) for <see cref="RandomMode"/> and <see cref="SampleMode"/>: no thread-local lookup per pick.</summary>
     public ulong Rng;
 
-    /// <summary>Allocations through this entry until the next KFENCE sample (<see cref="SampleMode"/>).</summary>
+    /// <summary>
+    /// Allocations through this entry until the next KFENCE sample (<see cref="SampleMode"/>). In the third line: the
+    /// inline count (a boot parameter) touches one line more than the plain path.
+    /// </summary>
     public long SampleCountdown;
 
     /// <summary>The mean of the counts drawn for <see cref="SampleCountdown"/> (<see cref="CheckedModeOptions.KfenceSampleRate"/>).</summary>

@@ -17,8 +17,8 @@ internal struct ThreadCacheHeader
     public int Busy;
 
     /// <summary>
-    /// <see cref="DrainBit"/> while a drainer wants or holds the cache; <see cref="SampleBit"/> when KFENCE wants the
-    /// thread's next slab allocation (slab contexts only). The fast paths test the whole word, so either bit sends the
+    /// <see cref="DrainBit"/> while a drainer wants or holds the cache; <see cref="SampleBit"/> or
+    /// <see cref="CountedSampleBit"/> when KFENCE wants the thread's next slab allocation (slab contexts only). The fast paths test the whole word, so either bit sends the
     /// owner to its slow path; only the drain bit keeps it out of the cache.
     /// </summary>
     public int DrainRequested;
@@ -28,6 +28,13 @@ internal struct ThreadCacheHeader
 
     /// <summary>A KFENCE sample is due (<see cref="DrainRequested"/>): set with an atomic OR, cleared by the owner's slow path.</summary>
     public const int SampleBit = 2;
+
+    /// <summary>
+    /// The owner's own count chose its next slab allocation for KFENCE (counted sampling): kept apart from
+    /// <see cref="SampleBit"/>, which every system's timer sets in every thread, so a counting system samples only on its
+    /// own count. Set by the owner with an atomic OR, cleared by its slow path.
+    /// </summary>
+    public const int CountedSampleBit = 4;
 
     /// <summary>Managed thread id of the owner.</summary>
     public int OwnerThreadId;

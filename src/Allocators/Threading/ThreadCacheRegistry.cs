@@ -226,7 +226,8 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             if (_caches.Count == 0) return;
             var taken = holds == null ? _caches : _caches.Where(holds).ToList();
             if (taken.Count == 0) return;
-            foreach (nint p in taken) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.DrainBit);
+            // Atomic: a KFENCE sample bit set meanwhile (by the owner or another thread) must survive the drain.
+            foreach (nint p in taken) Interlocked.Or(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.DrainBit);
             // Either an owner's Busy=1 is now visible to us, or its next read of DrainRequested sees 1.
             Interlocked.MemoryBarrierProcessWide();
             foreach (nint p in taken)
@@ -236,7 +237,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
                 if (flush != null) flush(p);
                 else _owner.FlushCache(cache);
                 if (cache->OwnerThreadId != Environment.CurrentManagedThreadId) cache->RemoteDrains++;
-                Volatile.Write(ref cache->DrainRequested, 0);
+                Interlocked.And(ref cache->DrainRequested, ~ThreadCacheHeader.DrainBit);
             }
         }
     }
@@ -319,7 +320,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
             if (_disposed) return;
             int slot = _slot;
             _slot = int.MaxValue; // fast paths stop finding their cache from here on
-            foreach (nint p in _caches) Volatile.Write(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.DrainBit);
+            foreach (nint p in _caches) Interlocked.Or(ref ((ThreadCacheHeader*)p)->DrainRequested, ThreadCacheHeader.DrainBit);
             Interlocked.MemoryBarrierProcessWide();
             while (_caches.Count > 0) RetireLocked(_caches.Count - 1, free: false);
             _disposed = true;

@@ -26,12 +26,28 @@ public sealed class CheckedModeOptionsTests
         Assert.Equal(32, none.KasanRedZone);
         Assert.True(none.KasanStackTrace);
         Assert.Equal(255, none.KfenceObjects);
+
+        var counted = CheckedModeOptions.Parse("kfence.sample_rate=7");
+        Assert.Equal(7, counted.KfenceSampleRate);
+        Assert.Equal(0, counted.KfenceSampleInterval);
+        Assert.True(counted.Kfence);
+    }
+
+    [Fact]
+    public void ANegativeSampleRateIsRefused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Checks = new CheckedModeOptions { KfenceSampleRate = -1 } },
+        }.Validate());
+        Assert.Equal("KfenceSampleRate", e.ParamName);
     }
 
     [Theory]
     [InlineData("kasn", "unknown entry 'kasn'")]
     [InlineData("kasan=maybe", "'kasan=maybe' wants")]
     [InlineData("kfence.sample_interval=-1", "non-negative number")]
+    [InlineData("kfence.sample_rate=-5", "non-negative number")]
     [InlineData("kasan.redzone=x", "non-negative number")]
     public void ParseRefusesWhatItDoesNotKnow(string text, string message)
     {

@@ -382,6 +382,63 @@ public sealed unsafe class KfenceTests
     }
 
     [Fact]
+    public void CountedSamplingLeavesTypesafeByRcuAndLargerThanAPageCachesAlone()
+    {
+        using var system = NewCountingSystem(rate: 1);
+        var kfence = system.Slab.Kfence!;
+        var rcu = system.Slab.CreateCache("rcu-counted", 64, flags: SlabFlags.TypesafeByRcu);
+        for (int i = 0; i < 100; i++) rcu.Free(rcu.Alloc());
+        for (int i = 0; i < 100; i++) system.Slab.Kfree(system.Slab.Kmalloc(8192));
+        Assert.Equal(0, kfence.Allocations);
+        // At rate 1 every allocation of a cache it samples is chosen, from the one after the thread's first (which binds
+        // the thread's entry in the slow path).
+        int sampled = 0;
+        for (int i = 0; i < 5; i++)
+        {
+            void* p = system.Slab.Kmalloc(64);
+            if (kfence.Contains(p)) sampled++;
+            system.Slab.Kfree(p);
+        }
+        Assert.True(sampled >= 4, $"{sampled} of 5 sampled");
+        rcu.Destroy();
+    }
+
+    [Fact]
+    public void AnotherSystemsTimerDoesNotSampleACountingSystem()
+    {
+        using var timed = NewSystem();
+        using var counting = NewCountingSystem(rate: 1_000_000);
+        for (int i = 0; i < 10; i++)
+        {
+            timed.Slab.Kfence!.Arm(); // sets the timed sample bit in every thread's context, this one's too
+            void* p = counting.Slab.Kmalloc(64);
+            Assert.False(counting.Slab.Kfence!.Contains(p));
+            counting.Slab.Kfree(p);
+        }
+        Assert.Equal(0, counting.Slab.Kfence!.Allocations);
+        counting.Slab.Kfence.Arm(); // a counting pool is not armed by hand either
+        void* q = counting.Slab.Kmalloc(64);
+        Assert.False(counting.Slab.Kfence.Contains(q));
+        counting.Slab.Kfree(q);
+    }
+
+    [Theory]
+    [InlineData("kfence.sample_rate=50")]
+    [InlineData("kfence.sample_rate=50,init_on_free,slab_freelist_random")]
+    public void ARateGivenAtBootIsCountedInlineBesideTheOtherModes(string boot)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var psi = CliRunner.StartInfo("kfence-fault", "--access", "count");
+        psi.Environment[CheckedModeOptions.EnvironmentVariable] = boot;
+        var (code, stdout, stderr) = CliRunner.RunProcess(psi, TimeSpan.FromSeconds(60));
+        Assert.True(code == 0, stderr);
+        var fields = stdout.Split('\n').First(l => l.StartsWith("samples ", StringComparison.Ordinal)).Split(' ');
+        Assert.InRange(int.Parse(fields[1]), 200, 700); // 20,000 allocations at 1 in 50
+        Assert.Equal("True", fields[3]);                 // the static key is on
+        Assert.Equal("0", fields[5]);                    // init_on_free still zeroed every freed object
+    }
+
+    [Fact]
     public void SampleIntervalAndRateAreRefusedTogether()
     {
         var e = Assert.Throws<ArgumentException>(() => new MemorySystem(new MemorySystemOptions
@@ -425,6 +482,10 @@ public sealed unsafe class KfenceTests
     [Fact]
     public void ARateGivenAtBootIsCountedInlineAndSamplesTheSame()
         => BadAccessKillsTheProcess("overrun", "BUG: KFENCE: out-of-bounds write at 0x", "kfence.sample_rate=50", "--sample-rate", "50");
+
+    [Fact]
+    public void AnIntervalSetInCodeReplacesARateFromTheEnvironment()
+        => BadAccessKillsTheProcess("overrun", "BUG: KFENCE: out-of-bounds write at 0x", "kfence.sample_rate=50");
 
     private static void BadAccessKillsTheProcess(string access, string title, string? boot = null, params string[] extra)
     {
