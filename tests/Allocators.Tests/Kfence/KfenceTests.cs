@@ -439,6 +439,22 @@ public sealed unsafe class KfenceTests
     }
 
     [Fact]
+    public void ASampleRequestSurvivesADrainOfTheThreadsCache()
+    {
+        using var system = NewSystem();
+        var kfence = system.Slab.Kfence!;
+        var cache = system.Slab.KmallocCache(64)!;
+        void* held = system.Slab.Kmalloc(64); // the thread's entry holds a slab, so the drain below takes its context
+        system.Slab.Kfree(system.Slab.Kmalloc(64));
+        kfence.Arm();
+        cache.Validate(); // drains every thread holding slabs of the cache, this one included
+        void* p = system.Slab.Kmalloc(64);
+        Assert.True(kfence.Contains(p), "the drain wiped the sample request");
+        system.Slab.Kfree(p);
+        system.Slab.Kfree(held);
+    }
+
+    [Fact]
     public void SampleIntervalAndRateAreRefusedTogether()
     {
         var e = Assert.Throws<ArgumentException>(() => new MemorySystem(new MemorySystemOptions
