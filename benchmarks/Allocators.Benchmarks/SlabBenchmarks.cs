@@ -137,17 +137,19 @@ public unsafe class SlabBenchmarks
         for (int i = 0; i < Batch; i++) free(malloc(size));
     }
 
+    // The batch loops fill all of `blocks` and free in `order`: SlabLiveSetBenchmarks runs them on its live sets.
+
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void BatchKmalloc(SlabAllocator slab, nuint size, nint[] blocks, int[] order)
+    internal static void BatchKmalloc(SlabAllocator slab, nuint size, nint[] blocks, int[] order)
     {
-        for (int i = 0; i < Batch; i++) blocks[i] = (nint)slab.Kmalloc(size);
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)slab.Kmalloc(size);
         foreach (int i in order) slab.Kfree((void*)blocks[i]);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void BatchCache(KmemCache cache, nint[] blocks, int[] order)
+    internal static void BatchCache(KmemCache cache, nint[] blocks, int[] order)
     {
-        for (int i = 0; i < Batch; i++) blocks[i] = (nint)cache.Alloc();
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)cache.Alloc();
         foreach (int i in order) cache.Free((void*)blocks[i]);
     }
 
@@ -183,10 +185,10 @@ public unsafe class SlabBenchmarks
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void BatchNative(delegate* unmanaged[Cdecl, SuppressGCTransition]<nuint, void*> malloc,
+    internal static void BatchNative(delegate* unmanaged[Cdecl, SuppressGCTransition]<nuint, void*> malloc,
         delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, void> free, nuint size, nint[] blocks, int[] order)
     {
-        for (int i = 0; i < Batch; i++) blocks[i] = (nint)malloc(size);
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)malloc(size);
         foreach (int i in order) free((void*)blocks[i]);
     }
 }

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Allocators.Peers;
 using Allocators.Physical;
 using Allocators.Slab;
@@ -67,46 +66,24 @@ public unsafe class SlabLiveSetBenchmarks
 
     /// <summary>100,000 live blocks (6.4 MB).</summary>
     [Benchmark(OperationsPerInvoke = 100_000)]
-    public void Live100K() => Run(100_000);
+    public void Live100K() => Run();
 
     /// <summary>1,000,000 live blocks (64 MB).</summary>
     [Benchmark(OperationsPerInvoke = 1_000_000)]
-    public void Live1M() => Run(1_000_000);
+    public void Live1M() => Run();
 
     /// <summary>10,000,000 live blocks (640 MB).</summary>
     [Benchmark(OperationsPerInvoke = Largest)]
-    public void Live10M() => Run(Largest);
+    public void Live10M() => Run();
 
-    private void Run(int live)
+    /// <summary>One invocation on the live set the set-up sized the arrays for, through SlabBenchmarks' batch loops.</summary>
+    private void Run()
     {
-        var blocks = _blocks.AsSpan(0, live);
         switch (Allocator)
         {
-            case "kmalloc": Kmalloc(_system!.Slab, blocks, _order); break;
-            case "kmem_cache": Cache(_cache!, blocks, _order); break;
-            default: Native(_native!.Malloc, _native.Free, blocks, _order); break;
+            case "kmalloc": SlabBenchmarks.BatchKmalloc(_system!.Slab, Size, _blocks, _order); break;
+            case "kmem_cache": SlabBenchmarks.BatchCache(_cache!, _blocks, _order); break;
+            default: SlabBenchmarks.BatchNative(_native!.Malloc, _native.Free, Size, _blocks, _order); break;
         }
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Kmalloc(SlabAllocator slab, Span<nint> blocks, int[] order)
-    {
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)slab.Kmalloc(Size);
-        for (int i = 0; i < order.Length; i++) slab.Kfree((void*)blocks[order[i]]);
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Cache(KmemCache cache, Span<nint> blocks, int[] order)
-    {
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)cache.Alloc();
-        for (int i = 0; i < order.Length; i++) cache.Free((void*)blocks[order[i]]);
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Native(delegate* unmanaged[Cdecl, SuppressGCTransition]<nuint, void*> malloc,
-        delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, void> free, Span<nint> blocks, int[] order)
-    {
-        for (int i = 0; i < blocks.Length; i++) blocks[i] = (nint)malloc(Size);
-        for (int i = 0; i < order.Length; i++) free((void*)blocks[order[i]]);
     }
 }

@@ -71,19 +71,18 @@ public sealed unsafe partial class KmemCache
         return true;
     }
 
-    /// <summary>The next count of <see cref="CountLockedSample"/>: uniform in 1..2N-1, as the thread entries draw theirs.</summary>
+    /// <summary>The next count of <see cref="CountLockedSample"/>, drawn as the thread entries draw theirs.</summary>
     private void DrawLockedSampleCountdown()
-        => Volatile.Write(ref _lockedSampleCountdown, _kfenceRate <= 1 ? 1 : Random.Shared.NextInt64(1, 2L * _kfenceRate));
+        => Volatile.Write(ref _lockedSampleCountdown, SampleGap((ulong)Random.Shared.NextInt64(), _kfenceRate));
+
+    /// <summary>Draws the entry's allocations until its next sample, from the entry's own random state.</summary>
+    private static void DrawSampleCountdown(SlabCpu* c) => c->SampleCountdown = SampleGap(NextRandom(c), c->SampleRate);
 
     /// <summary>
-    /// Draws the entry's allocations until its next sample: uniform in 1..2N-1 (mean N), from the entry's own random
-    /// state, so samples fall at no fixed stride.
+    /// Allocations until the next sample at rate <paramref name="rate"/>: uniform in 1..2N-1 (mean N) from
+    /// <paramref name="random"/>, so samples fall at no fixed stride.
     /// </summary>
-    private static void DrawSampleCountdown(SlabCpu* c)
-    {
-        ulong x = NextRandom(c);
-        c->SampleCountdown = c->SampleRate <= 1 ? 1 : 1 + (long)((x >> 1) % (ulong)(2 * c->SampleRate - 1));
-    }
+    private static long SampleGap(ulong random, long rate) => rate <= 1 ? 1 : 1 + (long)((random >> 1) % (ulong)(2 * rate - 1));
 
     /// <summary>The next value of the entry's random state (xorshift64*).</summary>
     private static ulong NextRandom(SlabCpu* c)
@@ -108,7 +107,7 @@ public sealed unsafe partial class KmemCache
         // Counted inline at boot, the count may already be 0 here: at or below it, the sample is due either way.
         if ((c->Modes & SlabCpu.SampleMode) != 0 && --c->SampleCountdown <= 0)
         {
-            // The slow path this null leads to takes the sample (TakeSample) and draws the next count.
+            // The slow path this null leads to takes the sample (TakeSample); the next count starts now.
             Interlocked.Or(ref ctx->Header.DrainRequested, ThreadCacheHeader.CountedSampleBit);
             DrawSampleCountdown(c);
             return null;
