@@ -253,7 +253,7 @@ public sealed unsafe class KfenceTests
         var kfence = system.Slab.Kfence!;
         system.Pages.DrainAllPages();
         string buddyBefore = system.Pages.BuddyInfo();
-        var queue = new System.Collections.Concurrent.BlockingCollection<(nint P, int Size, byte Tag)>(256);
+        var queue = new Allocators.Tests.Threading.HandOffQueue<(nint P, int Size, byte Tag)>(256);
         int bad = 0;
         bool stop = false;
         var armer = new Thread(() => { while (!Volatile.Read(ref stop)) { kfence.Arm(); Thread.Sleep(1); } });

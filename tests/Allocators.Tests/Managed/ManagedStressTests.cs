@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using Allocators.Tests.Threading;
 using Allocators.Managed;
 using Allocators.Slab;
 using static Allocators.Tests.Managed.ManagedTestSupport;
@@ -26,7 +27,7 @@ public class ManagedStressTests
         using var sys = NewSystem(trackOwnerLeaks, mebibytes: 128);
         SlabAllocator slab = sys.Slab;
         KmemCache<long> longs = slab.CreateCache<long>("managed-stress");
-        var queue = new BlockingCollection<Item>(boundedCapacity: 4096);
+        var queue = new HandOffQueue<Item>(capacity: 4096);
         var errors = new ConcurrentQueue<string>();
 
         void Produce(int producer)

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Allocators.Tests.Threading;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Allocators.Slab;
@@ -39,7 +40,7 @@ public unsafe class SlabConcurrencyTests(ITestOutputHelper output)
         using var sys = NewSystem();
         string baseline = Baseline(sys);
         KmemCache cache = sys.Slab.CreateCache("pc-48", 48, 0, flags);
-        using var queue = new BlockingCollection<(nint Object, ulong Stamp)>(2048);
+        var queue = new HandOffQueue<(nint Object, ulong Stamp)>(2048);
         long produced = 0, consumed = 0;
         RunThreads(3, role =>
         {
@@ -95,7 +96,7 @@ public unsafe class SlabConcurrencyTests(ITestOutputHelper output)
     {
         using var sys = NewSystem(64);
         string baseline = Baseline(sys);
-        using var queue = new BlockingCollection<(nint Object, int Size, ulong Stamp)>(1024);
+        var queue = new HandOffQueue<(nint Object, int Size, ulong Stamp)>(1024);
         long produced = 0;
         RunThreads(2, role =>
         {

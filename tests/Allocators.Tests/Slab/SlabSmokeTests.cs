@@ -57,7 +57,7 @@ public unsafe class SlabSmokeTests(ITestOutputHelper output)
         sys.Pages.DrainAllPages();
         string initial = sys.Pages.BuddyInfo();
         var cache = sys.Slab.CreateCache("test-48", 48);
-        var q = new System.Collections.Concurrent.BlockingCollection<nint>(10000);
+        var q = new Allocators.Tests.Threading.HandOffQueue<nint>(10000);
         var producer = new Thread(() => { for (int i = 0; i < 200000; i++) { var o = (long*)cache.Alloc(); *o = i; q.Add((nint)o); } q.CompleteAdding(); });
         var consumer = new Thread(() => { long n = 0; foreach (var o in q.GetConsumingEnumerable()) { Assert.Equal(n++, *(long*)o); cache.Free((void*)o); } });
         producer.Start(); consumer.Start(); producer.Join(); consumer.Join();

@@ -311,8 +311,8 @@ public unsafe class SlabThisThreadTests
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache<Node>("handle-cross");
         const int PerThread = 20_000;
-        var queues = new System.Collections.Concurrent.BlockingCollection<nint>[2];
-        for (int i = 0; i < 2; i++) queues[i] = new(boundedCapacity: 1024);
+        var queues = new Allocators.Tests.Threading.HandOffQueue<nint>[2];
+        for (int i = 0; i < 2; i++) queues[i] = new(capacity: 1024);
         var threads = Enumerable.Range(0, 2).Select(id => new Thread(() =>
         {
             var h = cache.ThisThread();

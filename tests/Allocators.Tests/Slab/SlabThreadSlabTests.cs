@@ -47,7 +47,7 @@ public unsafe class SlabThreadSlabTests(ITestOutputHelper output)
         using var sys = NewUncheckedSystem();
         string baseline = Baseline(sys);
         var cache = sys.Slab.CreateCache("handed-back", 64);
-        using var toConsumer = new System.Collections.Concurrent.BlockingCollection<nint[]>();
+        var toConsumer = new Allocators.Tests.Threading.HandOffQueue<nint[]>();
         using var freed = new SemaphoreSlim(0);
         // The producer stays alive (and keeps its slabs) while the consumer frees each batch, then allocates the next.
         var producer = new Thread(() => Guarded(() =>
