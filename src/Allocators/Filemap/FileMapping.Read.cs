@@ -94,7 +94,7 @@ public sealed unsafe partial class FileMapping
             if ((flags & (uint)(PageFlags.Uptodate | PageFlags.Readahead)) != (uint)PageFlags.Uptodate) break;
             int inPage = (int)(at & (PageSize - 1));
             int n = Math.Min(PageSize - inPage, target.Length - copied);
-            new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, n).CopyTo(target.Slice(copied, n));
+            _pages.MemcpyFromPage(target.Slice(copied, n), page, inPage);
             _pages.Lru.MarkAccessed(page, flags);
             copied += n;
         }
@@ -114,7 +114,7 @@ public sealed unsafe partial class FileMapping
             bool uptodate = (flags & (uint)PageFlags.Uptodate) != 0;
             if (uptodate)
             {
-                new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+                _pages.MemcpyFromPage(target, page, inPage);
                 _pages.Lru.MarkAccessed(page, flags);
             }
             bool marker = (flags & (uint)PageFlags.Readahead) != 0 && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0;
@@ -135,7 +135,7 @@ public sealed unsafe partial class FileMapping
         PageFrame* page = GetUptodatePage(index, out _);
         try
         {
-            new ReadOnlySpan<byte>((byte*)_pages.AddressOf(page) + inPage, target.Length).CopyTo(target);
+            _pages.MemcpyFromPage(target, page, inPage);
             _pages.Lru.MarkAccessed(page, Volatile.Read(ref page->FlagsAndZone));
             return page->Has(PageFlags.Readahead) && (PageWait.Clear(page, PageFlags.Readahead) & PageFlags.Readahead) != 0;
         }
@@ -212,7 +212,7 @@ public sealed unsafe partial class FileMapping
             {
                 int i = (int)(b >> PageShift);
                 int from = (int)(b & (PageSize - 1));
-                new Span<byte>((byte*)_pages.AddressOf(pages[i]) + from, PageSize - from).Clear();
+                _pages.MemzeroPage(pages[i], from, PageSize - from);
                 b += PageSize - from;
             }
         }

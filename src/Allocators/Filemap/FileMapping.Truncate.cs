@@ -49,7 +49,7 @@ public sealed unsafe partial class FileMapping
         PageFrame* page = FindGetPage(index);
         if (page == null) return;
         PageWait.Lock(page);
-        if (Owns(page, index)) new Span<byte>((byte*)_pages.AddressOf(page) + inPage, PageSize - inPage).Clear();
+        if (Owns(page, index)) _pages.MemzeroPage(page, inPage, PageSize - inPage);
         PageWait.Unlock(page);
         PutPage(page);
     }

@@ -36,7 +36,7 @@ public sealed unsafe partial class FileMapping
                 try
                 {
                     if (!page->Has(PageFlags.Uptodate)) PrepareWrite(page, index, inPage, n);
-                    data.Slice(done, n).CopyTo(new Span<byte>((byte*)_pages.AddressOf(page) + inPage, n));
+                    _pages.MemcpyToPage(page, inPage, data.Slice(done, n));
                     PageWait.Set(page, PageFlags.Uptodate);
                     bool wasDirty = page->Has(PageFlags.Dirty);
                     SetPageDirty(page);
@@ -60,10 +60,9 @@ public sealed unsafe partial class FileMapping
     private void PrepareWrite(PageFrame* page, ulong index, int inPage, int length)
     {
         if (inPage == 0 && length == PageSize) return; // overwritten whole
-        byte* address = (byte*)_pages.AddressOf(page);
         if ((long)(index << PageShift) >= Volatile.Read(ref _size))
         {
-            new Span<byte>(address, PageSize).Clear();
+            _pages.MemzeroPage(page, 0, PageSize);
             return;
         }
         ReadPagesInto(index, &page, 1);

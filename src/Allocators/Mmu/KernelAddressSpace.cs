@@ -48,6 +48,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
             SetUpPkmap();
             _oomKiller = OutOfMemory;
             pages.SetOomKiller(_oomKiller);
+            if (pages.HasHighMem) pages.SetHighmemMapper(this);
         }
         catch
         {
@@ -364,6 +365,7 @@ public sealed unsafe partial class KernelAddressSpace : VirtualAddressSpace
         if (disposing)
         {
             if (_oomKiller != null) _pages.ClearOomKiller(_oomKiller);
+            _pages.ClearHighmemMapper(this);
             DisposeSwap();
             UnregisterDirectMap();
             FreeFixmap();
