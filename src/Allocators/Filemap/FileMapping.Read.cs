@@ -84,6 +84,10 @@ public sealed unsafe partial class FileMapping
     private int CopyCachedRun(long position, Span<byte> target)
     {
         int copied = 0;
+        // Pages that lie back to back in the arena (readahead takes its batch from the buddy lists in address order)
+        // are copied with one memmove: a long copy keeps the processor's prefetchers running across page boundaries.
+        byte* chunk = null;
+        int chunkAt = 0;
         _pages.Rcu.RcuReadLock();
         for (int pages = 0; pages < MaxRunPages && copied < target.Length; pages++)
         {
@@ -94,12 +98,35 @@ public sealed unsafe partial class FileMapping
             if ((flags & (uint)(PageFlags.Uptodate | PageFlags.Readahead)) != (uint)PageFlags.Uptodate) break;
             int inPage = (int)(at & (PageSize - 1));
             int n = Math.Min(PageSize - inPage, target.Length - copied);
-            _pages.MemcpyFromPage(target.Slice(copied, n), page, inPage);
+            if (_pages.IsHighPage(page))
+            {
+                CopyChunk(chunk, target[chunkAt..copied]);
+                chunk = null;
+                _pages.MemcpyFromPage(target.Slice(copied, n), page, inPage);
+                chunkAt = copied + n;
+            }
+            else
+            {
+                byte* source = (byte*)_pages.AddressOf(page) + inPage;
+                if (chunk + (copied - chunkAt) != source)
+                {
+                    CopyChunk(chunk, target[chunkAt..copied]);
+                    chunk = source;
+                    chunkAt = copied;
+                }
+            }
             _pages.Lru.MarkAccessed(page, flags);
             copied += n;
         }
+        CopyChunk(chunk, target[chunkAt..copied]);
         _pages.Rcu.RcuReadUnlock();
         return copied;
+    }
+
+    /// <summary>Copies a chunk of back-to-back low pages gathered by <see cref="CopyCachedRun"/> (none when <paramref name="source"/> is null).</summary>
+    private static void CopyChunk(byte* source, Span<byte> target)
+    {
+        if (source != null) new ReadOnlySpan<byte>(source, target.Length).CopyTo(target);
     }
 
     /// <summary>The hit path: an up-to-date cached page copied inside an RCU read section, no reference, no lock.</summary>

@@ -46,9 +46,10 @@ public sealed unsafe partial class PageAllocator
             new Span<byte>((byte*)AddressOf(page) + offset, length).Clear();
     }
 
+    /// <summary>PageHighMem, from the page's zone: false on an arena without a split.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool IsHighPage(PageFrame* page)
-        => HasHighMem && (ZoneType)(page->ZoneId % ZonesPerNode) == ZoneType.HighMem;
+    internal bool IsHighPage(PageFrame* page)
+        => _hasHighMem && (ZoneType)(page->ZoneId % ZonesPerNode) == ZoneType.HighMem;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool CopyFromHighPage(Span<byte> to, PageFrame* page, int offset)

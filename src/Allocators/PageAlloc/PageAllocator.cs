@@ -38,7 +38,9 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     internal const int ZonesPerNode = ZoneTypeExtensions.Count;
 
     /// <summary>True when the arena has a low/high split (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>): HighMem zones exist.</summary>
-    public bool HasHighMem => _memory.Options.LowMemoryLimit != null;
+    public bool HasHighMem => _hasHighMem;
+
+    private readonly bool _hasHighMem;
 
     private readonly PhysicalMemory _memory;
     private readonly PageAllocatorOptions _options;
@@ -71,6 +73,7 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         ArgumentNullException.ThrowIfNull(memory);
         _memory = memory;
+        _hasHighMem = memory.Options.LowMemoryLimit != null;
         _options = options ?? new PageAllocatorOptions();
         _options.Validate();
         _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);

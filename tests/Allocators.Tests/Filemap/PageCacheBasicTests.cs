@@ -3,8 +3,42 @@ using Allocators.Physical;
 
 namespace Allocators.Tests.Filemap;
 
-public sealed class PageCacheBasicTests() : PageCacheTestBase(64L << 20)
+public sealed unsafe class PageCacheBasicTests() : PageCacheTestBase(64L << 20)
 {
+    [Fact]
+    public void ReadsAcrossPagesInAndOutOfArenaOrderReturnEveryByte()
+    {
+        // Written forwards, the pages lie back to back in the arena (one copy per run); written backwards, each page
+        // lies below the one before it. Reads at odd offsets and lengths must see the same bytes either way.
+        const int Pages = 40;
+        byte[] data = Pattern(Pages * 4096, 9);
+        using FileMapping forward = _system.PageCache.Open(Path.Combine(_dir, "fwd.bin"));
+        using FileMapping backward = _system.PageCache.Open(Path.Combine(_dir, "bwd.bin"));
+        forward.Write(0, data);
+        for (int p = Pages - 1; p >= 0; p--) backward.Write(p * 4096L, data.AsSpan(p * 4096, 4096));
+        Assert.True(AddressOf(forward, 1) == AddressOf(forward, 0) + 4096, "forward pages are not back to back");
+        Assert.True(AddressOf(backward, 1) != AddressOf(backward, 0) + 4096, "backward pages are back to back");
+        var rng = new Random(3);
+        foreach (FileMapping file in new[] { forward, backward })
+        {
+            for (int i = 0; i < 200; i++)
+            {
+                int offset = rng.Next(data.Length);
+                var buffer = new byte[rng.Next(1, data.Length - offset + 1)];
+                Assert.Equal(buffer.Length, file.Read(offset, buffer));
+                Assert.True(data.AsSpan(offset, buffer.Length).SequenceEqual(buffer), $"read at {offset} of {buffer.Length} bytes");
+            }
+        }
+    }
+
+    private byte* AddressOf(FileMapping file, ulong index)
+    {
+        Allocators.Physical.PageFrame* page = file.FindGetPage(index);
+        byte* address = (byte*)_system.Pages.AddressOf(page);
+        file.PutPage(page);
+        return address;
+    }
+
     [Fact]
     public void WrittenBytesReachTheFileAfterFsyncAndReadBackAfterADrop()
     {
