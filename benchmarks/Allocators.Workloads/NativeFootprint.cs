@@ -77,6 +77,13 @@ internal sealed unsafe class NativeFootprint
         return (long)(info.Arena + info.Hblkhd);
     }
 
+    /// <summary>
+    /// glibc only: bytes of free chunks in its arenas (<c>fordblks</c>), which the reading counts already; a malloc
+    /// served from them leaves the reading unchanged. Null for the other allocators.
+    /// </summary>
+    public long? FreeCounted()
+        => _name == "glibc" ? (long)((delegate* unmanaged[Cdecl]<MallInfo2>)_function)().Fordblks : null;
+
     private long? Mimalloc()
     {
         nuint elapsed, user, system, rss, peakRss, commit, peakCommit, faults;
