@@ -198,9 +198,10 @@ public sealed unsafe class KasanQuarantineTests
     {
         // A GC between the two threads may finalize the first one's sentinel, which retires its list to the global
         // FIFO before the second thread can adopt it: then try again (the other tests of a loaded run collect often).
+        // A full suite run beside tests that collect in loops has seen ten windows in a row with a GC in them.
         for (int attempt = 0; ; attempt++)
         {
-            if (TryAdopt(lastAttempt: attempt == 9)) return;
+            if (TryAdopt(lastAttempt: attempt == 29)) return;
         }
     }
 
@@ -221,7 +222,8 @@ public sealed unsafe class KasanQuarantineTests
         var second = new Thread(() => cache.Free(cache.Alloc()));
         second.Start();
         second.Join();
-        if (q.GlobalBytes != 0 && GC.CollectionCount(0) + GC.CollectionCount(2) != collections && !lastAttempt)
+        bool collected = GC.CollectionCount(0) + GC.CollectionCount(2) != collections;
+        if (q.GlobalBytes != 0 && collected && !lastAttempt)
         {
             cache.Shrink();
             cache.Destroy();
@@ -229,7 +231,7 @@ public sealed unsafe class KasanQuarantineTests
         }
         // Adopted whole: the blocks kept their place on a thread's list rather than moving to the global FIFO.
         Assert.Equal(1, q.ThreadLists);
-        Assert.Equal(0, q.GlobalBytes);
+        Assert.True(q.GlobalBytes == 0, $"{q.GlobalBytes} bytes went to the global FIFO (a GC in the window: {collected})");
         Assert.Equal(21, q.Count);
         Assert.All(freed, p => Assert.True(q.Contains((void*)p)));
         cache.Shrink();
