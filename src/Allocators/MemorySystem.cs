@@ -162,6 +162,9 @@ public sealed unsafe class MemorySystem : IDisposable
         }
     }
 
+    /// <summary>True once <see cref="Kernel"/> has been built.</summary>
+    public bool HasKernel => _kernel != null;
+
     /// <summary>True once <see cref="PageCache"/> has been built.</summary>
     public bool HasPageCache => _pageCache != null;
 

@@ -12,16 +12,12 @@ namespace Allocators.PageAlloc;
 public sealed unsafe partial class PageAllocator
 {
     private IHighmemMapper? _highmemMapper;
-    private long _highmemCopies;
 
     /// <summary>Registers the kernel's kmap path for high pages (the MMU does it when it is built on a split arena).</summary>
     internal void SetHighmemMapper(IHighmemMapper mapper) => Volatile.Write(ref _highmemMapper, mapper);
 
     /// <summary>Unregisters <paramref name="mapper"/> if it is the registered one (its kernel is going away).</summary>
     internal void ClearHighmemMapper(IHighmemMapper mapper) => Interlocked.CompareExchange(ref _highmemMapper, null, mapper);
-
-    /// <summary>Copies of high pages made through a local kmap (tests; a high page copied at its host address is not counted).</summary>
-    internal long HighmemCopies => Interlocked.Read(ref _highmemCopies);
 
     /// <summary>memcpy_from_page: <paramref name="to"/>.Length bytes from <paramref name="offset"/> in <paramref name="page"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -53,18 +49,12 @@ public sealed unsafe partial class PageAllocator
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool CopyFromHighPage(Span<byte> to, PageFrame* page, int offset)
-        => Counted(Volatile.Read(ref _highmemMapper)?.CopyFromPage(to, page, offset) == true);
+        => Volatile.Read(ref _highmemMapper)?.CopyFromPage(to, page, offset) == true;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool CopyToHighPage(PageFrame* page, int offset, ReadOnlySpan<byte> from)
-        => Counted(Volatile.Read(ref _highmemMapper)?.CopyToPage(page, offset, from) == true);
+        => Volatile.Read(ref _highmemMapper)?.CopyToPage(page, offset, from) == true;
 
     private bool ZeroHighPage(PageFrame* page, int offset, int length)
-        => Counted(Volatile.Read(ref _highmemMapper)?.ZeroPage(page, offset, length) == true);
-
-    private bool Counted(bool copied)
-    {
-        if (copied) Interlocked.Increment(ref _highmemCopies);
-        return copied;
-    }
+        => Volatile.Read(ref _highmemMapper)?.ZeroPage(page, offset, length) == true;
 }
