@@ -49,10 +49,14 @@ internal sealed class TargetReader(ITargetMemory memory)
     {
         if (address == 0) return "";
         var bytes = new List<byte>();
-        Span<byte> chunk = stackalloc byte[128];
+        Span<byte> buffer = stackalloc byte[128];
         while (bytes.Count < max)
         {
-            int read = memory.Read(address + (ulong)bytes.Count, chunk);
+            // A chunk never crosses into the next page: the string's own pages are readable up to its terminator, the
+            // page after its end may not be mapped at all (a short heap block near the end of its mapping).
+            ulong at = address + (ulong)bytes.Count;
+            Span<byte> chunk = buffer[..(int)Math.Min((ulong)buffer.Length, 4096 - (at & 4095))];
+            int read = memory.Read(at, chunk);
             if (read <= 0) break;
             int nul = chunk[..read].IndexOf((byte)0);
             if (nul >= 0)

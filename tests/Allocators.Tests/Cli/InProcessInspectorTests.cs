@@ -117,6 +117,25 @@ public sealed unsafe class InProcessInspectorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ANameEndingJustBeforeAnUnmappedPageIsReadWithoutTouchingThatPage()
+    {
+        // A short heap block at the end of its mapping (a cache name near the top of a malloc arena): reading it in
+        // fixed chunks ran into the next page, which a live target reports as a short read and this process faults on.
+        var pages = (byte*)Allocators.Native.HostMemory.Reserve(2 * 4096, 4096);
+        try
+        {
+            Allocators.Native.HostMemory.MapAnonymousFixed(pages, 2 * 4096);
+            Allocators.Native.HostMemory.Protect(pages + 4096, 4096, Allocators.Native.Libc.ProtNone);
+            "inproc-name\0"u8.CopyTo(new Span<byte>(pages + 4096 - 12, 12));
+            Assert.Equal("inproc-name", new TargetReader(new SelfMemory()).ReadUtf8((ulong)(pages + 4096 - 12), 256));
+        }
+        finally
+        {
+            Allocators.Native.HostMemory.Release(pages, 2 * 4096);
+        }
+    }
+
+    [Fact]
     public void StrayWritesIntoFreeObjectsDoNotMisleadTheWalk()
     {
         using var system = NewSystem();
