@@ -79,7 +79,7 @@ public sealed class AllocatorsOptions
     /// <summary>Give cached and free memory back after this long without page activity; null never (<see cref="MemorySystemOptions.IdleTrimAfter"/>).</summary>
     public TimeSpan? IdleTrimAfter { get; set; } = Defaults.IdleTrimAfter;
 
-    /// <summary>Frames above this many MiB form ZONE_HIGHMEM (the low/high split); null for none (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>).</summary>
+    /// <summary>Frames above this many MiB form ZONE_HIGHMEM (the low/high split); null: as ALLOCATORS_HIGHMEM says, none when unset (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>).</summary>
     public int? LowMemoryLimitMiB { get; set; }
 
     /// <summary>

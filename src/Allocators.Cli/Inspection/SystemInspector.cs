@@ -90,6 +90,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
 
         var cacheReports = new List<CacheReport>();
         var values = new MeminfoValues();
+        long highTotal = 0, highFree = 0;
         foreach (var z in zones)
         {
             values.TotalPages += z.ManagedPages;
@@ -97,7 +98,11 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
             values.ReserveHighPages += z.WatermarkHigh;
             values.LowWatermarkPages += z.WatermarkLow;
             values.PageTablePages += z.PageTablePages;
+            if (z.Type != ZoneType.HighMem) continue;
+            highTotal += z.ManagedPages;
+            highFree += z.FreePages;
         }
+        if (d.HighMem != 0) values.HighPages = (highTotal, highFree);
         foreach (var c in caches)
         {
             long active = 0, total = 0, slabs = 0;

@@ -36,7 +36,7 @@ internal unsafe struct SystemDescriptor
     public long PagesPerSection;
     public nint Vmalloc;
     public long* PercpuPages;
-    public nint Reserved1;
+    public nint HighMem;             // 1 when the arena has a low/high split (meminfo's HighTotal lines), else 0
 }
 
 /// <summary>The root an inspector finds through the static field <see cref="NativeRegistry.Root"/>.</summary>
@@ -83,6 +83,7 @@ internal static unsafe class NativeRegistry
         d->CallSites = slab.CallSites.Native;
         d->PagesPerSection = memory.PagesPerSection;
         d->PercpuPages = percpu.NativeNrPages;
+        d->HighMem = pages.HasHighMem ? 1 : 0;
         lock (s_lock)
         {
             var root = (RegistryRoot*)Root;

@@ -75,7 +75,7 @@ public sealed unsafe partial class KernelAddressSpace
     private void MapDirectMap()
     {
         ulong maxPfn = _memory.MaxPfn;
-        ulong limit = _memory.Options.LowMemoryLimit is { } bytes ? (ulong)bytes >> VirtualAddress.PageShift : maxPfn;
+        ulong limit = _pages.HasHighMem ? (ulong)_pages.HighStartPfn : maxPfn;
         _lowPfnEnd = Math.Min(limit, maxPfn);
         bool permanent = _memory.Model != MemoryModel.Sparse;
         lock (_ptl)

@@ -37,7 +37,7 @@ public sealed unsafe partial class PageAllocator
             // Before any page of it can be allocated: whoever maps memory (the kernel's direct map) maps it now.
             NotifyMemory(_memory.SectionStartPfn(index), _memory.PagesPerSection, online: true);
             // Hot-added memory lies above boot memory: high memory when the low/high split is on.
-            int zoneId = node * ZonesPerNode + (int)(_memory.Options.LowMemoryLimit != null ? ZoneType.HighMem : ZoneType.Normal);
+            int zoneId = node * ZonesPerNode + (int)(_hasHighMem ? ZoneType.HighMem : ZoneType.Normal);
             OnlineSectionPages(index, _ => zoneId);
             ShuffleFreeMemory();
             RebuildZonelists();

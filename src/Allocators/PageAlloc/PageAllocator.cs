@@ -41,6 +41,13 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     public bool HasHighMem => _hasHighMem;
 
     private readonly bool _hasHighMem;
+    private readonly long _highStartPfn;
+
+    /// <summary>
+    /// The first frame of high memory (the end of the kernel's direct map), or long.MaxValue without the split: from
+    /// <see cref="PhysicalMemoryOptions.LowMemoryLimit"/> or, when that is null, <see cref="PhysicalMemoryOptions.HighMemoryEnvironmentVariable"/>.
+    /// </summary>
+    internal long HighStartPfn => _highStartPfn;
 
     private readonly PhysicalMemory _memory;
     private readonly PageAllocatorOptions _options;
@@ -73,7 +80,6 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     {
         ArgumentNullException.ThrowIfNull(memory);
         _memory = memory;
-        _hasHighMem = memory.Options.LowMemoryLimit != null;
         _options = options ?? new PageAllocatorOptions();
         _options.Validate();
         _stallTicks = (long)Math.Min(_options.StallWarningInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
@@ -87,6 +93,8 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         // Everything that can reject the configuration runs before any native memory or registry slot is taken.
         _cpuToNode = BuildCpuToNode(physical);
         var layout = new ZoneLayout(physical, memory.PagesPerSection);
+        _hasHighMem = layout.HasHighMem;
+        _highStartPfn = layout.HighStartPfn;
         _nodeCount = physical.Nodes;
         _zoneCount = _nodeCount * ZonesPerNode;
         _zones = (ZoneData*)NativeMemory.AlignedAlloc((nuint)(_zoneCount * sizeof(ZoneData)), 64);

@@ -35,9 +35,33 @@ internal sealed class ZoneLayout
             throw new ArgumentException($"DMA ({dma}) and DMA32 ({dma32}) zones do not fit in node 0 ({node0} bytes).");
         _dmaEnd = dma >> PageFrame.PageShift;
         _dma32End = _dmaEnd + (dma32 >> PageFrame.PageShift);
-        _highStart = options.LowMemoryLimit is { } limit ? limit >> PageFrame.PageShift : long.MaxValue;
+        _highStart = options.LowMemoryLimit switch
+        {
+            PhysicalMemoryOptions.AllMemoryLow => long.MaxValue,
+            { } limit => limit >> PageFrame.PageShift,
+            null => DefaultHighStart(options, pages),
+        };
         if (_highStart < _dma32End)
             throw new ArgumentException($"LowMemoryLimit ({options.LowMemoryLimit}) must not fall inside the DMA/DMA32 zones (which end at {_dma32End << PageFrame.PageShift}).", nameof(options.LowMemoryLimit));
+    }
+
+    /// <summary>True when the arena has a low/high split: HighMem zones exist and hot-added memory is high.</summary>
+    public bool HasHighMem => _highStart != long.MaxValue;
+
+    /// <summary>The first high pfn (high_memory's frame), or long.MaxValue without the split.</summary>
+    public long HighStartPfn => _highStart;
+
+    /// <summary>
+    /// The split the default high-memory size gives boot memory: at most that much high memory in whole 4 MiB blocks,
+    /// the split raised to the end of DMA32 (and to one block: the kernel needs low memory); none when nothing would
+    /// be left high.
+    /// </summary>
+    private long DefaultHighStart(PhysicalMemoryOptions options, long pages)
+    {
+        long high = options.DefaultHighMemoryBytes >> PageFrame.PageShift;
+        if (high <= 0) return long.MaxValue;
+        long low = Math.Max(Math.Max((pages - high + BlockPages - 1) / BlockPages * BlockPages, _dma32End), BlockPages);
+        return low < pages ? low : long.MaxValue;
     }
 
     /// <summary>

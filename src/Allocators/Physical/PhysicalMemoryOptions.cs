@@ -33,15 +33,38 @@ public sealed class PhysicalMemoryOptions
     /// <summary>
     /// The low/high memory split (a 32-bit kernel's ~896 MiB): physical memory from this many bytes on is high memory
     /// (ZONE_HIGHMEM), outside the kernel's direct map and mapped on demand with kmap. A multiple of 4 MiB above the
-    /// DMA and DMA32 zones; null (default) puts all memory in the direct map, as on x86-64.
+    /// DMA and DMA32 zones, or <see cref="AllMemoryLow"/>. Null (default): as <see cref="HighMemoryEnvironmentVariable"/>
+    /// says, and all memory in the direct map (as on x86-64) when it is not set.
     /// </summary>
     public long? LowMemoryLimit { get; init; }
+
+    /// <summary>
+    /// A <see cref="LowMemoryLimit"/> that puts all memory in the direct map whatever
+    /// <see cref="HighMemoryEnvironmentVariable"/> says (the kernel's <c>highmem=0</c>).
+    /// </summary>
+    public const long AllMemoryLow = long.MaxValue;
+
+    /// <summary>
+    /// The environment variable read as the default high-memory size of every arena that leaves
+    /// <see cref="LowMemoryLimit"/> null, like the 32-bit kernel's <c>highmem=</c> boot parameter: a size
+    /// (<c>64M</c>, <c>1G</c>, plain bytes) or a share of boot memory (<c>50%</c>). The split is rounded to 4 MiB and kept
+    /// above the DMA and DMA32 zones; an arena too small for it stays all low.
+    /// </summary>
+    public const string HighMemoryEnvironmentVariable = "ALLOCATORS_HIGHMEM";
+
+    private static readonly HighMemorySize? HighMemoryAtBoot = HighMemorySize.Parse(Environment.GetEnvironmentVariable(HighMemoryEnvironmentVariable));
+
+    /// <summary>The high-memory size used when <see cref="LowMemoryLimit"/> is null: <see cref="HighMemoryEnvironmentVariable"/>'s, or null for none.</summary>
+    internal HighMemorySize? DefaultHighMemory { get; init; } = HighMemoryAtBoot;
 
     /// <summary>The checked modes (init_on_alloc/free, randomisation, KASAN, KFENCE), all off by default.</summary>
     public CheckedModeOptions Checks { get; init; } = new();
 
     /// <summary>Maps a CPU number to its home node; default spreads CPUs over nodes in equal blocks.</summary>
     public int[]? CpuToNode { get; init; }
+
+    /// <summary>The high-memory bytes <see cref="DefaultHighMemory"/> asks of this arena; the zone layout turns them into a split.</summary>
+    internal long DefaultHighMemoryBytes => DefaultHighMemory?.BytesOf(Size) ?? 0;
 
     internal long EffectiveMaxSize => Model == MemoryModel.Flat ? Size : Math.Max(MaxSize ?? Size, Size);
 
@@ -69,7 +92,7 @@ public sealed class PhysicalMemoryOptions
             if (value is { } v && (v < 0 || v % BlockBytes != 0))
                 throw new ArgumentException($"{name} must be a non-negative multiple of 4 MiB, was {v}.", name);
         }
-        if (LowMemoryLimit is { } low && (low <= 0 || low % BlockBytes != 0))
+        if (LowMemoryLimit is { } low && low != AllMemoryLow && (low <= 0 || low % BlockBytes != 0))
             throw new ArgumentException($"LowMemoryLimit must be a positive multiple of 4 MiB (the kernel needs some low memory), was {low}.", nameof(LowMemoryLimit));
         ArgumentNullException.ThrowIfNull(Checks, nameof(Checks));
         Checks.Validate();

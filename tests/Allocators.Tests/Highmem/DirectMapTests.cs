@@ -4,6 +4,7 @@ using Allocators.Physical;
 
 namespace Allocators.Tests.Highmem;
 
+/// <summary>The direct map; systems meant without the split say <see cref="PhysicalMemoryOptions.AllMemoryLow"/>, whatever ALLOCATORS_HIGHMEM says.</summary>
 public sealed unsafe class DirectMapTests
 {
     private const long MiB = 1L << 20;
@@ -11,7 +12,7 @@ public sealed unsafe class DirectMapTests
     [Fact]
     public void LowMemoryIsReadAndWrittenThroughTheDirectMap()
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64 * MiB } });
+        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow } });
         KernelAddressSpace kernel = sys.Kernel;
         Assert.Equal(VirtualAddress.PageOffset + (ulong)(64 * MiB), kernel.HighMemory);
         PageFrame* page = sys.Pages.AllocPages(Gfp.Kernel, 0);
@@ -37,7 +38,7 @@ public sealed unsafe class DirectMapTests
     [Fact]
     public void AWholeGigabyteIsOnePudLeaf()
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 1024 * MiB } });
+        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 1024 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow } });
         KernelAddressSpace kernel = sys.Kernel;
         string dump = kernel.DumpPageTable(VirtualAddress.PageOffset + (ulong)(512 * MiB));
         Assert.DoesNotContain("PMD", dump); // the walk stops at the PUD leaf
@@ -77,7 +78,7 @@ public sealed unsafe class DirectMapTests
     {
         using var sys = new MemorySystem(new MemorySystemOptions
         {
-            Physical = new PhysicalMemoryOptions { Size = 32 * MiB, Model = MemoryModel.Sparse, SectionSize = 8 * MiB, MaxSize = 64 * MiB },
+            Physical = new PhysicalMemoryOptions { Size = 32 * MiB, Model = MemoryModel.Sparse, SectionSize = 8 * MiB, MaxSize = 64 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow },
         });
         KernelAddressSpace kernel = sys.Kernel;
         int section = sys.Pages.AddMemory();

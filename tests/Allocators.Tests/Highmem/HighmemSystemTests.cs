@@ -67,7 +67,7 @@ public sealed unsafe class HighmemSystemTests : IDisposable
         var after = _sys.MeminfoItems().ToDictionary(i => i.Name, i => i.Kb);
         Assert.True(after["HighFree"] < items["HighFree"]);
         _sys.Pages.FreePages(high, 0);
-        using var plain = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 32 * MiB } });
+        using var plain = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 32 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow } });
         Assert.DoesNotContain(plain.MeminfoItems(), i => i.Name == "HighTotal");
     }
 }

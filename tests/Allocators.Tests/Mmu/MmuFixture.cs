@@ -13,11 +13,10 @@ internal sealed class MmuFixture : IDisposable
     {
         System = new MemorySystem(new MemorySystemOptions
         {
-            // ALLOCATORS_TEST_HIGHMEM=1 runs every MMU test with the upper half of the arena as high memory.
+            // The low/high split as ALLOCATORS_HIGHMEM says (ALLOCATORS_HIGHMEM=50% runs every MMU test split).
             Physical = new PhysicalMemoryOptions
             {
                 Size = arenaBytes,
-                LowMemoryLimit = Environment.GetEnvironmentVariable("ALLOCATORS_TEST_HIGHMEM") == "1" ? arenaBytes / 2 / (4L << 20) * (4L << 20) : null,
                 Checks = checks ?? new CheckedModeOptions(),
             },
             PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false },

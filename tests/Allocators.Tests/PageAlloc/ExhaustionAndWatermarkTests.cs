@@ -191,7 +191,7 @@ public sealed unsafe class ExhaustionAndWatermarkTests
 
         using var tuned = new MemorySystem(new MemorySystemOptions
         {
-            Physical = new PhysicalMemoryOptions { Size = 16 * MiB },
+            Physical = new PhysicalMemoryOptions { Size = 16 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow },
             PageAllocator = new PageAllocatorOptions { MinFreeKbytes = 2048 },
         });
         Assert.Equal(2048, tuned.Pages.MinFreeKbytes);

@@ -139,6 +139,8 @@ public sealed unsafe class MemFdArenaTests
             {
                 Size = 8 * MiB, Model = MemoryModel.Sparse, SectionSize = 4 * MiB, MaxSize = 16 * MiB,
                 Backing = ArenaBacking.MemFd,
+                // Hot-added memory is high memory with a split, and these kernel allocations must reach it.
+                LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow,
             },
         });
         PageAllocator pa = sys.Pages;

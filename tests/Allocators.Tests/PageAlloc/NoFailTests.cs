@@ -99,7 +99,7 @@ public sealed unsafe class NoFailTests
         var warnings = new ConcurrentQueue<string>();
         using var sys = new MemorySystem(new MemorySystemOptions
         {
-            Physical = new PhysicalMemoryOptions { Size = 16 * MiB },
+            Physical = new PhysicalMemoryOptions { Size = 16 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow },
             PageAllocator = new PageAllocatorOptions
             {
                 Warn = warnings.Enqueue, FreePageReportingDelay = TimeSpan.Zero, StallWarningInterval = interval,

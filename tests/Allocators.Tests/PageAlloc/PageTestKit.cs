@@ -7,7 +7,9 @@ namespace Allocators.Tests.PageAlloc;
 /// <remarks>
 /// The systems have every checked mode off, whatever ALLOCATORS_CHECKS says: these tests check the allocator's own
 /// contract (a freed block is free at once, the per-thread lists' order, exact counts), which KASAN's quarantine and
-/// the other modes change on purpose; Kasan/ and Checks/ test the modes.
+/// the other modes change on purpose; Kasan/ and Checks/ test the modes. All their memory is low whatever
+/// ALLOCATORS_HIGHMEM says: they count the pages and lines of the x86-64 zone layout, and a split moves pages into
+/// HighMem zones that kernel allocations may not use; Highmem/ tests the split's zones.
 /// </remarks>
 internal static unsafe class PageTestKit
 {
@@ -31,6 +33,7 @@ internal static unsafe class PageTestKit
                 CpuToNode = cpuToNode,
                 Backing = backing,
                 Checks = CheckedModeOptions.Parse(""),
+                LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow,
             },
             PageAllocator = new PageAllocatorOptions
             {
@@ -51,6 +54,7 @@ internal static unsafe class PageTestKit
                 MaxSize = maxMiB * MiB,
                 Nodes = nodes,
                 Checks = CheckedModeOptions.Parse(""),
+                LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow,
             },
             PageAllocator = new PageAllocatorOptions
             {

@@ -8,9 +8,10 @@ namespace Allocators.Tests.Percpu;
 
 public unsafe class PercpuAllocatorTests
 {
+    /// <summary>All memory low whatever ALLOCATORS_HIGHMEM says: chunks are kernel (direct-map) memory and pcpu_alloc_test fills 128 MiB.</summary>
     private static (PhysicalMemory, PageAllocator) NewPages(long size = 128L << 20)
     {
-        var memory = new PhysicalMemory(new PhysicalMemoryOptions { Size = size });
+        var memory = new PhysicalMemory(new PhysicalMemoryOptions { Size = size, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow });
         return (memory, new PageAllocator(memory));
     }
 

@@ -14,7 +14,8 @@ public unsafe class SlabNodeTests
 {
     private static MemorySystem NewTwoNodeSystem() => new(new MemorySystemOptions
     {
-        Physical = new PhysicalMemoryOptions { Size = 64L << 20, Nodes = 2 },
+        // All low: a split (ALLOCATORS_HIGHMEM) would leave node 1 only HighMem, which slabs may not use.
+        Physical = new PhysicalMemoryOptions { Size = 64L << 20, Nodes = 2, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow },
     });
 
     private static int NodeOf(MemorySystem sys, void* p)

@@ -159,17 +159,17 @@ public unsafe class VmallocHugeTests
         using var sys = NewSystem();
         var v = sys.Vmalloc;
         ulong warm = v.Vmalloc(Page); // the vmap_area cache and the first tables exist before memory is fragmented
-        // Take every free page, then give back all but one page of every 2 MiB block.
+        // Take every free page (high ones too: vmalloc may use them), then give back all but one page of every 2 MiB block.
         sys.Pages.DrainAllPages();
         var taken = new List<nint>();
-        for (PageFrame* p; (p = sys.Pages.AllocPages(Gfp.NoWait | Gfp.NoWarn | Gfp.MemAlloc, 0)) != null;) taken.Add((nint)p);
+        for (PageFrame* p; (p = sys.Pages.AllocPages(Gfp.NoWait | Gfp.NoWarn | Gfp.MemAlloc | Gfp.HighMem, 0)) != null;) taken.Add((nint)p);
         var held = new Dictionary<ulong, nint>();
         foreach (nint p in taken)
         {
             if (!held.TryAdd(((PageFrame*)p)->Pfn >> 9, p)) sys.Pages.FreePages((PageFrame*)p, 0);
         }
         sys.Pages.DrainAllPages();
-        PageFrame* probe = sys.Pages.AllocPages(Gfp.Kernel | Gfp.NoWarn | Gfp.NoRetry, 9);
+        PageFrame* probe = sys.Pages.AllocPages(Gfp.Kernel | Gfp.HighMem | Gfp.NoWarn | Gfp.NoRetry, 9);
         Assert.True(probe == null, "the arena still has an order-9 block");
 
         long failures = v.Failures;
