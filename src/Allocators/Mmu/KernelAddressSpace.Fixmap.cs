@@ -179,7 +179,7 @@ public sealed unsafe partial class KernelAddressSpace
         ulong va = Fixmap.Top - ((ulong)index << VirtualAddress.PageShift);
         // The slot was cleared and flushed from this thread's TLB by the unmap that freed it; no other thread uses it.
         Volatile.Write(ref *_fixmapPte[index], PageTableEntry.Make(pfn, PteFlags.PageKernel).Value);
-        PrefillLocal(stack.Tlb, va, (byte*)_memory.PfnToVirt(pfn), writable: true);
+        PrefillLocal(stack.Tlb, va, _memory.AddressOf(page), writable: true);
         stack.Addresses[depth] = va;
         stack.Depth = depth + 1;
         if (atomic) stack.AtomicDepth++;

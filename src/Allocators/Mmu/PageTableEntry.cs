@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 
 namespace Allocators.Mmu;
@@ -26,10 +27,14 @@ public readonly struct PageTableEntry : IEquatable<PageTableEntry>
     /// <exception cref="ArgumentOutOfRangeException">The pfn does not fit in bits 12..51.</exception>
     public static PageTableEntry Make(ulong pfn, PteFlags prot)
     {
-        if (pfn > (ulong)PteFlags.PfnMask >> VirtualAddress.PageShift)
-            throw new ArgumentOutOfRangeException(nameof(pfn), $"pfn 0x{pfn:x} does not fit in 40 bits.");
+        if (pfn > (ulong)PteFlags.PfnMask >> VirtualAddress.PageShift) ThrowPfnTooLarge(pfn);
         return new PageTableEntry((pfn << VirtualAddress.PageShift) | ((ulong)prot & ~(ulong)PteFlags.PfnMask));
     }
+
+    // Out of line: an inlined message would make every caller that builds entries zero a string builder's stack space.
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowPfnTooLarge(ulong pfn)
+        => throw new ArgumentOutOfRangeException(nameof(pfn), $"pfn 0x{pfn:x} does not fit in 40 bits.");
 
     /// <summary>True when the entry is zero (pte_none).</summary>
     public bool IsNone => Value == 0;

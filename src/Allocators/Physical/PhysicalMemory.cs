@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -169,9 +170,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="page"/> unless it is a frame of an online section; reads nothing at it.</summary>
     internal void ThrowIfNotFrame(PageFrame* page, string operation)
     {
-        if (!IsValidFrame(page))
-            throw new ArgumentException($"{operation}: 0x{(nuint)page:x} is not a page frame of this memory.", nameof(page));
+        if (!IsValidFrame(page)) ThrowNotFrame(page, operation);
     }
+
+    // Out of line: the message built inline would make every caller zero a string builder's stack space per call.
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotFrame(PageFrame* page, string operation)
+        => throw new ArgumentException($"{operation}: 0x{(nuint)page:x} is not a page frame of this memory.", nameof(page));
 
     /// <summary><see cref="PageAddress"/> for a frame the caller knows is one (no check).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
