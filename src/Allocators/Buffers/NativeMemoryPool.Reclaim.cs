@@ -14,8 +14,11 @@ namespace Allocators.Buffers;
 // All of it runs on slow paths or a timer thread; the depots' spin locks and the registry's lock are the only locks.
 public sealed unsafe partial class NativeMemoryPool
 {
-    /// <summary>Array bytes evicted after which an idle pool asks the garbage collector to give memory back.</summary>
-    private const long CollectAfterEvictedBytes = 8L << 20;
+    /// <summary>
+    /// Array bytes evicted by every pool of the process (Kestrel runs two) and not yet collected: an idle pool asks
+    /// the garbage collector to give memory back once they reach <see cref="CollectThreshold"/>.
+    /// </summary>
+    private static long s_uncollectedArrayBytes;
 
     private Func<ShrinkControl, long>? _shrinker;
     private Timer? _reaper;
@@ -59,7 +62,7 @@ public sealed unsafe partial class NativeMemoryPool
             }
         }
         long evicted = Volatile.Read(ref _counters->EvictedBytes) - before;
-        if (_arrays) Interlocked.Add(ref _counters->UncollectedBytes, evicted);
+        if (_arrays) Interlocked.Add(ref s_uncollectedArrayBytes, evicted);
         return evicted;
     }
 
@@ -120,7 +123,7 @@ public sealed unsafe partial class NativeMemoryPool
                 if (n == 0) continue;
                 Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
                 for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
-                if (_arrays) Interlocked.Add(ref _counters->UncollectedBytes, (long)n * depot->Length);
+                if (_arrays) Interlocked.Add(ref s_uncollectedArrayBytes, (long)n * depot->Length);
             }
         }
     }
@@ -137,10 +140,20 @@ public sealed unsafe partial class NativeMemoryPool
             if (!_pages.IsDisposed) _pages.ReleaseFreeMemory();
             return;
         }
-        if (Volatile.Read(ref _counters->UncollectedBytes) < CollectAfterEvictedBytes) return;
-        Interlocked.Exchange(ref _counters->UncollectedBytes, 0);
+        long uncollected = Volatile.Read(ref s_uncollectedArrayBytes);
+        if (uncollected < CollectThreshold(GC.GetGCMemoryInfo().TotalCommittedBytes)) return;
+        Interlocked.Add(ref s_uncollectedArrayBytes, -uncollected);
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
+
+    /// <summary>
+    /// Evicted array bytes worth a decommitting collection: an eighth of what the garbage collector had committed at
+    /// its last collection, at least 1 MiB and at most 8 MiB (a burst through a small heap is a large share of it).
+    /// </summary>
+    internal static long CollectThreshold(long gcCommittedBytes) => Math.Clamp(gcCommittedBytes / 8, 1L << 20, 8L << 20);
+
+    /// <summary>Evicted array bytes of every pool not yet given back by a collection (tests).</summary>
+    internal static long UncollectedArrayBytes => Volatile.Read(ref s_uncollectedArrayBytes);
 
     private void StartReaper()
     {

@@ -22,7 +22,4 @@ internal struct PoolCounters
     /// <summary>Bytes in the shared stacks now (the budget <see cref="NativeMemoryPoolOptions.MaxPooledBytes"/> applies to).</summary>
     public long DepotBytes;
     public long Reaps;
-
-    /// <summary>Array bytes evicted since the pool last asked the garbage collector to give memory back.</summary>
-    public long UncollectedBytes;
 }

@@ -159,4 +159,39 @@ public unsafe class NativeMemoryPoolArrayTests
         Assert.Equal(64, segment.Array!.Length);
         Assert.Equal(0, pool.RentedBuffers);
     }
+
+    /// <summary>
+    /// Kestrel runs two array pools. After a burst each holds ~5 MiB, under the old per-pool 8 MiB mark, so neither
+    /// asked for a collection and the pinned arrays stayed in the process; the process-wide count makes the first
+    /// idle pool collect.
+    /// </summary>
+    [Fact]
+    public void AfterABurstIdleArrayPoolsTogetherHaveTheirArraysCollected()
+    {
+        using var sys = NewSystem();
+        var options = new NativeMemoryPoolOptions { ExposeAsArrays = true, TrimInterval = TimeSpan.FromMilliseconds(50) };
+        using var a = new NativeMemoryPool(sys.Slab, options);
+        using var b = new NativeMemoryPool(sys.Slab, options);
+        const int PerPool = 20, Size = 256 * 1024; // 5 MiB each
+        foreach (var pool in new[] { a, b })
+        {
+            var held = Enumerable.Range(0, PerPool).Select(_ => pool.Rent(Size)).ToList();
+            foreach (var owner in held) owner.Dispose();
+        }
+        long evicted = 2L * PerPool * Size;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while ((a.PooledBytes != 0 || b.PooledBytes != 0) && DateTime.UtcNow < deadline) Thread.Sleep(20);
+        Assert.True(a.PooledBytes == 0 && b.PooledBytes == 0, $"pooled {a.PooledBytes} and {b.PooledBytes} bytes after the idle trims");
+        // Once both trimmed, the count holds at least their evictions until a collection takes them off (other
+        // tests' pools can only add to it).
+        while (NativeMemoryPool.UncollectedArrayBytes >= evicted && DateTime.UtcNow < deadline) Thread.Sleep(20);
+        Assert.True(NativeMemoryPool.UncollectedArrayBytes < evicted, $"{NativeMemoryPool.UncollectedArrayBytes} evicted array bytes never collected");
+    }
+
+    [Theory]
+    [InlineData(0, 1L << 20)]
+    [InlineData(24L << 20, 3L << 20)]
+    [InlineData(1L << 30, 8L << 20)]
+    public void ACollectionIsWorthAnEighthOfTheHeapBetween1And8MiB(long committed, long threshold)
+        => Assert.Equal(threshold, NativeMemoryPool.CollectThreshold(committed));
 }
