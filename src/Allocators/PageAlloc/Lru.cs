@@ -27,7 +27,7 @@ public enum LruList
 /// <remarks>
 /// <para>Locks: one spin lock per node (the lru_lock), taken alone (nothing is called with it held). A page's
 /// PG_lru and PG_active change only under it.</para>
-/// <para>Invariants, per node and list, whenever the lock is free: <c>Count[l] = #pages on list l</c>; every page on
+/// <para>Invariants, per node and list, whenever the lock is free: <c>Count[l] = #pages on list l = Σ_z ZoneCount[l][z]</c>, <c>ZoneCount[l][z] = #pages of zone type z on list l</c>; every page on
 /// list l has PG_lru, PG_active iff l is active, PG_swapbacked iff l is an anon list; a page with PG_lru is on
 /// exactly one list. A page is freed only with PG_lru clear: the page allocator takes a page whose last reference
 /// goes off its list first (<see cref="DeleteOnFree"/>), and reclaim isolates only pages it holds a reference to
@@ -37,13 +37,14 @@ internal sealed unsafe class Lru : IDisposable
 {
     private const int Lists = 4;
 
-    [StructLayout(LayoutKind.Sequential, Size = 128)]
+    [StructLayout(LayoutKind.Sequential, Size = 256)]
     private struct LruVec
     {
         public int Lock;
         public int Pad;
         public long NonresidentAge; // evictions and activations (workingset's clock)
         public fixed long Count[Lists];
+        public fixed long ZoneCount[Lists * PageAllocator.ZonesPerNode]; // per list, then zone type: reclaim_idx's sizes
         public fixed ulong Head[Lists]; // PageFrame*: newest
         public fixed ulong Tail[Lists]; // PageFrame*: oldest
     }
@@ -72,6 +73,15 @@ internal sealed unsafe class Lru : IDisposable
 
     /// <summary>Pages on <paramref name="list"/> of <paramref name="node"/> (lruvec_page_state).</summary>
     public long Count(int node, LruList list) => Volatile.Read(ref _vecs[node].Count[(int)list]);
+
+    /// <summary>lruvec_lru_size(lruvec, lru, zone_idx): the pages of a node's list in zones up to <paramref name="reclaimIdx"/>.</summary>
+    public long Count(int node, LruList list, ZoneType reclaimIdx)
+    {
+        if (reclaimIdx == ZoneType.HighMem) return Count(node, list);
+        long pages = 0;
+        for (int z = 0; z <= (int)reclaimIdx; z++) pages += Volatile.Read(ref _vecs[node].ZoneCount[(int)list * PageAllocator.ZonesPerNode + z]);
+        return pages;
+    }
 
     /// <summary>
     /// workingset_age_nonresident: the node's clock of evictions and activations, which a shadow entry snapshots on
@@ -117,22 +127,36 @@ internal sealed unsafe class Lru : IDisposable
         NativeSpinLock.Release(&vec->Lock);
     }
 
+    /// <summary>SWAP_CLUSTER_MAX_SKIPPED: pages of ineligible zones one isolation steps over at most (bounds the lock hold).</summary>
+    private const int MaxSkipped = 32 << 10;
+
     /// <summary>
     /// isolate_lru_folios: takes up to <paramref name="max"/> pages off the tail of <paramref name="list"/>, each with
     /// a reference the caller must give back (<see cref="Putback"/> or a put). Looks at no more than
-    /// <paramref name="scan"/> pages; pages on their way to being freed are skipped. Returns the count isolated.
+    /// <paramref name="scan"/> eligible pages; pages on their way to being freed are left. Pages of zones above
+    /// <paramref name="reclaimIdx"/> (sc->reclaim_idx: freeing them cannot serve the allocation) are stepped over and
+    /// moved to the head, as the kernel splices its skipped list back, and count as scanned. Returns the count isolated.
     /// </summary>
-    public int Isolate(int node, LruList list, int scan, int max, PageFrame** dst, out int scanned)
+    public int Isolate(int node, LruList list, int scan, int max, PageFrame** dst, out int scanned, ZoneType reclaimIdx = ZoneType.HighMem)
     {
         LruVec* vec = _vecs + node;
-        int n = 0;
-        scanned = 0;
+        int n = 0, eligible = 0, skipped = 0;
         NativeSpinLock.Acquire(&vec->Lock);
         var page = (PageFrame*)vec->Tail[(int)list];
-        while (page != null && scanned < scan && n < max)
+        PageFrame* firstSkipped = null;
+        while (page != null && page != firstSkipped && eligible < scan && n < max)
         {
-            scanned++;
             PageFrame* prev = page->Prev;
+            if ((ZoneType)(page->ZoneId % PageAllocator.ZonesPerNode) > reclaimIdx)
+            {
+                if (++skipped > MaxSkipped) break;
+                Unlink(vec, page, list);
+                LinkHead(vec, page, list);
+                if (firstSkipped == null) firstSkipped = page; // the walk has come round once it meets it again
+                page = prev;
+                continue;
+            }
+            eligible++;
             int refs = Volatile.Read(ref page->_refcount);
             if (refs > 0 && Interlocked.CompareExchange(ref page->_refcount, refs + 1, refs) == refs)
             {
@@ -143,6 +167,7 @@ internal sealed unsafe class Lru : IDisposable
             page = prev;
         }
         NativeSpinLock.Release(&vec->Lock);
+        scanned = eligible + Math.Min(skipped, MaxSkipped);
         return n;
     }
 
@@ -185,6 +210,7 @@ internal sealed unsafe class Lru : IDisposable
     /// <summary>Checks the invariants in the class remarks; throws <see cref="InvalidOperationException"/>.</summary>
     public void CheckConsistency()
     {
+        Span<long> byZone = stackalloc long[PageAllocator.ZonesPerNode];
         for (int node = 0; node < _nodes; node++)
         {
             LruVec* vec = _vecs + node;
@@ -194,16 +220,23 @@ internal sealed unsafe class Lru : IDisposable
                 for (int l = 0; l < Lists; l++)
                 {
                     long count = 0;
+                    byZone.Clear();
                     PageFrame* prev = null;
                     for (var p = (PageFrame*)vec->Head[l]; p != null; prev = p, p = p->Next)
                     {
                         if (p->Prev != prev) throw new InvalidOperationException($"lru: node {node} list {(LruList)l}: broken back link at {p->Describe()}.");
                         if (!p->Has(PageFlags.Lru) || ListOf(p) != (LruList)l)
                             throw new InvalidOperationException($"lru: node {node} list {(LruList)l} holds {p->Describe()}.");
+                        byZone[p->ZoneId % PageAllocator.ZonesPerNode]++;
                         if (++count > vec->Count[l]) break;
                     }
                     if (count != vec->Count[l] || (PageFrame*)vec->Tail[l] != prev)
                         throw new InvalidOperationException($"lru: node {node} list {(LruList)l}: {count} pages linked, count {vec->Count[l]}.");
+                    for (int z = 0; z < PageAllocator.ZonesPerNode; z++)
+                    {
+                        if (byZone[z] != vec->ZoneCount[l * PageAllocator.ZonesPerNode + z])
+                            throw new InvalidOperationException($"lru: node {node} list {(LruList)l}: {byZone[z]} pages of zone {(ZoneType)z} linked, count {vec->ZoneCount[l * PageAllocator.ZonesPerNode + z]}.");
+                    }
                 }
             }
             finally { NativeSpinLock.Release(&vec->Lock); }
@@ -220,6 +253,7 @@ internal sealed unsafe class Lru : IDisposable
         else vec->Tail[l] = (ulong)page;
         vec->Head[l] = (ulong)page;
         vec->Count[l]++;
+        vec->ZoneCount[l * PageAllocator.ZonesPerNode + page->ZoneId % PageAllocator.ZonesPerNode]++;
     }
 
     private static void Unlink(LruVec* vec, PageFrame* page, LruList list)
@@ -231,6 +265,7 @@ internal sealed unsafe class Lru : IDisposable
         else vec->Tail[l] = (ulong)page->Prev;
         page->Next = page->Prev = null;
         vec->Count[l]--;
+        vec->ZoneCount[l * PageAllocator.ZonesPerNode + page->ZoneId % PageAllocator.ZonesPerNode]--;
     }
 
     /// <summary>Sets then clears flags, each atomically: other bits (PG_locked, PG_dirty) change beside the list lock.</summary>

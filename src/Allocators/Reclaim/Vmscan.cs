@@ -9,7 +9,9 @@ namespace Allocators.Reclaim;
 /// inactive list runs short, and hands every cold, unreferenced inactive page to the layer that owns it
 /// (<see cref="ILruOwner"/>: swap-out for anonymous memory, write-back or dropping for file pages). Runs as direct
 /// reclaim on an allocating thread that may sleep, and in one kswapd thread per node, woken when a zone falls below
-/// its low watermark and working until the node is above its high one.
+/// its low watermark and working until the node is above its high one. Direct reclaim takes only pages of the zones
+/// the allocation may use (sc->reclaim_idx: a lowmem allocation on a split arena steps over HighMem pages, and the
+/// list sizes it weighs count eligible zones only); kswapd and proactive reclaim take pages of every zone.
 /// </summary>
 /// <remarks>
 /// <para>Locks: none of its own beyond the LRU lock (taken only inside <see cref="Lru"/>) and the page lock, taken
@@ -69,8 +71,9 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
 
     /// <inheritdoc/>
     public long TryToFreePages(Gfp gfp, int order, int node)
-        // SWAP_CLUSTER_MAX, or what the node lacks of its min watermark when it is deeper in (kswapd is behind).
-        => DoTryToFreePages(Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min)), gfp, node, proactive: false);
+        // SWAP_CLUSTER_MAX, or what the node lacks of its min watermark when it is deeper in (kswapd is behind); only
+        // pages of the zones the allocation may use (reclaim_idx = gfp_zone: a lowmem allocation skips HighMem pages).
+        => DoTryToFreePages(Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min)), gfp, node, proactive: false, gfp.HighestZone());
 
     /// <summary>
     /// Proactive reclaim (cgroup v2's memory.reclaim): frees up to <paramref name="pages"/> pages from the LRU lists of
@@ -78,7 +81,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// </summary>
     public long Reclaim(long pages, Gfp gfp)
     {
-        long freed = DoTryToFreePages(pages, gfp, firstNode: 0, proactive: true);
+        long freed = DoTryToFreePages(pages, gfp, firstNode: 0, proactive: true, ZoneType.HighMem);
         if (freed > 0) _pages.DrainAllPages();
         return freed;
     }
@@ -88,7 +91,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// <paramref name="target"/> pages are freed. Proactive reclaim works in batches and stays at a priority while it
     /// pays; an allocation asks each node for all it still lacks. A thread already reclaiming does not start again.
     /// </summary>
-    private long DoTryToFreePages(long target, Gfp gfp, int firstNode, bool proactive)
+    private long DoTryToFreePages(long target, Gfp gfp, int firstNode, bool proactive, ZoneType reclaimIdx)
     {
         if (t_inReclaim) return 0;
         t_inReclaim = true;
@@ -103,7 +106,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
                     long got;
                     do
                     {
-                        got = ShrinkNode(node, proactive ? Math.Min(target - freed, SwapClusterMax) : target - freed, gfp, priority, kswapd: false);
+                        got = ShrinkNode(node, proactive ? Math.Min(target - freed, SwapClusterMax) : target - freed, gfp, priority, kswapd: false, reclaimIdx);
                         freed += got;
                     }
                     while (proactive && got > 0 && freed < target);
@@ -142,7 +145,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
             while (!_pages.NodeBalanced(node) && priority >= 0)
             {
                 long want = Math.Max(SwapClusterMax, _pages.NodeShortfall(node));
-                long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true);
+                long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true, ZoneType.HighMem);
                 if (freed < want) priority--; // no luck at this depth: scan harder
             }
         }
@@ -154,21 +157,22 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// be reclaimed), then batches of shrink_list until <paramref name="nrToReclaim"/> pages are freed or the
     /// scan budget of this priority is spent.
     /// </summary>
-    private long ShrinkNode(int node, long nrToReclaim, Gfp gfp, int priority, bool kswapd)
+    private long ShrinkNode(int node, long nrToReclaim, Gfp gfp, int priority, bool kswapd, ZoneType reclaimIdx)
     {
         Interlocked.Increment(ref _active);
-        try { return ShrinkNodeActive(node, nrToReclaim, gfp, priority, kswapd); }
+        try { return ShrinkNodeActive(node, nrToReclaim, gfp, priority, kswapd, reclaimIdx); }
         finally { Interlocked.Decrement(ref _active); }
     }
 
-    private long ShrinkNodeActive(int node, long nrToReclaim, Gfp gfp, int priority, bool kswapd)
+    private long ShrinkNodeActive(int node, long nrToReclaim, Gfp gfp, int priority, bool kswapd, ZoneType reclaimIdx)
     {
         ILruOwner? anon = Volatile.Read(ref _anon);
         ILruOwner? file = Volatile.Read(ref _file);
         bool anonOk = anon != null && anon.CanReclaim && Swappiness > 0;
         bool fileOk = file != null && file.CanReclaim;
-        long anonSize = _lru.Count(node, LruList.InactiveAnon) + _lru.Count(node, LruList.ActiveAnon);
-        long fileSize = _lru.Count(node, LruList.InactiveFile) + _lru.Count(node, LruList.ActiveFile);
+        // get_scan_count sizes the lists by the zones the reclaim may take pages from.
+        long anonSize = _lru.Count(node, LruList.InactiveAnon, reclaimIdx) + _lru.Count(node, LruList.ActiveAnon, reclaimIdx);
+        long fileSize = _lru.Count(node, LruList.InactiveFile, reclaimIdx) + _lru.Count(node, LruList.ActiveFile, reclaimIdx);
         long anonScan = anonOk ? ScanBudget(anonSize, priority) : 0;
         long fileScan = fileOk ? ScanBudget(fileSize, priority) : 0;
         if (anonScan > 0 && fileScan > 0)
@@ -184,13 +188,13 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
             {
                 int batch = (int)Math.Min(fileScan, SwapClusterMax);
                 fileScan -= batch;
-                freed += ShrinkList(node, file!, anon: false, batch, gfp, kswapd);
+                freed += ShrinkList(node, file!, anon: false, batch, gfp, kswapd, reclaimIdx);
             }
             if (anonScan > 0 && freed < nrToReclaim)
             {
                 int batch = (int)Math.Min(anonScan, SwapClusterMax);
                 anonScan -= batch;
-                freed += ShrinkList(node, anon!, anon: true, batch, gfp, kswapd);
+                freed += ShrinkList(node, anon!, anon: true, batch, gfp, kswapd, reclaimIdx);
             }
         }
         return freed;
@@ -200,26 +204,26 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     private static long ScanBudget(long size, int priority) => size == 0 ? 0 : Math.Max(size >> priority, Math.Min(size, SwapClusterMax));
 
     /// <summary>One batch of one kind: refill the inactive list from the active one when it is low, then shrink the inactive list.</summary>
-    private long ShrinkList(int node, ILruOwner owner, bool anon, int batch, Gfp gfp, bool kswapd)
+    private long ShrinkList(int node, ILruOwner owner, bool anon, int batch, Gfp gfp, bool kswapd, ZoneType reclaimIdx)
     {
         LruList inactive = Lru.ListOf(anon, active: false);
         LruList active = Lru.ListOf(anon, active: true);
-        if (InactiveIsLow(node, inactive, active)) ShrinkActiveList(node, owner, active, batch);
-        return ShrinkInactiveList(node, owner, inactive, batch, gfp, kswapd);
+        if (InactiveIsLow(node, inactive, active, reclaimIdx)) ShrinkActiveList(node, owner, active, batch, reclaimIdx);
+        return ShrinkInactiveList(node, owner, inactive, batch, gfp, kswapd, reclaimIdx);
     }
 
-    /// <summary>inactive_is_low: below 1 GiB the kernel keeps the lists even (inactive_ratio 1).</summary>
-    private bool InactiveIsLow(int node, LruList inactive, LruList active)
-        => _lru.Count(node, inactive) < _lru.Count(node, active);
+    /// <summary>inactive_is_low over the eligible zones: below 1 GiB the kernel keeps the lists even (inactive_ratio 1).</summary>
+    private bool InactiveIsLow(int node, LruList inactive, LruList active, ZoneType reclaimIdx)
+        => _lru.Count(node, inactive, reclaimIdx) < _lru.Count(node, active, reclaimIdx);
 
     /// <summary>
     /// shrink_active_list: moves a batch from the cold end of the active list to the inactive one, clearing their
     /// accessed bits on the way (they must be touched again to be activated again).
     /// </summary>
-    private void ShrinkActiveList(int node, ILruOwner owner, LruList list, int batch)
+    private void ShrinkActiveList(int node, ILruOwner owner, LruList list, int batch, ZoneType reclaimIdx)
     {
         PageFrame** pages = stackalloc PageFrame*[SwapClusterMax];
-        int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned);
+        int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned, reclaimIdx);
         Interlocked.Add(ref Counters.PgRefill, scanned);
         for (int i = 0; i < n; i++)
         {
@@ -237,11 +241,11 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// the batch share one TLB shootdown (<see cref="TlbUnmapBatch"/>): every page stays isolated, neither freed nor
     /// back on a list, until it has run.
     /// </summary>
-    private long ShrinkInactiveList(int node, ILruOwner owner, LruList list, int batch, Gfp gfp, bool kswapd)
+    private long ShrinkInactiveList(int node, ILruOwner owner, LruList list, int batch, Gfp gfp, bool kswapd, ZoneType reclaimIdx)
     {
         PageFrame** pages = stackalloc PageFrame*[SwapClusterMax];
         PageReclaim* outcomes = stackalloc PageReclaim[SwapClusterMax];
-        int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned);
+        int n = _lru.Isolate(node, list, batch, batch, pages, out int scanned, reclaimIdx);
         Interlocked.Add(ref kswapd ? ref Counters.PgScanKswapd : ref Counters.PgScanDirect, scanned);
         TlbUnmapBatch unmaps = TlbUnmapBatch.Begin();
         try

@@ -13,11 +13,12 @@ internal sealed class SwapFixture : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("allocators-swap-").FullName;
 
-    public SwapFixture(long arenaBytes = 16L << 20, long swapBytes = 96L << 20, bool swapon = true)
+    /// <param name="lowMemoryLimit">The low/high split; null: as ALLOCATORS_HIGHMEM says.</param>
+    public SwapFixture(long arenaBytes = 16L << 20, long swapBytes = 96L << 20, bool swapon = true, long? lowMemoryLimit = null)
     {
         System = new MemorySystem(new MemorySystemOptions
         {
-            Physical = new PhysicalMemoryOptions { Size = arenaBytes },
+            Physical = new PhysicalMemoryOptions { Size = arenaBytes, LowMemoryLimit = lowMemoryLimit },
             PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false, AutoGrow = false },
         });
         _ = System.Kernel;
