@@ -14,54 +14,55 @@ public unsafe class ReclaimZoneTests
     private const long MiB = 1L << 20;
     private const int PageSize = 4096;
 
+    private const int Pages = 3200;
+
     [Fact]
     public void ALowmemAllocationReclaimsLowPagesAndLeavesTheOlderHighOnes()
+        => WithOldHighAndNewerLowUserPages((fx, vmscan, mm, a) =>
+        {
+            var (lowFree, highFree) = FreeByZone(fx.Pages);
+            long lowUser = CountResident(fx, mm, a, high: false);
+            Assert.True(lowUser > 2 * Vmscan.SwapClusterMax, $"only {lowUser} user pages in low memory");
+            long freed = vmscan.TryToFreePages(Gfp.Kernel, 0, 0);
+            var (lowAfter, highAfter) = Settled(fx);
+            Assert.True(freed >= Vmscan.SwapClusterMax, $"direct reclaim freed {freed} pages");
+            Assert.True(lowAfter - lowFree >= Vmscan.SwapClusterMax, $"low memory free {lowFree} -> {lowAfter} pages");
+            Assert.Equal(highFree, highAfter); // not one high page taken for a lowmem allocation
+        });
+
+    [Fact]
+    public void ReclaimForAnyZoneStillTakesTheOldestPagesFirst()
+        => WithOldHighAndNewerLowUserPages((fx, vmscan, _, _) =>
+        {
+            var (_, highFree) = FreeByZone(fx.Pages);
+            Assert.True(vmscan.TryToFreePages(Gfp.HighUser, 0, 0) >= Vmscan.SwapClusterMax);
+            Assert.True(Settled(fx).High > highFree, "a HighMem allocation's reclaim freed no high page");
+        });
+
+    /// <summary>
+    /// A 16 MiB arena split at 8 MiB with swap, and a process whose stamped user pages fill HighMem first
+    /// (GFP_HIGHUSER) and then spill into low memory, so the high ones are the older; after the check every page,
+    /// swapped or not, reads back its stamp and everything comes back.
+    /// </summary>
+    private static void WithOldHighAndNewerLowUserPages(Action<SwapFixture, Vmscan, AddressSpace, ulong> check)
     {
         using var fx = new SwapFixture(arenaBytes: 16 * MiB, lowMemoryLimit: 8 * MiB);
         using (var mm = fx.NewProcess())
         {
-            // User pages fill HighMem first (GFP_HIGHUSER), then spill into low memory: the high ones are the older.
-            const int Pages = 3200;
             ulong a = SwapTests.MapStamped(mm, Pages);
-            fx.WaitForReclaim();
-            fx.Pages.DrainAllPages();
-            var (lowFree, highFree) = FreeByZone(fx.Pages);
-            long lowUser = CountResident(fx, mm, a, Pages, high: false);
-            Assert.True(lowUser > 2 * Vmscan.SwapClusterMax, $"only {lowUser} user pages in low memory");
-
-            var vmscan = (Vmscan)fx.Pages.Reclaimer!;
-            long freed = vmscan.TryToFreePages(Gfp.Kernel, 0, 0);
-            fx.WaitForReclaim();
-            fx.Pages.DrainAllPages();
-            var (lowAfter, highAfter) = FreeByZone(fx.Pages);
-
-            Assert.True(freed >= Vmscan.SwapClusterMax, $"direct reclaim freed {freed} pages");
-            Assert.True(lowAfter - lowFree >= Vmscan.SwapClusterMax, $"low memory free {lowFree} -> {lowAfter} pages");
-            Assert.Equal(highFree, highAfter); // not one high page taken for a lowmem allocation
-            SwapTests.AssertStamps(mm, a, Pages); // and every page, swapped or not, reads back
+            Settled(fx);
+            check(fx, (Vmscan)fx.Pages.Reclaimer!, mm, a);
+            SwapTests.AssertStamps(mm, a, Pages);
         }
         fx.AssertAllBack();
     }
 
-    [Fact]
-    public void ReclaimForAnyZoneStillTakesTheOldestPagesFirst()
+    /// <summary>Free pages by zone once kswapd is idle and the per-thread lists are drained.</summary>
+    private static (long Low, long High) Settled(SwapFixture fx)
     {
-        using var fx = new SwapFixture(arenaBytes: 16 * MiB, lowMemoryLimit: 8 * MiB);
-        using (var mm = fx.NewProcess())
-        {
-            const int Pages = 3200;
-            ulong a = SwapTests.MapStamped(mm, Pages);
-            fx.WaitForReclaim();
-            fx.Pages.DrainAllPages();
-            var (_, highFree) = FreeByZone(fx.Pages);
-            var vmscan = (Vmscan)fx.Pages.Reclaimer!;
-            Assert.True(vmscan.TryToFreePages(Gfp.HighUser, 0, 0) >= Vmscan.SwapClusterMax);
-            fx.WaitForReclaim();
-            fx.Pages.DrainAllPages();
-            Assert.True(FreeByZone(fx.Pages).High > highFree, "a HighMem allocation's reclaim freed no high page");
-            SwapTests.AssertStamps(mm, a, Pages);
-        }
-        fx.AssertAllBack();
+        fx.WaitForReclaim();
+        fx.Pages.DrainAllPages();
+        return FreeByZone(fx.Pages);
     }
 
     private static (long Low, long High) FreeByZone(PageAllocator pages)
@@ -75,10 +76,10 @@ public unsafe class ReclaimZoneTests
         return (low, high);
     }
 
-    private static long CountResident(SwapFixture fx, AddressSpace mm, ulong a, int pages, bool high)
+    private static long CountResident(SwapFixture fx, AddressSpace mm, ulong a, bool high)
     {
         long n = 0;
-        for (int i = 0; i < pages; i++)
+        for (int i = 0; i < Pages; i++)
         {
             PageTableEntry pte = mm.GetPte(a + (ulong)i * PageSize);
             if (pte.Present && fx.Kernel.IsHighMem(fx.System.Memory.PfnToPage(pte.Pfn)) == high) n++;
