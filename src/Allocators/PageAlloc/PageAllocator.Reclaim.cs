@@ -32,8 +32,8 @@ internal interface IReclaimer
     /// </summary>
     long ReclaimablePages(int node);
 
-    /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> fell below its low watermark.</summary>
-    void WakeKswapd(int node, int order);
+    /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> an allocation may use (up to <paramref name="highestZone"/>) fell below its low watermark.</summary>
+    void WakeKswapd(int node, int order, ZoneType highestZone);
 }
 
 public sealed unsafe partial class PageAllocator
@@ -120,11 +120,14 @@ public sealed unsafe partial class PageAllocator
         return !any;
     }
 
-    /// <summary>Pages <paramref name="node"/> lacks to reach <paramref name="mark"/> in the zone that lacks most (kswapd's target is the high mark).</summary>
-    internal long NodeShortfall(int node, ZoneMark mark = ZoneMark.High)
+    /// <summary>
+    /// Pages <paramref name="node"/> lacks to reach <paramref name="mark"/> in the zone up to
+    /// <paramref name="highestZone"/> that lacks most (kswapd's target is the high mark).
+    /// </summary>
+    internal long NodeShortfall(int node, ZoneMark mark = ZoneMark.High, ZoneType highestZone = ZoneType.HighMem)
     {
         long need = 0;
-        for (int z = 0; z < ZonesPerNode; z++)
+        for (int z = 0; z <= (int)highestZone; z++)
         {
             ZoneData* zone = _zones + node * ZonesPerNode + z;
             if (zone->ManagedPages == 0) continue;
@@ -172,7 +175,7 @@ public sealed unsafe partial class PageAllocator
 
     private void WakeKswapd(Gfp gfp, int order, int node)
     {
-        if ((gfp & Gfp.KswapdReclaim) != 0) Volatile.Read(ref _reclaimer)?.WakeKswapd(node, order);
+        if ((gfp & Gfp.KswapdReclaim) != 0) Volatile.Read(ref _reclaimer)?.WakeKswapd(node, order, gfp.HighestZone());
     }
 
     /// <summary>The slow path's last resort for a sleeping allocation that may not fail quietly: the OOM killer.</summary>

@@ -2,7 +2,7 @@ namespace Allocators.Reclaim;
 
 /// <summary>
 /// One node's kswapd: a background thread that sleeps until <see cref="Wake"/> (a zone fell below its low
-/// watermark), then reclaims until the node is above its high watermark (<see cref="Vmscan.BalanceNode"/>).
+/// watermark), then reclaims until a zone its wakers may use is above its high watermark (<see cref="Vmscan.BalanceNode"/>).
 /// </summary>
 internal sealed class Kswapd : IDisposable
 {
@@ -12,6 +12,7 @@ internal sealed class Kswapd : IDisposable
     private readonly Thread _thread;
     private volatile bool _stop;
     private volatile bool _busy;
+    private int _highestZone = -1; // kswapd_highest_zoneidx: the highest zone a waker may use since the last run; -1 none
 
     /// <summary>True from a wake-up until the node is balanced again.</summary>
     public bool Busy => _busy;
@@ -24,9 +25,11 @@ internal sealed class Kswapd : IDisposable
         _thread.Start();
     }
 
-    /// <summary>wakeup_kswapd.</summary>
-    public void Wake()
+    /// <summary>wakeup_kswapd: for an allocation that may use zones up to <paramref name="highestZone"/>.</summary>
+    public void Wake(PageAlloc.ZoneType highestZone)
     {
+        int seen = Volatile.Read(ref _highestZone);
+        while (seen < (int)highestZone && Interlocked.CompareExchange(ref _highestZone, (int)highestZone, seen) is var now && now != seen) seen = now;
         _busy = true;
         _wake.Set();
     }
@@ -38,7 +41,8 @@ internal sealed class Kswapd : IDisposable
             _wake.WaitOne();
             if (_stop) return;
             Interlocked.Increment(ref _vmscan.Counters.KswapdWakeups);
-            _vmscan.BalanceNode(_node);
+            int highest = Interlocked.Exchange(ref _highestZone, -1);
+            _vmscan.BalanceNode(_node, highest < 0 ? PageAlloc.ZoneType.HighMem : (PageAlloc.ZoneType)highest);
             _busy = false;
         }
     }

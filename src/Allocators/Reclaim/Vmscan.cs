@@ -11,7 +11,8 @@ namespace Allocators.Reclaim;
 /// reclaim on an allocating thread that may sleep, and in one kswapd thread per node, woken when a zone falls below
 /// its low watermark and working until the node is above its high one. Direct reclaim takes only pages of the zones
 /// the allocation may use (sc->reclaim_idx: a lowmem allocation on a split arena steps over HighMem pages, and the
-/// list sizes it weighs count eligible zones only); kswapd and proactive reclaim take pages of every zone.
+/// list sizes it weighs count eligible zones only); kswapd balances the zones up to the highest its wakers may use,
+/// and proactive reclaim takes pages of every zone.
 /// </summary>
 /// <remarks>
 /// <para>Locks: none of its own beyond the LRU lock (taken only inside <see cref="Lru"/>) and the page lock, taken
@@ -73,7 +74,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     public long TryToFreePages(Gfp gfp, int order, int node)
         // SWAP_CLUSTER_MAX, or what the node lacks of its min watermark when it is deeper in (kswapd is behind); only
         // pages of the zones the allocation may use (reclaim_idx = gfp_zone: a lowmem allocation skips HighMem pages).
-        => DoTryToFreePages(Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min)), gfp, node, proactive: false, gfp.HighestZone());
+        => DoTryToFreePages(Math.Max(Math.Max(SwapClusterMax, 1L << order), _pages.NodeShortfall(node, ZoneMark.Min, gfp.HighestZone())), gfp, node, proactive: false, gfp.HighestZone());
 
     /// <summary>
     /// Proactive reclaim (cgroup v2's memory.reclaim): frees up to <paramref name="pages"/> pages from the LRU lists of
@@ -129,23 +130,27 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     }
 
     /// <inheritdoc/>
-    public void WakeKswapd(int node, int order)
+    public void WakeKswapd(int node, int order, ZoneType highestZone)
     {
-        if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node)) return;
-        _kswapd[node].Wake();
+        if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node, (int)highestZone)) return;
+        _kswapd[node].Wake(highestZone);
     }
 
-    /// <summary>kswapd's work for one wake-up (balance_pgdat): reclaims until the node is balanced or no pass makes progress.</summary>
-    internal void BalanceNode(int node)
+    /// <summary>
+    /// kswapd's work for one wake-up (balance_pgdat): reclaims pages of zones up to <paramref name="highestZone"/>, the
+    /// highest any waker's allocation may use, until one of those zones is above its high watermark or no pass
+    /// makes progress.
+    /// </summary>
+    internal void BalanceNode(int node, ZoneType highestZone)
     {
         t_inReclaim = true;
         try
         {
             int priority = DefPriority;
-            while (!_pages.NodeBalanced(node) && priority >= 0)
+            while (!_pages.NodeBalanced(node, (int)highestZone) && priority >= 0)
             {
-                long want = Math.Max(SwapClusterMax, _pages.NodeShortfall(node));
-                long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true, ZoneType.HighMem);
+                long want = Math.Max(SwapClusterMax, _pages.NodeShortfall(node, ZoneMark.High, highestZone));
+                long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true, highestZone);
                 if (freed < want) priority--; // no luck at this depth: scan harder
             }
         }

@@ -1,5 +1,6 @@
 using Allocators.Mmu;
 using Allocators.PageAlloc;
+using Allocators.Physical;
 using Allocators.Reclaim;
 
 namespace Allocators.Tests.Reclaim;
@@ -37,6 +38,28 @@ public unsafe class ReclaimZoneTests
             var (_, highFree) = FreeByZone(fx.Pages);
             Assert.True(vmscan.TryToFreePages(Gfp.HighUser, 0, 0) >= Vmscan.SwapClusterMax);
             Assert.True(Settled(fx).High > highFree, "a HighMem allocation's reclaim freed no high page");
+        });
+
+    [Fact]
+    public void LowMemoryBelowItsWatermarkWakesKswapdForLowPagesEvenWhenHighMemoryIsFine()
+        => WithOldHighAndNewerLowUserPages((fx, _, _, _) =>
+        {
+            Zone normal = fx.Pages.GetZone(0, ZoneType.Normal);
+            var (_, highFree) = FreeByZone(fx.Pages);
+            // GFP_NOWAIT: no direct reclaim, only kswapd's wake-up, for a lowmem allocation.
+            long wakeups = fx.Counters.KswapdWakeups, scanned = fx.Counters.ScannedByKswapd, stolen = fx.Counters.StolenByKswapd;
+            var taken = new List<nint>();
+            // Past the low watermark by a per-CPU batch, so that an allocation takes the slow path that wakes kswapd.
+            for (int i = 0; i < 4096 && normal.FreePages > normal.WatermarkLow - 8; i++)
+            {
+                PageFrame* p = fx.Pages.AllocPages(Gfp.NoWait | Gfp.NoWarn, 0);
+                if (p == null) break;
+                taken.Add((nint)p);
+            }
+            var (lowAfter, highAfter) = Settled(fx);
+            foreach (nint p in taken) fx.Pages.FreePages((PageFrame*)p, 0);
+            Assert.True(lowAfter > normal.WatermarkHigh, $"low memory left at {lowAfter} free pages (high watermark {normal.WatermarkHigh}): kswapd did not balance it; {taken.Count} taken, kswapd woken {fx.Counters.KswapdWakeups - wakeups} times, scanned {fx.Counters.ScannedByKswapd - scanned}, stole {fx.Counters.StolenByKswapd - stolen}");
+            Assert.Equal(highFree, highAfter);
         });
 
     /// <summary>
