@@ -246,7 +246,7 @@ public sealed unsafe partial class PageAllocator
                         continue;
                     }
                 }
-                else if (ShouldRetryReclaim(++reclaimRetries, node))
+                else if (ShouldRetryReclaim(++reclaimRetries, node, gfp))
                 {
                     Thread.Sleep(1);
                     continue;

@@ -27,10 +27,11 @@ internal interface IReclaimer
     long TryToFreePages(Gfp gfp, int order, int node);
 
     /// <summary>
-    /// Pages on <paramref name="node"/>'s LRU lists that reclaim could take at all (file pages, and anonymous ones while
-    /// swap has room): should_reclaim_retry keeps a sleeping allocation retrying while there are some.
+    /// Pages of zones up to <paramref name="highestZone"/> on <paramref name="node"/>'s LRU lists that reclaim could take
+    /// at all (file pages, and anonymous ones while swap has room): should_reclaim_retry keeps a sleeping allocation
+    /// retrying while there are some.
     /// </summary>
-    long ReclaimablePages(int node);
+    long ReclaimablePages(int node, ZoneType highestZone);
 
     /// <summary>wakeup_kswapd: a zone of <paramref name="node"/> an allocation may use (up to <paramref name="highestZone"/>) fell below its low watermark.</summary>
     void WakeKswapd(int node, int order, ZoneType highestZone);
@@ -155,9 +156,9 @@ public sealed unsafe partial class PageAllocator
     /// longer) only while reclaimable pages remain — reclaim only trylocks the address spaces it walks, so a round can
     /// find every candidate busy.
     /// </summary>
-    private bool ShouldRetryReclaim(int noProgressRounds, int node)
+    private bool ShouldRetryReclaim(int noProgressRounds, int node, Gfp gfp)
         => noProgressRounds <= MaxReclaimRetries
-        || (noProgressRounds <= MaxContendedRetries && (Volatile.Read(ref _reclaimer)?.ReclaimablePages(node) ?? 0) > 0);
+        || (noProgressRounds <= MaxContendedRetries && (Volatile.Read(ref _reclaimer)?.ReclaimablePages(node, gfp.HighestZone()) ?? 0) > 0);
 
     /// <summary>Rounds without progress a sleeping allocation waits while reclaimable pages remain (about a second).</summary>
     private const int MaxContendedRetries = 1000;

@@ -119,13 +119,13 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     }
 
     /// <inheritdoc/>
-    public long ReclaimablePages(int node)
+    public long ReclaimablePages(int node, ZoneType highestZone)
     {
         long pages = 0;
         if (Volatile.Read(ref _anon) is { CanReclaim: true })
-            pages += _lru.Count(node, LruList.InactiveAnon) + _lru.Count(node, LruList.ActiveAnon);
+            pages += _lru.Count(node, LruList.InactiveAnon, highestZone) + _lru.Count(node, LruList.ActiveAnon, highestZone);
         if (Volatile.Read(ref _file) is { CanReclaim: true })
-            pages += _lru.Count(node, LruList.InactiveFile) + _lru.Count(node, LruList.ActiveFile);
+            pages += _lru.Count(node, LruList.InactiveFile, highestZone) + _lru.Count(node, LruList.ActiveFile, highestZone);
         return pages;
     }
 
