@@ -238,7 +238,7 @@ public sealed unsafe class MemorySystem : IDisposable
         long highTotal = 0, highFree = 0;
         foreach (var zone in Pages.Zones)
         {
-            values.ReserveHighPages += zone.WatermarkHigh;
+            values.ReserveHighPages += zone.TotalReserve;
             values.LowWatermarkPages += zone.WatermarkLow;
             if (zone.Type != ZoneType.HighMem) continue;
             highTotal += zone.ManagedPages;

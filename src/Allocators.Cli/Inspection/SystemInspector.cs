@@ -95,7 +95,7 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
         {
             values.TotalPages += z.ManagedPages;
             values.FreePages += z.FreePages;
-            values.ReserveHighPages += z.WatermarkHigh;
+            values.ReserveHighPages += PageAllocator.TotalReserve(z);
             values.LowWatermarkPages += z.WatermarkLow;
             values.PageTablePages += z.PageTablePages;
             if (z.Type != ZoneType.HighMem) continue;

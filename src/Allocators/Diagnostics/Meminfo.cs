@@ -9,7 +9,7 @@ internal struct MeminfoValues
 {
     public long TotalPages;
     public long FreePages;
-    public long ReserveHighPages;          // sum of the zones' high watermarks (totalreserve_pages)
+    public long ReserveHighPages;          // totalreserve_pages: the zones' high watermarks and largest lowmem reserves
     public long SlabReclaimablePages;
     public long SlabUnreclaimablePages;
     public long PageTablePages;

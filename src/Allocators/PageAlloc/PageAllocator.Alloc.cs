@@ -305,7 +305,7 @@ public sealed unsafe partial class PageAllocator
             if ((flags & AllocFlags.NoWatermarks) == 0)
             {
                 long mark = (flags & AllocFlags.WmarkLow) != 0 ? zone->WatermarkLow : zone->WatermarkMin;
-                if (!ZoneWatermarkOk(zone, order, mark, flags)) continue;
+                if (!ZoneWatermarkOk(zone, order, mark, flags, highest)) continue;
             }
             PageFrame* page = Rmqueue(zone, order, usePcp: (flags & (AllocFlags.NoWatermarks | AllocFlags.MinReserve)) == 0);
             if (page == null) continue;

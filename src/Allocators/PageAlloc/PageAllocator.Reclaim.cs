@@ -116,7 +116,7 @@ public sealed unsafe partial class PageAllocator
             ZoneData* zone = _zones + node * ZonesPerNode + z;
             if (zone->ManagedPages == 0) continue;
             any = true;
-            if (Volatile.Read(ref zone->FreePages) > zone->WatermarkHigh) return true;
+            if (Volatile.Read(ref zone->FreePages) > zone->WatermarkHigh + zone->LowmemReserve[highestZone]) return true;
         }
         return !any;
     }

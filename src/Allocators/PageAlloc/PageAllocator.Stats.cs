@@ -79,6 +79,9 @@ public sealed unsafe partial class PageAllocator
             sb.Append(CultureInfo.InvariantCulture, $"        present  {zone->PresentPages}\n");
             sb.Append(CultureInfo.InvariantCulture, $"        managed  {zone->ManagedPages}\n");
             sb.Append("        cma      0\n");
+            sb.Append(CultureInfo.InvariantCulture, $"        protection: ({zone->LowmemReserve[0]}");
+            for (int j = 1; j < (HasHighMem ? ZonesPerNode : (int)ZoneType.HighMem); j++) sb.Append(CultureInfo.InvariantCulture, $", {zone->LowmemReserve[j]}");
+            sb.Append(")\n");
             sb.Append(CultureInfo.InvariantCulture, $"      nr_free_pages {zone->FreePages}\n");
             sb.Append(CultureInfo.InvariantCulture, $"      nr_free_reported {zone->ReportedPages}\n");
             sb.Append(CultureInfo.InvariantCulture, $"      pgalloc  {SumZoneEvent(z, ZoneEvent.PgAlloc)}\n");

@@ -33,6 +33,15 @@ public sealed unsafe class Zone
     /// <summary>The high watermark in pages.</summary>
     public long WatermarkHigh => _data->WatermarkHigh;
 
+    /// <summary>
+    /// lowmem_reserve: pages this zone keeps from an allocation whose highest zone is <paramref name="highestZone"/>
+    /// (zoneinfo's protection), 0 for this zone's own type and those below.
+    /// </summary>
+    public long LowmemReserve(ZoneType highestZone) => _data->LowmemReserve[(int)highestZone];
+
+    /// <summary>This zone's share of totalreserve_pages: its high watermark plus its largest lowmem reserve.</summary>
+    internal long TotalReserve => PageAllocator.TotalReserve(*_data);
+
     /// <summary>Pages the allocator manages.</summary>
     public long ManagedPages => _data->ManagedPages;
 

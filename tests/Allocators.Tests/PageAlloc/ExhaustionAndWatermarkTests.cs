@@ -27,8 +27,8 @@ public sealed unsafe class ExhaustionAndWatermarkTests
 
         var pages = AllocateUntilFailure(pa, Gfp.Kernel | Gfp.NoWarn);
 
-        // GFP_KERNEL stops exactly when every zone is down to its min watermark.
-        long expected = pa.Zones.Where(z => z.Populated).Sum(z => z.ManagedPages - z.WatermarkMin);
+        // GFP_KERNEL stops exactly when every zone is down to its min watermark plus its lowmem reserve against Normal.
+        long expected = pa.Zones.Where(z => z.Populated).Sum(z => z.ManagedPages - z.WatermarkMin - z.LowmemReserve(ZoneType.Normal));
         Assert.Equal(expected, pages.Count);
         Assert.Equal(1, pa.AllocFailures);
         Assert.Equal(0, pa.Warnings);
@@ -80,11 +80,14 @@ public sealed unsafe class ExhaustionAndWatermarkTests
         Zone[] zones = pa.Zones.Where(z => z.Populated).ToArray();
         Assert.Equal(3, zones.Length);
         Assert.Equal(new long[] { 16, 64, 176 }, zones.Select(z => z.WatermarkMin));
+        // lowmem_reserve against a GFP_KERNEL allocation: (DMA32 + Normal) / 256 and Normal / 256.
+        long[] reserve = zones.Select(z => z.LowmemReserve(ZoneType.Normal)).ToArray();
+        Assert.Equal(new long[] { 60, 44, 0 }, reserve);
 
         var kernel = AllocateUntilFailure(pa, Gfp.Kernel | Gfp.NoWarn);
         Assert.Equal(0, pa.PcpPages);
-        foreach (Zone z in zones) Assert.Equal(z.WatermarkMin, z.FreePages);
-        Assert.Equal(16384 - 256, kernel.Count);
+        foreach (Zone z in zones) Assert.Equal(z.WatermarkMin + z.LowmemReserve(ZoneType.Normal), z.FreePages);
+        Assert.Equal(16384 - 256 - 104, kernel.Count);
 
         // A second GFP_KERNEL attempt still fails: nothing was freed.
         Assert.True(pa.AllocPages(Gfp.Kernel | Gfp.NoWarn, 0) == null);
@@ -93,14 +96,14 @@ public sealed unsafe class ExhaustionAndWatermarkTests
         var atomic = AllocateUntilFailure(pa, Gfp.Atomic | Gfp.NoWarn);
         long[] atomicMark = zones.Select(z => AdjustedMin(z, Gfp.Atomic)).ToArray();
         Assert.Equal(new long[] { 6, 24, 66 }, atomicMark);
-        for (int i = 0; i < zones.Length; i++) Assert.Equal(atomicMark[i], zones[i].FreePages);
+        for (int i = 0; i < zones.Length; i++) Assert.Equal(atomicMark[i] + reserve[i], zones[i].FreePages);
         Assert.Equal(256 - atomicMark.Sum(), atomic.Count);
 
         // __GFP_NOMEMALLOC forbids the emergency reserve even with __GFP_MEMALLOC.
         Assert.True(pa.AllocPages(Gfp.Kernel | Gfp.MemAlloc | Gfp.NoMemAlloc | Gfp.NoWarn, 0) == null);
 
         var memalloc = AllocateUntilFailure(pa, Gfp.Kernel | Gfp.MemAlloc | Gfp.NoWarn);
-        Assert.Equal(atomicMark.Sum(), memalloc.Count);
+        Assert.Equal(atomicMark.Sum() + reserve.Sum(), memalloc.Count); // no watermark, no reserve
         Assert.Equal(0, pa.NrFreePages);
         Assert.Equal(0, pa.PcpPages);
 
