@@ -34,12 +34,17 @@ public sealed unsafe class FileReclaimTests : IDisposable
     }
 
     /// <summary>Allocates pages until the arena is nearly gone (reclaim runs on the way) and gives them back.</summary>
+    /// <summary>
+    /// Allocates up to <paramref name="pages"/> pages with <paramref name="gfp"/> | __GFP_HIGHMEM (so that its reclaim
+    /// may take cached pages of every zone: a lowmem one skips the high ones when ALLOCATORS_HIGHMEM splits the
+    /// arena), then frees them.
+    /// </summary>
     private void Pressure(Gfp gfp, int pages)
     {
         var taken = new List<nint>();
         for (int i = 0; i < pages; i++)
         {
-            PageFrame* p = _system.Pages.AllocPages(gfp | Gfp.NoWarn, 0);
+            PageFrame* p = _system.Pages.AllocPages(gfp | Gfp.HighMem | Gfp.NoWarn, 0);
             if (p == null) break;
             taken.Add((nint)p);
         }
@@ -104,9 +109,7 @@ public sealed unsafe class FileReclaimTests : IDisposable
         long dropped = _system.PageCache.Statistics.DroppedPages;
         long gracePeriods = _system.Pages.Rcu.GracePeriods;
 
-        // A user allocation: its reclaim may take cached pages of every zone (a lowmem one would skip the high ones
-        // when ALLOCATORS_HIGHMEM splits the arena).
-        Pressure(Gfp.HighUser, 3500);
+        Pressure(Gfp.Kernel, 3500);
         long droppedNow = _system.PageCache.Statistics.DroppedPages - dropped;
         long waited = _system.Pages.Rcu.GracePeriods - gracePeriods;
         Assert.True(droppedNow >= 256, $"{droppedNow} pages dropped");
