@@ -140,9 +140,9 @@ public sealed unsafe partial class NativeMemoryPool
             if (!_pages.IsDisposed) _pages.ReleaseFreeMemory();
             return;
         }
-        long uncollected = Volatile.Read(ref s_uncollectedArrayBytes);
-        if (uncollected < CollectThreshold(GC.GetGCMemoryInfo().TotalCommittedBytes)) return;
-        Interlocked.Add(ref s_uncollectedArrayBytes, -uncollected);
+        if (Volatile.Read(ref s_uncollectedArrayBytes) < CollectThreshold(GC.GetGCMemoryInfo().TotalCommittedBytes)) return;
+        // One idle pool collects for all: the first to take the count; another reaper finds it gone.
+        if (Interlocked.Exchange(ref s_uncollectedArrayBytes, 0) <= 0) return;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 

@@ -15,7 +15,8 @@ public sealed unsafe partial class PageAllocator
     public long SectionsRemoved => Interlocked.Read(ref _sectionsRemoved);
 
     /// <summary>
-    /// Hot-adds one section of memory (sparse model) to the Normal zone of <paramref name="node"/>
+    /// Hot-adds one section of memory (sparse model) to the Normal zone of <paramref name="node"/> (HighMem with the
+    /// low/high split)
     /// (-1: the node with the least memory). Returns the section index, or -1 when the arena is at its maximum.
     /// </summary>
     public int AddMemory(int node = -1)

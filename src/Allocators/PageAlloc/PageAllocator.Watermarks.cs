@@ -20,7 +20,8 @@ public sealed unsafe partial class PageAllocator
     /// Recomputes min/low/high of every zone like the kernel's __setup_per_zone_wmarks:
     /// min_free_kbytes = clamp(sqrt(lowmem_kbytes * 16), 128, 262144), split across the low zones by managed pages
     /// (a HighMem zone's min is managed/1024, clamped to 32..128 pages: the kernel hardly needs high memory free);
-    /// low = min + max(min/4, managed * scale / 10000), high = min + 2 * that. Then the lowmem reserves
+    /// low = min + max(share/4, managed * scale / 10000), high = min + 2 * that, where share is the zone's part of
+    /// min_free_kbytes by managed pages (for a HighMem zone too). Then the lowmem reserves
     /// (setup_per_zone_lowmem_reserve): zone z keeps ManagedPages(z+1..j) / ratio[z] pages from an allocation whose
     /// highest zone is j.
     /// </summary>
@@ -39,10 +40,10 @@ public sealed unsafe partial class PageAllocator
             ZoneData* zone = _zones + i;
             NativeSpinLock.Acquire(&zone->Lock);
             long managed = zone->ManagedPages;
-            long min = managed == 0 ? 0
-                : zone->Type == ZoneType.HighMem ? Math.Clamp(managed / 1024, 32, 128)
-                : lowmemTotal == 0 ? 0 : pagesMin * managed / lowmemTotal;
-            long tmp = Math.Max(min / 4, managed * _options.WatermarkScaleFactor / 10000);
+            // The zone's share of min_free_kbytes; a HighMem zone's min is clamped, its gaps are not.
+            long share = lowmemTotal == 0 ? 0 : pagesMin * managed / lowmemTotal;
+            long min = managed == 0 ? 0 : zone->Type == ZoneType.HighMem ? Math.Clamp(managed / 1024, 32, 128) : share;
+            long tmp = Math.Max(share / 4, managed * _options.WatermarkScaleFactor / 10000);
             zone->WatermarkMin = min;
             zone->WatermarkLow = min + tmp;
             zone->WatermarkHigh = min + 2 * tmp;

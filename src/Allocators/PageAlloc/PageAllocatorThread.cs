@@ -58,7 +58,9 @@ public readonly unsafe ref struct PageAllocatorThread
             // Single node: a plain request's zone is known unless a hot-add changed the zonelist since the handle was taken.
             if (pages.CanUsePcpOnNode0(gfp, order))
             {
-                PageFrame* page = (gfp & (Gfp.Dma | Gfp.Dma32)) == 0 && pages.PreferredZone(0, 0) == zoneId
+                // The cached lists are the Normal zone's: a HighMem request takes them only without the split.
+                PageFrame* page = (gfp & (Gfp.Dma | Gfp.Dma32)) == 0 && ((gfp & Gfp.HighMem) == 0 || !pages.HasHighMem)
+                    && pages.PreferredZone(0, 0) == zoneId
                     ? pages.TakeFromPcpList(_cache, _zoneLists + order, _zone, _zoneCounters, otherNode: false, gfp, order)
                     : pages.AllocFromPcp(_cache, _lists, _counters, 0, 0, gfp, order);
                 if (page != null) return page;

@@ -52,10 +52,21 @@ public sealed class PhysicalMemoryOptions
     /// </summary>
     public const string HighMemoryEnvironmentVariable = "ALLOCATORS_HIGHMEM";
 
-    private static readonly HighMemorySize? HighMemoryAtBoot = HighMemorySize.Parse(Environment.GetEnvironmentVariable(HighMemoryEnvironmentVariable));
+    // Read once; a malformed value is reported by Validate for the systems that would use it, not by a type
+    // initializer that would break every options object for the life of the process.
+    private static readonly (HighMemorySize? Size, string? Error) HighMemoryAtBoot = ReadHighMemoryVariable();
 
     /// <summary>The high-memory size used when <see cref="LowMemoryLimit"/> is null: <see cref="HighMemoryEnvironmentVariable"/>'s, or null for none.</summary>
-    internal HighMemorySize? DefaultHighMemory { get; init; } = HighMemoryAtBoot;
+    internal HighMemorySize? DefaultHighMemory { get; init; } = HighMemoryAtBoot.Size;
+
+    /// <summary>Why <see cref="HighMemoryEnvironmentVariable"/> could not be read, or null.</summary>
+    internal string? DefaultHighMemoryError { get; init; } = HighMemoryAtBoot.Error;
+
+    private static (HighMemorySize?, string?) ReadHighMemoryVariable()
+    {
+        try { return (HighMemorySize.Parse(Environment.GetEnvironmentVariable(HighMemoryEnvironmentVariable)), null); }
+        catch (ArgumentException e) { return (null, e.Message); }
+    }
 
     /// <summary>The checked modes (init_on_alloc/free, randomisation, KASAN, KFENCE), all off by default.</summary>
     public CheckedModeOptions Checks { get; init; } = new();
@@ -92,6 +103,8 @@ public sealed class PhysicalMemoryOptions
             if (value is { } v && (v < 0 || v % BlockBytes != 0))
                 throw new ArgumentException($"{name} must be a non-negative multiple of 4 MiB, was {v}.", name);
         }
+        if (LowMemoryLimit is null && DefaultHighMemoryError is { } error)
+            throw new ArgumentException(error, nameof(LowMemoryLimit));
         if (LowMemoryLimit is { } low && low != AllMemoryLow && (low <= 0 || low % BlockBytes != 0))
             throw new ArgumentException($"LowMemoryLimit must be a positive multiple of 4 MiB (the kernel needs some low memory), was {low}.", nameof(LowMemoryLimit));
         ArgumentNullException.ThrowIfNull(Checks, nameof(Checks));

@@ -71,6 +71,18 @@ public sealed class HighmemBootParameterTests
     }
 
     [Fact]
+    public void AMalformedVariableIsReportedOnlyBySystemsThatWouldUseIt()
+    {
+        const string Error = "ALLOCATORS_HIGHMEM=\"half\" is neither a size nor a share";
+        var uses = new PhysicalMemoryOptions { Size = 64 * MiB, DefaultHighMemory = null, DefaultHighMemoryError = Error };
+        var ex = Assert.Throws<ArgumentException>(uses.Validate);
+        Assert.Contains(Error, ex.Message);
+        Assert.Equal(nameof(PhysicalMemoryOptions.LowMemoryLimit), ex.ParamName);
+        new PhysicalMemoryOptions { Size = 64 * MiB, LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow, DefaultHighMemoryError = Error }.Validate();
+        new PhysicalMemoryOptions { Size = 64 * MiB, LowMemoryLimit = 32 * MiB, DefaultHighMemoryError = Error }.Validate();
+    }
+
+    [Fact]
     public void AnExplicitLimitOrAllMemoryLowWinsOverTheVariable()
     {
         using (var chosen = NewSystem(64, "50%", lowMemoryLimit: 48 * MiB))

@@ -64,5 +64,51 @@ public unsafe class LowmemReserveTests
         Assert.Equal((sys.Pages.NrFreePages - reserve) * 4, items["MemAvailable"]);
     }
 
+    [Fact]
+    public void AHighMemZoneHasAClampedMinAndGapsFromItsShare()
+    {
+        // 16 MiB split at 8 MiB: min_free_kbytes = sqrt(8192 * 16) = 362 -> 90 pages, HighMem's share 90 of them.
+        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 16 * MiB, LowMemoryLimit = 8 * MiB } });
+        Zone high = sys.Pages.GetZone(0, ZoneType.HighMem), normal = sys.Pages.GetZone(0, ZoneType.Normal);
+        Assert.Equal((90L, 112L, 134L), (normal.WatermarkMin, normal.WatermarkLow, normal.WatermarkHigh));
+        // min = clamp(2048 / 1024, 32, 128) = 32; gaps max(90 / 4, 2048 * 10 / 10000) = 22, as __setup_per_zone_wmarks.
+        Assert.Equal((32L, 54L, 76L), (high.WatermarkMin, high.WatermarkLow, high.WatermarkHigh));
+    }
+
+    [Fact]
+    public void AThreadHandlesHighMemRequestTakesHighMemFirst()
+    {
+        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 16 * MiB, LowMemoryLimit = 8 * MiB } });
+        PageAllocatorThread handle = sys.Pages.ThisThread();
+        PageFrame* kernel = handle.AllocPages(Gfp.Kernel, 0); // fills the handle's cached Normal lists
+        PageFrame* user = handle.AllocPages(Gfp.HighUser, 0);
+        Assert.Equal(ZoneType.Normal, (ZoneType)(kernel->ZoneId % 4));
+        Assert.Equal(ZoneType.HighMem, (ZoneType)(user->ZoneId % 4));
+        handle.FreePages(kernel, 0);
+        handle.FreePages(user, 0);
+    }
+
+    [Fact]
+    public void WithTheSplitHotAddedHighMemoryGrowsTheArenaForUserPagesOnly()
+    {
+        using var sys = new MemorySystem(new MemorySystemOptions
+        {
+            Physical = new PhysicalMemoryOptions { Size = 16 * MiB, Model = MemoryModel.Sparse, SectionSize = 8 * MiB, MaxSize = 32 * MiB, LowMemoryLimit = 8 * MiB },
+            PageAllocator = new PageAllocatorOptions { ReleaseFreeMemory = false },
+        });
+        var taken = new List<nint>();
+        for (PageFrame* p; (p = sys.Pages.AllocPages(Gfp.Kernel | Gfp.NoWarn | Gfp.NoRetry, 0)) != null;) taken.Add((nint)p);
+        Assert.True(sys.Pages.AllocPages(Gfp.Kernel | Gfp.NoWarn, 0) == null, "a lowmem page after low memory ran out");
+        Assert.Equal(0, sys.Pages.SectionsAdded); // hot-added memory is high: no use to a GFP_KERNEL request
+        for (int i = 0; i < 3000; i++)
+        {
+            PageFrame* p = sys.Pages.AllocPages(Gfp.HighUser | Gfp.NoWarn, 0);
+            Assert.True(p != null, $"user page {i} not allocated");
+            taken.Add((nint)p);
+        }
+        Assert.True(sys.Pages.SectionsAdded >= 1, "the arena did not grow for user pages");
+        foreach (nint p in taken) sys.Pages.FreePages((PageFrame*)p, 0);
+    }
+
     private static long[] Reserves(Zone z) => [.. Enum.GetValues<ZoneType>().Select(z.LowmemReserve)];
 }
