@@ -257,6 +257,7 @@ public sealed unsafe partial class HotplugTests
             {
                 Size = 16 * MiB, Model = MemoryModel.Sparse, SectionSize = 8 * MiB, MaxSize = 48 * MiB,
                 DmaZoneSize = 4 * MiB, Dma32ZoneSize = 4 * MiB,
+                LowMemoryLimit = PhysicalMemoryOptions.AllMemoryLow, // with a split, hot-added memory is HighMem
             },
         });
         PageAllocator pa = sys.Pages;
