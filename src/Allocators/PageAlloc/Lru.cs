@@ -147,7 +147,7 @@ internal sealed unsafe class Lru : IDisposable
         while (page != null && page != firstSkipped && eligible < scan && n < max)
         {
             PageFrame* prev = page->Prev;
-            if ((ZoneType)(page->ZoneId % PageAllocator.ZonesPerNode) > reclaimIdx)
+            if (PageAllocator.ZoneTypeOf(page) > reclaimIdx)
             {
                 if (++skipped > MaxSkipped) break;
                 Unlink(vec, page, list);
@@ -227,7 +227,7 @@ internal sealed unsafe class Lru : IDisposable
                         if (p->Prev != prev) throw new InvalidOperationException($"lru: node {node} list {(LruList)l}: broken back link at {p->Describe()}.");
                         if (!p->Has(PageFlags.Lru) || ListOf(p) != (LruList)l)
                             throw new InvalidOperationException($"lru: node {node} list {(LruList)l} holds {p->Describe()}.");
-                        byZone[p->ZoneId % PageAllocator.ZonesPerNode]++;
+                        byZone[(int)PageAllocator.ZoneTypeOf(p)]++;
                         if (++count > vec->Count[l]) break;
                     }
                     if (count != vec->Count[l] || (PageFrame*)vec->Tail[l] != prev)
@@ -253,7 +253,7 @@ internal sealed unsafe class Lru : IDisposable
         else vec->Tail[l] = (ulong)page;
         vec->Head[l] = (ulong)page;
         vec->Count[l]++;
-        vec->ZoneCount[l * PageAllocator.ZonesPerNode + page->ZoneId % PageAllocator.ZonesPerNode]++;
+        vec->ZoneCount[l * PageAllocator.ZonesPerNode + (int)PageAllocator.ZoneTypeOf(page)]++;
     }
 
     private static void Unlink(LruVec* vec, PageFrame* page, LruList list)
@@ -265,7 +265,7 @@ internal sealed unsafe class Lru : IDisposable
         else vec->Tail[l] = (ulong)page->Prev;
         page->Next = page->Prev = null;
         vec->Count[l]--;
-        vec->ZoneCount[l * PageAllocator.ZonesPerNode + page->ZoneId % PageAllocator.ZonesPerNode]--;
+        vec->ZoneCount[l * PageAllocator.ZonesPerNode + (int)PageAllocator.ZoneTypeOf(page)]--;
     }
 
     /// <summary>Sets then clears flags, each atomically: other bits (PG_locked, PG_dirty) change beside the list lock.</summary>

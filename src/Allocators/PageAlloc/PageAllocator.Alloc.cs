@@ -203,9 +203,8 @@ public sealed unsafe partial class PageAllocator
         WakeKswapd(gfp, order, node);
 
         AllocFlags flags = GfpToAllocFlags(gfp);
-        // Hot-added sections join the Normal zone, or HighMem with the low/high split (AddMemory), so growing only
-        // helps requests that may use that zone.
-        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow && highest >= (int)(_hasHighMem ? ZoneType.HighMem : ZoneType.Normal);
+        // Growing only helps requests that may use the zone hot-added sections join.
+        bool mayGrow = (gfp & Gfp.NoRetry) == 0 && _options.AutoGrow && highest >= (int)HotAddedZone;
         bool mayIgnoreWatermarks = (gfp & (Gfp.MemAlloc | Gfp.NoMemAlloc)) == Gfp.MemAlloc
             || NoFailMayIgnoreWatermarks(gfp, order, highest);
         long start = noFail ? Stopwatch.GetTimestamp() : 0;

@@ -44,8 +44,7 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>PageHighMem, from the page's zone: false on an arena without a split.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool IsHighPage(PageFrame* page)
-        => _hasHighMem && (ZoneType)(page->ZoneId % ZonesPerNode) == ZoneType.HighMem;
+    internal bool IsHighPage(PageFrame* page) => HasHighMem && ZoneTypeOf(page) == ZoneType.HighMem;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool CopyFromHighPage(Span<byte> to, PageFrame* page, int offset)

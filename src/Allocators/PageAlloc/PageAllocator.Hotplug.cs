@@ -14,6 +14,9 @@ public sealed unsafe partial class PageAllocator
     /// <summary>Sections taken offline since start.</summary>
     public long SectionsRemoved => Interlocked.Read(ref _sectionsRemoved);
 
+    /// <summary>The zone hot-added sections join: HighMem with the low/high split (they lie above boot memory), else Normal.</summary>
+    private ZoneType HotAddedZone => HasHighMem ? ZoneType.HighMem : ZoneType.Normal;
+
     /// <summary>
     /// Hot-adds one section of memory (sparse model) to the Normal zone of <paramref name="node"/> (HighMem with the
     /// low/high split)
@@ -37,8 +40,7 @@ public sealed unsafe partial class PageAllocator
             _memory.OnlineSection(index, node);
             // Before any page of it can be allocated: whoever maps memory (the kernel's direct map) maps it now.
             NotifyMemory(_memory.SectionStartPfn(index), _memory.PagesPerSection, online: true);
-            // Hot-added memory lies above boot memory: high memory when the low/high split is on.
-            int zoneId = node * ZonesPerNode + (int)(_hasHighMem ? ZoneType.HighMem : ZoneType.Normal);
+            int zoneId = node * ZonesPerNode + (int)HotAddedZone;
             OnlineSectionPages(index, _ => zoneId);
             ShuffleFreeMemory();
             RebuildZonelists();

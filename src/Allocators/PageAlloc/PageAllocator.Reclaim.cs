@@ -108,15 +108,15 @@ public sealed unsafe partial class PageAllocator
     /// pgdat_balanced: some zone of <paramref name="node"/> that may serve <paramref name="highestZone"/> has free
     /// pages above its high watermark, so kswapd may sleep.
     /// </summary>
-    internal bool NodeBalanced(int node, int highestZone = ZonesPerNode - 1)
+    internal bool NodeBalanced(int node, ZoneType highestZone = ZoneType.HighMem)
     {
         bool any = false;
-        for (int z = 0; z <= highestZone; z++)
+        for (int z = 0; z <= (int)highestZone; z++)
         {
             ZoneData* zone = _zones + node * ZonesPerNode + z;
             if (zone->ManagedPages == 0) continue;
             any = true;
-            if (Volatile.Read(ref zone->FreePages) > zone->WatermarkHigh + zone->LowmemReserve[highestZone]) return true;
+            if (Volatile.Read(ref zone->FreePages) > zone->WatermarkHigh + zone->LowmemReserve[(int)highestZone]) return true;
         }
         return !any;
     }

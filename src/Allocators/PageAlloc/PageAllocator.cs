@@ -38,9 +38,12 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
     internal const int ZonesPerNode = ZoneTypeExtensions.Count;
 
     /// <summary>True when the arena has a low/high split (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>): HighMem zones exist.</summary>
-    public bool HasHighMem => _hasHighMem;
+    public bool HasHighMem => _highStartPfn != long.MaxValue;
 
-    private readonly bool _hasHighMem;
+    /// <summary>page_zonenum: the type of the zone <paramref name="page"/> belongs to.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ZoneType ZoneTypeOf(PageFrame* page) => (ZoneType)(page->ZoneId % ZonesPerNode);
+
     private readonly long _highStartPfn;
 
     /// <summary>
@@ -93,7 +96,6 @@ public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwne
         // Everything that can reject the configuration runs before any native memory or registry slot is taken.
         _cpuToNode = BuildCpuToNode(physical);
         var layout = new ZoneLayout(physical, memory.PagesPerSection);
-        _hasHighMem = layout.HasHighMem;
         _highStartPfn = layout.HighStartPfn;
         _nodeCount = physical.Nodes;
         _zoneCount = _nodeCount * ZonesPerNode;

@@ -132,7 +132,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     /// <inheritdoc/>
     public void WakeKswapd(int node, int order, ZoneType highestZone)
     {
-        if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node, (int)highestZone)) return;
+        if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node, highestZone)) return;
         _kswapd[node].Wake(highestZone);
     }
 
@@ -147,7 +147,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         try
         {
             int priority = DefPriority;
-            while (!_pages.NodeBalanced(node, (int)highestZone) && priority >= 0)
+            while (!_pages.NodeBalanced(node, highestZone) && priority >= 0)
             {
                 long want = Math.Max(SwapClusterMax, _pages.NodeShortfall(node, ZoneMark.High, highestZone));
                 long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true, highestZone);
