@@ -234,17 +234,9 @@ public sealed unsafe class MemorySystem : IDisposable
             PageTablePages = Pages.NrPageTablePages,
             VmallocPages = HasVmalloc ? Vmalloc.VmallocPages : null,
             PercpuPages = Percpu.NrPages,
+            HighMem = Pages.HasHighMem,
         };
-        long highTotal = 0, highFree = 0;
-        foreach (var zone in Pages.Zones)
-        {
-            values.ReserveHighPages += zone.TotalReserve;
-            values.LowWatermarkPages += zone.WatermarkLow;
-            if (zone.Type != ZoneType.HighMem) continue;
-            highTotal += zone.ManagedPages;
-            highFree += zone.FreePages;
-        }
-        if (Pages.HasHighMem) values.HighPages = (highTotal, highFree);
+        for (int z = 0; z < Pages.Zones.Count; z++) values.AddZone(Pages.ZoneArray[z]);
         PageAlloc.Lru lru = Pages.Lru;
         values.ActiveAnon = lru.Total(PageAlloc.LruList.ActiveAnon);
         values.InactiveAnon = lru.Total(PageAlloc.LruList.InactiveAnon);

@@ -89,20 +89,14 @@ internal sealed unsafe class SystemInspector(TargetReader reader)
         }
 
         var cacheReports = new List<CacheReport>();
-        var values = new MeminfoValues();
-        long highTotal = 0, highFree = 0;
+        var values = new MeminfoValues { HighMem = d.HighMem != 0 };
         foreach (var z in zones)
         {
             values.TotalPages += z.ManagedPages;
             values.FreePages += z.FreePages;
-            values.ReserveHighPages += PageAllocator.TotalReserve(z);
-            values.LowWatermarkPages += z.WatermarkLow;
             values.PageTablePages += z.PageTablePages;
-            if (z.Type != ZoneType.HighMem) continue;
-            highTotal += z.ManagedPages;
-            highFree += z.FreePages;
+            values.AddZone(z);
         }
-        if (d.HighMem != 0) values.HighPages = (highTotal, highFree);
         foreach (var c in caches)
         {
             long active = 0, total = 0, slabs = 0;

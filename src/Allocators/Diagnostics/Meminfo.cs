@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Allocators.PageAlloc;
 using Allocators.Physical;
 
 namespace Allocators.Diagnostics;
@@ -7,6 +8,19 @@ namespace Allocators.Diagnostics;
 /// <summary>The inputs of a /proc/meminfo text, in pages unless the name says otherwise.</summary>
 internal struct MeminfoValues
 {
+    /// <summary>
+    /// Adds what meminfo takes from a zone beside the totals: its share of totalreserve_pages, its low watermark and,
+    /// for a HighMem zone, its pages (the live system and the inspectors read the same zone records).
+    /// </summary>
+    public void AddZone(in ZoneData zone)
+    {
+        ReserveHighPages += PageAllocator.TotalReserve(zone);
+        LowWatermarkPages += zone.WatermarkLow;
+        if (zone.Type != ZoneType.HighMem) return;
+        HighTotalPages += zone.ManagedPages;
+        HighFreePages += zone.FreePages;
+    }
+
     public long TotalPages;
     public long FreePages;
     public long ReserveHighPages;          // totalreserve_pages: the zones' high watermarks and largest lowmem reserves
@@ -17,7 +31,8 @@ internal struct MeminfoValues
     public long PercpuPages;
     public long LowWatermarkPages;         // sum of the zones' low watermarks (the page cache's share of MemAvailable)
     public MeminfoFileValues? Files;       // null when the system has no page cache
-    public (long Total, long Free)? HighPages; // the HighMem zones; null without a low/high split
+    public bool HighMem;                   // the arena has a low/high split: the HighTotal/HighFree/LowTotal/LowFree lines
+    public long HighTotalPages, HighFreePages; // the HighMem zones
     public long ActiveAnon, InactiveAnon, ActiveFile, InactiveFile; // the LRU lists
     public (long Total, long Free, long Cached) Swap;
 }
@@ -92,11 +107,11 @@ internal static class MeminfoFormat
     /// <summary>HighTotal/HighFree/LowTotal/LowFree, as a kernel with CONFIG_HIGHMEM prints them (between Mlocked and SwapTotal).</summary>
     private static void AddHighLow(List<(string, long)> items, in MeminfoValues v)
     {
-        if (v.HighPages is not { } high) return;
-        items.Add(("HighTotal", high.Total * KbPerPage));
-        items.Add(("HighFree", high.Free * KbPerPage));
-        items.Add(("LowTotal", (v.TotalPages - high.Total) * KbPerPage));
-        items.Add(("LowFree", (v.FreePages - high.Free) * KbPerPage));
+        if (!v.HighMem) return;
+        items.Add(("HighTotal", v.HighTotalPages * KbPerPage));
+        items.Add(("HighFree", v.HighFreePages * KbPerPage));
+        items.Add(("LowTotal", (v.TotalPages - v.HighTotalPages) * KbPerPage));
+        items.Add(("LowFree", (v.FreePages - v.HighFreePages) * KbPerPage));
     }
 
 }

@@ -39,9 +39,6 @@ public sealed unsafe class Zone
     /// </summary>
     public long LowmemReserve(ZoneType highestZone) => _data->LowmemReserve[(int)highestZone];
 
-    /// <summary>This zone's share of totalreserve_pages: its high watermark plus its largest lowmem reserve.</summary>
-    internal long TotalReserve => PageAllocator.TotalReserve(*_data);
-
     /// <summary>Pages the allocator manages.</summary>
     public long ManagedPages => _data->ManagedPages;
 
