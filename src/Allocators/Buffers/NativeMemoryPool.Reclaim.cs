@@ -140,7 +140,9 @@ public sealed unsafe partial class NativeMemoryPool
             if (!_pages.IsDisposed) _pages.ReleaseFreeMemory();
             return;
         }
-        if (Volatile.Read(ref s_uncollectedArrayBytes) < CollectThreshold(GC.GetGCMemoryInfo().TotalCommittedBytes)) return;
+        // The GC's figures are read only once there is enough to collect at the smallest threshold.
+        long uncollected = Volatile.Read(ref s_uncollectedArrayBytes);
+        if (uncollected < MinCollectBytes || uncollected < CollectThreshold(GC.GetGCMemoryInfo().TotalCommittedBytes)) return;
         // One idle pool collects for all: the first to take the count; another reaper finds it gone.
         if (Interlocked.Exchange(ref s_uncollectedArrayBytes, 0) <= 0) return;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
@@ -150,7 +152,9 @@ public sealed unsafe partial class NativeMemoryPool
     /// Evicted array bytes worth a decommitting collection: an eighth of what the garbage collector had committed at
     /// its last collection, at least 1 MiB and at most 8 MiB (a burst through a small heap is a large share of it).
     /// </summary>
-    internal static long CollectThreshold(long gcCommittedBytes) => Math.Clamp(gcCommittedBytes / 8, 1L << 20, 8L << 20);
+    internal static long CollectThreshold(long gcCommittedBytes) => Math.Clamp(gcCommittedBytes / 8, MinCollectBytes, 8L << 20);
+
+    private const long MinCollectBytes = 1L << 20;
 
     /// <summary>Evicted array bytes of every pool not yet given back by a collection (tests).</summary>
     internal static long UncollectedArrayBytes => Volatile.Read(ref s_uncollectedArrayBytes);
