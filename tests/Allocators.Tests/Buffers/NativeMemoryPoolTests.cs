@@ -37,15 +37,28 @@ public class NativeMemoryPoolTests
     {
         using var sys = NewSystem();
         using var pool = new NativeMemoryPool(sys.Slab);
-        for (int i = 0; i < 1000; i++) pool.Rent(4096).Dispose();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 100_000; i++)
+        // Long enough for the JIT to finish tiering the loop, whose on-stack replacement allocates a few bytes itself.
+        RentWriteDispose(pool, 20_000);
+        // The least of three runs, as NativeMemoryPoolArrayTests' twin: a drain by another test's system, or the pool's
+        // idle trim under a loaded run, may retire this thread's cache once, and registering it again allocates.
+        long least = long.MaxValue;
+        for (int run = 0; run < 3 && least != 0; run++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            RentWriteDispose(pool, 100_000);
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.Equal(0, least);
+    }
+
+    private static void RentWriteDispose(NativeMemoryPool pool, int count)
+    {
+        for (int i = 0; i < count; i++)
         {
             var owner = pool.Rent(4096);
             owner.Memory.Span[0] = 1;
             owner.Dispose();
         }
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
     [Fact]
