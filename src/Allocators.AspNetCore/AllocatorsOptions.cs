@@ -79,7 +79,11 @@ public sealed class AllocatorsOptions
     /// <summary>Give cached and free memory back after this long without page activity; null never (<see cref="MemorySystemOptions.IdleTrimAfter"/>).</summary>
     public TimeSpan? IdleTrimAfter { get; set; } = Defaults.IdleTrimAfter;
 
-    /// <summary>Frames above this many MiB form ZONE_HIGHMEM (the low/high split); null: as ALLOCATORS_HIGHMEM says, none when unset (<see cref="PhysicalMemoryOptions.LowMemoryLimit"/>).</summary>
+    /// <summary>
+    /// Frames above this many MiB form ZONE_HIGHMEM (the low/high split, <see cref="PhysicalMemoryOptions.LowMemoryLimit"/>);
+    /// 0: all memory low whatever ALLOCATORS_HIGHMEM says (the kernel's <c>highmem=0</c>,
+    /// <see cref="PhysicalMemoryOptions.AllMemoryLow"/>); null: as ALLOCATORS_HIGHMEM says, all low when it is unset.
+    /// </summary>
     public int? LowMemoryLimitMiB { get; set; }
 
     /// <summary>
@@ -126,7 +130,7 @@ public sealed class AllocatorsOptions
             SectionSize = (long)SectionSizeMiB * MiB,
             MaxSize = MaxArenaSizeMiB is { } max ? (long)max * MiB : null,
             Nodes = Nodes,
-            LowMemoryLimit = LowMemoryLimitMiB is { } low ? (long)low * MiB : null,
+            LowMemoryLimit = LowMemoryLimitMiB switch { null => null, 0 => PhysicalMemoryOptions.AllMemoryLow, int low => (long)low * MiB },
             Checks = Checks is { } checks ? CheckedModeOptions.Parse(checks) : new CheckedModeOptions(),
         },
         PageAllocator = new PageAllocatorOptions

@@ -34,6 +34,7 @@ internal sealed class AllocatorsOptionsValidator : IValidateOptions<AllocatorsOp
         nameof(PhysicalMemoryOptions.Size) => nameof(AllocatorsOptions.ArenaSizeMiB),
         nameof(PhysicalMemoryOptions.MaxSize) => nameof(AllocatorsOptions.MaxArenaSizeMiB),
         nameof(PhysicalMemoryOptions.SectionSize) => nameof(AllocatorsOptions.SectionSizeMiB),
+        nameof(PhysicalMemoryOptions.LowMemoryLimit) => nameof(AllocatorsOptions.LowMemoryLimitMiB),
         _ => coreName,
     };
 }

@@ -136,12 +136,25 @@ public sealed class AddAllocatorsTests
     [InlineData("MinFreeKbytes", "-1", "Allocators:MinFreeKbytes: MinFreeKbytes must not be negative")]
     [InlineData("StallWarningInterval", "00:00:00", "Allocators:StallWarningInterval: StallWarningInterval must be positive")]
     [InlineData("IdleTrimAfter", "-00:00:01", "Allocators:IdleTrimAfter: IdleTrimAfter must be positive")]
+    [InlineData("LowMemoryLimitMiB", "-4", "Allocators:LowMemoryLimitMiB: LowMemoryLimit must be a positive multiple of 4 MiB")]
+    [InlineData("LowMemoryLimitMiB", "10", "Allocators:LowMemoryLimitMiB: LowMemoryLimit must be a positive multiple of 4 MiB")]
     [InlineData("KmallocSizeClasses", "7", "Allocators:KmallocSizeClasses: KmallocSizeClasses must be one of Kernel, Fine, was 7.")]
     public async Task ABadValueStopsTheHostAtStartupNamingTheKey(string key, string value, string expected)
     {
         var e = await StartupFailure<OptionsValidationException>(key, value);
         Assert.Contains(expected, e.Message);
         Assert.Equal(typeof(AllocatorsOptions), e.OptionsType);
+    }
+
+    [Fact]
+    public void ALowMemoryLimitOfZeroKeepsAllMemoryLowWhateverTheBootParameterSays()
+    {
+        // The host's way to override ALLOCATORS_HIGHMEM (highmem=0): however the suite runs, no HighMem zone.
+        using IHost host = BuildHost(Section(("ArenaSizeMiB", "64"), ("LowMemoryLimitMiB", "0")));
+        MemorySystem sys = host.Services.GetRequiredService<MemorySystem>();
+        Assert.Equal(PhysicalMemoryOptions.AllMemoryLow, sys.Options.Physical.LowMemoryLimit);
+        Assert.False(sys.Pages.HasHighMem);
+        Assert.DoesNotContain(sys.MeminfoItems(), item => item.Name == "HighTotal");
     }
 
     [Theory]
