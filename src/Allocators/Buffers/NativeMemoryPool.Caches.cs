@@ -170,6 +170,8 @@ public sealed unsafe partial class NativeMemoryPool
         }
         Interlocked.Increment(ref _counters->Evictions);
         Interlocked.Add(ref _counters->EvictedBytes, owner.Length);
+        // An evicted array is garbage for the GC, whoever evicted it (a reaper, a trim, a return over the budget).
+        if (_arrays) Interlocked.Add(ref s_uncollectedArrayBytes, owner.Length);
         Interlocked.Add(ref _counters->AllocatedBytes, -owner.Length);
     }
 

@@ -43,10 +43,13 @@ public sealed unsafe partial class NativeMemoryPool
         return EvictDepots();
     }
 
-    /// <summary>Evicts everything in the depots; returns the bytes evicted.</summary>
+    /// <summary>
+    /// Evicts what the depots hold, up to about <paramref name="limitBytes"/>; returns the bytes this call evicted (not
+    /// what other threads evicted meanwhile, which a shrinker must not be credited with).
+    /// </summary>
     private long EvictDepots(long limitBytes = long.MaxValue)
     {
-        long before = Volatile.Read(ref _counters->EvictedBytes);
+        long evicted = 0;
         Span<int> ids = stackalloc int[256];
         fixed (int* buffer = ids)
         {
@@ -54,15 +57,14 @@ public sealed unsafe partial class NativeMemoryPool
             {
                 PoolDepot* depot = _depots + c;
                 int n;
-                while (Volatile.Read(ref _counters->EvictedBytes) - before < limitBytes && (n = PoolDepot.Pop(depot, buffer, ids.Length)) > 0)
+                while (evicted < limitBytes && (n = PoolDepot.Pop(depot, buffer, ids.Length)) > 0)
                 {
                     Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
                     for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
+                    evicted += (long)n * depot->Length;
                 }
             }
         }
-        long evicted = Volatile.Read(ref _counters->EvictedBytes) - before;
-        if (_arrays) Interlocked.Add(ref s_uncollectedArrayBytes, evicted);
         return evicted;
     }
 
@@ -123,7 +125,6 @@ public sealed unsafe partial class NativeMemoryPool
                 if (n == 0) continue;
                 Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
                 for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
-                if (_arrays) Interlocked.Add(ref s_uncollectedArrayBytes, (long)n * depot->Length);
             }
         }
     }
