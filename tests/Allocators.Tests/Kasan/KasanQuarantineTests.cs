@@ -215,9 +215,11 @@ public sealed unsafe class KasanQuarantineTests
     [Fact]
     public void AThreadStartedAfterAnotherExitedAdoptsItsListWithItsBlocks()
     {
-        // A GC between the two threads may finalize the first one's sentinel, which retires its list to the global
-        // FIFO before the second thread can adopt it: then try again (the other tests of a loaded run collect often).
-        // A full suite run beside tests that collect in loops has seen ten windows in a row with a GC in them.
+        // Two windows move the first thread's list to the global FIFO before the second thread can adopt it, both
+        // correct behaviour: a GC between the threads finalizes the first one's sentinel (the other tests of a loaded
+        // run collect often; a full suite run has seen ten windows in a row with a GC in them), or another thread of the
+        // system with a list of its own (a pool thread that ran one of its timers) ended meanwhile and registration
+        // adopted that list and retired this one. Either way try again; adoption broken fails every attempt.
         for (int attempt = 0; ; attempt++)
         {
             if (TryAdopt(lastAttempt: attempt == 29)) return;
@@ -238,11 +240,12 @@ public sealed unsafe class KasanQuarantineTests
         });
         first.Start();
         first.Join();
+        int listsBefore = q.ThreadLists;
         var second = new Thread(() => cache.Free(cache.Alloc()));
         second.Start();
         second.Join();
         bool collected = GC.CollectionCount(0) + GC.CollectionCount(2) != collections;
-        if (q.GlobalBytes != 0 && collected && !lastAttempt)
+        if (q.GlobalBytes != 0 && !lastAttempt)
         {
             cache.Shrink();
             cache.Destroy();
@@ -250,7 +253,7 @@ public sealed unsafe class KasanQuarantineTests
         }
         // Adopted whole: the blocks kept their place on a thread's list rather than moving to the global FIFO.
         Assert.Equal(1, q.ThreadLists);
-        Assert.True(q.GlobalBytes == 0, $"{q.GlobalBytes} bytes went to the global FIFO (a GC in the window: {collected})");
+        Assert.True(q.GlobalBytes == 0, $"{q.GlobalBytes} bytes went to the global FIFO (a GC in the window: {collected}; lists before the second thread: {listsBefore})");
         Assert.Equal(21, q.Count);
         Assert.All(freed, p => Assert.True(q.Contains((void*)p)));
         cache.Shrink();
