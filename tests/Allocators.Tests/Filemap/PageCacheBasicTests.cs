@@ -10,7 +10,7 @@ public sealed unsafe class PageCacheBasicTests() : PageCacheTestBase(64L << 20)
     {
         // Written forwards, the pages lie back to back in the arena (one copy per run); written backwards, each page
         // lies below the one before it. Reads at odd offsets and lengths must see the same bytes either way.
-        const int Pages = 40;
+        const int Pages = 150; // more than two runs of MaxRunPages (64) in one read
         byte[] data = Pattern(Pages * 4096, 9);
         using FileMapping forward = _system.PageCache.Open(Path.Combine(_dir, "fwd.bin"));
         using FileMapping backward = _system.PageCache.Open(Path.Combine(_dir, "bwd.bin"));
