@@ -217,9 +217,9 @@ public sealed unsafe class KasanQuarantineTests
     {
         // Two windows move the first thread's list to the global FIFO before the second thread can adopt it, both
         // correct behaviour: a GC between the threads finalizes the first one's sentinel (the other tests of a loaded
-        // run collect often; a full suite run has seen ten windows in a row with a GC in them), or another thread of the
-        // system with a list of its own (a pool thread that ran one of its timers) ended meanwhile and registration
-        // adopted that list and retired this one. Either way try again; adoption broken fails every attempt.
+        // run collect often; a full suite run has seen ten windows in a row with a GC in them), or another thread that
+        // freed into this system's quarantine ended meanwhile, and registration adopted its list and retired this one.
+        // Either way try again; a broken adoption fails every attempt.
         for (int attempt = 0; ; attempt++)
         {
             if (TryAdopt(lastAttempt: attempt == 29)) return;
