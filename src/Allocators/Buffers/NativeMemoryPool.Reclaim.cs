@@ -59,9 +59,10 @@ public sealed unsafe partial class NativeMemoryPool
                 int n;
                 while (evicted < limitBytes && (n = PoolDepot.Pop(depot, buffer, ids.Length)) > 0)
                 {
-                    Interlocked.Add(ref _counters->DepotBytes, -(long)n * depot->Length);
+                    long bytes = (long)n * depot->Length;
+                    Interlocked.Add(ref _counters->DepotBytes, -bytes);
                     for (int i = 0; i < n; i++) Evict(_owners.Get(buffer[i]));
-                    evicted += (long)n * depot->Length;
+                    evicted += bytes;
                 }
             }
         }

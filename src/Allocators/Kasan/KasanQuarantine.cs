@@ -138,11 +138,7 @@ public sealed unsafe class KasanQuarantine : IThreadCacheOwner
 
     /// <summary>Debug builds: remembers the largest block put, the slack <see cref="AssertBound"/> allows a list in flight.</summary>
     [Conditional("DEBUG")]
-    private void NoteBlock(long bytes)
-    {
-        long seen;
-        while (bytes > (seen = Volatile.Read(ref _largestBlock)) && Interlocked.CompareExchange(ref _largestBlock, bytes, seen) != seen) { }
-    }
+    private void NoteBlock(long bytes) => AtomicMax.Raise(ref _largestBlock, bytes);
 
     /// <summary>The calling thread's new list (and the registry, at the first free); null once closed.</summary>
     private QuarantineThreadList* Register()

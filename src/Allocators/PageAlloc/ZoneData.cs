@@ -41,7 +41,7 @@ internal unsafe struct ZoneData
     public long PagesReportedTotal;
     public long PagesReusedAfterReport;
     public long PageTablePages;          // NR_PAGETABLE: pages of this zone used as page tables (interlocked)
-    public fixed long LowmemReserve[4];  // lowmem_reserve[highest zone of the allocation]: pages kept from it
+    public fixed long LowmemReserve[ZoneTypeExtensions.Count];  // lowmem_reserve[highest zone of the allocation]: pages kept from it
     public FreeAreaArray FreeAreas;
 
     public readonly long SpannedPages => EndPfn > StartPfn ? EndPfn - StartPfn : 0;

@@ -12,7 +12,7 @@ internal sealed class Kswapd : IDisposable
     private readonly Thread _thread;
     private volatile bool _stop;
     private volatile bool _busy;
-    private int _highestZone = -1; // kswapd_highest_zoneidx: the highest zone a waker may use since the last run; -1 none
+    private long _highestZone = -1; // kswapd_highest_zoneidx: the highest zone a waker may use since the last run; -1 none
 
     /// <summary>True from a wake-up until the node is balanced again.</summary>
     public bool Busy => _busy;
@@ -28,8 +28,7 @@ internal sealed class Kswapd : IDisposable
     /// <summary>wakeup_kswapd: for an allocation that may use zones up to <paramref name="highestZone"/>.</summary>
     public void Wake(PageAlloc.ZoneType highestZone)
     {
-        int seen = Volatile.Read(ref _highestZone);
-        while (seen < (int)highestZone && Interlocked.CompareExchange(ref _highestZone, (int)highestZone, seen) is var now && now != seen) seen = now;
+        Threading.AtomicMax.Raise(ref _highestZone, (long)highestZone);
         _busy = true;
         _wake.Set();
     }
@@ -41,7 +40,7 @@ internal sealed class Kswapd : IDisposable
             _wake.WaitOne();
             if (_stop) return;
             Interlocked.Increment(ref _vmscan.Counters.KswapdWakeups);
-            int highest = Interlocked.Exchange(ref _highestZone, -1);
+            long highest = Interlocked.Exchange(ref _highestZone, -1);
             _vmscan.BalanceNode(_node, highest < 0 ? PageAlloc.ZoneType.HighMem : (PageAlloc.ZoneType)highest);
             _busy = false;
         }

@@ -7,7 +7,7 @@ namespace Allocators.Tests.Buffers;
 /// <summary>The pool with <see cref="NativeMemoryPoolOptions.ExposeAsArrays"/>, as Kestrel runs it.</summary>
 public unsafe class NativeMemoryPoolArrayTests
 {
-    private static MemorySystem NewSystem() => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
+    internal static MemorySystem NewSystem() => new(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
 
     [Fact]
     public void ExposedArraysAreTheBuffer()

@@ -1,5 +1,4 @@
 using Allocators.Buffers;
-using Allocators.Physical;
 using Allocators.Tests.Bench;
 
 namespace Allocators.Tests.Buffers;
@@ -18,7 +17,7 @@ public sealed class PoolEvictionAccountingTests
     [Fact]
     public void ArraysEvictedByAReturnOverTheBudgetCountTowardTheCollection()
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
+        using var sys = NativeMemoryPoolArrayTests.NewSystem();
         using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { ExposeAsArrays = true, TrimInterval = null, MaxPooledBytes = 1L << 20 });
         const int Count = 24, Size = 256 * 1024;
         var held = Enumerable.Range(0, Count).Select(_ => pool.Rent(Size)).ToList();
@@ -33,7 +32,7 @@ public sealed class PoolEvictionAccountingTests
     [Fact]
     public void TrimReturnsWhatThePoolHeld()
     {
-        using var sys = new MemorySystem(new MemorySystemOptions { Physical = new PhysicalMemoryOptions { Size = 64L << 20 } });
+        using var sys = NativeMemoryPoolArrayTests.NewSystem();
         using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { TrimInterval = null });
         var held = Enumerable.Range(0, 64).Select(i => pool.Rent(4096 << (i % 3))).ToList();
         foreach (var owner in held) owner.Dispose();
