@@ -43,6 +43,8 @@ internal sealed unsafe class Lru : IDisposable
         public int Lock;
         public int Pad;
         public long NonresidentAge; // evictions and activations (workingset's clock)
+        public fixed long RefaultActivations[2]; // WORKINGSET_ACTIVATE_ANON, _FILE on this node
+        public fixed long RefaultSnapshot[2]; // lruvec->refaults: the counts when reclaim last finished here
         public fixed long Count[Lists];
         public fixed long ZoneCount[Lists * PageAllocator.ZonesPerNode]; // per list, then zone type: reclaim_idx's sizes
         public fixed ulong Head[Lists]; // PageFrame*: newest
@@ -88,6 +90,26 @@ internal sealed unsafe class Lru : IDisposable
     /// eviction so that a refault can tell how long its page was out.
     /// </summary>
     public long AgeNonresident(int node, long pages = 1) => Interlocked.Add(ref _vecs[node].NonresidentAge, pages);
+
+    /// <summary>Counts a refault that activated its page on <paramref name="node"/> (workingset_activate's per-lruvec count).</summary>
+    public void NoteRefaultActivation(int node, bool anon) => Interlocked.Increment(ref _vecs[node].RefaultActivations[anon ? 0 : 1]);
+
+    /// <summary>
+    /// True when refaults of this kind activated pages on <paramref name="node"/> since the last
+    /// <see cref="SnapshotRefaults"/>: a new workingset is being established.
+    /// </summary>
+    public bool RefaultsSinceSnapshot(int node, bool anon)
+    {
+        int k = anon ? 0 : 1;
+        return Volatile.Read(ref _vecs[node].RefaultActivations[k]) != Volatile.Read(ref _vecs[node].RefaultSnapshot[k]);
+    }
+
+    /// <summary>snapshot_refaults: remembers the node's refault activations at the end of a reclaim run.</summary>
+    public void SnapshotRefaults(int node)
+    {
+        LruVec* vec = _vecs + node;
+        for (int k = 0; k < 2; k++) Volatile.Write(ref vec->RefaultSnapshot[k], Volatile.Read(ref vec->RefaultActivations[k]));
+    }
 
     /// <summary>The node's nonresident age now.</summary>
     public long NonresidentAge(int node) => Volatile.Read(ref _vecs[node].NonresidentAge);

@@ -40,6 +40,7 @@ internal static unsafe class Workingset
         else workingset += lru.Count(node, LruList.InactiveAnon);
         if (distance < 0 || distance > workingset) return false;
         Interlocked.Increment(ref anon ? ref counters.WorkingsetActivateAnon : ref counters.WorkingsetActivateFile);
+        lru.NoteRefaultActivation(node, anon);
         lru.AgeNonresident(node);
         return true;
     }

@@ -6,13 +6,13 @@ namespace Allocators.Reclaim;
 
 /// <summary>
 /// Page reclaim (mm/vmscan.c): scans the per-node LRU lists from their cold ends, deactivates active pages when the
-/// inactive list runs short, and hands every cold, unreferenced inactive page to the layer that owns it
-/// (<see cref="ILruOwner"/>: swap-out for anonymous memory, write-back or dropping for file pages). Runs as direct
-/// reclaim on an allocating thread that may sleep, and in one kswapd thread per node, woken when a zone falls below
-/// its low watermark and working until the node is above its high one. Direct reclaim takes only pages of the zones
-/// the allocation may use (sc->reclaim_idx: a lowmem allocation on a split arena steps over HighMem pages, and the
-/// list sizes it weighs count eligible zones only); kswapd balances the zones up to the highest its wakers may use,
-/// and proactive reclaim takes pages of every zone.
+/// inactive list runs short or refaults are activating pages (a new workingset is forming), and hands every cold,
+/// unreferenced inactive page to the layer that owns it (<see cref="ILruOwner"/>: swap-out for anonymous memory,
+/// write-back or dropping for file pages). Runs as direct reclaim on an allocating thread that may sleep, and in one
+/// kswapd thread per node, woken when a zone falls below its low watermark and working until the node is above its
+/// high one. Direct reclaim takes only pages of the zones the allocation may use (sc->reclaim_idx: a lowmem allocation
+/// on a split arena steps over HighMem pages, and the list sizes it weighs count eligible zones only); kswapd balances
+/// the zones up to the highest its wakers may use, and proactive reclaim takes pages of every zone.
 /// </summary>
 /// <remarks>
 /// <para>Locks: none of its own beyond the LRU lock (taken only inside <see cref="Lru"/>) and the page lock, taken
@@ -113,6 +113,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
                     while (proactive && got > 0 && freed < target);
                 }
             }
+            for (int n = 0; n < _pages.NodeCount; n++) _lru.SnapshotRefaults(n);
             return freed;
         }
         finally { t_inReclaim = false; }
@@ -153,6 +154,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
                 long freed = ShrinkNode(node, want, Gfp.Kernel, priority, kswapd: true, highestZone);
                 if (freed < want) priority--; // no luck at this depth: scan harder
             }
+            _lru.SnapshotRefaults(node);
         }
         finally { t_inReclaim = false; }
     }
@@ -213,7 +215,10 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     {
         LruList inactive = Lru.ListOf(anon, active: false);
         LruList active = Lru.ListOf(anon, active: true);
-        if (InactiveIsLow(node, inactive, active, reclaimIdx)) ShrinkActiveList(node, owner, active, batch, reclaimIdx);
+        // may_deactivate: when refaults are activating pages a new workingset is being established, so stale active
+        // pages go to the inactive list even while it is not low.
+        if (_lru.RefaultsSinceSnapshot(node, anon) || InactiveIsLow(node, inactive, active, reclaimIdx))
+            ShrinkActiveList(node, owner, active, batch, reclaimIdx);
         return ShrinkInactiveList(node, owner, inactive, batch, gfp, kswapd, reclaimIdx);
     }
 
@@ -223,7 +228,8 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
 
     /// <summary>
     /// shrink_active_list: moves a batch from the cold end of the active list to the inactive one, clearing their
-    /// accessed bits on the way (they must be touched again to be activated again).
+    /// accessed bits on the way. PG_referenced stays, as in the kernel: a deactivated page used once more is
+    /// activated again at its next scan.
     /// </summary>
     private void ShrinkActiveList(int node, ILruOwner owner, LruList list, int batch, ZoneType reclaimIdx)
     {
@@ -234,7 +240,6 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         {
             PageFrame* page = pages[i];
             owner.Referenced(page);
-            PageFrame.ClearFlags(page, PageFlags.Referenced);
             _lru.Putback(page, node, active: false);
             _pages.PutPage(page);
         }
@@ -315,8 +320,10 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
     }
 
     /// <summary>
-    /// shrink_folio_list for one isolated page: trylock, folio_check_references (a referenced anonymous page is
-    /// activated; a file page referenced once more is kept on probation, twice activated), then the owner's work.
+    /// shrink_folio_list for one isolated page: trylock, folio_check_references, then the owner's work. Every mapped
+    /// page starts with the reference its fault left, so one PTE reference only marks the page (PG_referenced) and
+    /// keeps it for another trip round the inactive list; a reference on a marked page, or from two PTEs, activates it
+    /// (anonymous and file pages alike since Linux 5.9).
     /// </summary>
     private PageReclaim ShrinkFolio(PageFrame* page, ILruOwner owner, Gfp gfp)
     {
@@ -328,9 +335,8 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
             bool referencedPage = (PageFrame.ClearFlags(page, PageFlags.Referenced) & PageFlags.Referenced) != 0;
             if (referencedPtes > 0)
             {
-                if (page->Has(PageFlags.SwapBacked) || referencedPage || referencedPtes > 1) return PageReclaim.Activate;
                 PageFrame.SetFlags(page, PageFlags.Referenced);
-                return PageReclaim.Keep;
+                return referencedPage || referencedPtes > 1 ? PageReclaim.Activate : PageReclaim.Keep;
             }
             return owner.ReclaimPage(page, gfp, Counters);
         }
