@@ -16,7 +16,7 @@ public sealed unsafe partial class FileMapping
     {
         if (Volatile.Read(ref page->_mapcount) == 0) return 0;
         int young = 0;
-        foreach (var (mapper, _) in Volatile.Read(ref _mappers)) young += mapper.ReferencedTry(this, index, page);
+        foreach (var (mapper, _) in _mappers.Snapshot) young += mapper.ReferencedTry(this, index, page);
         return young;
     }
 
@@ -32,7 +32,7 @@ public sealed unsafe partial class FileMapping
         if (!Owns(page, index) || page->Has(PageFlags.Writeback) || _pages.Rcu.InReadSection) return PageReclaim.Keep;
         if (Volatile.Read(ref page->_mapcount) > 0)
         {
-            foreach (var (mapper, _) in Volatile.Read(ref _mappers)) mapper.TryUnmap(this, index, page);
+            foreach (var (mapper, _) in _mappers.Snapshot) mapper.TryUnmap(this, index, page);
             if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
         }
         if (page->Has(PageFlags.Dirty))

@@ -1,3 +1,4 @@
+using Allocators.Filemap;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Swap;
@@ -71,7 +72,14 @@ public sealed unsafe partial class AddressSpace
                             {
                                 swapPte = HandleMmFault(vma, va, error);
                             }
-                            if (swapPte != 0)
+                            if (swapPte == ShmemFaultPte)
+                            {
+                                // shmem_fault: the object's page, outside the ptl (it may be read back from swap).
+                                SwapFault result = DoShmemFault(vma, va, out IOException? swapError);
+                                if (result == SwapFault.BusError) return BusError(vma, va, error, fixup, swapError);
+                                major = result == SwapFault.Major;
+                            }
+                            else if (swapPte != 0)
                             {
                                 // do_swap_page: a swap entry (an anonymous page, or a private file area's copy), read outside the ptl.
                                 SwapFault result = DoSwapPage(vma, va, error, swapPte, out IOException? swapError);
@@ -222,6 +230,7 @@ public sealed unsafe partial class AddressSpace
             ulong pte = Volatile.Read(ref *ptep);
             if (pte == 0)
             {
+                if (vma.Shared != null) return ShmemFaultPte;
                 DoAnonymousPage(vma, va, ptep, write);
                 return 0;
             }
@@ -235,21 +244,57 @@ public sealed unsafe partial class AddressSpace
     private static OutOfMemoryException FaultOom(ulong va)
         => new($"Out of memory handling a page fault at 0x{va:x} (VM_FAULT_OOM).");
 
-    /// <summary>do_anonymous_page (private) or the shmem fault (shared) on an empty entry.</summary>
+    /// <summary><see cref="HandleMmFault"/>'s answer for an empty entry of a shared anonymous area: the shmem fault runs outside the ptl.</summary>
+    private const ulong ShmemFaultPte = (ulong)PteFlags.Present; // never a swap entry
+
+    /// <summary>
+    /// shmem_fault under the mmap_lock for reading: the object's page (a new zeroed one, or one read back from swap),
+    /// locked, then mapped under the ptl if the entry is still empty.
+    /// </summary>
+    private SwapFault DoShmemFault(VmArea vma, ulong va, out IOException? ioError)
+    {
+        ioError = null;
+        PageFrame* page;
+        bool major;
+        try
+        {
+            page = vma.Shared!.GetLockedPage(vma.PageIndex(va), out major);
+        }
+        catch (IOException e)
+        {
+            ioError = e;
+            return SwapFault.BusError;
+        }
+        if (page == null) throw FaultOom(va);
+        bool mapped = false;
+        try
+        {
+            lock (_ptl)
+            {
+                ulong* ptep = FindPteSlot(va);
+                if (ptep != null && Volatile.Read(ref *ptep) == 0)
+                {
+                    Interlocked.Increment(ref page->_mapcount);
+                    Volatile.Write(ref *ptep, PageTableEntry.Make(page->Pfn, VmPageProt(vma.Flags)).Value);
+                    TablePage(AlignToTable(ptep))->Data0++;
+                    AddRss(anon: false, 1);
+                    mapped = true; // the lookup's reference is the mapping's now
+                }
+            }
+        }
+        finally
+        {
+            PageWait.Unlock(page);
+            if (!mapped) _pages.PutPage(page);
+        }
+        return major ? SwapFault.Major : SwapFault.Minor;
+    }
+
+    /// <summary>do_anonymous_page on an empty entry of a private area.</summary>
     private void DoAnonymousPage(VmArea vma, ulong va, ulong* ptep, bool write)
     {
         PteFlags prot = VmPageProt(vma.Flags);
         PageFrame* tablePage = TablePage(AlignToTable(ptep));
-        if (vma.Shared != null)
-        {
-            PageFrame* page = vma.Shared.GetPageForMapping(vma.PageIndex(va));
-            if (page == null) throw FaultOom(va);
-            Interlocked.Increment(ref page->_mapcount);
-            Volatile.Write(ref *ptep, PageTableEntry.Make(page->Pfn, prot).Value);
-            tablePage->Data0++;
-            AddRss(anon: false, 1);
-            return;
-        }
         if (!write)
         {
             // Read fault: map the shared zero page read-only; the first write replaces it.

@@ -97,7 +97,11 @@ public sealed partial class AddressSpace
         if (file == null && (vmFlags & VmFlags.Shared) == 0) pgoff = start >> VirtualAddress.PageShift;
         var vma = new VmArea(start, start + len, vmFlags) { File = file, PgOff = pgoff };
         if (file != null) file.LinkMapper(this);
-        else if ((vmFlags & VmFlags.Shared) != 0) vma.Shared = new ShmemObject(_pages, len >> VirtualAddress.PageShift);
+        else if ((vmFlags & VmFlags.Shared) != 0)
+        {
+            vma.Shared = new ShmemObject(_kernel, len >> VirtualAddress.PageShift);
+            vma.Shared.Mappers.Link(this);
+        }
         _vmas.Insert(vma);
         return vma;
     }

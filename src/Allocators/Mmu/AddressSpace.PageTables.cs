@@ -359,8 +359,7 @@ public sealed unsafe partial class AddressSpace
         }
         else
         {
-            Interlocked.Add(ref _rssShmem, pages);
-            Interlocked.Add(ref _stats.NrShmem, pages);
+            Interlocked.Add(ref _rssShmem, pages); // nr_shmem is the objects' count: a page mapped twice is one page
         }
     }
 }

@@ -66,13 +66,17 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
     /// page_referenced_one over this address space: clears the accessed bit of every entry that maps the anonymous
     /// <paramref name="page"/> and flushes it from the TLBs, so the next access sets it again. Returns how many were set.
     /// </summary>
-    internal int AnonReferenced(PageFrame* page, ulong index) => ReferencedIn(null, page, index);
+    internal int AnonReferenced(PageFrame* page, ulong index) => ReferencedIn(null, null, page, index);
+
+    /// <summary>page_referenced_one over this address space for a page of <paramref name="shmem"/> at <paramref name="index"/>.</summary>
+    internal int ShmemReferenced(ShmemObject shmem, ulong index, PageFrame* page) => ReferencedIn(null, shmem, page, index);
 
     /// <summary>
-    /// The walk behind <see cref="AnonReferenced"/> (<paramref name="file"/> null) and <see cref="IFileMapper.ReferencedTry"/>:
-    /// clears the accessed bit of each entry that maps <paramref name="page"/>; a busy address space counts as one.
+    /// The walk behind <see cref="AnonReferenced"/> (<paramref name="file"/> and <paramref name="shmem"/> null),
+    /// <see cref="ShmemReferenced"/> and <see cref="IFileMapper.ReferencedTry"/>: clears the accessed bit of each entry
+    /// that maps <paramref name="page"/>; a busy address space counts as one.
     /// </summary>
-    private int ReferencedIn(FileMapping? file, PageFrame* page, ulong index)
+    private int ReferencedIn(FileMapping? file, ShmemObject? shmem, PageFrame* page, ulong index)
     {
         int young = 0;
         if (!TryEnterRmap()) return 1; // busy: count it as in use rather than wait
@@ -80,7 +84,7 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
         {
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
-                if (!(file == null ? CoversAnon(v, index) : CoversFile(v, file, index))) continue;
+                if (!(file != null ? CoversFile(v, file, index) : shmem != null ? CoversShmem(v, shmem, index) : CoversAnon(v, index))) continue;
                 ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null || !ClearYoung(ptep)) continue;
                 young++;
@@ -183,7 +187,37 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
         => ReferenceEquals(v.File, mapping) && index >= v.PgOff && index < v.EndIndex;
 
     /// <inheritdoc/>
-    int IFileMapper.ReferencedTry(FileMapping mapping, ulong index, PageFrame* page) => ReferencedIn(mapping, page, index);
+    int IFileMapper.ReferencedTry(FileMapping mapping, ulong index, PageFrame* page) => ReferencedIn(mapping, null, page, index);
+
+    /// <summary>True when page <paramref name="index"/> of <paramref name="shmem"/> may be mapped in <paramref name="v"/>.</summary>
+    private static bool CoversShmem(VmArea v, ShmemObject shmem, ulong index)
+        => ReferenceEquals(v.Shared, shmem) && index >= v.PgOff && index < v.EndIndex;
+
+    /// <summary>
+    /// try_to_unmap_one over this address space for a page of <paramref name="shmem"/>: every entry that maps it goes
+    /// (the area faults the page back from the object), with trylocks; leaves the entries when the address space is busy.
+    /// </summary>
+    internal void ShmemTryUnmap(ShmemObject shmem, ulong index, PageFrame* page)
+    {
+        if (!TryEnterRmap()) return;
+        try
+        {
+            for (VmArea? v = _vmas.First; v != null; v = v.Next)
+            {
+                if (!CoversShmem(v, shmem, index)) continue;
+                ulong* ptep = PteOf(v, page, index, out ulong va);
+                if (ptep == null) continue;
+                ulong old = Interlocked.Exchange(ref *ptep, 0);
+                TablePage(AlignToTable(ptep))->Data0--;
+                FlushUnmapped(va, old);
+                if ((old & (ulong)PteFlags.Dirty) != 0) PageFrame.SetFlags(page, PageFlags.Dirty);
+                Interlocked.Decrement(ref page->_mapcount);
+                AddRss(anon: false, -1);
+                _pages.PutPage(page);
+            }
+        }
+        finally { ExitRmap(); }
+    }
 
     /// <inheritdoc/>
     void IFileMapper.TryUnmap(FileMapping mapping, ulong index, PageFrame* page)

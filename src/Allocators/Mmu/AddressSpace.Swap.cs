@@ -34,7 +34,7 @@ public sealed unsafe partial class AddressSpace
         bool major;
         try
         {
-            page = swap.SwapIn(entry, AnonFamily, vma.PageIndex(va), out major);
+            page = swap.SwapIn(entry, PageFlags.Anon, (nuint)AnonFamily.Id, vma.PageIndex(va), out major);
         }
         catch (IOException e)
         {

@@ -336,7 +336,11 @@ public sealed unsafe partial class AddressSpace : VirtualAddressSpace
             lock (_immapLock)
             {
                 _mappersGone = true;
-                for (VmArea? v = _vmas.First; v != null; v = v.Next) v.File?.UnlinkMapper(this);
+                for (VmArea? v = _vmas.First; v != null; v = v.Next)
+                {
+                    v.File?.UnlinkMapper(this);
+                    v.Shared?.Mappers.Unlink(this);
+                }
                 _vmas.Clear();
             }
         }

@@ -8,16 +8,17 @@ namespace Allocators.Mmu;
 
 /// <summary>
 /// Anonymous memory's side of reclaim and swap for one kernel (mm/swap_state.c, the anon half of mm/vmscan.c's
-/// shrink_folio_list, mm/swapfile.c's try_to_unuse): the swap devices (<see cref="SwapTable"/>), the swap cache,
-/// swap-out of cold anonymous pages through the anon_vma rmap, swap-in for the fault handler, the swap counts that
-/// fork and unmapping change, and swapoff.
+/// shrink_folio_list, mm/swapfile.c's try_to_unuse, mm/shmem.c's swap side): the swap devices (<see cref="SwapTable"/>),
+/// the swap cache, swap-out of cold anonymous pages through the anon_vma rmap and of shared anonymous (shmem) pages
+/// through their object's mappers, swap-in for the fault handlers, the swap counts that fork and unmapping change,
+/// and swapoff.
 /// </summary>
 /// <remarks>
 /// <para>Locks: the page lock (PG_locked) serialises everything done to one page: reclaim holds it (trylock) while it
 /// adds the page to the swap cache, unmaps it, writes it and removes it; swap-in holds it while it reads the page and
 /// maps it. Under it: the address spaces' rmap locks (trylock), then the swap cache's lock or a device's.</para>
 /// <para>Invariants, for every slot of every device, whenever no reclaim or fault is running:
-/// <c>swap count = #swap PTEs holding the entry</c>, and <c>SWAP_HAS_CACHE ⇔ the swap cache holds a page for it</c>;
+/// <c>swap count = #swap PTEs holding the entry + #shmem slots holding it</c>, and <c>SWAP_HAS_CACHE ⇔ the swap cache holds a page for it</c>;
 /// a cached page mapped by any PTE is mapped read-only (a write copies it or takes it out of the cache first), so
 /// the slot's copy of a clean cached page is current.</para>
 /// </remarks>
@@ -68,9 +69,15 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// <inheritdoc/>
     public int Referenced(PageFrame* page)
     {
-        AnonVma? family = page->Has(PageFlags.Anon) ? _kernel.AnonVmaOf((int)page->Private) : null;
-        if (family == null) return 0;
         int young = 0;
+        if (!page->Has(PageFlags.Anon))
+        {
+            if (_kernel.ShmemOf((int)page->Private) is { } shmem)
+                foreach (var (mm, _) in shmem.Mappers.Snapshot) young += mm.ShmemReferenced(shmem, page->Data0, page);
+            return young;
+        }
+        AnonVma? family = _kernel.AnonVmaOf((int)page->Private);
+        if (family == null) return 0;
         foreach (AddressSpace mm in family.Members) young += mm.AnonReferenced(page, page->Data0);
         return young;
     }
@@ -82,7 +89,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// <inheritdoc/>
     public PageReclaim ReclaimPage(PageFrame* page, Gfp gfp, ReclaimCounters counters)
     {
-        if (!page->Has(PageFlags.Anon)) return PageReclaim.Activate; // not ours to swap (shmem stays put)
+        if (!page->Has(PageFlags.Anon)) return ReclaimShmemPage(page, gfp, counters);
         SwapEntry entry;
         if (!page->Has(PageFlags.SwapCache))
         {
@@ -152,13 +159,90 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     }
 
     /// <summary>
-    /// The swap-in half of do_swap_page: the page of <paramref name="entry"/>, locked, with a reference for the
-    /// caller — from the swap cache, or a new page read from the slot (a major fault) and added to the cache and the
-    /// LRU, set up as an anonymous page of <paramref name="family"/> at <paramref name="index"/>. Null when the
-    /// entry was freed meanwhile (another thread swapped it in): the caller looks at its PTE again.
+    /// shrink_folio_list and shmem_writepage for a page of a shmem object (a shared anonymous mapping's): every PTE
+    /// that maps it goes (the areas fault it back from the object), it is written to a new swap slot through the swap
+    /// cache, and the object's slot takes the entry in its place. A page still in the swap cache is one whose slot
+    /// already holds its entry (a fault looked it up while it was being swapped out): only the cache lets it go.
+    /// </summary>
+    private PageReclaim ReclaimShmemPage(PageFrame* page, Gfp gfp, ReclaimCounters counters)
+    {
+        ShmemObject? shmem = _kernel.ShmemOf((int)page->Private);
+        ulong index = page->Data0;
+        SwapEntry entry;
+        if (page->Has(PageFlags.SwapCache))
+        {
+            // Its slot holds the entry (the data is on swap), or nothing does any more (the object went while the
+            // page was cached): either way only the cache keeps it.
+            entry = SwapCache.EntryOf(page);
+            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Keep;
+            if (Table.DeviceOf(entry).SwapCount(entry) != 0 && (shmem == null || !shmem.HoldsSwap(index, entry))) return PageReclaim.Keep;
+            return RemoveSwappedShmem(page, entry);
+        }
+        if (shmem == null) return PageReclaim.Keep; // going away: its release frees the page
+        if (Volatile.Read(ref page->_mapcount) > 0)
+        {
+            foreach (var (mm, _) in shmem.Mappers.Snapshot) mm.ShmemTryUnmap(shmem, index, page);
+            if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
+        }
+        if ((gfp & Gfp.Io) == 0)
+        {
+            Interlocked.Increment(ref counters.NoIoSkipped);
+            return PageReclaim.Keep;
+        }
+        entry = Table.GetSwapPage();
+        if (entry.IsNone) return PageReclaim.Activate;
+        if (!Cache.Add(page, entry))
+            throw new InvalidOperationException($"swap: {entry} was handed out while its slot is in the swap cache.");
+        SwapDevice device = Table.DeviceOf(entry);
+        TlbUnmapBatch.Current?.FlushDirty(); // no writable translation may outlive the write
+        PageFrame.ClearFlags(page, PageFlags.Dirty);
+        PageWait.Set(page, PageFlags.Writeback);
+        try
+        {
+            t_swapWrites++;
+            device.WritePage(entry, (byte*)_pages.AddressOf(page));
+            Interlocked.Increment(ref counters.PswpOut);
+        }
+        catch (IOException)
+        {
+            // The data is only in memory: the page stays in its slot, dirty, and the new swap slot goes.
+            DeleteFromSwapCache(page, entry);
+            PageFrame.SetFlags(page, PageFlags.Dirty);
+            Interlocked.Increment(ref counters.SwapWriteErrors);
+            return PageReclaim.Activate;
+        }
+        finally
+        {
+            PageWait.ClearAndWake(page, PageFlags.Writeback);
+        }
+        device.Duplicate(entry); // the object's slot holds the entry from here on
+        if (!shmem.ReplaceWithSwap(index, page, entry))
+        {
+            device.SwapFree(entry);
+            DeleteFromSwapCache(page, entry);
+            return PageReclaim.Keep;
+        }
+        _pages.PutPage(page); // the slot's reference: the isolation's and the cache's are left
+        return RemoveSwappedShmem(page, entry);
+    }
+
+    /// <summary>__remove_mapping for a shmem page whose slot holds <paramref name="entry"/>: it leaves the swap cache, a shadow in its place.</summary>
+    private PageReclaim RemoveSwappedShmem(PageFrame* page, SwapEntry entry)
+    {
+        if (!Cache.RemoveFrozen(page, entry, expectedRefs: 2, Workingset.Eviction(_pages, page))) return PageReclaim.Keep;
+        Table.DeviceOf(entry).PutSwapCache(entry);
+        return PageReclaim.Freed;
+    }
+
+    /// <summary>
+    /// The swap-in half of do_swap_page and shmem_swapin_folio: the page of <paramref name="entry"/>, locked, with a
+    /// reference for the caller — from the swap cache, or a new page read from the slot (a major fault) and added to
+    /// the cache and the LRU, with <paramref name="kind"/>'s flags and named by <paramref name="owner"/> (an anon_vma
+    /// family or a shmem object) at <paramref name="index"/>. Null when the entry was freed meanwhile (another thread
+    /// swapped it in): the caller looks at its PTE or slot again.
     /// </summary>
     /// <exception cref="IOException">The slot could not be read; nothing changed.</exception>
-    public PageFrame* SwapIn(SwapEntry entry, AnonVma family, ulong index, out bool major)
+    public PageFrame* SwapIn(SwapEntry entry, PageFlags kind, nuint owner, ulong index, out bool major)
     {
         major = false;
         SwapDevice device = Table.DeviceOf(entry);
@@ -185,8 +269,8 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
                 Thread.Yield();
                 continue;
             }
-            page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked | PageFlags.Locked);
-            page->Private = (nuint)family.Id;
+            page->FlagsAndZone |= (uint)(kind | PageFlags.SwapBacked | PageFlags.Locked);
+            page->Private = owner;
             page->Data0 = index;
             if (!Cache.Add(page, entry)) throw new InvalidOperationException($"swap cache: {entry} is cached though SWAP_HAS_CACHE was clear.");
             try
@@ -317,6 +401,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         try
         {
             foreach (AddressSpace mm in _kernel.Processes()) mm.UnuseSwap(device.Type);
+            foreach (ShmemObject shmem in _kernel.ShmemObjects()) shmem.UnuseSwap(device.Type);
             foreach (ulong offset in Cache.Offsets(device.Type))
             {
                 var entry = new SwapEntry(device.Type, offset);

@@ -8,6 +8,8 @@ public sealed unsafe partial class KernelAddressSpace
 {
     private readonly Dictionary<int, AnonVma> _anonVmas = [];
     private int _nextAnonVma;
+    private readonly Dictionary<int, ShmemObject> _shmem = [];
+    private int _nextShmem;
     private AnonSwap? _swap;
     private readonly Lock _swapLock = new();
 
@@ -87,6 +89,32 @@ public sealed unsafe partial class KernelAddressSpace
     internal AnonVma? AnonVmaOf(int id)
     {
         lock (_anonVmas) return _anonVmas.GetValueOrDefault(id);
+    }
+
+    /// <summary>Enters a new shmem object in the table its pages name it by; returns its number.</summary>
+    internal int RegisterShmem(ShmemObject shmem)
+    {
+        int id = Interlocked.Increment(ref _nextShmem);
+        lock (_shmem) _shmem.Add(id, shmem);
+        return id;
+    }
+
+    /// <summary>The shmem object <paramref name="id"/> went (its last mapping did).</summary>
+    internal void UnregisterShmem(int id)
+    {
+        lock (_shmem) _shmem.Remove(id);
+    }
+
+    /// <summary>The shmem object a shared anonymous page names (page->mapping), or null once it went.</summary>
+    internal ShmemObject? ShmemOf(int id)
+    {
+        lock (_shmem) return _shmem.GetValueOrDefault(id);
+    }
+
+    /// <summary>The live shmem objects, as of the call (swapoff's shmem_unuse walks them).</summary>
+    internal ShmemObject[] ShmemObjects()
+    {
+        lock (_shmem) return [.. _shmem.Values];
     }
 
     /// <summary>The live processes, as of the call.</summary>

@@ -57,7 +57,7 @@ public sealed class MmuStatistics
     /// <summary>Anonymous pages mapped by all processes, counted once per mapping (nr_anon_pages-like).</summary>
     public long AnonPages => Interlocked.Read(ref NrAnonPages);
 
-    /// <summary>Pages of shared anonymous memory mapped by all processes, counted once per mapping.</summary>
+    /// <summary>Pages of shared anonymous memory in memory (nr_shmem): each page once, however many map it; pages on swap are not counted.</summary>
     public long ShmemPages => Interlocked.Read(ref NrShmem);
 
     /// <summary>Process PGD entries copied from the kernel's table on a fault (vmalloc_sync).</summary>

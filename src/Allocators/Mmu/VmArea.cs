@@ -48,20 +48,22 @@ internal sealed class VmArea
 
     /// <summary>
     /// A copy of the area's description (links not copied) for <paramref name="owner"/>'s address space: it holds its
-    /// own reference to the shmem object and is linked into the file's i_mmap, so <see cref="Release"/> it unless it is
+    /// own reference to the shmem object and is linked into the object's or file's i_mmap, so <see cref="Release"/> it unless it is
     /// inserted.
     /// </summary>
-    public VmArea CloneDescriptor(IFileMapper owner)
+    public VmArea CloneDescriptor(AddressSpace owner)
     {
         var copy = new VmArea(Start, End, Flags) { PgOff = PgOff, Name = Name, Shared = Shared, File = File };
         copy.Shared?.AddRef();
+        copy.Shared?.Mappers.Link(owner);
         copy.File?.LinkMapper(owner);
         return copy;
     }
 
-    /// <summary>Drops what an area that is gone held: its shmem reference and its place in the file's i_mmap.</summary>
-    public void Release(IFileMapper owner)
+    /// <summary>Drops what an area that is gone held: its shmem reference and its place in the object's or file's i_mmap.</summary>
+    public void Release(AddressSpace owner)
     {
+        Shared?.Mappers.Unlink(owner);
         Shared?.Release();
         File?.UnlinkMapper(owner);
     }

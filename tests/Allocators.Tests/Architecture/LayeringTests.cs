@@ -28,7 +28,7 @@ public sealed class LayeringTests
         { "Slab", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Kfence", "Kasan"] },
         { "Mempool", ["Common", "Threading", "Physical", "PageAlloc", "Slab", "Kasan"] },
         { "Percpu", ["Common", "Threading", "Physical", "PageAlloc", "Kasan"] },
-        { "Filemap", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Kasan"] },
+        { "Filemap", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Rcu", "Kasan"] },
         { "Swap", ["Common", "Threading", "Physical", "PageAlloc", "Filemap", "Kasan"] },
         { "Reclaim", ["Common", "Threading", "Physical", "PageAlloc", "Rcu", "Slab", "Filemap", "Kasan"] },
         { "Mmu", ["Common", "Collections", "Threading", "Physical", "PageAlloc", "Filemap", "Swap", "Reclaim", "Kasan"] },
