@@ -197,45 +197,41 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
     /// try_to_unmap_one over this address space for a page of <paramref name="shmem"/>: every entry that maps it goes
     /// (the area faults the page back from the object), with trylocks; leaves the entries when the address space is busy.
     /// </summary>
-    internal void ShmemTryUnmap(ShmemObject shmem, ulong index, PageFrame* page)
-    {
-        if (!TryEnterRmap()) return;
-        try
-        {
-            for (VmArea? v = _vmas.First; v != null; v = v.Next)
-            {
-                if (!CoversShmem(v, shmem, index)) continue;
-                ulong* ptep = PteOf(v, page, index, out ulong va);
-                if (ptep == null) continue;
-                ulong old = Interlocked.Exchange(ref *ptep, 0);
-                TablePage(AlignToTable(ptep))->Data0--;
-                FlushUnmapped(va, old);
-                if ((old & (ulong)PteFlags.Dirty) != 0) PageFrame.SetFlags(page, PageFlags.Dirty);
-                Interlocked.Decrement(ref page->_mapcount);
-                AddRss(anon: false, -1);
-                _pages.PutPage(page);
-            }
-        }
-        finally { ExitRmap(); }
-    }
+    internal void ShmemTryUnmap(ShmemObject shmem, ulong index, PageFrame* page) => TryUnmapShared(null, shmem, index, page);
 
     /// <inheritdoc/>
-    void IFileMapper.TryUnmap(FileMapping mapping, ulong index, PageFrame* page)
+    void IFileMapper.TryUnmap(FileMapping mapping, ulong index, PageFrame* page) => TryUnmapShared(mapping, null, index, page);
+
+    /// <summary>
+    /// try_to_unmap_one for a page of <paramref name="file"/> or of <paramref name="shmem"/> at <paramref name="index"/>:
+    /// every entry of this address space that maps it goes, and a dirty one makes the page dirty. Faults bring the page
+    /// back from the object, so no entry is left in its place.
+    /// </summary>
+    private void TryUnmapShared(FileMapping? file, ShmemObject? shmem, ulong index, PageFrame* page)
     {
         if (!TryEnterRmap()) return;
         try
         {
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
-                if (!CoversFile(v, mapping, index)) continue;
+                if (!(file != null ? CoversFile(v, file, index) : CoversShmem(v, shmem!, index))) continue;
                 ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null) continue;
                 ulong old = Interlocked.Exchange(ref *ptep, 0);
                 TablePage(AlignToTable(ptep))->Data0--;
                 FlushUnmapped(va, old);
-                if ((old & (ulong)PteFlags.Dirty) != 0) mapping.SetPageDirty(page);
+                bool dirty = (old & (ulong)PteFlags.Dirty) != 0;
                 Interlocked.Decrement(ref page->_mapcount);
-                AddRssFor(page, -1, mapping);
+                if (file != null)
+                {
+                    if (dirty) file.SetPageDirty(page);
+                    AddRssFor(page, -1, file);
+                }
+                else
+                {
+                    if (dirty) PageFrame.SetFlags(page, PageFlags.Dirty);
+                    AddRss(anon: false, -1);
+                }
                 _pages.PutPage(page);
             }
         }

@@ -93,16 +93,8 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         SwapEntry entry;
         if (!page->Has(PageFlags.SwapCache))
         {
-            // add_to_swap: a slot, the swap cache, and PG_dirty — the slot holds nothing yet.
-            if ((gfp & Gfp.Io) == 0)
-            {
-                Interlocked.Increment(ref counters.NoIoSkipped);
-                return PageReclaim.Keep;
-            }
-            entry = Table.GetSwapPage();
-            if (entry.IsNone) return PageReclaim.Activate;
-            if (!Cache.Add(page, entry))
-                throw new InvalidOperationException($"swap: {entry} was handed out while its slot is in the swap cache.");
+            // add_to_swap, and PG_dirty: the slot holds nothing yet.
+            if (AddToSwap(page, gfp, counters, out entry) is { } refused) return refused;
             PageFrame.SetFlags(page, PageFlags.Dirty);
         }
         else
@@ -130,26 +122,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
                 return PageReclaim.Keep;
             }
             // pageout: the page stays locked, so a fault finds it in the cache and waits instead of reading the slot.
-            TlbUnmapBatch.Current?.FlushDirty(); // no writable translation may outlive the write
-            PageFrame.ClearFlags(page, PageFlags.Dirty);
-            PageWait.Set(page, PageFlags.Writeback);
-            try
-            {
-                t_swapWrites++;
-                device.WritePage(entry, (byte*)_pages.AddressOf(page));
-                Interlocked.Increment(ref counters.PswpOut);
-            }
-            catch (IOException)
-            {
-                // end_swap_bio_write's error path: the data is only in memory, so the page stays, dirty.
-                PageFrame.SetFlags(page, PageFlags.Dirty);
-                Interlocked.Increment(ref counters.SwapWriteErrors);
-                return PageReclaim.Activate;
-            }
-            finally
-            {
-                PageWait.ClearAndWake(page, PageFlags.Writeback);
-            }
+            if (!PageOut(page, device, entry, counters)) return PageReclaim.Activate;
         }
 
         // __remove_mapping: only the isolation's reference and the cache's may be left; a shadow takes the page's place.
@@ -184,36 +157,12 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             foreach (var (mm, _) in shmem.Mappers.Snapshot) mm.ShmemTryUnmap(shmem, index, page);
             if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Activate;
         }
-        if ((gfp & Gfp.Io) == 0)
-        {
-            Interlocked.Increment(ref counters.NoIoSkipped);
-            return PageReclaim.Keep;
-        }
-        entry = Table.GetSwapPage();
-        if (entry.IsNone) return PageReclaim.Activate;
-        if (!Cache.Add(page, entry))
-            throw new InvalidOperationException($"swap: {entry} was handed out while its slot is in the swap cache.");
+        if (AddToSwap(page, gfp, counters, out entry) is { } refused) return refused;
         SwapDevice device = Table.DeviceOf(entry);
-        TlbUnmapBatch.Current?.FlushDirty(); // no writable translation may outlive the write
-        PageFrame.ClearFlags(page, PageFlags.Dirty);
-        PageWait.Set(page, PageFlags.Writeback);
-        try
+        if (!PageOut(page, device, entry, counters))
         {
-            t_swapWrites++;
-            device.WritePage(entry, (byte*)_pages.AddressOf(page));
-            Interlocked.Increment(ref counters.PswpOut);
-        }
-        catch (IOException)
-        {
-            // The data is only in memory: the page stays in its slot, dirty, and the new swap slot goes.
-            DeleteFromSwapCache(page, entry);
-            PageFrame.SetFlags(page, PageFlags.Dirty);
-            Interlocked.Increment(ref counters.SwapWriteErrors);
+            DeleteFromSwapCache(page, entry); // the page stays in its slot; the new swap slot goes
             return PageReclaim.Activate;
-        }
-        finally
-        {
-            PageWait.ClearAndWake(page, PageFlags.Writeback);
         }
         device.Duplicate(entry); // the object's slot holds the entry from here on
         if (!shmem.ReplaceWithSwap(index, page, entry))
@@ -224,6 +173,54 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         }
         _pages.PutPage(page); // the slot's reference: the isolation's and the cache's are left
         return RemoveSwappedShmem(page, entry);
+    }
+
+    /// <summary>
+    /// add_to_swap for a locked page: a new slot, and the page in the swap cache for it. Null when done; otherwise what
+    /// reclaim does with the page instead: keep it when the gfp forbids swap I/O, activate it when swap is full.
+    /// </summary>
+    private PageReclaim? AddToSwap(PageFrame* page, Gfp gfp, ReclaimCounters counters, out SwapEntry entry)
+    {
+        entry = default;
+        if ((gfp & Gfp.Io) == 0)
+        {
+            Interlocked.Increment(ref counters.NoIoSkipped);
+            return PageReclaim.Keep;
+        }
+        entry = Table.GetSwapPage();
+        if (entry.IsNone) return PageReclaim.Activate;
+        if (!Cache.Add(page, entry))
+            throw new InvalidOperationException($"swap: {entry} was handed out while its slot is in the swap cache.");
+        return null;
+    }
+
+    /// <summary>
+    /// pageout through swap_writepage for a locked page in the swap cache at <paramref name="entry"/>: writes it with
+    /// PG_writeback set. False when the write failed (end_swap_bio_write's error path): the data is only in memory,
+    /// so the page stays dirty.
+    /// </summary>
+    private bool PageOut(PageFrame* page, SwapDevice device, SwapEntry entry, ReclaimCounters counters)
+    {
+        TlbUnmapBatch.Current?.FlushDirty(); // no writable translation may outlive the write
+        PageFrame.ClearFlags(page, PageFlags.Dirty);
+        PageWait.Set(page, PageFlags.Writeback);
+        try
+        {
+            t_swapWrites++;
+            device.WritePage(entry, (byte*)_pages.AddressOf(page));
+            Interlocked.Increment(ref counters.PswpOut);
+            return true;
+        }
+        catch (IOException)
+        {
+            PageFrame.SetFlags(page, PageFlags.Dirty);
+            Interlocked.Increment(ref counters.SwapWriteErrors);
+            return false;
+        }
+        finally
+        {
+            PageWait.ClearAndWake(page, PageFlags.Writeback);
+        }
     }
 
     /// <summary>__remove_mapping for a shmem page whose slot holds <paramref name="entry"/>: it leaves the swap cache, a shadow in its place.</summary>

@@ -14,16 +14,7 @@ public unsafe class ShmemSwapTests
     private const MapFlags SharedAnon = MapFlags.Shared | MapFlags.Anonymous;
     private const int PageSize = 4096;
 
-    private static ulong MapSharedStamped(AddressSpace mm, int pages, int seed = 1)
-    {
-        ulong a = mm.Mmap(0, (ulong)pages * PageSize, MemoryProtection.ReadWrite, SharedAnon);
-        for (int i = 0; i < pages; i++)
-        {
-            mm.Write<long>(a + (ulong)i * PageSize, SwapFixture.Stamp(i, seed));
-            mm.Write<long>(a + (ulong)i * PageSize + PageSize - 8, ~SwapFixture.Stamp(i, seed));
-        }
-        return a;
-    }
+    private static ulong MapSharedStamped(AddressSpace mm, int pages, int seed = 1) => SwapTests.MapStamped(mm, pages, seed, SharedAnon);
 
     private static long NrShmem(SwapFixture f) => f.Kernel.Statistics.ShmemPages;
 
