@@ -215,7 +215,7 @@ public sealed unsafe partial class AddressSpace
             ulong pmd = Volatile.Read(ref *pmdSlot);
             if (pmd == 0 && HugeEligible(vma, va))
             {
-                if (DoHugeAnonymousPage(vma, pmdSlot)) return 0;
+                if (DoHugeAnonymousPage(vma, va, pmdSlot)) return 0;
                 Interlocked.Increment(ref _stats.ThpFaultFallback);
             }
             if ((pmd & (ulong)PteFlags.Huge) != 0)
@@ -418,11 +418,13 @@ public sealed unsafe partial class AddressSpace
     /// do_huge_pmd_anonymous_page: a zeroed order-9 page mapped by one PMD with PSE, and a page table deposited with it
     /// for the day it is split. False when either cannot be had.
     /// </summary>
-    private bool DoHugeAnonymousPage(VmArea vma, ulong* pmdSlot)
+    private bool DoHugeAnonymousPage(VmArea vma, ulong va, ulong* pmdSlot)
     {
         PageFrame* deposit = AllocTablePage();
         if (deposit == null) return false;
-        PageFrame* page = _pages.AllocPages(Gfp.HighUserMovable | Gfp.Zero | Gfp.NoWarn | Gfp.NoRetry, VirtualAddress.HugePageOrder);
+        // GFP_TRANSHUGE_LIGHT: no direct reclaim. Without compaction, freeing pages rarely frees a whole 2 MiB block, so
+        // under pressure the fault falls back to a base page at once instead of swapping memory out for nothing.
+        PageFrame* page = _pages.AllocPages((Gfp.HighUserMovable & ~Gfp.DirectReclaim) | Gfp.Zero | Gfp.NoWarn | Gfp.NoRetry, VirtualAddress.HugePageOrder);
         if (page == null)
         {
             FreeTablePage(deposit); // never reachable by a walker
@@ -430,6 +432,9 @@ public sealed unsafe partial class AddressSpace
         }
         page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
         page->_mapcount = 1;
+        // The rmap names its split pages will carry (a huge page stays off the LRU until it is split).
+        page->Private = (nuint)AnonFamily.Id;
+        page->Data0 = vma.PageIndex(va & ~(VirtualAddress.PmdSize - 1));
         PteFlags prot = VmPageProt(vma.Flags) | PteFlags.Huge;
         if ((vma.Flags & VmFlags.Write) != 0) prot |= PteFlags.ReadWrite | PteFlags.Dirty;
         DepositTable(pmdSlot, deposit);

@@ -185,8 +185,9 @@ public sealed unsafe partial class AddressSpace
 
     /// <summary>
     /// Splits a huge PMD mapping into a table of 512 PTEs (split_huge_pmd) and the order-9 page into 512 order-0
-    /// pages (split_huge_page); huge pages are never shared here, so the split page is exclusive. The table is the one
-    /// deposited when the huge page was mapped, so a split needs no memory and cannot fail. Under the ptl.
+    /// pages (split_huge_page), which join the inactive anonymous LRU; huge pages are never shared here, so the split
+    /// page is exclusive. The table is the one deposited when the huge page was mapped, so a split needs no memory and
+    /// cannot fail. Under the ptl.
     /// </summary>
     private void SplitHugePmd(ulong* pmdSlot, ulong haddr)
     {
@@ -199,11 +200,19 @@ public sealed unsafe partial class AddressSpace
         ulong prot = pmd & ~(ulong)PteFlags.PfnMask & ~(ulong)PteFlags.Huge;
         for (int i = 0; i < VirtualAddress.HugePagePages; i++) table[i] = PageTableEntry.Make(pfn + (ulong)i, (PteFlags)prot).Value;
         tablePage->Data0 = VirtualAddress.HugePagePages;
+        nuint family = head->Private;
+        ulong index = head->Data0;
         _pages.SplitPage(head, VirtualAddress.HugePageOrder);
+        int node = _pages.NodeOf(head);
         for (int i = 0; i < VirtualAddress.HugePagePages; i++)
         {
-            head[i].FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
-            head[i]._mapcount = 1;
+            // Each becomes an anonymous page of the family at its own linear index, on the LRU, reclaimable.
+            PageFrame* page = head + i;
+            page->FlagsAndZone |= (uint)(PageFlags.Anon | PageFlags.SwapBacked);
+            page->_mapcount = 1;
+            page->Private = family;
+            page->Data0 = index + (ulong)i;
+            _pages.Lru.Add(page, node);
         }
         // Same frames, same permissions: translations stay valid, but x86 requires a flush when the page size changes.
         Volatile.Write(ref *pmdSlot, PageTableEntry.Make(tablePage->Pfn, PteFlags.PageTable).Value);
@@ -236,6 +245,37 @@ public sealed unsafe partial class AddressSpace
         pmdTable->Private = (nuint)table->Next;
         table->Next = null;
         return table;
+    }
+
+    /// <summary>
+    /// For the huge-page split shrinker: splits up to <paramref name="max"/> huge mappings of this address space so
+    /// that their pages join the LRU. Trylocks only (it runs inside allocations); a huge page someone holds a
+    /// reference to is left whole. Returns how many it split.
+    /// </summary>
+    internal int TrySplitHugePages(int max)
+    {
+        int split = 0;
+        if (!TryEnterRmap()) return 0;
+        try
+        {
+            for (VmArea? v = _vmas.First; v != null && split < max; v = v.Next)
+            {
+                if ((v.Flags & VmFlags.HugePage) == 0 || v.IsShared || v.File != null) continue;
+                for (ulong haddr = (v.Start + VirtualAddress.PmdSize - 1) & ~(VirtualAddress.PmdSize - 1);
+                     haddr + VirtualAddress.PmdSize <= v.End && split < max; haddr += VirtualAddress.PmdSize)
+                {
+                    ulong* pmdSlot = FindPmdSlot(haddr);
+                    if (pmdSlot == null) continue;
+                    ulong pmd = Volatile.Read(ref *pmdSlot);
+                    if ((pmd & (ulong)(PteFlags.Huge | PteFlags.Present)) != (ulong)(PteFlags.Huge | PteFlags.Present)) continue;
+                    if (_memory.PfnToPage(PageTableEntry.PfnOf(pmd))->RefCount != 1) continue;
+                    SplitHugePmd(pmdSlot, haddr);
+                    split++;
+                }
+            }
+        }
+        finally { ExitRmap(); }
+        return split;
     }
 
     /// <summary>Splits every huge PMD overlapping [start, end) (before fork, mremap, or a partial change).</summary>

@@ -32,11 +32,33 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// <summary>Swap writes started by the calling thread (tests check which reclaim did I/O).</summary>
     [ThreadStatic] internal static long t_swapWrites;
 
+    private readonly Func<ShrinkControl, long> _splitHugePages;
+    private bool _splitterRegistered; // under _swaponLock
+
     public AnonSwap(KernelAddressSpace kernel, PageAllocator pages)
     {
         _kernel = kernel;
         _pages = pages;
         _counters = pages.ReclaimCounters;
+        _splitHugePages = SplitHugePages;
+    }
+
+    /// <summary>
+    /// The shrinker that makes huge pages reclaimable: a huge page stays off the LRU while it is mapped whole, so under
+    /// pressure (and only when swap has room) a few are split into base pages, which join the inactive list for
+    /// reclaim to swap out — the kernel splits a THP that cannot go to swap whole. One huge page per batch of
+    /// <see cref="ShrinkControl.NrToScan"/> 512 pages, at least one; it frees nothing itself.
+    /// </summary>
+    private long SplitHugePages(ShrinkControl control)
+    {
+        if ((control.Gfp & Gfp.Io) == 0 || !CanReclaim) return 0;
+        int budget = (int)Math.Max(1, control.NrToScan >> 9);
+        foreach (AddressSpace mm in _kernel.Processes())
+        {
+            budget -= mm.TrySplitHugePages(budget);
+            if (budget <= 0) break;
+        }
+        return 0;
     }
 
     /// <summary>The swap devices.</summary>
@@ -53,6 +75,11 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             SwapDevice device = Table.Swapon(path, priority);
             var vmscan = (Vmscan)_pages.GetOrCreateReclaimer(() => new Vmscan(_pages));
             vmscan.SetAnonOwner(this);
+            if (!_splitterRegistered)
+            {
+                _pages.RegisterShrinker(_splitHugePages);
+                _splitterRegistered = true;
+            }
             return device;
         }
     }
@@ -429,6 +456,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     /// <summary>Closes the devices and frees the cache's trees.</summary>
     public void Dispose()
     {
+        _pages.UnregisterShrinker(_splitHugePages);
         Table.Dispose();
         Cache.Dispose();
     }

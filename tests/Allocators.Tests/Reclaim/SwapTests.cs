@@ -10,9 +10,9 @@ public unsafe class SwapTests
     private const MapFlags PrivateAnon = MapFlags.Private | MapFlags.Anonymous;
     private const int PageSize = 4096;
 
-    internal static ulong MapStamped(AddressSpace mm, int pages, int seed = 1, MapFlags flags = PrivateAnon)
+    internal static ulong MapStamped(AddressSpace mm, int pages, int seed = 1, MapFlags flags = PrivateAnon, ulong at = 0)
     {
-        ulong a = mm.Mmap(0, (ulong)pages * PageSize, MemoryProtection.ReadWrite, flags);
+        ulong a = mm.Mmap(at, (ulong)pages * PageSize, MemoryProtection.ReadWrite, flags);
         for (int i = 0; i < pages; i++)
         {
             mm.Write<long>(a + (ulong)i * PageSize, SwapFixture.Stamp(i, seed));
