@@ -2,9 +2,14 @@ namespace Allocators.Mmu;
 
 public sealed partial class AddressSpace
 {
-    /// <summary>__split_vma: cuts <paramref name="vma"/> at <paramref name="addr"/>; returns the new upper part.</summary>
+    /// <summary>
+    /// __split_vma: cuts <paramref name="vma"/> at <paramref name="addr"/>; returns the new upper part. A huge page
+    /// mapped across the cut is split first (vma_adjust_trans_huge): a huge leaf never spans two areas, even when the
+    /// change that cuts them leaves both halves alike.
+    /// </summary>
     private VmArea SplitVma(VmArea vma, ulong addr)
     {
+        if ((addr & (VirtualAddress.PmdSize - 1)) != 0) SplitHugeRange(addr, addr + VirtualAddress.PageSize);
         var upper = vma.CloneDescriptor(this);
         upper.Start = addr;
         upper.End = vma.End;

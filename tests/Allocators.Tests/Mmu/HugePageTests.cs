@@ -44,6 +44,25 @@ public unsafe class HugePageTests
     }
 
     [Fact]
+    public void AnAreaCutInsideAHugePageSplitsItEvenWhenNothingChanges()
+    {
+        using var f = new MmuFixture();
+        using (var mm = f.NewProcess())
+        {
+            ulong a = mm.Mmap(0, 2 * Huge, MemoryProtection.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.HugePage);
+            mm.Write<long>(a + Huge + 8, 7);
+            Assert.True(mm.GetPte(a + Huge).Huge);
+            // Same protection, but the range ends inside the huge page: the area is cut there, so is the huge page.
+            mm.Mprotect(a + 223 * 4096UL, (735 - 223) * 4096UL, MemoryProtection.ReadWrite);
+            Assert.False(mm.GetPte(a + Huge).Huge);
+            Assert.Equal(1, f.Kernel.Statistics.ThpSplits);
+            mm.CheckConsistency();
+            Assert.Equal(7, mm.Read<long>(a + Huge + 8));
+        }
+        f.AssertAllFreed();
+    }
+
+    [Fact]
     public void ForkSplitsHugePagesAndCopiesOnWrite()
     {
         using var f = new MmuFixture();
