@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Allocators.Collections;
 using Allocators.Filemap;
@@ -72,22 +73,36 @@ internal sealed unsafe class ShmemObject
         _kernel.UnregisterShmem(Id);
         ulong* slots;
         ulong capacity;
+        long resident, swapped;
         lock (_lock)
         {
             slots = _slots;
             capacity = _capacity;
+            resident = _resident;
+            swapped = _swapped;
             _slots = null;
             _capacity = 0;
-            AddResident(-_resident);
+            AddResident(-resident);
             _swapped = 0;
         }
+        long pageSlots = 0, swapSlots = 0;
         for (ulong i = 0; i < capacity; i++)
         {
             ulong slot = slots[i];
             if (slot == 0) continue;
-            if ((slot & SwapTag) != 0) _kernel.Swap.FreeSwapAndCache(EntryOf(slot));
-            else _pages.PutPage((PageFrame*)slot);
+            if ((slot & SwapTag) != 0)
+            {
+                swapSlots++;
+                _kernel.Swap.FreeSwapAndCache(EntryOf(slot));
+            }
+            else
+            {
+                pageSlots++;
+                _pages.PutPage((PageFrame*)slot);
+            }
         }
+        Debug.Assert(pageSlots == resident && swapSlots == swapped,
+            $"shmem {Id}: {pageSlots} page slots and {swapSlots} swap slots, counted {resident} and {swapped}");
         NativeMemory.Free(slots);
     }
 
