@@ -20,10 +20,6 @@ public class ModelBasedTests
         public override string ToString() => $"{Kind}(p{Proc}, page {Page}, n {Count}, prot {Prot}, v {Value})";
     }
 
-    private sealed class Cell { public long Value; }
-
-    private sealed record PageModel(MemoryProtection Prot, Cell Cell, bool Shared);
-
     private static readonly MemoryProtection[] Prots = [MemoryProtection.None, MemoryProtection.Read, MemoryProtection.ReadWrite];
 
     private static readonly Gen<Op> GenOp = OpGen(WindowPages, 4);
@@ -65,8 +61,9 @@ public class ModelBasedTests
     private static void Run(Op[] ops, int window, bool huge)
     {
         using var f = new MmuFixture(huge ? 64L << 20 : 32L << 20);
-        var procs = new List<AddressSpace> { f.NewProcess("p0") };
-        var models = new List<Dictionary<int, PageModel>> { new() };
+        var world = new ProcessModel(Base, f.NewProcess("p0"));
+        List<AddressSpace> procs = world.Processes;
+        List<Dictionary<int, PageModel>> models = world.Models;
         try
         {
             foreach (var op in ops)
@@ -75,22 +72,15 @@ public class ModelBasedTests
                 var mm = procs[pi];
                 var model = models[pi];
                 int end = Math.Min(window, op.Page + op.Count);
-                ulong Va(int page) => Base + (ulong)page * 4096;
+                ulong Va(int page) => world.Va(page);
                 switch (op.Kind)
                 {
                     case Kind.Mmap:
                     case Kind.MmapShared:
-                    {
-                        bool shared = op.Kind == Kind.MmapShared;
-                        var prot = Prots[op.Prot];
-                        mm.Mmap(Va(op.Page), (ulong)(end - op.Page) * 4096, prot,
-                            (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.Fixed | (huge ? MapFlags.HugePage : 0));
-                        for (int p = op.Page; p < end; p++) model[p] = new PageModel(prot, new Cell(), shared);
+                        world.Mmap(pi, op.Page, end, Prots[op.Prot], op.Kind == Kind.MmapShared, huge ? MapFlags.HugePage : 0);
                         break;
-                    }
                     case Kind.Munmap:
-                        mm.Munmap(Va(op.Page), (ulong)(end - op.Page) * 4096);
-                        for (int p = op.Page; p < end; p++) model.Remove(p);
+                        world.Munmap(pi, op.Page, end);
                         break;
                     case Kind.Mprotect:
                     {
@@ -120,64 +110,28 @@ public class ModelBasedTests
                         }
                         break;
                     case Kind.Read:
-                        CheckPage(mm, model, op.Page);
+                        world.CheckPage(pi, op.Page);
                         break;
                     case Kind.Fork:
-                        if (procs.Count < 3)
-                        {
-                            procs.Add(mm.Fork());
-                            models.Add(model.ToDictionary(kv => kv.Key,
-                                kv => kv.Value.Shared ? kv.Value : kv.Value with { Cell = new Cell { Value = kv.Value.Cell.Value } }));
-                        }
+                        world.Fork(pi);
                         break;
                     case Kind.Exit:
-                        if (procs.Count > 1)
-                        {
-                            mm.Dispose();
-                            procs.RemoveAt(pi);
-                            models.RemoveAt(pi);
-                        }
+                        world.Exit(pi);
                         break;
                     case Kind.Mremap:
-                    {
-                        // Move one whole mapped page to a free page of the window (MREMAP_FIXED).
-                        int target = (op.Page + op.Count * 5) % window;
-                        if (target != op.Page && model.ContainsKey(op.Page))
-                        {
-                            mm.Mremap(Va(op.Page), 4096, 4096, MremapFlags.MayMove | MremapFlags.Fixed, Va(target));
-                            model[target] = model[op.Page];
-                            model.Remove(op.Page);
-                        }
+                        // Move one whole mapped page to another page of the window.
+                        world.MremapPage(pi, op.Page, (op.Page + op.Count * 5) % window);
                         break;
-                    }
                 }
             }
-            for (int i = 0; i < procs.Count; i++)
-            {
-                procs[i].CheckConsistency();
-                for (int p = 0; p < window; p += huge ? 7 : 1) CheckPage(procs[i], models[i], p);
-            }
+            world.CheckAll(window, huge ? 7 : 1);
         }
         finally
         {
-            foreach (var p in procs) p.Dispose();
+            world.DisposeAll();
             Interlocked.Add(ref s_thpAllocs, f.Kernel.Statistics.ThpFaultAllocations);
             Interlocked.Add(ref s_thpSplits, f.Kernel.Statistics.ThpSplits);
         }
         f.AssertAllFreed();
-    }
-
-    private static void CheckPage(AddressSpace mm, Dictionary<int, PageModel> model, int page)
-    {
-        ulong va = Base + (ulong)page * 4096 + 64;
-        if (model.TryGetValue(page, out var m) && m.Prot != MemoryProtection.None)
-        {
-            Assert.Equal(m.Cell.Value, mm.Read<long>(va));
-        }
-        else
-        {
-            var ex = Assert.Throws<SegmentationFaultException>(() => mm.Read<long>(va));
-            Assert.Equal(model.ContainsKey(page) ? SegvCode.AccessError : SegvCode.MapError, ex.Code);
-        }
     }
 }

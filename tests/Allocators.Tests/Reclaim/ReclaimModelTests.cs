@@ -1,4 +1,5 @@
 using Allocators.Mmu;
+using Allocators.Tests.Mmu;
 using CsCheck;
 
 namespace Allocators.Tests.Reclaim;
@@ -20,10 +21,6 @@ public class ReclaimModelTests
     {
         public override string ToString() => $"{Kind}(p{Proc}, page {Page}, n {Count}, v {Value})";
     }
-
-    private sealed class Cell { public long Value; }
-
-    private sealed record PageModel(Cell Cell, bool Shared);
 
     private static readonly Gen<Op> GenOp =
         Gen.Select(
@@ -47,8 +44,9 @@ public class ReclaimModelTests
     private static void Run(Op[] ops)
     {
         using var f = new SwapFixture(arenaBytes: 16L << 20, swapBytes: 16L << 20);
-        var procs = new List<AddressSpace> { f.NewProcess() };
-        var models = new List<Dictionary<int, PageModel>> { new() };
+        var world = new ProcessModel(Base, f.NewProcess());
+        List<AddressSpace> procs = world.Processes;
+        List<Dictionary<int, PageModel>> models = world.Models;
         try
         {
             foreach (var op in ops)
@@ -57,21 +55,15 @@ public class ReclaimModelTests
                 AddressSpace mm = procs[pi];
                 Dictionary<int, PageModel> model = models[pi];
                 int end = Math.Min(Window, op.Page + op.Count);
-                static ulong Va(int page) => Base + (ulong)page * 4096;
+                ulong Va(int page) => world.Va(page);
                 switch (op.Kind)
                 {
                     case Kind.Mmap:
                     case Kind.MmapShared:
-                    {
-                        bool shared = op.Kind == Kind.MmapShared;
-                        mm.Mmap(Va(op.Page), (ulong)(end - op.Page) * 4096, MemoryProtection.ReadWrite,
-                            (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.Fixed);
-                        for (int p = op.Page; p < end; p++) model[p] = new PageModel(new Cell(), shared);
+                        world.Mmap(pi, op.Page, end, MemoryProtection.ReadWrite, op.Kind == Kind.MmapShared);
                         break;
-                    }
                     case Kind.Munmap:
-                        mm.Munmap(Va(op.Page), (ulong)(end - op.Page) * 4096);
-                        for (int p = op.Page; p < end; p++) model.Remove(p);
+                        world.Munmap(pi, op.Page, end);
                         break;
                     case Kind.Write:
                         if (model.TryGetValue(op.Page, out PageModel? w))
@@ -81,60 +73,31 @@ public class ReclaimModelTests
                         }
                         break;
                     case Kind.Read:
-                        CheckPage(mm, model, op.Page);
+                        world.CheckPage(pi, op.Page);
                         break;
                     case Kind.Fork:
-                        if (procs.Count < 3)
-                        {
-                            procs.Add(mm.Fork());
-                            models.Add(model.ToDictionary(kv => kv.Key,
-                                kv => kv.Value.Shared ? kv.Value : kv.Value with { Cell = new Cell { Value = kv.Value.Cell.Value } }));
-                        }
+                        world.Fork(pi);
                         break;
                     case Kind.Exit:
-                        if (procs.Count > 1)
-                        {
-                            mm.Dispose();
-                            procs.RemoveAt(pi);
-                            models.RemoveAt(pi);
-                        }
+                        world.Exit(pi);
                         break;
                     case Kind.Mremap:
-                    {
-                        int target = (op.Page + op.Count * 5) % Window;
-                        if (target != op.Page && model.ContainsKey(op.Page))
-                        {
-                            mm.Mremap(Va(op.Page), 4096, 4096, MremapFlags.MayMove | MremapFlags.Fixed, Va(target));
-                            model[target] = model[op.Page];
-                            model.Remove(op.Page);
-                        }
+                        world.MremapPage(pi, op.Page, (op.Page + op.Count * 5) % Window);
                         break;
-                    }
                     case Kind.Reclaim:
                         f.System.Reclaim(op.Count * 8);
                         break;
                 }
             }
-            for (int i = 0; i < procs.Count; i++)
-            {
-                procs[i].CheckConsistency();
-                for (int p = 0; p < Window; p++) CheckPage(procs[i], models[i], p);
-            }
+            world.CheckAll(Window);
             f.AnonSwapChecks();
         }
         finally
         {
-            foreach (AddressSpace p in procs) p.Dispose();
+            world.DisposeAll();
             s_swappedOut += f.Counters.PagesSwappedOut;
             s_swappedIn += f.Counters.PagesSwappedIn;
         }
         f.AssertAllBack();
-    }
-
-    private static void CheckPage(AddressSpace mm, Dictionary<int, PageModel> model, int page)
-    {
-        ulong va = Base + (ulong)page * 4096 + 64;
-        if (model.TryGetValue(page, out PageModel? m)) Assert.Equal(m.Cell.Value, mm.Read<long>(va));
-        else Assert.Equal(SegvCode.MapError, Assert.Throws<SegmentationFaultException>(() => mm.Read<long>(va)).Code);
     }
 }
