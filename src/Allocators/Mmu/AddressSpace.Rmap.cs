@@ -84,7 +84,7 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
         {
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
-                if (!(file != null ? CoversFile(v, file, index) : shmem != null ? CoversShmem(v, shmem, index) : CoversAnon(v, index))) continue;
+                if (!Covers(v, file, shmem, index)) continue;
                 ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null || !ClearYoung(ptep)) continue;
                 young++;
@@ -193,6 +193,10 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
     private static bool CoversShmem(VmArea v, ShmemObject shmem, ulong index)
         => ReferenceEquals(v.Shared, shmem) && index >= v.PgOff && index < v.EndIndex;
 
+    /// <summary>The rmap walks' area test: of <paramref name="file"/>, else of <paramref name="shmem"/>, else anonymous.</summary>
+    private static bool Covers(VmArea v, FileMapping? file, ShmemObject? shmem, ulong index)
+        => file != null ? CoversFile(v, file, index) : shmem != null ? CoversShmem(v, shmem, index) : CoversAnon(v, index);
+
     /// <summary>
     /// try_to_unmap_one over this address space for a page of <paramref name="shmem"/>: every entry that maps it goes
     /// (the area faults the page back from the object), with trylocks; leaves the entries when the address space is busy.
@@ -214,7 +218,7 @@ public sealed unsafe partial class AddressSpace : ITlbFlushTarget
         {
             for (VmArea? v = _vmas.First; v != null; v = v.Next)
             {
-                if (!(file != null ? CoversFile(v, file, index) : CoversShmem(v, shmem!, index))) continue;
+                if (!Covers(v, file, shmem, index)) continue;
                 ulong* ptep = PteOf(v, page, index, out ulong va);
                 if (ptep == null) continue;
                 ulong old = Interlocked.Exchange(ref *ptep, 0);

@@ -33,7 +33,6 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
     [ThreadStatic] internal static long t_swapWrites;
 
     private readonly Func<ShrinkControl, long> _splitHugePages;
-    private bool _splitterRegistered; // under _swaponLock
 
     public AnonSwap(KernelAddressSpace kernel, PageAllocator pages)
     {
@@ -41,6 +40,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         _pages = pages;
         _counters = pages.ReclaimCounters;
         _splitHugePages = SplitHugePages;
+        pages.RegisterShrinker(_splitHugePages); // idle until swap has room (CanReclaim)
     }
 
     /// <summary>
@@ -75,11 +75,6 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             SwapDevice device = Table.Swapon(path, priority);
             var vmscan = (Vmscan)_pages.GetOrCreateReclaimer(() => new Vmscan(_pages));
             vmscan.SetAnonOwner(this);
-            if (!_splitterRegistered)
-            {
-                _pages.RegisterShrinker(_splitHugePages);
-                _splitterRegistered = true;
-            }
             return device;
         }
     }
@@ -152,10 +147,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             if (!PageOut(page, device, entry, counters)) return PageReclaim.Activate;
         }
 
-        // __remove_mapping: only the isolation's reference and the cache's may be left; a shadow takes the page's place.
-        if (!Cache.RemoveFrozen(page, entry, expectedRefs: 2, Workingset.Eviction(_pages, page))) return PageReclaim.Keep;
-        device.PutSwapCache(entry);
-        return PageReclaim.Freed;
+        return RemoveFromSwapCache(page, entry);
     }
 
     /// <summary>
@@ -176,7 +168,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             entry = SwapCache.EntryOf(page);
             if (Volatile.Read(ref page->_mapcount) > 0) return PageReclaim.Keep;
             if (Table.DeviceOf(entry).SwapCount(entry) != 0 && (shmem == null || !shmem.HoldsSwap(index, entry))) return PageReclaim.Keep;
-            return RemoveSwappedShmem(page, entry);
+            return RemoveFromSwapCache(page, entry);
         }
         if (shmem == null) return PageReclaim.Keep; // going away: its release frees the page
         if (Volatile.Read(ref page->_mapcount) > 0)
@@ -199,7 +191,7 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
             return PageReclaim.Keep;
         }
         _pages.PutPage(page); // the slot's reference: the isolation's and the cache's are left
-        return RemoveSwappedShmem(page, entry);
+        return RemoveFromSwapCache(page, entry);
     }
 
     /// <summary>
@@ -250,8 +242,11 @@ internal sealed unsafe partial class AnonSwap : ILruOwner, IDisposable
         }
     }
 
-    /// <summary>__remove_mapping for a shmem page whose slot holds <paramref name="entry"/>: it leaves the swap cache, a shadow in its place.</summary>
-    private PageReclaim RemoveSwappedShmem(PageFrame* page, SwapEntry entry)
+    /// <summary>
+    /// __remove_mapping for a page whose data is on swap at <paramref name="entry"/>: only the isolation's reference and
+    /// the cache's may be left; it leaves the swap cache, a shadow in its place.
+    /// </summary>
+    private PageReclaim RemoveFromSwapCache(PageFrame* page, SwapEntry entry)
     {
         if (!Cache.RemoveFrozen(page, entry, expectedRefs: 2, Workingset.Eviction(_pages, page))) return PageReclaim.Keep;
         Table.DeviceOf(entry).PutSwapCache(entry);

@@ -1,3 +1,4 @@
+using Allocators.Collections;
 using Allocators.PageAlloc;
 using Allocators.Reclaim;
 using Allocators.Swap;
@@ -6,10 +7,8 @@ namespace Allocators.Mmu;
 
 public sealed unsafe partial class KernelAddressSpace
 {
-    private readonly Dictionary<int, AnonVma> _anonVmas = [];
-    private int _nextAnonVma;
-    private readonly Dictionary<int, ShmemObject> _shmem = [];
-    private int _nextShmem;
+    private readonly IdTable<AnonVma> _anonVmas = new();
+    private readonly IdTable<ShmemObject> _shmem = new();
     private AnonSwap? _swap;
     private readonly Lock _swapLock = new();
 
@@ -72,9 +71,9 @@ public sealed unsafe partial class KernelAddressSpace
             parent.Add(mm);
             return parent;
         }
-        var family = new AnonVma(Interlocked.Increment(ref _nextAnonVma));
+        var family = new AnonVma(_anonVmas.NextId());
         family.Add(mm);
-        lock (_anonVmas) _anonVmas.Add(family.Id, family);
+        _anonVmas.Add(family.Id, family);
         return family;
     }
 
@@ -82,40 +81,28 @@ public sealed unsafe partial class KernelAddressSpace
     internal void LeaveAnonVma(AnonVma family, AddressSpace mm)
     {
         if (family.Remove(mm))
-            lock (_anonVmas) _anonVmas.Remove(family.Id);
+            _anonVmas.Remove(family.Id);
     }
 
     /// <summary>The family an anonymous page names (page->mapping), or null once every member exited.</summary>
-    internal AnonVma? AnonVmaOf(int id)
-    {
-        lock (_anonVmas) return _anonVmas.GetValueOrDefault(id);
-    }
+    internal AnonVma? AnonVmaOf(int id) => _anonVmas.Get(id);
 
     /// <summary>Enters a new shmem object in the table its pages name it by; returns its number.</summary>
     internal int RegisterShmem(ShmemObject shmem)
     {
-        int id = Interlocked.Increment(ref _nextShmem);
-        lock (_shmem) _shmem.Add(id, shmem);
+        int id = _shmem.NextId();
+        _shmem.Add(id, shmem);
         return id;
     }
 
     /// <summary>The shmem object <paramref name="id"/> went (its last mapping did).</summary>
-    internal void UnregisterShmem(int id)
-    {
-        lock (_shmem) _shmem.Remove(id);
-    }
+    internal void UnregisterShmem(int id) => _shmem.Remove(id);
 
     /// <summary>The shmem object a shared anonymous page names (page->mapping), or null once it went.</summary>
-    internal ShmemObject? ShmemOf(int id)
-    {
-        lock (_shmem) return _shmem.GetValueOrDefault(id);
-    }
+    internal ShmemObject? ShmemOf(int id) => _shmem.Get(id);
 
     /// <summary>The live shmem objects, as of the call (swapoff's shmem_unuse walks them).</summary>
-    internal ShmemObject[] ShmemObjects()
-    {
-        lock (_shmem) return [.. _shmem.Values];
-    }
+    internal ShmemObject[] ShmemObjects() => _shmem.Values();
 
     /// <summary>The live processes, as of the call.</summary>
     internal AddressSpace[] Processes()

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Allocators.Collections;
 using Allocators.Filemap;
@@ -21,7 +20,7 @@ namespace Allocators.Mmu;
 /// then locks the page and checks the slot again, so it never maps a page reclaim is taking away.</para>
 /// <para>Invariants, with the lock free: each page slot holds one page reference and the page names this object and
 /// its index (<c>Private = Id</c>, <c>Data0 = index</c>); each swap slot holds one swap count of its entry;
-/// <c>ResidentPages = #page slots</c>, <c>SwappedPages = #swap slots</c>.</para>
+/// <c>nr_shmem = Σ over live objects of #page slots</c>.</para>
 /// </remarks>
 internal sealed unsafe class ShmemObject
 {
@@ -33,8 +32,6 @@ internal sealed unsafe class ShmemObject
     private ulong* _slots;
     private ulong _capacity;
     private int _refs = 1;
-    private long _resident;
-    private long _swapped;
 
     public ShmemObject(KernelAddressSpace kernel, ulong pageCount)
     {
@@ -51,20 +48,10 @@ internal sealed unsafe class ShmemObject
     /// <summary>The address spaces whose areas map the object (i_mmap).</summary>
     public MapperList<AddressSpace> Mappers { get; } = new();
 
-    /// <summary>Pages currently allocated to the object (its share of nr_shmem).</summary>
-    public long ResidentPages => Interlocked.Read(ref _resident);
-
-    /// <summary>Pages of the object on swap.</summary>
-    public long SwappedPages => Interlocked.Read(ref _swapped);
-
     public void AddRef() => Interlocked.Increment(ref _refs);
 
-    /// <summary>Pages in the object's slots changed by <paramref name="pages"/>: its count and the system's nr_shmem.</summary>
-    private void AddResident(long pages)
-    {
-        Interlocked.Add(ref _resident, pages);
-        Interlocked.Add(ref _kernel.Statistics.NrShmem, pages);
-    }
+    /// <summary>Pages in the object's slots changed by <paramref name="pages"/>: the system's nr_shmem.</summary>
+    private void AddResident(long pages) => Interlocked.Add(ref _kernel.Statistics.NrShmem, pages);
 
     /// <summary>Drops an area's reference; the last one gives every page and swap slot back.</summary>
     public void Release()
@@ -73,36 +60,27 @@ internal sealed unsafe class ShmemObject
         _kernel.UnregisterShmem(Id);
         ulong* slots;
         ulong capacity;
-        long resident, swapped;
         lock (_lock)
         {
             slots = _slots;
             capacity = _capacity;
-            resident = _resident;
-            swapped = _swapped;
             _slots = null;
             _capacity = 0;
-            AddResident(-resident);
-            _swapped = 0;
         }
-        long pageSlots = 0, swapSlots = 0;
         for (ulong i = 0; i < capacity; i++)
         {
             ulong slot = slots[i];
             if (slot == 0) continue;
             if ((slot & SwapTag) != 0)
             {
-                swapSlots++;
                 _kernel.Swap.FreeSwapAndCache(EntryOf(slot));
             }
             else
             {
-                pageSlots++;
+                AddResident(-1);
                 _pages.PutPage((PageFrame*)slot);
             }
         }
-        Debug.Assert(pageSlots == resident && swapSlots == swapped,
-            $"shmem {Id}: {pageSlots} page slots and {swapSlots} swap slots, counted {resident} and {swapped}");
         NativeMemory.Free(slots);
     }
 
@@ -193,7 +171,6 @@ internal sealed unsafe class ShmemObject
             _slots[index] = (ulong)page;
             _pages.GetPage(page);
             AddResident(1);
-            if (expected != 0) Interlocked.Decrement(ref _swapped);
         }
         // A page read from swap or found in the swap cache came from the swap layer, already on the LRU; it may have
         // been read ahead for anyone, so it is made this object's.
@@ -216,7 +193,6 @@ internal sealed unsafe class ShmemObject
             if (_slots == null || index >= _capacity || _slots[index] != (ulong)page) return false;
             _slots[index] = SlotOf(entry);
             AddResident(-1);
-            Interlocked.Increment(ref _swapped);
             return true;
         }
     }
