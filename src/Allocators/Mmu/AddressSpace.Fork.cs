@@ -36,6 +36,7 @@ public sealed unsafe partial class AddressSpace
                         child._vmas.Insert(v.CloneDescriptor(child));
                         if (v.IsShared) continue;
                         SplitHugeRange(v.Start, v.End);
+                        AllocChildTables(child, v.Start, v.End);
                         CopyPageRange(child, v.Start, v.End, v.File);
                     }
                 }
@@ -53,10 +54,54 @@ public sealed unsafe partial class AddressSpace
     }
 
     /// <summary>
+    /// The child's page tables for every table of this side's in [start, end) that maps anything, allocated where direct
+    /// reclaim may run: outside this side's ptl, and under the child's only while a table is installed (pte_alloc before
+    /// copy_pte_range locks the source). Allocated under both locks, as <see cref="CopyPageRange"/> did, reclaim could
+    /// unmap no page of either side, and with other address spaces forking at the same time nothing in the arena was
+    /// reclaimable: the fork failed with swap free. The parent's tables cannot change meanwhile: its mmap lock is held for
+    /// writing, and reclaim only rewrites entries.
+    /// </summary>
+    /// <exception cref="OutOfMemoryException">No memory for a table even after reclaim.</exception>
+    private void AllocChildTables(AddressSpace child, ulong start, ulong end)
+    {
+        var used = new List<ulong>();
+        lock (_ptl) WalkPmds(start, end, (pmdSlot, s, e) => { if (TablePage(TableOf(*pmdSlot))->Data0 != 0) used.Add(s); }, null);
+        bool outer = t_noReclaimTables;
+        foreach (ulong va in used)
+        {
+            while (true)
+            {
+                ulong* slot;
+                lock (child._ptl)
+                {
+                    t_noReclaimTables = true;
+                    try { slot = child.AllocPteSlot(va, PteFlags.PageTable); }
+                    finally { t_noReclaimTables = outer; }
+                }
+                if (slot != null) break;
+                if (!child.StashSpareTable()) throw new OutOfMemoryException($"fork: no memory for the child's page tables at 0x{va:x}.");
+            }
+        }
+        child.DropSpareTable();
+    }
+
+    /// <summary>
     /// copy_page_range for a private area: share every mapped page write-protected on both sides (page-cache pages of
     /// a private file mapping too: they are read-only already, and a write on either side copies them).
     /// </summary>
     private void CopyPageRange(AddressSpace child, ulong start, ulong end, FileMapping? file)
+    {
+        // The tables are there (AllocChildTables): no allocation below reclaims under the two locks.
+        bool outer = t_noReclaimTables;
+        t_noReclaimTables = true;
+        try
+        {
+            CopyPageRangeLocked(child, start, end, file);
+        }
+        finally { t_noReclaimTables = outer; }
+    }
+
+    private void CopyPageRangeLocked(AddressSpace child, ulong start, ulong end, FileMapping? file)
     {
         lock (_ptl)
         lock (child._ptl)
