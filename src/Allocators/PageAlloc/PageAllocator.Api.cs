@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Allocators.Common;
 using Allocators.Physical;
 
@@ -51,11 +53,17 @@ public sealed unsafe partial class PageAllocator
     {
         ThrowIfNotFrame(page, "get_page");
         PageFrame* head = PageFrame.CompoundHead(page);
+        if (!head->Has(PageFlags.Allocated) || head->RefCount <= 0 || head->Has(PageFlags.Slab)) ThrowBadGet(head);
+        Interlocked.Increment(ref head->_refcount);
+    }
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadGet(PageFrame* head)
+    {
+        InitFrame(head);
         if (head->Has(PageFlags.Slab))
             throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} belongs to the slab allocator (its slab holds its only reference).", head->Pfn, head->Describe()));
-        if (!head->Has(PageFlags.Allocated) || head->RefCount <= 0)
-            throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe()));
-        Interlocked.Increment(ref head->_refcount);
+        throw ReportMisuse(new BadPageException($"get_page: pfn 0x{head->Pfn:x} is not a live page.", head->Pfn, head->Describe()));
     }
 
     /// <summary>Drops a reference (put_page); the last one frees the whole allocation.</summary>

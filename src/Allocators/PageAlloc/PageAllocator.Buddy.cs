@@ -53,8 +53,44 @@ public sealed unsafe partial class PageAllocator
             area->Reported--;
             zone->ReportedPages -= 1L << order;
         }
+        if (order == MaxOrder && page->Has(PageFlags.DeferredInit)) InitDeferredTails(page);
         page->FlagsAndZone &= ~(ulong)(uint)(PageFlags.Buddy | PageFlags.Reported);
         page->_order = 0;
+    }
+
+    /// <summary>
+    /// Writes the frames of the block that holds <paramref name="page"/>, a frame of this memory, if they are still
+    /// deferred: a report about a wild or never-used frame then names its real pfn, zone and state. Not for hot paths.
+    /// </summary>
+    internal void InitFrame(PageFrame* page)
+    {
+        ulong pfn = _memory.FramePfn(page);
+        PageFrame* head = page - (long)(pfn & (MaxOrderPages - 1));
+        if (!head->Has(PageFlags.DeferredInit)) return;
+        ZoneData* zone = _zones + head->ZoneId;
+        NativeSpinLock.Acquire(&zone->Lock);
+        try
+        {
+            if (head->Has(PageFlags.DeferredInit)) InitDeferredTails(head);
+        }
+        finally { NativeSpinLock.Release(&zone->Lock); }
+    }
+
+    /// <summary>
+    /// Writes the tail frames of a max-order block leaving its free list for the first time (deferred_init_pages): each
+    /// gets its pfn and the head's zone, as a free block's tails have; the block's memory itself is not touched.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void InitDeferredTails(PageFrame* head)
+    {
+        ulong zone = head->FlagsAndZone & ~PageFrame.FlagMask;
+        uint pfn = head->_pfn;
+        for (int i = 1; i < MaxOrderPages; i++)
+        {
+            head[i]._pfn = pfn + (uint)i;
+            head[i].FlagsAndZone = zone;
+        }
+        head->FlagsAndZone &= ~(ulong)(uint)PageFlags.DeferredInit;
     }
 
     /// <summary>Takes the smallest free block of at least <paramref name="order"/> and splits it down (__rmqueue_smallest).</summary>

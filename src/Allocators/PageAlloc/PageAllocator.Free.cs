@@ -73,9 +73,12 @@ public sealed unsafe partial class PageAllocator
         PageFrame* page = _memory.VirtToPage(address);
         if (page == null)
             throw ReportMisuse(new MemoryCorruptionException($"free_pages: address 0x{(nuint)address:x} is not in the arena.", (nuint)address));
-        if (AddressOf(page) != address)
+        if (((nuint)address & (PageFrame.PageSize - 1)) != 0)
+        {
+            InitFrame(page);
             throw ReportMisuse(new BadPageException($"free_pages: address 0x{(nuint)address:x} is not page aligned (interior pointer).",
                 page->Pfn, page->Describe(), (nuint)address));
+        }
         FreeKnownFrame(page, order); // virt_to_page only returns genuine frames
     }
 
@@ -258,6 +261,7 @@ public sealed unsafe partial class PageAllocator
     private void ThrowBadFree(PageFrame* page, int order, string operation)
     {
         ThrowIfNotFrame(page, operation);
+        InitFrame(page);
         PageFlags flags = page->Flags;
         string state = page->Describe();
         string reason =

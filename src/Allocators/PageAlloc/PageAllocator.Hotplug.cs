@@ -156,7 +156,11 @@ public sealed unsafe partial class PageAllocator
 
     private void OnlineSectionPages(int section, ZoneLayout layout) => OnlineSectionPages(section, layout.ZoneOf);
 
-    /// <summary>Assigns every page of an online section to its zone and frees it in max-order blocks, marked reported (never touched).</summary>
+    /// <summary>
+    /// Assigns every page of an online section to its zone and frees it in max-order blocks, marked reported (never
+    /// touched). Only each block's head frame is written: the others are zero until the block first leaves its free
+    /// list (<see cref="InitDeferredTails"/>), so the frames of memory nobody uses are never resident.
+    /// </summary>
     private void OnlineSectionPages(int section, Func<long, int> zoneOf)
     {
         ulong start = _memory.SectionStartPfn(section);
@@ -166,16 +170,18 @@ public sealed unsafe partial class PageAllocator
         {
             int zoneId = zoneOf((long)start + block);
             ZoneData* zone = _zones + zoneId;
-            for (long i = 0; i < MaxOrderPages; i++)
-                frames[block + i].FlagsAndZone = (ulong)zoneId << PageFrame.ZoneShift;
-            if (_initOnFree) InitOnlineBlock(frames + block);
+            PageFrame* head = frames + block;
+            head->_pfn = (uint)(start + (ulong)block);
+            head->FlagsAndZone = (ulong)zoneId << PageFrame.ZoneShift;
+            if (_initOnFree) InitOnlineBlock(head);
             NativeSpinLock.Acquire(&zone->Lock);
             long pfn = (long)start + block;
             zone->StartPfn = Math.Min(zone->StartPfn, pfn);
             zone->EndPfn = Math.Max(zone->EndPfn, pfn + MaxOrderPages);
             zone->PresentPages += MaxOrderPages;
             zone->ManagedPages += MaxOrderPages;
-            AddToFreeArea(zone, frames + block, MaxOrder, reported: true, atTail: true);
+            AddToFreeArea(zone, head, MaxOrder, reported: true, atTail: true);
+            head->FlagsAndZone |= (uint)PageFlags.DeferredInit;
             NativeSpinLock.Release(&zone->Lock);
         }
     }

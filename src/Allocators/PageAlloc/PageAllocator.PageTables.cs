@@ -36,7 +36,10 @@ public sealed unsafe partial class PageAllocator
     {
         ThrowIfNotFrame(page, "pagetable_free");
         if (!page->Has(PageFlags.PageTable))
+        {
+            InitFrame(page);
             throw ReportMisuse(new Common.BadPageException($"pagetable_free: pfn 0x{page->Pfn:x} is not a page-table page.", page->Pfn, page->Describe()));
+        }
         page->FlagsAndZone &= ~(ulong)(uint)PageFlags.PageTable;
         page->Data0 = 0;
         page->Data1 = 0;

@@ -24,7 +24,10 @@ namespace Allocators.PageAlloc;
 /// <c>FreePages = Σ_{o=0..MaxOrder} 2^o · free_area[o].Count</c>;
 /// <c>ReportedPages = Σ_o 2^o · free_area[o].Reported</c>;
 /// a block on <c>free_area[o]</c> has PG_buddy, order o and <c>pfn mod 2^o = 0</c>, and its buddy is not a free block
-/// of order o (it would have merged); frames marked PG_buddy = <c>Σ_o free_area[o].Count</c>.</para>
+/// of order o (it would have merged); frames marked PG_buddy = <c>Σ_o free_area[o].Count</c>. Deferred struct page
+/// init: only a max-order block's head frame is written when memory comes online; a head with
+/// <see cref="PageFlags.DeferredInit"/> is a free max-order block whose other frames are zero, and the flag goes (the
+/// frames written) before the block leaves its free list, so every frame outside such a block holds its pfn and zone.</para>
 /// </remarks>
 public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwner
 {

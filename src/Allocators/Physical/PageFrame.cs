@@ -188,4 +188,9 @@ public enum PageFlags : uint
     SwapCache = 1u << 25,
     /// <summary>A block kept as KASAN's guard after the block before it (the kernel's PageGuard page type); never freed on its own.</summary>
     Guard = 1u << 26,
+    /// <summary>
+    /// A free max-order block whose tail frames were never written (deferred struct page init): they are zero, in host
+    /// memory not yet touched, until the block first leaves its free list.
+    /// </summary>
+    DeferredInit = 1u << 27,
 }

@@ -12,7 +12,8 @@ namespace Allocators.Physical;
 /// (<c>pa = pfn &lt;&lt; 12</c>); <see cref="PageAddress"/> is the direct map from a frame to its bytes.
 /// </summary>
 /// <remarks>
-/// Conversions (pfn_to_page, page_to_pfn, page_address, virt_to_page) are O(1). Sections are brought online and
+/// Conversions (pfn_to_page, page_to_pfn, page_address, virt_to_page) are O(1) and read nothing at a frame: frame
+/// arrays are demand-zero host memory the page allocator writes only as it first hands memory out. Sections are brought online and
 /// offline by the page allocator (memory hotplug); this type owns only the bytes and the frame arrays.
 /// Thread-safe: lookups are lock-free; onlining and offlining are serialised by the caller.
 /// </remarks>
@@ -156,7 +157,18 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public ulong PageToPfn(PageFrame* page)
     {
         ThrowIfNotFrame(page, "page_to_pfn");
-        return page->Pfn;
+        return FramePfn(page);
+    }
+
+    /// <summary>
+    /// The pfn of a frame of an online section, from where the frame lies rather than from what it holds: a frame of a
+    /// block the page allocator has not handed out yet is still zero (deferred struct page init).
+    /// </summary>
+    internal ulong FramePfn(PageFrame* page)
+    {
+        if (_flatMemMap != null) return (ulong)(page - _flatMemMap);
+        MemSection* s = ((SectionLookupTable*)Volatile.Read(ref _frameLookupAddress))->Find(page);
+        return SectionStartPfn((int)(s - _sections)) + (ulong)(page - s->MemMap);
     }
 
     /// <summary>The host address of a frame's bytes (page_address, the direct map).</summary>
@@ -164,7 +176,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public byte* PageAddress(PageFrame* page)
     {
         ThrowIfNotFrame(page, "page_address");
-        return AddressOf(page);
+        return AddressOfPfn(FramePfn(page));
     }
 
     /// <summary>Throws <see cref="ArgumentException"/> naming <paramref name="page"/> unless it is a frame of an online section; reads nothing at it.</summary>
@@ -180,20 +192,19 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     /// <summary><see cref="PageAddress"/> for a frame the caller knows is one (no check).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal byte* AddressOf(PageFrame* page)
+    internal byte* AddressOf(PageFrame* page) => AddressOfPfn(page->Pfn);
+
+    /// <summary>The host address of <paramref name="pfn"/>, which must be online.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* AddressOfPfn(ulong pfn)
     {
-        ulong pfn = page->Pfn;
         if (_contiguousBase != null) return _contiguousBase + (pfn << PageFrame.PageShift);
         MemSection* s = _sections + (pfn >> _pagesPerSectionShift);
         return s->Base + ((pfn & ((1UL << _pagesPerSectionShift) - 1)) << PageFrame.PageShift);
     }
 
     /// <summary>The host address of <paramref name="pfn"/>, or null when it is not online (pfn_to_virt).</summary>
-    public byte* PfnToVirt(ulong pfn)
-    {
-        PageFrame* page = PfnToPage(pfn);
-        return page == null ? null : AddressOf(page);
-    }
+    public byte* PfnToVirt(ulong pfn) => PfnToPage(pfn) == null ? null : AddressOfPfn(pfn);
 
     /// <summary>The flat model's frame array and its size in bytes (null and 0 in the sparse model), for callers that cache them.</summary>
     internal (nint MemMap, nuint Bytes) FlatMemMap => ((nint)_flatMemMap, _flatMemMapBytes);
@@ -275,7 +286,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public bool Contains(void* address) => VirtToPage(address) != null;
 
     /// <summary>Brings section <paramref name="index"/> online: backs it with host memory and builds its frame array.</summary>
-    /// <returns>The section's frames, all marked <see cref="PageFlags.Offline"/> until the page allocator takes them.</returns>
+    /// <returns>The section's frames, zero (never written here) until the page allocator takes them.</returns>
     internal PageFrame* OnlineSection(int index, int node)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -299,15 +310,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         // Aligned to its power-of-two size in the sparse model: the frame lookup keys an array by its address.
-        var memMap = (PageFrame*)NativeMemory.AlignedAlloc((nuint)(pages * sizeof(PageFrame)), Model == MemoryModel.Flat ? Threading.CacheLines.Size : (nuint)1 << _memMapShift);
-        NativeMemory.Clear(memMap, (nuint)(pages * sizeof(PageFrame)));
-        ulong* ext = AllocExt(pages);
-        uint firstPfn = (uint)SectionStartPfn(index);
-        for (long i = 0; i < pages; i++)
-        {
-            memMap[i]._pfn = firstPfn + (uint)i;
-            memMap[i].FlagsAndZone = (0xFFUL << PageFrame.ZoneShift) | (uint)PageFlags.Offline;
-        }
+        var memMap = (PageFrame*)AllocZeroed((nuint)(pages * sizeof(PageFrame)), Model == MemoryModel.Flat ? Threading.CacheLines.Size : (nuint)1 << _memMapShift);
+        ulong* ext = (ulong*)AllocZeroed(ExtBytes(pages), Threading.CacheLines.Size);
 
         s->Base = bytes;
         s->MemMap = memMap;
@@ -338,8 +342,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
         {
             NativeMemory.AlignedFree(s->Base);
         }
-        NativeMemory.AlignedFree(s->MemMap);
-        FreeExt(s->Ext, s->Pages);
+        FreeZeroed(s->MemMap, (nuint)(s->Pages * sizeof(PageFrame)));
+        FreeZeroed(s->Ext, ExtBytes(s->Pages));
         Interlocked.Add(ref _presentPages, -s->Pages);
         s->Base = null;
         s->MemMap = null;
@@ -411,41 +415,40 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
-    /// <summary>Sections' page_ext arrays at least this large come from anonymous mappings rather than the C heap.</summary>
-    private const nuint LazyExtMinBytes = 64 * 1024;
+    /// <summary>Frame and page_ext arrays at least this large come from anonymous mappings rather than the C heap.</summary>
+    private const nuint LazyMinBytes = 64 * 1024;
 
     /// <summary>
-    /// The zeroed page_ext words of <paramref name="pages"/> frames. Large arrays are anonymous mappings the host zero-fills
-    /// on first touch: only slab pages use their words, so an arena few slabs live in pays for few of them (a 256 MiB
-    /// arena's 4 MiB of words would otherwise be resident from the start). Page-aligned, so each page's words fill one
-    /// cache line, as with the heap allocation.
+    /// Zeroed bytes for a section's frames or page_ext words. Large arrays are anonymous mappings the host zero-fills on
+    /// first touch, and nothing writes them here: a frame is written when the page allocator first hands out the
+    /// max-order block that holds it (deferred struct page init), page_ext words when a slab uses them, so an arena
+    /// little of which is used pays for little of its 4 MiB of frames and 4 MiB of words per 256 MiB. Page-aligned,
+    /// or to <paramref name="alignment"/> when that is larger.
     /// </summary>
-    private static ulong* AllocExt(long pages)
+    private static void* AllocZeroed(nuint bytes, nuint alignment)
     {
-        nuint bytes = ExtBytes(pages);
-        if (ExtIsMapped(bytes))
+        if (IsMapped(bytes))
         {
-            void* mapped = HostMemory.Reserve(bytes, HostMemory.PageSize);
+            void* mapped = HostMemory.Reserve(bytes, Math.Max(alignment, HostMemory.PageSize));
             HostMemory.MapAnonymousFixed(mapped, bytes);
-            return (ulong*)mapped;
+            return mapped;
         }
-        var ext = (ulong*)NativeMemory.AlignedAlloc(bytes, Threading.CacheLines.Size);
-        NativeMemory.Clear(ext, bytes);
-        return ext;
+        void* block = NativeMemory.AlignedAlloc(bytes, alignment);
+        NativeMemory.Clear(block, bytes);
+        return block;
     }
 
-    /// <summary>Frees what <see cref="AllocExt"/> gave for <paramref name="pages"/> frames.</summary>
-    private static void FreeExt(ulong* ext, long pages)
+    /// <summary>Frees what <see cref="AllocZeroed"/> gave for <paramref name="bytes"/>.</summary>
+    private static void FreeZeroed(void* block, nuint bytes)
     {
-        nuint bytes = ExtBytes(pages);
-        if (ExtIsMapped(bytes)) HostMemory.Release(ext, bytes);
-        else NativeMemory.AlignedFree(ext);
+        if (IsMapped(bytes)) HostMemory.Release(block, bytes);
+        else NativeMemory.AlignedFree(block);
     }
 
     private static nuint ExtBytes(long pages) => (nuint)(pages * PageFrame.ExtWords * sizeof(ulong));
 
-    /// <summary>Whether page_ext arrays of <paramref name="bytes"/> are anonymous mappings (else heap blocks).</summary>
-    private static bool ExtIsMapped(nuint bytes) => OperatingSystem.IsLinux() && bytes >= LazyExtMinBytes;
+    /// <summary>Whether arrays of <paramref name="bytes"/> are anonymous mappings (else heap blocks).</summary>
+    private static bool IsMapped(nuint bytes) => OperatingSystem.IsLinux() && bytes >= LazyMinBytes;
 
     /// <summary>
     /// Frees the arena and all metadata once no caller can reach a disposed arena. One never disposed stays: threads'
@@ -459,8 +462,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
             MemSection* s = _sections + i;
             if (s->Online == 0) continue;
             if (_memFd < 0 && _contiguousBase == null) NativeMemory.AlignedFree(s->Base);
-            NativeMemory.AlignedFree(s->MemMap);
-            FreeExt(s->Ext, s->Pages);
+            FreeZeroed(s->MemMap, (nuint)(s->Pages * sizeof(PageFrame)));
+            FreeZeroed(s->Ext, ExtBytes(s->Pages));
         }
         if (_memFd >= 0)
         {

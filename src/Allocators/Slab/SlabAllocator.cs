@@ -436,6 +436,7 @@ public sealed unsafe partial class SlabAllocator : IDisposable
     {
         if (page == null)
             throw _pages.ReportMisuse(new MemoryCorruptionException($"kfree: 0x{(nuint)p:x} is not in the arena (not from kmalloc).", (nuint)p));
+        _pages.InitFrame(page);
         if ((page->FlagsAndZone & (uint)PageFlags.LargeKmalloc) == 0 || !page->Has(PageFlags.Allocated))
             throw _pages.ReportMisuse(new BadPageException($"kfree: 0x{(nuint)p:x} was not allocated by kmalloc or was already freed (page pfn 0x{page->Pfn:x}: {page->Describe()}).",
                 page->Pfn, page->Describe(), (nuint)p));

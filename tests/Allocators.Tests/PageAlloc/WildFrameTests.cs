@@ -45,8 +45,8 @@ public sealed unsafe class WildFrameTests
                 Wild.Stack => (nint)(&stackWord),
                 Wild.NativeHeap => (nint)heap + 64,
                 Wild.MisalignedInMemMap => (nint)valid + 8,
-                Wild.PastTheMemMap => (nint)LastFrame(sys) + sizeof(PageFrame),
-                _ => (nint)sys.Pages.PfnToPage(0) - sizeof(PageFrame),
+                Wild.PastTheMemMap => BesideAFrameArray(sys, past: true),
+                _ => BesideAFrameArray(sys, past: false),
             };
             FreeListState before = Snapshot(sys.Pages);
             test(sys, wild);
@@ -59,13 +59,21 @@ public sealed unsafe class WildFrameTests
         }
     }
 
-    private static PageFrame* LastFrame(MemorySystem sys)
+    /// <summary>
+    /// The frame-sized slot just past the end (or before the start) of a section's frame array that is not a frame
+    /// itself: large frame arrays are anonymous mappings, and two sections' arrays may lie back to back.
+    /// </summary>
+    private static nint BesideAFrameArray(MemorySystem sys, bool past)
     {
-        for (ulong pfn = sys.Memory.MaxPfn - 1; ; pfn--)
+        PhysicalMemory memory = sys.Memory;
+        for (int s = 0; s < memory.MaxSections; s++)
         {
-            PageFrame* page = sys.Memory.PfnToPage(pfn);
-            if (page != null) return page;
+            if (!memory.IsSectionOnline(s)) continue;
+            ulong first = memory.SectionStartPfn(s);
+            PageFrame* beside = past ? memory.PfnToPage(first + (ulong)memory.PagesPerSection - 1) + 1 : memory.PfnToPage(first) - 1;
+            if (!memory.IsValidFrame(beside)) return (nint)beside;
         }
+        throw new InvalidOperationException("Every frame array has another one beside it.");
     }
 
     private static void Refused(Action call, nint wild)
