@@ -3,6 +3,7 @@ using Allocators.Common;
 using Allocators.Diagnostics;
 using Allocators.Managed;
 using Allocators.Slab;
+using Allocators.Tests.Threading;
 using static Allocators.Tests.Managed.ManagedTestSupport;
 
 namespace Allocators.Tests.Managed;
@@ -175,20 +176,12 @@ public class SlabMemoryOwnerTests
         using var sys = NewUncheckedSystem();
         SlabAllocator slab = sys.Slab;
         KmemCache cache = slab.CreateCache("managed-zero", 40);
-        // Steady state: the least of three runs, since a thread context retired and re-created by another test's
-        // drain in the middle of a run starts its owner stack afresh (a one-time cost, not a per-rent one).
+        // A thread context retired and re-created by another test's drain starts its owner stack afresh.
         long Measure(Action body)
         {
             body();
             body();
-            long least = long.MaxValue;
-            for (int run = 0; run < 3; run++)
-            {
-                long before = GC.GetAllocatedBytesForCurrentThread();
-                body();
-                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
-            }
-            return least;
+            return ManagedBytes.LeastOf(3, body);
         }
         long owners = Measure(() =>
         {
