@@ -17,7 +17,7 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>
     /// Raised on the warning thread for every warning the allocator gives (what <see cref="PageAllocatorOptions.Warn"/>
-    /// receives), with what it is about: failures without <see cref="Gfp.NoWarn"/>, stall reports, misuse. Handlers
+    /// receives), with what it is about: failures without <see cref="Gfp.NoWarn"/>, stall reports, misuse, a kswapd oops. Handlers
     /// must not block on memory of this allocator.
     /// </summary>
     public event Action<PageAllocatorWarning>? Warned;
@@ -39,6 +39,23 @@ public sealed unsafe partial class PageAllocator
         };
         string text = WarnAllocText(gfp, $"page allocation failure: order:{order}", why);
         Deliver(new PageAllocatorWarning(PageAllocatorWarningKind.AllocationFailure, gfp, order, text), default);
+    }
+
+    /// <summary>
+    /// An oops of one of the memory system's background threads (<paramref name="text"/> names it and the exception),
+    /// to every warning receiver. A receiver that throws is ignored: the reporting thread is ending anyway.
+    /// </summary>
+    internal void ReportOops(string text)
+    {
+        Interlocked.Increment(ref _warnings);
+        try
+        {
+            if (WarningsWanted) Deliver(new PageAllocatorWarning(PageAllocatorWarningKind.Oops, 0, 0, text), default);
+        }
+        catch (Exception)
+        {
+            // Nobody to tell: this runs on the failing thread's way out.
+        }
     }
 
     /// <summary>

@@ -11,6 +11,12 @@ public enum PageAllocatorWarningKind
 
     /// <summary>A risky request that still goes ahead (the kernel's WARN_ON_ONCE), e.g. NoFail above order 1.</summary>
     Misuse,
+
+    /// <summary>
+    /// A background thread of the memory system (kswapd) hit a bug and stopped (the kernel's oops in a kthread); the
+    /// text carries the exception. Allocations go on, reclaiming directly.
+    /// </summary>
+    Oops,
 }
 
 /// <summary>

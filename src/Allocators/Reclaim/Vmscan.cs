@@ -43,7 +43,7 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         _lru = pages.Lru;
         Counters = pages.ReclaimCounters;
         _kswapd = new Kswapd[pages.NodeCount];
-        for (int n = 0; n < _kswapd.Length; n++) _kswapd[n] = new Kswapd(this, n);
+        for (int n = 0; n < _kswapd.Length; n++) _kswapd[n] = new Kswapd(KswapdRun, KswapdOops, n);
     }
 
     /// <summary>The event counters.</summary>
@@ -136,6 +136,16 @@ internal sealed unsafe class Vmscan : IReclaimer, IDisposable
         if ((uint)node >= (uint)_kswapd.Length || _pages.NodeBalanced(node, highestZone)) return;
         _kswapd[node].Wake(highestZone);
     }
+
+    private void KswapdRun(int node, ZoneType highestZone)
+    {
+        Interlocked.Increment(ref Counters.KswapdWakeups);
+        BalanceNode(node, highestZone);
+    }
+
+    /// <summary>A kswapd run threw (a bug): the oops goes to the page allocator's warning receivers; the thread ends.</summary>
+    private void KswapdOops(int node, Exception e)
+        => _pages.ReportOops($"allocators: kswapd{node}: oops, the thread stops (allocations reclaim directly from now on): {e}");
 
     /// <summary>
     /// kswapd's work for one wake-up (balance_pgdat): reclaims pages of zones up to <paramref name="highestZone"/>, the
