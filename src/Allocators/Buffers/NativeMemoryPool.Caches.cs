@@ -71,6 +71,7 @@ public sealed unsafe partial class NativeMemoryPool
                 int* slots = magazine->Slots;
                 new Span<int>(slots + half, magazine->Count - half).CopyTo(new Span<int>(slots, magazine->Count));
                 magazine->Count -= half;
+                magazine->LowWater = Math.Min(magazine->LowWater, magazine->Count);
             }
             magazine->Slots[magazine->Count++] = id;
             ThreadCacheHeader.Exit(cache);
@@ -193,6 +194,7 @@ public sealed unsafe partial class NativeMemoryPool
             if (magazine->Count == 0) continue;
             ToDepot(c, magazine->Slots, magazine->Count);
             magazine->Count = 0;
+            magazine->LowWater = 0;
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Allocators.PageAlloc;
 using Allocators.Physical;
 using Allocators.Threading;
@@ -5,8 +6,9 @@ using Allocators.Threading;
 namespace Allocators.Buffers;
 
 // How a pool gives memory back, the kernel's way, on by default:
-//  - the reaper (cache_reap), every TrimInterval: threads that did not touch the pool hand their magazines back, and
-//    half of what sat in each depot through the whole period is evicted; a pool nobody used for a whole period
+//  - the reaper (cache_reap), every TrimInterval: threads that did not touch the pool hand their magazines back,
+//    busy threads send half of what sat in each magazine through the whole period (its low-water mark, as jemalloc's
+//    tcache GC does) to the depot, and half of what sat in each depot through the whole period is evicted; a pool nobody used for a whole period
 //    is trimmed to nothing, and its memory goes back to the host (free pages reported for native buffers, a
 //    garbage collection that decommits for arrays);
 //  - the shrinker (native buffers): the page allocator, about to fail an allocation, has the depots evicted;
@@ -86,7 +88,7 @@ public sealed unsafe partial class NativeMemoryPool
                 GiveBackToHost();
                 return;
             }
-            _caches.DrainAll(null, holds: QuietAndHolding);
+            _caches.DrainAll(ReapCache, holds: QuietAndHolding);
             ReapDepots();
         }
         catch (ObjectDisposedException)
@@ -99,18 +101,47 @@ public sealed unsafe partial class NativeMemoryPool
         }
     }
 
-    /// <summary>True for a thread's cache whose thread did not rent or return since the last look and that holds buffers.</summary>
+    /// <summary>
+    /// True for a thread's cache that holds buffers: the reaper takes it (<see cref="ReapCache"/>). Notes whether its
+    /// thread rented or returned since the last look.
+    /// </summary>
     private bool QuietAndHolding(nint block)
     {
         var cache = (ThreadCacheHeader*)block;
         PoolThreadStats* stats = PoolThreadCache.Stats(cache);
         long ops = Volatile.Read(ref stats->Rents) + Volatile.Read(ref stats->Returns);
-        bool quiet = ops == stats->OpsAtLastReap;
+        stats->QuietAtLastReap = ops == stats->OpsAtLastReap;
         stats->OpsAtLastReap = ops;
-        if (!quiet) return false;
         for (int c = 0; c < PoolSizeClasses.Count; c++)
             if (Volatile.Read(ref PoolThreadCache.Magazine(cache, c)->Count) != 0) return true;
         return false;
+    }
+
+    /// <summary>
+    /// The reaper's work on one thread's cache, its thread held off: a quiet thread's magazines go to the depots whole;
+    /// a busy thread's send half of their low-water mark (buffers unused through the whole period), and the marks
+    /// start again from what is left.
+    /// </summary>
+    private void ReapCache(nint block)
+    {
+        var cache = (ThreadCacheHeader*)block;
+        if (PoolThreadCache.Stats(cache)->QuietAtLastReap)
+        {
+            ((IThreadCacheOwner)this).FlushCache(cache);
+            return;
+        }
+        for (int c = 0; c < PoolSizeClasses.Count; c++)
+        {
+            PoolMagazine* magazine = PoolThreadCache.Magazine(cache, c);
+            Debug.Assert(magazine->LowWater >= 0 && magazine->LowWater <= magazine->Count);
+            int surplus = (magazine->LowWater + 1) / 2;
+            if (surplus > 0)
+            {
+                magazine->Count -= surplus;
+                ToDepot(c, magazine->Slots + magazine->Count, surplus);
+            }
+            magazine->LowWater = magazine->Count;
+        }
     }
 
     private void ReapDepots()

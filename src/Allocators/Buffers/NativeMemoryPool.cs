@@ -127,6 +127,7 @@ public sealed unsafe partial class NativeMemoryPool : MemoryPool<byte>, IThreadC
             {
                 int id = magazine->Slots[count - 1];
                 magazine->Count = count - 1;
+                if (count - 1 < magazine->LowWater) magazine->LowWater = count - 1;
                 PoolThreadStats* stats = PoolThreadCache.Stats(cache);
                 int length = magazine->Length;
                 stats->Rents++;

@@ -21,6 +21,9 @@ internal struct PoolThreadStats
 
     /// <summary>Rents + returns when the reaper last looked (written by the reaper only, under the registry lock).</summary>
     public long OpsAtLastReap;
+
+    /// <summary>Whether the thread neither rented nor returned through the reaper's last period (reaper only).</summary>
+    public bool QuietAtLastReap;
 }
 
 /// <summary>A thread's stack of idle buffers of one size class: ids into the pool's owner table.</summary>
@@ -33,6 +36,12 @@ internal unsafe struct PoolMagazine
 
     /// <summary>Length of the class's buffers, here so that the fast path reads no shared line.</summary>
     public int Length;
+
+    /// <summary>
+    /// The fewest buffers the magazine held since the reaper last looked (tcache's low-water mark): that many sat
+    /// unused through the whole period, and the reaper sends half of them to the depot.
+    /// </summary>
+    public int LowWater;
 
     public int* Slots
     {

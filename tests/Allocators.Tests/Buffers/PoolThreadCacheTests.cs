@@ -120,6 +120,30 @@ public class PoolThreadCacheTests
     }
 
     [Fact]
+    public void ABusyThreadsCacheGivesBackWhatItDidNotUse()
+    {
+        using var sys = NewSystem();
+        using var pool = new NativeMemoryPool(sys.Slab, new NativeMemoryPoolOptions { TrimInterval = null });
+        // A burst fills this thread's magazine (64 buffers of 4 KiB); then a steady load that needs one buffer.
+        var burst = new List<IMemoryOwner<byte>>();
+        for (int i = 0; i < 64; i++) burst.Add(pool.Rent(-1));
+        foreach (var owner in burst) owner.Dispose();
+        Assert.Equal(64L * 4096, pool.PooledBytes);
+        for (int period = 0; period < 12; period++)
+        {
+            for (int i = 0; i < 100; i++) pool.Rent(-1).Dispose();
+            pool.Reap();
+        }
+        // Each period half of what sat unused in the magazine goes to the depot, whose idle half is evicted in turn.
+        MemoryPoolStatistics stats = pool.Statistics();
+        Assert.True(stats.PooledBytes <= 4L * 4096, $"pooled {stats.PooledBytes}");
+        Assert.True(stats.TotalEvictedBytes >= 56L * 4096, $"evicted {stats.TotalEvictedBytes}");
+        Assert.Equal(64, stats.TotalAllocations); // the working set of one buffer was never reallocated
+        for (int i = 0; i < 100; i++) pool.Rent(-1).Dispose();
+        Assert.Equal(64, pool.Statistics().TotalAllocations);
+    }
+
+    [Fact]
     public void RentFailureThrowsCountsAndRaisesTheEvent()
     {
         using var sys = NewSystem(16L << 20);
