@@ -208,7 +208,10 @@ public unsafe class ShmemSwapTests
             reclaimer.Start();
             try
             {
-                for (int round = 0; round < 40; round++)
+                // 40 rounds, and more until the reclaimer has swapped something out (whether it meets a shared page
+                // in 40 rounds depends on the two threads' timing).
+                var deadline = DateTime.UtcNow.AddSeconds(20);
+                for (int round = 0; round < 40 || (f.Counters.PagesSwappedOut == 0 && DateTime.UtcNow < deadline); round++)
                 {
                     int pages = 32 + round % 5 * 16;
                     ulong a = MapSharedStamped(mm, pages, seed: round + 1);
