@@ -8,9 +8,9 @@ namespace Allocators.Buffers;
 // How a pool gives memory back, the kernel's way, on by default:
 //  - the reaper (cache_reap), every TrimInterval: threads that did not touch the pool hand their magazines back,
 //    busy threads send half of what sat in each magazine through the whole period (its low-water mark, as jemalloc's
-//    tcache GC does) to the depot, and half of what sat in each depot through the whole period is evicted; a pool nobody used for a whole period
-//    is trimmed to nothing, and its memory goes back to the host (free pages reported for native buffers, a
-//    garbage collection that decommits for arrays);
+//    tcache GC does) to the depot, and half of what sat in each depot through the whole period is evicted; a pool
+//    nobody used for a whole period is trimmed to nothing, and its memory goes back to the host (free pages reported
+//    for native buffers, a garbage collection that decommits for arrays);
 //  - the shrinker (native buffers): the page allocator, about to fail an allocation, has the depots evicted;
 //  - an array rent that finds the garbage-collected heap full trims the pool before it fails.
 // All of it runs on slow paths or a timer thread; the depots' spin locks and the registry's lock are the only locks.

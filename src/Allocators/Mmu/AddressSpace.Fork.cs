@@ -56,10 +56,10 @@ public sealed unsafe partial class AddressSpace
     /// <summary>
     /// The child's page tables for every table of this side's in [start, end) that maps anything, allocated where direct
     /// reclaim may run: outside this side's ptl, and under the child's only while a table is installed (pte_alloc before
-    /// copy_pte_range locks the source). Allocated under both locks, as <see cref="CopyPageRange"/> did, reclaim could
-    /// unmap no page of either side, and with other address spaces forking at the same time nothing in the arena was
-    /// reclaimable: the fork failed with swap free. The parent's tables cannot change meanwhile: its mmap lock is held for
-    /// writing, and reclaim only rewrites entries.
+    /// copy_pte_range locks the source). Under both locks, reclaim could unmap no page of either side, and with other
+    /// address spaces forking at the same time nothing in the arena would be reclaimable: a fork would fail with swap
+    /// free. The parent's tables cannot change meanwhile: its mmap lock is held for writing, and reclaim only rewrites
+    /// entries.
     /// </summary>
     /// <exception cref="OutOfMemoryException">No memory for a table even after reclaim.</exception>
     private void AllocChildTables(AddressSpace child, ulong start, ulong end)
