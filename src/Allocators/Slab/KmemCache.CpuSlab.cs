@@ -37,6 +37,7 @@ public sealed unsafe partial class KmemCache
         while (true)
         {
             bool locked;
+            long retirements = SlabCpus.Retirements;
             Enter(ctx);
             try
             {
@@ -71,8 +72,9 @@ public sealed unsafe partial class KmemCache
             {
                 Exit(ctx);
             }
-            // An exited thread's slabs may hold what this one needs: retire it and look again before growing.
-            if (!locked && SlabCpus.RetireExited()) continue;
+            // An exited thread's slabs may hold what this one needs: retire it and look again before growing, also
+            // when another thread's scan (at most one a millisecond) retired it since this one looked.
+            if (!locked && (SlabCpus.RetireExited() || SlabCpus.Retirements != retirements)) continue;
             PageFrame* slab = NewSlab(gfp, node);
             if (slab == null) return AllocFailed(gfp, injected: false);
             Enter(ctx);

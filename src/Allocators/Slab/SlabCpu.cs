@@ -415,6 +415,9 @@ internal static unsafe class SlabCpus
     /// </summary>
     public static bool RetireExited() => s_registry.RetireExited();
 
+    /// <summary>Contexts retired so far (<see cref="ThreadCacheRegistry.Retirements"/>).</summary>
+    public static long Retirements => s_registry.Retirements;
+
     /// <summary>Live thread contexts (tests).</summary>
     internal static int ContextCount => s_registry.Count;
 

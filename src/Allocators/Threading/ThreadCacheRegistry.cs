@@ -61,6 +61,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
     private readonly List<Thread> _threads = new();   // owner of _caches[i]
     private readonly List<nint> _closedBlocks = new(); // blocks a dispose retired, freed by the finalizer
     private long _lastExitScan;                        // Environment.TickCount64 of the last RetireExited scan
+    private long _retirements;                         // caches retired so far (written under _lock)
     private static long s_lastToken;
     private int _slot;
     private readonly long _generation = Interlocked.Increment(ref s_lastGeneration);
@@ -298,6 +299,7 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         _owner.FlushCache(cache);
         _owner.RetireCache(cache);
         cache->Retired = 1;
+        Volatile.Write(ref _retirements, _retirements + 1);
         int last = _caches.Count - 1;
         _caches[index] = _caches[last];
         _threads[index] = _threads[last];
@@ -352,6 +354,12 @@ internal sealed unsafe class ThreadCacheRegistry : IDisposable
         }
         return retired;
     }
+
+    /// <summary>
+    /// Caches retired so far, by any route: a caller that finds <see cref="RetireExited"/> skipped (another thread
+    /// scanned this millisecond) sees from it whether that scan gave something back meanwhile.
+    /// </summary>
+    public long Retirements => Volatile.Read(ref _retirements);
 
     /// <summary>Frees the blocks a dispose kept.</summary>
     ~ThreadCacheRegistry()
