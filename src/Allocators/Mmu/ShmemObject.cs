@@ -67,6 +67,7 @@ internal sealed unsafe class ShmemObject
             _slots = null;
             _capacity = 0;
         }
+        long resident = 0;
         for (ulong i = 0; i < capacity; i++)
         {
             ulong slot = slots[i];
@@ -77,10 +78,11 @@ internal sealed unsafe class ShmemObject
             }
             else
             {
-                AddResident(-1);
+                resident++;
                 _pages.PutPage((PageFrame*)slot);
             }
         }
+        AddResident(-resident);
         NativeMemory.Free(slots);
     }
 

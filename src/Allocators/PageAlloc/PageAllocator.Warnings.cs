@@ -17,8 +17,8 @@ public sealed unsafe partial class PageAllocator
 
     /// <summary>
     /// Raised on the warning thread for every warning the allocator gives (what <see cref="PageAllocatorOptions.Warn"/>
-    /// receives), with what it is about: failures without <see cref="Gfp.NoWarn"/>, stall reports, misuse, a kswapd oops. Handlers
-    /// must not block on memory of this allocator.
+    /// receives), with what it is about: failures without <see cref="Gfp.NoWarn"/>, stall reports, misuse, a kswapd
+    /// oops. Handlers must not block on memory of this allocator.
     /// </summary>
     public event Action<PageAllocatorWarning>? Warned;
 

@@ -27,7 +27,8 @@ namespace Allocators.PageAlloc;
 /// of order o (it would have merged); frames marked PG_buddy = <c>Σ_o free_area[o].Count</c>. Deferred struct page
 /// init: only a max-order block's head frame is written when memory comes online; a head with
 /// <see cref="PageFlags.DeferredInit"/> is a free max-order block whose other frames are zero, and the flag goes (the
-/// frames written) before the block leaves its free list, so every frame outside such a block holds its pfn and zone.</para>
+/// frames written) before the block leaves its free list, so every frame outside such a block holds its pfn and
+/// zone.</para>
 /// </remarks>
 public sealed unsafe partial class PageAllocator : IDisposable, IThreadCacheOwner
 {

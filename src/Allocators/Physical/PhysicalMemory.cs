@@ -13,8 +13,9 @@ namespace Allocators.Physical;
 /// </summary>
 /// <remarks>
 /// Conversions (pfn_to_page, page_to_pfn, page_address, virt_to_page) are O(1) and read nothing at a frame: frame
-/// arrays are demand-zero host memory the page allocator writes only as it first hands memory out. Sections are brought online and
-/// offline by the page allocator (memory hotplug); this type owns only the bytes and the frame arrays.
+/// arrays are demand-zero host memory the page allocator writes only as it first hands memory out. Sections are
+/// brought online and offline by the page allocator (memory hotplug); this type owns only the bytes and the frame
+/// arrays.
 /// Thread-safe: lookups are lock-free; onlining and offlining are serialised by the caller.
 /// </remarks>
 public sealed unsafe class PhysicalMemory : IDisposable
